@@ -1,0 +1,130 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/* File opens: open, openat, openat2, creat, seen once at syscall exit. */
+#include "osprey.h"
+
+#define NR_OPEN 2
+#define NR_CREAT 85
+#define NR_OPENAT 257
+#define NR_OPENAT2 437
+#define AT_FDCWD -100
+#define O_CREAT_WRONLY_TRUNC (0100 | 01 | 01000)
+
+struct open_how_user {
+	__u64 flags;
+	__u64 mode;
+	__u64 resolve;
+};
+
+static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
+{
+	long nr = BPF_CORE_READ(regs, orig_ax);
+	__u16 op;
+	if (nr == NR_OPENAT)
+		op = OSPREY_OPENAT;
+	else if (nr == NR_OPEN)
+		op = OSPREY_OPEN;
+	else if (nr == NR_OPENAT2)
+		op = OSPREY_OPENAT2;
+	else if (nr == NR_CREAT)
+		op = OSPREY_CREAT;
+	else
+		return 0;
+	if (!osprey_should_emit(OSPREY_KIND_FILE_OPEN))
+		return 0;
+
+	struct osprey_scratch *s = osprey_scratch();
+	if (!s)
+		return 0;
+	struct osprey_file_open *ev = (void *)s->fixed;
+	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	osprey_fill_header(&ev->hdr, OSPREY_KIND_FILE_OPEN, task);
+
+	const char *path;
+	ev->op = op;
+	ev->ret = ret;
+	ev->resolve = 0;
+	ev->status = 0;
+	ev->ino = 0;
+	ev->dev = 0;
+	ev->_pad = 0;
+	if (op == OSPREY_OPEN || op == OSPREY_CREAT) {
+		ev->dirfd = AT_FDCWD;
+		path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		if (op == OSPREY_OPEN) {
+			ev->flags = (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs);
+			ev->mode = PT_REGS_PARM3_CORE_SYSCALL(regs);
+		} else {
+			ev->flags = O_CREAT_WRONLY_TRUNC;
+			ev->mode = PT_REGS_PARM2_CORE_SYSCALL(regs);
+		}
+	} else {
+		ev->dirfd = PT_REGS_PARM1_CORE_SYSCALL(regs);
+		path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		if (op == OSPREY_OPENAT) {
+			ev->flags = (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
+			ev->mode = PT_REGS_PARM4_CORE_SYSCALL(regs);
+		} else {
+			struct open_how_user how = {};
+			bpf_probe_read_user(&how, sizeof(how),
+					    (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+			ev->flags = how.flags;
+			ev->mode = how.mode;
+			ev->resolve = how.resolve;
+		}
+	}
+	ev->mode &= 07777;
+
+	long n = bpf_probe_read_user_str(s->data, OSPREY_PATH_MAX, path);
+	if (n <= 0) {
+		n = 1;
+		s->data[0] = 0;
+		ev->status |= OSPREY_ST_PATH_UNREADABLE;
+	} else if (n == OSPREY_PATH_MAX) {
+		ev->status |= OSPREY_ST_PATH_TRUNCATED;
+	}
+	ev->path_len = n - 1;
+
+	/* Resolve: the opened file's own path when it succeeded, else the directory the
+	 * relative path was looked up from, for user space to join. */
+	s->off = n;
+	bool truncated = false;
+	__u16 depth = 0;
+	if (ret >= 0) {
+		struct file *f = osprey_fd_file(task, ret);
+		if (f) {
+			struct inode *inode = BPF_CORE_READ(f, f_inode);
+			ev->ino = BPF_CORE_READ(inode, i_ino);
+			ev->dev = BPF_CORE_READ(inode, i_sb, s_dev);
+			depth = osprey_walk_path(s, BPF_CORE_READ(f, f_path.mnt),
+						 BPF_CORE_READ(f, f_path.dentry), OSPREY_DATA_CAP,
+						 &truncated);
+			ev->status |= OSPREY_ST_RESOLVED_FROM_FILE;
+		}
+	} else if (s->data[0] != '/' && !(ev->status & OSPREY_ST_PATH_UNREADABLE)) {
+		struct vfsmount *mnt = NULL;
+		struct dentry *dentry = NULL;
+		if (ev->dirfd == AT_FDCWD) {
+			mnt = BPF_CORE_READ(task, fs, pwd.mnt);
+			dentry = BPF_CORE_READ(task, fs, pwd.dentry);
+		} else {
+			struct file *dir = osprey_fd_file(task, ev->dirfd);
+			if (dir) {
+				mnt = BPF_CORE_READ(dir, f_path.mnt);
+				dentry = BPF_CORE_READ(dir, f_path.dentry);
+			}
+		}
+		if (mnt && dentry) {
+			depth = osprey_walk_path(s, mnt, dentry, OSPREY_DATA_CAP, &truncated);
+			ev->status |= OSPREY_ST_RESOLVED_BASE_DIR;
+		}
+	}
+	if (truncated)
+		ev->status |= OSPREY_ST_RESOLVED_TRUNCATED;
+	ev->resolved_depth = depth;
+	__u32 off = s->off;
+	ev->resolved_len = off - n;
+	osprey_emit(ev, sizeof(*ev) + OSPREY_MASK(off));
+	return 0;
+}
+
+OSPREY_SYS_EXIT_PROGS(files_open, on_open_exit)

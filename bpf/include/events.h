@@ -1,0 +1,125 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * The event ABI: every struct that crosses a ring buffer. Rust mirrors these in
+ * crates/osprey-bpf/src/abi.rs; a test checks sizes and offsets against the BTF of
+ * the compiled objects, so change both sides together and bump nothing silently.
+ */
+#ifndef OSPREY_EVENTS_H
+#define OSPREY_EVENTS_H
+
+#define OSPREY_COMM_LEN 16
+#define OSPREY_PATH_MAX 4096 /* bytes of a path as passed, like PATH_MAX */
+#define OSPREY_ARGS_MAX 4096 /* bytes of argv (NUL separated) kept per exec */
+#define OSPREY_DATA_CAP 8192 /* variable-length tail of one event, power of two */
+#define OSPREY_MAX_KINDS 32
+
+/* Stable kind numbers: never reuse or renumber. */
+enum osprey_kind {
+	OSPREY_KIND_FILE_OPEN = 1,
+	OSPREY_KIND_EXEC = 2,
+	OSPREY_KIND_FORK = 3,
+	OSPREY_KIND_EXIT = 4,
+};
+
+/* Which open-family syscall produced a file event. */
+enum osprey_open_op {
+	OSPREY_OPEN = 1,
+	OSPREY_OPENAT = 2,
+	OSPREY_OPENAT2 = 3,
+	OSPREY_CREAT = 4,
+};
+
+/* Bits of osprey_file_open.status and osprey_exec.status. */
+enum osprey_status_bits {
+	OSPREY_ST_PATH_TRUNCATED = 1 << 0,     /* path as passed longer than we copy */
+	OSPREY_ST_RESOLVED_TRUNCATED = 1 << 1, /* deeper or longer than we walk */
+	OSPREY_ST_RESOLVED_FROM_FILE = 1 << 2, /* resolved = the opened file's own path */
+	OSPREY_ST_RESOLVED_BASE_DIR = 1 << 3,  /* resolved = directory to join with path */
+	OSPREY_ST_ARGS_TRUNCATED = 1 << 4,
+	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
+};
+
+/* Common header of every event; 64 bytes. */
+struct osprey_event_header {
+	__u32 kind;  /* enum osprey_kind */
+	__u32 size;  /* whole event in bytes, header included */
+	__u64 ts_boot_ns; /* CLOCK_BOOTTIME */
+	__u32 pid;   /* thread group id */
+	__u32 tid;
+	__u32 ppid;  /* real parent's thread group id */
+	__u32 uid;
+	__u32 gid;
+	__u32 _pad;
+	__u64 cgroup_id;
+	char comm[OSPREY_COMM_LEN];
+};
+
+/*
+ * One open-family syscall, read at syscall exit so arguments and result come together.
+ * data: path as passed (path_len bytes, NUL), then resolved_len bytes of resolved
+ * components, each NUL terminated, leaf first.
+ */
+struct osprey_file_open {
+	struct osprey_event_header hdr;
+	__s64 ret;       /* fd, or -errno */
+	__u64 flags;     /* open flags (openat2: how.flags) */
+	__u64 resolve;   /* openat2 how.resolve, else 0 */
+	__u64 ino;       /* inode of the opened file, 0 on failure */
+	__u32 dev;       /* st_dev (kernel encoding) of the opened file */
+	__u32 mode;
+	__s32 dirfd;     /* AT_FDCWD (-100) for open/creat */
+	__u16 op;        /* enum osprey_open_op */
+	__u16 status;    /* osprey_status_bits */
+	__u16 path_len;
+	__u16 resolved_len;
+	__u16 resolved_depth;
+	__u16 _pad;
+	char data[];
+};
+
+/*
+ * exec: successful (from sched_process_exec, ret 0) or failed (from execve/execveat
+ * exit, ret -errno). data: filename (filename_len, NUL), argv (args_len bytes, each arg
+ * NUL terminated), then the executable's resolved path components (leaf first).
+ */
+struct osprey_exec {
+	struct osprey_event_header hdr;
+	__s64 ret;
+	__u64 ino;
+	__u32 dev;
+	__u32 argc;      /* arguments the program got (may exceed those copied) */
+	__u32 old_tid;   /* tid that called exec (differs after de_thread) */
+	__u16 status;
+	__u16 stdio_sockets; /* bit i set: fd i (0..2) is a socket at exec */
+	__u16 filename_len;
+	__u16 args_len;
+	__u16 exe_len;
+	__u16 exe_depth;
+	char data[];
+};
+
+/* A new process (not a thread); the header describes the parent. */
+struct osprey_fork {
+	struct osprey_event_header hdr;
+	__u32 child_pid;
+	__u32 child_tid;
+	__u64 child_start_boot_ns;
+};
+
+/* The last thread of a process exited; the header describes it. */
+struct osprey_exit {
+	struct osprey_event_header hdr;
+	__u64 start_boot_ns; /* process start, for lifetime */
+	__u32 exit_code;     /* wait status: (code << 8) | signal | 0x80 core */
+	__u32 _pad;
+};
+
+/* Per-kind counters kept per CPU in each object's `osprey_stats` map. */
+struct osprey_counters {
+	__u64 emitted;
+	__u64 dropped;   /* ring buffer full */
+	__u64 throttled; /* rate limiter */
+	__u64 filtered;  /* reached the program but not the target filter */
+};
+
+#endif

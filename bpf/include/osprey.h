@@ -1,0 +1,299 @@
+/* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
+/*
+ * Shared kernel-side helpers: the ring buffer and emit(), per-kind counters, the target
+ * filter, the token-bucket rate limiter, the event header and the dentry walker.
+ * Every capability object includes this once; each object gets its own maps.
+ */
+#ifndef OSPREY_H
+#define OSPREY_H
+
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_core_read.h>
+#include <bpf/bpf_tracing.h>
+#include "events.h"
+
+char LICENSE[] SEC("license") = "Dual BSD/GPL";
+
+/* ---- configuration, set from user space through .rodata ---- */
+const volatile __u32 target_pid = 0;        /* 0: every process */
+const volatile __u32 target_uid = (__u32)-1; /* -1: every user */
+const volatile __u8 target_comm_set = 0;
+const volatile char target_comm[OSPREY_COMM_LEN] = {};
+const volatile __u64 rate_per_process = 0;  /* events/s per process; 0: off */
+const volatile __u64 rate_global_per_cpu = 0; /* events/s per CPU for all processes */
+const volatile __u64 wake_threshold = 256 * 1024; /* bytes queued before a wake-up */
+
+/* ---- maps ---- */
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 16 * 1024 * 1024);
+} osprey_events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, OSPREY_MAX_KINDS);
+	__type(key, __u32);
+	__type(value, struct osprey_counters);
+} osprey_stats SEC(".maps");
+
+struct osprey_scratch {
+	/* loop state kept in memory on purpose, see osprey_walk_path */
+	__u64 walk_mnt;
+	__u64 walk_dentry;
+	__u32 off;
+	__u16 walk_depth;
+	__u8 walk_done;
+	__u8 _pad[1];
+	__u8 fixed[128];               /* the kind's fixed part; all are smaller */
+	char data[OSPREY_DATA_CAP * 2]; /* masked offset + a bounded copy always fit */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct osprey_scratch);
+} osprey_scratch_map SEC(".maps");
+
+struct osprey_bucket {
+	__u64 tokens_nano; /* tokens * 1e9, so refill needs no division by rate */
+	__u64 last_ns;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u32);
+	__type(value, struct osprey_bucket);
+} osprey_buckets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct osprey_bucket);
+} osprey_global_bucket SEC(".maps");
+
+#define OSPREY_MASK(x) ((x) & (OSPREY_DATA_CAP - 1))
+
+static __always_inline struct osprey_scratch *osprey_scratch(void)
+{
+	__u32 zero = 0;
+	return bpf_map_lookup_elem(&osprey_scratch_map, &zero);
+}
+
+static __always_inline struct osprey_counters *osprey_counters_for(__u32 kind)
+{
+	return bpf_map_lookup_elem(&osprey_stats, &kind);
+}
+
+/* Filter on pid/uid/comm; counts what it rejects so nothing vanishes unexplained. */
+static __always_inline bool osprey_target_match(__u32 kind)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	if (target_pid && (__u32)(pid_tgid >> 32) != target_pid)
+		return false;
+	if (target_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != target_uid)
+		return false;
+	if (target_comm_set) {
+		char comm[OSPREY_COMM_LEN];
+		bpf_get_current_comm(comm, sizeof(comm));
+		for (int i = 0; i < OSPREY_COMM_LEN; i++) {
+			if (comm[i] != target_comm[i])
+				return false;
+			if (!comm[i])
+				break;
+		}
+	}
+	return true;
+}
+
+/* Token bucket: burst = one second of rate. Races between CPUs on one process only
+ * make the limit approximate; every event is still counted exactly once. */
+static __always_inline bool osprey_bucket_take(struct osprey_bucket *b, __u64 rate, __u64 now)
+{
+	const __u64 cap = rate * 1000000000ULL;
+	__u64 elapsed = now - b->last_ns;
+	__u64 tokens = b->tokens_nano;
+	if (elapsed > 1000000000ULL)
+		tokens = cap;
+	else
+		tokens += elapsed * rate;
+	if (tokens > cap)
+		tokens = cap;
+	b->last_ns = now;
+	if (tokens < 1000000000ULL) {
+		b->tokens_nano = tokens;
+		return false;
+	}
+	b->tokens_nano = tokens - 1000000000ULL;
+	return true;
+}
+
+static __always_inline bool osprey_rate_allow(void)
+{
+	__u64 now = bpf_ktime_get_ns();
+	if (rate_global_per_cpu) {
+		__u32 zero = 0;
+		struct osprey_bucket *g = bpf_map_lookup_elem(&osprey_global_bucket, &zero);
+		if (g && !osprey_bucket_take(g, rate_global_per_cpu, now))
+			return false;
+	}
+	if (rate_per_process) {
+		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+		struct osprey_bucket *b = bpf_map_lookup_elem(&osprey_buckets, &tgid);
+		if (!b) {
+			struct osprey_bucket fresh = {
+				.tokens_nano = rate_per_process * 1000000000ULL - 1000000000ULL,
+				.last_ns = now,
+			};
+			bpf_map_update_elem(&osprey_buckets, &tgid, &fresh, BPF_ANY);
+			return true;
+		}
+		return osprey_bucket_take(b, rate_per_process, now);
+	}
+	return true;
+}
+
+/* Gate for kinds that may be throttled: filter, then rate limit, counting both. */
+static __always_inline bool osprey_should_emit(__u32 kind)
+{
+	struct osprey_counters *c = osprey_counters_for(kind);
+	if (!osprey_target_match(kind)) {
+		if (c)
+			c->filtered++;
+		return false;
+	}
+	if ((rate_per_process || rate_global_per_cpu) && !osprey_rate_allow()) {
+		if (c)
+			c->throttled++;
+		return false;
+	}
+	return true;
+}
+
+static __always_inline void osprey_fill_header(struct osprey_event_header *h, __u32 kind,
+					       struct task_struct *task)
+{
+	__u64 pid_tgid = bpf_get_current_pid_tgid();
+	__u64 uid_gid = bpf_get_current_uid_gid();
+	h->kind = kind;
+	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->pid = pid_tgid >> 32;
+	h->tid = (__u32)pid_tgid;
+	h->ppid = BPF_CORE_READ(task, real_parent, tgid);
+	h->uid = (__u32)uid_gid;
+	h->gid = uid_gid >> 32;
+	h->_pad = 0;
+	h->cgroup_id = bpf_get_current_cgroup_id();
+	bpf_get_current_comm(h->comm, sizeof(h->comm));
+}
+
+/*
+ * Copy `size` bytes of `event` to the ring. No wake-up per event: the reader is woken
+ * only when this record makes the queue cross wake_threshold; a short timer in user
+ * space drains the rest. A full ring is counted, never silent.
+ */
+static __always_inline void osprey_emit(void *event, __u64 size)
+{
+	struct osprey_event_header *h = event;
+	__u32 kind = h->kind;
+	struct osprey_counters *c = osprey_counters_for(kind);
+	__u64 queued = bpf_ringbuf_query(&osprey_events, BPF_RB_AVAIL_DATA);
+	__u64 flags = (queued < wake_threshold && queued + size + 8 >= wake_threshold)
+			      ? BPF_RB_FORCE_WAKEUP
+			      : BPF_RB_NO_WAKEUP;
+	h->size = size;
+	if (bpf_ringbuf_output(&osprey_events, event, size, flags)) {
+		if (c)
+			c->dropped++;
+	} else if (c) {
+		c->emitted++;
+	}
+}
+
+/*
+ * Write the path of (mnt, dentry) into s->data at s->off as NUL-terminated components,
+ * leaf first, crossing mount points up to the global root. Loop state lives in the
+ * per-CPU map value, not in registers: the verifier then sees the same state at the top
+ * of every iteration whichever branch ran, so it verifies linearly instead of per path.
+ * Returns the depth written; sets *truncated when the walk did not reach the root.
+ */
+#define OSPREY_MAX_DEPTH 64
+#define OSPREY_NAME_MAX 256
+
+static __always_inline __u16 osprey_walk_path(struct osprey_scratch *s, struct vfsmount *vfsmnt,
+					      struct dentry *dentry, __u32 limit,
+					      bool *truncated)
+{
+	s->walk_mnt = (__u64)container_of(vfsmnt, struct mount, mnt);
+	s->walk_dentry = (__u64)dentry;
+	s->walk_depth = 0;
+	s->walk_done = 0;
+	for (int i = 0; i < OSPREY_MAX_DEPTH; i++) {
+		struct mount *mnt = (struct mount *)s->walk_mnt;
+		struct dentry *d = (struct dentry *)s->walk_dentry;
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == mnt_root || d == parent) {
+			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (d != mnt_root || mnt == mnt_parent) {
+				s->walk_done = 1; /* reached "/" (or a detached root) */
+				break;
+			}
+			s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+			s->walk_mnt = (__u64)mnt_parent;
+			continue;
+		}
+		__u32 off = s->off;
+		if (off + OSPREY_NAME_MAX > limit)
+			break;
+		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+		long n = bpf_probe_read_kernel_str(s->data + OSPREY_MASK(off), OSPREY_NAME_MAX, name);
+		if (n <= 0)
+			break;
+		s->off = off + n;
+		s->walk_depth++;
+		s->walk_dentry = (__u64)parent;
+	}
+	*truncated = !s->walk_done;
+	return s->walk_depth;
+}
+
+static __always_inline struct file *osprey_fd_file(struct task_struct *task, long fd)
+{
+	struct file **fds = BPF_CORE_READ(task, files, fdt, fd);
+	unsigned int max = BPF_CORE_READ(task, files, fdt, max_fds);
+	struct file *f = NULL;
+	if (fd < 0 || fd >= max)
+		return NULL;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd]);
+	return f;
+}
+
+/*
+ * Three hook variants for one sys_exit handler `fn(struct pt_regs *regs, long ret)`,
+ * best first: tp_btf, raw_tp, classic raw_syscalls tracepoint. Arguments are read from
+ * the saved user registers at exit, so one program sees arguments and result together.
+ */
+#define OSPREY_SYS_EXIT_PROGS(prefix, fn)                                              \
+	SEC("tp_btf/sys_exit")                                                         \
+	int BPF_PROG(prefix##_btf, struct pt_regs *regs, long ret)                    \
+	{                                                                              \
+		return fn(regs, ret);                                                  \
+	}                                                                              \
+	SEC("raw_tp/sys_exit")                                                         \
+	int BPF_PROG(prefix##_raw, struct pt_regs *regs, long ret)                    \
+	{                                                                              \
+		return fn(regs, ret);                                                  \
+	}                                                                              \
+	SEC("tracepoint/raw_syscalls/sys_exit")                                        \
+	int prefix##_tp(struct trace_event_raw_sys_exit *ctx)                          \
+	{                                                                              \
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(             \
+			(struct task_struct *)bpf_get_current_task_btf());             \
+		return fn(regs, ctx->ret);                                             \
+	}
+
+#endif

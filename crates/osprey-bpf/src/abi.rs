@@ -1,0 +1,136 @@
+//! Rust mirror of `bpf/include/events.h`. `tests/layout.rs` checks every size and field
+//! offset against the BTF inside the compiled objects.
+
+pub const COMM_LEN: usize = 16;
+pub const PATH_MAX: usize = 4096;
+pub const ARGS_MAX: usize = 4096;
+pub const MAX_KINDS: u32 = 32;
+
+/// Stable event kind numbers (`enum osprey_kind`).
+pub mod kind {
+    pub const FILE_OPEN: u32 = 1;
+    pub const EXEC: u32 = 2;
+    pub const FORK: u32 = 3;
+    pub const EXIT: u32 = 4;
+}
+
+/// `enum osprey_open_op`.
+pub mod open_op {
+    pub const OPEN: u16 = 1;
+    pub const OPENAT: u16 = 2;
+    pub const OPENAT2: u16 = 3;
+    pub const CREAT: u16 = 4;
+}
+
+/// `enum osprey_status_bits`.
+pub mod status {
+    pub const PATH_TRUNCATED: u16 = 1 << 0;
+    pub const RESOLVED_TRUNCATED: u16 = 1 << 1;
+    pub const RESOLVED_FROM_FILE: u16 = 1 << 2;
+    pub const RESOLVED_BASE_DIR: u16 = 1 << 3;
+    pub const ARGS_TRUNCATED: u16 = 1 << 4;
+    pub const PATH_UNREADABLE: u16 = 1 << 5;
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EventHeader {
+    pub kind: u32,
+    pub size: u32,
+    pub ts_boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub _pad: u32,
+    pub cgroup_id: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FileOpen {
+    pub hdr: EventHeader,
+    pub ret: i64,
+    pub flags: u64,
+    pub resolve: u64,
+    pub ino: u64,
+    pub dev: u32,
+    pub mode: u32,
+    pub dirfd: i32,
+    pub op: u16,
+    pub status: u16,
+    pub path_len: u16,
+    pub resolved_len: u16,
+    pub resolved_depth: u16,
+    pub _pad: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exec {
+    pub hdr: EventHeader,
+    pub ret: i64,
+    pub ino: u64,
+    pub dev: u32,
+    pub argc: u32,
+    pub old_tid: u32,
+    pub status: u16,
+    pub stdio_sockets: u16,
+    pub filename_len: u16,
+    pub args_len: u16,
+    pub exe_len: u16,
+    pub exe_depth: u16,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Fork {
+    pub hdr: EventHeader,
+    pub child_pid: u32,
+    pub child_tid: u32,
+    pub child_start_boot_ns: u64,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Exit {
+    pub hdr: EventHeader,
+    pub start_boot_ns: u64,
+    pub exit_code: u32,
+    pub _pad: u32,
+}
+
+/// Per-kind counters, one per CPU, in each object's `osprey_stats` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counters {
+    pub emitted: u64,
+    pub dropped: u64,
+    pub throttled: u64,
+    pub filtered: u64,
+}
+
+// SAFETY: plain integers, any bit pattern is valid.
+unsafe impl aya::Pod for Counters {}
+
+/// Marker for ABI structs that may be read from any correctly sized byte slice.
+///
+/// # Safety
+/// Implementors are `#[repr(C)]` and made of integers and byte arrays only.
+pub unsafe trait Plain: Copy + Default {}
+unsafe impl Plain for EventHeader {}
+unsafe impl Plain for FileOpen {}
+unsafe impl Plain for Exec {}
+unsafe impl Plain for Fork {}
+unsafe impl Plain for Exit {}
+
+/// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
+pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {
+    if bytes.len() < std::mem::size_of::<T>() {
+        return None;
+    }
+    // SAFETY: length checked; read_unaligned copes with ring alignment; T is Plain.
+    Some(unsafe { std::ptr::read_unaligned(bytes.as_ptr().cast::<T>()) })
+}

@@ -1,0 +1,27 @@
+//! Osprey's compiled BPF objects (built by `make -C bpf`, committed) and the `#[repr(C)]`
+//! mirror of the event ABI in `bpf/include/events.h`.
+
+pub mod abi;
+
+/// One compiled capability object, embedded in the binary.
+#[derive(Debug, Clone, Copy)]
+pub struct Object {
+    pub name: &'static str,
+    pub bytes: &'static [u8],
+}
+
+macro_rules! object {
+    ($name:literal) => {
+        Object {
+            name: $name,
+            bytes: aya::include_bytes_aligned!(concat!("../objects/", $name, ".bpf.o")),
+        }
+    };
+}
+
+pub const FILES: Object = object!("files");
+pub const PROCESS: Object = object!("process");
+pub const PROBE: Object = object!("probe");
+
+/// Every embedded object, for tests that check them all.
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE];

@@ -1,0 +1,80 @@
+//! Deterministic activity for Osprey's real-BPF tests and benchmarks.
+//!
+//! osprey-workload open COUNT PATH [--gate]   openat(PATH) COUNT times (close on success);
+//!                                             with --gate, first wait for a line on stdin
+//! osprey-workload open-relative DIR REL       chdir(DIR), open(REL), exit at once
+//! osprey-workload openat2 PATH                openat2(AT_FDCWD, PATH, O_RDONLY)
+//! osprey-workload bench-open COUNT PATH       like open, then print ns per call
+
+use std::ffi::CString;
+use std::io::BufRead;
+use std::time::Instant;
+
+fn usage() -> ! {
+    eprintln!("usage: osprey-workload open|open-relative|openat2|bench-open ARGS (see source)");
+    std::process::exit(2);
+}
+
+fn cpath(s: &str) -> CString {
+    CString::new(s).unwrap_or_else(|_| usage())
+}
+
+fn open_loop(count: u64, path: &CString) {
+    for _ in 0..count {
+        // SAFETY: valid NUL-terminated path.
+        let fd = unsafe { libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY) };
+        if fd >= 0 {
+            // SAFETY: fd was just opened by us.
+            unsafe { libc::close(fd) };
+        }
+    }
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.first().map(String::as_str) {
+        Some("open") => {
+            let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let path = cpath(args.get(2).unwrap_or_else(|| usage()));
+            if args.get(3).map(String::as_str) == Some("--gate") {
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+            }
+            open_loop(count, &path);
+        }
+        Some("bench-open") => {
+            let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let path = cpath(args.get(2).unwrap_or_else(|| usage()));
+            let start = Instant::now();
+            open_loop(count, &path);
+            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+        }
+        Some("open-relative") => {
+            let dir = args.get(1).unwrap_or_else(|| usage());
+            let rel = cpath(args.get(2).unwrap_or_else(|| usage()));
+            std::env::set_current_dir(dir).unwrap_or_else(|e| {
+                eprintln!("chdir {dir}: {e}");
+                std::process::exit(1)
+            });
+            // SAFETY: valid path.
+            unsafe { libc::open(rel.as_ptr(), libc::O_RDONLY) };
+        }
+        Some("openat2") => {
+            let path = cpath(args.get(1).unwrap_or_else(|| usage()));
+            // struct open_how { u64 flags, mode, resolve; }
+            let how: [u64; 3] = [libc::O_RDONLY as u64 | libc::O_CLOEXEC as u64, 0, 0];
+            // SAFETY: valid path and open_how of the size passed.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_openat2,
+                    libc::AT_FDCWD,
+                    path.as_ptr(),
+                    how.as_ptr(),
+                    std::mem::size_of_val(&how),
+                )
+            };
+            println!("{fd}");
+        }
+        _ => usage(),
+    }
+}

@@ -1,0 +1,145 @@
+//! `osprey check`: what this kernel offers, which hook each capability uses, privileges.
+
+use std::process::ExitCode;
+
+use clap::Args;
+use osprey::kernel::features::{self, Feature};
+use osprey::kernel::loader::{LoadOptions, LoadedCapability};
+use osprey::kernel::privileges;
+use osprey::{files, process};
+use serde_json::json;
+
+use crate::{Failure, Output};
+
+#[derive(Args, Debug)]
+pub struct CheckArgs {
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+struct CapabilityReport {
+    name: &'static str,
+    ok: bool,
+    error: Option<String>,
+    roles: Vec<serde_json::Value>,
+}
+
+fn check_capability(spec: osprey::kernel::loader::CapabilitySpec) -> CapabilityReport {
+    let options = LoadOptions {
+        dry_run: true,
+        ring_bytes: Some(1 << 16),
+        denied_programs: LoadOptions::denied_from_env(),
+        ..Default::default()
+    };
+    match LoadedCapability::load(spec, &options) {
+        Ok(cap) => CapabilityReport {
+            name: spec.name,
+            ok: true,
+            error: None,
+            roles: cap
+                .outcomes
+                .iter()
+                .map(|o| {
+                    json!({
+                        "role": o.role,
+                        "required": o.required,
+                        "hook": o.chosen.map(|h| h.attach.label()),
+                        "program": o.chosen.map(|h| h.program),
+                        "rejected": o.rejected.iter().map(|(h, why)| json!({"hook": h.attach.label(), "reason": why})).collect::<Vec<_>>(),
+                    })
+                })
+                .collect(),
+        },
+        Err(e) => CapabilityReport {
+            name: spec.name,
+            ok: false,
+            error: Some(e.to_string()),
+            roles: Vec::new(),
+        },
+    }
+}
+
+pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
+    let caps_mask = privileges::effective();
+    let missing = privileges::missing_for_tracing(caps_mask);
+    let features: Vec<Feature> = if missing.is_empty() {
+        features::probe_all()
+    } else {
+        Vec::new()
+    };
+    let capabilities: Vec<CapabilityReport> = if missing.is_empty() {
+        [process::SPEC, files::SPEC].into_iter().map(check_capability).collect()
+    } else {
+        Vec::new()
+    };
+    let all_ok = missing.is_empty() && capabilities.iter().all(|c| c.ok);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+
+    match args.output {
+        Output::Json => {
+            let doc = json!({
+                "kernel": kernel.trim(),
+                "ok": all_ok,
+                "privileges": privileges::report(caps_mask).into_iter().map(|(n, has)| json!({"capability": n, "present": has})).collect::<Vec<_>>(),
+                "missing_privileges": missing,
+                "features": features,
+                "capabilities": capabilities.iter().map(|c| json!({
+                    "name": c.name, "ok": c.ok, "error": c.error, "roles": c.roles,
+                })).collect::<Vec<_>>(),
+            });
+            println!("{doc}");
+        }
+        Output::Table => {
+            println!("kernel {}", kernel.trim());
+            let privs: Vec<String> = privileges::report(caps_mask)
+                .into_iter()
+                .map(|(n, has)| format!("{n}:{}", if has { "yes" } else { "no" }))
+                .collect();
+            println!("privileges {}", privs.join(" "));
+            if !missing.is_empty() {
+                println!(
+                    "missing {} — cannot load BPF; nothing else can be checked",
+                    missing.join(", ")
+                );
+            }
+            if !features.is_empty() {
+                println!("\n{:<22} {:<4} DETAIL", "FEATURE", "OK");
+                for f in &features {
+                    println!(
+                        "{:<22} {:<4} {}",
+                        f.name,
+                        if f.available { "yes" } else { "no" },
+                        f.detail
+                    );
+                }
+            }
+            if !capabilities.is_empty() {
+                println!("\n{:<10} {:<12} {:<34} WHY NOT BETTER / WHY NOT AT ALL", "CAPABILITY", "ROLE", "HOOK");
+                for c in &capabilities {
+                    if let Some(err) = &c.error {
+                        println!("{:<10} {:<12} {:<34} {err}", c.name, "-", "unavailable");
+                    }
+                    for r in &c.roles {
+                        let rejected: Vec<String> = r["rejected"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|x| format!("{}: {}", x["hook"].as_str().unwrap_or(""), x["reason"].as_str().unwrap_or("")))
+                            .collect();
+                        println!(
+                            "{:<10} {:<12} {:<34} {}",
+                            c.name,
+                            r["role"].as_str().unwrap_or(""),
+                            r["hook"].as_str().unwrap_or("unavailable"),
+                            rejected.join("; ")
+                        );
+                    }
+                }
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Ok(ExitCode::from(77));
+    }
+    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(77) })
+}

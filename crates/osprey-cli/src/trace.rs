@@ -1,0 +1,237 @@
+//! `osprey files` and `osprey exec`: load the capability (and the process capability that
+//! feeds the cache), then run the shared pipeline into a table or JSON lines.
+
+use std::io::{BufWriter, Write};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+use osprey::kernel::loader::{KernelConfig, LoadOptions, LoadedCapability};
+use osprey::kernel::{privileges, stats::RunTimeStats};
+use osprey::pipeline::cache::ProcessCache;
+use osprey::pipeline::event::Payload;
+use osprey::pipeline::run::{EventFilter, Pipeline, RunOptions, StopReason};
+use osprey::pipeline::sink::{Clock, JsonSink, Layout, Sink, TableSink};
+use osprey::{files, process};
+
+use crate::{Failure, Output, RunArgs};
+
+/// Who to trace; for `files` these filters run in the kernel.
+#[derive(Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Only this process (thread group id).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Only processes with this command name (as in /proc/PID/comm, at most 15 bytes).
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Only this user id.
+    #[arg(long)]
+    pub uid: Option<u32>,
+}
+
+#[derive(Args, Debug)]
+pub struct FilesArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Only opens whose absolute path starts with this prefix.
+    #[arg(long, value_name = "PREFIX")]
+    pub path_prefix: Option<String>,
+    /// Only failed opens.
+    #[arg(long, conflicts_with = "succeeded")]
+    pub failed: bool,
+    /// Only successful opens.
+    #[arg(long)]
+    pub succeeded: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Args, Debug)]
+pub struct ExecArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Only failed execs (no forks or exits).
+    #[arg(long)]
+    pub failed: bool,
+    /// Also show forks and exits.
+    #[arg(long, conflicts_with = "failed")]
+    pub lifecycle: bool,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
+    if let Some(pid) = t.pid {
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(Failure::Usage(format!("--pid {pid}: no such process")));
+        }
+    }
+    if let Some(comm) = &t.comm {
+        if comm.is_empty() || comm.len() > 15 {
+            return Err(Failure::Usage(format!(
+                "--comm `{comm}`: a command name is 1 to 15 bytes (the kernel truncates longer ones)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
+    let missing = privileges::missing_for_tracing(privileges::effective());
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(Failure::Privilege(format!(
+            "osprey {command} needs {} to load and attach tracing programs (run as root or grant them)",
+            missing.join(" and ")
+        )))
+    }
+}
+
+fn load(spec: osprey::kernel::loader::CapabilitySpec, options: &LoadOptions) -> Result<LoadedCapability, Failure> {
+    LoadedCapability::load(spec, options).map_err(|e| {
+        if privileges::effective() == 0 {
+            Failure::Privilege(e.to_string())
+        } else {
+            Failure::Privilege(format!("{e}; see `osprey check`"))
+        }
+    })
+}
+
+fn report_degraded(cap: &LoadedCapability) {
+    for outcome in &cap.outcomes {
+        if outcome.chosen.is_none() {
+            eprintln!(
+                "osprey: warning: {} {} unavailable: {}",
+                cap.spec.name,
+                outcome.role,
+                outcome.reason()
+            );
+        }
+    }
+}
+
+fn kernel_config(t: &TargetArgs, run: &RunArgs) -> KernelConfig {
+    KernelConfig {
+        pid: t.pid,
+        uid: t.uid,
+        comm: t.comm.clone(),
+        rate_per_process: run.rate_limit,
+        rate_global: run.global_rate_limit,
+    }
+}
+
+fn user_target_matches(t: &TargetArgs, ctx: &osprey::pipeline::cache::ProcessContext) -> bool {
+    t.pid.is_none_or(|p| p == ctx.pid)
+        && t.uid.is_none_or(|u| u == ctx.uid)
+        && t.comm.as_ref().is_none_or(|c| c.as_bytes() == ctx.comm.as_slice())
+}
+
+pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
+    validate_target(&args.target)?;
+    require_tracing_privileges("files")?;
+    let denied = LoadOptions::denied_from_env();
+    let process = load(
+        process::SPEC,
+        &LoadOptions {
+            roles: Some(process::CACHE_ROLES.to_vec()),
+            denied_programs: denied.clone(),
+            ..Default::default()
+        },
+    )?;
+    let files_cap = load(
+        files::SPEC,
+        &LoadOptions {
+            config: kernel_config(&args.target, &args.run),
+            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            denied_programs: denied,
+            ..Default::default()
+        },
+    )?;
+    let prefix = args.path_prefix.clone().map(String::into_bytes);
+    let (failed, succeeded) = (args.failed, args.succeeded);
+    let filter: EventFilter = Box::new(move |event, _ctx| match &event.payload {
+        Payload::FileOpen(f) => {
+            prefix.as_ref().is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
+                && (!failed || f.failed())
+                && (!succeeded || !f.failed())
+        }
+        _ => false,
+    });
+    run_pipeline(vec![process, files_cap], filter, &args.run, Layout::Files)
+}
+
+pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
+    validate_target(&args.target)?;
+    require_tracing_privileges("exec")?;
+    if args.run.rate_limit.is_some() || args.run.global_rate_limit.is_some() {
+        eprintln!("osprey: note: exec, fork and exit events are never rate limited");
+    }
+    let process = load(
+        process::SPEC,
+        &LoadOptions {
+            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            denied_programs: LoadOptions::denied_from_env(),
+            ..Default::default()
+        },
+    )?;
+    report_degraded(&process);
+    let target = args.target.clone();
+    let (failed, lifecycle) = (args.failed, args.lifecycle);
+    let filter: EventFilter = Box::new(move |event, ctx| {
+        let kind_wanted = match &event.payload {
+            Payload::Exec(x) => !failed || x.ret < 0,
+            Payload::Fork(_) | Payload::Exit(_) => lifecycle,
+            Payload::FileOpen(_) => false,
+        };
+        kind_wanted && user_target_matches(&target, ctx)
+    });
+    run_pipeline(vec![process], filter, &args.run, Layout::Exec)
+}
+
+fn run_pipeline(
+    capabilities: Vec<LoadedCapability>,
+    filter: EventFilter,
+    run: &RunArgs,
+    layout: Layout,
+) -> Result<ExitCode, Failure> {
+    let _run_time_stats = RunTimeStats::enable();
+    let mut cache = ProcessCache::new(65536, 5_000_000_000);
+    cache.seed_from_proc();
+    let clock = Clock::now();
+    let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
+    let mut sink: Box<dyn Sink> = match run.output {
+        Output::Json => Box::new(JsonSink::new(stdout, clock)),
+        Output::Table => Box::new(TableSink::new(stdout, clock, layout)),
+    };
+    let options = RunOptions {
+        duration: run.duration.map(Duration::from_secs_f64),
+        count: run.count,
+        stats_every: run.stats.map(Duration::from_secs_f64),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let pipeline = Pipeline {
+        capabilities,
+        cache,
+        sink: sink.as_mut(),
+        filter,
+        counters: Default::default(),
+    };
+    let summary = runtime.block_on(pipeline.run(options))?;
+    drop(sink);
+    let mut stderr = std::io::stderr().lock();
+    let _ = write!(stderr, "{}", summary.render());
+    if summary.stats.total_dropped() > 0 {
+        let _ = writeln!(
+            stderr,
+            "osprey: warning: {} events were dropped because a ring buffer was full (try --ring-mib)",
+            summary.stats.total_dropped()
+        );
+    }
+    let _ = summary.reason == StopReason::Signal;
+    Ok(ExitCode::SUCCESS)
+}

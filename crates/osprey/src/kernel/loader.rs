@@ -1,0 +1,344 @@
+//! Loads a capability's object and attaches each of its programs through the first hook
+//! alternative that works on this kernel, recording why the others did not.
+
+use std::collections::BTreeSet;
+
+use aya::{
+    maps::{MapData, PerCpuArray, RingBuf},
+    programs::{BtfTracePoint, FEntry, KProbe, Program, RawTracePoint, TracePoint},
+    Ebpf, EbpfLoader,
+};
+
+use super::{describe_error, kernel_btf};
+use crate::abi::{self, Counters};
+
+/// Where a program attaches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attach {
+    /// `tp_btf/NAME`: BTF-typed raw tracepoint; needs kernel BTF, no tracefs.
+    BtfTracepoint(&'static str),
+    /// `raw_tp/NAME`: raw tracepoint; no tracefs.
+    RawTracepoint(&'static str),
+    /// `tracepoint/CATEGORY/NAME`: classic tracepoint; needs tracefs.
+    Tracepoint(&'static str, &'static str),
+    /// `fentry/FUNCTION`: trampoline; refused on some kernels by policy.
+    FEntry(&'static str),
+    /// `kprobe/FUNCTION`: needs CONFIG_KPROBES.
+    KProbe(&'static str),
+}
+
+impl Attach {
+    pub fn label(&self) -> String {
+        match self {
+            Attach::BtfTracepoint(n) => format!("tp_btf/{n}"),
+            Attach::RawTracepoint(n) => format!("raw_tp/{n}"),
+            Attach::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
+            Attach::FEntry(f) => format!("fentry/{f}"),
+            Attach::KProbe(f) => format!("kprobe/{f}"),
+        }
+    }
+}
+
+/// One way to implement a role: a program in the object and where it attaches.
+#[derive(Debug, Clone, Copy)]
+pub struct Hook {
+    pub program: &'static str,
+    pub attach: Attach,
+}
+
+/// A job the capability needs done in the kernel, with its hooks best first.
+#[derive(Debug, Clone, Copy)]
+pub struct Role {
+    pub name: &'static str,
+    pub hooks: &'static [Hook],
+    /// Without a required role the capability cannot run at all.
+    pub required: bool,
+}
+
+/// What a capability is to the loader.
+#[derive(Debug, Clone, Copy)]
+pub struct CapabilitySpec {
+    pub name: &'static str,
+    pub object: osprey_bpf::Object,
+    pub roles: &'static [Role],
+    /// Event kinds this capability emits, for statistics.
+    pub kinds: &'static [(u32, &'static str)],
+    pub default_ring_bytes: u32,
+}
+
+/// In-kernel target filter and rate limits, written to the object's `.rodata`.
+#[derive(Debug, Clone, Default)]
+pub struct KernelConfig {
+    pub pid: Option<u32>,
+    pub uid: Option<u32>,
+    pub comm: Option<String>,
+    /// Events per second per process; `None`: unlimited.
+    pub rate_per_process: Option<u64>,
+    /// Events per second over all processes; `None`: unlimited.
+    pub rate_global: Option<u64>,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    pub config: KernelConfig,
+    pub ring_bytes: Option<u32>,
+    /// Roles to attach; `None`: all of them.
+    pub roles: Option<Vec<&'static str>>,
+    /// Programs never to use (OSPREY_DENY_PROGRAMS), to exercise fallbacks.
+    pub denied_programs: BTreeSet<String>,
+    /// Load and attach, then detach at once (for `osprey check`).
+    pub dry_run: bool,
+}
+
+impl LoadOptions {
+    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment.
+    pub fn denied_from_env() -> BTreeSet<String> {
+        std::env::var("OSPREY_DENY_PROGRAMS")
+            .map(|v| {
+                v.split(',')
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from)
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+}
+
+/// How one role was served (or why it could not be).
+#[derive(Debug, Clone)]
+pub struct RoleOutcome {
+    pub role: &'static str,
+    pub required: bool,
+    /// The program and hook in use, if any.
+    pub chosen: Option<Hook>,
+    /// Alternatives tried before (or instead of) the chosen one, with the reason each failed.
+    pub rejected: Vec<(Hook, String)>,
+}
+
+impl RoleOutcome {
+    pub fn reason(&self) -> String {
+        self.rejected
+            .iter()
+            .map(|(h, why)| format!("{}: {why}", h.attach.label()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("{capability}: cannot load its BPF object: {reason}")]
+    Object {
+        capability: &'static str,
+        reason: String,
+    },
+    #[error("{capability}: no hook for {role} works on this kernel ({reason})")]
+    NoHook {
+        capability: &'static str,
+        role: &'static str,
+        reason: String,
+    },
+    #[error("{capability}: {reason}")]
+    Map {
+        capability: &'static str,
+        reason: String,
+    },
+}
+
+/// A loaded capability: its object (dropping it detaches everything), its ring and counters.
+pub struct LoadedCapability {
+    pub spec: CapabilitySpec,
+    pub outcomes: Vec<RoleOutcome>,
+    pub ring: RingBuf<MapData>,
+    pub counters: PerCpuArray<MapData, Counters>,
+    ebpf: Ebpf,
+}
+
+impl LoadedCapability {
+    pub fn load(spec: CapabilitySpec, options: &LoadOptions) -> Result<Self, LoadError> {
+        let btf = kernel_btf().map_err(|reason| LoadError::Object {
+            capability: spec.name,
+            reason,
+        })?;
+        let cfg = &options.config;
+        let mut comm = [0u8; abi::COMM_LEN];
+        if let Some(c) = &cfg.comm {
+            let n = c.len().min(abi::COMM_LEN - 1);
+            comm[..n].copy_from_slice(&c.as_bytes()[..n]);
+        }
+        let pid = cfg.pid.unwrap_or(0);
+        let uid = cfg.uid.unwrap_or(u32::MAX);
+        let comm_set = u8::from(cfg.comm.is_some());
+        let rate_process = cfg.rate_per_process.unwrap_or(0);
+        let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
+        // The global bucket is per CPU (no locks in tracing programs): split the rate.
+        let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
+        let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
+
+        let mut loader = EbpfLoader::new();
+        loader
+            .btf(Some(btf))
+            .map_max_entries("osprey_events", ring_bytes)
+            .override_global("target_pid", &pid, false)
+            .override_global("target_uid", &uid, false)
+            .override_global("target_comm_set", &comm_set, false)
+            .override_global("target_comm", &comm, false)
+            .override_global("rate_per_process", &rate_process, false)
+            .override_global("rate_global_per_cpu", &rate_global, false);
+        let mut ebpf = loader
+            .load(spec.object.bytes)
+            .map_err(|e| LoadError::Object {
+                capability: spec.name,
+                reason: describe_error(&e),
+            })?;
+
+        let mut outcomes = Vec::new();
+        for role in spec.roles {
+            if let Some(wanted) = &options.roles {
+                if !wanted.contains(&role.name) {
+                    continue;
+                }
+            }
+            let outcome = attach_role(&mut ebpf, role, &options.denied_programs, btf);
+            if role.required && outcome.chosen.is_none() {
+                return Err(LoadError::NoHook {
+                    capability: spec.name,
+                    role: role.name,
+                    reason: outcome.reason(),
+                });
+            }
+            if options.dry_run {
+                if let Some(hook) = outcome.chosen {
+                    unload(&mut ebpf, hook.program);
+                }
+            }
+            outcomes.push(outcome);
+        }
+
+        let map_err = |what: &str, e: &dyn std::error::Error| LoadError::Map {
+            capability: spec.name,
+            reason: format!("{what}: {e}"),
+        };
+        let ring_map = ebpf
+            .take_map("osprey_events")
+            .ok_or_else(|| map_err("osprey_events", &std::fmt::Error))?;
+        let ring = RingBuf::try_from(ring_map).map_err(|e| map_err("osprey_events", &e))?;
+        let stats_map = ebpf
+            .take_map("osprey_stats")
+            .ok_or_else(|| map_err("osprey_stats", &std::fmt::Error))?;
+        let counters = PerCpuArray::try_from(stats_map).map_err(|e| map_err("osprey_stats", &e))?;
+        Ok(Self {
+            spec,
+            outcomes,
+            ring,
+            counters,
+            ebpf,
+        })
+    }
+
+    /// Programs in use with their hook, for statistics.
+    pub fn programs(&self) -> impl Iterator<Item = (&'static str, &Program, Hook)> + '_ {
+        self.outcomes.iter().filter_map(|o| {
+            let hook = o.chosen?;
+            Some((o.role, self.ebpf.program(hook.program)?, hook))
+        })
+    }
+
+    /// Sums the per-CPU counters of one event kind.
+    pub fn counters_for(&self, kind: u32) -> Counters {
+        let mut total = Counters::default();
+        if let Ok(values) = self.counters.get(&kind, 0) {
+            for c in values.iter() {
+                total.emitted += c.emitted;
+                total.dropped += c.dropped;
+                total.throttled += c.throttled;
+                total.filtered += c.filtered;
+            }
+        }
+        total
+    }
+}
+
+fn unload(ebpf: &mut Ebpf, program: &str) {
+    // Unloading drops the program's links too; errors mean it was not loaded.
+    let _ = match ebpf.program_mut(program) {
+        Some(Program::BtfTracePoint(p)) => p.unload(),
+        Some(Program::RawTracePoint(p)) => p.unload(),
+        Some(Program::TracePoint(p)) => p.unload(),
+        Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::KProbe(p)) => p.unload(),
+        _ => Ok(()),
+    };
+}
+
+fn attach_role(
+    ebpf: &mut Ebpf,
+    role: &Role,
+    denied: &BTreeSet<String>,
+    btf: &aya::Btf,
+) -> RoleOutcome {
+    let mut rejected = Vec::new();
+    for hook in role.hooks {
+        if denied.contains(hook.program) {
+            rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
+            continue;
+        }
+        match attach_hook(ebpf, hook, btf) {
+            Ok(()) => {
+                return RoleOutcome {
+                    role: role.name,
+                    required: role.required,
+                    chosen: Some(*hook),
+                    rejected,
+                }
+            }
+            Err(why) => {
+                unload(ebpf, hook.program);
+                rejected.push((*hook, why));
+            }
+        }
+    }
+    RoleOutcome {
+        role: role.name,
+        required: role.required,
+        chosen: None,
+        rejected,
+    }
+}
+
+fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
+    let err = |e: aya::programs::ProgramError| describe_error(&e);
+    match hook.attach {
+        Attach::BtfTracepoint(name) => {
+            let p: &mut BtfTracePoint = program.try_into().map_err(err)?;
+            p.load(name, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Attach::RawTracepoint(name) => {
+            let p: &mut RawTracePoint = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(name).map_err(err)?;
+        }
+        Attach::Tracepoint(category, name) => {
+            super::features::ensure_tracefs()?;
+            let p: &mut TracePoint = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(category, name).map_err(err)?;
+        }
+        Attach::FEntry(function) => {
+            let p: &mut FEntry = program.try_into().map_err(err)?;
+            p.load(function, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Attach::KProbe(function) => {
+            let p: &mut KProbe = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            p.attach(function, 0).map_err(err)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,72 @@
+//! The kernel layer: what this kernel offers, privileges, loading and attaching
+//! capabilities by their hook alternatives, and the statistics of loaded programs.
+
+pub mod features;
+pub mod loader;
+pub mod privileges;
+pub mod stats;
+
+use std::sync::OnceLock;
+
+use aya::Btf;
+
+/// Kernel BTF, parsed once per process and shared by every object we load.
+pub fn kernel_btf() -> Result<&'static Btf, String> {
+    static BTF: OnceLock<Result<Btf, String>> = OnceLock::new();
+    BTF.get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}")))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+/// Renders an aya error with its causes, without dumping the verifier log.
+pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
+    if let Some(aya::programs::ProgramError::LoadError {
+        io_error,
+        verifier_log,
+    }) = err.downcast_ref::<aya::programs::ProgramError>()
+    {
+        let log = verifier_log.to_string();
+        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        return if last.is_empty() {
+            format!("load refused: {io_error}")
+        } else {
+            format!("load refused: {io_error} (verifier: {})", last.trim())
+        };
+    }
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+/// Nanoseconds to add to CLOCK_BOOTTIME to get wall-clock time, measured now.
+pub fn boot_to_wall_offset_ns() -> i128 {
+    fn now(clock: libc::clockid_t) -> i128 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid clock id and out pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec as i128 * 1_000_000_000 + ts.tv_nsec as i128
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_BOOTTIME)
+}
+
+/// CLOCK_BOOTTIME now, in nanoseconds (the clock BPF stamps events with).
+pub fn boot_time_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid clock id and out pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,12 @@
+//! Osprey: eBPF performance monitoring and runtime security.
+//!
+//! `kernel` loads and attaches BPF objects (hooks probed at run time); `pipeline` turns ring
+//! buffer records into enriched events and writes them to sinks; each capability (`files`,
+//! `process`) declares its hooks, decodes its records and describes how to present them.
+
+pub mod files;
+pub mod kernel;
+pub mod pipeline;
+pub mod process;
+
+pub use osprey_bpf::abi;

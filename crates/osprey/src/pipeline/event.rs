@@ -1,0 +1,169 @@
+//! Typed events decoded from ring records, and their JSON shape.
+
+use serde::ser::{SerializeMap, Serializer};
+
+use crate::abi::{self, kind};
+use crate::{files, process};
+
+/// The common header of every event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Header {
+    pub kind: u32,
+    pub ts_boot_ns: u64,
+    pub pid: u32,
+    pub tid: u32,
+    pub ppid: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub cgroup_id: u64,
+    pub comm: Vec<u8>,
+}
+
+impl From<&abi::EventHeader> for Header {
+    fn from(h: &abi::EventHeader) -> Self {
+        Header {
+            kind: h.kind,
+            ts_boot_ns: h.ts_boot_ns,
+            pid: h.pid,
+            tid: h.tid,
+            ppid: h.ppid,
+            uid: h.uid,
+            gid: h.gid,
+            cgroup_id: h.cgroup_id,
+            comm: crate::pipeline::text::until_nul(&h.comm).to_vec(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Payload {
+    FileOpen(files::FileOpen),
+    Exec(process::Exec),
+    Fork(process::Fork),
+    Exit(process::Exit),
+}
+
+impl Payload {
+    /// The `kind` string in JSON and tables.
+    pub fn kind_name(&self) -> &'static str {
+        match self {
+            Payload::FileOpen(_) => "file_open",
+            Payload::Exec(_) => "exec",
+            Payload::Fork(_) => "fork",
+            Payload::Exit(_) => "exit",
+        }
+    }
+
+    /// Writes the kind-specific JSON fields.
+    pub fn write_json<M: SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+        match self {
+            Payload::FileOpen(p) => p.write_json(map),
+            Payload::Exec(p) => p.write_json(map),
+            Payload::Fork(p) => p.write_json(map),
+            Payload::Exit(p) => p.write_json(map),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    pub header: Header,
+    pub payload: Payload,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum DecodeError {
+    #[error("record of {0} bytes is shorter than its header")]
+    Short(usize),
+    #[error("unknown event kind {0}")]
+    UnknownKind(u32),
+    #[error("{kind} record of {len} bytes is malformed: {why}")]
+    Malformed {
+        kind: &'static str,
+        len: usize,
+        why: &'static str,
+    },
+}
+
+/// Decodes one ring record. Never panics on any input (fuzzed).
+pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
+    let raw: abi::EventHeader = abi::read(bytes).ok_or(DecodeError::Short(bytes.len()))?;
+    let header = Header::from(&raw);
+    let payload = match raw.kind {
+        kind::FILE_OPEN => Payload::FileOpen(files::decode(bytes)?),
+        kind::EXEC => Payload::Exec(process::decode_exec(bytes)?),
+        kind::FORK => Payload::Fork(process::decode_fork(bytes)?),
+        kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
+        other => return Err(DecodeError::UnknownKind(other)),
+    };
+    Ok(Event { header, payload })
+}
+
+/// Splits the variable tail of a record into consecutive fields of the given lengths.
+pub fn split_tail<'a, const N: usize>(
+    bytes: &'a [u8],
+    fixed: usize,
+    lens: [usize; N],
+    kind: &'static str,
+) -> Result<[&'a [u8]; N], DecodeError> {
+    let malformed = |why| DecodeError::Malformed {
+        kind,
+        len: bytes.len(),
+        why,
+    };
+    let mut rest = bytes.get(fixed..).ok_or_else(|| malformed("short"))?;
+    let mut out = [&[][..]; N];
+    for (slot, len) in out.iter_mut().zip(lens) {
+        if rest.len() < len {
+            return Err(malformed("tail shorter than its lengths"));
+        }
+        let (field, tail) = rest.split_at(len);
+        *slot = field;
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// Like `split_tail`, for tails laid out as `first` NUL-terminated, then the rest.
+pub fn strip_nul(field: &[u8]) -> &[u8] {
+    field.strip_suffix(&[0]).unwrap_or(field)
+}
+
+/// Serializes an enriched event as one JSON object (docs/events.md).
+pub struct JsonEvent<'a> {
+    pub time: &'a str,
+    pub event: &'a Event,
+    pub process: &'a super::cache::ProcessContext,
+}
+
+impl serde::Serialize for JsonEvent<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        map.serialize_entry("time", self.time)?;
+        map.serialize_entry("kind", self.event.payload.kind_name())?;
+        map.serialize_entry("process", self.process)?;
+        self.event.payload.write_json(&mut map)?;
+        map.end()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rejects_short_and_unknown_records() {
+        assert_eq!(decode(&[1, 2, 3]), Err(DecodeError::Short(3)));
+        let mut raw = [0u8; 64];
+        raw[0] = 99;
+        assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn split_tail_checks_lengths() {
+        let bytes = [0u8, 0, b'a', b'b', b'c'];
+        let [a, b] = split_tail(&bytes, 2, [1, 2], "t").unwrap();
+        assert_eq!((a, b), (&b"a"[..], &b"bc"[..]));
+        assert!(split_tail(&bytes, 2, [2, 2], "t").is_err());
+    }
+}

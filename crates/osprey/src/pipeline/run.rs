@@ -1,0 +1,210 @@
+//! The run loop: waits for a ring wake-up (sent by the kernel only once a batch is queued)
+//! or the drain timer, drains every ring, enriches and writes events, and stops on a
+//! signal, `--duration`, `--count` or a closed output, draining what is left first.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use tokio::io::unix::AsyncFd;
+use tokio::signal::unix::{signal, SignalKind};
+
+use super::cache::{ProcessCache, ProcessContext};
+use super::event::{decode, Event};
+use super::sink::Sink;
+use crate::kernel::loader::LoadedCapability;
+use crate::kernel::stats::Snapshot;
+
+pub type EventFilter = Box<dyn Fn(&Event, &ProcessContext) -> bool>;
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub duration: Option<Duration>,
+    pub count: Option<u64>,
+    pub stats_every: Option<Duration>,
+    /// Backstop for the batched wake-ups: the longest an event waits in a ring.
+    pub drain_interval: Duration,
+    /// Longest time the final drain may take after a stop request.
+    pub final_drain_budget: Duration,
+}
+
+impl Default for RunOptions {
+    fn default() -> Self {
+        Self {
+            duration: None,
+            count: None,
+            stats_every: None,
+            drain_interval: Duration::from_millis(10),
+            final_drain_budget: Duration::from_millis(500),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopReason {
+    Signal,
+    Duration,
+    Count,
+    OutputClosed,
+}
+
+#[derive(Debug, Default)]
+pub struct PipelineCounters {
+    pub decoded: u64,
+    pub undecodable: u64,
+    pub written: u64,
+    pub filtered: u64,
+}
+
+pub struct Summary {
+    pub reason: StopReason,
+    pub counters: PipelineCounters,
+    pub stats: Snapshot,
+    pub cache_size: usize,
+    pub cache_evictions: u64,
+}
+
+impl Summary {
+    pub fn render(&self) -> String {
+        format!(
+            "{}pipeline: decoded {} written {} filtered {} undecodable {}; process cache {} entries, {} evicted\n",
+            self.stats.render(),
+            self.counters.decoded,
+            self.counters.written,
+            self.counters.filtered,
+            self.counters.undecodable,
+            self.cache_size,
+            self.cache_evictions,
+        )
+    }
+}
+
+/// An epoll set over every ring, so one readiness future covers them all.
+struct RingPoller {
+    fd: AsyncFd<OwnedFd>,
+}
+
+impl RingPoller {
+    fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
+        // SAFETY: plain syscall; the result is checked.
+        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if raw < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `raw` is a fresh fd we own.
+        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+        for cap in capabilities {
+            let ring_fd = cap.ring.as_raw_fd();
+            let mut ev = libc::epoll_event {
+                events: libc::EPOLLIN as u32,
+                u64: ring_fd as u64,
+            };
+            // SAFETY: valid epoll and ring fds, valid event pointer.
+            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } < 0 {
+                return Err(io::Error::last_os_error());
+            }
+        }
+        // SAFETY: the epoll fd is owned by the AsyncFd and outlives its registration.
+        let fd = unsafe { AsyncFd::register(epoll) }.map_err(io::Error::from)?;
+        Ok(Self { fd })
+    }
+}
+
+pub struct Pipeline<'a> {
+    /// Drained in this order: put lifecycle (process) first so the cache is current.
+    pub capabilities: Vec<LoadedCapability>,
+    pub cache: ProcessCache,
+    pub sink: &'a mut dyn Sink,
+    pub filter: EventFilter,
+    pub counters: PipelineCounters,
+}
+
+impl Pipeline<'_> {
+    /// Drains every ring once. Returns false when the output is closed.
+    fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
+        for cap in &mut self.capabilities {
+            while let Some(record) = cap.ring.next() {
+                let event = match decode(&record) {
+                    Ok(e) => e,
+                    Err(_) => {
+                        self.counters.undecodable += 1;
+                        continue;
+                    }
+                };
+                drop(record);
+                self.counters.decoded += 1;
+                self.cache.observe(&event);
+                if count_limit.is_some_and(|n| self.counters.written >= n) {
+                    continue; // keep draining for accounting, stop writing
+                }
+                let ctx = self.cache.context(&event);
+                if !(self.filter)(&event, &ctx) {
+                    self.counters.filtered += 1;
+                    continue;
+                }
+                match self.sink.write(&event, &ctx) {
+                    Ok(()) => self.counters.written += 1,
+                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    pub async fn run(mut self, options: RunOptions) -> io::Result<Summary> {
+        let poller = RingPoller::new(&self.capabilities)?;
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let started = Instant::now();
+        let deadline = options.duration.map(|d| started + d);
+        let mut next_stats = options.stats_every.map(|d| started + d);
+        let mut timer = tokio::time::interval(options.drain_interval);
+        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+
+        let reason = loop {
+            let sleep_until = deadline.unwrap_or(started + Duration::from_secs(86400 * 365));
+            tokio::select! {
+                guard = poller.fd.readable() => {
+                    if let Ok(mut g) = guard { g.clear_ready(); }
+                }
+                _ = timer.tick() => {}
+                _ = sigint.recv() => break StopReason::Signal,
+                _ = sigterm.recv() => break StopReason::Signal,
+                _ = tokio::time::sleep_until(sleep_until.into()) => break StopReason::Duration,
+            }
+            if !self.drain(options.count)? {
+                break StopReason::OutputClosed;
+            }
+            if options.count.is_some_and(|n| self.counters.written >= n) {
+                break StopReason::Count;
+            }
+            self.cache.expire(crate::kernel::boot_time_ns());
+            if let (Some(at), Some(every)) = (next_stats, options.stats_every) {
+                if Instant::now() >= at {
+                    eprint!("{}", Snapshot::take(&self.capabilities).render());
+                    next_stats = Some(at + every);
+                }
+            }
+        };
+
+        // Final drain: what the kernel queued before we stopped is still delivered.
+        let budget_end = Instant::now() + options.final_drain_budget;
+        if reason != StopReason::OutputClosed {
+            while Instant::now() < budget_end {
+                let before = self.counters.decoded;
+                if !self.drain(options.count)? || self.counters.decoded == before {
+                    break;
+                }
+            }
+        }
+        let _ = self.sink.flush();
+        Ok(Summary {
+            reason,
+            stats: Snapshot::take(&self.capabilities),
+            cache_size: self.cache.len(),
+            cache_evictions: self.cache.evictions,
+            counters: self.counters,
+        })
+    }
+}

@@ -1,0 +1,160 @@
+//! Where enriched events go: an aligned table for people, JSON lines for programs.
+
+use std::io::{self, Write};
+
+use chrono::{DateTime, Local, SecondsFormat, Utc};
+
+use super::cache::ProcessContext;
+use super::event::{Event, JsonEvent, Payload};
+use super::text::escape_for_terminal;
+use crate::files;
+
+pub trait Sink {
+    fn write(&mut self, event: &Event, process: &ProcessContext) -> io::Result<()>;
+    fn flush(&mut self) -> io::Result<()>;
+}
+
+/// Converts CLOCK_BOOTTIME stamps to wall-clock time.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    boot_to_wall_ns: i128,
+}
+
+impl Clock {
+    pub fn now() -> Self {
+        Self {
+            boot_to_wall_ns: crate::kernel::boot_to_wall_offset_ns(),
+        }
+    }
+
+    pub fn wall(&self, boot_ns: u64) -> DateTime<Utc> {
+        let ns = boot_ns as i128 + self.boot_to_wall_ns;
+        DateTime::from_timestamp(
+            (ns.div_euclid(1_000_000_000)) as i64,
+            ns.rem_euclid(1_000_000_000) as u32,
+        )
+        .unwrap_or_default()
+    }
+}
+
+pub struct JsonSink<W: Write> {
+    out: W,
+    clock: Clock,
+}
+
+impl<W: Write> JsonSink<W> {
+    pub fn new(out: W, clock: Clock) -> Self {
+        Self { out, clock }
+    }
+}
+
+impl<W: Write> Sink for JsonSink<W> {
+    fn write(&mut self, event: &Event, process: &ProcessContext) -> io::Result<()> {
+        let time = self
+            .clock
+            .wall(event.header.ts_boot_ns)
+            .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        serde_json::to_writer(
+            &mut self.out,
+            &JsonEvent {
+                time: &time,
+                event,
+                process,
+            },
+        )?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Which columns a table shows (one layout per command).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Layout {
+    Files,
+    Exec,
+}
+
+pub struct TableSink<W: Write> {
+    out: W,
+    clock: Clock,
+    layout: Layout,
+    header_written: bool,
+}
+
+impl<W: Write> TableSink<W> {
+    pub fn new(out: W, clock: Clock, layout: Layout) -> Self {
+        Self {
+            out,
+            clock,
+            layout,
+            header_written: false,
+        }
+    }
+}
+
+impl<W: Write> Sink for TableSink<W> {
+    fn write(&mut self, event: &Event, p: &ProcessContext) -> io::Result<()> {
+        if !self.header_written {
+            self.header_written = true;
+            let header = match self.layout {
+                Layout::Files => format!(
+                    "{:<12} {:>7} {:<16} {}",
+                    "TIME",
+                    "PID",
+                    "COMM",
+                    files::TABLE_HEADER
+                ),
+                Layout::Exec => format!(
+                    "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:>4} {}",
+                    "TIME", "EVENT", "PID", "PPID", "UID", "COMM", "RET", "DETAILS"
+                ),
+            };
+            writeln!(self.out, "{header}")?;
+        }
+        let time = self
+            .clock
+            .wall(event.header.ts_boot_ns)
+            .with_timezone(&Local)
+            .format("%H:%M:%S%.3f");
+        let comm = escape_for_terminal(&p.comm);
+        match (&event.payload, self.layout) {
+            (Payload::FileOpen(f), _) => writeln!(
+                self.out,
+                "{time:<12} {:>7} {comm:<16} {}",
+                p.pid,
+                f.table_columns()
+            ),
+            (payload, _) => {
+                let (ret, details) = match payload {
+                    Payload::Exec(x) => {
+                        let ret = if x.ret < 0 {
+                            files::errno_name((-x.ret) as i32).to_string()
+                        } else {
+                            "0".into()
+                        };
+                        (ret, x.table_details())
+                    }
+                    Payload::Fork(f) => ("-".into(), format!("child={}", f.child_pid)),
+                    Payload::Exit(x) => ("-".into(), x.table_details(event.header.ts_boot_ns)),
+                    Payload::FileOpen(_) => unreachable!("handled above"),
+                };
+                writeln!(
+                    self.out,
+                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm:<16} {ret:>4} {details}",
+                    payload.kind_name(),
+                    p.pid,
+                    p.ppid,
+                    p.uid,
+                )
+            }
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+

@@ -1,0 +1,140 @@
+//! Byte strings from the kernel (paths, argv, comm) are not guaranteed UTF-8 or printable.
+//! Tables get an escaped, unambiguous rendering; JSON gets the text plus, when the bytes are
+//! not valid UTF-8, a lossless base64 copy (see docs/events.md).
+
+use base64::Engine;
+
+/// Escapes for a terminal: printable text as is; `\\`, `\n`, `\t`, `\r`, `\e`; other control
+/// characters and invalid UTF-8 bytes as `\xNN`; C1 controls as `\u{..}`.
+pub fn escape_for_terminal(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len());
+    for chunk in bytes.utf8_chunks() {
+        for c in chunk.valid().chars() {
+            match c {
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                '\t' => out.push_str("\\t"),
+                '\r' => out.push_str("\\r"),
+                '\x1b' => out.push_str("\\e"),
+                c if (c as u32) < 0x20 || c == '\x7f' => {
+                    out.push_str(&format!("\\x{:02x}", c as u32));
+                }
+                c if ('\u{80}'..='\u{9f}').contains(&c) => {
+                    out.push_str(&format!("\\u{{{:x}}}", c as u32));
+                }
+                c => out.push(c),
+            }
+        }
+        for b in chunk.invalid() {
+            out.push_str(&format!("\\x{b:02x}"));
+        }
+    }
+    out
+}
+
+/// Text for JSON: the string when valid UTF-8 (serde escapes controls), else a lossy
+/// string plus the exact bytes in base64.
+pub fn json_text(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
+    match std::str::from_utf8(bytes) {
+        Ok(s) => (std::borrow::Cow::Borrowed(s), None),
+        Err(_) => (
+            String::from_utf8_lossy(bytes),
+            Some(base64::engine::general_purpose::STANDARD.encode(bytes)),
+        ),
+    }
+}
+
+/// Writes `name` (and `name_b64` when needed) into a JSON map being serialized.
+pub fn write_bytes_field<M: serde::ser::SerializeMap>(
+    map: &mut M,
+    name: &'static str,
+    b64_name: &'static str,
+    bytes: &[u8],
+) -> Result<(), M::Error> {
+    let (text, b64) = json_text(bytes);
+    map.serialize_entry(name, &text)?;
+    if let Some(b64) = b64 {
+        map.serialize_entry(b64_name, &b64)?;
+    }
+    Ok(())
+}
+
+/// The bytes before the first NUL.
+pub fn until_nul(bytes: &[u8]) -> &[u8] {
+    bytes.split(|&b| b == 0).next().unwrap_or(&[])
+}
+
+/// Joins leaf-first NUL-terminated path components into an absolute path.
+pub fn join_components_leaf_first(data: &[u8]) -> Vec<u8> {
+    let parts: Vec<&[u8]> = data
+        .split(|&b| b == 0)
+        .filter(|p| !p.is_empty())
+        .collect();
+    let mut out = Vec::with_capacity(data.len() + 1);
+    for part in parts.iter().rev() {
+        out.push(b'/');
+        out.extend_from_slice(part);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+/// Lexically joins a relative path onto an absolute base, folding `.` and `..`.
+pub fn join_lexically(base: &[u8], relative: &[u8]) -> Vec<u8> {
+    let mut parts: Vec<&[u8]> = base.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+    for part in relative.split(|&b| b == b'/') {
+        match part {
+            b"" | b"." => {}
+            b".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = Vec::new();
+    for p in parts {
+        out.push(b'/');
+        out.extend_from_slice(p);
+    }
+    if out.is_empty() {
+        out.push(b'/');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes_controls_and_invalid_bytes() {
+        assert_eq!(
+            escape_for_terminal(b"a\nb\x1b[31mc\xffd\\"),
+            "a\\nb\\e[31mc\\xffd\\\\"
+        );
+        assert_eq!(escape_for_terminal("é".as_bytes()), "é");
+        assert_eq!(escape_for_terminal("\u{85}".as_bytes()), "\\u{85}");
+    }
+
+    #[test]
+    fn json_text_is_lossless_for_invalid_utf8() {
+        let (text, b64) = json_text(b"ok");
+        assert_eq!(text, "ok");
+        assert!(b64.is_none());
+        let (_, b64) = json_text(b"\xff\xfe");
+        let decoded = base64::engine::general_purpose::STANDARD
+            .decode(b64.unwrap())
+            .unwrap();
+        assert_eq!(decoded, b"\xff\xfe");
+    }
+
+    #[test]
+    fn joins_components_and_relative_paths() {
+        assert_eq!(join_components_leaf_first(b"c\0b\0a\0"), b"/a/b/c");
+        assert_eq!(join_components_leaf_first(b""), b"/");
+        assert_eq!(join_lexically(b"/a/b", b"../c/./d"), b"/a/c/d");
+        assert_eq!(join_lexically(b"/", b"../../x"), b"/x");
+    }
+}
