@@ -35,7 +35,7 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	struct osprey_scratch *s = osprey_scratch();
 	if (!s)
 		return 0;
-	struct osprey_file_open *ev = (void *)s->fixed;
+	struct osprey_file_open *ev = OSPREY_EVENT_IN(s, struct osprey_file_open);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	osprey_fill_header(&ev->hdr, OSPREY_KIND_FILE_OPEN, task);
 

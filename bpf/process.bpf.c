@@ -25,7 +25,7 @@ static __always_inline __u16 stdio_socket_bits(struct task_struct *task)
 static __always_inline struct osprey_exec *exec_begin(struct osprey_scratch *s,
 						      struct task_struct *task)
 {
-	struct osprey_exec *ev = (void *)s->fixed;
+	struct osprey_exec *ev = OSPREY_EVENT_IN(s, struct osprey_exec);
 	osprey_fill_header(&ev->hdr, OSPREY_KIND_EXEC, task);
 	ev->status = 0;
 	ev->ino = 0;

@@ -77,6 +77,9 @@ struct {
 
 #define OSPREY_MASK(x) ((x) & (OSPREY_DATA_CAP - 1))
 
+/* The fixed part of an event of `type`, placed so that its data[] is s->data. */
+#define OSPREY_EVENT_IN(s, type) ((type *)((char *)(s)->data - sizeof(type)))
+
 static __always_inline struct osprey_scratch *osprey_scratch(void)
 {
 	__u32 zero = 0;
