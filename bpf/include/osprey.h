@@ -24,6 +24,13 @@ const volatile __u64 rate_per_process = 0;  /* events/s per process; 0: off */
 const volatile __u64 rate_global_per_cpu = 0; /* events/s per CPU for all processes */
 const volatile __u64 wake_threshold = 256 * 1024; /* bytes queued before a wake-up */
 
+/* Never read: keeps every event struct in the object's BTF, so the ABI layout test
+ * (crates/osprey-bpf/tests/layout.rs) can compare them with their Rust mirrors. */
+struct osprey_file_open *const osprey_abi_file_open = 0;
+struct osprey_exec *const osprey_abi_exec = 0;
+struct osprey_fork *const osprey_abi_fork = 0;
+struct osprey_exit *const osprey_abi_exit = 0;
+
 /* ---- maps ---- */
 struct {
 	__uint(type, BPF_MAP_TYPE_RINGBUF);

@@ -1,0 +1,699 @@
+//! The Rust mirror of the event ABI (`osprey_bpf::abi`) against the C side:
+//! - every struct's size and every member's offset and shape, against the BTF inside the
+//!   embedded objects (every object that carries the struct is checked);
+//! - the enum values, against the objects' BTF where clang kept the enum and always
+//!   against `bpf/include/events.h`;
+//! - the `#define`d sizes the Rust side copies, against `events.h`.
+//!
+//! A struct that no object's BTF describes is a failure, not a skip: clang only emits BTF
+//! for types reachable from a map, a global or a function signature, so such a struct must
+//! be anchored in the BPF sources.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::mem::{offset_of, size_of};
+use std::path::PathBuf;
+
+use object::{Object as _, ObjectSection as _};
+use osprey_bpf::abi;
+
+// ---------------------------------------------------------------------------------------
+// A small BTF reader: enough to follow structs, unions, typedefs/qualifiers, ints, arrays,
+// pointers and enums, and to step over every other kind.
+
+mod btf {
+    #[derive(Debug)]
+    pub enum Type {
+        Void,
+        Int {
+            size: u32,
+            signed: bool,
+        },
+        Ptr,
+        Array {
+            elem: u32,
+            len: u32,
+        },
+        Struct {
+            name: String,
+            union: bool,
+            size: u32,
+            members: Vec<Member>,
+        },
+        Enum {
+            name: String,
+            size: u32,
+            signed: bool,
+            values: Vec<(String, i128)>,
+        },
+        /// typedef, const, volatile, restrict, type tag: look through to `target`.
+        Alias {
+            target: u32,
+        },
+        Other {
+            kind: u32,
+        },
+    }
+
+    #[derive(Debug)]
+    pub struct Member {
+        pub name: String,
+        pub ty: u32,
+        pub bit_offset: u32,
+        pub bitfield_size: u32,
+    }
+
+    /// Types indexed by BTF type id (id 0 is void).
+    pub struct Btf {
+        pub types: Vec<Type>,
+    }
+
+    const MAGIC: u16 = 0xeb9f;
+
+    impl Btf {
+        pub fn parse(data: &[u8]) -> Result<Btf, String> {
+            let le = match data.get(..2).map(|m| [m[0], m[1]]) {
+                Some(m) if u16::from_le_bytes(m) == MAGIC => true,
+                Some(m) if u16::from_be_bytes(m) == MAGIC => false,
+                _ => return Err("no BTF magic".into()),
+            };
+            let u32_at = |off: usize| -> Result<u32, String> {
+                let b: [u8; 4] = data
+                    .get(off..off + 4)
+                    .and_then(|b| b.try_into().ok())
+                    .ok_or_else(|| format!("BTF truncated at byte {off}"))?;
+                Ok(if le {
+                    u32::from_le_bytes(b)
+                } else {
+                    u32::from_be_bytes(b)
+                })
+            };
+            let hdr_len = u32_at(4)? as usize;
+            let (type_off, type_len) = (u32_at(8)? as usize, u32_at(12)? as usize);
+            let (str_off, str_len) = (u32_at(16)? as usize, u32_at(20)? as usize);
+            let strings = data
+                .get(hdr_len + str_off..hdr_len + str_off + str_len)
+                .ok_or("BTF string section out of bounds")?;
+            let name = |off: u32| -> Result<String, String> {
+                let s = strings
+                    .get(off as usize..)
+                    .ok_or_else(|| format!("BTF string offset {off} out of bounds"))?;
+                let end = s.iter().position(|&b| b == 0).unwrap_or(s.len());
+                Ok(String::from_utf8_lossy(&s[..end]).into_owned())
+            };
+
+            let mut types = vec![Type::Void];
+            let mut pos = hdr_len + type_off;
+            let end = pos + type_len;
+            while pos < end {
+                let name_off = u32_at(pos)?;
+                let info = u32_at(pos + 4)?;
+                let size_or_type = u32_at(pos + 8)?;
+                pos += 12;
+                let kind = (info >> 24) & 0x1f;
+                let vlen = (info & 0xffff) as usize;
+                let kflag = info >> 31 == 1;
+                let ty = match kind {
+                    1 => {
+                        let encoding = u32_at(pos)? >> 24;
+                        pos += 4;
+                        Type::Int {
+                            size: size_or_type,
+                            signed: encoding & 1 != 0,
+                        }
+                    }
+                    2 => Type::Ptr,
+                    3 => {
+                        let (elem, len) = (u32_at(pos)?, u32_at(pos + 8)?);
+                        pos += 12;
+                        Type::Array { elem, len }
+                    }
+                    4 | 5 => {
+                        let mut members = Vec::with_capacity(vlen);
+                        for _ in 0..vlen {
+                            let offset = u32_at(pos + 8)?;
+                            let (bit_offset, bitfield_size) = if kflag {
+                                (offset & 0xff_ffff, offset >> 24)
+                            } else {
+                                (offset, 0)
+                            };
+                            members.push(Member {
+                                name: name(u32_at(pos)?)?,
+                                ty: u32_at(pos + 4)?,
+                                bit_offset,
+                                bitfield_size,
+                            });
+                            pos += 12;
+                        }
+                        Type::Struct {
+                            name: name(name_off)?,
+                            union: kind == 5,
+                            size: size_or_type,
+                            members,
+                        }
+                    }
+                    6 | 19 => {
+                        let step = if kind == 6 { 8 } else { 12 };
+                        let mut values = Vec::with_capacity(vlen);
+                        for _ in 0..vlen {
+                            let lo = u32_at(pos + 4)?;
+                            let value = match (kind, kflag) {
+                                (6, true) => i128::from(lo as i32),
+                                (6, false) => i128::from(lo),
+                                (_, signed) => {
+                                    let v = u64::from(u32_at(pos + 8)?) << 32 | u64::from(lo);
+                                    if signed {
+                                        i128::from(v as i64)
+                                    } else {
+                                        i128::from(v)
+                                    }
+                                }
+                            };
+                            values.push((name(u32_at(pos)?)?, value));
+                            pos += step;
+                        }
+                        Type::Enum {
+                            name: name(name_off)?,
+                            size: size_or_type,
+                            signed: kflag,
+                            values,
+                        }
+                    }
+                    8 | 9 | 10 | 11 | 18 => Type::Alias {
+                        target: size_or_type,
+                    },
+                    7 | 12 | 16 => Type::Other { kind },
+                    13 => {
+                        pos += 8 * vlen;
+                        Type::Other { kind }
+                    }
+                    14 | 17 => {
+                        pos += 4;
+                        Type::Other { kind }
+                    }
+                    15 => {
+                        pos += 12 * vlen;
+                        Type::Other { kind }
+                    }
+                    _ => return Err(format!("unknown BTF kind {kind} (type id {})", types.len())),
+                };
+                types.push(ty);
+            }
+            if pos != end {
+                return Err("BTF type section overruns its length".into());
+            }
+            Ok(Btf { types })
+        }
+
+        pub fn get(&self, id: u32) -> Result<&Type, String> {
+            self.types
+                .get(id as usize)
+                .ok_or_else(|| format!("BTF type id {id} out of range"))
+        }
+
+        /// Looks through typedefs and qualifiers.
+        pub fn resolve(&self, mut id: u32) -> Result<&Type, String> {
+            for _ in 0..64 {
+                match self.get(id)? {
+                    Type::Alias { target } => id = *target,
+                    ty => return Ok(ty),
+                }
+            }
+            Err(format!("BTF alias chain too long at type id {id}"))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Shapes: what a member is, comparable between a BTF type and a Rust field type.
+
+#[derive(Debug, PartialEq, Eq)]
+enum Shape {
+    Int { size: usize, signed: bool },
+    Array { len: usize, elem: Box<Shape> },
+    Struct(String),
+    Other(String),
+}
+
+impl Shape {
+    fn int(size: usize, signed: bool) -> Shape {
+        // A byte is a byte: `char` (signed on BPF) mirrors `u8`.
+        Shape::Int {
+            size,
+            signed: signed && size > 1,
+        }
+    }
+
+    fn of_btf(btf: &btf::Btf, id: u32) -> Result<Shape, String> {
+        Ok(match btf.resolve(id)? {
+            btf::Type::Int { size, signed } => Shape::int(*size as usize, *signed),
+            btf::Type::Enum { size, signed, .. } => Shape::int(*size as usize, *signed),
+            btf::Type::Array { elem, len } => Shape::Array {
+                len: *len as usize,
+                elem: Box::new(Shape::of_btf(btf, *elem)?),
+            },
+            btf::Type::Struct {
+                name, union: false, ..
+            } => Shape::Struct(name.clone()),
+            btf::Type::Struct { name, .. } => Shape::Other(format!("union {name}")),
+            btf::Type::Ptr => Shape::Other("a pointer".into()),
+            btf::Type::Void => Shape::Other("void".into()),
+            btf::Type::Other { kind } => Shape::Other(format!("BTF kind {kind}")),
+            btf::Type::Alias { .. } => unreachable!("resolve() looks through aliases"),
+        })
+    }
+}
+
+trait Describe {
+    fn shape() -> Shape;
+}
+
+macro_rules! describe_ints {
+    ($($t:ty => $signed:literal),* $(,)?) => {
+        $(impl Describe for $t {
+            fn shape() -> Shape {
+                Shape::int(size_of::<$t>(), $signed)
+            }
+        })*
+    };
+}
+describe_ints!(u8 => false, u16 => false, u32 => false, u64 => false,
+               i8 => true, i16 => true, i32 => true, i64 => true);
+
+impl<T: Describe, const N: usize> Describe for [T; N] {
+    fn shape() -> Shape {
+        Shape::Array {
+            len: N,
+            elem: Box::new(T::shape()),
+        }
+    }
+}
+
+impl Describe for abi::EventHeader {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_event_header".into())
+    }
+}
+
+fn shape_of<F: Describe>(_: &F) -> Shape {
+    F::shape()
+}
+
+// ---------------------------------------------------------------------------------------
+// The Rust side of each struct.
+
+struct RustField {
+    name: &'static str,
+    offset: usize,
+    shape: Shape,
+}
+
+struct RustStruct {
+    rust: &'static str,
+    c: &'static str,
+    size: usize,
+    fields: Vec<RustField>,
+    /// C flexible array members (`char data[]`): no Rust field, offset == size_of::<T>().
+    flexible: &'static [&'static str],
+}
+
+/// `mirror!(Type as "c_name" { field, ... } flexible ["data"])`. The field list must name
+/// every Rust field (the destructuring has no `..`, so a missing one does not compile);
+/// C names equal the Rust names.
+macro_rules! mirror {
+    ($ty:ident as $c:literal { $($field:ident),* $(,)? } $(flexible [$($flex:literal),*])?) => {{
+        let value = abi::$ty::default();
+        let abi::$ty { $($field: _),* } = value;
+        RustStruct {
+            rust: stringify!($ty),
+            c: $c,
+            size: size_of::<abi::$ty>(),
+            fields: vec![$(RustField {
+                name: stringify!($field),
+                offset: offset_of!(abi::$ty, $field),
+                shape: shape_of(&value.$field),
+            }),*],
+            flexible: &[$($($flex),*)?],
+        }
+    }};
+}
+
+fn rust_structs() -> Vec<RustStruct> {
+    vec![
+        mirror!(EventHeader as "osprey_event_header" {
+            kind, size, ts_boot_ns, pid, tid, ppid, uid, gid, _pad, cgroup_id, comm,
+        }),
+        mirror!(FileOpen as "osprey_file_open" {
+            hdr, ret, flags, resolve, ino, dev, mode, dirfd, op, status, path_len,
+            resolved_len, resolved_depth, _pad,
+        } flexible ["data"]),
+        mirror!(Exec as "osprey_exec" {
+            hdr, ret, ino, dev, argc, old_tid, status, stdio_sockets, filename_len, args_len,
+            exe_len, exe_depth,
+        } flexible ["data"]),
+        mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
+        mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
+        mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
+    ]
+}
+
+// ---------------------------------------------------------------------------------------
+// Objects and header.
+
+fn object_btfs() -> Vec<(&'static str, btf::Btf)> {
+    osprey_bpf::ALL
+        .iter()
+        .map(|obj| {
+            let file = object::File::parse(obj.bytes)
+                .unwrap_or_else(|e| panic!("{}.bpf.o: not an ELF object: {e}", obj.name));
+            let section = file.section_by_name(".BTF").unwrap_or_else(|| {
+                panic!("{}.bpf.o has no .BTF section (built without -g?)", obj.name)
+            });
+            let data = section
+                .data()
+                .unwrap_or_else(|e| panic!("{}.bpf.o: reading .BTF: {e}", obj.name));
+            let btf = btf::Btf::parse(data)
+                .unwrap_or_else(|e| panic!("{}.bpf.o: parsing .BTF: {e}", obj.name));
+            (obj.name, btf)
+        })
+        .collect()
+}
+
+fn events_h_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../bpf/include/events.h")
+}
+
+/// events.h without comments.
+fn events_h() -> String {
+    let path = events_h_path();
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text.as_str();
+    while let Some(i) = rest.find('/') {
+        out.push_str(&rest[..i]);
+        let tail = &rest[i..];
+        if let Some(t) = tail.strip_prefix("/*") {
+            let close = t.find("*/").expect("unterminated comment in events.h");
+            out.push(' ');
+            rest = &t[close + 2..];
+        } else if tail.starts_with("//") {
+            rest = &tail[tail.find('\n').unwrap_or(tail.len())..];
+        } else {
+            out.push('/');
+            rest = &tail[1..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// A C integer constant expression of the forms events.h uses: `N`, `0xN`, `A << B`.
+fn eval(expr: &str) -> Result<i128, String> {
+    let expr = expr.trim();
+    let expr = expr
+        .strip_prefix('(')
+        .and_then(|e| e.strip_suffix(')'))
+        .unwrap_or(expr);
+    if let Some((a, b)) = expr.split_once("<<") {
+        return Ok(eval(a)? << eval(b)?);
+    }
+    let lit = expr.trim_end_matches(['u', 'U', 'l', 'L']);
+    let parsed = match lit.strip_prefix("0x").or_else(|| lit.strip_prefix("0X")) {
+        Some(hex) => i128::from_str_radix(hex, 16),
+        None => lit.parse(),
+    };
+    parsed.map_err(|_| {
+        format!("cannot evaluate `{expr}`; teach eval() in crates/osprey-bpf/tests/layout.rs")
+    })
+}
+
+/// Enumerators of `enum <name> { ... };` in events.h, in order.
+fn header_enum(header: &str, name: &str) -> Result<Vec<(String, i128)>, String> {
+    let open = format!("enum {name} {{");
+    let start = header
+        .find(&open)
+        .ok_or_else(|| format!("`{open}` not found in {}", events_h_path().display()))?;
+    let body = &header[start + open.len()..];
+    let body = &body[..body.find('}').ok_or("unterminated enum")?];
+    let mut next = 0;
+    let mut out = Vec::new();
+    for item in body.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let (ident, value) = match item.split_once('=') {
+            Some((ident, expr)) => (ident.trim(), eval(expr)?),
+            None => (item, next),
+        };
+        out.push((ident.to_string(), value));
+        next = value + 1;
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------------------------------
+// The checks.
+
+fn check_struct(
+    rs: &RustStruct,
+    obj: &str,
+    btf: &btf::Btf,
+    members: &[btf::Member],
+    size: u32,
+) -> Vec<String> {
+    let at = format!("struct {} ({obj}.bpf.o) vs abi::{}", rs.c, rs.rust);
+    let mut errors = Vec::new();
+    if size as usize != rs.size {
+        errors.push(format!("{at}: C size {size} != Rust size {}", rs.size));
+    }
+    let mut seen = Vec::new();
+    for m in members {
+        seen.push(m.name.as_str());
+        if m.bitfield_size != 0 || m.bit_offset % 8 != 0 {
+            errors.push(format!(
+                "{at}: member `{}` is a bitfield; Rust cannot mirror it",
+                m.name
+            ));
+            continue;
+        }
+        let offset = (m.bit_offset / 8) as usize;
+        let shape = match Shape::of_btf(btf, m.ty) {
+            Ok(shape) => shape,
+            Err(e) => {
+                errors.push(format!("{at}: member `{}`: {e}", m.name));
+                continue;
+            }
+        };
+        if let Some(f) = rs.fields.iter().find(|f| f.name == m.name) {
+            if offset != f.offset {
+                errors.push(format!(
+                    "{at}: `{}` at C offset {offset} but Rust offset {}",
+                    m.name, f.offset
+                ));
+            }
+            if shape != f.shape {
+                errors.push(format!(
+                    "{at}: `{}` is {shape:?} in C but {:?} in Rust",
+                    m.name, f.shape
+                ));
+            }
+        } else if rs.flexible.contains(&m.name.as_str()) {
+            if !matches!(shape, Shape::Array { len: 0, .. }) {
+                errors.push(format!(
+                    "{at}: `{}` should be a flexible array, is {shape:?}",
+                    m.name
+                ));
+            }
+            if offset != rs.size {
+                errors.push(format!(
+                    "{at}: flexible `{}` at C offset {offset}, but Rust size_of is {}",
+                    m.name, rs.size
+                ));
+            }
+        } else {
+            errors.push(format!("{at}: C member `{}` has no Rust field", m.name));
+        }
+    }
+    for name in rs
+        .fields
+        .iter()
+        .map(|f| f.name)
+        .chain(rs.flexible.iter().copied())
+    {
+        if !seen.contains(&name) {
+            errors.push(format!("{at}: Rust field `{name}` has no C member"));
+        }
+    }
+    errors
+}
+
+#[test]
+fn structs_match_btf() {
+    let objects = object_btfs();
+    let mut errors = Vec::new();
+    let mut report = String::new();
+    for rs in rust_structs() {
+        let mut found = Vec::new();
+        for (obj, btf) in &objects {
+            for ty in &btf.types {
+                if let btf::Type::Struct {
+                    name,
+                    union: false,
+                    size,
+                    members,
+                } = ty
+                {
+                    if name == rs.c {
+                        found.push(*obj);
+                        errors.extend(check_struct(&rs, obj, btf, members, *size));
+                    }
+                }
+            }
+        }
+        if found.is_empty() {
+            errors.push(format!(
+                "struct {c} (abi::{}) is in no object's BTF ({}): clang emits a struct's BTF only \
+                 when a global, map or function signature uses it (a pointer member of \
+                 another struct only gives a forward declaration), so anchor it in the BPF \
+                 sources, e.g. `struct {c} *const osprey_abi_{} = 0;` in a header every \
+                 object includes",
+                rs.rust,
+                objects
+                    .iter()
+                    .map(|(o, _)| format!("{o}.bpf.o"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                rs.c.trim_start_matches("osprey_"),
+                c = rs.c,
+            ));
+        }
+        let _ = writeln!(report, "struct {:<20} checked in {found:?}", rs.c);
+    }
+    eprint!("{report}");
+    assert!(
+        errors.is_empty(),
+        "ABI layout mismatch:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+type EnumTable = (&'static str, Vec<(&'static str, i128)>);
+
+fn rust_enums() -> Vec<EnumTable> {
+    use abi::{kind, open_op, status};
+    let v = |x: u32| i128::from(x);
+    let w = |x: u16| i128::from(x);
+    vec![
+        (
+            "osprey_kind",
+            vec![
+                ("OSPREY_KIND_FILE_OPEN", v(kind::FILE_OPEN)),
+                ("OSPREY_KIND_EXEC", v(kind::EXEC)),
+                ("OSPREY_KIND_FORK", v(kind::FORK)),
+                ("OSPREY_KIND_EXIT", v(kind::EXIT)),
+            ],
+        ),
+        (
+            "osprey_open_op",
+            vec![
+                ("OSPREY_OPEN", w(open_op::OPEN)),
+                ("OSPREY_OPENAT", w(open_op::OPENAT)),
+                ("OSPREY_OPENAT2", w(open_op::OPENAT2)),
+                ("OSPREY_CREAT", w(open_op::CREAT)),
+            ],
+        ),
+        (
+            "osprey_status_bits",
+            vec![
+                ("OSPREY_ST_PATH_TRUNCATED", w(status::PATH_TRUNCATED)),
+                (
+                    "OSPREY_ST_RESOLVED_TRUNCATED",
+                    w(status::RESOLVED_TRUNCATED),
+                ),
+                (
+                    "OSPREY_ST_RESOLVED_FROM_FILE",
+                    w(status::RESOLVED_FROM_FILE),
+                ),
+                ("OSPREY_ST_RESOLVED_BASE_DIR", w(status::RESOLVED_BASE_DIR)),
+                ("OSPREY_ST_ARGS_TRUNCATED", w(status::ARGS_TRUNCATED)),
+                ("OSPREY_ST_PATH_UNREADABLE", w(status::PATH_UNREADABLE)),
+            ],
+        ),
+    ]
+}
+
+fn compare_enum(
+    at: &str,
+    c: &[(String, i128)],
+    rust: &[(&'static str, i128)],
+    errors: &mut Vec<String>,
+) {
+    let c: BTreeMap<&str, i128> = c.iter().map(|(n, v)| (n.as_str(), *v)).collect();
+    let rust: BTreeMap<&str, i128> = rust.iter().copied().collect();
+    for (name, value) in &c {
+        match rust.get(name) {
+            None => errors.push(format!("{at}: {name} = {value} has no Rust const")),
+            Some(r) if r != value => {
+                errors.push(format!("{at}: {name} = {value} but Rust has {r}"))
+            }
+            Some(_) => {}
+        }
+    }
+    for name in rust.keys().filter(|n| !c.contains_key(*n)) {
+        errors.push(format!("{at}: Rust const for {name} has no C enumerator"));
+    }
+}
+
+#[test]
+fn enums_match() {
+    let objects = object_btfs();
+    let header = events_h();
+    let mut errors = Vec::new();
+    for (name, rust) in rust_enums() {
+        match header_enum(&header, name) {
+            Ok(c) => compare_enum(&format!("enum {name} (events.h)"), &c, &rust, &mut errors),
+            Err(e) => errors.push(e),
+        }
+        for (obj, btf) in &objects {
+            for ty in &btf.types {
+                if let btf::Type::Enum {
+                    name: n, values, ..
+                } = ty
+                {
+                    if n == name {
+                        let at = format!("enum {name} ({obj}.bpf.o BTF)");
+                        compare_enum(&at, values, &rust, &mut errors);
+                    }
+                }
+            }
+        }
+    }
+    assert!(
+        errors.is_empty(),
+        "ABI enum mismatch:\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+#[test]
+fn defines_match_header() {
+    let header = events_h();
+    let define = |name: &str| -> i128 {
+        let line = header
+            .lines()
+            .find_map(|l| {
+                let mut words = l.split_whitespace();
+                (words.next() == Some("#define") && words.next() == Some(name))
+                    .then(|| words.collect::<Vec<_>>().join(" "))
+            })
+            .unwrap_or_else(|| panic!("#define {name} not found in events.h"));
+        eval(&line).unwrap_or_else(|e| panic!("#define {name}: {e}"))
+    };
+    let usize_ = |x: usize| i128::try_from(x).unwrap();
+    assert_eq!(define("OSPREY_COMM_LEN"), usize_(abi::COMM_LEN), "COMM_LEN");
+    assert_eq!(define("OSPREY_PATH_MAX"), usize_(abi::PATH_MAX), "PATH_MAX");
+    assert_eq!(define("OSPREY_ARGS_MAX"), usize_(abi::ARGS_MAX), "ARGS_MAX");
+    assert_eq!(
+        define("OSPREY_MAX_KINDS"),
+        i128::from(abi::MAX_KINDS),
+        "MAX_KINDS"
+    );
+}
