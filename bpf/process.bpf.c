@@ -61,11 +61,11 @@ static __always_inline int on_exec(struct task_struct *task, __u32 old_tid,
 	__u64 start = BPF_CORE_READ(mm, arg_start);
 	__u64 end = BPF_CORE_READ(mm, arg_end);
 	__u64 len = end - start;
-	if (len > OSPREY_ARGS_MAX) {
-		len = OSPREY_ARGS_MAX;
+	if (len > OSPREY_ARGS_MAX - 1) {
+		len = OSPREY_ARGS_MAX - 1;
 		ev->status |= OSPREY_ST_ARGS_TRUNCATED;
 	}
-	if (bpf_probe_read_user(s->data + OSPREY_MASK(off), OSPREY_MASK(len), (void *)start))
+	if (bpf_probe_read_user(s->data + OSPREY_MASK(off), len & (OSPREY_ARGS_MAX - 1), (void *)start))
 		len = 0;
 	ev->args_len = len;
 	off += len;

@@ -10,7 +10,7 @@
 #define OSPREY_COMM_LEN 16
 #define OSPREY_PATH_MAX 4096 /* bytes of a path as passed, like PATH_MAX */
 #define OSPREY_ARGS_MAX 4096 /* bytes of argv (NUL separated) kept per exec */
-#define OSPREY_DATA_CAP 8192 /* variable-length tail of one event, power of two */
+#define OSPREY_DATA_CAP 16384 /* variable-length tail of one event, power of two */
 #define OSPREY_MAX_KINDS 32
 
 /* Stable kind numbers: never reuse or renumber. */

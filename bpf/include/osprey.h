@@ -53,7 +53,7 @@ struct osprey_scratch {
 	__u8 walk_done;
 	__u8 _pad[1];
 	__u8 fixed[128];               /* the kind's fixed part; all are smaller */
-	char data[OSPREY_DATA_CAP * 2]; /* masked offset + a bounded copy always fit */
+	char data[OSPREY_DATA_CAP + OSPREY_PATH_MAX]; /* masked offset + a bounded copy fit */
 };
 
 struct {

@@ -10,7 +10,7 @@ use osprey::kernel::loader::{KernelConfig, LoadOptions, LoadedCapability};
 use osprey::kernel::{privileges, stats::RunTimeStats};
 use osprey::pipeline::cache::ProcessCache;
 use osprey::pipeline::event::Payload;
-use osprey::pipeline::run::{EventFilter, Pipeline, RunOptions, StopReason};
+use osprey::pipeline::run::{EventFilter, Pipeline, RunOptions};
 use osprey::pipeline::sink::{Clock, JsonSink, Layout, Sink, TableSink};
 use osprey::{files, process};
 
@@ -122,10 +122,10 @@ fn kernel_config(t: &TargetArgs, run: &RunArgs) -> KernelConfig {
     }
 }
 
-fn user_target_matches(t: &TargetArgs, ctx: &osprey::pipeline::cache::ProcessContext) -> bool {
+fn user_target_matches(t: &TargetArgs, ctx: &osprey::pipeline::cache::ProcessContext<'_>) -> bool {
     t.pid.is_none_or(|p| p == ctx.pid)
         && t.uid.is_none_or(|u| u == ctx.uid)
-        && t.comm.as_ref().is_none_or(|c| c.as_bytes() == ctx.comm.as_slice())
+        && t.comm.as_ref().is_none_or(|c| c.as_bytes() == ctx.comm)
 }
 
 pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
@@ -159,7 +159,7 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
         }
         _ => false,
     });
-    run_pipeline(vec![process, files_cap], filter, &args.run, Layout::Files)
+    run_pipeline(vec![process, files_cap], filter, &args.run, Layout::Files, "file opens")
 }
 
 pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
@@ -187,7 +187,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         };
         kind_wanted && user_target_matches(&target, ctx)
     });
-    run_pipeline(vec![process], filter, &args.run, Layout::Exec)
+    run_pipeline(vec![process], filter, &args.run, Layout::Exec, "execs")
 }
 
 fn run_pipeline(
@@ -195,6 +195,7 @@ fn run_pipeline(
     filter: EventFilter,
     run: &RunArgs,
     layout: Layout,
+    what: &str,
 ) -> Result<ExitCode, Failure> {
     let _run_time_stats = RunTimeStats::enable();
     let mut cache = ProcessCache::new(65536, 5_000_000_000);
@@ -221,10 +222,24 @@ fn run_pipeline(
         filter,
         counters: Default::default(),
     };
+    let hooks: Vec<String> = pipeline
+        .capabilities
+        .iter()
+        .flat_map(|c| c.outcomes.iter())
+        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+        .collect();
+    // Scripts and tests wait for this line: everything is attached once it is printed.
+    eprintln!(
+        "osprey: tracing {what} via {}; Ctrl-C to stop",
+        hooks.join(", ")
+    );
     let summary = runtime.block_on(pipeline.run(options))?;
     drop(sink);
     let mut stderr = std::io::stderr().lock();
-    let _ = write!(stderr, "{}", summary.render());
+    let _ = match run.output {
+        Output::Json => writeln!(stderr, "{}", summary.to_json()),
+        Output::Table => write!(stderr, "{}", summary.render()),
+    };
     if summary.stats.total_dropped() > 0 {
         let _ = writeln!(
             stderr,
@@ -232,6 +247,5 @@ fn run_pipeline(
             summary.stats.total_dropped()
         );
     }
-    let _ = summary.reason == StopReason::Signal;
     Ok(ExitCode::SUCCESS)
 }

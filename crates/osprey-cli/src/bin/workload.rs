@@ -2,11 +2,12 @@
 //!
 //! osprey-workload open COUNT PATH [--gate]   openat(PATH) COUNT times (close on success);
 //!                                             with --gate, first wait for a line on stdin
-//! osprey-workload open-relative DIR REL       chdir(DIR), open(REL), exit at once
+//! osprey-workload open-relative DIR REL       chdir(DIR), open(2) REL, exit at once
 //! osprey-workload openat2 PATH                openat2(AT_FDCWD, PATH, O_RDONLY)
 //! osprey-workload bench-open COUNT PATH       like open, then print ns per call
 
-use std::ffi::CString;
+use std::ffi::{CString, OsString};
+use std::os::unix::ffi::OsStrExt;
 use std::io::BufRead;
 use std::time::Instant;
 
@@ -15,8 +16,15 @@ fn usage() -> ! {
     std::process::exit(2);
 }
 
-fn cpath(s: &str) -> CString {
-    CString::new(s).unwrap_or_else(|_| usage())
+/// Paths are taken as raw bytes so tests can pass names that are not UTF-8.
+fn cpath(s: &OsString) -> CString {
+    CString::new(s.as_bytes()).unwrap_or_else(|_| usage())
+}
+
+fn number(s: Option<&OsString>) -> u64 {
+    s.and_then(|s| s.to_str())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| usage())
 }
 
 fn open_loop(count: u64, path: &CString) {
@@ -31,19 +39,19 @@ fn open_loop(count: u64, path: &CString) {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.first().map(String::as_str) {
+    let args: Vec<OsString> = std::env::args_os().skip(1).collect();
+    match args.first().and_then(|a| a.to_str()) {
         Some("open") => {
-            let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count = number(args.get(1));
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
-            if args.get(3).map(String::as_str) == Some("--gate") {
+            if args.get(3).and_then(|a| a.to_str()) == Some("--gate") {
                 let mut line = String::new();
                 let _ = std::io::stdin().lock().read_line(&mut line);
             }
             open_loop(count, &path);
         }
         Some("bench-open") => {
-            let count: u64 = args.get(1).and_then(|s| s.parse().ok()).unwrap_or_else(|| usage());
+            let count = number(args.get(1));
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
             let start = Instant::now();
             open_loop(count, &path);
@@ -53,11 +61,12 @@ fn main() {
             let dir = args.get(1).unwrap_or_else(|| usage());
             let rel = cpath(args.get(2).unwrap_or_else(|| usage()));
             std::env::set_current_dir(dir).unwrap_or_else(|e| {
-                eprintln!("chdir {dir}: {e}");
+                eprintln!("chdir {}: {e}", dir.to_string_lossy());
                 std::process::exit(1)
             });
+            // The raw open(2) syscall, not libc's open() (which is openat), so it is covered.
             // SAFETY: valid path.
-            unsafe { libc::open(rel.as_ptr(), libc::O_RDONLY) };
+            unsafe { libc::syscall(libc::SYS_open, rel.as_ptr(), libc::O_RDONLY) };
         }
         Some("openat2") => {
             let path = cpath(args.get(1).unwrap_or_else(|| usage()));

@@ -11,7 +11,7 @@ use super::text::json_text;
 
 const MAX_ANCESTRY: usize = 32;
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Entry {
     pub pid: u32,
     pub ppid: u32,
@@ -33,26 +33,20 @@ pub struct ProcessCache {
     pub misses: u64,
 }
 
-/// The process context attached to every event.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProcessContext {
+/// The process context attached to every event, borrowed from the event and the cache
+/// (no copies on the hot path).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessContext<'a> {
     pub pid: u32,
     pub tid: u32,
     pub ppid: u32,
     pub uid: u32,
     pub gid: u32,
-    pub comm: Vec<u8>,
-    pub exe: Vec<u8>,
+    pub comm: &'a [u8],
+    pub exe: &'a [u8],
     pub cgroup_id: u64,
     /// Parent first, up to init or an unknown process.
-    pub ancestry: Vec<Ancestor>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ancestor {
-    pub pid: u32,
-    pub comm: Vec<u8>,
-    pub exe: Vec<u8>,
+    pub ancestry: Vec<&'a Entry>,
 }
 
 impl ProcessCache {
@@ -175,7 +169,7 @@ impl ProcessCache {
     }
 
     /// The context for an event: identity from the event itself, exe and ancestry from here.
-    pub fn context(&self, event: &Event) -> ProcessContext {
+    pub fn context<'a>(&'a self, event: &'a Event) -> ProcessContext<'a> {
         let h = &event.header;
         let mut ancestry = Vec::new();
         let mut next = h.ppid;
@@ -183,11 +177,7 @@ impl ProcessCache {
             let Some(e) = self.entries.get(&next) else {
                 break;
             };
-            ancestry.push(Ancestor {
-                pid: e.pid,
-                comm: e.comm.clone(),
-                exe: e.exe.clone(),
-            });
+            ancestry.push(e);
             if e.ppid == next {
                 break;
             }
@@ -199,12 +189,8 @@ impl ProcessCache {
             ppid: h.ppid,
             uid: h.uid,
             gid: h.gid,
-            comm: h.comm.clone(),
-            exe: self
-                .entries
-                .get(&h.pid)
-                .map(|e| e.exe.clone())
-                .unwrap_or_default(),
+            comm: &h.comm,
+            exe: self.entries.get(&h.pid).map_or(&[][..], |e| &e.exe),
             cgroup_id: h.cgroup_id,
             ancestry,
         }
@@ -263,7 +249,7 @@ fn write_text<M: SerializeMap>(
     super::text::write_bytes_field(map, name, b64_name, bytes)
 }
 
-impl Serialize for ProcessContext {
+impl Serialize for ProcessContext<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(None)?;
         map.serialize_entry("pid", &self.pid)?;
@@ -271,15 +257,15 @@ impl Serialize for ProcessContext {
         map.serialize_entry("ppid", &self.ppid)?;
         map.serialize_entry("uid", &self.uid)?;
         map.serialize_entry("gid", &self.gid)?;
-        write_text(&mut map, "comm", "comm_b64", &self.comm)?;
-        write_text(&mut map, "exe", "exe_b64", &self.exe)?;
+        write_text(&mut map, "comm", "comm_b64", self.comm)?;
+        write_text(&mut map, "exe", "exe_b64", self.exe)?;
         map.serialize_entry("cgroup_id", &self.cgroup_id)?;
         map.serialize_entry("ancestry", &AncestryJson(&self.ancestry))?;
         map.end()
     }
 }
 
-struct AncestryJson<'a>(&'a [Ancestor]);
+struct AncestryJson<'a>(&'a [&'a Entry]);
 
 impl Serialize for AncestryJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -291,7 +277,7 @@ impl Serialize for AncestryJson<'_> {
     }
 }
 
-struct AncestorJson<'a>(&'a Ancestor);
+struct AncestorJson<'a>(&'a Entry);
 
 impl Serialize for AncestorJson<'_> {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {

@@ -133,7 +133,7 @@ pub fn strip_nul(field: &[u8]) -> &[u8] {
 pub struct JsonEvent<'a> {
     pub time: &'a str,
     pub event: &'a Event,
-    pub process: &'a super::cache::ProcessContext,
+    pub process: &'a super::cache::ProcessContext<'a>,
 }
 
 impl serde::Serialize for JsonEvent<'_> {

@@ -15,7 +15,7 @@ use super::sink::Sink;
 use crate::kernel::loader::LoadedCapability;
 use crate::kernel::stats::Snapshot;
 
-pub type EventFilter = Box<dyn Fn(&Event, &ProcessContext) -> bool>;
+pub type EventFilter = Box<dyn Fn(&Event, &ProcessContext<'_>) -> bool>;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -40,7 +40,8 @@ impl Default for RunOptions {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
 pub enum StopReason {
     Signal,
     Duration,
@@ -48,7 +49,7 @@ pub enum StopReason {
     OutputClosed,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, serde::Serialize)]
 pub struct PipelineCounters {
     pub decoded: u64,
     pub undecodable: u64,
@@ -65,6 +66,18 @@ pub struct Summary {
 }
 
 impl Summary {
+    /// The summary as one JSON object (`"kind": "summary"`), for `--output json`.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "kind": "summary",
+            "reason": self.reason,
+            "pipeline": self.counters,
+            "programs": self.stats.programs,
+            "events": self.stats.kinds,
+            "process_cache": {"size": self.cache_size, "evictions": self.cache_evictions},
+        })
+    }
+
     pub fn render(&self) -> String {
         format!(
             "{}pipeline: decoded {} written {} filtered {} undecodable {}; process cache {} entries, {} evicted\n",
@@ -173,7 +186,12 @@ impl Pipeline<'_> {
                 _ = sigterm.recv() => break StopReason::Signal,
                 _ = tokio::time::sleep_until(sleep_until.into()) => break StopReason::Duration,
             }
+            let written_before = self.counters.written;
             if !self.drain(options.count)? {
+                break StopReason::OutputClosed;
+            }
+            // A person watching a table sees each batch at once, not when a buffer fills.
+            if self.counters.written != written_before && self.sink.flush().is_err() {
                 break StopReason::OutputClosed;
             }
             if options.count.is_some_and(|n| self.counters.written >= n) {

@@ -10,7 +10,7 @@ use super::text::escape_for_terminal;
 use crate::files;
 
 pub trait Sink {
-    fn write(&mut self, event: &Event, process: &ProcessContext) -> io::Result<()>;
+    fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
 }
 
@@ -49,7 +49,7 @@ impl<W: Write> JsonSink<W> {
 }
 
 impl<W: Write> Sink for JsonSink<W> {
-    fn write(&mut self, event: &Event, process: &ProcessContext) -> io::Result<()> {
+    fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()> {
         let time = self
             .clock
             .wall(event.header.ts_boot_ns)
@@ -96,7 +96,7 @@ impl<W: Write> TableSink<W> {
 }
 
 impl<W: Write> Sink for TableSink<W> {
-    fn write(&mut self, event: &Event, p: &ProcessContext) -> io::Result<()> {
+    fn write(&mut self, event: &Event, p: &ProcessContext<'_>) -> io::Result<()> {
         if !self.header_written {
             self.header_written = true;
             let header = match self.layout {
@@ -119,7 +119,7 @@ impl<W: Write> Sink for TableSink<W> {
             .wall(event.header.ts_boot_ns)
             .with_timezone(&Local)
             .format("%H:%M:%S%.3f");
-        let comm = escape_for_terminal(&p.comm);
+        let comm = escape_for_terminal(p.comm);
         match (&event.payload, self.layout) {
             (Payload::FileOpen(f), _) => writeln!(
                 self.out,

@@ -1,7 +1,7 @@
 //! `osprey exec` and the process cache's feed: exec (successful and failed), fork of new
 //! processes, and exit with its code or signal.
 //!
-//! argv: successful execs copy up to 4096 bytes of the new image's argument area; failed
+//! argv: successful execs copy up to 4095 bytes of the new image's argument area; failed
 //! execs copy up to 32 arguments of up to 255 bytes each from the caller's argv array.
 //! Beyond that `args_truncated` is true and `argc` still tells how many there were.
 

@@ -1,0 +1,267 @@
+//! Harness for real-BPF tests: runs `osprey` as a child, waits until it is attached,
+//! drives activity, stops it with SIGINT and returns what it printed.
+//!
+//! Without root the tests skip loudly; with OSPREY_REQUIRE_BPF=1 (CI) they fail instead.
+
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
+pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_osprey-workload");
+
+/// BPF tests run one at a time: they count exact events and compete for two cores.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+pub fn serial() -> MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// True when this process may load BPF. Otherwise skips (or fails under CI).
+pub fn bpf_available(test: &str) -> bool {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } == 0 {
+        return true;
+    }
+    let required = std::env::var("OSPREY_REQUIRE_BPF").is_ok_and(|v| v == "1");
+    assert!(
+        !required,
+        "{test}: OSPREY_REQUIRE_BPF=1 but not running as root; cannot load BPF"
+    );
+    eprintln!("SKIPPED {test}: needs root to load BPF (set OSPREY_REQUIRE_BPF=1 to fail instead)");
+    false
+}
+
+/// A unique scratch directory removed on drop.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let dir = std::env::temp_dir().join(format!("osprey-{tag}-{}-{nanos}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+pub struct Tracer {
+    child: Child,
+    stdout: Option<JoinHandle<Vec<u8>>>,
+    stderr: Option<JoinHandle<String>>,
+    stderr_lines: std::sync::mpsc::Receiver<String>,
+}
+
+pub struct Finished {
+    pub status: ExitStatus,
+    pub stdout: Vec<u8>,
+    pub stderr: String,
+    /// Time from SIGINT to exit.
+    pub stop_latency: Duration,
+}
+
+impl Finished {
+    /// Every stdout line parsed as JSON (panics on a line that is not).
+    pub fn events(&self) -> Vec<Value> {
+        String::from_utf8(self.stdout.clone())
+            .expect("JSON output is UTF-8")
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad JSON line {l:?}: {e}")))
+            .collect()
+    }
+
+    /// The `"kind": "summary"` object printed on stderr with `--output json`.
+    pub fn summary(&self) -> Value {
+        self.stderr
+            .lines()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .find(|v| v["kind"] == "summary")
+            .unwrap_or_else(|| panic!("no JSON summary on stderr:\n{}", self.stderr))
+    }
+
+    /// emitted/dropped/throttled counters of one event kind from the summary.
+    pub fn counters(&self, kind: &str) -> (u64, u64, u64) {
+        let summary = self.summary();
+        let row = summary["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .unwrap_or_else(|| panic!("no counters for {kind} in {summary}"));
+        (
+            row["emitted"].as_u64().unwrap(),
+            row["dropped"].as_u64().unwrap(),
+            row["throttled"].as_u64().unwrap(),
+        )
+    }
+}
+
+impl Tracer {
+    /// Starts `osprey ARGS` and waits for its "tracing ..." line.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = Command::new(OSPREY)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn osprey");
+        let mut out = child.stdout.take().unwrap();
+        let stdout = std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            out.read_to_end(&mut buf).unwrap();
+            buf
+        });
+        let err = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stderr = std::thread::spawn(move || {
+            let mut all = String::new();
+            for line in BufReader::new(err).lines().map_while(Result::ok) {
+                let _ = tx.send(line.clone());
+                all.push_str(&line);
+                all.push('\n');
+            }
+            all
+        });
+        let mut tracer = Tracer {
+            child,
+            stdout: Some(stdout),
+            stderr: Some(stderr),
+            stderr_lines: rx,
+        };
+        tracer.wait_attached(args);
+        tracer
+    }
+
+    fn wait_attached(&mut self, args: &[&str]) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
+                Ok(line) if line.starts_with("osprey: tracing ") => return,
+                Ok(line) => seen.push(line),
+                Err(_) => {
+                    if let Ok(Some(status)) = self.child.try_wait() {
+                        panic!("osprey {args:?} exited early ({status}): {}", seen.join("\n"));
+                    }
+                }
+            }
+        }
+        panic!("osprey {args:?} did not attach within 20 s: {}", seen.join("\n"));
+    }
+
+    /// Lets in-flight events reach the rings (drain timer is 10 ms), then SIGINT.
+    pub fn stop(mut self) -> Finished {
+        std::thread::sleep(Duration::from_millis(150));
+        let sent = Instant::now();
+        // SAFETY: signalling our own child by pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
+        let status = self.child.wait().unwrap();
+        let stop_latency = sent.elapsed();
+        Finished {
+            status,
+            stdout: self.stdout.take().unwrap().join().unwrap(),
+            stderr: self.stderr.take().unwrap().join().unwrap(),
+            stop_latency,
+        }
+    }
+
+    /// Waits for the tracer to end by itself (--duration / --count).
+    pub fn wait(mut self, limit: Duration) -> Finished {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(s) = self.child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(start.elapsed() < limit, "osprey did not stop within {limit:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Finished {
+            status,
+            stdout: self.stdout.take().unwrap().join().unwrap(),
+            stderr: self.stderr.take().unwrap().join().unwrap(),
+            stop_latency: start.elapsed(),
+        }
+    }
+}
+
+impl Drop for Tracer {
+    fn drop(&mut self) {
+        if self.stdout.is_some() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Runs a command to completion, returning its pid and status.
+pub fn run(cmd: &mut Command) -> (u32, ExitStatus) {
+    let mut child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn workload");
+    let pid = child.id();
+    (pid, child.wait().unwrap())
+}
+
+/// A workload started now that waits for `release()` before doing its work.
+pub struct Gated {
+    pub child: Child,
+}
+
+impl Gated {
+    pub fn spawn(args: &[&std::ffi::OsStr]) -> Self {
+        let child = Command::new(WORKLOAD)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("spawn workload");
+        Gated { child }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn release_and_wait(mut self) -> ExitStatus {
+        use std::io::Write;
+        let mut stdin = self.child.stdin.take().unwrap();
+        stdin.write_all(b"go\n").unwrap();
+        drop(stdin);
+        self.child.wait().unwrap()
+    }
+}
+
+/// Events of one kind from one process.
+pub fn of(events: &[Value], kind: &str, pid: u32) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == kind && e["process"]["pid"] == pid)
+        .cloned()
+        .collect()
+}
