@@ -1,0 +1,210 @@
+//! Bad input, missing privileges, missing hooks, and how runs end.
+
+mod common;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+fn osprey(args: &[&str]) -> Output {
+    Command::new(OSPREY)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run osprey")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["files", "--no-such-flag"], "--no-such-flag"),
+        (&["files", "--pid", "abc"], "--pid"),
+        (&["files", "--pid", "0"], "--pid"),
+        (&["files", "--pid", "4000000"], "no such process"),
+        (&["files", "--failed", "--succeeded"], "cannot be used with"),
+        (&["exec", "--failed", "--lifecycle"], "cannot be used with"),
+        (&["files", "--duration", "0"], "positive"),
+        (&["files", "--comm", "a-name-longer-than-15"], "1 to 15 bytes"),
+        (&["files", "--ring-mib", "3"], "power of two"),
+        (&["files", "--output", "xml"], "xml"),
+        (&["frobnicate"], "frobnicate"),
+    ];
+    for (args, needle) in cases {
+        let out = osprey(args);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
+        assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
+    }
+}
+
+/// Runs osprey as an unprivileged user created for the test.
+fn as_unprivileged_user(args: &[&str]) -> Option<Output> {
+    let user = "osprey-test-nobody";
+    let exists = Command::new("id").arg(user).output().ok()?.status.success();
+    if !exists {
+        let made = Command::new("useradd")
+            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+            .status()
+            .ok()?;
+        assert!(made.success(), "useradd failed");
+    }
+    Some(
+        Command::new("setpriv")
+            .args(["--reuid", user, "--regid", user, "--clear-groups", "--inh-caps=-all", "--"])
+            .arg(OSPREY)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv"),
+    )
+}
+
+#[test]
+fn non_root_user_gets_exit_77_naming_missing_capabilities() {
+    if !bpf_available("non_root_user") {
+        return;
+    }
+    for cmd in [&["files"][..], &["exec"], &["check"]] {
+        let out = as_unprivileged_user(cmd).expect("could not run as another user");
+        assert_eq!(out.status.code(), Some(77), "{cmd:?}: {}", stderr(&out));
+        let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
+        assert!(text.contains("CAP_BPF") && text.contains("CAP_PERFMON"), "{cmd:?}: {text}");
+    }
+}
+
+#[test]
+fn check_reports_chosen_hooks_and_features() {
+    if !bpf_available("check") {
+        return;
+    }
+    let _serial = serial();
+    let out = osprey(&["check", "--output", "json"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true);
+    let feature = |name: &str| {
+        doc["features"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|f| f["name"] == name)
+            .unwrap_or_else(|| panic!("feature {name} missing"))
+            .clone()
+    };
+    for name in ["btf", "tp_btf", "raw_tp", "ringbuf", "run_time_stats"] {
+        assert_eq!(feature(name)["available"], true, "{name}");
+    }
+    // fentry and kprobe are reported either way, with a reason when unavailable.
+    for name in ["fentry", "kprobe", "lsm", "tracepoint", "xdp", "tcx", "uprobe", "bpffs", "perf_event_cpu_clock"] {
+        let f = feature(name);
+        assert!(!f["detail"].as_str().unwrap().is_empty(), "{name}");
+    }
+    let files = doc["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "files")
+        .unwrap();
+    let hook = files["roles"][0]["hook"].as_str().unwrap();
+    let best_available = if feature("tp_btf")["available"] == true {
+        "tp_btf/sys_exit"
+    } else {
+        "raw_tp/sys_exit"
+    };
+    assert_eq!(hook, best_available);
+}
+
+#[test]
+fn a_missing_hook_degrades_only_its_capability() {
+    if !bpf_available("missing_hook") {
+        return;
+    }
+    let _serial = serial();
+    // One alternative gone: the next one is picked and the reason shown.
+    let out = Command::new(OSPREY)
+        .args(["check", "--output", "json"])
+        .env("OSPREY_DENY_PROGRAMS", "files_open_btf")
+        .output()
+        .unwrap();
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let files = doc["capabilities"].as_array().unwrap().iter().find(|c| c["name"] == "files").unwrap().clone();
+    assert_eq!(files["roles"][0]["hook"], "raw_tp/sys_exit");
+    assert_eq!(files["roles"][0]["rejected"][0]["hook"], "tp_btf/sys_exit");
+
+    // Every alternative gone: files says why, process still works.
+    let all = "files_open_btf,files_open_raw,files_open_tp";
+    let out = Command::new(OSPREY)
+        .args(["check", "--output", "json"])
+        .env("OSPREY_DENY_PROGRAMS", all)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let caps = doc["capabilities"].as_array().unwrap();
+    let files = caps.iter().find(|c| c["name"] == "files").unwrap();
+    let process = caps.iter().find(|c| c["name"] == "process").unwrap();
+    assert_eq!(files["ok"], false);
+    let why = files["error"].as_str().unwrap();
+    for hook in ["tp_btf/sys_exit", "raw_tp/sys_exit", "tracepoint/raw_syscalls/sys_exit"] {
+        assert!(why.contains(hook), "{why}");
+    }
+    assert_eq!(process["ok"], true);
+
+    let out = Command::new(OSPREY)
+        .args(["files", "--duration", "1"])
+        .env("OSPREY_DENY_PROGRAMS", all)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(77));
+    assert!(stderr(&out).contains("files: no hook for open-exit"), "{}", stderr(&out));
+
+    // exec keeps running without its optional failed-exec hook, and says so.
+    let tracer = Tracer::start_with_env(
+        &["exec", "--output", "json"],
+        &[("OSPREY_DENY_PROGRAMS", "process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp")],
+    );
+    let (pid, _) = run(&mut Command::new("/bin/true"));
+    let done = tracer.stop();
+    assert!(done.status.success());
+    assert!(done.stderr.contains("exec-failed unavailable"), "{}", done.stderr);
+    assert_eq!(of(&done.events(), "exec", pid).len(), 1);
+}
+
+#[test]
+fn duration_count_and_sigterm_end_the_run() {
+    if !bpf_available("run_endings") {
+        return;
+    }
+    let _serial = serial();
+    let t = Tracer::start(&["files", "--output", "json", "--duration", "1"]);
+    let done = t.wait(Duration::from_secs(5));
+    assert!(done.status.success());
+    assert_eq!(done.summary()["reason"], "duration");
+
+    let t = Tracer::start(&["files", "--output", "json", "--count", "3", "--comm", "osprey-workload"]);
+    for _ in 0..3 {
+        run(Command::new(WORKLOAD).args(["open", "5", "/nonexistent/osprey-count"]));
+    }
+    let done = t.wait(Duration::from_secs(5));
+    assert!(done.status.success());
+    assert_eq!(done.events().len(), 3);
+    assert_eq!(done.summary()["reason"], "count");
+
+    let mut child = Command::new(OSPREY)
+        .args(["exec", "--output", "json"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    let status = child.wait().unwrap();
+    assert!(status.success(), "SIGTERM exits 0");
+    assert!(sent.elapsed() < Duration::from_secs(1), "exited in {:?}", sent.elapsed());
+}
