@@ -68,7 +68,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         Vec::new()
     };
     let capabilities: Vec<CapabilityReport> = if missing.is_empty() {
-        [process::SPEC, files::SPEC].into_iter().map(check_capability).collect()
+        [process::SPEC, files::SPEC]
+            .into_iter()
+            .map(check_capability)
+            .collect()
     } else {
         Vec::new()
     };
@@ -114,7 +117,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                 }
             }
             if !capabilities.is_empty() {
-                println!("\n{:<10} {:<12} {:<34} WHY NOT BETTER / WHY NOT AT ALL", "CAPABILITY", "ROLE", "HOOK");
+                println!(
+                    "\n{:<10} {:<12} {:<34} WHY NOT BETTER / WHY NOT AT ALL",
+                    "CAPABILITY", "ROLE", "HOOK"
+                );
                 for c in &capabilities {
                     if let Some(err) = &c.error {
                         println!("{:<10} {:<12} {:<34} {err}", c.name, "-", "unavailable");
@@ -124,7 +130,13 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                             .as_array()
                             .into_iter()
                             .flatten()
-                            .map(|x| format!("{}: {}", x["hook"].as_str().unwrap_or(""), x["reason"].as_str().unwrap_or("")))
+                            .map(|x| {
+                                format!(
+                                    "{}: {}",
+                                    x["hook"].as_str().unwrap_or(""),
+                                    x["reason"].as_str().unwrap_or("")
+                                )
+                            })
                             .collect();
                         println!(
                             "{:<10} {:<12} {:<34} {}",
@@ -141,5 +153,9 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     if !missing.is_empty() {
         return Ok(ExitCode::from(77));
     }
-    Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::from(77) })
+    Ok(if all_ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(77)
+    })
 }

@@ -9,7 +9,11 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 #[derive(Parser, Debug)]
-#[command(name = "osprey", version, about = "eBPF performance monitoring and runtime security")]
+#[command(
+    name = "osprey",
+    version,
+    about = "eBPF performance monitoring and runtime security"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -60,7 +64,9 @@ pub struct RunArgs {
 }
 
 fn parse_positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
+    let v: f64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
     if v.is_finite() && v > 0.0 {
         Ok(v)
     } else {
@@ -69,7 +75,9 @@ fn parse_positive_secs(s: &str) -> Result<f64, String> {
 }
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
-    let v: u32 = s.parse().map_err(|_| format!("`{s}` is not a whole number"))?;
+    let v: u32 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number"))?;
     if v.is_power_of_two() && v <= 1024 {
         Ok(v)
     } else {

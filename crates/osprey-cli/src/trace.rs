@@ -89,7 +89,10 @@ fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     }
 }
 
-fn load(spec: osprey::kernel::loader::CapabilitySpec, options: &LoadOptions) -> Result<LoadedCapability, Failure> {
+fn load(
+    spec: osprey::kernel::loader::CapabilitySpec,
+    options: &LoadOptions,
+) -> Result<LoadedCapability, Failure> {
     LoadedCapability::load(spec, options).map_err(|e| {
         if privileges::effective() == 0 {
             Failure::Privilege(e.to_string())
@@ -153,13 +156,21 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
     let (failed, succeeded) = (args.failed, args.succeeded);
     let filter: EventFilter = Box::new(move |event, _ctx| match &event.payload {
         Payload::FileOpen(f) => {
-            prefix.as_ref().is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
+            prefix
+                .as_ref()
+                .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
                 && (!failed || f.failed())
                 && (!succeeded || !f.failed())
         }
         _ => false,
     });
-    run_pipeline(vec![process, files_cap], filter, &args.run, Layout::Files, "file opens")
+    run_pipeline(
+        vec![process, files_cap],
+        filter,
+        &args.run,
+        Layout::Files,
+        "file opens",
+    )
 }
 
 pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {

@@ -29,7 +29,10 @@ fn bad_input_exits_2_with_a_clear_message() {
         (&["files", "--failed", "--succeeded"], "cannot be used with"),
         (&["exec", "--failed", "--lifecycle"], "cannot be used with"),
         (&["files", "--duration", "0"], "positive"),
-        (&["files", "--comm", "a-name-longer-than-15"], "1 to 15 bytes"),
+        (
+            &["files", "--comm", "a-name-longer-than-15"],
+            "1 to 15 bytes",
+        ),
         (&["files", "--ring-mib", "3"], "power of two"),
         (&["files", "--output", "xml"], "xml"),
         (&["frobnicate"], "frobnicate"),
@@ -47,14 +50,28 @@ fn as_unprivileged_user(args: &[&str]) -> Option<Output> {
     let exists = Command::new("id").arg(user).output().ok()?.status.success();
     if !exists {
         let made = Command::new("useradd")
-            .args(["--system", "--no-create-home", "--shell", "/usr/sbin/nologin", user])
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
             .status()
             .ok()?;
         assert!(made.success(), "useradd failed");
     }
     Some(
         Command::new("setpriv")
-            .args(["--reuid", user, "--regid", user, "--clear-groups", "--inh-caps=-all", "--"])
+            .args([
+                "--reuid",
+                user,
+                "--regid",
+                user,
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
             .arg(OSPREY)
             .args(args)
             .stdin(Stdio::null())
@@ -72,7 +89,10 @@ fn non_root_user_gets_exit_77_naming_missing_capabilities() {
         let out = as_unprivileged_user(cmd).expect("could not run as another user");
         assert_eq!(out.status.code(), Some(77), "{cmd:?}: {}", stderr(&out));
         let text = format!("{}{}", stderr(&out), String::from_utf8_lossy(&out.stdout));
-        assert!(text.contains("CAP_BPF") && text.contains("CAP_PERFMON"), "{cmd:?}: {text}");
+        assert!(
+            text.contains("CAP_BPF") && text.contains("CAP_PERFMON"),
+            "{cmd:?}: {text}"
+        );
     }
 }
 
@@ -99,7 +119,17 @@ fn check_reports_chosen_hooks_and_features() {
         assert_eq!(feature(name)["available"], true, "{name}");
     }
     // fentry and kprobe are reported either way, with a reason when unavailable.
-    for name in ["fentry", "kprobe", "lsm", "tracepoint", "xdp", "tcx", "uprobe", "bpffs", "perf_event_cpu_clock"] {
+    for name in [
+        "fentry",
+        "kprobe",
+        "lsm",
+        "tracepoint",
+        "xdp",
+        "tcx",
+        "uprobe",
+        "bpffs",
+        "perf_event_cpu_clock",
+    ] {
         let f = feature(name);
         assert!(!f["detail"].as_str().unwrap().is_empty(), "{name}");
     }
@@ -131,7 +161,13 @@ fn a_missing_hook_degrades_only_its_capability() {
         .output()
         .unwrap();
     let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let files = doc["capabilities"].as_array().unwrap().iter().find(|c| c["name"] == "files").unwrap().clone();
+    let files = doc["capabilities"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "files")
+        .unwrap()
+        .clone();
     assert_eq!(files["roles"][0]["hook"], "raw_tp/sys_exit");
     assert_eq!(files["roles"][0]["rejected"][0]["hook"], "tp_btf/sys_exit");
 
@@ -149,7 +185,11 @@ fn a_missing_hook_degrades_only_its_capability() {
     let process = caps.iter().find(|c| c["name"] == "process").unwrap();
     assert_eq!(files["ok"], false);
     let why = files["error"].as_str().unwrap();
-    for hook in ["tp_btf/sys_exit", "raw_tp/sys_exit", "tracepoint/raw_syscalls/sys_exit"] {
+    for hook in [
+        "tp_btf/sys_exit",
+        "raw_tp/sys_exit",
+        "tracepoint/raw_syscalls/sys_exit",
+    ] {
         assert!(why.contains(hook), "{why}");
     }
     assert_eq!(process["ok"], true);
@@ -160,17 +200,28 @@ fn a_missing_hook_degrades_only_its_capability() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(77));
-    assert!(stderr(&out).contains("files: no hook for open-exit"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("files: no hook for open-exit"),
+        "{}",
+        stderr(&out)
+    );
 
     // exec keeps running without its optional failed-exec hook, and says so.
     let tracer = Tracer::start_with_env(
         &["exec", "--output", "json"],
-        &[("OSPREY_DENY_PROGRAMS", "process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp")],
+        &[(
+            "OSPREY_DENY_PROGRAMS",
+            "process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp",
+        )],
     );
     let (pid, _) = run(&mut Command::new("/bin/true"));
     let done = tracer.stop();
     assert!(done.status.success());
-    assert!(done.stderr.contains("exec-failed unavailable"), "{}", done.stderr);
+    assert!(
+        done.stderr.contains("exec-failed unavailable"),
+        "{}",
+        done.stderr
+    );
     assert_eq!(of(&done.events(), "exec", pid).len(), 1);
 }
 
@@ -185,7 +236,15 @@ fn duration_count_and_sigterm_end_the_run() {
     assert!(done.status.success());
     assert_eq!(done.summary()["reason"], "duration");
 
-    let t = Tracer::start(&["files", "--output", "json", "--count", "3", "--comm", "osprey-workload"]);
+    let t = Tracer::start(&[
+        "files",
+        "--output",
+        "json",
+        "--count",
+        "3",
+        "--comm",
+        "osprey-workload",
+    ]);
     for _ in 0..3 {
         run(Command::new(WORKLOAD).args(["open", "5", "/nonexistent/osprey-count"]));
     }
@@ -206,5 +265,9 @@ fn duration_count_and_sigterm_end_the_run() {
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
     let status = child.wait().unwrap();
     assert!(status.success(), "SIGTERM exits 0");
-    assert!(sent.elapsed() < Duration::from_secs(1), "exited in {:?}", sent.elapsed());
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "exited in {:?}",
+        sent.elapsed()
+    );
 }

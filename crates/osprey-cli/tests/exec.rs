@@ -7,7 +7,7 @@ use std::process::Command;
 use common::*;
 use serde_json::Value;
 
-fn find<'a>(events: &'a [Value], pred: impl Fn(&Value) -> bool) -> Vec<&'a Value> {
+fn find(events: &[Value], pred: impl Fn(&Value) -> bool) -> Vec<&Value> {
     events.iter().filter(|e| pred(e)).collect()
 }
 
@@ -24,7 +24,8 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
 
     let (echo_pid, _) = run(Command::new("/bin/echo").args(["alpha", "beta gamma", ""]));
     // dash execs the missing program itself: the exec fails in a process we know.
-    let (missing_pid, _) = run(Command::new("/bin/sh").args(["-c", "exec /nonexistent/osprey-prog one two"]));
+    let (missing_pid, _) =
+        run(Command::new("/bin/sh").args(["-c", "exec /nonexistent/osprey-prog one two"]));
     let (noexec_pid, _) = run(Command::new("/bin/sh")
         .arg("-c")
         .arg(format!("exec {} x", not_executable.display())));
@@ -32,10 +33,8 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
     assert_eq!(status.code(), Some(7));
     let (killed_pid, _) = run(Command::new("/bin/sh").args(["-c", "kill -9 $$"]));
     // outer sh → inner sh → echo: the echo's ancestry names both shells.
-    let (outer_pid, _) = run(Command::new("/bin/sh").args([
-        "-c",
-        "/bin/sh -c '/bin/echo osprey-grandchild; true'; true",
-    ]));
+    let (outer_pid, _) = run(Command::new("/bin/sh")
+        .args(["-c", "/bin/sh -c '/bin/echo osprey-grandchild; true'; true"]));
     let done = tracer.stop();
     assert!(done.status.success());
     let events = done.events();
@@ -44,7 +43,10 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
     assert_eq!(echo.len(), 1, "{echo:?}");
     assert_eq!(echo[0]["ret"], 0);
     assert_eq!(echo[0]["filename"], "/bin/echo");
-    assert_eq!(echo[0]["argv"], serde_json::json!(["/bin/echo", "alpha", "beta gamma", ""]));
+    assert_eq!(
+        echo[0]["argv"],
+        serde_json::json!(["/bin/echo", "alpha", "beta gamma", ""])
+    );
     assert_eq!(echo[0]["argc"], 4);
     assert_eq!(echo[0]["args_truncated"], false);
     assert!(echo[0]["exe"].as_str().unwrap().ends_with("/echo"));
@@ -57,7 +59,10 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
     assert_eq!(failed[0]["ret"], -libc::ENOENT as i64);
     assert_eq!(failed[0]["error"], "ENOENT");
     assert_eq!(failed[0]["filename"], "/nonexistent/osprey-prog");
-    assert_eq!(failed[0]["argv"], serde_json::json!(["/nonexistent/osprey-prog", "one", "two"]));
+    assert_eq!(
+        failed[0]["argv"],
+        serde_json::json!(["/nonexistent/osprey-prog", "one", "two"])
+    );
 
     let noexec = find(&events, |e| {
         e["kind"] == "exec" && e["process"]["pid"] == noexec_pid && e["ret"] != 0
@@ -85,7 +90,10 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
     let grandchild = inner_forks[0]["child_pid"].as_u64().unwrap() as u32;
     let gexec = of(&events, "exec", grandchild);
     assert_eq!(gexec.len(), 1);
-    assert_eq!(gexec[0]["argv"], serde_json::json!(["/bin/echo", "osprey-grandchild"]));
+    assert_eq!(
+        gexec[0]["argv"],
+        serde_json::json!(["/bin/echo", "osprey-grandchild"])
+    );
     assert_eq!(gexec[0]["process"]["ppid"], inner_pid);
     let ancestry: Vec<u64> = gexec[0]["process"]["ancestry"]
         .as_array()
@@ -93,7 +101,14 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
         .iter()
         .map(|a| a["pid"].as_u64().unwrap())
         .collect();
-    assert_eq!(&ancestry[..3], &[inner_pid as u64, outer_pid as u64, std::process::id() as u64]);
+    assert_eq!(
+        &ancestry[..3],
+        &[
+            inner_pid as u64,
+            outer_pid as u64,
+            std::process::id() as u64
+        ]
+    );
     let exits = of(&events, "exit", grandchild);
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0]["exit_code"], 0);

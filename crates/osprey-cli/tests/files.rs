@@ -48,7 +48,10 @@ fn open_of_a_unique_path_and_a_failed_open() {
     assert_eq!(e["abs_path"], file.to_str().unwrap());
     assert!(e["inode"].as_u64().unwrap() > 0);
     assert!(e["time"].as_str().unwrap().ends_with('Z'));
-    assert!(e["process"]["exe"].as_str().unwrap().ends_with("/osprey-workload"));
+    assert!(e["process"]["exe"]
+        .as_str()
+        .unwrap()
+        .ends_with("/osprey-workload"));
 
     let failed: Vec<_> = of(&events, "file_open", fail_pid)
         .into_iter()
@@ -59,7 +62,11 @@ fn open_of_a_unique_path_and_a_failed_open() {
     assert_eq!(failed[0]["error"], "ENOENT");
     assert!(failed[0]["fd"].is_null());
     assert_eq!(failed[0]["abs_path"], missing.to_str().unwrap());
-    assert!(done.stop_latency.as_millis() < 1000, "stopped in {:?}", done.stop_latency);
+    assert!(
+        done.stop_latency.as_millis() < 1000,
+        "stopped in {:?}",
+        done.stop_latency
+    );
 }
 
 #[test]
@@ -87,12 +94,18 @@ fn relative_opens_from_a_short_lived_child_resolve_to_absolute_paths() {
     let ok: Vec<_> = ok.iter().filter(|e| e["path"] == "sub/../target").collect();
     assert_eq!(ok.len(), 1, "{ok:?}");
     assert_eq!(ok[0]["syscall"], "open");
-    assert_eq!(ok[0]["abs_path"], dir.path().join("target").to_str().unwrap());
+    assert_eq!(
+        ok[0]["abs_path"],
+        dir.path().join("target").to_str().unwrap()
+    );
     let fail = of(&events, "file_open", fail_pid);
     let fail: Vec<_> = fail.iter().filter(|e| e["path"] == "sub/./nope").collect();
     assert_eq!(fail.len(), 1);
     assert_eq!(fail[0]["error"], "ENOENT");
-    assert_eq!(fail[0]["abs_path"], dir.path().join("sub/nope").to_str().unwrap());
+    assert_eq!(
+        fail[0]["abs_path"],
+        dir.path().join("sub/nope").to_str().unwrap()
+    );
 }
 
 #[test]
@@ -154,12 +167,28 @@ fn hostile_file_names_are_escaped_in_tables_and_lossless_in_json() {
     let paths = hostile_paths(dir.path());
     let prefix = dir.path().to_str().unwrap();
 
-    let json = Tracer::start(&["files", "--output", "json", "--comm", "osprey-workload", "--path-prefix", prefix]);
-    let pids: Vec<u32> = paths.iter().map(|p| workload_open(OsStr::from_bytes(p))).collect();
+    let json = Tracer::start(&[
+        "files",
+        "--output",
+        "json",
+        "--comm",
+        "osprey-workload",
+        "--path-prefix",
+        prefix,
+    ]);
+    let pids: Vec<u32> = paths
+        .iter()
+        .map(|p| workload_open(OsStr::from_bytes(p)))
+        .collect();
     let events = json.stop().events();
     for (path, pid) in paths.iter().zip(&pids) {
         let e = of(&events, "file_open", *pid);
-        assert_eq!(e.len(), 1, "one event for {:?}", String::from_utf8_lossy(path));
+        assert_eq!(
+            e.len(),
+            1,
+            "one event for {:?}",
+            String::from_utf8_lossy(path)
+        );
         // JSON: the exact bytes come back, from the string or from its base64 copy.
         let decoded = match e[0].get("path_b64") {
             Some(b64) => base64::engine::general_purpose::STANDARD
@@ -177,9 +206,17 @@ fn hostile_file_names_are_escaped_in_tables_and_lossless_in_json() {
         assert_eq!(&abs, path, "resolved path is exact too");
         assert_eq!(e[0]["path_truncated"], false);
     }
-    assert!(of(&events, "file_open", pids[2])[0].get("path_b64").is_some());
+    assert!(of(&events, "file_open", pids[2])[0]
+        .get("path_b64")
+        .is_some());
 
-    let table = Tracer::start(&["files", "--comm", "osprey-workload", "--path-prefix", prefix]);
+    let table = Tracer::start(&[
+        "files",
+        "--comm",
+        "osprey-workload",
+        "--path-prefix",
+        prefix,
+    ]);
     for p in &paths {
         workload_open(OsStr::from_bytes(p));
     }
@@ -187,11 +224,18 @@ fn hostile_file_names_are_escaped_in_tables_and_lossless_in_json() {
     let text = String::from_utf8(done.stdout).expect("table output is UTF-8");
     assert!(!text.contains('\x1b'), "raw escape reached the terminal");
     let rows: Vec<&str> = text.lines().skip(1).collect();
-    assert_eq!(rows.len(), 4, "one line per open, none split by a newline: {text}");
+    assert_eq!(
+        rows.len(),
+        4,
+        "one line per open, none split by a newline: {text}"
+    );
     assert!(rows[0].ends_with("/new\\nline"), "{}", rows[0]);
     assert!(rows[1].ends_with("/esc\\e[31mred"), "{}", rows[1]);
     assert!(rows[2].ends_with("/bad\\xff\\xfeutf8"), "{}", rows[2]);
-    assert!(rows[3].ends_with(&"f".repeat(100)), "long path printed whole");
+    assert!(
+        rows[3].ends_with(&"f".repeat(100)),
+        "long path printed whole"
+    );
 }
 
 #[test]
@@ -207,14 +251,29 @@ fn rate_limiter_accounts_for_every_open() {
         OsStr::new("--gate"),
     ]);
     let pid = gated.pid().to_string();
-    let tracer = Tracer::start(&["files", "--output", "json", "--pid", &pid, "--rate-limit", "100"]);
+    let tracer = Tracer::start(&[
+        "files",
+        "--output",
+        "json",
+        "--pid",
+        &pid,
+        "--rate-limit",
+        "100",
+    ]);
     assert!(gated.release_and_wait().success());
     let done = tracer.stop();
     let (emitted, dropped, throttled) = done.counters("file_open");
     assert!(throttled > 0, "nothing throttled");
     assert_eq!(emitted + dropped + throttled, 10_000);
-    assert!(emitted >= 100 && emitted < 1_000, "burst of ~100 then ~100/s: {emitted}");
-    assert_eq!(done.events().len() as u64, emitted, "every emitted event was written");
+    assert!(
+        (100..1_000).contains(&emitted),
+        "burst of ~100 then ~100/s: {emitted}"
+    );
+    assert_eq!(
+        done.events().len() as u64,
+        emitted,
+        "every emitted event was written"
+    );
 }
 
 #[test]

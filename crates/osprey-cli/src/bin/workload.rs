@@ -7,8 +7,8 @@
 //! osprey-workload bench-open COUNT PATH       like open, then print ns per call
 
 use std::ffi::{CString, OsString};
-use std::os::unix::ffi::OsStrExt;
 use std::io::BufRead;
+use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
 fn usage() -> ! {

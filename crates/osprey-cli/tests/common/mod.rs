@@ -165,12 +165,18 @@ impl Tracer {
                 Ok(line) => seen.push(line),
                 Err(_) => {
                     if let Ok(Some(status)) = self.child.try_wait() {
-                        panic!("osprey {args:?} exited early ({status}): {}", seen.join("\n"));
+                        panic!(
+                            "osprey {args:?} exited early ({status}): {}",
+                            seen.join("\n")
+                        );
                     }
                 }
             }
         }
-        panic!("osprey {args:?} did not attach within 20 s: {}", seen.join("\n"));
+        panic!(
+            "osprey {args:?} did not attach within 20 s: {}",
+            seen.join("\n")
+        );
     }
 
     /// Lets in-flight events reach the rings (drain timer is 10 ms), then SIGINT.
@@ -196,7 +202,10 @@ impl Tracer {
             if let Some(s) = self.child.try_wait().unwrap() {
                 break s;
             }
-            assert!(start.elapsed() < limit, "osprey did not stop within {limit:?}");
+            assert!(
+                start.elapsed() < limit,
+                "osprey did not stop within {limit:?}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         };
         Finished {

@@ -67,11 +67,7 @@ pub fn decode(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
     let [path, _nul, resolved] = split_tail(
         bytes,
         std::mem::size_of::<abi::FileOpen>(),
-        [
-            raw.path_len as usize,
-            1,
-            raw.resolved_len as usize,
-        ],
+        [raw.path_len as usize, 1, raw.resolved_len as usize],
         "file_open",
     )?;
     let abs_path = if raw.status & status::RESOLVED_FROM_FILE != 0 {
@@ -143,7 +139,10 @@ impl FileOpen {
             map.serialize_entry("inode", &self.ino)?;
             map.serialize_entry("dev", &self.dev)?;
         }
-        map.serialize_entry("path_truncated", &(self.status & status::PATH_TRUNCATED != 0))?;
+        map.serialize_entry(
+            "path_truncated",
+            &(self.status & status::PATH_TRUNCATED != 0),
+        )?;
         if self.status & status::RESOLVED_TRUNCATED != 0 {
             map.serialize_entry("abs_path_truncated", &true)?;
         }
@@ -188,7 +187,7 @@ pub fn open_flags_text(flags: u64) -> String {
         (0o1000000, "O_NOATIME"),
         (0o2000000, "O_CLOEXEC"),
         (0o10000000, "O_PATH"),
-        (0o20000000, "O_TMPFILE"),
+        (0o20200000, "O_TMPFILE"),
     ];
     let mut parts = vec![match flags & 3 {
         0 => "O_RDONLY",
@@ -295,7 +294,14 @@ mod tests {
     fn decodes_resolved_and_relative_paths() {
         let ok = decode(&record(2, 3, status::RESOLVED_FROM_FILE, b"x", b"x\0tmp\0")).unwrap();
         assert_eq!(ok.abs_path, b"/tmp/x");
-        let rel = decode(&record(2, -2, status::RESOLVED_BASE_DIR, b"../y", b"b\0a\0")).unwrap();
+        let rel = decode(&record(
+            2,
+            -2,
+            status::RESOLVED_BASE_DIR,
+            b"../y",
+            b"b\0a\0",
+        ))
+        .unwrap();
         assert_eq!(rel.abs_path, b"/a/y");
         assert_eq!(rel.errno(), Some(libc::ENOENT));
         let abs = decode(&record(1, -2, 0, b"/q//./r", b"")).unwrap();

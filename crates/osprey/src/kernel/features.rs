@@ -93,7 +93,10 @@ pub fn probe_all() -> Vec<Feature> {
     let mut ebpf = match loaded {
         Ok(ebpf) => ebpf,
         Err(why) => {
-            out.push(feature("bpf", Err(format!("cannot load BPF at all: {why}"))));
+            out.push(feature(
+                "bpf",
+                Err(format!("cannot load BPF at all: {why}")),
+            ));
             return out;
         }
     };
@@ -221,7 +224,12 @@ fn probe_tcx(ebpf: &mut Ebpf) -> Result<String, String> {
             TcAttachType::Ingress,
             TcAttachOptions::TcxOrder(LinkOrder::default()),
         )
-        .map_err(|err| format!("tcx attach on lo failed ({}); tc clsact is the fallback", e(err)))?;
+        .map_err(|err| {
+            format!(
+                "tcx attach on lo failed ({}); tc clsact is the fallback",
+                e(err)
+            )
+        })?;
     p.detach(link).map_err(e)?;
     Ok("attached a tcx program to lo and detached it".into())
 }

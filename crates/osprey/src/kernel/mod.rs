@@ -26,7 +26,11 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
     }) = err.downcast_ref::<aya::programs::ProgramError>()
     {
         let log = verifier_log.to_string();
-        let last = log.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("");
+        let last = log
+            .lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .unwrap_or("");
         return if last.is_empty() {
             format!("load refused: {io_error}")
         } else {

@@ -110,8 +110,10 @@ impl ProcessCache {
     pub fn expire(&mut self, now_boot_ns: u64) {
         let grace = self.grace_ns;
         let before = self.entries.len();
-        self.entries
-            .retain(|_, e| e.exited_at.is_none_or(|t| now_boot_ns.saturating_sub(t) < grace));
+        self.entries.retain(|_, e| {
+            e.exited_at
+                .is_none_or(|t| now_boot_ns.saturating_sub(t) < grace)
+        });
         self.evictions += (before - self.entries.len()) as u64;
     }
 
@@ -330,17 +332,28 @@ mod tests {
         };
         cache.observe(&fork(10, 11));
         cache.observe(&fork(11, 12));
-        let ctx = cache.context(&ev(12, 11, 0, Payload::Fork(Fork {
-            child_pid: 0,
-            child_start_boot_ns: 0,
-        })));
+        let grandchild_event = ev(
+            12,
+            11,
+            0,
+            Payload::Fork(Fork {
+                child_pid: 13,
+                child_start_boot_ns: 0,
+            }),
+        );
+        let ctx = cache.context(&grandchild_event);
         let pids: Vec<u32> = ctx.ancestry.iter().map(|a| a.pid).collect();
         assert_eq!(pids, vec![11, 10]);
         assert_eq!(ctx.exe, b"/bin/p");
-        cache.observe(&ev(12, 11, 5_000, Payload::Exit(Exit {
-            start_boot_ns: 0,
-            status: 0,
-        })));
+        cache.observe(&ev(
+            12,
+            11,
+            5_000,
+            Payload::Exit(Exit {
+                start_boot_ns: 0,
+                status: 0,
+            }),
+        ));
         cache.expire(5_500);
         assert!(cache.get(12).is_some(), "kept during grace");
         cache.expire(6_001);

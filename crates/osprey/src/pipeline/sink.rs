@@ -157,4 +157,3 @@ impl<W: Write> Sink for TableSink<W> {
         self.out.flush()
     }
 }
-

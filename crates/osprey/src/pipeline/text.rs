@@ -66,10 +66,7 @@ pub fn until_nul(bytes: &[u8]) -> &[u8] {
 
 /// Joins leaf-first NUL-terminated path components into an absolute path.
 pub fn join_components_leaf_first(data: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = data
-        .split(|&b| b == 0)
-        .filter(|p| !p.is_empty())
-        .collect();
+    let parts: Vec<&[u8]> = data.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     let mut out = Vec::with_capacity(data.len() + 1);
     for part in parts.iter().rev() {
         out.push(b'/');
@@ -83,7 +80,10 @@ pub fn join_components_leaf_first(data: &[u8]) -> Vec<u8> {
 
 /// Lexically joins a relative path onto an absolute base, folding `.` and `..`.
 pub fn join_lexically(base: &[u8], relative: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = base.split(|&b| b == b'/').filter(|p| !p.is_empty()).collect();
+    let mut parts: Vec<&[u8]> = base
+        .split(|&b| b == b'/')
+        .filter(|p| !p.is_empty())
+        .collect();
     for part in relative.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}

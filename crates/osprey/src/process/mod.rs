@@ -196,7 +196,9 @@ impl Exec {
         map.serialize_entry("argc", &self.argc)?;
         map.serialize_entry("argv", &JsonArgs(&self.args))?;
         map.serialize_entry("args_truncated", &self.args_truncated)?;
-        let sockets: Vec<u8> = (0..3).filter(|i| self.stdio_sockets & (1 << i) != 0).collect();
+        let sockets: Vec<u8> = (0..3)
+            .filter(|i| self.stdio_sockets & (1 << i) != 0)
+            .collect();
         map.serialize_entry("stdio_sockets", &sockets)?;
         Ok(())
     }
@@ -287,10 +289,38 @@ impl Exit {
 
 pub fn signal_name(sig: u32) -> &'static str {
     const NAMES: [&str; 32] = [
-        "0", "SIGHUP", "SIGINT", "SIGQUIT", "SIGILL", "SIGTRAP", "SIGABRT", "SIGBUS", "SIGFPE",
-        "SIGKILL", "SIGUSR1", "SIGSEGV", "SIGUSR2", "SIGPIPE", "SIGALRM", "SIGTERM", "SIGSTKFLT",
-        "SIGCHLD", "SIGCONT", "SIGSTOP", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG", "SIGXCPU",
-        "SIGXFSZ", "SIGVTALRM", "SIGPROF", "SIGWINCH", "SIGIO", "SIGPWR", "SIGSYS",
+        "0",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
     ];
     NAMES.get(sig as usize).copied().unwrap_or("SIGRT")
 }
