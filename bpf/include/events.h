@@ -11,9 +11,10 @@
 #define OSPREY_PATH_MAX 4096 /* bytes of a path as passed, like PATH_MAX */
 #define OSPREY_ARGS_MAX 4096 /* bytes of argv (NUL separated) kept per exec */
 #define OSPREY_DATA_CAP 16384 /* variable-length tail of one event, power of two */
-#define OSPREY_MAX_KINDS 32
+#define OSPREY_MAX_KINDS 64
 
-/* Stable kind numbers: never reuse or renumber. */
+/* Stable kind numbers: never reuse or renumber. Ranges by capability:
+ * 1-15 files/process, 16-23 profile/memory, 24-31 network, 32-63 security. */
 enum osprey_kind {
 	OSPREY_KIND_FILE_OPEN = 1,
 	OSPREY_KIND_EXEC = 2,

@@ -4,7 +4,7 @@
 pub const COMM_LEN: usize = 16;
 pub const PATH_MAX: usize = 4096;
 pub const ARGS_MAX: usize = 4096;
-pub const MAX_KINDS: u32 = 32;
+pub const MAX_KINDS: u32 = 64;
 
 /// Stable event kind numbers (`enum osprey_kind`).
 pub mod kind {
