@@ -127,4 +127,18 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	return 0;
 }
 
+/* Best where allowed: runs only for opens, not for every syscall exit. The user registers
+ * still hold the syscall's arguments, so the same handler serves. */
+SEC("fexit/do_sys_openat2")
+int BPF_PROG(files_open_fexit, int dfd, const char *filename, struct open_how *how, long ret)
+{
+	return on_open_exit((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), ret);
+}
+
+SEC("kretprobe/do_sys_openat2")
+int BPF_KRETPROBE(files_open_kretprobe, long ret)
+{
+	return on_open_exit((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), ret);
+}
+
 OSPREY_SYS_EXIT_PROGS(files_open, on_open_exit)

@@ -24,12 +24,20 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         required: true,
         hooks: &[
             Hook {
+                program: "files_open_fexit",
+                attach: Attach::FExit("do_sys_openat2"),
+            },
+            Hook {
                 program: "files_open_btf",
                 attach: Attach::BtfTracepoint("sys_exit"),
             },
             Hook {
                 program: "files_open_raw",
                 attach: Attach::RawTracepoint("sys_exit"),
+            },
+            Hook {
+                program: "files_open_kretprobe",
+                attach: Attach::KRetProbe("do_sys_openat2"),
             },
             Hook {
                 program: "files_open_tp",

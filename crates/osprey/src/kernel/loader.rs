@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe, Program, RawTracePoint, TracePoint},
+    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
     Ebpf, EbpfLoader,
 };
 
@@ -23,8 +23,12 @@ pub enum Attach {
     Tracepoint(&'static str, &'static str),
     /// `fentry/FUNCTION`: trampoline; refused on some kernels by policy.
     FEntry(&'static str),
+    /// `fexit/FUNCTION`: trampoline at return, with arguments and result.
+    FExit(&'static str),
     /// `kprobe/FUNCTION`: needs CONFIG_KPROBES.
     KProbe(&'static str),
+    /// `kretprobe/FUNCTION`: needs CONFIG_KPROBES.
+    KRetProbe(&'static str),
 }
 
 impl Attach {
@@ -34,7 +38,9 @@ impl Attach {
             Attach::RawTracepoint(n) => format!("raw_tp/{n}"),
             Attach::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
             Attach::FEntry(f) => format!("fentry/{f}"),
+            Attach::FExit(f) => format!("fexit/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
+            Attach::KRetProbe(f) => format!("kretprobe/{f}"),
         }
     }
 }
@@ -267,6 +273,7 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::RawTracePoint(p)) => p.unload(),
         Some(Program::TracePoint(p)) => p.unload(),
         Some(Program::FEntry(p)) => p.unload(),
+        Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
         _ => Ok(()),
     };
@@ -334,7 +341,12 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), Strin
             p.load(function, btf).map_err(err)?;
             p.attach().map_err(err)?;
         }
-        Attach::KProbe(function) => {
+        Attach::FExit(function) => {
+            let p: &mut FExit = program.try_into().map_err(err)?;
+            p.load(function, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Attach::KProbe(function) | Attach::KRetProbe(function) => {
             let p: &mut KProbe = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
             p.attach(function, 0).map_err(err)?;
