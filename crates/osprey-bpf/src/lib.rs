@@ -22,6 +22,9 @@ macro_rules! object {
 pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
+/// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
+#[doc(hidden)]
+pub const BROKEN_CORE: Object = object!("broken_core");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE];
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, BROKEN_CORE];

@@ -354,3 +354,43 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), Strin
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Needs root: loads a real object whose CO-RE relocation cannot be satisfied.
+    #[test]
+    fn unsatisfiable_core_relocation_names_the_field() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } != 0 {
+            assert!(
+                std::env::var("OSPREY_REQUIRE_BPF").is_err(),
+                "OSPREY_REQUIRE_BPF=1 but not root"
+            );
+            eprintln!("SKIPPED unsatisfiable_core_relocation_names_the_field: needs root");
+            return;
+        }
+        const SPEC: CapabilitySpec = CapabilitySpec {
+            name: "broken",
+            object: osprey_bpf::BROKEN_CORE,
+            roles: &[Role {
+                name: "read",
+                required: true,
+                hooks: &[Hook {
+                    program: "broken_core",
+                    attach: Attach::RawTracepoint("sys_enter"),
+                }],
+            }],
+            kinds: &[],
+            default_ring_bytes: 4096,
+        };
+        let err = LoadedCapability::load(SPEC, &LoadOptions::default())
+            .err()
+            .expect("must not load");
+        let text = err.to_string();
+        eprintln!("{text}");
+        assert!(text.contains("osprey_no_such_field"), "{text}");
+        assert!(!text.contains("processed"), "no verifier dump: {text}");
+    }
+}
