@@ -1,6 +1,7 @@
 //! The `osprey` command. Exit codes: 0 ok, 1 runtime failure, 2 usage or configuration
 //! error, 77 missing privilege or kernel feature.
 
+mod agent;
 mod check;
 mod trace;
 
@@ -27,6 +28,10 @@ enum Command {
     Files(trace::FilesArgs),
     /// Trace process execs (including failed ones), forks and exits.
     Exec(trace::ExecArgs),
+    /// Run always-on: modules into a rotating event log, Prometheus metrics, health, control.
+    Agent(agent::AgentArgs),
+    /// Control a running agent: list, enable/disable modules, reload.
+    Ctl(agent::CtlArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +116,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Files(args) => trace::run_files(args),
         Command::Exec(args) => trace::run_exec(args),
+        Command::Agent(args) => agent::run_agent(args),
+        Command::Ctl(args) => agent::run_ctl(args),
     };
     match result {
         Ok(code) => code,

@@ -226,13 +226,7 @@ fn run_pipeline(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let pipeline = Pipeline {
-        capabilities,
-        cache,
-        sink: sink.as_mut(),
-        filter,
-        counters: Default::default(),
-    };
+    let pipeline = Pipeline::new(capabilities, cache, sink.as_mut(), filter);
     let hooks: Vec<String> = pipeline
         .capabilities
         .iter()

@@ -4,6 +4,7 @@
 //! buffer records into enriched events and writes them to sinks; each capability (`files`,
 //! `process`) declares its hooks, decodes its records and describes how to present them.
 
+pub mod agent;
 pub mod files;
 pub mod kernel;
 pub mod pipeline;

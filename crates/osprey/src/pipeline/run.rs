@@ -2,6 +2,7 @@
 //! or the drain timer, drains every ring, enriches and writes events, and stops on a
 //! signal, `--duration`, `--count` or a closed output, draining what is left first.
 
+use std::collections::HashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::{Duration, Instant};
@@ -93,12 +94,12 @@ impl Summary {
 }
 
 /// An epoll set over every ring, so one readiness future covers them all.
-struct RingPoller {
+pub struct RingPoller {
     fd: AsyncFd<OwnedFd>,
 }
 
 impl RingPoller {
-    fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
+    pub fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -121,6 +122,13 @@ impl RingPoller {
         let fd = unsafe { AsyncFd::register(epoll) }.map_err(io::Error::from)?;
         Ok(Self { fd })
     }
+
+    /// Resolves when the kernel woke a ring (it does so once a batch is queued).
+    pub async fn ready(&self) {
+        if let Ok(mut guard) = self.fd.readable().await {
+            guard.clear_ready();
+        }
+    }
 }
 
 pub struct Pipeline<'a> {
@@ -130,13 +138,34 @@ pub struct Pipeline<'a> {
     pub sink: &'a mut dyn Sink,
     pub filter: EventFilter,
     pub counters: PipelineCounters,
+    /// Per capability: the most bytes found queued in its ring at one drain (ring fill).
+    pub ring_peak_bytes: HashMap<&'static str, u64>,
 }
 
-impl Pipeline<'_> {
+impl<'a> Pipeline<'a> {
+    pub fn new(
+        capabilities: Vec<LoadedCapability>,
+        cache: ProcessCache,
+        sink: &'a mut dyn Sink,
+        filter: EventFilter,
+    ) -> Self {
+        Self {
+            capabilities,
+            cache,
+            sink,
+            filter,
+            counters: PipelineCounters::default(),
+            ring_peak_bytes: HashMap::new(),
+        }
+    }
+
     /// Drains every ring once. Returns false when the output is closed.
-    fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
+    pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
         for cap in &mut self.capabilities {
+            let mut queued_bytes = 0u64;
             while let Some(record) = cap.ring.next() {
+                // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
+                queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
                 let event = match decode(&record) {
                     Ok(e) => e,
                     Err(_) => {
@@ -161,6 +190,8 @@ impl Pipeline<'_> {
                     Err(e) => return Err(e),
                 }
             }
+            let peak = self.ring_peak_bytes.entry(cap.spec.name).or_default();
+            *peak = (*peak).max(queued_bytes);
         }
         Ok(true)
     }
@@ -178,9 +209,7 @@ impl Pipeline<'_> {
         let reason = loop {
             let sleep_until = deadline.unwrap_or(started + Duration::from_secs(86400 * 365));
             tokio::select! {
-                guard = poller.fd.readable() => {
-                    if let Ok(mut g) = guard { g.clear_ready(); }
-                }
+                _ = poller.ready() => {}
                 _ = timer.tick() => {}
                 _ = sigint.recv() => break StopReason::Signal,
                 _ = sigterm.recv() => break StopReason::Signal,

@@ -12,6 +12,11 @@ use crate::files;
 pub trait Sink {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
+    /// A record that is not a kernel event (health warning, agent notice), as one line.
+    fn write_record(&mut self, record: &serde_json::Value) -> io::Result<()> {
+        let _ = record;
+        Ok(())
+    }
 }
 
 /// Converts CLOCK_BOOTTIME stamps to wall-clock time.
@@ -67,6 +72,11 @@ impl<W: Write> Sink for JsonSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+
+    fn write_record(&mut self, record: &serde_json::Value) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, record)?;
+        self.out.write_all(b"\n")
     }
 }
 

@@ -1,0 +1,243 @@
+//! The agent's configuration (TOML). Every option has a default, so no file is needed;
+//! `deploy/osprey.toml` documents them all. Errors carry file:line:col.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct AgentConfig {
+    /// Where baselines, FIM databases and the event log position live.
+    pub state_dir: PathBuf,
+    /// Unix socket for `osprey ctl` (created with mode 0600).
+    pub control_socket: PathBuf,
+    pub metrics: MetricsConfig,
+    pub log: LogConfig,
+    pub health: HealthConfig,
+    pub modules: ModulesConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Loopback by default: bind elsewhere only when asked.
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// JSON lines file; "-" for stdout.
+    pub path: String,
+    /// Rotate when the file reaches this size.
+    pub max_bytes: u64,
+    /// Rotated files kept (path.1 … path.N).
+    pub keep: u32,
+    /// Also send alerts and health warnings to syslog (/dev/log).
+    pub syslog: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct HealthConfig {
+    /// Window over which drop rates and silence are judged.
+    pub window_secs: u64,
+    /// Warn when dropped / (emitted + dropped) exceeds this over the window.
+    pub max_drop_ratio: f64,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModulesConfig {
+    pub process: ModuleConfig,
+    pub files: ModuleConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModuleConfig {
+    pub enabled: bool,
+    /// Events per second per process (kernel token bucket); 0: unlimited.
+    pub rate_limit: u64,
+    /// Ring buffer size in MiB (power of two); 0: the capability's default.
+    pub ring_mib: u32,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            state_dir: PathBuf::from("/var/lib/osprey"),
+            control_socket: PathBuf::from("/run/osprey/agent.sock"),
+            metrics: MetricsConfig::default(),
+            log: LogConfig::default(),
+            health: HealthConfig::default(),
+            modules: ModulesConfig::default(),
+        }
+    }
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            path: "/var/log/osprey/events.jsonl".into(),
+            max_bytes: 64 << 20,
+            keep: 5,
+            syslog: false,
+        }
+    }
+}
+
+impl Default for HealthConfig {
+    fn default() -> Self {
+        Self {
+            window_secs: 10,
+            max_drop_ratio: 0.10,
+        }
+    }
+}
+
+impl Default for ModulesConfig {
+    fn default() -> Self {
+        Self {
+            process: ModuleConfig {
+                enabled: true,
+                rate_limit: 0,
+                ring_mib: 0,
+            },
+            // Every open on a busy host is a lot of log: on, but limited per process.
+            files: ModuleConfig {
+                enabled: true,
+                rate_limit: 200,
+                ring_mib: 0,
+            },
+        }
+    }
+}
+
+impl Default for ModuleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            rate_limit: 0,
+            ring_mib: 0,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct ConfigError {
+    pub file: String,
+    pub line: usize,
+    pub col: usize,
+    pub message: String,
+}
+
+impl AgentConfig {
+    /// Parses TOML text; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
+        let config: AgentConfig = toml::from_str(text).map_err(|e| {
+            let (line, col) = e
+                .span()
+                .map(|s| line_col(text, s.start))
+                .unwrap_or((1, 1));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                col,
+                message: e.message().trim().to_string(),
+            }
+        })?;
+        config.validate(text, file)?;
+        Ok(config)
+    }
+
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: 1,
+            col: 1,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Checks values serde cannot, pointing at the offending key.
+    fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
+        let at = |key: &str, message: String| {
+            let offset = text.find(&format!("{key} ")).or_else(|| text.find(key)).unwrap_or(0);
+            let (line, col) = line_col(text, offset);
+            ConfigError {
+                file: file.to_string(),
+                line,
+                col,
+                message,
+            }
+        };
+        for (name, module) in [("process", &self.modules.process), ("files", &self.modules.files)] {
+            if module.ring_mib != 0 && (!module.ring_mib.is_power_of_two() || module.ring_mib > 1024) {
+                return Err(at(
+                    "ring_mib",
+                    format!("modules.{name}.ring_mib must be a power of two from 1 to 1024"),
+                ));
+            }
+        }
+        if !(0.0..=1.0).contains(&self.health.max_drop_ratio) {
+            return Err(at("max_drop_ratio", "health.max_drop_ratio must be within 0..1".into()));
+        }
+        if self.health.window_secs == 0 {
+            return Err(at("window_secs", "health.window_secs must be at least 1".into()));
+        }
+        if self.log.max_bytes < 4096 {
+            return Err(at("max_bytes", "log.max_bytes must be at least 4096".into()));
+        }
+        Ok(())
+    }
+}
+
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let before = &text[..offset.min(text.len())];
+    let line = before.matches('\n').count() + 1;
+    let col = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+    (line, col)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_config_is_all_defaults() {
+        assert_eq!(AgentConfig::parse("", "x.toml").unwrap(), AgentConfig::default());
+    }
+
+    #[test]
+    fn errors_point_at_the_key() {
+        let err = AgentConfig::parse("[metrics]\nlisten = \"127.0.0.1:1\"\nbogus = 3\n", "a.toml")
+            .unwrap_err();
+        assert_eq!((err.file.as_str(), err.line, err.col), ("a.toml", 3, 1));
+        assert!(err.message.contains("bogus"), "{}", err.message);
+        let err = AgentConfig::parse("[modules.files]\nring_mib = 3\n", "b.toml").unwrap_err();
+        assert_eq!((err.line, err.col), (2, 1));
+        let err = AgentConfig::parse("[log]\nkeep = \"many\"\n", "c.toml").unwrap_err();
+        assert_eq!((err.line, err.col), (2, 8));
+    }
+
+    #[test]
+    fn the_example_config_parses_to_the_defaults() {
+        let text = include_str!("../../../../deploy/osprey.toml");
+        assert_eq!(AgentConfig::parse(text, "osprey.toml").unwrap(), AgentConfig::default());
+    }
+}

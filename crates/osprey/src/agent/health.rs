@@ -1,0 +1,172 @@
+//! Health of our own probes: a kind dropping more than a set share of its events over a
+//! window, or a program that should always run but has not run for a whole window.
+
+use std::collections::{HashMap, VecDeque};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::kernel::stats::Snapshot;
+
+/// Roles whose programs run on every syscall exit: silence means they are not attached.
+const ALWAYS_ACTIVE: &[(&str, &str)] = &[("files", "open-exit"), ("process", "exec-failed")];
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Warning {
+    pub capability: String,
+    pub kind: String,
+    /// "drops" or "silent"; "recovered" when a warned probe is healthy again.
+    pub reason: &'static str,
+    pub detail: String,
+}
+
+pub struct Health {
+    window: Duration,
+    max_drop_ratio: f64,
+    /// (capability, kind) → samples of (time, emitted, dropped)
+    events: HashMap<(String, String), VecDeque<(Instant, u64, u64)>>,
+    /// (capability, role) → samples of (time, runs)
+    runs: HashMap<(String, String), VecDeque<(Instant, u64)>>,
+    unhealthy: HashMap<(String, String), &'static str>,
+}
+
+impl Health {
+    pub fn new(window: Duration, max_drop_ratio: f64) -> Self {
+        Self {
+            window,
+            max_drop_ratio,
+            events: HashMap::new(),
+            runs: HashMap::new(),
+            unhealthy: HashMap::new(),
+        }
+    }
+
+    /// Forgets a capability's history (unloaded: its counters restart).
+    pub fn forget(&mut self, capability: &str) {
+        self.events.retain(|(c, _), _| c != capability);
+        self.runs.retain(|(c, _), _| c != capability);
+        self.unhealthy.retain(|(c, _), _| c != capability);
+    }
+
+    pub fn is_healthy(&self, capability: &str, kind: &str) -> bool {
+        !self
+            .unhealthy
+            .contains_key(&(capability.to_string(), kind.to_string()))
+    }
+
+    /// Adds a snapshot; returns warnings raised (or cleared) by it.
+    pub fn observe(&mut self, snap: &Snapshot, now: Instant) -> Vec<Warning> {
+        let mut out = Vec::new();
+        let window = self.window;
+        for k in &snap.kinds {
+            let key = (k.capability.to_string(), k.kind.to_string());
+            let samples = self.events.entry(key.clone()).or_default();
+            samples.push_back((now, k.emitted, k.dropped));
+            while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
+                samples.pop_front();
+            }
+            let (t0, e0, d0) = samples[0];
+            if now.duration_since(t0) < window / 2 {
+                continue; // not enough history to judge
+            }
+            let (emitted, dropped) = (k.emitted.saturating_sub(e0), k.dropped.saturating_sub(d0));
+            let total = emitted + dropped;
+            let ratio = if total == 0 { 0.0 } else { dropped as f64 / total as f64 };
+            let detail = format!(
+                "{dropped} of {total} events dropped ({:.1}%) in the last {}s",
+                ratio * 100.0,
+                now.duration_since(t0).as_secs()
+            );
+            self.transition(&mut out, key, ratio > self.max_drop_ratio, "drops", detail);
+        }
+        for p in &snap.programs {
+            if !ALWAYS_ACTIVE.contains(&(p.capability, p.role)) {
+                continue;
+            }
+            let key = (p.capability.to_string(), p.role.to_string());
+            let samples = self.runs.entry(key.clone()).or_default();
+            samples.push_back((now, p.run_count));
+            while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
+                samples.pop_front();
+            }
+            let (t0, r0) = samples[0];
+            if now.duration_since(t0) < window {
+                continue;
+            }
+            let silent = p.run_count == r0;
+            let detail = format!("{} ({}) did not run for {}s", p.program, p.hook, window.as_secs());
+            self.transition(&mut out, key, silent, "silent", detail);
+        }
+        out
+    }
+
+    fn transition(
+        &mut self,
+        out: &mut Vec<Warning>,
+        key: (String, String),
+        bad: bool,
+        reason: &'static str,
+        detail: String,
+    ) {
+        let was = self.unhealthy.get(&key).copied();
+        match (bad, was) {
+            (true, None) => {
+                self.unhealthy.insert(key.clone(), reason);
+                out.push(Warning {
+                    capability: key.0,
+                    kind: key.1,
+                    reason,
+                    detail,
+                });
+            }
+            (false, Some(r)) if r == reason => {
+                self.unhealthy.remove(&key);
+                out.push(Warning {
+                    capability: key.0,
+                    kind: key.1,
+                    reason: "recovered",
+                    detail,
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::stats::KindStats;
+
+    fn snap(emitted: u64, dropped: u64) -> Snapshot {
+        Snapshot {
+            programs: vec![],
+            kinds: vec![KindStats {
+                capability: "files",
+                kind: "file_open",
+                emitted,
+                dropped,
+                throttled: 0,
+                filtered: 0,
+            }],
+        }
+    }
+
+    #[test]
+    fn warns_once_on_drops_and_recovers() {
+        let mut h = Health::new(Duration::from_secs(10), 0.1);
+        let t = Instant::now();
+        assert!(h.observe(&snap(0, 0), t).is_empty());
+        let w = h.observe(&snap(100, 50), t + Duration::from_secs(6));
+        assert_eq!(w.len(), 1);
+        assert_eq!(w[0].reason, "drops");
+        assert!(!h.is_healthy("files", "file_open"));
+        assert!(h.observe(&snap(200, 60), t + Duration::from_secs(7)).is_empty(), "once");
+        // Ten quiet seconds later the window holds no drops.
+        let w = h.observe(&snap(5000, 60), t + Duration::from_secs(20));
+        let w2 = h.observe(&snap(9000, 60), t + Duration::from_secs(31));
+        let all: Vec<_> = w.into_iter().chain(w2).collect();
+        assert!(all.iter().any(|w| w.reason == "recovered"), "{all:?}");
+        assert!(h.is_healthy("files", "file_open"));
+    }
+}

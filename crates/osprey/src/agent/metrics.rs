@@ -1,0 +1,191 @@
+//! Prometheus metrics of the agent: per-program runs and run time, events by outcome, ring
+//! fill, process cache, health, module state, and the agent's own RSS and CPU.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::kernel::stats::Snapshot;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProgramLabels {
+    pub capability: String,
+    pub role: String,
+    pub program: String,
+    pub hook: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct EventLabels {
+    pub capability: String,
+    pub kind: String,
+    /// emitted, dropped (ring full), throttled (rate limit), filtered (target filter).
+    pub outcome: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CapabilityLabels {
+    pub capability: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ProbeLabels {
+    pub capability: String,
+    pub kind: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HealthLabels {
+    pub capability: String,
+    pub kind: String,
+    pub reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ModuleLabels {
+    pub module: String,
+}
+
+type FloatCounter = Counter<f64, AtomicU64>;
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// Handles to every metric; the registry is shared with the HTTP server for encoding.
+pub struct Metrics {
+    pub program_runs: Family<ProgramLabels, Counter>,
+    pub program_run_time: Family<ProgramLabels, FloatCounter>,
+    pub events: Family<EventLabels, Counter>,
+    pub ring_fill: Family<CapabilityLabels, FloatGauge>,
+    pub cache_entries: Gauge,
+    pub cache_evictions: Counter,
+    pub events_written: Counter,
+    pub health_warnings: Family<HealthLabels, Counter>,
+    pub probe_healthy: Family<ProbeLabels, Gauge>,
+    pub module_enabled: Family<ModuleLabels, Gauge>,
+    pub agent_rss: Gauge,
+    pub agent_cpu: FloatCounter,
+    /// Last absolute value seen per counter, to turn kernel totals into increments
+    /// (a module reloaded starts its kernel counters from zero again).
+    last: HashMap<String, u64>,
+    last_cpu_ticks: u64,
+}
+
+impl Metrics {
+    pub fn new(registry: &mut Registry) -> Self {
+        let m = Metrics {
+            program_runs: Family::default(),
+            program_run_time: Family::default(),
+            events: Family::default(),
+            ring_fill: Family::default(),
+            cache_entries: Gauge::default(),
+            cache_evictions: Counter::default(),
+            events_written: Counter::default(),
+            health_warnings: Family::default(),
+            probe_healthy: Family::default(),
+            module_enabled: Family::default(),
+            agent_rss: Gauge::default(),
+            agent_cpu: FloatCounter::default(),
+            last: HashMap::new(),
+            last_cpu_ticks: 0,
+        };
+        let r = registry.sub_registry_with_prefix("osprey");
+        r.register("program_runs", "Runs of each BPF program (BPF run-time stats)", m.program_runs.clone());
+        r.register_with_unit(
+            "program_run_time",
+            "Time spent in each BPF program",
+            Unit::Seconds,
+            m.program_run_time.clone(),
+        );
+        r.register("events", "Events by capability, kind and outcome", m.events.clone());
+        r.register(
+            "ring_buffer_fill_ratio",
+            "Largest fraction of the ring buffer found queued at one drain since the last scrape",
+            m.ring_fill.clone(),
+        );
+        r.register("process_cache_entries", "Processes in the cache", m.cache_entries.clone());
+        r.register("process_cache_evictions", "Processes evicted from the cache", m.cache_evictions.clone());
+        r.register("events_written", "Events written to the event log", m.events_written.clone());
+        r.register("health_warnings", "Health warnings raised", m.health_warnings.clone());
+        r.register("probe_healthy", "1 when the probe is within its health limits", m.probe_healthy.clone());
+        r.register("module_enabled", "1 when the module is loaded and attached", m.module_enabled.clone());
+        r.register_with_unit(
+            "agent_resident_memory",
+            "Resident memory of the agent",
+            Unit::Bytes,
+            m.agent_rss.clone(),
+        );
+        r.register_with_unit("agent_cpu", "CPU time used by the agent", Unit::Seconds, m.agent_cpu.clone());
+        m
+    }
+
+    fn delta(&mut self, key: String, now: u64) -> u64 {
+        let last = self.last.insert(key, now).unwrap_or(0);
+        if now >= last {
+            now - last
+        } else {
+            now
+        }
+    }
+
+    /// Folds a statistics snapshot into the counters.
+    pub fn observe(&mut self, snap: &Snapshot) {
+        for p in &snap.programs {
+            let labels = ProgramLabels {
+                capability: p.capability.into(),
+                role: p.role.into(),
+                program: p.program.into(),
+                hook: p.hook.clone(),
+            };
+            let runs = self.delta(format!("runs/{}/{}", p.capability, p.program), p.run_count);
+            self.program_runs.get_or_create(&labels).inc_by(runs);
+            let ns = self.delta(format!("ns/{}/{}", p.capability, p.program), p.run_time_ns);
+            self.program_run_time.get_or_create(&labels).inc_by(ns as f64 / 1e9);
+        }
+        for k in &snap.kinds {
+            for (outcome, value) in [
+                ("emitted", k.emitted),
+                ("dropped", k.dropped),
+                ("throttled", k.throttled),
+                ("filtered", k.filtered),
+            ] {
+                let d = self.delta(format!("ev/{}/{}/{outcome}", k.capability, k.kind), value);
+                self.events
+                    .get_or_create(&EventLabels {
+                        capability: k.capability.into(),
+                        kind: k.kind.into(),
+                        outcome: outcome.into(),
+                    })
+                    .inc_by(d);
+            }
+        }
+    }
+
+    /// Forgets the kernel totals of a capability (its object was unloaded).
+    pub fn forget(&mut self, capability: &str) {
+        self.last.retain(|k, _| !k.contains(&format!("/{capability}/")));
+    }
+
+    /// Updates the agent's own RSS and CPU from /proc/self/stat.
+    pub fn observe_self(&mut self) {
+        let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+            return;
+        };
+        let Some(rest) = stat.rsplit_once(") ").map(|(_, r)| r) else {
+            return;
+        };
+        let fields: Vec<&str> = rest.split(' ').collect();
+        // After "pid (comm) ": state is field 0; utime 11, stime 12, rss 21 (pages).
+        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        // SAFETY: sysconf has no preconditions.
+        let (tick, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let ticks = num(11) + num(12);
+        let d = ticks.saturating_sub(self.last_cpu_ticks);
+        self.last_cpu_ticks = ticks;
+        self.agent_cpu.inc_by(d as f64 / tick.max(1) as f64);
+        self.agent_rss.set(num(21) as i64 * page as i64);
+    }
+}

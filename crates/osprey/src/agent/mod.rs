@@ -1,0 +1,360 @@
+//! `osprey agent`: the always-on daemon. Runs modules (capabilities) through the shared
+//! pipeline into a rotating event log, serves Prometheus metrics, watches the health of its
+//! own probes, and takes runtime control (enable/disable modules, reload) over a unix socket
+//! and SIGHUP without restarting or losing state.
+
+pub mod config;
+pub mod control;
+pub mod eventlog;
+pub mod health;
+pub mod metrics;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use prometheus_client::registry::Registry;
+use serde_json::json;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
+
+use crate::kernel::loader::{CapabilitySpec, KernelConfig, LoadOptions, LoadedCapability};
+use crate::kernel::stats::{RunTimeStats, Snapshot};
+use crate::pipeline::cache::ProcessCache;
+use crate::pipeline::run::{Pipeline, RingPoller};
+use crate::pipeline::sink::{Clock, JsonSink};
+use crate::{files, process};
+use config::{AgentConfig, ModuleConfig};
+use control::{Envelope, Request};
+use eventlog::LogTarget;
+use health::Health;
+use metrics::{CapabilityLabels, HealthLabels, Metrics, ModuleLabels, ProbeLabels};
+
+/// The modules the agent knows, in drain order (process first: it feeds the cache).
+pub const MODULES: &[&str] = &["process", "files"];
+
+fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
+    match name {
+        "process" => Some(&[process::SPEC]),
+        "files" => Some(&[files::SPEC]),
+        _ => None,
+    }
+}
+
+fn module_config<'c>(config: &'c AgentConfig, name: &str) -> &'c ModuleConfig {
+    match name {
+        "process" => &config.modules.process,
+        _ => &config.modules.files,
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    #[error("{module}: {source}")]
+    Module {
+        module: &'static str,
+        source: crate::kernel::loader::LoadError,
+    },
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
+}
+
+fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+    let what = what.into();
+    move |source| AgentError::Io { what, source }
+}
+
+pub struct Agent {
+    pub config: AgentConfig,
+    /// Re-read on SIGHUP / `osprey ctl reload`; none: the embedded defaults.
+    pub config_path: Option<PathBuf>,
+    /// Applied on top of every (re)loaded file: the command line wins.
+    pub overrides: Box<dyn Fn(&mut AgentConfig)>,
+}
+
+struct Running<'a> {
+    pipeline: Pipeline<'a>,
+    poller: RingPoller,
+    metrics: Metrics,
+    health: Health,
+    config: AgentConfig,
+    /// Modules currently loaded.
+    enabled: Vec<&'static str>,
+}
+
+impl Running<'_> {
+    fn load_module(&mut self, name: &'static str) -> Result<(), AgentError> {
+        let module = module_config(&self.config, name).clone();
+        for spec in module_specs(name).unwrap_or(&[]) {
+            let options = LoadOptions {
+                config: KernelConfig {
+                    rate_per_process: (module.rate_limit > 0).then_some(module.rate_limit),
+                    ..Default::default()
+                },
+                ring_bytes: (module.ring_mib > 0).then_some(module.ring_mib << 20),
+                denied_programs: LoadOptions::denied_from_env(),
+                ..Default::default()
+            };
+            let cap = LoadedCapability::load(*spec, &options)
+                .map_err(|source| AgentError::Module { module: name, source })?;
+            for outcome in cap.outcomes.iter().filter(|o| o.chosen.is_none()) {
+                self.record(json!({"kind": "agent", "level": "warning", "module": name,
+                    "message": format!("{} {} unavailable: {}", spec.name, outcome.role, outcome.reason())}));
+            }
+            self.pipeline.capabilities.push(cap);
+        }
+        // Drain order: module order (lifecycle first keeps the process cache current).
+        self.pipeline
+            .capabilities
+            .sort_by_key(|c| MODULES.iter().position(|m| module_specs(m).is_some_and(|s| s.iter().any(|s| s.name == c.spec.name))));
+        self.enabled.push(name);
+        self.metrics.module_enabled.get_or_create(&ModuleLabels { module: name.into() }).set(1);
+        self.rebuild_poller()
+    }
+
+    fn unload_module(&mut self, name: &'static str) -> Result<(), AgentError> {
+        let names: Vec<&str> = module_specs(name).unwrap_or(&[]).iter().map(|s| s.name).collect();
+        // What is queued still reaches the log before the rings go away.
+        let _ = self.pipeline.drain(None);
+        self.pipeline.capabilities.retain(|c| !names.contains(&c.spec.name));
+        for n in names {
+            self.metrics.forget(n);
+            self.health.forget(n);
+        }
+        self.enabled.retain(|m| *m != name);
+        self.metrics.module_enabled.get_or_create(&ModuleLabels { module: name.into() }).set(0);
+        self.rebuild_poller()
+    }
+
+    fn rebuild_poller(&mut self) -> Result<(), AgentError> {
+        self.poller = RingPoller::new(&self.pipeline.capabilities).map_err(io_err("ring poller"))?;
+        Ok(())
+    }
+
+    fn record(&mut self, value: serde_json::Value) {
+        eprintln!("osprey agent: {value}");
+        let mut value = value;
+        value["time"] = json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        let _ = self.pipeline.sink.write_record(&value);
+    }
+
+    fn list(&self) -> serde_json::Value {
+        let snap = Snapshot::take(&self.pipeline.capabilities);
+        json!({
+            "ok": true,
+            "modules": MODULES.iter().map(|m| json!({"module": m, "enabled": self.enabled.contains(m)})).collect::<Vec<_>>(),
+            "programs": snap.programs,
+            "events": snap.kinds,
+        })
+    }
+
+    fn set_module(&mut self, module: &str, on: bool) -> serde_json::Value {
+        let Some(&name) = MODULES.iter().find(|m| **m == module) else {
+            return json!({"ok": false, "error": format!("unknown module `{module}` (modules: {})", MODULES.join(", "))});
+        };
+        let result = match (on, self.enabled.contains(&name)) {
+            (true, false) => self.load_module(name),
+            (false, true) => self.unload_module(name),
+            _ => Ok(()),
+        };
+        match result {
+            Ok(()) => {
+                self.record(json!({"kind": "agent", "level": "info", "message": format!("module {name} {}", if on {"enabled"} else {"disabled"})}));
+                json!({"ok": true, "module": name, "enabled": on})
+            }
+            Err(e) => json!({"ok": false, "error": e.to_string()}),
+        }
+    }
+
+    /// Re-reads the configuration; an invalid one is rejected and the old one keeps running.
+    fn reload(&mut self, path: &Option<PathBuf>, overrides: &dyn Fn(&mut AgentConfig)) -> serde_json::Value {
+        let mut new = match path {
+            Some(p) => match AgentConfig::load(p) {
+                Ok(c) => c,
+                Err(e) => {
+                    self.record(json!({"kind": "agent", "level": "error", "message": format!("configuration rejected, keeping the running one: {e}")}));
+                    return json!({"ok": false, "error": e.to_string()});
+                }
+            },
+            None => AgentConfig::default(),
+        };
+        overrides(&mut new);
+        let old = std::mem::replace(&mut self.config, new.clone());
+        for &name in MODULES {
+            let (was, now) = (module_config(&old, name), module_config(&new, name));
+            let running = self.enabled.contains(&name);
+            let result = if !now.enabled && running {
+                self.unload_module(name)
+            } else if now.enabled && (!running || was != now) {
+                if running {
+                    let _ = self.unload_module(name);
+                }
+                self.load_module(name)
+            } else {
+                Ok(())
+            };
+            if let Err(e) = result {
+                self.record(json!({"kind": "agent", "level": "error", "message": e.to_string()}));
+            }
+        }
+        self.health = Health::new(Duration::from_secs(new.health.window_secs), new.health.max_drop_ratio);
+        self.record(json!({"kind": "agent", "level": "info", "message": "configuration reloaded"}));
+        json!({"ok": true})
+    }
+
+    /// Once a second: metrics, ring fill, health.
+    fn tick(&mut self, now: Instant) {
+        let snap = Snapshot::take(&self.pipeline.capabilities);
+        self.metrics.observe(&snap);
+        self.metrics.observe_self();
+        self.metrics.cache_entries.set(self.pipeline.cache.len() as i64);
+        let evictions = self.pipeline.cache.evictions;
+        let before = self.metrics.cache_evictions.get();
+        self.metrics.cache_evictions.inc_by(evictions.saturating_sub(before));
+        let written = self.pipeline.counters.written;
+        let before = self.metrics.events_written.get();
+        self.metrics.events_written.inc_by(written.saturating_sub(before));
+        for cap in &self.pipeline.capabilities {
+            let peak = self.pipeline.ring_peak_bytes.get(cap.spec.name).copied().unwrap_or(0);
+            let size = cap.ring_bytes.max(1) as f64;
+            self.metrics
+                .ring_fill
+                .get_or_create(&CapabilityLabels { capability: cap.spec.name.into() })
+                .set(peak as f64 / size);
+        }
+        self.pipeline.ring_peak_bytes.clear();
+        for warning in self.health.observe(&snap, now) {
+            if warning.reason != "recovered" {
+                self.metrics
+                    .health_warnings
+                    .get_or_create(&HealthLabels {
+                        capability: warning.capability.clone(),
+                        kind: warning.kind.clone(),
+                        reason: warning.reason.into(),
+                    })
+                    .inc();
+            }
+            let level = if warning.reason == "recovered" { "info" } else { "warning" };
+            self.record(json!({"kind": "health", "level": level, "capability": warning.capability,
+                "probe": warning.kind, "reason": warning.reason, "detail": warning.detail}));
+        }
+        for k in &snap.kinds {
+            let healthy = self.health.is_healthy(k.capability, k.kind);
+            self.metrics
+                .probe_healthy
+                .get_or_create(&ProbeLabels { capability: k.capability.into(), kind: k.kind.into() })
+                .set(i64::from(healthy));
+        }
+    }
+}
+
+impl Agent {
+    pub async fn run(self) -> Result<(), AgentError> {
+        let started = Instant::now();
+        let _stats = RunTimeStats::enable();
+        let config = self.config.clone();
+        std::fs::create_dir_all(&config.state_dir).map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
+        let log = LogTarget::open(&config.log.path, config.log.max_bytes, config.log.keep)
+            .map_err(io_err(format!("event log {}", config.log.path)))?;
+        let mut sink = JsonSink::new(log, Clock::now());
+        let mut registry = Registry::default();
+        let metrics = Metrics::new(&mut registry);
+        let pipeline = Pipeline::new(Vec::new(), ProcessCache::new(65536, 5_000_000_000), &mut sink, Box::new(|_, _| true));
+        let mut running = Running {
+            poller: RingPoller::new(&[]).map_err(io_err("ring poller"))?,
+            pipeline,
+            metrics,
+            health: Health::new(Duration::from_secs(config.health.window_secs), config.health.max_drop_ratio),
+            config: config.clone(),
+            enabled: Vec::new(),
+        };
+        for &name in MODULES {
+            if module_config(&config, name).enabled {
+                running.load_module(name)?;
+            }
+        }
+        let attached_ms = started.elapsed().as_millis();
+        running.pipeline.cache.seed_from_proc();
+
+        let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
+        let _control = control::serve(&config.control_socket, ctl_tx).map_err(io_err(format!("control socket {}", config.control_socket.display())))?;
+        let registry = Arc::new(registry);
+        if config.metrics.enabled {
+            serve_metrics(config.metrics.listen, registry.clone()).await.map_err(io_err(format!("metrics on {}", config.metrics.listen)))?;
+        }
+        running.record(json!({"kind": "agent", "level": "info", "message": "started",
+            "modules": running.enabled, "attached_ms": attached_ms,
+            "metrics": config.metrics.enabled.then(|| format!("http://{}/metrics", config.metrics.listen))}));
+
+        let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signals"))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signals"))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signals"))?;
+        let mut drain_timer = tokio::time::interval(Duration::from_millis(10));
+        let mut second = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = running.poller.ready() => {}
+                _ = drain_timer.tick() => {}
+                _ = second.tick() => {
+                    running.tick(Instant::now());
+                    running.pipeline.cache.expire(crate::kernel::boot_time_ns());
+                    let _ = running.pipeline.sink.flush();
+                }
+                Some((request, reply)) = ctl_rx.recv() => {
+                    let answer = match request {
+                        Request::List => running.list(),
+                        Request::Enable { module } => running.set_module(&module, true),
+                        Request::Disable { module } => running.set_module(&module, false),
+                        Request::Reload => running.reload(&self.config_path, &self.overrides),
+                    };
+                    let _ = reply.send(answer);
+                }
+                _ = sighup.recv() => { running.reload(&self.config_path, &self.overrides); }
+                _ = sigterm.recv() => break,
+                _ = sigint.recv() => break,
+            }
+            running.pipeline.drain(None).map_err(io_err("event log"))?;
+        }
+        // Drain what is queued (bounded), flush, detach by dropping everything.
+        let deadline = Instant::now() + Duration::from_millis(400);
+        while Instant::now() < deadline {
+            let before = running.pipeline.counters.decoded;
+            running.pipeline.drain(None).map_err(io_err("event log"))?;
+            if running.pipeline.counters.decoded == before {
+                break;
+            }
+        }
+        running.record(json!({"kind": "agent", "level": "info", "message": "stopped",
+            "events_written": running.pipeline.counters.written}));
+        running.pipeline.sink.flush().map_err(io_err("event log"))?;
+        let _ = std::fs::remove_file(&config.control_socket);
+        Ok(())
+    }
+}
+
+async fn serve_metrics(listen: std::net::SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
+    use axum::{http::header, routing::get, Router};
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let registry = registry.clone();
+                async move {
+                    let mut body = String::new();
+                    let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
+                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                }
+            }),
+        )
+        .route("/healthz", get(|| async { "ok\n" }));
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    Ok(())
+}
