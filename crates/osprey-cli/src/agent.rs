@@ -91,7 +91,9 @@ pub fn run_agent(args: AgentArgs) -> Result<ExitCode, Failure> {
         config_path,
         overrides: Box::new(overrides),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
     match runtime.block_on(agent.run()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ AgentError::Module { .. }) => Err(Failure::Privilege(e.to_string())),
@@ -112,7 +114,10 @@ pub fn run_ctl(args: CtlArgs) -> Result<ExitCode, Failure> {
             args.socket.display()
         ))
     })?;
-    println!("{}", serde_json::to_string_pretty(&response).unwrap_or_default());
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&response).unwrap_or_default()
+    );
     Ok(if response["ok"] == true {
         ExitCode::SUCCESS
     } else {

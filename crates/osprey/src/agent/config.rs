@@ -149,10 +149,7 @@ impl AgentConfig {
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let config: AgentConfig = toml::from_str(text).map_err(|e| {
-            let (line, col) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((1, 1));
+            let (line, col) = e.span().map(|s| line_col(text, s.start)).unwrap_or((1, 1));
             ConfigError {
                 file: file.to_string(),
                 line,
@@ -177,7 +174,10 @@ impl AgentConfig {
     /// Checks values serde cannot, pointing at the offending key.
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
         let at = |key: &str, message: String| {
-            let offset = text.find(&format!("{key} ")).or_else(|| text.find(key)).unwrap_or(0);
+            let offset = text
+                .find(&format!("{key} "))
+                .or_else(|| text.find(key))
+                .unwrap_or(0);
             let (line, col) = line_col(text, offset);
             ConfigError {
                 file: file.to_string(),
@@ -186,8 +186,13 @@ impl AgentConfig {
                 message,
             }
         };
-        for (name, module) in [("process", &self.modules.process), ("files", &self.modules.files)] {
-            if module.ring_mib != 0 && (!module.ring_mib.is_power_of_two() || module.ring_mib > 1024) {
+        for (name, module) in [
+            ("process", &self.modules.process),
+            ("files", &self.modules.files),
+        ] {
+            if module.ring_mib != 0
+                && (!module.ring_mib.is_power_of_two() || module.ring_mib > 1024)
+            {
                 return Err(at(
                     "ring_mib",
                     format!("modules.{name}.ring_mib must be a power of two from 1 to 1024"),
@@ -195,13 +200,22 @@ impl AgentConfig {
             }
         }
         if !(0.0..=1.0).contains(&self.health.max_drop_ratio) {
-            return Err(at("max_drop_ratio", "health.max_drop_ratio must be within 0..1".into()));
+            return Err(at(
+                "max_drop_ratio",
+                "health.max_drop_ratio must be within 0..1".into(),
+            ));
         }
         if self.health.window_secs == 0 {
-            return Err(at("window_secs", "health.window_secs must be at least 1".into()));
+            return Err(at(
+                "window_secs",
+                "health.window_secs must be at least 1".into(),
+            ));
         }
         if self.log.max_bytes < 4096 {
-            return Err(at("max_bytes", "log.max_bytes must be at least 4096".into()));
+            return Err(at(
+                "max_bytes",
+                "log.max_bytes must be at least 4096".into(),
+            ));
         }
         Ok(())
     }
@@ -220,7 +234,10 @@ mod tests {
 
     #[test]
     fn empty_config_is_all_defaults() {
-        assert_eq!(AgentConfig::parse("", "x.toml").unwrap(), AgentConfig::default());
+        assert_eq!(
+            AgentConfig::parse("", "x.toml").unwrap(),
+            AgentConfig::default()
+        );
     }
 
     #[test]
@@ -238,6 +255,9 @@ mod tests {
     #[test]
     fn the_example_config_parses_to_the_defaults() {
         let text = include_str!("../../../../deploy/osprey.toml");
-        assert_eq!(AgentConfig::parse(text, "osprey.toml").unwrap(), AgentConfig::default());
+        assert_eq!(
+            AgentConfig::parse(text, "osprey.toml").unwrap(),
+            AgentConfig::default()
+        );
     }
 }

@@ -14,8 +14,12 @@ use tokio::sync::{mpsc, oneshot};
 pub enum Request {
     /// Modules, their programs and statistics.
     List,
-    Enable { module: String },
-    Disable { module: String },
+    Enable {
+        module: String,
+    },
+    Disable {
+        module: String,
+    },
     /// Re-read the configuration file (as SIGHUP does).
     Reload,
 }
@@ -26,7 +30,10 @@ pub type Response = serde_json::Value;
 pub type Envelope = (Request, oneshot::Sender<Response>);
 
 /// Binds the socket (replacing a stale one) and serves requests until the agent stops.
-pub fn serve(path: &Path, requests: mpsc::Sender<Envelope>) -> std::io::Result<tokio::task::JoinHandle<()>> {
+pub fn serve(
+    path: &Path,
+    requests: mpsc::Sender<Envelope>,
+) -> std::io::Result<tokio::task::JoinHandle<()>> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
@@ -58,7 +65,8 @@ async fn handle(stream: UnixStream, requests: mpsc::Sender<Envelope>) -> std::io
                 if requests.send((request, tx)).await.is_err() {
                     serde_json::json!({"ok": false, "error": "agent is stopping"})
                 } else {
-                    rx.await.unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "no answer"}))
+                    rx.await
+                        .unwrap_or_else(|_| serde_json::json!({"ok": false, "error": "no answer"}))
                 }
             }
         }

@@ -16,7 +16,11 @@ impl LogTarget {
         if path == "-" {
             return Ok(LogTarget::Stdout(io::stdout()));
         }
-        Ok(LogTarget::File(RotatingFile::open(PathBuf::from(path), max_bytes, keep)?))
+        Ok(LogTarget::File(RotatingFile::open(
+            PathBuf::from(path),
+            max_bytes,
+            keep,
+        )?))
     }
 }
 
@@ -79,7 +83,10 @@ impl RotatingFile {
                 let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
             }
             std::fs::rename(&self.path, self.rotated(1))?;
-            self.file = OpenOptions::new().create(true).append(true).open(&self.path)?;
+            self.file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&self.path)?;
         }
         self.size = 0;
         self.rotations += 1;
@@ -94,7 +101,10 @@ impl RotatingFile {
         let lines: Vec<u8> = self.pending.drain(..=end).collect();
         let mut rest = &lines[..];
         while !rest.is_empty() {
-            let cut = rest.iter().position(|&b| b == b'\n').map_or(rest.len(), |i| i + 1);
+            let cut = rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |i| i + 1);
             if self.size > 0 && self.size + cut as u64 > self.max_bytes {
                 self.rotate()?;
             }

@@ -20,14 +20,17 @@ pub struct Warning {
     pub detail: String,
 }
 
+/// (capability, kind or role) a probe is judged by.
+type ProbeKey = (String, String);
+
 pub struct Health {
     window: Duration,
     max_drop_ratio: f64,
     /// (capability, kind) → samples of (time, emitted, dropped)
-    events: HashMap<(String, String), VecDeque<(Instant, u64, u64)>>,
+    events: HashMap<ProbeKey, VecDeque<(Instant, u64, u64)>>,
     /// (capability, role) → samples of (time, runs)
-    runs: HashMap<(String, String), VecDeque<(Instant, u64)>>,
-    unhealthy: HashMap<(String, String), &'static str>,
+    runs: HashMap<ProbeKey, VecDeque<(Instant, u64)>>,
+    unhealthy: HashMap<ProbeKey, &'static str>,
 }
 
 impl Health {
@@ -71,7 +74,11 @@ impl Health {
             }
             let (emitted, dropped) = (k.emitted.saturating_sub(e0), k.dropped.saturating_sub(d0));
             let total = emitted + dropped;
-            let ratio = if total == 0 { 0.0 } else { dropped as f64 / total as f64 };
+            let ratio = if total == 0 {
+                0.0
+            } else {
+                dropped as f64 / total as f64
+            };
             let detail = format!(
                 "{dropped} of {total} events dropped ({:.1}%) in the last {}s",
                 ratio * 100.0,
@@ -94,7 +101,12 @@ impl Health {
                 continue;
             }
             let silent = p.run_count == r0;
-            let detail = format!("{} ({}) did not run for {}s", p.program, p.hook, window.as_secs());
+            let detail = format!(
+                "{} ({}) did not run for {}s",
+                p.program,
+                p.hook,
+                window.as_secs()
+            );
             self.transition(&mut out, key, silent, "silent", detail);
         }
         out
@@ -103,7 +115,7 @@ impl Health {
     fn transition(
         &mut self,
         out: &mut Vec<Warning>,
-        key: (String, String),
+        key: ProbeKey,
         bad: bool,
         reason: &'static str,
         detail: String,
@@ -161,7 +173,11 @@ mod tests {
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].reason, "drops");
         assert!(!h.is_healthy("files", "file_open"));
-        assert!(h.observe(&snap(200, 60), t + Duration::from_secs(7)).is_empty(), "once");
+        assert!(
+            h.observe(&snap(200, 60), t + Duration::from_secs(7))
+                .is_empty(),
+            "once"
+        );
         // Ten quiet seconds later the window holds no drops.
         let w = h.observe(&snap(5000, 60), t + Duration::from_secs(20));
         let w2 = h.observe(&snap(9000, 60), t + Duration::from_secs(31));

@@ -93,32 +93,69 @@ impl Metrics {
             last_cpu_ticks: 0,
         };
         let r = registry.sub_registry_with_prefix("osprey");
-        r.register("program_runs", "Runs of each BPF program (BPF run-time stats)", m.program_runs.clone());
+        r.register(
+            "program_runs",
+            "Runs of each BPF program (BPF run-time stats)",
+            m.program_runs.clone(),
+        );
         r.register_with_unit(
             "program_run_time",
             "Time spent in each BPF program",
             Unit::Seconds,
             m.program_run_time.clone(),
         );
-        r.register("events", "Events by capability, kind and outcome", m.events.clone());
+        r.register(
+            "events",
+            "Events by capability, kind and outcome",
+            m.events.clone(),
+        );
         r.register(
             "ring_buffer_fill_ratio",
             "Largest fraction of the ring buffer found queued at one drain since the last scrape",
             m.ring_fill.clone(),
         );
-        r.register("process_cache_entries", "Processes in the cache", m.cache_entries.clone());
-        r.register("process_cache_evictions", "Processes evicted from the cache", m.cache_evictions.clone());
-        r.register("events_written", "Events written to the event log", m.events_written.clone());
-        r.register("health_warnings", "Health warnings raised", m.health_warnings.clone());
-        r.register("probe_healthy", "1 when the probe is within its health limits", m.probe_healthy.clone());
-        r.register("module_enabled", "1 when the module is loaded and attached", m.module_enabled.clone());
+        r.register(
+            "process_cache_entries",
+            "Processes in the cache",
+            m.cache_entries.clone(),
+        );
+        r.register(
+            "process_cache_evictions",
+            "Processes evicted from the cache",
+            m.cache_evictions.clone(),
+        );
+        r.register(
+            "events_written",
+            "Events written to the event log",
+            m.events_written.clone(),
+        );
+        r.register(
+            "health_warnings",
+            "Health warnings raised",
+            m.health_warnings.clone(),
+        );
+        r.register(
+            "probe_healthy",
+            "1 when the probe is within its health limits",
+            m.probe_healthy.clone(),
+        );
+        r.register(
+            "module_enabled",
+            "1 when the module is loaded and attached",
+            m.module_enabled.clone(),
+        );
         r.register_with_unit(
             "agent_resident_memory",
             "Resident memory of the agent",
             Unit::Bytes,
             m.agent_rss.clone(),
         );
-        r.register_with_unit("agent_cpu", "CPU time used by the agent", Unit::Seconds, m.agent_cpu.clone());
+        r.register_with_unit(
+            "agent_cpu",
+            "CPU time used by the agent",
+            Unit::Seconds,
+            m.agent_cpu.clone(),
+        );
         m
     }
 
@@ -143,7 +180,9 @@ impl Metrics {
             let runs = self.delta(format!("runs/{}/{}", p.capability, p.program), p.run_count);
             self.program_runs.get_or_create(&labels).inc_by(runs);
             let ns = self.delta(format!("ns/{}/{}", p.capability, p.program), p.run_time_ns);
-            self.program_run_time.get_or_create(&labels).inc_by(ns as f64 / 1e9);
+            self.program_run_time
+                .get_or_create(&labels)
+                .inc_by(ns as f64 / 1e9);
         }
         for k in &snap.kinds {
             for (outcome, value) in [
@@ -166,7 +205,8 @@ impl Metrics {
 
     /// Forgets the kernel totals of a capability (its object was unloaded).
     pub fn forget(&mut self, capability: &str) {
-        self.last.retain(|k, _| !k.contains(&format!("/{capability}/")));
+        self.last
+            .retain(|k, _| !k.contains(&format!("/{capability}/")));
     }
 
     /// Updates the agent's own RSS and CPU from /proc/self/stat.
@@ -179,13 +219,23 @@ impl Metrics {
         };
         let fields: Vec<&str> = rest.split(' ').collect();
         // After "pid (comm) ": state is field 0; utime 11, stime 12, rss 21 (pages).
-        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         // SAFETY: sysconf has no preconditions.
-        let (tick, page) = unsafe { (libc::sysconf(libc::_SC_CLK_TCK), libc::sysconf(libc::_SC_PAGESIZE)) };
+        let (tick, page) = unsafe {
+            (
+                libc::sysconf(libc::_SC_CLK_TCK),
+                libc::sysconf(libc::_SC_PAGESIZE),
+            )
+        };
         let ticks = num(11) + num(12);
         let d = ticks.saturating_sub(self.last_cpu_ticks);
         self.last_cpu_ticks = ticks;
         self.agent_cpu.inc_by(d as f64 / tick.max(1) as f64);
-        self.agent_rss.set(num(21) as i64 * page as i64);
+        self.agent_rss.set(num(21) as i64 * page);
     }
 }

@@ -100,8 +100,11 @@ impl Running<'_> {
                 denied_programs: LoadOptions::denied_from_env(),
                 ..Default::default()
             };
-            let cap = LoadedCapability::load(*spec, &options)
-                .map_err(|source| AgentError::Module { module: name, source })?;
+            let cap =
+                LoadedCapability::load(*spec, &options).map_err(|source| AgentError::Module {
+                    module: name,
+                    source,
+                })?;
             for outcome in cap.outcomes.iter().filter(|o| o.chosen.is_none()) {
                 self.record(json!({"kind": "agent", "level": "warning", "module": name,
                     "message": format!("{} {} unavailable: {}", spec.name, outcome.role, outcome.reason())}));
@@ -109,37 +112,57 @@ impl Running<'_> {
             self.pipeline.capabilities.push(cap);
         }
         // Drain order: module order (lifecycle first keeps the process cache current).
-        self.pipeline
-            .capabilities
-            .sort_by_key(|c| MODULES.iter().position(|m| module_specs(m).is_some_and(|s| s.iter().any(|s| s.name == c.spec.name))));
+        self.pipeline.capabilities.sort_by_key(|c| {
+            MODULES.iter().position(|m| {
+                module_specs(m).is_some_and(|s| s.iter().any(|s| s.name == c.spec.name))
+            })
+        });
         self.enabled.push(name);
-        self.metrics.module_enabled.get_or_create(&ModuleLabels { module: name.into() }).set(1);
+        self.metrics
+            .module_enabled
+            .get_or_create(&ModuleLabels {
+                module: name.into(),
+            })
+            .set(1);
         self.rebuild_poller()
     }
 
     fn unload_module(&mut self, name: &'static str) -> Result<(), AgentError> {
-        let names: Vec<&str> = module_specs(name).unwrap_or(&[]).iter().map(|s| s.name).collect();
+        let names: Vec<&str> = module_specs(name)
+            .unwrap_or(&[])
+            .iter()
+            .map(|s| s.name)
+            .collect();
         // What is queued still reaches the log before the rings go away.
         let _ = self.pipeline.drain(None);
-        self.pipeline.capabilities.retain(|c| !names.contains(&c.spec.name));
+        self.pipeline
+            .capabilities
+            .retain(|c| !names.contains(&c.spec.name));
         for n in names {
             self.metrics.forget(n);
             self.health.forget(n);
         }
         self.enabled.retain(|m| *m != name);
-        self.metrics.module_enabled.get_or_create(&ModuleLabels { module: name.into() }).set(0);
+        self.metrics
+            .module_enabled
+            .get_or_create(&ModuleLabels {
+                module: name.into(),
+            })
+            .set(0);
         self.rebuild_poller()
     }
 
     fn rebuild_poller(&mut self) -> Result<(), AgentError> {
-        self.poller = RingPoller::new(&self.pipeline.capabilities).map_err(io_err("ring poller"))?;
+        self.poller =
+            RingPoller::new(&self.pipeline.capabilities).map_err(io_err("ring poller"))?;
         Ok(())
     }
 
     fn record(&mut self, value: serde_json::Value) {
         eprintln!("osprey agent: {value}");
         let mut value = value;
-        value["time"] = json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        value["time"] =
+            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
         let _ = self.pipeline.sink.write_record(&value);
     }
 
@@ -172,7 +195,11 @@ impl Running<'_> {
     }
 
     /// Re-reads the configuration; an invalid one is rejected and the old one keeps running.
-    fn reload(&mut self, path: &Option<PathBuf>, overrides: &dyn Fn(&mut AgentConfig)) -> serde_json::Value {
+    fn reload(
+        &mut self,
+        path: &Option<PathBuf>,
+        overrides: &dyn Fn(&mut AgentConfig),
+    ) -> serde_json::Value {
         let mut new = match path {
             Some(p) => match AgentConfig::load(p) {
                 Ok(c) => c,
@@ -202,7 +229,10 @@ impl Running<'_> {
                 self.record(json!({"kind": "agent", "level": "error", "message": e.to_string()}));
             }
         }
-        self.health = Health::new(Duration::from_secs(new.health.window_secs), new.health.max_drop_ratio);
+        self.health = Health::new(
+            Duration::from_secs(new.health.window_secs),
+            new.health.max_drop_ratio,
+        );
         self.record(json!({"kind": "agent", "level": "info", "message": "configuration reloaded"}));
         json!({"ok": true})
     }
@@ -212,19 +242,32 @@ impl Running<'_> {
         let snap = Snapshot::take(&self.pipeline.capabilities);
         self.metrics.observe(&snap);
         self.metrics.observe_self();
-        self.metrics.cache_entries.set(self.pipeline.cache.len() as i64);
+        self.metrics
+            .cache_entries
+            .set(self.pipeline.cache.len() as i64);
         let evictions = self.pipeline.cache.evictions;
         let before = self.metrics.cache_evictions.get();
-        self.metrics.cache_evictions.inc_by(evictions.saturating_sub(before));
+        self.metrics
+            .cache_evictions
+            .inc_by(evictions.saturating_sub(before));
         let written = self.pipeline.counters.written;
         let before = self.metrics.events_written.get();
-        self.metrics.events_written.inc_by(written.saturating_sub(before));
+        self.metrics
+            .events_written
+            .inc_by(written.saturating_sub(before));
         for cap in &self.pipeline.capabilities {
-            let peak = self.pipeline.ring_peak_bytes.get(cap.spec.name).copied().unwrap_or(0);
+            let peak = self
+                .pipeline
+                .ring_peak_bytes
+                .get(cap.spec.name)
+                .copied()
+                .unwrap_or(0);
             let size = cap.ring_bytes.max(1) as f64;
             self.metrics
                 .ring_fill
-                .get_or_create(&CapabilityLabels { capability: cap.spec.name.into() })
+                .get_or_create(&CapabilityLabels {
+                    capability: cap.spec.name.into(),
+                })
                 .set(peak as f64 / size);
         }
         self.pipeline.ring_peak_bytes.clear();
@@ -239,15 +282,24 @@ impl Running<'_> {
                     })
                     .inc();
             }
-            let level = if warning.reason == "recovered" { "info" } else { "warning" };
-            self.record(json!({"kind": "health", "level": level, "capability": warning.capability,
-                "probe": warning.kind, "reason": warning.reason, "detail": warning.detail}));
+            let level = if warning.reason == "recovered" {
+                "info"
+            } else {
+                "warning"
+            };
+            self.record(
+                json!({"kind": "health", "level": level, "capability": warning.capability,
+                "probe": warning.kind, "reason": warning.reason, "detail": warning.detail}),
+            );
         }
         for k in &snap.kinds {
             let healthy = self.health.is_healthy(k.capability, k.kind);
             self.metrics
                 .probe_healthy
-                .get_or_create(&ProbeLabels { capability: k.capability.into(), kind: k.kind.into() })
+                .get_or_create(&ProbeLabels {
+                    capability: k.capability.into(),
+                    kind: k.kind.into(),
+                })
                 .set(i64::from(healthy));
         }
     }
@@ -258,18 +310,27 @@ impl Agent {
         let started = Instant::now();
         let _stats = RunTimeStats::enable();
         let config = self.config.clone();
-        std::fs::create_dir_all(&config.state_dir).map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
+        std::fs::create_dir_all(&config.state_dir)
+            .map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
         let log = LogTarget::open(&config.log.path, config.log.max_bytes, config.log.keep)
             .map_err(io_err(format!("event log {}", config.log.path)))?;
         let mut sink = JsonSink::new(log, Clock::now());
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
-        let pipeline = Pipeline::new(Vec::new(), ProcessCache::new(65536, 5_000_000_000), &mut sink, Box::new(|_, _| true));
+        let pipeline = Pipeline::new(
+            Vec::new(),
+            ProcessCache::new(65536, 5_000_000_000),
+            &mut sink,
+            Box::new(|_, _| true),
+        );
         let mut running = Running {
             poller: RingPoller::new(&[]).map_err(io_err("ring poller"))?,
             pipeline,
             metrics,
-            health: Health::new(Duration::from_secs(config.health.window_secs), config.health.max_drop_ratio),
+            health: Health::new(
+                Duration::from_secs(config.health.window_secs),
+                config.health.max_drop_ratio,
+            ),
             config: config.clone(),
             enabled: Vec::new(),
         };
@@ -282,10 +343,15 @@ impl Agent {
         running.pipeline.cache.seed_from_proc();
 
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
-        let _control = control::serve(&config.control_socket, ctl_tx).map_err(io_err(format!("control socket {}", config.control_socket.display())))?;
+        let _control = control::serve(&config.control_socket, ctl_tx).map_err(io_err(format!(
+            "control socket {}",
+            config.control_socket.display()
+        )))?;
         let registry = Arc::new(registry);
         if config.metrics.enabled {
-            serve_metrics(config.metrics.listen, registry.clone()).await.map_err(io_err(format!("metrics on {}", config.metrics.listen)))?;
+            serve_metrics(config.metrics.listen, registry.clone())
+                .await
+                .map_err(io_err(format!("metrics on {}", config.metrics.listen)))?;
         }
         running.record(json!({"kind": "agent", "level": "info", "message": "started",
             "modules": running.enabled, "attached_ms": attached_ms,
@@ -329,15 +395,20 @@ impl Agent {
                 break;
             }
         }
-        running.record(json!({"kind": "agent", "level": "info", "message": "stopped",
-            "events_written": running.pipeline.counters.written}));
+        running.record(
+            json!({"kind": "agent", "level": "info", "message": "stopped",
+            "events_written": running.pipeline.counters.written}),
+        );
         running.pipeline.sink.flush().map_err(io_err("event log"))?;
         let _ = std::fs::remove_file(&config.control_socket);
         Ok(())
     }
 }
 
-async fn serve_metrics(listen: std::net::SocketAddr, registry: Arc<Registry>) -> std::io::Result<()> {
+async fn serve_metrics(
+    listen: std::net::SocketAddr,
+    registry: Arc<Registry>,
+) -> std::io::Result<()> {
     use axum::{http::header, routing::get, Router};
     let app = Router::new()
         .route(
@@ -347,7 +418,13 @@ async fn serve_metrics(listen: std::net::SocketAddr, registry: Arc<Registry>) ->
                 async move {
                     let mut body = String::new();
                     let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
-                    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], body)
+                    (
+                        [(
+                            header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        body,
+                    )
                 }
             }),
         )

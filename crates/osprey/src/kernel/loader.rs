@@ -9,7 +9,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 
-use super::{describe_error, kernel_btf};
+use super::{core_check::describe_program_error, describe_error, kernel_btf};
 use crate::abi::{self, Counters};
 
 /// Where a program attaches.
@@ -156,6 +156,8 @@ pub enum LoadError {
 pub struct LoadedCapability {
     pub spec: CapabilitySpec,
     pub outcomes: Vec<RoleOutcome>,
+    /// Size of the ring buffer in bytes.
+    pub ring_bytes: u32,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, Counters>,
     ebpf: Ebpf,
@@ -206,7 +208,13 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, &options.denied_programs, btf);
+            let outcome = attach_role(
+                &mut ebpf,
+                role,
+                &options.denied_programs,
+                btf,
+                spec.object.bytes,
+            );
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -237,6 +245,7 @@ impl LoadedCapability {
         Ok(Self {
             spec,
             outcomes,
+            ring_bytes,
             ring,
             counters,
             ebpf,
@@ -284,6 +293,7 @@ fn attach_role(
     role: &Role,
     denied: &BTreeSet<String>,
     btf: &aya::Btf,
+    object: &[u8],
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
@@ -291,7 +301,7 @@ fn attach_role(
             rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
             continue;
         }
-        match attach_hook(ebpf, hook, btf) {
+        match attach_hook(ebpf, hook, btf, object) {
             Ok(()) => {
                 return RoleOutcome {
                     role: role.name,
@@ -314,11 +324,12 @@ fn attach_role(
     }
 }
 
-fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), String> {
+/// `object` is the ELF the programs came from, to name the field when a CO-RE relocation failed.
+fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf, object: &[u8]) -> Result<(), String> {
     let program = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
-    let err = |e: aya::programs::ProgramError| describe_error(&e);
+    let err = |e: aya::programs::ProgramError| describe_program_error(&e, object, hook.program);
     match hook.attach {
         Attach::BtfTracepoint(name) => {
             let p: &mut BtfTracePoint = program.try_into().map_err(err)?;

@@ -1,6 +1,7 @@
 //! The kernel layer: what this kernel offers, privileges, loading and attaching
 //! capabilities by their hook alternatives, and the statistics of loaded programs.
 
+pub mod core_check;
 pub mod features;
 pub mod loader;
 pub mod privileges;
@@ -26,6 +27,12 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
     }) = err.downcast_ref::<aya::programs::ProgramError>()
     {
         let log = verifier_log.to_string();
+        if core_check::is_poisoned(&log) {
+            return format!(
+                "load refused: a CO-RE relocation could not be satisfied: the program needs a \
+                 kernel field or type this kernel lacks ({io_error})"
+            );
+        }
         let last = log
             .lines()
             .rev()

@@ -30,6 +30,8 @@ pub struct ProbeStats {
     pub role: &'static str,
     pub program: &'static str,
     pub hook: String,
+    /// The kernel's id of the loaded program (as `bpftool prog show` lists it).
+    pub id: u32,
     pub run_count: u64,
     pub run_time_ns: u64,
     pub avg_ns_per_run: u64,
@@ -56,15 +58,16 @@ impl Snapshot {
         let mut snap = Snapshot::default();
         for cap in capabilities {
             for (role, program, hook) in cap.programs() {
-                let (run_count, run_time_ns) = program
+                let (id, run_count, run_time_ns) = program
                     .info()
-                    .map(|i| (i.run_count(), i.run_time().as_nanos() as u64))
-                    .unwrap_or((0, 0));
+                    .map(|i| (i.id(), i.run_count(), i.run_time().as_nanos() as u64))
+                    .unwrap_or((0, 0, 0));
                 snap.programs.push(ProbeStats {
                     capability: cap.spec.name,
                     role,
                     program: hook.program,
                     hook: hook.attach.label(),
+                    id,
                     run_count,
                     run_time_ns,
                     avg_ns_per_run: run_time_ns.checked_div(run_count).unwrap_or(0),
