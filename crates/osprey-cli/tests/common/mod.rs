@@ -121,6 +121,11 @@ impl Tracer {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
+        Self::start_until(args, env, "osprey: tracing ")
+    }
+
+    /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
+    pub fn start_until(args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
         let mut child = Command::new(OSPREY)
             .args(args)
             .envs(env.iter().copied())
@@ -152,16 +157,20 @@ impl Tracer {
             stderr: Some(stderr),
             stderr_lines: rx,
         };
-        tracer.wait_attached(args);
+        tracer.wait_attached(args, ready);
         tracer
     }
 
-    fn wait_attached(&mut self, args: &[&str]) {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    fn wait_attached(&mut self, args: &[&str], ready: &str) {
         let deadline = Instant::now() + Duration::from_secs(20);
         let mut seen = Vec::new();
         while Instant::now() < deadline {
             match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
-                Ok(line) if line.starts_with("osprey: tracing ") => {
+                Ok(line) if line.starts_with(ready) => {
                     // The VM suite runs the same tests once per hook and checks which one ran.
                     if let Ok(via) = std::env::var("OSPREY_EXPECT_TRACING_VIA") {
                         if line.starts_with("osprey: tracing file opens") {

@@ -239,3 +239,42 @@ impl Metrics {
         self.agent_rss.set(num(21) as i64 * page);
     }
 }
+
+/// Converts OpenMetrics text to the Prometheus text format 0.0.4: counters are named with
+/// their `_total` suffix in HELP/TYPE, and UNIT/EOF lines go.
+pub fn openmetrics_to_text(openmetrics: &str) -> String {
+    let counters: std::collections::HashSet<&str> = openmetrics
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.strip_suffix(" counter"))
+        .collect();
+    let mut out = String::with_capacity(openmetrics.len());
+    for line in openmetrics.lines() {
+        if line.starts_with("# UNIT ") || line == "# EOF" {
+            continue;
+        }
+        let renamed = ["# HELP ", "# TYPE "].iter().find_map(|prefix| {
+            let rest = line.strip_prefix(prefix)?;
+            let (name, tail) = rest.split_once(' ')?;
+            counters
+                .contains(name)
+                .then(|| format!("{prefix}{name}_total {tail}"))
+        });
+        out.push_str(renamed.as_deref().unwrap_or(line));
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_format_names_counters_with_total() {
+        let om = "# HELP a_events Events.\n# TYPE a_events counter\na_events_total{k=\"x\"} 3\n# HELP g Gauge.\n# TYPE g gauge\n# UNIT g bytes\ng 1\n# EOF\n";
+        assert_eq!(
+            openmetrics_to_text(om),
+            "# HELP a_events_total Events.\n# TYPE a_events_total counter\na_events_total{k=\"x\"} 3\n# HELP g Gauge.\n# TYPE g gauge\ng 1\n"
+        );
+    }
+}

@@ -413,18 +413,27 @@ async fn serve_metrics(
     let app = Router::new()
         .route(
             "/metrics",
-            get(move || {
+            get(move |headers: axum::http::HeaderMap| {
                 let registry = registry.clone();
                 async move {
                     let mut body = String::new();
                     let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
-                    (
-                        [(
-                            header::CONTENT_TYPE,
-                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-                        )],
-                        body,
-                    )
+                    // Content negotiation: OpenMetrics for scrapers that ask for it, else the
+                    // classic text format every Prometheus tool reads.
+                    let openmetrics = headers
+                        .get(header::ACCEPT)
+                        .and_then(|v| v.to_str().ok())
+                        .is_some_and(|v| v.contains("application/openmetrics-text"));
+                    if openmetrics {
+                        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+                        ([(header::CONTENT_TYPE, kind)], body)
+                    } else {
+                        let kind = "text/plain; version=0.0.4; charset=utf-8";
+                        (
+                            [(header::CONTENT_TYPE, kind)],
+                            metrics::openmetrics_to_text(&body),
+                        )
+                    }
                 }
             }),
         )

@@ -1,0 +1,427 @@
+//! Real-BPF tests of `osprey agent` and `osprey ctl`.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+const READY: &str = "osprey agent: {";
+
+struct AgentRun {
+    dir: TempDir,
+    port: u16,
+}
+
+impl AgentRun {
+    fn new(tag: &str, extra: &str) -> Self {
+        let dir = TempDir::new(tag);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let a = AgentRun { dir, port };
+        a.write_config(extra);
+        a
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("osprey.toml")
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("ctl.sock").display().to_string()
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("events.jsonl")
+    }
+
+    fn write_config(&self, extra: &str) {
+        let d = self.dir.path();
+        let text = format!(
+            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[log]\npath = \"{}\"\n[health]\nwindow_secs = 2\n{extra}",
+            d.join("state").display(),
+            self.socket(),
+            self.port,
+            self.log().display()
+        );
+        std::fs::write(self.config(), text).unwrap();
+    }
+
+    fn start(&self) -> Tracer {
+        Tracer::start_until(
+            &["agent", "--config", self.config().to_str().unwrap()],
+            &[],
+            READY,
+        )
+    }
+
+    fn scrape(&self) -> String {
+        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("metrics endpoint");
+        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            .unwrap();
+        let mut body = String::new();
+        s.read_to_string(&mut body).unwrap();
+        let (head, body) = body.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
+            "{head}"
+        );
+        body.to_string()
+    }
+
+    fn ctl(&self, args: &[&str]) -> Value {
+        let out = Command::new(OSPREY)
+            .args(["ctl", "--socket", &self.socket()])
+            .args(args)
+            .output()
+            .unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out:?}"))
+    }
+
+    fn log_lines(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
+            .collect()
+    }
+}
+
+/// The value of one sample, e.g. `osprey_events_total{capability="files",...}`.
+fn metric(text: &str, name_and_labels: &str) -> f64 {
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix(name_and_labels)?
+                .trim()
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
+}
+
+fn events(cap: &str, kind: &str, outcome: &str) -> String {
+    format!("osprey_events_total{{capability=\"{cap}\",kind=\"{kind}\",outcome=\"{outcome}\"}}")
+}
+
+fn signal(t: &Tracer, sig: i32) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(t.pid() as i32, sig) };
+}
+
+fn opens_of(lines: &[Value], path: &Path) -> usize {
+    lines
+        .iter()
+        .filter(|e| {
+            e["kind"] == "file_open"
+                && e["path"] == path.to_str().unwrap()
+                && e["process"]["comm"] == "osprey-workload"
+        })
+        .count()
+}
+
+#[test]
+fn metrics_are_served_valid_and_move_with_activity() {
+    if !bpf_available("agent_metrics") {
+        return;
+    }
+    let _serial = serial();
+    let a = AgentRun::new("agent-metrics", "");
+    let agent = a.start();
+    std::thread::sleep(Duration::from_millis(1200));
+    let before = a.scrape();
+    let promtool = Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn();
+    match promtool {
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(before.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            assert!(
+                out.status.success(),
+                "promtool: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Err(_) => assert!(
+            std::env::var("OSPREY_REQUIRE_BPF").is_err(),
+            "promtool (Debian package prometheus) is required in CI"
+        ),
+    }
+    let mut healthz = TcpStream::connect(("127.0.0.1", a.port)).unwrap();
+    healthz.write_all(b"GET /healthz HTTP/1.0\r\n\r\n").unwrap();
+    let mut answer = String::new();
+    healthz.read_to_string(&mut answer).unwrap();
+    assert!(answer.ends_with("ok\n"), "{answer}");
+
+    for _ in 0..5 {
+        common::run(Command::new(WORKLOAD).args([
+            "open",
+            "3",
+            "/nonexistent/osprey-agent-metrics",
+        ]));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    let after = a.scrape();
+    for (cap, kind, at_least) in [
+        ("files", "file_open", 15.0),
+        ("process", "exec", 5.0),
+        ("process", "exit", 5.0),
+    ] {
+        let key = events(cap, kind, "emitted");
+        assert!(
+            metric(&after, &key) - metric(&before, &key) >= at_least,
+            "{key}: {} -> {}",
+            metric(&before, &key),
+            metric(&after, &key)
+        );
+    }
+    assert!(metric(&after, "osprey_process_cache_entries") > 10.0);
+    assert!(metric(&after, "osprey_agent_resident_memory_bytes") > 1e6);
+    assert!(after.contains("osprey_program_runs_total{capability=\"files\",role=\"open-exit\""));
+    assert!(after.contains("osprey_ring_buffer_fill_ratio{capability=\"files\"}"));
+
+    signal(&agent, libc::SIGTERM);
+    let sent = Instant::now();
+    let done = agent.wait(Duration::from_secs(5));
+    assert!(done.status.success(), "{}", done.stderr);
+    assert!(
+        sent.elapsed() < Duration::from_secs(1),
+        "SIGTERM took {:?}",
+        sent.elapsed()
+    );
+    let lines = a.log_lines();
+    assert_eq!(
+        lines.last().unwrap()["message"],
+        "stopped",
+        "log flushed to the end"
+    );
+    assert!(lines.iter().any(|e| e["kind"] == "exec"));
+}
+
+#[test]
+fn ctl_disables_and_enables_a_module_and_bad_reloads_are_rejected() {
+    if !bpf_available("agent_ctl") {
+        return;
+    }
+    let _serial = serial();
+    let a = AgentRun::new("agent-ctl", "");
+    let agent = a.start();
+    let marker = a.dir.path().join("marker-file");
+    std::fs::write(&marker, b"x").unwrap();
+    let open_marker = || common::run(Command::new(WORKLOAD).arg("open").arg("1").arg(&marker));
+
+    let list = a.ctl(&["list"]);
+    let files_programs: Vec<u64> = list["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capability"] == "files")
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert_eq!(files_programs.len(), 1, "{list}");
+
+    open_marker();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.ctl(&["disable", "files"])["ok"], true);
+    let list = a.ctl(&["list"]);
+    assert!(!list["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|p| p["capability"] == "files"));
+    wait_unloaded(&files_programs);
+    open_marker();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.ctl(&["enable", "files"])["ok"], true);
+    open_marker();
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(a.ctl(&["disable", "nonsense"])["ok"], false);
+
+    // An invalid configuration on SIGHUP is rejected; the agent keeps running.
+    std::fs::write(a.config(), "[log]\nkeep = \"lots\"\n").unwrap();
+    signal(&agent, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(a.ctl(&["list"])["ok"], true, "still answering");
+    let reload = a.ctl(&["reload"]);
+    assert_eq!(reload["ok"], false);
+    assert!(
+        reload["error"]
+            .as_str()
+            .unwrap()
+            .contains("osprey.toml:2:8"),
+        "{reload}"
+    );
+    // A valid change applies without a restart: files off through the config.
+    a.write_config("[modules.files]\nenabled = false\n");
+    signal(&agent, libc::SIGHUP);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = a.ctl(&["list"]);
+    assert!(
+        list["modules"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["module"] == "files" && m["enabled"] == false),
+        "{list}"
+    );
+
+    signal(&agent, libc::SIGTERM);
+    let done = agent.wait(Duration::from_secs(5));
+    assert!(done.status.success());
+    let lines = a.log_lines();
+    assert_eq!(
+        opens_of(&lines, &marker),
+        2,
+        "opens before disable and after enable, none between"
+    );
+    assert!(lines.iter().any(|e| e["kind"] == "agent"
+        && e["level"] == "error"
+        && e["message"]
+            .as_str()
+            .unwrap()
+            .contains("configuration rejected")));
+}
+
+/// The kernel frees a program shortly after its last fd closes (RCU): allow it a moment.
+fn wait_unloaded(ids: &[u64]) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let loaded = bpftool_ids();
+        let left: Vec<_> = ids.iter().filter(|id| loaded.contains(id)).collect();
+        if left.is_empty() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "programs still loaded: {left:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Ids of every BPF program loaded on the host.
+fn bpftool_ids() -> Vec<u64> {
+    let out = Command::new("bpftool")
+        .args(["prog", "show", "--json"])
+        .output();
+    match out {
+        Ok(o) if o.status.success() => serde_json::from_slice::<Vec<Value>>(&o.stdout)
+            .unwrap()
+            .iter()
+            .map(|p| p["id"].as_u64().unwrap())
+            .collect(),
+        _ => panic!("bpftool is needed to list loaded programs"),
+    }
+}
+
+#[test]
+fn sigkill_leaves_nothing_attached_and_restart_appends_to_the_log() {
+    if !bpf_available("agent_sigkill") {
+        return;
+    }
+    let _serial = serial();
+    let a = AgentRun::new("agent-kill", "");
+    let agent = a.start();
+    let ids: Vec<u64> = a.ctl(&["list"])["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["id"].as_u64().unwrap())
+        .collect();
+    assert!(ids.len() >= 5, "process + files programs: {ids:?}");
+    std::thread::sleep(Duration::from_millis(1200));
+    signal(&agent, libc::SIGKILL);
+    let _ = agent.wait(Duration::from_secs(5));
+    wait_unloaded(&ids);
+    let lines_before = a.log_lines().len();
+    assert!(lines_before > 0);
+    let again = a.start();
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&again, libc::SIGTERM);
+    assert!(again.wait(Duration::from_secs(5)).status.success());
+    let lines = a.log_lines();
+    assert!(
+        lines.len() > lines_before,
+        "appended after the first run's lines"
+    );
+    let starts = lines.iter().filter(|e| e["message"] == "started").count();
+    assert_eq!(starts, 2);
+}
+
+#[test]
+fn overload_is_counted_and_warned_while_exec_and_exit_all_arrive() {
+    if !bpf_available("agent_overload") {
+        return;
+    }
+    let _serial = serial();
+    let a = AgentRun::new(
+        "agent-overload",
+        "[modules.files]\nrate_limit = 0\nring_mib = 1\n",
+    );
+    let agent = a.start();
+    std::thread::sleep(Duration::from_millis(1200));
+    let flood = Command::new(WORKLOAD)
+        .args(["open", "1500000", "/nonexistent/osprey-overload-flood-path"])
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    for _ in 0..30 {
+        let (pid, status) = common::run(&mut Command::new("/bin/true"));
+        assert!(status.success());
+        pids.push(pid);
+    }
+    let mut flood = flood;
+    assert!(flood.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(2500));
+    let quiet1 = a.scrape();
+    std::thread::sleep(Duration::from_millis(1100));
+    let quiet2 = a.scrape();
+    let dropped = events("files", "file_open", "dropped");
+    assert!(
+        metric(&quiet2, &dropped) > 0.0,
+        "the flood overflowed the 1 MiB ring"
+    );
+    assert_eq!(
+        metric(&quiet1, &dropped),
+        metric(&quiet2, &dropped),
+        "no drops once the load stopped"
+    );
+    assert!(metric(&quiet2, "osprey_health_warnings_total{capability=\"files\",kind=\"file_open\",reason=\"drops\"}") >= 1.0);
+    assert!(
+        metric(&quiet2, "osprey_agent_resident_memory_bytes") < 200e6,
+        "memory bounded"
+    );
+    assert_eq!(metric(&quiet2, &events("process", "exec", "dropped")), 0.0);
+    signal(&agent, libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(5)).status.success());
+    let lines = a.log_lines();
+    assert!(lines
+        .iter()
+        .any(|e| e["kind"] == "health" && e["reason"] == "drops"));
+    for pid in pids {
+        let mine = |kind: &str| {
+            lines
+                .iter()
+                .filter(|e| e["kind"] == kind && e["process"]["pid"] == pid)
+                .count()
+        };
+        assert_eq!(mine("exec"), 1, "exec of {pid}");
+        assert_eq!(mine("exit"), 1, "exit of {pid}");
+    }
+}
