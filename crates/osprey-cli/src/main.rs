@@ -2,6 +2,7 @@
 //! error, 77 missing privilege or kernel feature.
 
 mod check;
+mod profile;
 mod trace;
 
 use std::process::ExitCode;
@@ -27,6 +28,8 @@ enum Command {
     Files(trace::FilesArgs),
     /// Trace process execs (including failed ones), forks and exits.
     Exec(trace::ExecArgs),
+    /// Sample stacks on every CPU (or time blocked off-CPU) into flame graphs and pprof.
+    Profile(profile::ProfileArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +114,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Files(args) => trace::run_files(args),
         Command::Exec(args) => trace::run_exec(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(code) => code,
