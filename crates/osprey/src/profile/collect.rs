@@ -253,6 +253,15 @@ impl Collector {
             let mut frames: Vec<Frame> = Vec::new();
             user.push_frames(&mut frames, false, |a| user_frames[&(pid, a)].clone());
             kernel.push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
+            if self.options.kind == ProfileKind::OffCpu {
+                // Stacks taken at sched_switch end in our own program and its caller.
+                while frames
+                    .last()
+                    .is_some_and(|f| f.kernel && is_bpf_frame(&f.name))
+                {
+                    frames.pop();
+                }
+            }
             *merged.entry((pid, comm, frames)).or_default() += value;
         }
         let mut stacks: Vec<StackSample> = merged
@@ -281,6 +290,12 @@ impl Collector {
             stacks,
         }
     }
+}
+
+fn is_bpf_frame(name: &str) -> bool {
+    name.starts_with("bpf_prog_")
+        || name.starts_with("bpf_trace_run")
+        || name.starts_with("__bpf_trace")
 }
 
 /// One side (kernel or user) of a sampled stack.
