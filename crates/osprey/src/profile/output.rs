@@ -214,7 +214,7 @@ pub(crate) mod tests {
         let mut out = Vec::new();
         write_svg(&sample_profile(), &mut out).unwrap();
         let svg = String::from_utf8(out).unwrap();
-        for name in ["leaf", "mid", "top", "main", "irq_[k]"] {
+        for name in ["leaf", "mid", "top", "main", "irq"] {
             assert!(svg.contains(name), "{name} missing");
         }
         assert!(svg.contains("100 samples at 99 Hz"));

@@ -171,7 +171,6 @@ impl DwarfUnwinder {
                 }
             }
         }
-        drop(iter);
         self.cache = Some(cache);
         if failed {
             self.failed += 1;
