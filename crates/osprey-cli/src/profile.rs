@@ -99,18 +99,7 @@ fn parse_frequency(s: &str) -> Result<u64, String> {
 }
 
 fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
-    for &pid in &args.pid {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(Failure::Usage(format!("--pid {pid}: no such process")));
-        }
-    }
-    if let Some(comm) = &args.comm {
-        if comm.is_empty() || comm.len() > 15 {
-            return Err(Failure::Usage(format!(
-                "--comm `{comm}`: a command name is 1 to 15 bytes"
-            )));
-        }
-    }
+    crate::trace::validate_pids_and_comm(&args.pid, args.comm.as_deref())?;
     let cgroup = match &args.cgroup {
         Some(path) => Some(
             profile::cgroup_target(path).map_err(|e| Failure::Usage(format!("--cgroup {e}")))?,

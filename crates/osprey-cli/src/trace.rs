@@ -62,12 +62,17 @@ pub struct ExecArgs {
 }
 
 fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
-    if let Some(pid) = t.pid {
+    validate_pids_and_comm(t.pid.as_slice(), t.comm.as_deref())
+}
+
+/// `--pid` must name a live process and `--comm` fit the kernel's 15 bytes.
+pub(crate) fn validate_pids_and_comm(pids: &[u32], comm: Option<&str>) -> Result<(), Failure> {
+    for pid in pids {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(Failure::Usage(format!("--pid {pid}: no such process")));
         }
     }
-    if let Some(comm) = &t.comm {
+    if let Some(comm) = comm {
         if comm.is_empty() || comm.len() > 15 {
             return Err(Failure::Usage(format!(
                 "--comm `{comm}`: a command name is 1 to 15 bytes (the kernel truncates longer ones)"
