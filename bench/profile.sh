@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Overhead of `osprey profile` on a CPU-bound workload, against the bare run, perf and
+# Overhead of `osprey profile` (default auto unwinding at 99 and 999 Hz, and frame pointers
+# only at 99 Hz: osprey99fp) on a CPU-bound workload, against the bare run, perf and
 # bpftrace measured in the same run (medians of REPS interleaved runs), and the time from
 # the end of a profile to a written flame graph (osprey vs perf script | inferno).
 #
@@ -25,7 +26,7 @@ __attribute__((noinline)) void mid(void) { for (int i = 0; i < 10; i++) leaf(); 
 __attribute__((noinline)) void top(void) { for (int i = 0; i < 10; i++) mid(); }
 int main(int argc, char **argv) { int n = argc > 1 ? atoi(argv[1]) : 10; for (int i = 0; i < n; i++) top(); return 0; }
 C
-cc -O2 -fno-omit-frame-pointer -o "$WORK/burn" "$WORK/burn.c"
+cc -O1 -fno-omit-frame-pointer -o "$WORK/burn" "$WORK/burn.c"
 ITER=${ITER:-25}
 
 runtime() { # seconds of one workload run
@@ -38,8 +39,10 @@ runtime() { # seconds of one workload run
 start_profiler() {
     local log="$WORK/$1.log"
     case "$1" in
-        osprey99|osprey999)
-            "$OSPREY" profile --freq "${1#osprey}" --folded "$WORK/o.folded" >/dev/null 2>"$log" &
+        osprey99|osprey999|osprey99fp)
+            local hz=${1#osprey}; local unwind=auto
+            [ "$hz" = 99fp ] && hz=99 && unwind=fp
+            "$OSPREY" profile --freq "$hz" --unwind "$unwind" --folded "$WORK/o.folded" >/dev/null 2>"$log" &
             PROF_PID=$!
             until grep -q "osprey: tracing" "$log" 2>/dev/null; do sleep 0.05; done ;;
         perf)
@@ -53,7 +56,7 @@ start_profiler() {
 
 median() { sort -g | awk '{a[NR]=$1} END {print (NR%2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
-CONFIGS=(bare osprey99 osprey999)
+CONFIGS=(bare osprey99 osprey99fp osprey999)
 command -v perf >/dev/null && CONFIGS+=(perf) || echo "perf missing: skipped (apt-get install linux-perf)"
 command -v bpftrace >/dev/null && CONFIGS+=(bpftrace) || echo "bpftrace missing: skipped"
 for c in "${CONFIGS[@]}"; do : > "$WORK/$c.times"; done
@@ -88,4 +91,4 @@ if command -v perf >/dev/null && command -v inferno-flamegraph >/dev/null; then
 else
     echo "perf or inferno-flamegraph missing: SVG comparison skipped (cargo install inferno)"
 fi
-kill "$BURN"; wait "$BURN" 2>/dev/null || true
+kill "$BURN" 2>/dev/null; wait "$BURN" 2>/dev/null || true
