@@ -20,6 +20,10 @@ enum osprey_kind {
 	OSPREY_KIND_EXEC = 2,
 	OSPREY_KIND_FORK = 3,
 	OSPREY_KIND_EXIT = 4,
+	OSPREY_KIND_PROFILE_SAMPLE = 16, /* counted in the kernel; only counters, no events */
+	OSPREY_KIND_PROFILE_USER_STACK = 17, /* a sample with a copy of the user stack */
+	OSPREY_KIND_OFFCPU = 18,         /* blocked time, counted in the kernel */
+	OSPREY_KIND_PAGE_FAULT = 19,
 };
 
 /* Which open-family syscall produced a file event. */
@@ -113,6 +117,44 @@ struct osprey_exit {
 	__u64 start_boot_ns; /* process start, for lifetime */
 	__u32 exit_code;     /* wait status: (code << 8) | signal | 0x80 core */
 	__u32 _pad;
+};
+
+/* Key of the profile count maps: one row per process and stack pair. A stack id < 0
+ * means "not collected" (filtered side, kernel thread) or a failure counted in
+ * osprey_profile_errors. */
+struct osprey_profile_key {
+	__u32 pid;
+	__s32 kernel_stack;
+	__s32 user_stack;
+	__u32 _pad;
+	char comm[OSPREY_COMM_LEN];
+};
+
+/* Slots of the per-CPU `profile_errors` array: why a stack or a sample was lost. */
+enum osprey_profile_error {
+	OSPREY_PERR_KERNEL_COLLISION = 0, /* bpf_get_stackid -EEXIST: bucket held another stack */
+	OSPREY_PERR_KERNEL_FAULT = 1,     /* -EFAULT */
+	OSPREY_PERR_KERNEL_NOMEM = 2,     /* -ENOMEM: stack map full */
+	OSPREY_PERR_USER_COLLISION = 3,
+	OSPREY_PERR_USER_FAULT = 4,
+	OSPREY_PERR_USER_NOMEM = 5,
+	OSPREY_PERR_COUNTS_FULL = 6,      /* the count map had no room for a new key */
+	OSPREY_PERR_STACK_COPY_SHORT = 7, /* user stack copy shorter than asked (top of stack) */
+	OSPREY_PERR_SLOTS = 8,
+};
+
+/*
+ * A CPU sample whose user stack is unwound in user space (--unwind dwarf): registers
+ * at the user-mode boundary and stack_len bytes of stack copied from sp.
+ */
+struct osprey_profile_user_stack {
+	struct osprey_event_header hdr;
+	__s32 kernel_stack; /* id in the stack map, or < 0 */
+	__u32 stack_len;
+	__u64 ip;
+	__u64 sp;
+	__u64 bp;
+	char data[];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

@@ -30,6 +30,8 @@ struct osprey_file_open *const osprey_abi_file_open = 0;
 struct osprey_exec *const osprey_abi_exec = 0;
 struct osprey_fork *const osprey_abi_fork = 0;
 struct osprey_exit *const osprey_abi_exit = 0;
+struct osprey_profile_key *const osprey_abi_profile_key = 0;
+struct osprey_profile_user_stack *const osprey_abi_profile_user_stack = 0;
 
 /* ---- maps ---- */
 struct {

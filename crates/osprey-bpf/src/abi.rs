@@ -12,6 +12,35 @@ pub mod kind {
     pub const EXEC: u32 = 2;
     pub const FORK: u32 = 3;
     pub const EXIT: u32 = 4;
+    pub const PROFILE_SAMPLE: u32 = 16;
+    pub const PROFILE_USER_STACK: u32 = 17;
+    pub const OFFCPU: u32 = 18;
+    pub const PAGE_FAULT: u32 = 19;
+}
+
+/// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
+pub mod profile_error {
+    pub const KERNEL_COLLISION: u32 = 0;
+    pub const KERNEL_FAULT: u32 = 1;
+    pub const KERNEL_NOMEM: u32 = 2;
+    pub const USER_COLLISION: u32 = 3;
+    pub const USER_FAULT: u32 = 4;
+    pub const USER_NOMEM: u32 = 5;
+    pub const COUNTS_FULL: u32 = 6;
+    pub const STACK_COPY_SHORT: u32 = 7;
+    pub const SLOTS: u32 = 8;
+    /// C enumerator names with their slots, for reports and the layout test.
+    pub const ALL: &[(&str, u32)] = &[
+        ("OSPREY_PERR_KERNEL_COLLISION", KERNEL_COLLISION),
+        ("OSPREY_PERR_KERNEL_FAULT", KERNEL_FAULT),
+        ("OSPREY_PERR_KERNEL_NOMEM", KERNEL_NOMEM),
+        ("OSPREY_PERR_USER_COLLISION", USER_COLLISION),
+        ("OSPREY_PERR_USER_FAULT", USER_FAULT),
+        ("OSPREY_PERR_USER_NOMEM", USER_NOMEM),
+        ("OSPREY_PERR_COUNTS_FULL", COUNTS_FULL),
+        ("OSPREY_PERR_STACK_COPY_SHORT", STACK_COPY_SHORT),
+        ("OSPREY_PERR_SLOTS", SLOTS),
+    ];
 }
 
 /// `enum osprey_open_op`.
@@ -102,6 +131,32 @@ pub struct Exit {
     pub _pad: u32,
 }
 
+/// Key of the profile count maps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ProfileKey {
+    pub pid: u32,
+    pub kernel_stack: i32,
+    pub user_stack: i32,
+    pub _pad: u32,
+    pub comm: [u8; COMM_LEN],
+}
+
+// SAFETY: integers and a byte array, any bit pattern is valid.
+unsafe impl aya::Pod for ProfileKey {}
+
+/// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ProfileUserStack {
+    pub hdr: EventHeader,
+    pub kernel_stack: i32,
+    pub stack_len: u32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+}
+
 /// Per-kind counters, one per CPU, in each object's `osprey_stats` map.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -125,6 +180,7 @@ unsafe impl Plain for FileOpen {}
 unsafe impl Plain for Exec {}
 unsafe impl Plain for Fork {}
 unsafe impl Plain for Exit {}
+unsafe impl Plain for ProfileUserStack {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

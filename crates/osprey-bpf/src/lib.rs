@@ -22,9 +22,10 @@ macro_rules! object {
 pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
+pub const PROFILE: Object = object!("profile");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
 pub const BROKEN_CORE: Object = object!("broken_core");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, BROKEN_CORE];
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, PROFILE, BROKEN_CORE];

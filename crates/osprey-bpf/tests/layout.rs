@@ -354,6 +354,10 @@ fn rust_structs() -> Vec<RustStruct> {
         mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
         mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
+        mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
+        mirror!(ProfileUserStack as "osprey_profile_user_stack" {
+            hdr, kernel_stack, stack_len, ip, sp, bp,
+        } flexible ["data"]),
     ]
 }
 
@@ -578,7 +582,7 @@ fn structs_match_btf() {
 type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
-    use abi::{kind, open_op, status};
+    use abi::{kind, open_op, profile_error, status};
     let v = |x: u32| i128::from(x);
     let w = |x: u16| i128::from(x);
     vec![
@@ -589,7 +593,21 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_EXEC", v(kind::EXEC)),
                 ("OSPREY_KIND_FORK", v(kind::FORK)),
                 ("OSPREY_KIND_EXIT", v(kind::EXIT)),
+                ("OSPREY_KIND_PROFILE_SAMPLE", v(kind::PROFILE_SAMPLE)),
+                (
+                    "OSPREY_KIND_PROFILE_USER_STACK",
+                    v(kind::PROFILE_USER_STACK),
+                ),
+                ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
+                ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
             ],
+        ),
+        (
+            "osprey_profile_error",
+            profile_error::ALL
+                .iter()
+                .map(|&(name, slot)| (name, v(slot)))
+                .collect(),
         ),
         (
             "osprey_open_op",

@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod profile;
 mod trace;
 
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Agent(agent::AgentArgs),
     /// Control a running agent: list, enable/disable modules, reload.
     Ctl(agent::CtlArgs),
+    /// Sample stacks on every CPU (or time blocked off-CPU) into flame graphs and pprof.
+    Profile(profile::ProfileArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -118,6 +121,7 @@ fn main() -> ExitCode {
         Command::Exec(args) => trace::run_exec(args),
         Command::Agent(args) => agent::run_agent(args),
         Command::Ctl(args) => agent::run_ctl(args),
+        Command::Profile(args) => profile::run(args),
     };
     match result {
         Ok(code) => code,

@@ -62,12 +62,17 @@ pub struct ExecArgs {
 }
 
 fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
-    if let Some(pid) = t.pid {
+    validate_pids_and_comm(t.pid.as_slice(), t.comm.as_deref())
+}
+
+/// `--pid` must name a live process and `--comm` fit the kernel's 15 bytes.
+pub(crate) fn validate_pids_and_comm(pids: &[u32], comm: Option<&str>) -> Result<(), Failure> {
+    for pid in pids {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(Failure::Usage(format!("--pid {pid}: no such process")));
         }
     }
-    if let Some(comm) = &t.comm {
+    if let Some(comm) = comm {
         if comm.is_empty() || comm.len() > 15 {
             return Err(Failure::Usage(format!(
                 "--comm `{comm}`: a command name is 1 to 15 bytes (the kernel truncates longer ones)"
@@ -77,7 +82,7 @@ fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
+pub(crate) fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     let missing = privileges::missing_for_tracing(privileges::effective());
     if missing.is_empty() {
         Ok(())
@@ -89,7 +94,7 @@ fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     }
 }
 
-fn load(
+pub(crate) fn load(
     spec: osprey::kernel::loader::CapabilitySpec,
     options: &LoadOptions,
 ) -> Result<LoadedCapability, Failure> {
@@ -194,7 +199,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
-            Payload::FileOpen(_) => false,
+            Payload::FileOpen(_) | Payload::ProfileUserStack(_) => false,
         };
         kind_wanted && user_target_matches(&target, ctx)
     });

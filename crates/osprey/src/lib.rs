@@ -9,5 +9,6 @@ pub mod files;
 pub mod kernel;
 pub mod pipeline;
 pub mod process;
+pub mod profile;
 
 pub use osprey_bpf::abi;

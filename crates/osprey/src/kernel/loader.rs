@@ -5,7 +5,10 @@ use std::collections::BTreeSet;
 
 use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, FExit, KProbe, Program, RawTracePoint, TracePoint},
+    programs::{
+        perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
+        BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, RawTracePoint, TracePoint,
+    },
     Ebpf, EbpfLoader,
 };
 
@@ -29,6 +32,35 @@ pub enum Attach {
     KProbe(&'static str),
     /// `kretprobe/FUNCTION`: needs CONFIG_KPROBES.
     KRetProbe(&'static str),
+    /// `perf_event`: a software perf event on every online CPU, sampled as
+    /// `LoadOptions::perf_sampling` says.
+    PerfEvent(SoftwarePerfEvent),
+}
+
+/// Software perf events (no hardware PMU needed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SoftwarePerfEvent {
+    CpuClock,
+    PageFaultsMin,
+    PageFaultsMaj,
+}
+
+impl SoftwarePerfEvent {
+    pub fn name(self) -> &'static str {
+        match self {
+            SoftwarePerfEvent::CpuClock => "cpu-clock",
+            SoftwarePerfEvent::PageFaultsMin => "minor-faults",
+            SoftwarePerfEvent::PageFaultsMaj => "major-faults",
+        }
+    }
+
+    fn config(self) -> PerfEventConfig {
+        PerfEventConfig::Software(match self {
+            SoftwarePerfEvent::CpuClock => SoftwareEvent::CpuClock,
+            SoftwarePerfEvent::PageFaultsMin => SoftwareEvent::PageFaultsMin,
+            SoftwarePerfEvent::PageFaultsMaj => SoftwareEvent::PageFaultsMaj,
+        })
+    }
 }
 
 impl Attach {
@@ -41,6 +73,7 @@ impl Attach {
             Attach::FExit(f) => format!("fexit/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
             Attach::KRetProbe(f) => format!("kretprobe/{f}"),
+            Attach::PerfEvent(e) => format!("perf_event/{}", e.name()),
         }
     }
 }
@@ -94,6 +127,28 @@ pub struct LoadOptions {
     pub denied_programs: BTreeSet<String>,
     /// Load and attach, then detach at once (for `osprey check`).
     pub dry_run: bool,
+    /// Sampling of `Attach::PerfEvent` hooks; `None`: 99 samples per second.
+    pub perf_sampling: Option<PerfSampling>,
+    /// Further `.rodata` globals of this capability's object, as raw bytes.
+    pub extra_globals: Vec<(&'static str, Vec<u8>)>,
+}
+
+/// How often a perf event runs its program.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PerfSampling {
+    /// Samples per second per CPU.
+    Frequency(u64),
+    /// Once every N events (1: every event).
+    Period(u64),
+}
+
+impl PerfSampling {
+    fn policy(self) -> SamplePolicy {
+        match self {
+            PerfSampling::Frequency(hz) => SamplePolicy::Frequency(hz),
+            PerfSampling::Period(n) => SamplePolicy::Period(n),
+        }
+    }
 }
 
 impl LoadOptions {
@@ -194,6 +249,9 @@ impl LoadedCapability {
             .override_global("target_comm", &comm, false)
             .override_global("rate_per_process", &rate_process, false)
             .override_global("rate_global_per_cpu", &rate_global, false);
+        for (name, bytes) in &options.extra_globals {
+            loader.override_global(name, bytes.as_slice(), true);
+        }
         let mut ebpf = loader
             .load(spec.object.bytes)
             .map_err(|e| LoadError::Object {
@@ -208,12 +266,14 @@ impl LoadedCapability {
                     continue;
                 }
             }
+            let sampling = options.perf_sampling.unwrap_or(PerfSampling::Frequency(99));
             let outcome = attach_role(
                 &mut ebpf,
                 role,
                 &options.denied_programs,
                 btf,
                 spec.object.bytes,
+                sampling,
             );
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
@@ -260,6 +320,14 @@ impl LoadedCapability {
         })
     }
 
+    /// Takes a map out of the object (for capabilities that aggregate in the kernel).
+    pub fn take_map(&mut self, name: &str) -> Result<aya::maps::Map, LoadError> {
+        self.ebpf.take_map(name).ok_or_else(|| LoadError::Map {
+            capability: self.spec.name,
+            reason: format!("map {name} missing from the object"),
+        })
+    }
+
     /// Sums the per-CPU counters of one event kind.
     pub fn counters_for(&self, kind: u32) -> Counters {
         let mut total = Counters::default();
@@ -284,6 +352,7 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::PerfEvent(p)) => p.unload(),
         _ => Ok(()),
     };
 }
@@ -294,6 +363,7 @@ fn attach_role(
     denied: &BTreeSet<String>,
     btf: &aya::Btf,
     object: &[u8],
+    sampling: PerfSampling,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
@@ -301,7 +371,7 @@ fn attach_role(
             rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
             continue;
         }
-        match attach_hook(ebpf, hook, btf, object) {
+        match attach_hook(ebpf, hook, btf, object, sampling) {
             Ok(()) => {
                 return RoleOutcome {
                     role: role.name,
@@ -325,7 +395,13 @@ fn attach_role(
 }
 
 /// `object` is the ELF the programs came from, to name the field when a CO-RE relocation failed.
-fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf, object: &[u8]) -> Result<(), String> {
+fn attach_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    btf: &aya::Btf,
+    object: &[u8],
+    sampling: PerfSampling,
+) -> Result<(), String> {
     let program = ebpf
         .program_mut(hook.program)
         .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
@@ -361,6 +437,21 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf, object: &[u8]) -> R
             let p: &mut KProbe = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
             p.attach(function, 0).map_err(err)?;
+        }
+        Attach::PerfEvent(event) => {
+            let p: &mut PerfEvent = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            let cpus =
+                aya::util::online_cpus().map_err(|(what, e)| format!("reading {what}: {e}"))?;
+            for cpu in cpus {
+                p.attach(
+                    event.config(),
+                    PerfEventScope::AllProcessesOneCpu { cpu },
+                    sampling.policy(),
+                    false,
+                )
+                .map_err(|e| format!("cpu {cpu}: {}", describe_error(&e)))?;
+            }
         }
     }
     Ok(())

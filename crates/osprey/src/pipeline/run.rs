@@ -196,7 +196,17 @@ impl<'a> Pipeline<'a> {
         Ok(true)
     }
 
-    pub async fn run(mut self, options: RunOptions) -> io::Result<Summary> {
+    pub async fn run(self, options: RunOptions) -> io::Result<Summary> {
+        self.run_with_tick(options, |_| {}).await
+    }
+
+    /// Like `run`, calling `tick` after every drain (capabilities that aggregate in the
+    /// kernel read their maps there).
+    pub async fn run_with_tick(
+        mut self,
+        options: RunOptions,
+        mut tick: impl FnMut(&[LoadedCapability]),
+    ) -> io::Result<Summary> {
         let poller = RingPoller::new(&self.capabilities)?;
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
@@ -219,6 +229,7 @@ impl<'a> Pipeline<'a> {
             if !self.drain(options.count)? {
                 break StopReason::OutputClosed;
             }
+            tick(&self.capabilities);
             // A person watching a table sees each batch at once, not when a buffer fills.
             if self.counters.written != written_before && self.sink.flush().is_err() {
                 break StopReason::OutputClosed;

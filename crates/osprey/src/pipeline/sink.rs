@@ -149,6 +149,9 @@ impl<W: Write> Sink for TableSink<W> {
                     }
                     Payload::Fork(f) => ("-".into(), format!("child={}", f.child_pid)),
                     Payload::Exit(x) => ("-".into(), x.table_details(event.header.ts_boot_ns)),
+                    Payload::ProfileUserStack(u) => {
+                        ("-".into(), format!("stack_bytes={}", u.stack.len()))
+                    }
                     Payload::FileOpen(_) => unreachable!("handled above"),
                 };
                 writeln!(

@@ -1,0 +1,289 @@
+//! `osprey profile`: on-CPU (or off-CPU) profile of every CPU or of chosen processes,
+//! written as a top-N table, JSON, folded stacks, flame graph SVG and/or pprof.
+
+use std::cell::RefCell;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use osprey::kernel::loader::LoadedCapability;
+use osprey::kernel::stats::RunTimeStats;
+use osprey::pipeline::cache::ProcessCache;
+use osprey::pipeline::run::{Pipeline, RunOptions};
+use osprey::profile::{
+    self, collect::UserStackSink, output, pprof, Collector, Profile, ProfileKind, ProfileOptions,
+    UnwindMode,
+};
+
+use crate::trace::{load, require_tracing_privileges};
+use crate::{Failure, Output};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Unwind {
+    /// Frame pointers; processes without them switch to dwarf once recognised.
+    Auto,
+    /// Frame pointers, walked in the kernel (cheapest; truncated without them).
+    Fp,
+    /// Copy the user stack per sample and unwind with .eh_frame in user space.
+    Dwarf,
+}
+
+#[derive(Args, Debug)]
+pub struct ProfileArgs {
+    /// Samples per second on each CPU (1 to 10000).
+    #[arg(long, short = 'F', value_name = "HZ", default_value_t = 99, value_parser = parse_frequency)]
+    pub freq: u64,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_positive_secs)]
+    pub duration: Option<f64>,
+    /// Only these processes (repeatable).
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Vec<u32>,
+    /// With --pid: also the processes they start from now on.
+    #[arg(long, requires = "pid")]
+    pub children: bool,
+    /// Only processes with this command name (at most 15 bytes).
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Only processes in this cgroup v2 directory or below it.
+    #[arg(long, value_name = "PATH")]
+    pub cgroup: Option<PathBuf>,
+    /// Kernel stacks only.
+    #[arg(long, conflicts_with = "user_only")]
+    pub kernel_only: bool,
+    /// User stacks only.
+    #[arg(long)]
+    pub user_only: bool,
+    /// How user stacks are unwound.
+    #[arg(long, value_enum, default_value_t = Unwind::Auto)]
+    pub unwind: Unwind,
+    /// Bytes of user stack copied per sample for dwarf unwinding (1024 to 16384).
+    #[arg(long, value_name = "BYTES", default_value_t = 16384,
+          value_parser = clap::value_parser!(u32).range(1024..=16384))]
+    pub stack_bytes: u32,
+    /// Time blocked per stack (sched_switch) instead of CPU samples.
+    #[arg(long)]
+    pub off_cpu: bool,
+    /// Write folded stacks here.
+    #[arg(long, value_name = "FILE")]
+    pub folded: Option<PathBuf>,
+    /// Write an interactive flame graph here.
+    #[arg(long, value_name = "FILE")]
+    pub svg: Option<PathBuf>,
+    /// Write a gzipped pprof profile here.
+    #[arg(long, value_name = "FILE")]
+    pub pprof: Option<PathBuf>,
+    /// Rows of the function table.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub top: usize,
+    /// `table`: top functions; `json`: the aggregated profile.
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+fn parse_frequency(s: &str) -> Result<u64, String> {
+    let hz: u64 = s
+        .parse()
+        .map_err(|_| format!("`{s}` is not a whole number of samples per second"))?;
+    if (1..=profile::MAX_FREQUENCY_HZ).contains(&hz) {
+        Ok(hz)
+    } else {
+        Err(format!(
+            "{hz} Hz is out of range: use 1 to {} samples per second per CPU",
+            profile::MAX_FREQUENCY_HZ
+        ))
+    }
+}
+
+fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
+    crate::trace::validate_pids_and_comm(&args.pid, args.comm.as_deref())?;
+    let cgroup = match &args.cgroup {
+        Some(path) => Some(
+            profile::cgroup_target(path).map_err(|e| Failure::Usage(format!("--cgroup {e}")))?,
+        ),
+        None => None,
+    };
+    if args.off_cpu && args.unwind == Unwind::Dwarf {
+        return Err(Failure::Usage(
+            "--unwind dwarf works for CPU samples only; off-CPU stacks use frame pointers".into(),
+        ));
+    }
+    Ok(ProfileOptions {
+        kind: if args.off_cpu {
+            ProfileKind::OffCpu
+        } else {
+            ProfileKind::Cpu
+        },
+        frequency_hz: args.freq,
+        pids: args.pid.clone(),
+        children: args.children,
+        comm: args.comm.clone(),
+        cgroup,
+        kernel: !args.user_only,
+        user: !args.kernel_only,
+        unwind: match args.unwind {
+            Unwind::Auto => UnwindMode::Auto,
+            Unwind::Fp => UnwindMode::FramePointer,
+            Unwind::Dwarf => UnwindMode::Dwarf,
+        },
+        user_stack_bytes: args.stack_bytes,
+    })
+}
+
+/// What the title of the flame graph names.
+fn target_label(args: &ProfileArgs) -> String {
+    if let Some(&pid) = args.pid.first() {
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        return format!("{} (pid {pid})", comm.trim());
+    }
+    match (&args.comm, &args.cgroup) {
+        (Some(c), _) => c.clone(),
+        (None, Some(g)) => format!("cgroup {}", g.display()),
+        (None, None) => "all processes".into(),
+    }
+}
+
+fn create(path: &PathBuf) -> Result<BufWriter<std::fs::File>, Failure> {
+    std::fs::File::create(path)
+        .map(BufWriter::new)
+        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))
+}
+
+pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
+    let opts = options(&args)?;
+    require_tracing_privileges("profile")?;
+    let mut load_options = opts.load_options();
+    load_options.denied_programs = osprey::kernel::loader::LoadOptions::denied_from_env();
+    let mut cap: LoadedCapability = load(profile::SPEC, &load_options)?;
+    let collector = Rc::new(RefCell::new(
+        Collector::new(&mut cap, opts.clone()).map_err(|e| Failure::Runtime(e.into()))?,
+    ));
+    let hooks: Vec<String> = cap
+        .outcomes
+        .iter()
+        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+        .collect();
+
+    let _run_time_stats = RunTimeStats::enable();
+    let mut sink = UserStackSink(collector.clone());
+    let pipeline = Pipeline::new(
+        vec![cap],
+        ProcessCache::new(1024, 5_000_000_000),
+        &mut sink,
+        Box::new(|_, _| true),
+    );
+    let run_options = RunOptions {
+        duration: args.duration.map(Duration::from_secs_f64),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let what = match opts.kind {
+        ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),
+        ProfileKind::OffCpu => "off-CPU time".to_string(),
+    };
+    // Scripts and tests wait for this line: everything is attached once it is printed.
+    eprintln!(
+        "osprey: tracing {what} via {}; Ctrl-C to stop",
+        hooks.join(", ")
+    );
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut next_progress = started + Duration::from_secs(1);
+    let tick_collector = collector.clone();
+    let summary = runtime.block_on(pipeline.run_with_tick(run_options, move |_| {
+        let mut c = tick_collector.borrow_mut();
+        c.tick();
+        if progress && Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            eprint!(
+                "\rosprey: {:.0} s, {} samples   ",
+                started.elapsed().as_secs_f64(),
+                c.samples_seen
+            );
+        }
+    }))?;
+    drop(sink);
+    if progress {
+        eprintln!();
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    let ring_dropped = summary.stats.total_dropped();
+    let collector = Rc::try_unwrap(collector)
+        .map_err(|_| Failure::Runtime(anyhow::anyhow!("profile collector still shared")))?
+        .into_inner();
+    let finishing = Instant::now();
+    let profile = collector.finish(target_label(&args), elapsed, ring_dropped);
+    write_outputs(&args, &profile)?;
+    let write_secs = finishing.elapsed().as_secs_f64();
+
+    let mut stderr = std::io::stderr().lock();
+    let losses = serde_json::to_value(&profile.losses).unwrap_or_default();
+    match args.output {
+        Output::Json => {
+            let mut json = summary.to_json();
+            json["profile"] = serde_json::json!({
+                "total": profile.total,
+                "unit": profile.unit,
+                "stacks": profile.stacks.len(),
+                "losses": losses,
+                "symbolize_and_write_secs": write_secs,
+            });
+            let _ = writeln!(stderr, "{json}");
+        }
+        Output::Table => {
+            let _ = write!(stderr, "{}", summary.render());
+            let _ = writeln!(
+                stderr,
+                "profile: {} {} in {} stacks over {elapsed:.1} s; losses: {losses}",
+                profile.total,
+                profile.unit,
+                profile.stacks.len()
+            );
+        }
+    }
+    if profile.losses.total_lost_samples() > 0 {
+        let _ = writeln!(
+            stderr,
+            "osprey: warning: {} samples were lost (count map full or ring full)",
+            profile.losses.total_lost_samples()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
+    if let Some(path) = &args.folded {
+        let mut f = create(path)?;
+        output::write_folded(profile, &mut f)?;
+        f.flush()?;
+    }
+    if let Some(path) = &args.svg {
+        let mut f = create(path)?;
+        output::write_svg(profile, &mut f)?;
+        f.flush()?;
+    }
+    if let Some(path) = &args.pprof {
+        let start_ns = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as i64 - (profile.duration_secs * 1e9) as i64)
+            .unwrap_or(0);
+        let mut f = create(path)?;
+        pprof::write(profile, start_ns, &mut f)?;
+        f.flush()?;
+    }
+    let mut stdout = BufWriter::new(std::io::stdout().lock());
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer(&mut stdout, profile).map_err(|e| Failure::Runtime(e.into()))?;
+            writeln!(stdout)?;
+        }
+        Output::Table => output::write_top(profile, args.top, &mut stdout)?,
+    }
+    stdout.flush()?;
+    Ok(())
+}

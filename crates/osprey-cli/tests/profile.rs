@@ -1,0 +1,376 @@
+//! Real-BPF tests of `osprey profile`: workloads with known call chains (C with frame
+//! pointers, Rust release without them), every output format, off-CPU time, bad input.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use common::*;
+use prost::Message;
+
+/// Burns CPU in leaf ← mid ← top ← main after a line on stdin; `sleep` mode blocks 1 s in
+/// sleepy_leaf ← sleepy_top (a raw syscall, so no libc frame hides the caller).
+const C_WORKLOAD: &str = r#"
+#include <stdio.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+volatile uint64_t sink;
+__attribute__((noinline)) void leaf(void) { uint64_t x = 0; for (int i = 0; i < 1000000; i++) x += (uint64_t)i * i; sink = x; }
+__attribute__((noinline)) void mid(void) { for (int i = 0; i < 10; i++) leaf(); }
+__attribute__((noinline)) void top(void) { for (int i = 0; i < 10; i++) mid(); }
+__attribute__((noinline)) void sleepy_leaf(void) {
+    struct timespec ts = {1, 0}; long r;
+    __asm__ volatile("syscall" : "=a"(r) : "a"(35), "D"(&ts), "S"(0) : "rcx", "r11", "memory");
+}
+__attribute__((noinline)) void sleepy_top(void) { sleepy_leaf(); }
+int main(int argc, char **argv) {
+    getchar();
+    if (argc > 1 && strcmp(argv[1], "sleep") == 0) { sleepy_top(); return 0; }
+    int n = argc > 1 ? atoi(argv[1]) : 10;
+    for (int i = 0; i < n; i++) top();
+    return 0;
+}
+"#;
+
+const RUST_WORKLOAD: &str = r#"
+use std::hint::black_box;
+#[inline(never)] fn leaf(n: u64) -> u64 { let mut x = 0u64; for i in 0..n { x = x.wrapping_add(black_box(i).wrapping_mul(i)); } x }
+#[inline(never)] fn mid(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= leaf(black_box(n)); } s }
+#[inline(never)] fn top(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= mid(black_box(n)); } s }
+fn main() {
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    let reps: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
+    let mut s = 0;
+    for _ in 0..reps { s ^= top(2_000_000); }
+    black_box(s);
+}
+"#;
+
+fn build_c(dir: &Path) -> PathBuf {
+    let src = dir.join("cburn.c");
+    std::fs::write(&src, C_WORKLOAD).unwrap();
+    let out = dir.join("cburn");
+    let status = Command::new("cc")
+        // -O0: gcc 12 omits the frame of leaf functions at -O1 even when told not to.
+        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("cc (gcc) is needed for the profile tests");
+    assert!(status.success());
+    out
+}
+
+/// A release build without frame pointers: only DWARF unwinding recovers its chain.
+fn build_rust(dir: &Path) -> PathBuf {
+    let src = dir.join("osprey_burn.rs");
+    std::fs::write(&src, RUST_WORKLOAD).unwrap();
+    let out = dir.join("osprey_burn");
+    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
+    let status = Command::new(rustc)
+        .args([
+            "-C",
+            "opt-level=2",
+            "-C",
+            "force-frame-pointers=no",
+            "-g",
+            "-o",
+        ])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("rustc");
+    assert!(status.success());
+    out
+}
+
+fn spawn_gated(program: &Path, arg: &str) -> Child {
+    Command::new(program)
+        .arg(arg)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("spawn workload")
+}
+
+fn release_and_wait(mut child: Child) {
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(b"go\n").unwrap();
+    drop(stdin);
+    assert!(child.wait().unwrap().success());
+}
+
+/// (stack, value) pairs of a folded file.
+fn folded(path: &Path) -> Vec<(String, u64)> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let (stack, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
+            (stack.to_string(), value.parse().unwrap())
+        })
+        .collect()
+}
+
+struct Profiled {
+    folded: Vec<(String, u64)>,
+    svg: String,
+    pprof: Vec<u8>,
+    json: serde_json::Value,
+    done: Finished,
+}
+
+/// Profiles one gated run of `program ARG` with extra osprey arguments.
+fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
+    let child = spawn_gated(program, arg);
+    let pid = child.id().to_string();
+    let (f, s, p) = (
+        dir.join("out.folded"),
+        dir.join("out.svg"),
+        dir.join("out.pb.gz"),
+    );
+    let mut args = vec!["profile", "--pid", &pid, "--output", "json"];
+    args.extend_from_slice(extra);
+    let paths = [
+        f.to_str().unwrap(),
+        s.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&["--folded", paths[0], "--svg", paths[1], "--pprof", paths[2]]);
+    let tracer = Tracer::start(&args);
+    release_and_wait(child);
+    let done = tracer.stop();
+    assert!(done.status.success(), "osprey failed: {}", done.stderr);
+    let json: serde_json::Value = serde_json::from_slice(&done.stdout).expect("profile JSON");
+    Profiled {
+        folded: folded(&f),
+        svg: std::fs::read_to_string(&s).unwrap(),
+        pprof: std::fs::read(&p).unwrap(),
+        json,
+        done,
+    }
+}
+
+fn assert_chain(run: &Profiled, chain: &str, leaf: &str) {
+    let total: u64 = run.folded.iter().map(|(_, v)| v).sum();
+    let in_chain: u64 = run
+        .folded
+        .iter()
+        .filter(|(s, _)| s.contains(chain))
+        .map(|(_, v)| v)
+        .sum();
+    let in_leaf: u64 = run
+        .folded
+        .iter()
+        .filter(|(s, _)| s.split(';').any(|f| f == leaf))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(total >= 50, "too few samples ({total}): {:?}", run.folded);
+    assert!(
+        in_chain * 100 >= total * 80 && in_leaf * 100 >= total * 80,
+        "chain {chain}: {in_chain} of {total} samples, {leaf}: {in_leaf}; {:#?}\n{}",
+        run.folded,
+        run.done.stderr
+    );
+}
+
+fn assert_outputs_agree(run: &Profiled, names: &[&str]) {
+    let folded_total: u64 = run.folded.iter().map(|(_, v)| v).sum();
+    // The aggregated profile, the folded file and the kernel's own sample counters agree.
+    assert_eq!(run.json["total"].as_u64(), Some(folded_total));
+    let (cpu, cpu_dropped, _) = run.done.counters("cpu_sample");
+    let (copied, copied_dropped, _) = run.done.counters("user_stack");
+    assert_eq!((cpu_dropped, copied_dropped), (0, 0));
+    assert_eq!(cpu + copied, folded_total, "{}", run.done.stderr);
+    assert_eq!(
+        run.done.summary()["profile"]["losses"]["count_map_full"],
+        0,
+        "{}",
+        run.done.stderr
+    );
+
+    // SVG: well-formed XML naming every function.
+    let mut reader = quick_xml::Reader::from_str(&run.svg);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("SVG is not well-formed XML: {e}"),
+        }
+    }
+    for name in names {
+        assert!(run.svg.contains(name), "SVG lacks {name}");
+    }
+    assert!(run.svg.contains(&format!("{folded_total} samples")));
+
+    // pprof: gzip + profile.proto, same total, every sample's locations resolve.
+    let mut raw = Vec::new();
+    flate2::read::GzDecoder::new(run.pprof.as_slice())
+        .read_to_end(&mut raw)
+        .unwrap();
+    let p = osprey::profile::pprof::PprofProfile::decode(raw.as_slice()).expect("pprof decodes");
+    assert_eq!(p.string_table[0], "");
+    let total: i64 = p.sample.iter().map(|s| s.value[0]).sum();
+    assert_eq!(total as u64, folded_total);
+    for s in &p.sample {
+        assert_eq!(s.value[1], s.value[0] * p.period);
+        for id in &s.location_id {
+            assert!(p.location.iter().any(|l| l.id == *id));
+        }
+    }
+    let function_names: Vec<&str> = p
+        .function
+        .iter()
+        .map(|f| p.string_table[f.name as usize].as_str())
+        .collect();
+    for name in names {
+        assert!(
+            function_names.iter().any(|f| f == name),
+            "pprof lacks {name}"
+        );
+    }
+}
+
+#[test]
+fn c_with_frame_pointers_profiles_its_call_chain_in_every_format() {
+    if !bpf_available("profile_c_frame_pointers") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-c");
+    let program = build_c(dir.path());
+    let run = profile_run(
+        dir.path(),
+        &program,
+        "12",
+        &["--freq", "299", "--unwind", "fp"],
+    );
+    assert_chain(&run, "main;top;mid;leaf", "leaf");
+    assert_outputs_agree(&run, &["leaf", "mid", "top", "main"]);
+    let frames = run.json["stacks"][0]["frames"].as_array().unwrap();
+    let leaf = frames.iter().find(|f| f["name"] == "leaf").unwrap();
+    assert!(
+        leaf["file"].as_str().unwrap().ends_with("cburn.c"),
+        "{leaf}"
+    );
+    assert_eq!(leaf["line"].as_u64().map(|l| l > 0), Some(true), "{leaf}");
+}
+
+#[test]
+fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
+    if !bpf_available("profile_rust_dwarf") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-rust");
+    let program = build_rust(dir.path());
+    let chain = "osprey_burn::main;osprey_burn::top;osprey_burn::mid;osprey_burn::leaf";
+
+    let dwarf = profile_run(
+        dir.path(),
+        &program,
+        "12",
+        &["--freq", "299", "--unwind", "dwarf"],
+    );
+    assert_chain(&dwarf, chain, "osprey_burn::leaf");
+    assert_outputs_agree(
+        &dwarf,
+        &["osprey_burn::leaf", "osprey_burn::mid", "osprey_burn::top"],
+    );
+
+    // Frame pointers alone lose the chain: the reason dwarf exists.
+    let fp = profile_run(
+        dir.path(),
+        &program,
+        "6",
+        &["--freq", "299", "--unwind", "fp"],
+    );
+    let fp_chain: u64 = fp
+        .folded
+        .iter()
+        .filter(|(s, _)| s.contains(chain))
+        .map(|(_, v)| v)
+        .sum();
+    assert_eq!(fp_chain, 0, "{:?}", fp.folded);
+
+    // The default recognises the missing frame pointers and switches to dwarf.
+    let auto = profile_run(dir.path(), &program, "12", &["--freq", "299"]);
+    let total: u64 = auto.folded.iter().map(|(_, v)| v).sum();
+    let recovered: u64 = auto
+        .folded
+        .iter()
+        .filter(|(s, _)| s.contains(chain))
+        .map(|(_, v)| v)
+        .sum();
+    assert!(
+        recovered * 100 >= total * 70,
+        "auto: {recovered} of {total}: {:?}",
+        auto.folded
+    );
+}
+
+#[test]
+fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
+    if !bpf_available("profile_off_cpu") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-offcpu");
+    let program = build_c(dir.path());
+    let child = spawn_gated(&program, "sleep");
+    let pid = child.id().to_string();
+    let out = dir.path().join("off.folded");
+    let tracer = Tracer::start(&[
+        "profile",
+        "--off-cpu",
+        "--pid",
+        &pid,
+        "--folded",
+        out.to_str().unwrap(),
+    ]);
+    release_and_wait(child);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let stacks = folded(&out);
+    let slept: u64 = stacks
+        .iter()
+        .filter(|(s, _)| s.contains("main;sleepy_top;sleepy_leaf;"))
+        .map(|(_, v)| v)
+        .sum();
+    let secs = slept as f64 / 1e9;
+    assert!((0.8..=1.2).contains(&secs), "slept {secs} s: {stacks:?}");
+    // The kernel side shows where it blocked, without our own program's frames.
+    let line = &stacks.iter().max_by_key(|(_, v)| *v).unwrap().0;
+    assert!(line.contains("schedule_[k]"), "{line}");
+    assert!(!line.contains("bpf_prog"), "{line}");
+}
+
+#[test]
+fn bad_input_exits_2_with_a_clear_message() {
+    let gone = {
+        let mut c = Command::new("true").spawn().unwrap();
+        let pid = c.id();
+        c.wait().unwrap();
+        pid.to_string()
+    };
+    for (args, expect) in [
+        (vec!["profile", "--freq", "0"], "out of range"),
+        (vec!["profile", "--freq", "100000"], "out of range"),
+        (vec!["profile", "--pid", gone.as_str()], "no such process"),
+        (vec!["profile", "--children"], "--pid"),
+        (
+            vec!["profile", "--cgroup", "/nonexistent-cgroup"],
+            "--cgroup",
+        ),
+    ] {
+        let out = Command::new(OSPREY).args(&args).output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expect), "{args:?}: {stderr}");
+    }
+}

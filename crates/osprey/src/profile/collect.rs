@@ -1,0 +1,359 @@
+//! Collects a profile while it runs: reads the kernel's count map periodically to capture
+//! the maps of new processes (so they can be symbolized after they exit) and to switch
+//! frame-pointer-less processes to DWARF unwinding; unwinds copied user stacks as they
+//! arrive; at the end turns stack ids into symbolized, aggregated stacks.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
+use std::io;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
+
+use super::procmaps::ProcessMaps;
+use super::symbolize::{CodeAddr, Frame, Symbolizer};
+use super::unwind::{DwarfUnwinder, StackCopy};
+use super::{Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack};
+use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
+use crate::kernel::loader::{LoadError, LoadedCapability};
+use crate::pipeline::cache::ProcessContext;
+use crate::pipeline::event::{Event, Header, Payload};
+use crate::pipeline::sink::Sink;
+use crate::pipeline::text::until_nul;
+
+/// How often the count map is scanned for new processes.
+const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// Auto unwinding: samples looked at before deciding a process lacks frame pointers.
+const AUTO_DECIDE_AFTER: u64 = 5;
+/// Frame-pointer stacks this shallow (or less) count as truncated.
+const SHALLOW_DEPTH: usize = 3;
+
+type DwarfKey = (u32, [u8; COMM_LEN], i32, Vec<CodeAddr>);
+
+pub struct Collector {
+    options: ProfileOptions,
+    counts: BpfHashMap<MapData, ProfileKey, u64>,
+    stacks: StackTraceMap<MapData>,
+    errors: PerCpuArray<MapData, u64>,
+    dwarf_pids: BpfHashMap<MapData, u32, u8>,
+    /// User stack depth of every key seen (None: no user stack).
+    key_depths: HashMap<ProfileKey, Option<usize>>,
+    pub maps: ProcessMaps,
+    unwinder: DwarfUnwinder,
+    dwarf_counts: HashMap<DwarfKey, u64>,
+    pub switched_to_dwarf: HashSet<u32>,
+    last_scan: Option<Instant>,
+    /// Samples counted so far (approximate while running: the last scan's view).
+    pub samples_seen: u64,
+}
+
+fn map_error(cap: &LoadedCapability, what: &str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Map {
+        capability: cap.spec.name,
+        reason: format!("{what}: {e}"),
+    }
+}
+
+impl Collector {
+    pub fn new(cap: &mut LoadedCapability, options: ProfileOptions) -> Result<Self, LoadError> {
+        let counts_name = match options.kind {
+            ProfileKind::Cpu => "profile_counts",
+            ProfileKind::OffCpu => "offcpu_times",
+        };
+        let counts = BpfHashMap::try_from(cap.take_map(counts_name)?)
+            .map_err(|e| map_error(cap, counts_name, e))?;
+        let stacks = StackTraceMap::try_from(cap.take_map("profile_stacks")?)
+            .map_err(|e| map_error(cap, "profile_stacks", e))?;
+        let errors = PerCpuArray::try_from(cap.take_map("profile_errors")?)
+            .map_err(|e| map_error(cap, "profile_errors", e))?;
+        let dwarf_pids = BpfHashMap::try_from(cap.take_map("dwarf_pids")?)
+            .map_err(|e| map_error(cap, "dwarf_pids", e))?;
+        let mut pids: BpfHashMap<MapData, u32, u8> =
+            BpfHashMap::try_from(cap.take_map("profile_pids")?)
+                .map_err(|e| map_error(cap, "profile_pids", e))?;
+        let mut maps = ProcessMaps::default();
+        for &pid in &options.pids {
+            pids.insert(pid, 1, 0)
+                .map_err(|e| map_error(cap, "profile_pids", e))?;
+            maps.observe(pid);
+        }
+        Ok(Self {
+            options,
+            counts,
+            stacks,
+            errors,
+            dwarf_pids,
+            key_depths: HashMap::new(),
+            maps,
+            unwinder: DwarfUnwinder::default(),
+            dwarf_counts: HashMap::new(),
+            switched_to_dwarf: HashSet::new(),
+            last_scan: None,
+            samples_seen: 0,
+        })
+    }
+
+    /// Periodic work between ring drains; cheap when called more often than SCAN_EVERY.
+    pub fn tick(&mut self) {
+        if self.last_scan.is_some_and(|t| t.elapsed() < SCAN_EVERY) {
+            return;
+        }
+        self.last_scan = Some(Instant::now());
+        let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
+        let auto = self.options.unwind == UnwindMode::Auto && self.options.kind == ProfileKind::Cpu;
+        // Per undecided process: (samples with a user stack, samples with a shallow one).
+        let mut votes: HashMap<u32, (u64, u64)> = HashMap::new();
+        let mut total = 0;
+        for (key, value) in entries {
+            total += value;
+            if !self.key_depths.contains_key(&key) {
+                self.maps.observe(key.pid);
+                let depth = if key.user_stack >= 0 {
+                    self.stacks
+                        .get(&(key.user_stack as u32), 0)
+                        .map(|t| t.frames().len())
+                        .ok()
+                } else {
+                    None
+                };
+                self.key_depths.insert(key, depth);
+            }
+            if let (true, Some(depth)) = (auto, self.key_depths[&key]) {
+                if !self.switched_to_dwarf.contains(&key.pid) {
+                    let v = votes.entry(key.pid).or_default();
+                    v.0 += value;
+                    if depth <= SHALLOW_DEPTH {
+                        v.1 += value;
+                    }
+                }
+            }
+        }
+        for (pid, (samples, shallow)) in votes {
+            // Most stacks stop at once: no frame pointers. Copy its stacks from now on.
+            if samples >= AUTO_DECIDE_AFTER
+                && shallow * 2 > samples
+                && self.dwarf_pids.insert(pid, 1, 0).is_ok()
+            {
+                self.switched_to_dwarf.insert(pid);
+            }
+        }
+        self.samples_seen = self.dwarf_counts.values().sum::<u64>() + total;
+    }
+
+    pub fn on_user_stack(&mut self, header: &Header, sample: &UserStack) {
+        self.maps.observe(header.pid);
+        let frames = self.unwinder.unwind(
+            header.pid,
+            &self.maps,
+            &StackCopy {
+                ip: sample.ip,
+                sp: sample.sp,
+                bp: sample.bp,
+                stack: &sample.stack,
+            },
+        );
+        let mut comm = [0u8; COMM_LEN];
+        let n = header.comm.len().min(COMM_LEN);
+        comm[..n].copy_from_slice(&header.comm[..n]);
+        *self
+            .dwarf_counts
+            .entry((header.pid, comm, sample.kernel_stack, frames))
+            .or_default() += 1;
+    }
+
+    fn stack(&self, id: i32) -> Option<Vec<CodeAddr>> {
+        if id < 0 {
+            return None;
+        }
+        let trace = self.stacks.get(&(id as u32), 0).ok()?;
+        Some(
+            trace
+                .frames()
+                .iter()
+                .enumerate()
+                .map(|(i, f)| CodeAddr {
+                    addr: f.ip,
+                    is_return: i > 0,
+                })
+                .collect(),
+        )
+    }
+
+    fn losses(&self, ring_dropped: u64) -> Losses {
+        let slot = |s: u32| -> u64 { self.errors.get(&s, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Losses {
+            kernel_stack_collisions: slot(perr::KERNEL_COLLISION),
+            kernel_stack_faults: slot(perr::KERNEL_FAULT),
+            kernel_stack_map_full: slot(perr::KERNEL_NOMEM),
+            user_stack_collisions: slot(perr::USER_COLLISION),
+            user_stack_faults: slot(perr::USER_FAULT),
+            user_stack_map_full: slot(perr::USER_NOMEM),
+            count_map_full: slot(perr::COUNTS_FULL),
+            user_stack_copies_short: slot(perr::STACK_COPY_SHORT),
+            ring_dropped,
+            dwarf_unwind_failures: self.unwinder.failed,
+            processes_gone_before_maps: self.maps.missed,
+        }
+    }
+
+    /// Reads the final counts and builds the symbolized profile.
+    pub fn finish(mut self, command: String, duration_secs: f64, ring_dropped: u64) -> Profile {
+        self.last_scan = None;
+        self.tick();
+        // (pid, comm, kernel stack, user stack, value); None = not collected or lost.
+        type Raw = (u32, String, Stack, Stack, u64);
+        let mut raw: Vec<Raw> = Vec::new();
+        let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
+        for (key, value) in entries {
+            raw.push((
+                key.pid,
+                String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
+                Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
+                Stack::from_id(key.user_stack, self.stack(key.user_stack)),
+                value,
+            ));
+        }
+        for ((pid, comm, kernel_id, user), value) in std::mem::take(&mut self.dwarf_counts) {
+            raw.push((
+                pid,
+                String::from_utf8_lossy(until_nul(&comm)).into_owned(),
+                Stack::from_id(kernel_id, self.stack(kernel_id)),
+                Stack::Addrs(user),
+                value,
+            ));
+        }
+
+        let mut symbolizer = Symbolizer::new();
+        let mut kernel_addrs: Vec<CodeAddr> = raw
+            .iter()
+            .flat_map(|r| r.2.addrs().iter().copied())
+            .collect();
+        kernel_addrs.sort();
+        kernel_addrs.dedup();
+        let kernel_frames: HashMap<CodeAddr, Frame> = kernel_addrs
+            .iter()
+            .copied()
+            .zip(symbolizer.kernel(&kernel_addrs))
+            .collect();
+        let mut user_addrs: HashMap<u32, Vec<CodeAddr>> = HashMap::new();
+        for r in &raw {
+            user_addrs.entry(r.0).or_default().extend(r.3.addrs());
+        }
+        let mut user_frames: HashMap<(u32, CodeAddr), Frame> = HashMap::new();
+        for (pid, mut addrs) in user_addrs {
+            addrs.sort();
+            addrs.dedup();
+            let frames = symbolizer.user(pid, &self.maps, &addrs);
+            user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
+        }
+
+        let mut merged: HashMap<(u32, String, Vec<Frame>), u64> = HashMap::new();
+        for (pid, comm, kernel, user, value) in raw {
+            let mut frames: Vec<Frame> = Vec::new();
+            user.push_frames(&mut frames, false, |a| user_frames[&(pid, a)].clone());
+            kernel.push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
+            if self.options.kind == ProfileKind::OffCpu {
+                // Stacks taken at sched_switch end in our own program and its caller.
+                while frames
+                    .last()
+                    .is_some_and(|f| f.kernel && is_bpf_frame(&f.name))
+                {
+                    frames.pop();
+                }
+            }
+            *merged.entry((pid, comm, frames)).or_default() += value;
+        }
+        let mut stacks: Vec<StackSample> = merged
+            .into_iter()
+            .map(|((pid, comm, frames), value)| StackSample {
+                pid,
+                comm,
+                frames,
+                value,
+            })
+            .collect();
+        stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
+        let total = stacks.iter().map(|s| s.value).sum();
+        Profile {
+            kind: self.options.kind,
+            command,
+            duration_secs,
+            frequency_hz: self.options.frequency_hz,
+            unwind: self.options.unwind,
+            total,
+            unit: match self.options.kind {
+                ProfileKind::Cpu => "samples",
+                ProfileKind::OffCpu => "nanoseconds",
+            },
+            losses: self.losses(ring_dropped),
+            stacks,
+        }
+    }
+}
+
+fn is_bpf_frame(name: &str) -> bool {
+    name.starts_with("bpf_prog_")
+        || name.starts_with("bpf_trace_run")
+        || name.starts_with("__bpf_trace")
+}
+
+/// One side (kernel or user) of a sampled stack.
+enum Stack {
+    NotCollected,
+    /// bpf_get_stackid failed (counted in the losses).
+    Lost,
+    Addrs(Vec<CodeAddr>),
+}
+
+impl Stack {
+    fn from_id(id: i32, addrs: Option<Vec<CodeAddr>>) -> Self {
+        match addrs {
+            Some(a) => Stack::Addrs(a),
+            None if id == -1 => Stack::NotCollected,
+            None => Stack::Lost,
+        }
+    }
+
+    fn addrs(&self) -> &[CodeAddr] {
+        match self {
+            Stack::Addrs(a) => a,
+            _ => &[],
+        }
+    }
+
+    /// Appends outermost first.
+    fn push_frames(&self, out: &mut Vec<Frame>, kernel: bool, frame: impl Fn(CodeAddr) -> Frame) {
+        match self {
+            Stack::NotCollected => {}
+            Stack::Lost => out.push(Frame {
+                name: if kernel {
+                    "[kernel stack lost]".into()
+                } else {
+                    "[user stack lost]".into()
+                },
+                module: "[unknown]".into(),
+                file: None,
+                line: None,
+                kernel,
+            }),
+            Stack::Addrs(addrs) => out.extend(addrs.iter().rev().map(|&a| frame(a))),
+        }
+    }
+}
+
+/// Feeds copied user stacks from the shared pipeline into the collector.
+pub struct UserStackSink(pub Rc<RefCell<Collector>>);
+
+impl Sink for UserStackSink {
+    fn write(&mut self, event: &Event, _process: &ProcessContext<'_>) -> io::Result<()> {
+        if let Payload::ProfileUserStack(sample) = &event.payload {
+            self.0.borrow_mut().on_user_stack(&event.header, sample);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,268 @@
+//! `osprey profile`: on-CPU sampling (cpu-clock perf events on every CPU) and off-CPU time
+//! (sched_switch), stacks counted in the kernel, user stacks unwound by frame pointers in
+//! the kernel or from copied stacks with DWARF CFI in user space, symbolized with blazesym
+//! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
+
+pub mod collect;
+pub mod output;
+pub mod pprof;
+pub mod procmaps;
+pub mod symbolize;
+pub mod unwind;
+
+use serde::Serialize;
+
+use crate::abi::{self, kind};
+use crate::kernel::loader::{
+    Attach, CapabilitySpec, Hook, LoadOptions, PerfSampling, Role, SoftwarePerfEvent,
+};
+use crate::pipeline::event::DecodeError;
+
+pub use collect::Collector;
+pub use symbolize::Frame;
+
+pub const SPEC: CapabilitySpec = CapabilitySpec {
+    name: "profile",
+    object: osprey_bpf::PROFILE,
+    roles: &[
+        Role {
+            name: "cpu",
+            required: true,
+            hooks: &[Hook {
+                program: "profile_cpu",
+                attach: Attach::PerfEvent(SoftwarePerfEvent::CpuClock),
+            }],
+        },
+        Role {
+            name: "off-cpu",
+            required: true,
+            hooks: &[
+                Hook {
+                    program: "profile_offcpu_btf",
+                    attach: Attach::BtfTracepoint("sched_switch"),
+                },
+                Hook {
+                    program: "profile_offcpu_raw",
+                    attach: Attach::RawTracepoint("sched_switch"),
+                },
+            ],
+        },
+        Role {
+            name: "children",
+            required: true,
+            hooks: &[
+                Hook {
+                    program: "profile_children_btf",
+                    attach: Attach::BtfTracepoint("sched_process_fork"),
+                },
+                Hook {
+                    program: "profile_children_raw",
+                    attach: Attach::RawTracepoint("sched_process_fork"),
+                },
+            ],
+        },
+    ],
+    kinds: &[
+        (kind::PROFILE_SAMPLE, "cpu_sample"),
+        (kind::PROFILE_USER_STACK, "user_stack"),
+        (kind::OFFCPU, "off_cpu"),
+    ],
+    default_ring_bytes: 16 << 20,
+};
+
+/// Highest accepted sampling frequency: above this the profiler itself dominates.
+pub const MAX_FREQUENCY_HZ: u64 = 10_000;
+
+/// How user stacks are unwound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnwindMode {
+    /// Frame pointers in the kernel; a process whose stacks stay shallow (no frame
+    /// pointers) is switched to DWARF unwinding once recognised.
+    Auto,
+    FramePointer,
+    Dwarf,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ProfileKind {
+    /// Values are samples.
+    Cpu,
+    /// Values are nanoseconds blocked.
+    OffCpu,
+}
+
+#[derive(Debug, Clone)]
+pub struct ProfileOptions {
+    pub kind: ProfileKind,
+    pub frequency_hz: u64,
+    pub pids: Vec<u32>,
+    pub children: bool,
+    pub comm: Option<String>,
+    /// Cgroup v2 id and its depth below the root.
+    pub cgroup: Option<(u64, u32)>,
+    pub kernel: bool,
+    pub user: bool,
+    pub unwind: UnwindMode,
+    /// Bytes of user stack copied per sample for DWARF unwinding.
+    pub user_stack_bytes: u32,
+}
+
+impl Default for ProfileOptions {
+    fn default() -> Self {
+        Self {
+            kind: ProfileKind::Cpu,
+            frequency_hz: 99,
+            pids: Vec::new(),
+            children: false,
+            comm: None,
+            cgroup: None,
+            kernel: true,
+            user: true,
+            unwind: UnwindMode::Auto,
+            user_stack_bytes: 16384,
+        }
+    }
+}
+
+impl ProfileOptions {
+    /// Loader options: roles, sampling and the `.rodata` configuration.
+    pub fn load_options(&self) -> LoadOptions {
+        let mut roles = vec![match self.kind {
+            ProfileKind::Cpu => "cpu",
+            ProfileKind::OffCpu => "off-cpu",
+        }];
+        if self.children {
+            roles.push("children");
+        }
+        let (cgroup_id, cgroup_level) = self.cgroup.unwrap_or((0, 0));
+        let unwind_all = self.kind == ProfileKind::Cpu && self.unwind == UnwindMode::Dwarf;
+        LoadOptions {
+            config: crate::kernel::loader::KernelConfig {
+                comm: self.comm.clone(),
+                ..Default::default()
+            },
+            roles: Some(roles),
+            perf_sampling: Some(PerfSampling::Frequency(self.frequency_hz)),
+            extra_globals: vec![
+                ("collect_kernel", vec![u8::from(self.kernel)]),
+                ("collect_user", vec![u8::from(self.user)]),
+                ("filter_pids", vec![u8::from(!self.pids.is_empty())]),
+                ("target_cgroup_id", cgroup_id.to_ne_bytes().to_vec()),
+                ("target_cgroup_level", cgroup_level.to_ne_bytes().to_vec()),
+                ("unwind_all_dwarf", vec![u8::from(unwind_all)]),
+                (
+                    "user_stack_bytes",
+                    self.user_stack_bytes.to_ne_bytes().to_vec(),
+                ),
+            ],
+            ..Default::default()
+        }
+    }
+}
+
+/// Resolves a cgroup v2 directory to (id, level) for the in-kernel ancestor check.
+pub fn cgroup_target(path: &std::path::Path) -> Result<(u64, u32), String> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    if !meta.is_dir() {
+        return Err(format!("{}: not a cgroup directory", path.display()));
+    }
+    let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let root = std::path::Path::new("/sys/fs/cgroup");
+    let rel = canonical.strip_prefix(root).map_err(|_| {
+        format!(
+            "{}: not under the cgroup v2 hierarchy at /sys/fs/cgroup",
+            path.display()
+        )
+    })?;
+    // The cgroup v2 id is the directory's inode number; the root is level 0.
+    Ok((meta.ino(), rel.components().count() as u32))
+}
+
+/// A sample whose user stack was copied for unwinding in user space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserStack {
+    pub kernel_stack: i32,
+    pub ip: u64,
+    pub sp: u64,
+    pub bp: u64,
+    pub stack: Vec<u8>,
+}
+
+impl UserStack {
+    pub fn write_json<M: serde::ser::SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
+        map.serialize_entry("kernel_stack", &self.kernel_stack)?;
+        map.serialize_entry("ip", &self.ip)?;
+        map.serialize_entry("sp", &self.sp)?;
+        map.serialize_entry("stack_bytes", &self.stack.len())
+    }
+}
+
+pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStack, DecodeError> {
+    let malformed = |why| DecodeError::Malformed {
+        kind: "user_stack",
+        len: bytes.len(),
+        why,
+    };
+    let raw: abi::ProfileUserStack = abi::read(bytes).ok_or_else(|| malformed("short"))?;
+    let fixed = std::mem::size_of::<abi::ProfileUserStack>();
+    let stack = bytes
+        .get(fixed..fixed + raw.stack_len as usize)
+        .ok_or_else(|| malformed("stack shorter than stack_len"))?;
+    Ok(UserStack {
+        kernel_stack: raw.kernel_stack,
+        ip: raw.ip,
+        sp: raw.sp,
+        bp: raw.bp,
+        stack: stack.to_vec(),
+    })
+}
+
+/// One distinct stack of one process with its value (samples or nanoseconds).
+#[derive(Debug, Clone, Serialize)]
+pub struct StackSample {
+    pub pid: u32,
+    pub comm: String,
+    /// Outermost first: user frames, then kernel frames.
+    pub frames: Vec<Frame>,
+    pub value: u64,
+}
+
+/// Why samples or stacks are missing, all counted.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Losses {
+    pub kernel_stack_collisions: u64,
+    pub kernel_stack_faults: u64,
+    pub kernel_stack_map_full: u64,
+    pub user_stack_collisions: u64,
+    pub user_stack_faults: u64,
+    pub user_stack_map_full: u64,
+    pub count_map_full: u64,
+    pub user_stack_copies_short: u64,
+    pub ring_dropped: u64,
+    pub dwarf_unwind_failures: u64,
+    pub processes_gone_before_maps: u64,
+}
+
+impl Losses {
+    pub fn total_lost_samples(&self) -> u64 {
+        self.count_map_full + self.ring_dropped
+    }
+}
+
+/// The aggregated profile, the JSON document of `--output json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Profile {
+    pub kind: ProfileKind,
+    pub command: String,
+    pub duration_secs: f64,
+    pub frequency_hz: u64,
+    pub unwind: UnwindMode,
+    /// Sum of all values (samples, or nanoseconds off-CPU).
+    pub total: u64,
+    pub unit: &'static str,
+    pub losses: Losses,
+    pub stacks: Vec<StackSample>,
+}

@@ -1,0 +1,230 @@
+//! Addresses to function names: the kernel through kallsyms, user code through the ELF
+//! symbol tables and DWARF of the binaries mapped when the process was seen (blazesym,
+//! with Rust and C++ demangling), JIT code through /tmp/perf-PID.map.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use blazesym::symbolize::{source, Input, Symbolized, Symbolizer as Blaze};
+use serde::Serialize;
+
+use super::procmaps::ProcessMaps;
+
+/// One symbolized frame.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+pub struct Frame {
+    pub name: String,
+    /// Binary path, `[kernel]`, `[perf-map]` or `[unknown]`.
+    pub module: String,
+    pub file: Option<String>,
+    pub line: Option<u32>,
+    pub kernel: bool,
+}
+
+impl Frame {
+    fn unknown(addr: u64, kernel: bool) -> Self {
+        Frame {
+            name: format!("[unknown 0x{addr:x}]"),
+            module: "[unknown]".into(),
+            file: None,
+            line: None,
+            kernel,
+        }
+    }
+}
+
+/// A code address as sampled: the first frame is the interrupted instruction, the others
+/// return addresses (symbolized one byte earlier, inside the call).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct CodeAddr {
+    pub addr: u64,
+    pub is_return: bool,
+}
+
+impl CodeAddr {
+    fn lookup(self) -> u64 {
+        if self.is_return {
+            self.addr.saturating_sub(1)
+        } else {
+            self.addr
+        }
+    }
+}
+
+pub struct Symbolizer {
+    blaze: Blaze,
+    perf_maps: HashMap<u32, Vec<(u64, u64, String)>>,
+}
+
+impl Default for Symbolizer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Symbolizer {
+    pub fn new() -> Self {
+        Self {
+            blaze: Blaze::builder()
+                .enable_demangling(true)
+                .enable_code_info(true)
+                .enable_inlined_fns(false)
+                .build(),
+            perf_maps: HashMap::new(),
+        }
+    }
+
+    /// Kernel addresses, in order.
+    pub fn kernel(&mut self, addrs: &[CodeAddr]) -> Vec<Frame> {
+        let lookups: Vec<u64> = addrs.iter().map(|a| a.lookup()).collect();
+        let src = source::Source::Kernel(source::Kernel::default());
+        match self
+            .blaze
+            .symbolize(&src, Input::AbsAddr(lookups.as_slice()))
+        {
+            Ok(syms) => syms
+                .into_iter()
+                .zip(addrs)
+                .map(|(s, a)| to_frame(s, a.addr, true, "[kernel]"))
+                .collect(),
+            Err(_) => addrs.iter().map(|a| Frame::unknown(a.addr, true)).collect(),
+        }
+    }
+
+    /// User addresses of one process, in order.
+    pub fn user(&mut self, pid: u32, maps: &ProcessMaps, addrs: &[CodeAddr]) -> Vec<Frame> {
+        let mut frames: Vec<Option<Frame>> = vec![None; addrs.len()];
+        // Batch by binary: one blazesym call per file.
+        let mut by_file: HashMap<PathBuf, Vec<(usize, u64)>> = HashMap::new();
+        for (i, a) in addrs.iter().enumerate() {
+            if let Some(m) = maps.find(pid, a.lookup()) {
+                by_file
+                    .entry(m.path.clone())
+                    .or_default()
+                    .push((i, m.file_offset(a.lookup())));
+            }
+        }
+        for (path, items) in by_file {
+            let offsets: Vec<u64> = items.iter().map(|&(_, o)| o).collect();
+            let module = display_module(&path);
+            let src = source::Source::Elf(source::Elf::new(&path));
+            if let Ok(syms) = self
+                .blaze
+                .symbolize(&src, Input::FileOffset(offsets.as_slice()))
+            {
+                for (s, &(i, _)) in syms.into_iter().zip(&items) {
+                    frames[i] = Some(to_frame(s, addrs[i].addr, false, &module));
+                }
+            }
+        }
+        let perf_map = self
+            .perf_maps
+            .entry(pid)
+            .or_insert_with(|| read_perf_map(Path::new(&format!("/tmp/perf-{pid}.map"))));
+        frames
+            .into_iter()
+            .zip(addrs)
+            .map(|(f, a)| match f {
+                Some(f) if f.module != "[unknown]" => f,
+                _ => perf_map_lookup(perf_map, a.lookup())
+                    .map(|name| Frame {
+                        name: name.to_string(),
+                        module: "[perf-map]".into(),
+                        file: None,
+                        line: None,
+                        kernel: false,
+                    })
+                    .unwrap_or_else(|| Frame::unknown(a.addr, false)),
+            })
+            .collect()
+    }
+}
+
+fn display_module(path: &Path) -> String {
+    let text = path.to_string_lossy();
+    // Paths reached through /proc/PID/root are shown as the process saw them.
+    match text.strip_prefix("/proc/") {
+        Some(rest) => match rest.split_once("/root") {
+            Some((pid, p)) if pid.bytes().all(|b| b.is_ascii_digit()) => p.to_string(),
+            _ => text.into_owned(),
+        },
+        None => text.into_owned(),
+    }
+}
+
+fn to_frame(s: Symbolized<'_>, addr: u64, kernel: bool, module: &str) -> Frame {
+    match s {
+        Symbolized::Sym(sym) => {
+            let (file, line) = match &sym.code_info {
+                Some(ci) => (Some(ci.to_path().display().to_string()), ci.line),
+                None => (None, None),
+            };
+            Frame {
+                name: sym.name.into_owned(),
+                module: module.to_string(),
+                file,
+                line,
+                kernel,
+            }
+        }
+        Symbolized::Unknown(_) => Frame::unknown(addr, kernel),
+    }
+}
+
+/// `START SIZE NAME` lines in hex, as JITs write them.
+pub fn parse_perf_map(text: &str) -> Vec<(u64, u64, String)> {
+    let mut out: Vec<(u64, u64, String)> = text
+        .lines()
+        .filter_map(|line| {
+            let mut parts = line.splitn(3, ' ');
+            let start = parts.next()?.trim_start_matches("0x");
+            let size = parts.next()?.trim_start_matches("0x");
+            let name = parts.next()?.trim();
+            Some((
+                u64::from_str_radix(start, 16).ok()?,
+                u64::from_str_radix(size, 16).ok()?,
+                name.to_string(),
+            ))
+        })
+        .collect();
+    out.sort_by_key(|e| e.0);
+    out
+}
+
+fn read_perf_map(path: &Path) -> Vec<(u64, u64, String)> {
+    std::fs::read_to_string(path)
+        .map(|t| parse_perf_map(&t))
+        .unwrap_or_default()
+}
+
+fn perf_map_lookup(map: &[(u64, u64, String)], addr: u64) -> Option<&str> {
+    let i = map.partition_point(|e| e.0 <= addr);
+    let (start, size, name) = map.get(i.checked_sub(1)?)?;
+    (addr < start + size).then_some(name.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn perf_map_lookup_finds_the_enclosing_entry() {
+        let map = parse_perf_map("7f00 10 jit_a\n0x7f40 20 LazyCompile:*b app.js:3\nbad line\n");
+        assert_eq!(perf_map_lookup(&map, 0x7f05), Some("jit_a"));
+        assert_eq!(perf_map_lookup(&map, 0x7f10), None);
+        assert_eq!(
+            perf_map_lookup(&map, 0x7f5f),
+            Some("LazyCompile:*b app.js:3")
+        );
+        assert_eq!(perf_map_lookup(&map, 0x10), None);
+    }
+
+    #[test]
+    fn modules_reached_through_proc_root_show_the_process_path() {
+        assert_eq!(
+            display_module(Path::new("/proc/42/root/usr/lib/libc.so.6")),
+            "/usr/lib/libc.so.6"
+        );
+        assert_eq!(display_module(Path::new("/usr/bin/x")), "/usr/bin/x");
+    }
+}
