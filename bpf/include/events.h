@@ -20,6 +20,7 @@ enum osprey_kind {
 	OSPREY_KIND_EXEC = 2,
 	OSPREY_KIND_FORK = 3,
 	OSPREY_KIND_EXIT = 4,
+	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -38,6 +39,8 @@ enum osprey_status_bits {
 	OSPREY_ST_RESOLVED_BASE_DIR = 1 << 3,  /* resolved = directory to join with path */
 	OSPREY_ST_ARGS_TRUNCATED = 1 << 4,
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
+	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
+	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
 };
 
 /* Common header of every event; 64 bytes. */
@@ -113,6 +116,31 @@ struct osprey_exit {
 	__u64 start_boot_ns; /* process start, for lifetime */
 	__u32 exit_code;     /* wait status: (code << 8) | signal | 0x80 core */
 	__u32 _pad;
+};
+
+/*
+ * A security-relevant syscall (setuid family, capset, ptrace, modules, bpf, chmod/chown,
+ * unlink/rename/truncate/link/symlink, memfd_create, connect/bind/listen, setns/unshare,
+ * mount/umount, kill), read at exit so arguments and result come together.
+ * data: path as passed (path_len, NUL), second path (path2_len, NUL: rename/link target,
+ * symlink contents, mount source), resolved components leaf first (resolved_len; the file
+ * itself for fd-based calls, else the directory a relative path starts from, see
+ * status), then addr_len bytes of the sockaddr (connect/bind).
+ */
+struct osprey_sec_syscall {
+	struct osprey_event_header hdr;
+	__s64 ret;
+	__u64 args[6];   /* raw syscall arguments */
+	__u32 nr;        /* x86-64 syscall number */
+	__u32 old_uid;   /* real uid before the call (setid family, OSPREY_ST_OLD_IDS) */
+	__u32 old_euid;
+	__u16 status;    /* osprey_status_bits */
+	__u16 path_len;
+	__u16 path2_len;
+	__u16 resolved_len;
+	__u16 addr_len;
+	__u16 _pad;
+	char data[];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

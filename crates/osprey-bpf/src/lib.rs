@@ -22,6 +22,7 @@ macro_rules! object {
 pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
+pub const SECURITY: Object = object!("security");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE];
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, SECURITY];

@@ -353,6 +353,10 @@ fn rust_structs() -> Vec<RustStruct> {
         } flexible ["data"]),
         mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
         mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
+        mirror!(SecSyscall as "osprey_sec_syscall" {
+            hdr, ret, args, nr, old_uid, old_euid, status, path_len, path2_len, resolved_len,
+            addr_len, _pad,
+        } flexible ["data"]),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
     ]
 }
@@ -589,6 +593,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_EXEC", v(kind::EXEC)),
                 ("OSPREY_KIND_FORK", v(kind::FORK)),
                 ("OSPREY_KIND_EXIT", v(kind::EXIT)),
+                ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
             ],
         ),
         (
@@ -615,6 +620,8 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_ST_RESOLVED_BASE_DIR", w(status::RESOLVED_BASE_DIR)),
                 ("OSPREY_ST_ARGS_TRUNCATED", w(status::ARGS_TRUNCATED)),
                 ("OSPREY_ST_PATH_UNREADABLE", w(status::PATH_UNREADABLE)),
+                ("OSPREY_ST_KILLED", w(status::KILLED)),
+                ("OSPREY_ST_OLD_IDS", w(status::OLD_IDS)),
             ],
         ),
     ]
