@@ -8,5 +8,6 @@ pub mod files;
 pub mod kernel;
 pub mod pipeline;
 pub mod process;
+pub mod security;
 
 pub use osprey_bpf::abi;

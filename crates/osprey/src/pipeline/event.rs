@@ -3,7 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
-use crate::{files, process};
+use crate::{files, process, security};
 
 /// The common header of every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,6 +41,7 @@ pub enum Payload {
     Exec(process::Exec),
     Fork(process::Fork),
     Exit(process::Exit),
+    Security(security::syscall::SecSyscall),
 }
 
 impl Payload {
@@ -51,6 +52,7 @@ impl Payload {
             Payload::Exec(_) => "exec",
             Payload::Fork(_) => "fork",
             Payload::Exit(_) => "exit",
+            Payload::Security(_) => "security",
         }
     }
 
@@ -61,6 +63,7 @@ impl Payload {
             Payload::Exec(p) => p.write_json(map),
             Payload::Fork(p) => p.write_json(map),
             Payload::Exit(p) => p.write_json(map),
+            Payload::Security(p) => p.write_json(map),
         }
     }
 }
@@ -94,6 +97,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC => Payload::Exec(process::decode_exec(bytes)?),
         kind::FORK => Payload::Fork(process::decode_fork(bytes)?),
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
+        kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

@@ -139,6 +139,7 @@ impl<W: Write> Sink for TableSink<W> {
                     }
                     Payload::Fork(f) => ("-".into(), format!("child={}", f.child_pid)),
                     Payload::Exit(x) => ("-".into(), x.table_details(event.header.ts_boot_ns)),
+                    Payload::Security(s) => (s.ret.to_string(), s.table_details()),
                     Payload::FileOpen(_) => unreachable!("handled above"),
                 };
                 writeln!(
