@@ -57,6 +57,9 @@
 
 #define SOCKADDR_MAX 128
 
+/* The fixed part lives in osprey_scratch.fixed, right before data[]. */
+_Static_assert(sizeof(struct osprey_sec_syscall) <= 128, "fixed part larger than the scratch slot");
+
 /* Never read: keeps the event struct in this object's BTF for the ABI layout test. */
 struct osprey_sec_syscall *const osprey_abi_sec_syscall = 0;
 
@@ -274,7 +277,7 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 	}
 	ev->ret = ret;
 	ev->nr = nr;
-	for (int i = 0; i < 6; i++)
+	for (int i = 0; i < 4; i++)
 		ev->args[i] = args[i];
 	ev->old_uid = ev->hdr.uid;
 	ev->old_euid = BPF_CORE_READ(task, cred, euid.val);

@@ -130,7 +130,7 @@ struct osprey_exit {
 struct osprey_sec_syscall {
 	struct osprey_event_header hdr;
 	__s64 ret;
-	__u64 args[6];   /* raw syscall arguments */
+	__u64 args[4];   /* first raw syscall arguments (the fixed part must fit 128 bytes) */
 	__u32 nr;        /* x86-64 syscall number */
 	__u32 old_uid;   /* real uid before the call (setid family, OSPREY_ST_OLD_IDS) */
 	__u32 old_euid;

@@ -110,7 +110,7 @@ pub struct Exit {
 pub struct SecSyscall {
     pub hdr: EventHeader,
     pub ret: i64,
-    pub args: [u64; 6],
+    pub args: [u64; 4],
     pub nr: u32,
     pub old_uid: u32,
     pub old_euid: u32,

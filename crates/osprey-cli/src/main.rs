@@ -2,6 +2,7 @@
 //! error, 77 missing privilege or kernel feature.
 
 mod check;
+mod secure;
 mod trace;
 
 use std::process::ExitCode;
@@ -27,6 +28,11 @@ enum Command {
     Files(trace::FilesArgs),
     /// Trace process execs (including failed ones), forks and exits.
     Exec(trace::ExecArgs),
+    /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
+    Secure(secure::SecureArgs),
+    /// Check rule files or show the default rules.
+    #[command(subcommand)]
+    Rules(secure::RulesCommand),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Files(args) => trace::run_files(args),
         Command::Exec(args) => trace::run_exec(args),
+        Command::Secure(args) => secure::run_secure(args),
+        Command::Rules(cmd) => secure::run_rules(cmd),
     };
     match result {
         Ok(code) => code,

@@ -77,7 +77,7 @@ fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
+pub(crate) fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     let missing = privileges::missing_for_tracing(privileges::effective());
     if missing.is_empty() {
         Ok(())
@@ -89,7 +89,7 @@ fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     }
 }
 
-fn load(
+pub(crate) fn load(
     spec: osprey::kernel::loader::CapabilitySpec,
     options: &LoadOptions,
 ) -> Result<LoadedCapability, Failure> {
@@ -102,7 +102,7 @@ fn load(
     })
 }
 
-fn report_degraded(cap: &LoadedCapability) {
+pub(crate) fn report_degraded(cap: &LoadedCapability) {
     for outcome in &cap.outcomes {
         if outcome.chosen.is_none() {
             eprintln!(
@@ -208,15 +208,26 @@ fn run_pipeline(
     layout: Layout,
     what: &str,
 ) -> Result<ExitCode, Failure> {
-    let _run_time_stats = RunTimeStats::enable();
-    let mut cache = ProcessCache::new(65536, 5_000_000_000);
-    cache.seed_from_proc();
     let clock = Clock::now();
     let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let mut sink: Box<dyn Sink> = match run.output {
+    let sink: Box<dyn Sink + '_> = match run.output {
         Output::Json => Box::new(JsonSink::new(stdout, clock)),
         Output::Table => Box::new(TableSink::new(stdout, clock, layout)),
     };
+    run_pipeline_into(capabilities, filter, run, sink, what)
+}
+
+/// Runs the shared pipeline into any sink (e.g. the detect stage of `osprey secure`).
+pub(crate) fn run_pipeline_into(
+    capabilities: Vec<LoadedCapability>,
+    filter: EventFilter,
+    run: &RunArgs,
+    mut sink: Box<dyn Sink + '_>,
+    what: &str,
+) -> Result<ExitCode, Failure> {
+    let _run_time_stats = RunTimeStats::enable();
+    let mut cache = ProcessCache::new(65536, 5_000_000_000);
+    cache.seed_from_proc();
     let options = RunOptions {
         duration: run.duration.map(Duration::from_secs_f64),
         count: run.count,

@@ -88,6 +88,8 @@ pub struct LoadOptions {
     pub denied_programs: BTreeSet<String>,
     /// Load and attach, then detach at once (for `osprey check`).
     pub dry_run: bool,
+    /// Capability-specific `.rodata` settings (name, bytes), e.g. the files prefilter flag.
+    pub extra_globals: Vec<(&'static str, Vec<u8>)>,
 }
 
 impl LoadOptions {
@@ -186,6 +188,9 @@ impl LoadedCapability {
             .override_global("target_comm", &comm, false)
             .override_global("rate_per_process", &rate_process, false)
             .override_global("rate_global_per_cpu", &rate_global, false);
+        for (name, bytes) in &options.extra_globals {
+            loader.override_global(name, bytes.as_slice(), true);
+        }
         let mut ebpf = loader
             .load(spec.object.bytes)
             .map_err(|e| LoadError::Object {
@@ -243,6 +248,11 @@ impl LoadedCapability {
             let hook = o.chosen?;
             Some((o.role, self.ebpf.program(hook.program)?, hook))
         })
+    }
+
+    /// A map of the object other than the ring and counters, to fill from user space.
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
     }
 
     /// Sums the per-CPU counters of one event kind.

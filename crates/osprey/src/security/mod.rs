@@ -1,6 +1,9 @@
 //! Runtime security (`osprey secure`): security-relevant syscall events, the rules engine,
 //! the detect stage that turns matching events into alerts, and enforcement.
 
+pub mod detect;
+pub mod enforce;
+pub mod kernel_maps;
 pub mod rules;
 pub mod syscall;
 

@@ -86,7 +86,7 @@ pub fn classes() -> impl Iterator<Item = &'static str> {
 pub struct SecSyscall {
     pub nr: u32,
     pub ret: i64,
-    pub args: [u64; 6],
+    pub args: [u64; 4],
     pub old_uid: u32,
     pub old_euid: u32,
     pub status: u16,

@@ -118,6 +118,9 @@ impl Rule {
                 Piece::Text(t) => out.push_str(t),
                 Piece::Field(f) => match view.get(*f) {
                     Some(fields::Value::Str(s)) => out.push_str(&String::from_utf8_lossy(&s)),
+                    Some(fields::Value::Int(i)) if fields::name(*f) == "file.mode" => {
+                        out.push_str(&format!("{i:04o}"))
+                    }
                     Some(fields::Value::Int(i)) => out.push_str(&i.to_string()),
                     Some(fields::Value::Bool(b)) => out.push_str(&b.to_string()),
                     Some(fields::Value::StrList(l)) => out.push_str(

@@ -39,7 +39,7 @@ pub const NAME_MAX: usize = 31;
 pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
     let mut all = BTreeSet::new();
     for rule in &rules.rules {
-        match constraint(&rule.condition) {
+        match constraint(&rule.condition, &["open"]) {
             Constraint::Any => {
                 return OpenPrefilter::Unfiltered {
                     rule: rule.name.clone(),
@@ -50,6 +50,15 @@ pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
         }
     }
     OpenPrefilter::Patterns(all)
+}
+
+/// The path patterns one condition requires of a file open or exec (`None`: any path).
+pub fn required_paths(condition: &Expr) -> Option<BTreeSet<PathPattern>> {
+    match constraint(condition, &["open", "exec"]) {
+        Constraint::Paths(p) => Some(p),
+        Constraint::NotOpen => Some(BTreeSet::new()),
+        Constraint::Any => None,
+    }
 }
 
 fn text(l: &Literal) -> Option<&str> {
@@ -102,12 +111,12 @@ fn path_pattern(op: Op, value: &str) -> Constraint {
     }
 }
 
-fn constraint(e: &Expr) -> Constraint {
+fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
     let field = |id| fields::name(id);
     match e {
         Expr::Cmp { field: f, op, value } => match (field(*f), op) {
             ("evt.kind", Op::Eq) => {
-                if text(value) == Some("open") {
+                if text(value).is_some_and(|k| kinds.contains(&k)) {
                     Constraint::Any
                 } else {
                     Constraint::NotOpen
@@ -119,7 +128,7 @@ fn constraint(e: &Expr) -> Constraint {
         },
         Expr::In { field: f, set } => match field(*f) {
             "evt.kind" => {
-                if set.iter().any(|l| text(l) == Some("open")) {
+                if set.iter().any(|l| text(l).is_some_and(|k| kinds.contains(&k))) {
                     Constraint::Any
                 } else {
                     Constraint::NotOpen
@@ -136,7 +145,7 @@ fn constraint(e: &Expr) -> Constraint {
             _ => Constraint::Any,
         },
         Expr::And(parts) => {
-            let cs: Vec<Constraint> = parts.iter().map(constraint).collect();
+            let cs: Vec<Constraint> = parts.iter().map(|p| constraint(p, kinds)).collect();
             if cs.contains(&Constraint::NotOpen) {
                 return Constraint::NotOpen;
             }
@@ -149,7 +158,7 @@ fn constraint(e: &Expr) -> Constraint {
                 .min_by_key(BTreeSet::len)
                 .map_or(Constraint::Any, Constraint::Paths)
         }
-        Expr::Or(parts) => union(parts.iter().map(constraint)),
+        Expr::Or(parts) => union(parts.iter().map(|p| constraint(p, kinds))),
         Expr::Not(_) => Constraint::Any,
     }
 }
