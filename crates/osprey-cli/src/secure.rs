@@ -45,7 +45,10 @@ pub enum RulesCommand {
     Show,
 }
 
-fn read_sources(paths: &[std::path::PathBuf], defaults: bool) -> Result<Vec<(String, String)>, Failure> {
+fn read_sources(
+    paths: &[std::path::PathBuf],
+    defaults: bool,
+) -> Result<Vec<(String, String)>, Failure> {
     let mut sources = Vec::new();
     if defaults {
         sources.push((DEFAULT_RULES_NAME.to_string(), DEFAULT_RULES.to_string()));
@@ -59,7 +62,10 @@ fn read_sources(paths: &[std::path::PathBuf], defaults: bool) -> Result<Vec<(Str
 }
 
 fn load_rules(sources: &[(String, String)]) -> Result<RuleSet, Failure> {
-    let refs: Vec<(&str, &str)> = sources.iter().map(|(n, t)| (n.as_str(), t.as_str())).collect();
+    let refs: Vec<(&str, &str)> = sources
+        .iter()
+        .map(|(n, t)| (n.as_str(), t.as_str()))
+        .collect();
     rules::load(&refs).map_err(|e| Failure::Usage(format!("invalid rules:\n{e}")))
 }
 
@@ -99,7 +105,9 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let sources = read_sources(&args.rules, !args.no_default_rules)?;
     let set = load_rules(&sources)?;
     if set.rules.is_empty() {
-        return Err(Failure::Usage("no rules to run (--no-default-rules and no --rules)".into()));
+        return Err(Failure::Usage(
+            "no rules to run (--no-default-rules and no --rules)".into(),
+        ));
     }
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
     let deny_marks = enforce::deny_marks(&set).map_err(joined)?;
@@ -185,9 +193,13 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     )
     .shared();
     if args.enforce && !deny_marks.is_empty() {
-        let fan = enforce::Fanotify::new(&deny_marks)
-            .map_err(|e| Failure::Privilege(format!("deny rules need fanotify permission events: {e}")))?;
-        eprintln!("osprey: enforcing deny rules with fanotify on {}", fan.marked.join(", "));
+        let fan = enforce::Fanotify::new(&deny_marks).map_err(|e| {
+            Failure::Privilege(format!("deny rules need fanotify permission events: {e}"))
+        })?;
+        eprintln!(
+            "osprey: enforcing deny rules with fanotify on {}",
+            fan.marked.join(", ")
+        );
         fan.spawn(set.clone(), alerts.clone());
     }
     if args.enforce && !kill_entries.is_empty() {
@@ -201,6 +213,7 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         })],
         alerts,
     });
-    let filter: EventFilter = Box::new(|event, _| !matches!(event.payload, Payload::Fork(_) | Payload::Exit(_)));
+    let filter: EventFilter =
+        Box::new(|event, _| !matches!(event.payload, Payload::Fork(_) | Payload::Exit(_)));
     run_pipeline_into(capabilities, filter, &args.run, sink, "security events")
 }

@@ -67,7 +67,12 @@ impl AlertWriter {
         Arc::new(Mutex::new(self))
     }
 
-    pub fn write(&mut self, alert: &Alert<'_>, event: &Event, ctx: &ProcessContext<'_>) -> io::Result<()> {
+    pub fn write(
+        &mut self,
+        alert: &Alert<'_>,
+        event: &Event,
+        ctx: &ProcessContext<'_>,
+    ) -> io::Result<()> {
         self.written += 1;
         let latency_ns = crate::kernel::boot_time_ns().saturating_sub(event.header.ts_boot_ns);
         match self.format {
@@ -148,6 +153,9 @@ impl Sink for DetectSink {
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.alerts.lock().unwrap_or_else(|e| e.into_inner()).flush()
+        self.alerts
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flush()
     }
 }

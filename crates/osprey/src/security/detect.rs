@@ -17,7 +17,11 @@ pub struct RulesDetector {
 }
 
 /// Outcome of a matching rule for an event seen on the rings.
-pub fn outcome(rule: &Rule, event: &Event, enforcing: bool) -> Option<(&'static str, Option<&'static str>)> {
+pub fn outcome(
+    rule: &Rule,
+    event: &Event,
+    enforcing: bool,
+) -> Option<(&'static str, Option<&'static str>)> {
     Some(match rule.action {
         Action::Alert => ("alerted", None),
         Action::Deny => {
@@ -35,13 +39,20 @@ pub fn outcome(rule: &Rule, event: &Event, enforcing: bool) -> Option<(&'static 
         }
         Action::Kill => match &event.payload {
             Payload::Security(s) if s.killed() => ("killed", Some(KILL_NOTE)),
-            _ if enforcing => ("not_killed", Some("the kernel's kill map did not cover this event")),
+            _ if enforcing => (
+                "not_killed",
+                Some("the kernel's kill map did not cover this event"),
+            ),
             _ => ("would_kill", Some("run with --enforce to kill")),
         },
     })
 }
 
-pub fn alert_for<'r>(rule: &'r Rule, view: &View<'_>, outcome: (&'static str, Option<&'static str>)) -> Alert<'r> {
+pub fn alert_for<'r>(
+    rule: &'r Rule,
+    view: &View<'_>,
+    outcome: (&'static str, Option<&'static str>),
+) -> Alert<'r> {
     Alert {
         rule: &rule.name,
         severity: rule.severity.name(),
@@ -54,7 +65,12 @@ pub fn alert_for<'r>(rule: &'r Rule, view: &View<'_>, outcome: (&'static str, Op
 }
 
 impl Detector for RulesDetector {
-    fn detect(&mut self, event: &Event, ctx: &ProcessContext<'_>, raise: &mut dyn FnMut(Alert<'_>)) {
+    fn detect(
+        &mut self,
+        event: &Event,
+        ctx: &ProcessContext<'_>,
+        raise: &mut dyn FnMut(Alert<'_>),
+    ) {
         let view = View {
             event,
             process: ctx,

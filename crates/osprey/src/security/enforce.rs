@@ -65,8 +65,14 @@ pub fn kill_entries(rules: &RuleSet) -> Result<Vec<KillEntry>, Vec<RuleError>> {
         let mut bad = None;
         for t in terms {
             let (field, values): (&str, Vec<&Literal>) = match t {
-                Expr::Cmp { field, op: Op::Eq, value } => (super::rules::fields::name(*field), vec![value]),
-                Expr::In { field, set } => (super::rules::fields::name(*field), set.iter().collect()),
+                Expr::Cmp {
+                    field,
+                    op: Op::Eq,
+                    value,
+                } => (super::rules::fields::name(*field), vec![value]),
+                Expr::In { field, set } => {
+                    (super::rules::fields::name(*field), set.iter().collect())
+                }
                 _ => {
                     bad = Some("only `=` and `in` comparisons joined by `and`".to_string());
                     break;
@@ -90,7 +96,9 @@ pub fn kill_entries(rules: &RuleSet) -> Result<Vec<KillEntry>, Vec<RuleError>> {
                             SYSCALLS.iter().filter(|x| x.2 == s).map(|x| x.0).collect()
                         };
                         if nrs.is_empty() {
-                            bad = Some(format!("`{s}` is not a security syscall the kernel side sees"));
+                            bad = Some(format!(
+                                "`{s}` is not a security syscall the kernel side sees"
+                            ));
                         }
                         set.extend(nrs);
                     }
@@ -191,11 +199,16 @@ impl Fanotify {
                 mask |= libc::FAN_EVENT_ON_CHILD;
             }
             // SAFETY: valid fanotify fd and path.
-            let rc = unsafe { libc::fanotify_mark(raw, libc::FAN_MARK_ADD, mask, libc::AT_FDCWD, c.as_ptr()) };
+            let rc = unsafe {
+                libc::fanotify_mark(raw, libc::FAN_MARK_ADD, mask, libc::AT_FDCWD, c.as_ptr())
+            };
             if rc < 0 {
                 return Err(std::io::Error::new(
                     std::io::Error::last_os_error().kind(),
-                    format!("fanotify mark on {path}: {}", std::io::Error::last_os_error()),
+                    format!(
+                        "fanotify mark on {path}: {}",
+                        std::io::Error::last_os_error()
+                    ),
                 ));
             }
             marked.push(path.clone());
@@ -206,13 +219,18 @@ impl Fanotify {
     /// Runs forever on a new thread, denying what the deny rules match.
     pub fn spawn(self, rules: RuleSet, alerts: SharedAlerts) -> std::thread::JoinHandle<()> {
         std::thread::spawn(move || {
-            let deny: Vec<Rule> = rules.rules.into_iter().filter(|r| r.action == Action::Deny).collect();
+            let deny: Vec<Rule> = rules
+                .rules
+                .into_iter()
+                .filter(|r| r.action == Action::Deny)
+                .collect();
             let mut cache = ProcessCache::new(4096, 5_000_000_000);
             let me = std::process::id() as i32;
             let mut buf = vec![0u8; 64 * 1024];
             loop {
                 // SAFETY: valid fd and buffer.
-                let n = unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                let n =
+                    unsafe { libc::read(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
                 if n <= 0 {
                     if std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted {
                         continue;
@@ -238,7 +256,11 @@ impl Fanotify {
                         || !self.decide(&deny, &mut cache, &meta, file.as_raw_fd(), &alerts);
                     let response = libc::fanotify_response {
                         fd: meta.fd,
-                        response: if allow { libc::FAN_ALLOW } else { libc::FAN_DENY },
+                        response: if allow {
+                            libc::FAN_ALLOW
+                        } else {
+                            libc::FAN_DENY
+                        },
                     };
                     // SAFETY: valid fd and response struct.
                     unsafe {
@@ -301,7 +323,11 @@ impl Fanotify {
             event: &event,
             process: &ctx,
         };
-        let alert = alert_for(&deny[i], &view, ("blocked", Some("denied before it happened (fanotify)")));
+        let alert = alert_for(
+            &deny[i],
+            &view,
+            ("blocked", Some("denied before it happened (fanotify)")),
+        );
         let mut w = alerts.lock().unwrap_or_else(|e| e.into_inner());
         let _ = w.write(&alert, &event, &ctx);
         let _ = w.flush();
@@ -358,13 +384,20 @@ mod tests {
         let bad = rules("- rule: k\n  desc: d\n  severity: high\n  action: kill\n  condition: evt.kind = ptrace and file.path = /x\n");
         let e = kill_entries(&bad).unwrap_err();
         assert!(e[0].to_string().starts_with("k.yaml:1:3: "), "{}", e[0]);
-        assert!(e[0].message.contains("`file.path` cannot be decided"), "{}", e[0]);
+        assert!(
+            e[0].message.contains("`file.path` cannot be decided"),
+            "{}",
+            e[0]
+        );
     }
 
     #[test]
     fn deny_rules_need_literal_paths() {
         let ok = rules("- rule: d\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = open and file.path in (/srv/a, /srv/b)\n");
-        assert_eq!(deny_marks(&ok).unwrap(), vec!["/srv/a".to_string(), "/srv/b".to_string()]);
+        assert_eq!(
+            deny_marks(&ok).unwrap(),
+            vec!["/srv/a".to_string(), "/srv/b".to_string()]
+        );
         let bad = rules("- rule: d\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = open and proc.name = x\n");
         assert!(deny_marks(&bad).is_err());
     }

@@ -57,17 +57,11 @@ pub const SYSCALLS: &[(u32, &str, &str)] = &[
 ];
 
 pub fn syscall_name(nr: u32) -> &'static str {
-    SYSCALLS
-        .iter()
-        .find(|s| s.0 == nr)
-        .map_or("?", |s| s.1)
+    SYSCALLS.iter().find(|s| s.0 == nr).map_or("?", |s| s.1)
 }
 
 pub fn syscall_class(nr: u32) -> &'static str {
-    SYSCALLS
-        .iter()
-        .find(|s| s.0 == nr)
-        .map_or("?", |s| s.2)
+    SYSCALLS.iter().find(|s| s.0 == nr).map_or("?", |s| s.2)
 }
 
 pub fn syscall_number(name: &str) -> Option<u32> {

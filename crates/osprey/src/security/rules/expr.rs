@@ -210,7 +210,10 @@ pub fn parse(
     if t.tok != Tok::End {
         return Err(Err(ExprError {
             offset: t.at,
-            message: format!("expected `and`, `or` or the end, found {}", describe(&t.tok)),
+            message: format!(
+                "expected `and`, `or` or the end, found {}",
+                describe(&t.tok)
+            ),
         }));
     }
     Ok(e)
@@ -286,7 +289,10 @@ impl Parser<'_> {
                 let e = self.or()?;
                 let close = self.next();
                 if close.tok != Tok::RParen {
-                    return perr(close.at, format!("expected `)`, found {}", describe(&close.tok)));
+                    return perr(
+                        close.at,
+                        format!("expected `)`, found {}", describe(&close.tok)),
+                    );
                 }
                 Ok(e)
             }
@@ -300,7 +306,10 @@ impl Parser<'_> {
                     self.macro_ref(&w, t.at)
                 }
             }
-            other => perr(t.at, format!("expected a condition, found {}", describe(&other))),
+            other => perr(
+                t.at,
+                format!("expected a condition, found {}", describe(&other)),
+            ),
         }
     }
 
@@ -318,7 +327,9 @@ impl Parser<'_> {
         if let Some(s) = fields::nearest(name, self.scope.macros.keys().map(String::as_str)) {
             msg.push_str(&format!(" (did you mean `{s}`?)"));
         } else if let Some(s) = fields::nearest(name, fields::FIELDS.iter().map(|f| f.0)) {
-            msg.push_str(&format!(" (did you mean the field `{s}` with an operator?)"));
+            msg.push_str(&format!(
+                " (did you mean the field `{s}` with an operator?)"
+            ));
         }
         perr(at, msg)
     }
@@ -343,7 +354,11 @@ impl Parser<'_> {
                 let set = self.set(ty)?;
                 return Ok(Expr::In { field, set });
             }
-            Tok::Word(w) => STR_OPS.iter().find(|s| s.0 == w).map(|s| s.1).expect("checked"),
+            Tok::Word(w) => STR_OPS
+                .iter()
+                .find(|s| s.0 == w)
+                .map(|s| s.1)
+                .expect("checked"),
             _ => unreachable!("checked by the caller"),
         };
         let allowed = match op {
@@ -355,7 +370,11 @@ impl Parser<'_> {
         if !allowed {
             return perr(
                 op_tok.at,
-                format!("operator {} does not apply to `{name}`, {}", describe(&op_tok.tok), ty.name()),
+                format!(
+                    "operator {} does not apply to `{name}`, {}",
+                    describe(&op_tok.tok),
+                    ty.name()
+                ),
             );
         }
         let value_ty = if ty == Type::StrList { Type::Str } else { ty };
@@ -377,7 +396,13 @@ impl Parser<'_> {
             }
             Tok::LParen => {}
             other => {
-                return perr(open.at, format!("expected `(` or a list name after `in`, found {}", describe(other)));
+                return perr(
+                    open.at,
+                    format!(
+                        "expected `(` or a list name after `in`, found {}",
+                        describe(other)
+                    ),
+                );
             }
         }
         loop {
@@ -393,7 +418,12 @@ impl Parser<'_> {
             match sep.tok {
                 Tok::Comma => continue,
                 Tok::RParen => return Ok(out),
-                other => return perr(sep.at, format!("expected `,` or `)`, found {}", describe(&other))),
+                other => {
+                    return perr(
+                        sep.at,
+                        format!("expected `,` or `)`, found {}", describe(&other)),
+                    )
+                }
             }
         }
     }
@@ -543,11 +573,16 @@ mod tests {
 
     #[test]
     fn parses_precedence_and_sets() {
-        let e = p("proc.name in (shells, zsh) and not file.path startswith /tmp or is_cat").unwrap();
-        let Expr::Or(parts) = e else { panic!("or at top") };
+        let e =
+            p("proc.name in (shells, zsh) and not file.path startswith /tmp or is_cat").unwrap();
+        let Expr::Or(parts) = e else {
+            panic!("or at top")
+        };
         assert_eq!(parts.len(), 2);
         let Expr::And(and) = &parts[0] else { panic!() };
-        let Expr::In { set, .. } = &and[0] else { panic!() };
+        let Expr::In { set, .. } = &and[0] else {
+            panic!()
+        };
         assert_eq!(set.len(), 3);
         assert!(matches!(and[1], Expr::Not(_)));
     }
@@ -556,12 +591,25 @@ mod tests {
     fn rejects_with_offsets_and_suggestions() {
         let e = p("proc.nme = x").unwrap_err();
         assert_eq!(e.offset, 0);
-        assert!(e.message.contains("did you mean `proc.name`"), "{}", e.message);
+        assert!(
+            e.message.contains("did you mean `proc.name`"),
+            "{}",
+            e.message
+        );
         let e = p("proc.name = a and proc.pid = abc").unwrap_err();
         assert_eq!(e.offset, 29);
-        assert!(e.message.contains("`abc` is not an integer"), "{}", e.message);
+        assert!(
+            e.message.contains("`abc` is not an integer"),
+            "{}",
+            e.message
+        );
         let e = p("proc.name startswith x and is_ct").unwrap_err();
-        assert!(e.message.contains("undefined macro `is_ct` (did you mean `is_cat`?)"), "{}", e.message);
+        assert!(
+            e.message
+                .contains("undefined macro `is_ct` (did you mean `is_cat`?)"),
+            "{}",
+            e.message
+        );
         let e = p("proc.pid startswith 1").unwrap_err();
         assert_eq!(e.offset, 9);
         let e = p("(proc.pid = 1").unwrap_err();

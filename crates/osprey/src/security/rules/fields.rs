@@ -180,7 +180,9 @@ impl<'a> View<'a> {
             )),
             "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
             "file.name" => self.path().and_then(|b| str_(base_name(b))),
-            "file.newpath" => sec.filter(|s| !s.path2.is_empty()).and_then(|s| str_(&s.path2)),
+            "file.newpath" => sec
+                .filter(|s| !s.path2.is_empty())
+                .and_then(|s| str_(&s.path2)),
             "file.flags" => match payload {
                 Payload::FileOpen(f) => int(f.flags as i64),
                 _ => None,
@@ -213,24 +215,45 @@ impl<'a> View<'a> {
                 Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
                 _ => None,
             },
-            "setid.old_uid" => sec.filter(|s| s.class() == "setid").map(|s| Value::Int(s.old_uid.into())),
-            "setid.old_euid" => sec.filter(|s| s.class() == "setid").map(|s| Value::Int(s.old_euid.into())),
+            "setid.old_uid" => sec
+                .filter(|s| s.class() == "setid")
+                .map(|s| Value::Int(s.old_uid.into())),
+            "setid.old_euid" => sec
+                .filter(|s| s.class() == "setid")
+                .map(|s| Value::Int(s.old_euid.into())),
             "setid.to_root" => sec.filter(|s| s.class() == "setid").map(|s| {
                 let (r, e, su) = s.requested_ids();
                 Value::Bool(r == 0 || e == 0 || su == 0)
             }),
             "chown.uid" => sec.and_then(|s| s.owner()).map(|o| Value::Int(o.0)),
             "chown.gid" => sec.and_then(|s| s.owner()).map(|o| Value::Int(o.1)),
-            "ptrace.request" => sec.filter(|s| s.name() == "ptrace").map(|s| Value::Int(s.args[0] as i64)),
+            "ptrace.request" => sec
+                .filter(|s| s.name() == "ptrace")
+                .map(|s| Value::Int(s.args[0] as i64)),
             "target.pid" => sec.and_then(|s| s.target_pid()).map(Value::Int),
             "kill.signal" => sec.and_then(|s| s.signal()).map(Value::Int),
-            "bpf.cmd" => sec.filter(|s| s.name() == "bpf").map(|s| Value::Int(s.args[0] as i64)),
+            "bpf.cmd" => sec
+                .filter(|s| s.name() == "bpf")
+                .map(|s| Value::Int(s.args[0] as i64)),
             "ns.flags" => sec
                 .filter(|s| s.name() == "setns" || s.name() == "unshare")
-                .map(|s| Value::Int(if s.name() == "setns" { s.args[1] } else { s.args[0] } as i64)),
-            "net.addr" => sec.and_then(|s| s.addr.as_ref()).map(|a| Value::Str(Cow::Owned(a.text()))),
-            "net.port" => sec.and_then(|s| s.addr.as_ref()).and_then(|a| a.port()).map(|p| Value::Int(p.into())),
-            "net.family" => sec.and_then(|s| s.addr.as_ref()).and_then(|a| str_(a.family().as_bytes())),
+                .map(|s| {
+                    Value::Int(if s.name() == "setns" {
+                        s.args[1]
+                    } else {
+                        s.args[0]
+                    } as i64)
+                }),
+            "net.addr" => sec
+                .and_then(|s| s.addr.as_ref())
+                .map(|a| Value::Str(Cow::Owned(a.text()))),
+            "net.port" => sec
+                .and_then(|s| s.addr.as_ref())
+                .and_then(|a| a.port())
+                .map(|p| Value::Int(p.into())),
+            "net.family" => sec
+                .and_then(|s| s.addr.as_ref())
+                .and_then(|a| str_(a.family().as_bytes())),
             _ => None,
         }
     }

@@ -55,7 +55,10 @@ impl Severity {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|n| n.1 == self).map_or("?", |n| n.0)
+        Self::NAMES
+            .iter()
+            .find(|n| n.1 == self)
+            .map_or("?", |n| n.0)
     }
 }
 
@@ -78,7 +81,10 @@ impl Action {
     ];
 
     pub fn name(self) -> &'static str {
-        Self::NAMES.iter().find(|n| n.1 == self).map_or("?", |n| n.0)
+        Self::NAMES
+            .iter()
+            .find(|n| n.1 == self)
+            .map_or("?", |n| n.0)
     }
 }
 
@@ -383,7 +389,14 @@ pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     let mut names: Vec<&String> = macro_items.keys().collect();
     names.sort_by_key(|n| macro_items[*n].node.pos().line);
     for name in names {
-        resolve_macro(name, &macro_items, &mut scope, &mut loader, &mut failed, &mut Vec::new());
+        resolve_macro(
+            name,
+            &macro_items,
+            &mut scope,
+            &mut loader,
+            &mut failed,
+            &mut Vec::new(),
+        );
     }
 
     let mut exceptions: HashMap<String, Expr> = HashMap::new();
@@ -401,7 +414,11 @@ pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     for item in items.iter().filter(|i| i.fields.contains_key("rule")) {
         if let Some(rule) = build_rule(&mut loader, item, &scope, &exceptions) {
             if !seen_rules.insert(rule.name.clone()) {
-                loader.error(item.src, item.node.pos(), format!("rule `{}` defined twice", rule.name));
+                loader.error(
+                    item.src,
+                    item.node.pos(),
+                    format!("rule `{}` defined twice", rule.name),
+                );
             }
             let enabled = item.fields.get("enabled").and_then(|n| n.as_str());
             if enabled != Some("false") {
@@ -435,7 +452,8 @@ fn resolve_macro(
             break;
         };
         let text = node.as_str().unwrap_or_default();
-        let pending = |n: &str| items.contains_key(n) && !scope.macros.contains_key(n) && !failed.contains(n);
+        let pending =
+            |n: &str| items.contains_key(n) && !scope.macros.contains_key(n) && !failed.contains(n);
         match expr::parse(text, scope, &pending) {
             Ok(e) => {
                 scope.macros.insert(name.to_string(), e);
@@ -448,7 +466,10 @@ fn resolve_macro(
                     node,
                     ExprError {
                         offset: at,
-                        message: format!("macro `{dep}` refers to itself through {}", stack.join(" -> ")),
+                        message: format!(
+                            "macro `{dep}` refers to itself through {}",
+                            stack.join(" -> ")
+                        ),
                     },
                 );
                 failed.insert(name.to_string());
@@ -502,7 +523,8 @@ fn build_rule(
             match Severity::NAMES.iter().find(|x| x.0 == s) {
                 Some(x) => Some(x.1),
                 None => {
-                    let mut msg = format!("unknown severity `{s}` (critical, high, medium, low, info)");
+                    let mut msg =
+                        format!("unknown severity `{s}` (critical, high, medium, low, info)");
                     if let Some(near) = fields::nearest(s, Severity::NAMES.iter().map(|x| x.0)) {
                         msg = format!("unknown severity `{s}` (did you mean `{near}`?)");
                     }
@@ -519,14 +541,22 @@ fn build_rule(
             match Action::NAMES.iter().find(|x| x.0 == s) {
                 Some(x) => Some(x.1),
                 None => {
-                    loader.error(item.src, n.pos(), format!("unknown action `{s}` (alert, deny, kill)"));
+                    loader.error(
+                        item.src,
+                        n.pos(),
+                        format!("unknown action `{s}` (alert, deny, kill)"),
+                    );
                     None
                 }
             }
         }
         None => Some(Action::Alert),
     };
-    let tags: Vec<String> = loader.string_list(item, "tags").into_iter().map(|t| t.0).collect();
+    let tags: Vec<String> = loader
+        .string_list(item, "tags")
+        .into_iter()
+        .map(|t| t.0)
+        .collect();
     let mut excs = Vec::new();
     for (e, pos) in loader.string_list(item, "exceptions") {
         match exceptions.get(&e) {

@@ -114,7 +114,11 @@ fn path_pattern(op: Op, value: &str) -> Constraint {
 fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
     let field = |id| fields::name(id);
     match e {
-        Expr::Cmp { field: f, op, value } => match (field(*f), op) {
+        Expr::Cmp {
+            field: f,
+            op,
+            value,
+        } => match (field(*f), op) {
             ("evt.kind", Op::Eq) => {
                 if text(value).is_some_and(|k| kinds.contains(&k)) {
                     Constraint::Any
@@ -128,7 +132,10 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
         },
         Expr::In { field: f, set } => match field(*f) {
             "evt.kind" => {
-                if set.iter().any(|l| text(l).is_some_and(|k| kinds.contains(&k))) {
+                if set
+                    .iter()
+                    .any(|l| text(l).is_some_and(|k| kinds.contains(&k)))
+                {
                     Constraint::Any
                 } else {
                     Constraint::NotOpen
@@ -213,14 +220,20 @@ mod tests {
     fn default_rules_have_a_prefilter() {
         let rules = super::super::load(&[("d", super::super::DEFAULT_RULES)]).unwrap();
         let OpenPrefilter::Patterns(p) = for_rules(&rules) else {
-            panic!("default rules must be prefilterable: {:?}", for_rules(&rules));
+            panic!(
+                "default rules must be prefilterable: {:?}",
+                for_rules(&rules)
+            );
         };
         assert!(p.contains(&PathPattern::Under("/etc/shadow".into())));
         assert!(p.contains(&PathPattern::Name("mem".into())));
         assert!(p.contains(&PathPattern::Name(".bashrc".into())));
         assert!(p.contains(&PathPattern::Name("ld.so.preload".into())));
         assert!(p.contains(&PathPattern::Under("/var/log".into())));
-        assert!(p.contains(&PathPattern::Under("/etc".into())), "from /etc/cron");
+        assert!(
+            p.contains(&PathPattern::Under("/etc".into())),
+            "from /etc/cron"
+        );
     }
 
     #[test]

@@ -22,10 +22,15 @@ fn default_rules_load() {
 
 #[test]
 fn unknown_field_has_position_and_suggestion() {
-    let src = "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.pth = /x\n";
+    let src =
+        "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.pth = /x\n";
     let e = first_error(src);
     assert_eq!((e.pos.line, e.pos.col), (4, 34), "{e}");
-    assert!(e.message.contains("unknown field `file.pth` (did you mean `file.path`?)"), "{e}");
+    assert!(
+        e.message
+            .contains("unknown field `file.pth` (did you mean `file.path`?)"),
+        "{e}"
+    );
     assert!(e.to_string().starts_with("r.yaml:4:34: "), "{e}");
 }
 
@@ -135,20 +140,39 @@ fn default_rules_match_and_exceptions_apply() {
             .map(|r| r.name.clone())
             .collect()
     };
-    assert_eq!(fired(&open_event("evil", "/etc/shadow", 0)), ["credential_file_read"]);
+    assert_eq!(
+        fired(&open_event("evil", "/etc/shadow", 0)),
+        ["credential_file_read"]
+    );
     assert!(fired(&open_event("sshd", "/etc/shadow", 0)).is_empty());
     assert!(fired(&open_event("dpkg", "/etc/shadow", 0)).is_empty());
-    assert_eq!(fired(&open_event("x", "/root/.ssh/id_ed25519", 0)), ["credential_file_read"]);
+    assert_eq!(
+        fired(&open_event("x", "/root/.ssh/id_ed25519", 0)),
+        ["credential_file_read"]
+    );
     assert!(fired(&open_event("x", "/root/.ssh/id_ed25519.pub", 0)).is_empty());
     assert_eq!(
         fired(&open_event("x", "/etc/passwd", 0o2001)),
         ["account_file_write"]
     );
     assert!(fired(&open_event("x", "/etc/passwd", 0)).is_empty());
-    assert_eq!(fired(&open_event("x", "/proc/42/mem", 2)), ["proc_mem_write"]);
-    assert_eq!(fired(&open_event("x", "/home/u/.bashrc", 0o101)), ["shell_profile_write"]);
-    assert_eq!(fired(&open_event("x", "/var/log/syslog", 0o1001)), ["log_tampering"]);
-    let rule = set.rules.iter().find(|r| r.name == "credential_file_read").unwrap();
+    assert_eq!(
+        fired(&open_event("x", "/proc/42/mem", 2)),
+        ["proc_mem_write"]
+    );
+    assert_eq!(
+        fired(&open_event("x", "/home/u/.bashrc", 0o101)),
+        ["shell_profile_write"]
+    );
+    assert_eq!(
+        fired(&open_event("x", "/var/log/syslog", 0o1001)),
+        ["log_tampering"]
+    );
+    let rule = set
+        .rules
+        .iter()
+        .find(|r| r.name == "credential_file_read")
+        .unwrap();
     let e = open_event("evil", "/etc/shadow", 0);
     let ctx = context(&e);
     assert_eq!(

@@ -162,7 +162,10 @@ pub fn locate_in_scalar(source: &str, node: &Node, offset: usize) -> Pos {
     };
     let mut src = source.get(*start..).unwrap_or("").char_indices().peekable();
     // Quoted scalars are marked at the quote; block scalars at their first content line.
-    if matches!(style, TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted) {
+    if matches!(
+        style,
+        TScalarStyle::SingleQuoted | TScalarStyle::DoubleQuoted
+    ) {
         src.next();
     }
     let mut at = 0usize; // byte index into source after `start`
