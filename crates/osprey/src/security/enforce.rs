@@ -383,7 +383,7 @@ mod tests {
         );
         let bad = rules("- rule: k\n  desc: d\n  severity: high\n  action: kill\n  condition: evt.kind = ptrace and file.path = /x\n");
         let e = kill_entries(&bad).unwrap_err();
-        assert!(e[0].to_string().starts_with("k.yaml:1:3: "), "{}", e[0]);
+        assert!(e[0].to_string().starts_with("k.yaml:1:9: "), "{}", e[0]);
         assert!(
             e[0].message.contains("`file.path` cannot be decided"),
             "{}",

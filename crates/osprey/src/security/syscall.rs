@@ -308,7 +308,7 @@ impl SecSyscall {
     }
 
     pub fn table_details(&self) -> String {
-        let mut out = format!("{}", self.name());
+        let mut out = self.name().to_string();
         let shown = if self.abs_path.is_empty() {
             &self.path
         } else {

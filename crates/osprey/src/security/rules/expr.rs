@@ -517,7 +517,7 @@ fn literal_eq(v: &Value<'_>, l: &Literal) -> bool {
         (Value::Str(s), Literal::Str(x)) => s.as_ref() == x.as_slice(),
         (Value::Int(i), Literal::Int(x)) => i == x,
         (Value::Bool(b), Literal::Bool(x)) => b == x,
-        (Value::StrList(items), Literal::Str(x)) => items.iter().any(|i| *i == x.as_slice()),
+        (Value::StrList(items), Literal::Str(x)) => items.contains(&x.as_slice()),
         _ => false,
     }
 }

@@ -575,7 +575,7 @@ fn build_rule(
         None => vec![Piece::Text(desc.clone())],
     };
     let src = &loader.sources[item.src];
-    let pos = item.node.pos();
+    let pos = item.fields["rule"].pos();
     Some(Rule {
         origin: format!("{}:{}:{}", src.name, pos.line, pos.col),
         name,

@@ -183,3 +183,30 @@ fn default_rules_match_and_exceptions_apply() {
         "evil (pid 7, exe /usr/bin/x, parent <NA>) read /etc/shadow"
     );
 }
+
+/// A cheap, deterministic stand-in for the cargo-fuzz target (fuzz/): mutations of the
+/// default rules never panic and every error points inside the input.
+#[test]
+fn mutated_rules_never_panic_and_errors_point_inside() {
+    let base = DEFAULT_RULES.as_bytes();
+    let replacements: &[&[u8]] = &[
+        b"", b"(", b")", b"\"", b"'", b":", b"- ", b"\n", b"not ", b"%", b"\t", b"\xc3",
+    ];
+    let mut step = 0usize;
+    for at in (0..base.len()).step_by(13) {
+        let r = replacements[step % replacements.len()];
+        step += 1;
+        let mut m = base[..at].to_vec();
+        m.extend_from_slice(r);
+        m.extend_from_slice(&base[(at + 1).min(base.len())..]);
+        let Ok(text) = std::str::from_utf8(&m) else {
+            continue;
+        };
+        if let Err(errors) = load(&[("m.yaml", text)]) {
+            let lines = text.lines().count() + 1;
+            for e in errors.0 {
+                assert!(e.pos.line >= 1 && e.pos.line <= lines, "{e}");
+            }
+        }
+    }
+}
