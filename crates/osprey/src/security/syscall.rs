@@ -6,7 +6,7 @@ use serde::ser::SerializeMap;
 use crate::abi::{self, status};
 use crate::files::errno_name;
 use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::{join_components_leaf_first, join_lexically, write_bytes_field};
+use crate::pipeline::text::write_bytes_field;
 
 /// (x86-64 number, name, class used as `evt.kind` by rules)
 pub const SYSCALLS: &[(u32, &str, &str)] = &[
@@ -182,15 +182,8 @@ pub fn decode(bytes: &[u8]) -> Result<SecSyscall, DecodeError> {
         ],
         "security",
     )?;
-    let abs_path = if raw.status & status::RESOLVED_FROM_FILE != 0 {
-        join_components_leaf_first(resolved)
-    } else if path.starts_with(b"/") {
-        join_lexically(b"/", path)
-    } else if raw.status & status::RESOLVED_BASE_DIR != 0 {
-        join_lexically(&join_components_leaf_first(resolved), path)
-    } else {
-        path.to_vec()
-    };
+    let abs_path =
+        crate::files::absolute_path(raw.status, path, resolved).unwrap_or_else(|| path.to_vec());
     Ok(SecSyscall {
         nr: raw.nr,
         ret: raw.ret,

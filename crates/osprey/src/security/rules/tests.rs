@@ -192,10 +192,8 @@ fn mutated_rules_never_panic_and_errors_point_inside() {
     let replacements: &[&[u8]] = &[
         b"", b"(", b")", b"\"", b"'", b":", b"- ", b"\n", b"not ", b"%", b"\t", b"\xc3",
     ];
-    let mut step = 0usize;
-    for at in (0..base.len()).step_by(13) {
+    for (step, at) in (0..base.len()).step_by(13).enumerate() {
         let r = replacements[step % replacements.len()];
-        step += 1;
         let mut m = base[..at].to_vec();
         m.extend_from_slice(r);
         m.extend_from_slice(&base[(at + 1).min(base.len())..]);
