@@ -15,6 +15,78 @@ struct open_how_user {
 	__u64 resolve;
 };
 
+/*
+ * Optional prefilter (off unless user space sets prefilter_enabled, e.g. `osprey secure`):
+ * only successful opens of a file whose own inode, or any ancestor directory's, is in
+ * files_prefilter_inodes, or whose name is in files_prefilter_names, reach the ring.
+ * Everything else is counted as filtered.
+ */
+#define PREFILTER_NAME_LEN 32
+const volatile __u8 prefilter_enabled = 0;
+
+struct prefilter_inode {
+	__u64 ino;
+	__u32 dev; /* kernel encoding (MKDEV: major << 20 | minor) */
+	__u32 _pad;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, struct prefilter_inode);
+	__type(value, __u8);
+} files_prefilter_inodes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, char[PREFILTER_NAME_LEN]);
+	__type(value, __u8);
+} files_prefilter_names SEC(".maps");
+
+static __always_inline bool prefilter_inode_hit(struct dentry *d)
+{
+	struct prefilter_inode key = {
+		.ino = BPF_CORE_READ(d, d_inode, i_ino),
+		.dev = BPF_CORE_READ(d, d_sb, s_dev),
+	};
+	return bpf_map_lookup_elem(&files_prefilter_inodes, &key) != NULL;
+}
+
+/* Walks from the opened file up to the root (crossing mounts), loop state in map memory
+ * as in osprey_walk_path. */
+static __always_inline bool prefilter_pass(struct osprey_scratch *s, struct file *f)
+{
+	char name[PREFILTER_NAME_LEN] = {};
+	struct dentry *leaf = BPF_CORE_READ(f, f_path.dentry);
+	bpf_probe_read_kernel_str(name, sizeof(name), BPF_CORE_READ(leaf, d_name.name));
+	if (bpf_map_lookup_elem(&files_prefilter_names, name))
+		return true;
+	s->walk_mnt = (__u64)container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
+	s->walk_dentry = (__u64)leaf;
+	s->walk_done = 0;
+	for (int i = 0; i < OSPREY_MAX_DEPTH; i++) {
+		struct mount *mnt = (struct mount *)s->walk_mnt;
+		struct dentry *d = (struct dentry *)s->walk_dentry;
+		if (prefilter_inode_hit(d)) {
+			s->walk_done = 1;
+			break;
+		}
+		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+		struct dentry *parent = BPF_CORE_READ(d, d_parent);
+		if (d == mnt_root || d == parent) {
+			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+			if (d != mnt_root || mnt == mnt_parent)
+				break;
+			s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+			s->walk_mnt = (__u64)mnt_parent;
+			continue;
+		}
+		s->walk_dentry = (__u64)parent;
+	}
+	return s->walk_done;
+}
+
 static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 {
 	long nr = BPF_CORE_READ(regs, orig_ax);
@@ -35,8 +107,17 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	struct osprey_scratch *s = osprey_scratch();
 	if (!s)
 		return 0;
-	struct osprey_file_open *ev = OSPREY_EVENT_IN(s, struct osprey_file_open);
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
+	if (prefilter_enabled) {
+		struct file *opened = ret >= 0 ? osprey_fd_file(task, ret) : NULL;
+		if (!opened || !prefilter_pass(s, opened)) {
+			struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_FILE_OPEN);
+			if (c)
+				c->filtered++;
+			return 0;
+		}
+	}
+	struct osprey_file_open *ev = OSPREY_EVENT_IN(s, struct osprey_file_open);
 	osprey_fill_header(&ev->hdr, OSPREY_KIND_FILE_OPEN, task);
 
 	const char *path;

@@ -24,6 +24,7 @@ enum osprey_kind {
 	OSPREY_KIND_PROFILE_USER_STACK = 17, /* a sample with a copy of the user stack */
 	OSPREY_KIND_OFFCPU = 18,         /* blocked time, counted in the kernel */
 	OSPREY_KIND_PAGE_FAULT = 19,
+	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -42,6 +43,8 @@ enum osprey_status_bits {
 	OSPREY_ST_RESOLVED_BASE_DIR = 1 << 3,  /* resolved = directory to join with path */
 	OSPREY_ST_ARGS_TRUNCATED = 1 << 4,
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
+	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
+	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
 };
 
 /* Common header of every event; 64 bytes. */
@@ -154,6 +157,31 @@ struct osprey_profile_user_stack {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
+	char data[];
+};
+
+/*
+ * A security-relevant syscall (setuid family, capset, ptrace, modules, bpf, chmod/chown,
+ * unlink/rename/truncate/link/symlink, memfd_create, connect/bind/listen, setns/unshare,
+ * mount/umount, kill), read at exit so arguments and result come together.
+ * data: path as passed (path_len, NUL), second path (path2_len, NUL: rename/link target,
+ * symlink contents, mount source), resolved components leaf first (resolved_len; the file
+ * itself for fd-based calls, else the directory a relative path starts from, see
+ * status), then addr_len bytes of the sockaddr (connect/bind).
+ */
+struct osprey_sec_syscall {
+	struct osprey_event_header hdr;
+	__s64 ret;
+	__u64 args[4];   /* first raw syscall arguments (the fixed part must fit 128 bytes) */
+	__u32 nr;        /* x86-64 syscall number */
+	__u32 old_uid;   /* real uid before the call (setid family, OSPREY_ST_OLD_IDS) */
+	__u32 old_euid;
+	__u16 status;    /* osprey_status_bits */
+	__u16 path_len;
+	__u16 path2_len;
+	__u16 resolved_len;
+	__u16 addr_len;
+	__u16 _pad;
 	char data[];
 };
 

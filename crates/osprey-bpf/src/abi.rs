@@ -16,6 +16,7 @@ pub mod kind {
     pub const PROFILE_USER_STACK: u32 = 17;
     pub const OFFCPU: u32 = 18;
     pub const PAGE_FAULT: u32 = 19;
+    pub const SEC_SYSCALL: u32 = 32;
 }
 
 /// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
@@ -59,6 +60,8 @@ pub mod status {
     pub const RESOLVED_BASE_DIR: u16 = 1 << 3;
     pub const ARGS_TRUNCATED: u16 = 1 << 4;
     pub const PATH_UNREADABLE: u16 = 1 << 5;
+    pub const KILLED: u16 = 1 << 6;
+    pub const OLD_IDS: u16 = 1 << 7;
 }
 
 #[repr(C)]
@@ -157,6 +160,23 @@ pub struct ProfileUserStack {
     pub bp: u64,
 }
 
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SecSyscall {
+    pub hdr: EventHeader,
+    pub ret: i64,
+    pub args: [u64; 4],
+    pub nr: u32,
+    pub old_uid: u32,
+    pub old_euid: u32,
+    pub status: u16,
+    pub path_len: u16,
+    pub path2_len: u16,
+    pub resolved_len: u16,
+    pub addr_len: u16,
+    pub _pad: u16,
+}
+
 /// Per-kind counters, one per CPU, in each object's `osprey_stats` map.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -181,6 +201,7 @@ unsafe impl Plain for Exec {}
 unsafe impl Plain for Fork {}
 unsafe impl Plain for Exit {}
 unsafe impl Plain for ProfileUserStack {}
+unsafe impl Plain for SecSyscall {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

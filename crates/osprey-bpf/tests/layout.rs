@@ -353,6 +353,10 @@ fn rust_structs() -> Vec<RustStruct> {
         } flexible ["data"]),
         mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
         mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
+        mirror!(SecSyscall as "osprey_sec_syscall" {
+            hdr, ret, args, nr, old_uid, old_euid, status, path_len, path2_len, resolved_len,
+            addr_len, _pad,
+        } flexible ["data"]),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
@@ -600,6 +604,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ),
                 ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
+                ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
             ],
         ),
         (
@@ -633,6 +638,8 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_ST_RESOLVED_BASE_DIR", w(status::RESOLVED_BASE_DIR)),
                 ("OSPREY_ST_ARGS_TRUNCATED", w(status::ARGS_TRUNCATED)),
                 ("OSPREY_ST_PATH_UNREADABLE", w(status::PATH_UNREADABLE)),
+                ("OSPREY_ST_KILLED", w(status::KILLED)),
+                ("OSPREY_ST_OLD_IDS", w(status::OLD_IDS)),
             ],
         ),
     ]

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod profile;
+mod secure;
 mod trace;
 
 use std::process::ExitCode;
@@ -35,6 +36,11 @@ enum Command {
     Ctl(agent::CtlArgs),
     /// Sample stacks on every CPU (or time blocked off-CPU) into flame graphs and pprof.
     Profile(profile::ProfileArgs),
+    /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
+    Secure(secure::SecureArgs),
+    /// Check rule files or show the default rules.
+    #[command(subcommand)]
+    Rules(secure::RulesCommand),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -122,6 +128,8 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run_agent(args),
         Command::Ctl(args) => agent::run_ctl(args),
         Command::Profile(args) => profile::run(args),
+        Command::Secure(args) => secure::run_secure(args),
+        Command::Rules(cmd) => secure::run_rules(cmd),
     };
     match result {
         Ok(code) => code,

@@ -107,7 +107,7 @@ pub(crate) fn load(
     })
 }
 
-fn report_degraded(cap: &LoadedCapability) {
+pub(crate) fn report_degraded(cap: &LoadedCapability) {
     for outcome in &cap.outcomes {
         if outcome.chosen.is_none() {
             eprintln!(
@@ -199,7 +199,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
-            Payload::FileOpen(_) | Payload::ProfileUserStack(_) => false,
+            Payload::FileOpen(_) | Payload::ProfileUserStack(_) | Payload::Security(_) => false,
         };
         kind_wanted && user_target_matches(&target, ctx)
     });
@@ -213,15 +213,26 @@ fn run_pipeline(
     layout: Layout,
     what: &str,
 ) -> Result<ExitCode, Failure> {
-    let _run_time_stats = RunTimeStats::enable();
-    let mut cache = ProcessCache::new(65536, 5_000_000_000);
-    cache.seed_from_proc();
     let clock = Clock::now();
     let stdout = BufWriter::with_capacity(1 << 16, std::io::stdout().lock());
-    let mut sink: Box<dyn Sink> = match run.output {
+    let sink: Box<dyn Sink + '_> = match run.output {
         Output::Json => Box::new(JsonSink::new(stdout, clock)),
         Output::Table => Box::new(TableSink::new(stdout, clock, layout)),
     };
+    run_pipeline_into(capabilities, filter, run, sink, what)
+}
+
+/// Runs the shared pipeline into any sink (e.g. the detect stage of `osprey secure`).
+pub(crate) fn run_pipeline_into(
+    capabilities: Vec<LoadedCapability>,
+    filter: EventFilter,
+    run: &RunArgs,
+    mut sink: Box<dyn Sink + '_>,
+    what: &str,
+) -> Result<ExitCode, Failure> {
+    let _run_time_stats = RunTimeStats::enable();
+    let mut cache = ProcessCache::new(65536, 5_000_000_000);
+    cache.seed_from_proc();
     let options = RunOptions {
         duration: run.duration.map(Duration::from_secs_f64),
         count: run.count,

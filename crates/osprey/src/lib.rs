@@ -10,5 +10,6 @@ pub mod kernel;
 pub mod pipeline;
 pub mod process;
 pub mod profile;
+pub mod security;
 
 pub use osprey_bpf::abi;

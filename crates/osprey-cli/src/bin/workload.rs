@@ -5,6 +5,21 @@
 //! osprey-workload open-relative DIR REL       chdir(DIR), open(2) REL, exit at once
 //! osprey-workload openat2 PATH                openat2(AT_FDCWD, PATH, O_RDONLY)
 //! osprey-workload bench-open COUNT PATH       like open, then print ns per call
+//!
+//! Harmless triggers for the security rules (tests/secure.rs):
+//! osprey-workload setuid-escalate             as root: drop the real uid to 1000 keeping saved
+//!                                             uid 0, then setresuid(0,0,0) back (the pattern of
+//!                                             an exploited setuid program)
+//! osprey-workload ptrace-attach               PTRACE_ATTACH to a child of its own, then detach
+//! osprey-workload module                      finit_module(-1) and delete_module of a missing
+//!                                             module: both fail, nothing is loaded
+//! osprey-workload bpf-map                     creates (and closes) a one-entry BPF array map
+//! osprey-workload reverse-shell               sh with stdin/stdout on a loopback TCP socket
+//! osprey-workload proc-mem                    opens its own /proc/self/mem for writing
+//! osprey-workload unshare                     unshare(CLONE_NEWUTS) of itself
+//! osprey-workload memfd-exec                  runs /bin/true from a memfd
+//! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
+//! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
 
 use std::ffi::{CString, OsString};
 use std::io::BufRead;
@@ -84,6 +99,145 @@ fn main() {
             };
             println!("{fd}");
         }
+        Some("setuid-escalate") => {
+            // SAFETY: plain syscalls on our own credentials.
+            unsafe {
+                check(libc::setresuid(1000, 1000, 0), "setresuid(1000,1000,0)");
+                check(libc::setresuid(0, 0, 0), "setresuid(0,0,0)");
+            }
+        }
+        Some("ptrace-attach") => ptrace_attach(),
+        Some("module") => {
+            let empty = CString::new("").unwrap();
+            let name = CString::new("osprey_no_such_module").unwrap();
+            // SAFETY: invalid fd and a missing module: both calls fail without effect.
+            unsafe {
+                libc::syscall(libc::SYS_finit_module, -1, empty.as_ptr(), 0);
+                libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK);
+            }
+        }
+        Some("bpf-map") => {
+            // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries
+            let mut attr = [0u32; 32];
+            attr[0] = 2; // BPF_MAP_TYPE_ARRAY
+            attr[1] = 4;
+            attr[2] = 8;
+            attr[3] = 1;
+            // SAFETY: attr is large enough for the command.
+            let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), 128) };
+            check(fd as i32, "bpf(BPF_MAP_CREATE)");
+            // SAFETY: our fd.
+            unsafe { libc::close(fd as i32) };
+        }
+        Some("reverse-shell") => reverse_shell(),
+        Some("proc-mem") => {
+            let path = CString::new("/proc/self/mem").unwrap();
+            // SAFETY: valid path; our own memory, nothing is written.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_RDWR) };
+            check(fd, "open /proc/self/mem");
+        }
+        Some("unshare") => {
+            // SAFETY: affects only this process.
+            check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }, "unshare");
+        }
+        Some("memfd-exec") => memfd_exec(),
+        Some("open-write") => {
+            let path = cpath(args.get(1).unwrap_or_else(|| usage()));
+            // SAFETY: valid path; nothing is written.
+            let fd = unsafe { libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_APPEND) };
+            check(fd, "open for writing");
+        }
+        Some("chmod-then-sleep") => {
+            let path = cpath(args.get(1).unwrap_or_else(|| usage()));
+            let ms = number(args.get(2));
+            // SAFETY: valid path.
+            check(unsafe { libc::chmod(path.as_ptr(), 0o644) }, "chmod");
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+        }
         _ => usage(),
+    }
+}
+
+fn check(rc: i32, what: &str) {
+    if rc < 0 {
+        eprintln!("{what}: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+}
+
+fn ptrace_attach() {
+    // SAFETY: fork in a single-threaded program; the child only sleeps.
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        std::thread::sleep(std::time::Duration::from_secs(5));
+        std::process::exit(0);
+    }
+    // SAFETY: tracing our own child, then detaching and ending it.
+    unsafe {
+        check(
+            libc::ptrace(libc::PTRACE_ATTACH, child, 0, 0) as i32,
+            "PTRACE_ATTACH",
+        );
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+        libc::ptrace(libc::PTRACE_DETACH, child, 0, 0);
+        libc::kill(child, libc::SIGKILL);
+        libc::waitpid(child, &mut status, 0);
+    }
+}
+
+fn reverse_shell() {
+    use std::os::fd::AsRawFd;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    let addr = listener.local_addr().unwrap();
+    let conn = std::net::TcpStream::connect(addr).expect("connect loopback");
+    let (_peer, _) = listener.accept().expect("accept");
+    let sh = CString::new("/bin/sh").unwrap();
+    let c = CString::new("-c").unwrap();
+    let cmd = CString::new("exit 0").unwrap();
+    let argv = [sh.as_ptr(), c.as_ptr(), cmd.as_ptr(), std::ptr::null()];
+    // SAFETY: fork, then dup2 and exec in the child only; the parent waits.
+    unsafe {
+        let child = libc::fork();
+        if child == 0 {
+            libc::dup2(conn.as_raw_fd(), 0);
+            libc::dup2(conn.as_raw_fd(), 1);
+            libc::execv(sh.as_ptr(), argv.as_ptr());
+            libc::_exit(127);
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
+    }
+}
+
+fn memfd_exec() {
+    let image = std::fs::read("/bin/true").expect("read /bin/true");
+    let name = CString::new("osprey-memfd").unwrap();
+    // SAFETY: plain syscalls on our own fds.
+    unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), 0);
+        check(fd, "memfd_create");
+        check(
+            libc::write(fd, image.as_ptr().cast(), image.len()) as i32,
+            "write memfd",
+        );
+        let empty = CString::new("").unwrap();
+        let arg0 = CString::new("true").unwrap();
+        let argv = [arg0.as_ptr(), std::ptr::null()];
+        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
+        let child = libc::fork();
+        if child == 0 {
+            libc::syscall(
+                libc::SYS_execveat,
+                fd,
+                empty.as_ptr(),
+                argv.as_ptr(),
+                envp.as_ptr(),
+                libc::AT_EMPTY_PATH,
+            );
+            libc::_exit(127);
+        }
+        let mut status = 0;
+        libc::waitpid(child, &mut status, 0);
     }
 }

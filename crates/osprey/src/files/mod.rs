@@ -78,15 +78,7 @@ pub fn decode(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
         [raw.path_len as usize, 1, raw.resolved_len as usize],
         "file_open",
     )?;
-    let abs_path = if raw.status & status::RESOLVED_FROM_FILE != 0 {
-        join_components_leaf_first(resolved)
-    } else if path.starts_with(b"/") {
-        join_lexically(b"/", path)
-    } else if raw.status & status::RESOLVED_BASE_DIR != 0 {
-        join_lexically(&join_components_leaf_first(resolved), path)
-    } else {
-        Vec::new()
-    };
+    let abs_path = absolute_path(raw.status, path, resolved).unwrap_or_default();
     Ok(FileOpen {
         op: raw.op,
         ret: raw.ret,
@@ -100,6 +92,21 @@ pub fn decode(bytes: &[u8]) -> Result<FileOpen, DecodeError> {
         path: path.to_vec(),
         abs_path,
     })
+}
+
+/// The absolute path from a path as passed and the resolved components the kernel walked
+/// (`status` says whether they are the file's own path or the base directory); `None` for a
+/// relative path with no base.
+pub fn absolute_path(st: u16, path: &[u8], resolved: &[u8]) -> Option<Vec<u8>> {
+    if st & status::RESOLVED_FROM_FILE != 0 {
+        Some(join_components_leaf_first(resolved))
+    } else if path.starts_with(b"/") {
+        Some(join_lexically(b"/", path))
+    } else if st & status::RESOLVED_BASE_DIR != 0 {
+        Some(join_lexically(&join_components_leaf_first(resolved), path))
+    } else {
+        None
+    }
 }
 
 impl FileOpen {

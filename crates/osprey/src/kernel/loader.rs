@@ -328,6 +328,11 @@ impl LoadedCapability {
         })
     }
 
+    /// A map of the object other than the ring and counters, to fill from user space.
+    pub fn map_mut(&mut self, name: &str) -> Option<&mut aya::maps::Map> {
+        self.ebpf.map_mut(name)
+    }
+
     /// Sums the per-CPU counters of one event kind.
     pub fn counters_for(&self, kind: u32) -> Counters {
         let mut total = Counters::default();

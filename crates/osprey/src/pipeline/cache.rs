@@ -170,6 +170,31 @@ impl ProcessCache {
         }
     }
 
+    /// Makes sure `pid` and its ancestors are known, reading /proc for those that are not
+    /// (for events that do not come through the rings, e.g. fanotify permission events).
+    pub fn ensure_lineage(&mut self, pid: u32) {
+        let mut next = pid;
+        for _ in 0..MAX_ANCESTRY {
+            if next == 0 {
+                break;
+            }
+            let entry = match self.entries.get(&next) {
+                Some(e) if e.exited_at.is_none() => e.clone(),
+                _ => match read_proc(next) {
+                    Some(e) => {
+                        self.insert(e.clone());
+                        e
+                    }
+                    None => break,
+                },
+            };
+            if entry.ppid == next {
+                break;
+            }
+            next = entry.ppid;
+        }
+    }
+
     /// The context for an event: identity from the event itself, exe and ancestry from here.
     pub fn context<'a>(&'a self, event: &'a Event) -> ProcessContext<'a> {
         let h = &event.header;

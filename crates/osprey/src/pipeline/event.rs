@@ -3,7 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
-use crate::{files, process, profile};
+use crate::{files, process, profile, security};
 
 /// The common header of every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -42,6 +42,7 @@ pub enum Payload {
     Fork(process::Fork),
     Exit(process::Exit),
     ProfileUserStack(profile::UserStack),
+    Security(security::syscall::SecSyscall),
 }
 
 impl Payload {
@@ -53,6 +54,7 @@ impl Payload {
             Payload::Fork(_) => "fork",
             Payload::Exit(_) => "exit",
             Payload::ProfileUserStack(_) => "user_stack",
+            Payload::Security(_) => "security",
         }
     }
 
@@ -64,6 +66,7 @@ impl Payload {
             Payload::Fork(p) => p.write_json(map),
             Payload::Exit(p) => p.write_json(map),
             Payload::ProfileUserStack(p) => p.write_json(map),
+            Payload::Security(p) => p.write_json(map),
         }
     }
 }
@@ -98,6 +101,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::FORK => Payload::Fork(process::decode_fork(bytes)?),
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
         kind::PROFILE_USER_STACK => Payload::ProfileUserStack(profile::decode_user_stack(bytes)?),
+        kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

@@ -1,6 +1,7 @@
-//! The one event path: ring buffers → decode → enrich (process cache) → sinks.
+//! The one event path: ring buffers → decode → enrich (process cache) → detect → sinks.
 
 pub mod cache;
+pub mod detect;
 pub mod event;
 pub mod run;
 pub mod sink;

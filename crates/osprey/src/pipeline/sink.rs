@@ -152,6 +152,7 @@ impl<W: Write> Sink for TableSink<W> {
                     Payload::ProfileUserStack(u) => {
                         ("-".into(), format!("stack_bytes={}", u.stack.len()))
                     }
+                    Payload::Security(s) => (s.ret.to_string(), s.table_details()),
                     Payload::FileOpen(_) => unreachable!("handled above"),
                 };
                 writeln!(

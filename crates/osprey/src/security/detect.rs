@@ -1,0 +1,86 @@
+//! The rules detector: evaluates every loaded rule on every enriched event.
+
+use crate::pipeline::cache::ProcessContext;
+use crate::pipeline::detect::{Alert, Detector};
+use crate::pipeline::event::{Event, Payload};
+
+use super::rules::fields::View;
+use super::rules::{Action, Rule, RuleSet};
+
+/// Said in every alert of a `kill` rule that fired: the kernel cannot stop the call here.
+pub const KILL_NOTE: &str =
+    "SIGKILL was sent from the kernel at syscall exit: the syscall itself had completed";
+
+pub struct RulesDetector {
+    pub rules: RuleSet,
+    pub enforcing: bool,
+}
+
+/// Outcome of a matching rule for an event seen on the rings.
+pub fn outcome(
+    rule: &Rule,
+    event: &Event,
+    enforcing: bool,
+) -> Option<(&'static str, Option<&'static str>)> {
+    Some(match rule.action {
+        Action::Alert => ("alerted", None),
+        Action::Deny => {
+            // The fanotify path already reported the opens it blocked.
+            if let Payload::FileOpen(f) = &event.payload {
+                if f.ret == -i64::from(libc::EPERM) && enforcing {
+                    return None;
+                }
+            }
+            if enforcing {
+                ("not_blocked", Some("no fanotify mark covered this access"))
+            } else {
+                ("would_block", Some("run with --enforce to block"))
+            }
+        }
+        Action::Kill => match &event.payload {
+            Payload::Security(s) if s.killed() => ("killed", Some(KILL_NOTE)),
+            _ if enforcing => (
+                "not_killed",
+                Some("the kernel's kill map did not cover this event"),
+            ),
+            _ => ("would_kill", Some("run with --enforce to kill")),
+        },
+    })
+}
+
+pub fn alert_for<'r>(
+    rule: &'r Rule,
+    view: &View<'_>,
+    outcome: (&'static str, Option<&'static str>),
+) -> Alert<'r> {
+    Alert {
+        rule: &rule.name,
+        severity: rule.severity.name(),
+        tags: &rule.tags,
+        action: rule.action.name(),
+        outcome: outcome.0,
+        note: outcome.1,
+        output: rule.render_output(view),
+    }
+}
+
+impl Detector for RulesDetector {
+    fn detect(
+        &mut self,
+        event: &Event,
+        ctx: &ProcessContext<'_>,
+        raise: &mut dyn FnMut(Alert<'_>),
+    ) {
+        let view = View {
+            event,
+            process: ctx,
+        };
+        for rule in &self.rules.rules {
+            if rule.matches(&view) {
+                if let Some(o) = outcome(rule, event, self.enforcing) {
+                    raise(alert_for(rule, &view, o));
+                }
+            }
+        }
+    }
+}

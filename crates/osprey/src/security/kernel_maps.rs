@@ -1,0 +1,104 @@
+//! What `osprey secure` writes into kernel maps: the files prefilter (inodes and names from
+//! the rules' literal paths) and the kill map of enforceable `kill` rules.
+
+use std::collections::BTreeSet;
+
+use aya::maps::HashMap;
+
+use crate::kernel::loader::LoadedCapability;
+
+use super::enforce::KillEntry;
+use super::rules::prefilter::{inode_key, PathPattern, NAME_MAX};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct PrefilterInode {
+    ino: u64,
+    dev: u32,
+    _pad: u32,
+}
+
+// SAFETY: plain integers, no padding beyond the explicit field.
+unsafe impl aya::Pod for PrefilterInode {}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct KillKey {
+    nr: u32,
+    comm: [u8; 16],
+}
+
+// SAFETY: integers and bytes; 20 bytes, no implicit padding.
+unsafe impl aya::Pod for KillKey {}
+
+/// `.rodata` settings that turn the files prefilter on.
+pub fn prefilter_globals() -> Vec<(&'static str, Vec<u8>)> {
+    vec![("prefilter_enabled", vec![1])]
+}
+
+/// `.rodata` settings that turn the kill map on.
+pub fn kill_globals() -> Vec<(&'static str, Vec<u8>)> {
+    vec![("kill_rules_enabled", vec![1])]
+}
+
+/// Fills the files prefilter maps; returns how many inodes and names went in.
+pub fn fill_prefilter(
+    files: &mut LoadedCapability,
+    patterns: &BTreeSet<PathPattern>,
+) -> Result<(usize, usize), String> {
+    let mut inodes = BTreeSet::new();
+    let mut names = BTreeSet::new();
+    for p in patterns {
+        match p {
+            PathPattern::Under(path) => {
+                if let Some((ino, dev)) = inode_key(path) {
+                    inodes.insert((ino, dev));
+                }
+            }
+            PathPattern::Name(n) if n.len() <= NAME_MAX => {
+                names.insert(n.clone());
+            }
+            PathPattern::Name(_) => {}
+        }
+    }
+    {
+        let map = files
+            .map_mut("files_prefilter_inodes")
+            .ok_or("files_prefilter_inodes missing from the files object")?;
+        let mut map: HashMap<_, PrefilterInode, u8> =
+            HashMap::try_from(map).map_err(|e| e.to_string())?;
+        for &(ino, dev) in &inodes {
+            map.insert(PrefilterInode { ino, dev, _pad: 0 }, 1, 0)
+                .map_err(|e| format!("prefilter inode: {e}"))?;
+        }
+    }
+    let map = files
+        .map_mut("files_prefilter_names")
+        .ok_or("files_prefilter_names missing from the files object")?;
+    let mut map: HashMap<_, [u8; 32], u8> = HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for n in &names {
+        let mut key = [0u8; 32];
+        key[..n.len()].copy_from_slice(n.as_bytes());
+        map.insert(key, 1, 0)
+            .map_err(|e| format!("prefilter name: {e}"))?;
+    }
+    Ok((inodes.len(), names.len()))
+}
+
+pub fn fill_kill_map(security: &mut LoadedCapability, entries: &[KillEntry]) -> Result<(), String> {
+    let map = security
+        .map_mut("sec_kill_rules")
+        .ok_or("sec_kill_rules missing from the security object")?;
+    let mut map: HashMap<_, KillKey, u32> = HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for (i, (nr, comm)) in entries.iter().enumerate() {
+        let mut key = KillKey {
+            nr: *nr,
+            comm: [0; 16],
+        };
+        let n = comm.len().min(15);
+        key.comm[..n].copy_from_slice(&comm[..n]);
+        map.insert(key, i as u32, 0)
+            .map_err(|e| format!("kill map: {e}"))?;
+    }
+    Ok(())
+}

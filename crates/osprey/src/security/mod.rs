@@ -1,0 +1,53 @@
+//! Runtime security (`osprey secure`): security-relevant syscall events, the rules engine,
+//! the detect stage that turns matching events into alerts, and enforcement.
+
+pub mod detect;
+pub mod enforce;
+pub mod kernel_maps;
+pub mod rules;
+pub mod syscall;
+
+use crate::abi::kind;
+use crate::kernel::loader::{Attach, CapabilitySpec, Hook, Role};
+
+pub const SPEC: CapabilitySpec = CapabilitySpec {
+    name: "security",
+    object: osprey_bpf::SECURITY,
+    roles: &[
+        Role {
+            name: "syscall-exit",
+            required: true,
+            hooks: &[
+                Hook {
+                    program: "security_exit_btf",
+                    attach: Attach::BtfTracepoint("sys_exit"),
+                },
+                Hook {
+                    program: "security_exit_raw",
+                    attach: Attach::RawTracepoint("sys_exit"),
+                },
+                Hook {
+                    program: "security_exit_tp",
+                    attach: Attach::Tracepoint("raw_syscalls", "sys_exit"),
+                },
+            ],
+        },
+        // Without it setid events still arrive, but without the ids from before the call.
+        Role {
+            name: "setid-enter",
+            required: false,
+            hooks: &[
+                Hook {
+                    program: "security_enter_btf",
+                    attach: Attach::BtfTracepoint("sys_enter"),
+                },
+                Hook {
+                    program: "security_enter_raw",
+                    attach: Attach::RawTracepoint("sys_enter"),
+                },
+            ],
+        },
+    ],
+    kinds: &[(kind::SEC_SYSCALL, "security")],
+    default_ring_bytes: 8 << 20,
+};

@@ -1,0 +1,261 @@
+//! The typed fields rule conditions may use, and how each is read from an enriched event.
+//! A field that does not apply to an event (e.g. `file.path` of a kill) makes every
+//! comparison on it false.
+
+use std::borrow::Cow;
+
+use crate::pipeline::cache::ProcessContext;
+use crate::pipeline::event::{Event, Payload};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Type {
+    Str,
+    Int,
+    Bool,
+    /// A list of strings: `contains` tests membership, `in` any overlap.
+    StrList,
+}
+
+impl Type {
+    pub fn name(self) -> &'static str {
+        match self {
+            Type::Str => "a string",
+            Type::Int => "an integer",
+            Type::Bool => "a boolean",
+            Type::StrList => "a string list",
+        }
+    }
+}
+
+/// Every field: name, type, description (for `osprey rules fields` and errors).
+pub const FIELDS: &[(&str, Type, &str)] = &[
+    ("evt.kind", Type::Str, "open, exec, setid, capset, ptrace, module, bpf, chmod, chown, unlink, rename, truncate, link, symlink, memfd, connect, bind, listen, setns, unshare, mount, umount, kill"),
+    ("evt.syscall", Type::Str, "syscall name (openat, execve, setresuid, ...)"),
+    ("evt.ret", Type::Int, "syscall result (fd, 0, or -errno)"),
+    ("evt.failed", Type::Bool, "the syscall returned an error"),
+    ("proc.name", Type::Str, "command name (comm)"),
+    ("proc.exe", Type::Str, "executable path"),
+    ("proc.pid", Type::Int, "process id"),
+    ("proc.ppid", Type::Int, "parent process id"),
+    ("proc.uid", Type::Int, "real uid (after the syscall)"),
+    ("proc.gid", Type::Int, "real gid"),
+    ("proc.pname", Type::Str, "parent's command name"),
+    ("proc.pexe", Type::Str, "parent's executable path"),
+    ("proc.anames", Type::StrList, "command names of all ancestors"),
+    ("proc.aexes", Type::StrList, "executable paths of all ancestors"),
+    ("file.path", Type::Str, "absolute path (open, exec, chmod, chown, unlink, rename source, truncate, link, symlink, mount target)"),
+    ("file.name", Type::Str, "last component of file.path"),
+    ("file.newpath", Type::Str, "rename/link target, symlink contents, mount source"),
+    ("file.flags", Type::Int, "open flags"),
+    ("file.write", Type::Bool, "opened for writing, truncation or creation"),
+    ("file.mode", Type::Int, "mode of chmod, or of a created file"),
+    ("file.trunc", Type::Bool, "opened with O_TRUNC"),
+    ("file.suid", Type::Bool, "chmod sets the setuid or setgid bit"),
+    ("exec.args", Type::Str, "argv joined by spaces"),
+    ("exec.stdin_socket", Type::Bool, "fd 0 was a socket at exec"),
+    ("exec.stdout_socket", Type::Bool, "fd 1 was a socket at exec"),
+    ("setid.old_uid", Type::Int, "real uid before a setid-family call"),
+    ("setid.old_euid", Type::Int, "effective uid before a setid-family call"),
+    ("setid.to_root", Type::Bool, "a setid-family call asks for id 0"),
+    ("chown.uid", Type::Int, "uid argument of chown (-1: unchanged)"),
+    ("chown.gid", Type::Int, "gid argument of chown (-1: unchanged)"),
+    ("ptrace.request", Type::Int, "ptrace request (16 PTRACE_ATTACH, 0x4206 PTRACE_SEIZE, ...)"),
+    ("target.pid", Type::Int, "target of ptrace or kill"),
+    ("kill.signal", Type::Int, "signal of kill/tkill/tgkill"),
+    ("bpf.cmd", Type::Int, "bpf() command (0 MAP_CREATE, 5 PROG_LOAD, ...)"),
+    ("ns.flags", Type::Int, "CLONE_NEW* flags of setns/unshare"),
+    ("net.addr", Type::Str, "connect/bind address (ip:port or unix path)"),
+    ("net.port", Type::Int, "connect/bind port"),
+    ("net.family", Type::Str, "inet, inet6, unix"),
+];
+
+/// Index into FIELDS.
+pub type FieldId = usize;
+
+pub fn lookup(name: &str) -> Option<(FieldId, Type)> {
+    FIELDS
+        .iter()
+        .position(|f| f.0 == name)
+        .map(|i| (i, FIELDS[i].1))
+}
+
+pub fn name(id: FieldId) -> &'static str {
+    FIELDS[id].0
+}
+
+/// The closest known name to `wanted`, if any is close enough to be a likely typo.
+pub fn nearest<'a>(wanted: &str, candidates: impl Iterator<Item = &'a str>) -> Option<&'a str> {
+    candidates
+        .map(|c| (strsim::damerau_levenshtein(wanted, c), c))
+        .filter(|(d, c)| *d <= 3.max(c.len() / 3))
+        .min()
+        .map(|(_, c)| c)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value<'a> {
+    Str(Cow<'a, [u8]>),
+    Int(i64),
+    Bool(bool),
+    StrList(Vec<&'a [u8]>),
+}
+
+/// O_WRONLY | O_RDWR | O_CREAT | O_TRUNC
+const WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000;
+
+/// An event as rules see it.
+pub struct View<'a> {
+    pub event: &'a Event,
+    pub process: &'a ProcessContext<'a>,
+}
+
+fn base_name(path: &[u8]) -> &[u8] {
+    path.rsplit(|&b| b == b'/').next().unwrap_or(path)
+}
+
+impl<'a> View<'a> {
+    pub fn kind(&self) -> &'static str {
+        match &self.event.payload {
+            Payload::FileOpen(_) => "open",
+            Payload::Exec(_) => "exec",
+            Payload::Fork(_) => "fork",
+            Payload::Exit(_) => "exit",
+            Payload::Security(s) => s.class(),
+            Payload::ProfileUserStack(_) => "user_stack",
+        }
+    }
+
+    fn path(&self) -> Option<&'a [u8]> {
+        match &self.event.payload {
+            Payload::FileOpen(f) if !f.abs_path.is_empty() => Some(&f.abs_path),
+            Payload::FileOpen(f) => Some(&f.path),
+            Payload::Exec(x) if !x.exe.is_empty() => Some(&x.exe),
+            Payload::Exec(x) => Some(&x.filename),
+            Payload::Security(s) if !s.abs_path.is_empty() => Some(&s.abs_path),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, id: FieldId) -> Option<Value<'a>> {
+        let p = self.process;
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let int = |i: i64| Some(Value::Int(i));
+        let payload = &self.event.payload;
+        let sec = match payload {
+            Payload::Security(s) => Some(s),
+            _ => None,
+        };
+        match name(id) {
+            "evt.kind" => str_(self.kind().as_bytes()),
+            "evt.syscall" => match payload {
+                Payload::FileOpen(f) => str_(f.syscall().as_bytes()),
+                Payload::Exec(_) => str_(b"execve"),
+                Payload::Security(s) => str_(s.name().as_bytes()),
+                _ => None,
+            },
+            "evt.ret" => match payload {
+                Payload::FileOpen(f) => int(f.ret),
+                Payload::Exec(x) => int(x.ret),
+                Payload::Security(s) => int(s.ret),
+                _ => None,
+            },
+            "evt.failed" => match payload {
+                Payload::FileOpen(f) => Some(Value::Bool(f.ret < 0)),
+                Payload::Exec(x) => Some(Value::Bool(x.ret < 0)),
+                Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
+                _ => None,
+            },
+            "proc.name" => str_(p.comm),
+            "proc.exe" => str_(p.exe),
+            "proc.pid" => int(p.pid.into()),
+            "proc.ppid" => int(p.ppid.into()),
+            "proc.uid" => int(p.uid.into()),
+            "proc.gid" => int(p.gid.into()),
+            "proc.pname" => p.ancestry.first().and_then(|a| str_(&a.comm)),
+            "proc.pexe" => p.ancestry.first().and_then(|a| str_(&a.exe)),
+            "proc.anames" => Some(Value::StrList(
+                p.ancestry.iter().map(|a| a.comm.as_slice()).collect(),
+            )),
+            "proc.aexes" => Some(Value::StrList(
+                p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
+            )),
+            "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
+            "file.name" => self.path().and_then(|b| str_(base_name(b))),
+            "file.newpath" => sec
+                .filter(|s| !s.path2.is_empty())
+                .and_then(|s| str_(&s.path2)),
+            "file.flags" => match payload {
+                Payload::FileOpen(f) => int(f.flags as i64),
+                _ => None,
+            },
+            "file.write" => match payload {
+                Payload::FileOpen(f) => Some(Value::Bool(f.flags & WRITE_FLAGS != 0)),
+                _ => None,
+            },
+            "file.mode" => match payload {
+                Payload::FileOpen(f) if f.flags & 0o100 != 0 => int(f.mode.into()),
+                Payload::Security(s) => s.mode().map(|m| Value::Int(m.into())),
+                _ => None,
+            },
+            "file.trunc" => match payload {
+                Payload::FileOpen(f) => Some(Value::Bool(f.flags & 0o1000 != 0)),
+                _ => None,
+            },
+            "file.suid" => sec
+                .and_then(|s| s.mode())
+                .map(|m| Value::Bool(m & 0o6000 != 0)),
+            "exec.args" => match payload {
+                Payload::Exec(x) => Some(Value::Str(Cow::Owned(x.args.join(&b' ')))),
+                _ => None,
+            },
+            "exec.stdin_socket" => match payload {
+                Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 1 != 0)),
+                _ => None,
+            },
+            "exec.stdout_socket" => match payload {
+                Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
+                _ => None,
+            },
+            "setid.old_uid" => sec
+                .filter(|s| s.class() == "setid")
+                .map(|s| Value::Int(s.old_uid.into())),
+            "setid.old_euid" => sec
+                .filter(|s| s.class() == "setid")
+                .map(|s| Value::Int(s.old_euid.into())),
+            "setid.to_root" => sec.filter(|s| s.class() == "setid").map(|s| {
+                let (r, e, su) = s.requested_ids();
+                Value::Bool(r == 0 || e == 0 || su == 0)
+            }),
+            "chown.uid" => sec.and_then(|s| s.owner()).map(|o| Value::Int(o.0)),
+            "chown.gid" => sec.and_then(|s| s.owner()).map(|o| Value::Int(o.1)),
+            "ptrace.request" => sec
+                .filter(|s| s.name() == "ptrace")
+                .map(|s| Value::Int(s.args[0] as i64)),
+            "target.pid" => sec.and_then(|s| s.target_pid()).map(Value::Int),
+            "kill.signal" => sec.and_then(|s| s.signal()).map(Value::Int),
+            "bpf.cmd" => sec
+                .filter(|s| s.name() == "bpf")
+                .map(|s| Value::Int(s.args[0] as i64)),
+            "ns.flags" => sec
+                .filter(|s| s.name() == "setns" || s.name() == "unshare")
+                .map(|s| {
+                    Value::Int(if s.name() == "setns" {
+                        s.args[1]
+                    } else {
+                        s.args[0]
+                    } as i64)
+                }),
+            "net.addr" => sec
+                .and_then(|s| s.addr.as_ref())
+                .map(|a| Value::Str(Cow::Owned(a.text()))),
+            "net.port" => sec
+                .and_then(|s| s.addr.as_ref())
+                .and_then(|a| a.port())
+                .map(|p| Value::Int(p.into())),
+            "net.family" => sec
+                .and_then(|s| s.addr.as_ref())
+                .and_then(|a| str_(a.family().as_bytes())),
+            _ => None,
+        }
+    }
+}
