@@ -23,10 +23,19 @@ pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
 pub const PROFILE: Object = object!("profile");
+pub const MEMORY: Object = object!("memory");
 pub const SECURITY: Object = object!("security");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
 pub const BROKEN_CORE: Object = object!("broken_core");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, PROFILE, SECURITY, BROKEN_CORE];
+pub const ALL: &[Object] = &[
+    FILES,
+    PROCESS,
+    PROBE,
+    PROFILE,
+    MEMORY,
+    SECURITY,
+    BROKEN_CORE,
+];

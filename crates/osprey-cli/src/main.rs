@@ -3,6 +3,7 @@
 
 mod agent;
 mod check;
+mod memory;
 mod profile;
 mod secure;
 mod trace;
@@ -36,6 +37,8 @@ enum Command {
     Ctl(agent::CtlArgs),
     /// Sample stacks on every CPU (or time blocked off-CPU) into flame graphs and pprof.
     Profile(profile::ProfileArgs),
+    /// Page faults per process and mapping (heap, stack, anonymous, file, vDSO), rates, heat map.
+    Memory(memory::MemoryArgs),
     /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
     Secure(secure::SecureArgs),
     /// Check rule files or show the default rules.
@@ -128,6 +131,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run_agent(args),
         Command::Ctl(args) => agent::run_ctl(args),
         Command::Profile(args) => profile::run(args),
+        Command::Memory(args) => memory::run(args),
         Command::Secure(args) => secure::run_secure(args),
         Command::Rules(cmd) => secure::run_rules(cmd),
     };
