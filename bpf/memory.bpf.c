@@ -37,8 +37,16 @@ struct {
 	__type(value, __u64);
 } fault_errors SEC(".maps");
 
-/* The last VMA this CPU resolved, for faults whose lookup finds the lock busy. */
+/* The last VMA this CPU resolved. Faults in a run over one mapping (the common case) are
+ * attributed from here without bpf_find_vma: its mmap lock is released from an irq_work
+ * (interrupts are off in perf event handlers), a self-IPI per lookup that costs more than
+ * the rest of the program. The entry is used only while the VMA object still belongs to
+ * this mm with the same range and file: VMAs are freed type-safely under RCU, so a reused
+ * object that matches all of those describes the same mapping. */
 struct vma_cache {
+	__u64 vma;
+	__u64 mm;
+	__u64 file;
 	__u64 start;
 	__u64 end;
 	__u64 ino;
@@ -59,6 +67,8 @@ struct vma_info {
 	__u64 end;
 	__u64 addr;
 	__u64 ino;
+	__u64 vma;
+	__u64 file;
 	__u32 dev;
 	__u32 pid;
 	__u32 type;
@@ -170,6 +180,8 @@ static long on_vma(struct task_struct *task, struct vm_area_struct *vma, struct 
 	info->class = vma_class(vma, info->start, info->end);
 	/* The file's identity keeps a range remapped to another file apart from the old one. */
 	struct file *f = BPF_CORE_READ(vma, vm_file);
+	info->vma = (__u64)vma;
+	info->file = (__u64)f;
 	if (f) {
 		info->ino = BPF_CORE_READ(f, f_inode, i_ino);
 		info->dev = BPF_CORE_READ(f, f_inode, i_sb, s_dev);
@@ -184,6 +196,15 @@ static long on_vma(struct task_struct *task, struct vm_area_struct *vma, struct 
 	return 0;
 }
 
+static __always_inline bool still_mapped(struct vma_cache *last)
+{
+	struct vm_area_struct *vma = (struct vm_area_struct *)last->vma;
+	return (__u64)BPF_CORE_READ(vma, vm_mm) == last->mm &&
+	       BPF_CORE_READ(vma, vm_start) == last->start &&
+	       BPF_CORE_READ(vma, vm_end) == last->end &&
+	       (__u64)BPF_CORE_READ(vma, vm_file) == last->file;
+}
+
 static __always_inline int on_fault(__u64 addr, __u32 type)
 {
 	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
@@ -195,19 +216,34 @@ static __always_inline int on_fault(__u64 addr, __u32 type)
 	}
 	struct task_struct *task = bpf_get_current_task_btf();
 	struct vma_info info = {.addr = addr, .type = type, .pid = tgid};
+	__u64 mm = (__u64)BPF_CORE_READ(task, mm);
 	__u32 zero = 0;
 	struct vma_cache *last = bpf_map_lookup_elem(&last_vma, &zero);
-	long err = bpf_find_vma(task, addr, on_vma, &info, 0);
-	if (err == 0 && last) {
-		last->start = info.start;
-		last->end = info.end;
-		last->ino = info.ino;
-		last->dev = info.dev;
-		last->pid = tgid;
-	} else if (err == -EBUSY && last && last->pid == tgid && addr >= last->start &&
-		   addr < last->end) {
-		/* The lock is released from an irq_work that has not run yet: a run of
-		 * faults in one mapping (the common case) still lands in that mapping. */
+	bool in_last = last && last->pid == tgid && last->mm == mm && addr >= last->start &&
+		       addr < last->end;
+	long err = 0;
+	if (in_last && still_mapped(last)) {
+		struct osprey_fault_key key = {
+			.pid = tgid, .dev = last->dev, .vma_start = last->start, .ino = last->ino};
+		info.start = last->start;
+		info.end = last->end;
+		info.ino = last->ino;
+		info.dev = last->dev;
+		info.counted = count(&fault_counts, &key, type, 0) < 0 ? -1 : 0;
+	} else if ((err = bpf_find_vma(task, addr, on_vma, &info, 0)) == 0) {
+		if (last) {
+			last->vma = info.vma;
+			last->mm = mm;
+			last->file = info.file;
+			last->start = info.start;
+			last->end = info.end;
+			last->ino = info.ino;
+			last->dev = info.dev;
+			last->pid = tgid;
+		}
+	} else if (err == -EBUSY && in_last) {
+		/* The lock's release is still queued and the VMA changed meanwhile: the
+		 * fault lies in the range it had a moment ago; count it there. */
 		struct osprey_fault_key key = {
 			.pid = tgid, .dev = last->dev, .vma_start = last->start, .ino = last->ino};
 		count_error(OSPREY_FERR_VMA_BUSY_CACHED);
@@ -217,7 +253,7 @@ static __always_inline int on_fault(__u64 addr, __u32 type)
 		info.dev = last->dev;
 		info.counted = count(&fault_counts, &key, type, 0) < 0 ? -1 : 0;
 		err = 0;
-	} else if (err) {
+	} else {
 		count_error(err == -EBUSY ? OSPREY_FERR_VMA_BUSY
 			    : err == -ENOENT ? OSPREY_FERR_VMA_MISSING
 					     : OSPREY_FERR_VMA_OTHER);

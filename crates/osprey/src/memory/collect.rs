@@ -273,3 +273,63 @@ impl Sink for MappingSink {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(class: MappingClass, start: u64, end: u64, minor: u64, second: u32) -> MappingFaults {
+        let faults = Faults { minor, major: 0 };
+        MappingFaults {
+            class,
+            label: class.label().into(),
+            path: None,
+            start,
+            end,
+            permissions: None,
+            faults,
+            per_second: Vec::new(),
+            heat: vec![HeatCell {
+                second,
+                row: 0,
+                faults,
+            }],
+        }
+    }
+
+    #[test]
+    fn a_growing_stack_is_one_mapping() {
+        let rows = vec![
+            row(MappingClass::Stack, 0x7ff0_0000, 0x7ff1_0000, 3, 0),
+            row(MappingClass::Anonymous, 0x1000, 0x2000, 5, 0),
+            row(MappingClass::Stack, 0x7fe0_0000, 0x7ff1_0000, 4, 1),
+        ];
+        let merged = merge_stacks(rows);
+        assert_eq!(merged.len(), 2);
+        let stack = &merged[0];
+        assert_eq!((stack.start, stack.end), (0x7fe0_0000, 0x7ff1_0000));
+        assert_eq!(stack.faults.minor, 7);
+        assert_eq!(stack.heat.len(), 2);
+        assert_eq!(merged[1].faults.minor, 5);
+    }
+
+    #[test]
+    fn seconds_are_numbered_densely() {
+        let s = numbered(&[Faults::default(), Faults { minor: 2, major: 1 }]);
+        assert_eq!(
+            s,
+            [
+                Second {
+                    second: 0,
+                    minor: 0,
+                    major: 0
+                },
+                Second {
+                    second: 1,
+                    minor: 2,
+                    major: 1
+                }
+            ]
+        );
+    }
+}
