@@ -14,7 +14,7 @@
 #define HEAT_ROWS 64
 #define NSEC_PER_SEC 1000000000ULL
 
-const volatile __u64 start_ns = 0; /* bpf_ktime_get_ns() at the start of the run */
+const volatile __u64 start_ns = 0; /* CLOCK_BOOTTIME at the start of the run */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -273,7 +273,7 @@ static __always_inline int on_fault(__u64 addr, __u32 type)
 	struct osprey_fault_heat_key heat = {
 		.mapping = {.pid = tgid, .dev = info.dev, .vma_start = info.start, .ino = info.ino},
 	};
-	__u64 now = bpf_ktime_get_ns();
+	__u64 now = bpf_ktime_get_boot_ns();
 	heat.second = now > start_ns ? (now - start_ns) / NSEC_PER_SEC : 0;
 	__u64 size = info.end - info.start;
 	heat.row = size ? (addr - info.start) * HEAT_ROWS / size : 0;

@@ -2,6 +2,7 @@
 //! error, 77 missing privilege or kernel feature.
 
 mod agent;
+mod aggregate;
 mod check;
 mod memory;
 mod profile;

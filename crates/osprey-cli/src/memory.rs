@@ -11,13 +11,10 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use osprey::kernel::loader::{LoadOptions, LoadedCapability};
-use osprey::kernel::stats::RunTimeStats;
 use osprey::memory::{
-    self, collect::MappingSink, collect::ReportOptions, heatmap, pmu, Collector, MemoryOptions,
-    MemoryReport,
+    self, collect::ReportOptions, heatmap, pmu, Collector, MemoryOptions, MemoryReport,
 };
-use osprey::pipeline::cache::ProcessCache;
-use osprey::pipeline::run::{Pipeline, RunOptions};
+use osprey::pipeline::event::{Event, Payload};
 
 use crate::trace::{load, report_degraded, require_tracing_privileges};
 use crate::{Failure, Output};
@@ -110,7 +107,7 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         pid: args.pid,
         comm: args.comm.clone(),
     };
-    let start_ns = memory::monotonic_ns();
+    let start_ns = osprey::kernel::boot_time_ns();
     let mut load_options = options.load_options(start_ns);
     load_options.denied_programs = LoadOptions::denied_from_env();
     let mut cap: LoadedCapability = load(memory::SPEC, &load_options)?;
@@ -131,21 +128,6 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         Collector::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?,
     ));
 
-    let _run_time_stats = RunTimeStats::enable();
-    let mut sink = MappingSink(collector.clone());
-    let pipeline = Pipeline::new(
-        vec![cap],
-        ProcessCache::new(1024, 5_000_000_000),
-        &mut sink,
-        Box::new(|_, _| true),
-    );
-    let run_options = RunOptions {
-        duration: args.duration.map(Duration::from_secs_f64),
-        ..Default::default()
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let hooks: Vec<String> = [&minor_source, &major_source]
         .into_iter()
         .flatten()
@@ -160,7 +142,13 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     let progress = std::io::stderr().is_terminal();
     let mut next_progress = started + Duration::from_secs(1);
     let tick_collector = collector.clone();
-    let summary = runtime.block_on(pipeline.run_with_tick(run_options, move |_| {
+    let mappings = collector.clone();
+    let on_event = move |event: &Event| {
+        if let Payload::FaultMapping(mapping) = &event.payload {
+            mappings.borrow_mut().on_mapping(&event.header, mapping);
+        }
+    };
+    let summary = crate::aggregate::run(cap, args.duration, on_event, move |_| {
         if progress && Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
             let total = tick_collector.borrow().total();
@@ -171,8 +159,7 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
                 total.major
             );
         }
-    }))?;
-    drop(sink);
+    })?;
     if progress {
         eprintln!();
     }

@@ -10,12 +10,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use osprey::kernel::loader::LoadedCapability;
-use osprey::kernel::stats::RunTimeStats;
-use osprey::pipeline::cache::ProcessCache;
-use osprey::pipeline::run::{Pipeline, RunOptions};
+use osprey::pipeline::event::{Event, Payload};
 use osprey::profile::{
-    self, collect::UserStackSink, output, pprof, Collector, Profile, ProfileKind, ProfileOptions,
-    UnwindMode,
+    self, output, pprof, Collector, Profile, ProfileKind, ProfileOptions, UnwindMode,
 };
 
 use crate::trace::{load, require_tracing_privileges};
@@ -167,21 +164,6 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         .filter_map(|o| o.chosen.map(|h| h.attach.label()))
         .collect();
 
-    let _run_time_stats = RunTimeStats::enable();
-    let mut sink = UserStackSink(collector.clone());
-    let pipeline = Pipeline::new(
-        vec![cap],
-        ProcessCache::new(1024, 5_000_000_000),
-        &mut sink,
-        Box::new(|_, _| true),
-    );
-    let run_options = RunOptions {
-        duration: args.duration.map(Duration::from_secs_f64),
-        ..Default::default()
-    };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let what = match opts.kind {
         ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),
         ProfileKind::OffCpu => "off-CPU time".to_string(),
@@ -195,7 +177,13 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
     let progress = std::io::stderr().is_terminal();
     let mut next_progress = started + Duration::from_secs(1);
     let tick_collector = collector.clone();
-    let summary = runtime.block_on(pipeline.run_with_tick(run_options, move |_| {
+    let stacks = collector.clone();
+    let on_event = move |event: &Event| {
+        if let Payload::ProfileUserStack(sample) = &event.payload {
+            stacks.borrow_mut().on_user_stack(&event.header, sample);
+        }
+    };
+    let summary = crate::aggregate::run(cap, args.duration, on_event, move |_| {
         let mut c = tick_collector.borrow_mut();
         c.tick();
         if progress && Instant::now() >= next_progress {
@@ -206,8 +194,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 c.samples_seen
             );
         }
-    }))?;
-    drop(sink);
+    })?;
     if progress {
         eprintln!();
     }

@@ -129,18 +129,37 @@ fn assert_accounted(report: &Value, done: &Finished) {
     }
 }
 
-fn assert_well_formed_xml(svg: &str) {
-    let mut reader = quick_xml::Reader::from_str(svg);
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => panic!("SVG is not well-formed XML: {e}\n{svg}"),
-        }
-    }
+const PAGES: u64 = 2000;
+
+/// A traced `fault-anon` run: the pid, the mapping's range, the report and the run.
+struct AnonRun {
+    pid: u32,
+    start: u64,
+    end: u64,
+    report: Value,
+    done: Finished,
 }
 
-const PAGES: u64 = 2000;
+impl AnonRun {
+    fn trace(workload_args: &[&str], extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut args = vec!["fault-anon"];
+        args.extend_from_slice(workload_args);
+        let workload = FaultWorkload::spawn(&args);
+        let (pid, start, end) = (workload.pid(), workload.start, workload.end);
+        let (report, done) = trace(workload, extra, env);
+        AnonRun {
+            pid,
+            start,
+            end,
+            report,
+            done,
+        }
+    }
+
+    fn mapping(&self) -> &Value {
+        mapping_holding(process(&self.report, self.pid), self.start, self.end)
+    }
+}
 
 #[test]
 fn fresh_anonymous_pages_give_one_minor_fault_each_in_their_mapping() {
@@ -148,17 +167,16 @@ fn fresh_anonymous_pages_give_one_minor_fault_each_in_their_mapping() {
         return;
     }
     let _serial = serial();
-    let workload = FaultWorkload::spawn(&["fault-anon", &PAGES.to_string()]);
-    let (pid, start, end) = (workload.pid(), workload.start, workload.end);
-    let (report, done) = trace(workload, &[], &[]);
-    assert_accounted(&report, &done);
+    let run = AnonRun::trace(&[&PAGES.to_string()], &[], &[]);
+    let report = &run.report;
+    assert_accounted(report, &run.done);
     assert_eq!(report["minor_source"], "perf_event/minor-faults");
     assert_eq!(report["major_source"], "perf_event/major-faults");
     assert_eq!(report["minor_derived"], false);
 
-    let p = process(&report, pid);
+    let p = process(report, run.pid);
     assert_eq!(p["comm"], "osprey-workload");
-    let m = mapping_holding(p, start, end);
+    let m = run.mapping();
     assert_eq!(m["class"], "anonymous", "{m}");
     assert_eq!(m["label"], "[anon]");
     assert_eq!(m["permissions"], "rw-p");
@@ -227,12 +245,13 @@ fn rates_and_heat_map_follow_faults_over_time() {
     let dir = TempDir::new("memory-heat");
     let svg_path = dir.path().join("heat.svg");
     // 1500 pages spread over 1.5 s: the faults span at least two one-second buckets.
-    let workload = FaultWorkload::spawn(&["fault-anon", "1500", "1500"]);
-    let (pid, start, end) = (workload.pid(), workload.start, workload.end);
-    let (report, done) = trace(workload, &["--heatmap", svg_path.to_str().unwrap()], &[]);
-    assert_accounted(&report, &done);
-    let p = process(&report, pid);
-    let m = mapping_holding(p, start, end);
+    let run = AnonRun::trace(
+        &["1500", "1500"],
+        &["--heatmap", svg_path.to_str().unwrap()],
+        &[],
+    );
+    assert_accounted(&run.report, &run.done);
+    let (pid, m) = (run.pid, run.mapping());
     let busy_seconds: Vec<u64> = m["per_second"]
         .as_array()
         .unwrap()
@@ -265,17 +284,19 @@ fn tracepoint_fallback_counts_every_fault_and_derives_minor_ones() {
         return;
     }
     let _serial = serial();
-    let workload = FaultWorkload::spawn(&["fault-anon", &PAGES.to_string()]);
-    let (pid, start, end) = (workload.pid(), workload.start, workload.end);
-    let (report, done) = trace(workload, &[], &[("OSPREY_DENY_PROGRAMS", "memory_minor")]);
-    assert!(
-        done.stderr.contains("via tp_btf/page_fault_user"),
-        "{}",
-        done.stderr
+    let run = AnonRun::trace(
+        &[&PAGES.to_string()],
+        &[],
+        &[("OSPREY_DENY_PROGRAMS", "memory_minor")],
     );
-    assert_eq!(report["minor_source"], "tp_btf/page_fault_user");
-    assert_eq!(report["minor_derived"], true);
-    let m = mapping_holding(process(&report, pid), start, end);
+    assert!(
+        run.done.stderr.contains("via tp_btf/page_fault_user"),
+        "{}",
+        run.done.stderr
+    );
+    assert_eq!(run.report["minor_source"], "tp_btf/page_fault_user");
+    assert_eq!(run.report["minor_derived"], true);
+    let m = run.mapping();
     let minor = count(&m["minor"]);
     assert!((PAGES..=PAGES + 64).contains(&minor), "{minor}: {m}");
     assert_eq!(m["class"], "anonymous");
@@ -287,9 +308,8 @@ fn cache_misses_say_there_is_no_pmu_and_faults_are_still_analysed() {
         return;
     }
     let _serial = serial();
-    let workload = FaultWorkload::spawn(&["fault-anon", "500"]);
-    let (pid, start, end) = (workload.pid(), workload.start, workload.end);
-    let (report, done) = trace(workload, &["--events", "cache-misses"], &[]);
+    let run = AnonRun::trace(&["500"], &["--events", "cache-misses"], &[]);
+    let done = &run.done;
     // This machine (a VM) exposes no `cpu` PMU; elsewhere the notice says what happens.
     if !Path::new("/sys/bus/event_source/devices/cpu").exists() {
         assert!(
@@ -304,7 +324,7 @@ fn cache_misses_say_there_is_no_pmu_and_faults_are_still_analysed() {
             .unwrap()
             .contains("no hardware PMU"));
     }
-    let m = mapping_holding(process(&report, pid), start, end);
+    let m = run.mapping();
     assert!(count(&m["minor"]) >= 500, "{m}");
 }
 

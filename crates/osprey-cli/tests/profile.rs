@@ -195,14 +195,7 @@ fn assert_outputs_agree(run: &Profiled, names: &[&str]) {
     );
 
     // SVG: well-formed XML naming every function.
-    let mut reader = quick_xml::Reader::from_str(&run.svg);
-    loop {
-        match reader.read_event() {
-            Ok(quick_xml::events::Event::Eof) => break,
-            Ok(_) => {}
-            Err(e) => panic!("SVG is not well-formed XML: {e}"),
-        }
-    }
+    assert_well_formed_xml(&run.svg);
     for name in names {
         assert!(run.svg.contains(name), "SVG lacks {name}");
     }

@@ -291,3 +291,15 @@ pub fn of(events: &[Value], kind: &str, pid: u32) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// Panics unless `text` is well-formed XML (SVG outputs).
+pub fn assert_well_formed_xml(text: &str) {
+    let mut reader = quick_xml::Reader::from_str(text);
+    loop {
+        match reader.read_event() {
+            Ok(quick_xml::events::Event::Eof) => break,
+            Ok(_) => {}
+            Err(e) => panic!("not well-formed XML: {e}\n{text}"),
+        }
+    }
+}

@@ -2,10 +2,7 @@
 //! kernel's count and heat maps at the end, turned into per-process and per-mapping
 //! counts with per-second rates.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
-use std::io;
-use std::rc::Rc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 
@@ -15,9 +12,7 @@ use super::{
 };
 use crate::abi::{fault_error as ferr, FaultCounts, FaultHeatKey, FaultKey};
 use crate::kernel::loader::{LoadError, LoadedCapability};
-use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::event::{Event, Header, Payload};
-use crate::pipeline::sink::Sink;
+use crate::pipeline::event::Header;
 
 pub struct Collector {
     counts: BpfHashMap<MapData, FaultKey, FaultCounts>,
@@ -256,22 +251,6 @@ fn merge_stacks(rows: Vec<MappingFaults>) -> Vec<MappingFaults> {
         }
     }
     out
-}
-
-/// Feeds mapping descriptions from the shared pipeline into the collector.
-pub struct MappingSink(pub Rc<RefCell<Collector>>);
-
-impl Sink for MappingSink {
-    fn write(&mut self, event: &Event, _process: &ProcessContext<'_>) -> io::Result<()> {
-        if let Payload::FaultMapping(mapping) = &event.payload {
-            self.0.borrow_mut().on_mapping(&event.header, mapping);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -74,7 +74,8 @@ pub struct MemoryOptions {
 }
 
 impl MemoryOptions {
-    /// Loader options; `start_ns` (CLOCK_MONOTONIC) is second 0 of the rates.
+    /// Loader options; `start_ns` (CLOCK_BOOTTIME, `kernel::boot_time_ns`) is second 0 of
+    /// the rates.
     pub fn load_options(&self, start_ns: u64) -> LoadOptions {
         LoadOptions {
             config: KernelConfig {
@@ -88,17 +89,6 @@ impl MemoryOptions {
             ..Default::default()
         }
     }
-}
-
-/// CLOCK_MONOTONIC in nanoseconds, the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid timespec pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// What a faulting address belongs to.

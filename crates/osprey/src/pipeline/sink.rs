@@ -19,6 +19,21 @@ pub trait Sink {
     }
 }
 
+/// Hands every event to a closure: for capabilities whose events feed an aggregate built
+/// in user space (copied stacks, mapping descriptions) rather than an output.
+pub struct EventFn<F>(pub F);
+
+impl<F: FnMut(&Event)> Sink for EventFn<F> {
+    fn write(&mut self, event: &Event, _process: &ProcessContext<'_>) -> io::Result<()> {
+        (self.0)(event);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Converts CLOCK_BOOTTIME stamps to wall-clock time.
 #[derive(Debug, Clone, Copy)]
 pub struct Clock {

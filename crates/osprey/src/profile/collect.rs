@@ -3,10 +3,7 @@
 //! frame-pointer-less processes to DWARF unwinding; unwinds copied user stacks as they
 //! arrive; at the end turns stack ids into symbolized, aggregated stacks.
 
-use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
-use std::io;
-use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
@@ -17,9 +14,7 @@ use super::unwind::{DwarfUnwinder, StackCopy};
 use super::{Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack};
 use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
 use crate::kernel::loader::{LoadError, LoadedCapability};
-use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::event::{Event, Header, Payload};
-use crate::pipeline::sink::Sink;
+use crate::pipeline::event::Header;
 use crate::pipeline::text::until_nul;
 
 /// How often the count map is scanned for new processes.
@@ -339,21 +334,5 @@ impl Stack {
             }),
             Stack::Addrs(addrs) => out.extend(addrs.iter().rev().map(|&a| frame(a))),
         }
-    }
-}
-
-/// Feeds copied user stacks from the shared pipeline into the collector.
-pub struct UserStackSink(pub Rc<RefCell<Collector>>);
-
-impl Sink for UserStackSink {
-    fn write(&mut self, event: &Event, _process: &ProcessContext<'_>) -> io::Result<()> {
-        if let Payload::ProfileUserStack(sample) = &event.payload {
-            self.0.borrow_mut().on_user_stack(&event.header, sample);
-        }
-        Ok(())
-    }
-
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
     }
 }

@@ -1,0 +1,38 @@
+//! The run of a capability that aggregates in the kernel (`profile`, `memory`): the shared
+//! pipeline over its ring until `--duration` or a signal, events handed to a closure, and a
+//! tick after every drain for reading the kernel's maps.
+
+use std::time::Duration;
+
+use osprey::kernel::loader::LoadedCapability;
+use osprey::kernel::stats::RunTimeStats;
+use osprey::pipeline::cache::ProcessCache;
+use osprey::pipeline::event::Event;
+use osprey::pipeline::run::{Pipeline, RunOptions, Summary};
+use osprey::pipeline::sink::EventFn;
+
+use crate::Failure;
+
+pub(crate) fn run(
+    cap: LoadedCapability,
+    duration_secs: Option<f64>,
+    on_event: impl FnMut(&Event),
+    tick: impl FnMut(&[LoadedCapability]),
+) -> Result<Summary, Failure> {
+    let _run_time_stats = RunTimeStats::enable();
+    let mut sink = EventFn(on_event);
+    let pipeline = Pipeline::new(
+        vec![cap],
+        ProcessCache::new(1024, 5_000_000_000),
+        &mut sink,
+        Box::new(|_, _| true),
+    );
+    let run_options = RunOptions {
+        duration: duration_secs.map(Duration::from_secs_f64),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    Ok(runtime.block_on(pipeline.run_with_tick(run_options, tick))?)
+}
