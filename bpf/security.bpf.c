@@ -347,6 +347,9 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 		__u64 len = args[2]; /* connect/bind: (fd, addr, addrlen) */
 		if (len > SOCKADDR_MAX)
 			len = SOCKADDR_MAX;
+		/* Clang drops a plain `& 0xff` here (it knows len <= 128) and older verifiers lose
+		 * the bound through a stack spill: keep the mask in the instruction stream. */
+		asm volatile("%[len] &= 0xff" : [len] "+r"(len));
 		end = OSPREY_MASK(end);
 		if (end + SOCKADDR_MAX <= OSPREY_DATA_CAP &&
 		    !bpf_probe_read_user(s->data + end, len & 0xff,

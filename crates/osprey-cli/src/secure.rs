@@ -12,7 +12,7 @@ use osprey::pipeline::run::EventFilter;
 use osprey::pipeline::sink::Clock;
 use osprey::security::rules::prefilter::{self, OpenPrefilter};
 use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
-use osprey::security::{detect::RulesDetector, enforce, kernel_maps};
+use osprey::security::{detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
 
 use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
@@ -117,7 +117,8 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let mut capabilities = vec![load(
         process::SPEC,
         &LoadOptions {
-            roles: Some(process::CACHE_ROLES.to_vec()),
+            // Enforcing: failed execs too, so an exec denied in the kernel raises its alert.
+            roles: (!args.enforce).then(|| process::CACHE_ROLES.to_vec()),
             denied_programs: denied.clone(),
             ..Default::default()
         },
@@ -192,7 +193,29 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         format,
     )
     .shared();
+    // Deny in the kernel with BPF LSM where it loads and every deny rule is decidable there;
+    // otherwise fanotify permission events.
+    let mut kernel_deny = false;
     if args.enforce && !deny_marks.is_empty() {
+        match lsm::kernel_denies(&set) {
+            None => eprintln!(
+                "osprey: deny rules use conditions the kernel cannot decide alone: fanotify enforces them"
+            ),
+            Some(denies) => match lsm::start(&denies) {
+                Ok(cap) => {
+                    let paths: Vec<&str> = denies.iter().map(|d| d.path.as_str()).collect();
+                    eprintln!(
+                        "osprey: enforcing deny rules with BPF LSM on {}",
+                        paths.join(", ")
+                    );
+                    capabilities.push(cap);
+                    kernel_deny = true;
+                }
+                Err(why) => eprintln!("osprey: BPF LSM unavailable ({why}): fanotify enforces deny rules"),
+            },
+        }
+    }
+    if args.enforce && !deny_marks.is_empty() && !kernel_deny {
         let fan = enforce::Fanotify::new(&deny_marks).map_err(|e| {
             Failure::Privilege(format!("deny rules need fanotify permission events: {e}"))
         })?;
@@ -210,6 +233,7 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         detectors: vec![Box::new(RulesDetector {
             rules: set,
             enforcing: args.enforce,
+            kernel_deny,
         })],
         alerts,
     });

@@ -365,6 +365,15 @@ fn deny_rule_blocks_the_open_with_eperm() {
     assert_eq!(alerts[0]["event"]["abs_path"], secret.to_str().unwrap());
     assert_eq!(alerts[0]["event"]["errno"], libc::EPERM);
     assert_eq!(alerts[0]["event"]["process"]["comm"], "cat");
+    // The VM suite (BPF LSM available) holds the backend to the kernel one.
+    if let Ok(backend) = std::env::var("OSPREY_EXPECT_DENY_BACKEND") {
+        assert!(
+            done.stderr
+                .contains(&format!("enforcing deny rules with {backend}")),
+            "{}",
+            done.stderr
+        );
+    }
 }
 
 #[test]

@@ -32,6 +32,8 @@ pub enum Attach {
     KProbe(&'static str),
     /// `kretprobe/FUNCTION`: needs CONFIG_KPROBES.
     KRetProbe(&'static str),
+    /// `lsm/HOOK`: BPF LSM; needs CONFIG_BPF_LSM and `bpf` among the active LSMs.
+    Lsm(&'static str),
     /// `perf_event`: a software perf event on every online CPU, sampled as
     /// `LoadOptions::perf_sampling` says.
     PerfEvent(SoftwarePerfEvent),
@@ -73,6 +75,7 @@ impl Attach {
             Attach::FExit(f) => format!("fexit/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
             Attach::KRetProbe(f) => format!("kretprobe/{f}"),
+            Attach::Lsm(h) => format!("lsm/{h}"),
             Attach::PerfEvent(e) => format!("perf_event/{}", e.name()),
         }
     }
@@ -356,6 +359,7 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::TracePoint(p)) => p.unload(),
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
+        Some(Program::Lsm(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
         Some(Program::PerfEvent(p)) => p.unload(),
         _ => Ok(()),
@@ -431,6 +435,18 @@ fn attach_hook(
         Attach::FEntry(function) => {
             let p: &mut FEntry = program.try_into().map_err(err)?;
             p.load(function, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
+        Attach::Lsm(hook) => {
+            let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+            if !active.split(',').any(|l| l.trim() == "bpf") {
+                return Err(format!(
+                    "\"bpf\" is not an active LSM (lsm={}); boot with lsm=...,bpf",
+                    active.trim()
+                ));
+            }
+            let p: &mut aya::programs::Lsm = program.try_into().map_err(err)?;
+            p.load(hook, btf).map_err(err)?;
             p.attach().map_err(err)?;
         }
         Attach::FExit(function) => {

@@ -27,16 +27,27 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
     }) = err.downcast_ref::<aya::programs::ProgramError>()
     {
         let log = verifier_log.to_string();
+        // For whoever debugs a program on a new kernel: the whole log, on request.
+        if std::env::var_os("OSPREY_VERIFIER_LOG").is_some() {
+            eprintln!("osprey: verifier log:\n{log}");
+        }
         if core_check::is_poisoned(&log) {
             return format!(
                 "load refused: a CO-RE relocation could not be satisfied: the program needs a \
                  kernel field or type this kernel lacks ({io_error})"
             );
         }
+        // The verifier ends with statistics; the reason is the last line before them.
         let last = log
             .lines()
             .rev()
-            .find(|l| !l.trim().is_empty())
+            .find(|l| {
+                let l = l.trim();
+                !l.is_empty()
+                    && !l.starts_with("processed ")
+                    && !l.starts_with("verification time")
+                    && !l.starts_with("stack depth")
+            })
             .unwrap_or("");
         return if last.is_empty() {
             format!("load refused: {io_error}")

@@ -4,6 +4,7 @@
 pub mod detect;
 pub mod enforce;
 pub mod kernel_maps;
+pub mod lsm;
 pub mod rules;
 pub mod syscall;
 
