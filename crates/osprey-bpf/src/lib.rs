@@ -22,6 +22,8 @@ macro_rules! object {
 pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
+pub const TCP: Object = object!("tcp");
+pub const FLOWS: Object = object!("flows");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE];
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, TCP, FLOWS];

@@ -289,6 +289,12 @@ impl<T: Describe, const N: usize> Describe for [T; N] {
     }
 }
 
+impl Describe for abi::TcpEndpoints {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_tcp_endpoints".into())
+    }
+}
+
 impl Describe for abi::EventHeader {
     fn shape() -> Shape {
         Shape::Struct("osprey_event_header".into())
@@ -353,6 +359,25 @@ fn rust_structs() -> Vec<RustStruct> {
         } flexible ["data"]),
         mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
         mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
+        mirror!(TcpEndpoints as "osprey_tcp_endpoints" {
+            family, lport, rport, active, owner_known, laddr, raddr,
+        }),
+        mirror!(TcpState as "osprey_tcp_state" { hdr, sock, ep, old_state, new_state }),
+        mirror!(TcpClose as "osprey_tcp_close" {
+            hdr, sock, ep, start_boot_ns, bytes_sent, bytes_acked, bytes_received, segs_out,
+            segs_in, data_segs_out, data_segs_in, retransmits, total_retrans, srtt_us,
+            min_rtt_us, last_state, _pad,
+        }),
+        mirror!(FlowKey as "osprey_flow_key" {
+            ifindex, direction, family, protocol, icmp_type, icmp_code, _pad, vlan, sport,
+            dport, saddr, daddr,
+        }),
+        mirror!(FlowStats as "osprey_flow_stats" {
+            packets, bytes, payload_bytes, first_boot_ns, last_boot_ns, tcp_flags,
+        }),
+        mirror!(FlowCounters as "osprey_flow_counters" {
+            inserts, insert_failed, non_ip, truncated,
+        }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
     ]
 }
@@ -589,6 +614,15 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_EXEC", v(kind::EXEC)),
                 ("OSPREY_KIND_FORK", v(kind::FORK)),
                 ("OSPREY_KIND_EXIT", v(kind::EXIT)),
+                ("OSPREY_KIND_TCP_STATE", v(kind::TCP_STATE)),
+                ("OSPREY_KIND_TCP_CLOSE", v(kind::TCP_CLOSE)),
+            ],
+        ),
+        (
+            "osprey_flow_direction",
+            vec![
+                ("OSPREY_FLOW_INGRESS", i128::from(abi::flow_direction::INGRESS)),
+                ("OSPREY_FLOW_EGRESS", i128::from(abi::flow_direction::EGRESS)),
             ],
         ),
         (
