@@ -22,11 +22,13 @@ struct osprey_tcp_close *const osprey_abi_tcp_close = 0;
 
 struct tcp_conn {
 	struct osprey_event_header owner; /* header template taken in process context */
+	struct osprey_tcp_endpoints ep; /* last seen with a local port: it is gone at CLOSE */
 	__u64 start_ns;
 	__u32 retransmits;
 	__u8 owner_known;
 	__u8 active;
-	__u8 _pad[2];
+	__u8 ep_known;
+	__u8 _pad;
 };
 
 struct {
@@ -74,7 +76,12 @@ static __always_inline void emit_close(const struct sock *sk, __u16 family, int 
 	__builtin_memset(&ev, 0, sizeof(ev));
 	owner_header(&ev.hdr, c, OSPREY_KIND_TCP_CLOSE);
 	ev.sock = (__u64)sk;
-	fill_endpoints(&ev.ep, sk, family, c ? c->active : 0, c ? c->owner_known : 0);
+	if (c && c->ep_known) {
+		ev.ep = c->ep;
+		ev.ep.owner_known = c->owner_known;
+	} else {
+		fill_endpoints(&ev.ep, sk, family, c ? c->active : 0, c ? c->owner_known : 0);
+	}
 	ev.start_boot_ns = c ? c->start_ns : 0;
 	ev.retransmits = c ? c->retransmits : 0;
 	ev.last_state = old;
@@ -84,6 +91,12 @@ static __always_inline void emit_close(const struct sock *sk, __u16 family, int 
 		ev.bytes_sent = BPF_CORE_READ(tp, bytes_sent);
 	ev.bytes_acked = BPF_CORE_READ(tp, bytes_acked);
 	ev.bytes_received = BPF_CORE_READ(tp, bytes_received);
+	/* A received FIN advances rcv_nxt, so the kernel counts it as a byte; report payload.
+	 * SOCK_DONE is set by tcp_fin() exactly when the peer's FIN arrived. */
+	__u64 sk_flags = BPF_CORE_READ(sk, __sk_common.skc_flags);
+	if ((sk_flags & (1ULL << bpf_core_enum_value(enum sock_flags, SOCK_DONE))) &&
+	    ev.bytes_received)
+		ev.bytes_received--;
 	ev.segs_out = BPF_CORE_READ(tp, segs_out);
 	ev.segs_in = BPF_CORE_READ(tp, segs_in);
 	ev.data_segs_out = BPF_CORE_READ(tp, data_segs_out);
@@ -116,6 +129,11 @@ static __always_inline int on_state(const struct sock *sk, int old, int new)
 		}
 		bpf_map_update_elem(&tcp_conns, &key, &fresh, BPF_ANY);
 		c = bpf_map_lookup_elem(&tcp_conns, &key);
+	}
+
+	if (c && new != TCP_CLOSE && BPF_CORE_READ(sk, __sk_common.skc_num)) {
+		fill_endpoints(&c->ep, sk, family, c->active, c->owner_known);
+		c->ep_known = 1;
 	}
 
 	if (emit_states) {

@@ -621,8 +621,14 @@ fn rust_enums() -> Vec<EnumTable> {
         (
             "osprey_flow_direction",
             vec![
-                ("OSPREY_FLOW_INGRESS", i128::from(abi::flow_direction::INGRESS)),
-                ("OSPREY_FLOW_EGRESS", i128::from(abi::flow_direction::EGRESS)),
+                (
+                    "OSPREY_FLOW_INGRESS",
+                    i128::from(abi::flow_direction::INGRESS),
+                ),
+                (
+                    "OSPREY_FLOW_EGRESS",
+                    i128::from(abi::flow_direction::EGRESS),
+                ),
             ],
         ),
         (

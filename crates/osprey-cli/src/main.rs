@@ -2,6 +2,8 @@
 //! error, 77 missing privilege or kernel feature.
 
 mod check;
+mod flows;
+mod tcp;
 mod trace;
 
 use std::process::ExitCode;
@@ -27,6 +29,10 @@ enum Command {
     Files(trace::FilesArgs),
     /// Trace process execs (including failed ones), forks and exits.
     Exec(trace::ExecArgs),
+    /// TCP connections: one record per connection at close, owner, bytes, RTT, retransmits.
+    Tcp(tcp::TcpArgs),
+    /// Network flows on interfaces (XDP ingress, tcx egress), IPFIX-like records.
+    Flows(flows::FlowsArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +117,8 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args),
         Command::Files(args) => trace::run_files(args),
         Command::Exec(args) => trace::run_exec(args),
+        Command::Tcp(args) => tcp::run_tcp(args),
+        Command::Flows(args) => flows::run_flows(args),
     };
     match result {
         Ok(code) => code,

@@ -77,7 +77,7 @@ fn validate_target(t: &TargetArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
+pub(crate) fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     let missing = privileges::missing_for_tracing(privileges::effective());
     if missing.is_empty() {
         Ok(())
@@ -89,7 +89,7 @@ fn require_tracing_privileges(command: &str) -> Result<(), Failure> {
     }
 }
 
-fn load(
+pub(crate) fn load(
     spec: osprey::kernel::loader::CapabilitySpec,
     options: &LoadOptions,
 ) -> Result<LoadedCapability, Failure> {
@@ -102,7 +102,7 @@ fn load(
     })
 }
 
-fn report_degraded(cap: &LoadedCapability) {
+pub(crate) fn report_degraded(cap: &LoadedCapability) {
     for outcome in &cap.outcomes {
         if outcome.chosen.is_none() {
             eprintln!(
@@ -194,14 +194,14 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
-            Payload::FileOpen(_) => false,
+            _ => false,
         };
         kind_wanted && user_target_matches(&target, ctx)
     });
     run_pipeline(vec![process], filter, &args.run, Layout::Exec, "execs")
 }
 
-fn run_pipeline(
+pub(crate) fn run_pipeline(
     capabilities: Vec<LoadedCapability>,
     filter: EventFilter,
     run: &RunArgs,

@@ -6,6 +6,7 @@
 
 pub mod files;
 pub mod kernel;
+pub mod net;
 pub mod pipeline;
 pub mod process;
 

@@ -4,8 +4,12 @@
 use std::collections::BTreeSet;
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
-    programs::{BtfTracePoint, FEntry, KProbe, Program, RawTracePoint, TracePoint},
+    maps::{Map, MapData, PerCpuArray, RingBuf},
+    programs::{
+        tc::{self, TcAttachOptions},
+        BtfTracePoint, FEntry, KProbe, LinkOrder, Program, RawTracePoint, SchedClassifier,
+        TcAttachType, TracePoint, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 
@@ -25,7 +29,35 @@ pub enum Attach {
     FEntry(&'static str),
     /// `kprobe/FUNCTION`: needs CONFIG_KPROBES.
     KProbe(&'static str),
+    /// XDP in this mode on every interface of `LoadOptions::interfaces`.
+    Xdp(XdpAttachMode),
+    /// tcx egress link on every interface of `LoadOptions::interfaces` (Linux 6.6+).
+    TcxEgress,
+    /// tc clsact egress filter (netlink) on every interface; adds the clsact qdisc if missing.
+    TcClsactEgress,
 }
+
+/// How an XDP program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// In the driver, before an skb exists (fastest; not every driver).
+    Native,
+    /// In the network stack, on the skb (every interface).
+    Generic,
+}
+
+impl XdpAttachMode {
+    fn aya(self) -> XdpMode {
+        match self {
+            XdpAttachMode::Native => XdpMode::Driver,
+            XdpAttachMode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Marks an attach refused because another program already owns the hook: callers must
+/// not replace someone else's XDP program, so this is reported, never worked around.
+pub const ATTACH_CONFLICT: &str = "already has an XDP program that is not ours";
 
 impl Attach {
     pub fn label(&self) -> String {
@@ -35,6 +67,10 @@ impl Attach {
             Attach::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
             Attach::FEntry(f) => format!("fentry/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
+            Attach::Xdp(XdpAttachMode::Native) => "xdp/native".to_string(),
+            Attach::Xdp(XdpAttachMode::Generic) => "xdp/generic".to_string(),
+            Attach::TcxEgress => "tcx/egress".to_string(),
+            Attach::TcClsactEgress => "tc/clsact/egress".to_string(),
         }
     }
 }
@@ -88,6 +124,14 @@ pub struct LoadOptions {
     pub denied_programs: BTreeSet<String>,
     /// Load and attach, then detach at once (for `osprey check`).
     pub dry_run: bool,
+    /// Network interfaces for XDP/tcx/tc hooks, by name.
+    pub interfaces: Vec<String>,
+    /// Only this XDP mode; `None`: native where the driver supports it, else generic.
+    pub xdp_mode: Option<XdpAttachMode>,
+    /// Capability-specific `.rodata` globals (name, bytes), e.g. feature switches.
+    pub globals: Vec<(&'static str, Vec<u8>)>,
+    /// Map sizes to override (name, max_entries), e.g. a flow table size.
+    pub map_max_entries: Vec<(&'static str, u32)>,
 }
 
 impl LoadOptions {
@@ -186,6 +230,12 @@ impl LoadedCapability {
             .override_global("target_comm", &comm, false)
             .override_global("rate_per_process", &rate_process, false)
             .override_global("rate_global_per_cpu", &rate_global, false);
+        for (name, bytes) in &options.globals {
+            loader.override_global(name, bytes.as_slice(), true);
+        }
+        for (name, entries) in &options.map_max_entries {
+            loader.map_max_entries(name, *entries);
+        }
         let mut ebpf = loader
             .load(spec.object.bytes)
             .map_err(|e| LoadError::Object {
@@ -200,7 +250,7 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, &options.denied_programs, btf);
+            let outcome = attach_role(&mut ebpf, role, options, btf);
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -245,6 +295,11 @@ impl LoadedCapability {
         })
     }
 
+    /// Takes a map the capability reads itself (flow tables, histograms) out of the object.
+    pub fn take_map(&mut self, name: &str) -> Option<Map> {
+        self.ebpf.take_map(name)
+    }
+
     /// Sums the per-CPU counters of one event kind.
     pub fn counters_for(&self, kind: u32) -> Counters {
         let mut total = Counters::default();
@@ -268,23 +323,26 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::TracePoint(p)) => p.unload(),
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
+        Some(Program::Xdp(p)) => p.unload(),
+        Some(Program::SchedClassifier(p)) => p.unload(),
         _ => Ok(()),
     };
 }
 
-fn attach_role(
-    ebpf: &mut Ebpf,
-    role: &Role,
-    denied: &BTreeSet<String>,
-    btf: &aya::Btf,
-) -> RoleOutcome {
+fn attach_role(ebpf: &mut Ebpf, role: &Role, options: &LoadOptions, btf: &aya::Btf) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
-        if denied.contains(hook.program) {
+        if options.denied_programs.contains(hook.program) {
             rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
             continue;
         }
-        match attach_hook(ebpf, hook, btf) {
+        let attached = match hook.attach {
+            Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
+                attach_net_hook(ebpf, hook, options)
+            }
+            _ => attach_hook(ebpf, hook, btf),
+        };
+        match attached {
             Ok(()) => {
                 return RoleOutcome {
                     role: role.name,
@@ -339,6 +397,72 @@ fn attach_hook(ebpf: &mut Ebpf, hook: &Hook, btf: &aya::Btf) -> Result<(), Strin
             p.load().map_err(err)?;
             p.attach(function, 0).map_err(err)?;
         }
+        Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
+            return Err("network hooks attach through attach_net_hook".into())
+        }
     }
     Ok(())
+}
+
+/// Attaches an XDP or tc program to every interface in `options.interfaces`. A failure on
+/// any interface fails the hook; the caller then unloads the program, which detaches it
+/// from the interfaces done so far, so nothing stays attached.
+fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Result<(), String> {
+    if options.interfaces.is_empty() {
+        return Err("no interface given".into());
+    }
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
+    let err = |e: aya::programs::ProgramError| describe_error(&e);
+    match hook.attach {
+        Attach::Xdp(mode) => {
+            if options.xdp_mode.is_some_and(|m| m != mode) {
+                return Err("not the XDP mode asked for".into());
+            }
+            let p: &mut Xdp = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            for name in &options.interfaces {
+                p.attach(name, mode.aya()).map_err(|e| {
+                    let busy = matches!(
+                        &e,
+                        aya::programs::ProgramError::SyscallError(s)
+                            if matches!(s.io_error.raw_os_error(), Some(libc::EBUSY | libc::EEXIST))
+                    );
+                    if busy {
+                        format!("{name} {ATTACH_CONFLICT}; refusing to replace it")
+                    } else {
+                        format!("{name}: {}", describe_error(&e))
+                    }
+                })?;
+            }
+        }
+        Attach::TcxEgress | Attach::TcClsactEgress => {
+            let p: &mut SchedClassifier = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            for name in &options.interfaces {
+                let how = if hook.attach == Attach::TcxEgress {
+                    TcAttachOptions::TcxOrder(LinkOrder::default())
+                } else {
+                    // EEXIST: the interface already has a clsact qdisc, which is what we need.
+                    if let Err(e) = tc::qdisc_add_clsact(name) {
+                        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                        if !exists {
+                            return Err(format!("{name}: clsact qdisc: {}", describe_error(&e)));
+                        }
+                    }
+                    TcAttachOptions::Netlink(Default::default())
+                };
+                p.attach_with_options(name, TcAttachType::Egress, how)
+                    .map_err(|e| format!("{name}: {}", describe_error(&e)))?;
+            }
+        }
+        _ => return Err("not a network hook".into()),
+    }
+    Ok(())
+}
+
+/// True when loading failed because an interface already has someone else's program.
+pub fn is_attach_conflict(error: &LoadError) -> bool {
+    error.to_string().contains(ATTACH_CONFLICT)
 }

@@ -3,6 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
+use crate::net::tcp;
 use crate::{files, process};
 
 /// The common header of every event.
@@ -41,6 +42,8 @@ pub enum Payload {
     Exec(process::Exec),
     Fork(process::Fork),
     Exit(process::Exit),
+    TcpState(tcp::TcpState),
+    TcpClose(tcp::TcpClose),
 }
 
 impl Payload {
@@ -51,6 +54,8 @@ impl Payload {
             Payload::Exec(_) => "exec",
             Payload::Fork(_) => "fork",
             Payload::Exit(_) => "exit",
+            Payload::TcpState(_) => "tcp_state",
+            Payload::TcpClose(_) => "tcp_close",
         }
     }
 
@@ -61,6 +66,8 @@ impl Payload {
             Payload::Exec(p) => p.write_json(map),
             Payload::Fork(p) => p.write_json(map),
             Payload::Exit(p) => p.write_json(map),
+            Payload::TcpState(p) => p.write_json(map),
+            Payload::TcpClose(p) => p.write_json(map),
         }
     }
 }
@@ -94,6 +101,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXEC => Payload::Exec(process::decode_exec(bytes)?),
         kind::FORK => Payload::Fork(process::decode_fork(bytes)?),
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
+        kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
+        kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

@@ -1,0 +1,1 @@
+//! `osprey flows` (see below).
