@@ -49,11 +49,11 @@ static __always_inline void fill_endpoints(struct osprey_tcp_endpoints *ep, cons
 	__builtin_memset(ep->laddr, 0, sizeof(ep->laddr));
 	__builtin_memset(ep->raddr, 0, sizeof(ep->raddr));
 	if (family == AF_INET) {
-		BPF_CORE_READ_INTO(ep->laddr, sk, __sk_common.skc_rcv_saddr);
-		BPF_CORE_READ_INTO(ep->raddr, sk, __sk_common.skc_daddr);
+		bpf_core_read(ep->laddr, 4, &sk->__sk_common.skc_rcv_saddr);
+		bpf_core_read(ep->raddr, 4, &sk->__sk_common.skc_daddr);
 	} else {
-		BPF_CORE_READ_INTO(ep->laddr, sk, __sk_common.skc_v6_rcv_saddr.in6_u.u6_addr8);
-		BPF_CORE_READ_INTO(ep->raddr, sk, __sk_common.skc_v6_daddr.in6_u.u6_addr8);
+		bpf_core_read(ep->laddr, 16, &sk->__sk_common.skc_v6_rcv_saddr);
+		bpf_core_read(ep->raddr, 16, &sk->__sk_common.skc_v6_daddr);
 	}
 }
 

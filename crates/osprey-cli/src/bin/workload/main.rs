@@ -5,13 +5,25 @@
 //! osprey-workload open-relative DIR REL       chdir(DIR), open(2) REL, exit at once
 //! osprey-workload openat2 PATH                openat2(AT_FDCWD, PATH, O_RDONLY)
 //! osprey-workload bench-open COUNT PATH       like open, then print ns per call
+//! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
+//!                                             the port, accept one connection, read until
+//!                                             EOF or REQUEST bytes (--expect N), send REPLY
+//!                                             bytes, close; prints bytes received
+//! osprey-workload tcp-send ADDR PORT BYTES     comm "tcp-client": connect, send BYTES, read
+//!                                             the whole reply, close; prints bytes received
+//! osprey-workload udp-send ADDR PORT COUNT SIZE  COUNT datagrams of SIZE bytes
+//! osprey-workload udp-recv ADDR PORT COUNT     receive COUNT datagrams, print their bytes
+//! osprey-workload ping ADDR COUNT              COUNT ICMP/ICMPv6 echo requests, one at a
+//!                                             time, each waiting for its reply
+//! osprey-workload udp-blast ADDR PORT SECS SIZE  send as fast as possible; print packets/s
+//! osprey-workload connect-loop ADDR PORT COUNT   COUNT connect+close; print ns per connection
 
 use std::ffi::{CString, OsString};
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
-fn usage() -> ! {
+pub(crate) fn usage() -> ! {
     eprintln!("usage: osprey-workload open|open-relative|openat2|bench-open ARGS (see source)");
     std::process::exit(2);
 }
@@ -84,6 +96,9 @@ fn main() {
             };
             println!("{fd}");
         }
+        Some(cmd) if net::run(cmd, &args[1..]) => {}
         _ => usage(),
     }
 }
+
+mod net;
