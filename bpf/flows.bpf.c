@@ -228,7 +228,7 @@ int flows_ingress(struct xdp_md *ctx)
 	return XDP_PASS;
 }
 
-SEC("tc")
+SEC("classifier")
 int flows_egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;

@@ -69,7 +69,7 @@ pub struct RunArgs {
     pub ring_mib: Option<u32>,
 }
 
-fn parse_positive_secs(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_positive_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
