@@ -86,12 +86,15 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     };
     let mut cap = LoadedCapability::load(flows::SPEC, &options).map_err(|e| {
         if is_attach_conflict(&e) {
-            Failure::Usage(format!("{e} (detach it first, e.g. `ip link set dev IF xdp off`)"))
+            Failure::Usage(format!(
+                "{e} (detach it first, e.g. `ip link set dev IF xdp off`)"
+            ))
         } else {
             Failure::Privilege(e.to_string())
         }
     })?;
-    let mut table = FlowTable::take_from(&mut cap).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+    let mut table =
+        FlowTable::take_from(&mut cap).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
     let _run_time_stats = RunTimeStats::enable();
     let hooks: Vec<String> = cap
         .outcomes
@@ -146,7 +149,9 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
         loop {
-            let wake = deadline.map_or(Instant::now() + interval, |d| d.min(Instant::now() + interval));
+            let wake = deadline.map_or(Instant::now() + interval, |d| {
+                d.min(Instant::now() + interval)
+            });
             tokio::select! {
                 _ = sigint.recv() => return Ok::<_, std::io::Error>("signal"),
                 _ = sigterm.recv() => return Ok("signal"),

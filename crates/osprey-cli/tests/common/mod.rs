@@ -121,7 +121,19 @@ impl Tracer {
     }
 
     pub fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut child = Command::new(OSPREY)
+        Self::start_command(Command::new(OSPREY), args, env)
+    }
+
+    /// Starts `osprey ARGS` inside network namespace `netns` (`ip netns exec` execs it,
+    /// so the child's pid is osprey's and SIGINT reaches it).
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, OSPREY]);
+        Self::start_command(cmd, args, &[])
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -176,7 +176,11 @@ impl FlowRecord {
         format!(
             "{:<10} {:<3} {:<6} {:>10} {:>12}  {ends}",
             ifname,
-            if k.direction == flow_direction::INGRESS { "in" } else { "out" },
+            if k.direction == flow_direction::INGRESS {
+                "in"
+            } else {
+                "out"
+            },
             protocol_name(k.protocol),
             self.stats.packets,
             self.stats.bytes,
@@ -191,8 +195,7 @@ fn endpoint(ip: IpAddr, port: u16) -> String {
     }
 }
 
-pub const TABLE_HEADER: &str =
-    "IFACE      DIR PROTO     PACKETS        BYTES  FLOW";
+pub const TABLE_HEADER: &str = "IFACE      DIR PROTO     PACKETS        BYTES  FLOW";
 
 /// Totals that account for every flow the kernel created.
 #[derive(Debug, Clone, Copy, Default, serde::Serialize)]
@@ -232,7 +235,13 @@ impl FlowTable {
     }
 
     /// Removes and returns flows that ended or went idle; with `all`, every flow.
-    pub fn export(&mut self, now_boot_ns: u64, idle_ns: u64, fin_grace_ns: u64, all: bool) -> Vec<FlowRecord> {
+    pub fn export(
+        &mut self,
+        now_boot_ns: u64,
+        idle_ns: u64,
+        fin_grace_ns: u64,
+        all: bool,
+    ) -> Vec<FlowRecord> {
         let mut out = Vec::new();
         for (key, stats) in self.live() {
             let quiet = now_boot_ns.saturating_sub(stats.last_boot_ns);
@@ -282,12 +291,21 @@ pub struct RateTracker {
 
 impl RateTracker {
     /// Flows sorted by bytes/s since the previous call, highest first.
-    pub fn top(&mut self, live: &[(FlowKey, FlowStats)], secs: f64, n: usize) -> Vec<(FlowKey, FlowStats, f64)> {
+    pub fn top(
+        &mut self,
+        live: &[(FlowKey, FlowStats)],
+        secs: f64,
+        n: usize,
+    ) -> Vec<(FlowKey, FlowStats, f64)> {
         let mut rows: Vec<_> = live
             .iter()
             .map(|(k, s)| {
                 let before = self.last.get(k).copied().unwrap_or(0);
-                (*k, *s, s.bytes.saturating_sub(before) as f64 / secs.max(1e-3))
+                (
+                    *k,
+                    *s,
+                    s.bytes.saturating_sub(before) as f64 / secs.max(1e-3),
+                )
             })
             .collect();
         self.last = live.iter().map(|(k, s)| (*k, s.bytes)).collect();
@@ -331,6 +349,8 @@ mod tests {
         assert_eq!(v["tcp_flags_text"], "FIN|SYN|ACK");
         assert_eq!(v["flow_end_reason"], "end_of_flow");
         assert!(v.get("icmp_type").is_none());
-        assert!(rec.table_columns("veth0").contains("10.0.0.1:40000 -> 10.0.0.2:80"));
+        assert!(rec
+            .table_columns("veth0")
+            .contains("10.0.0.1:40000 -> 10.0.0.2:80"));
     }
 }

@@ -71,7 +71,8 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
         }
         "tcp-sink" => {
             // accept and close forever (for connect-loop); stops when stdin closes
-            let listener = TcpListener::bind(SocketAddr::new(arg(args, 0), arg(args, 1))).expect("bind");
+            let listener =
+                TcpListener::bind(SocketAddr::new(arg(args, 0), arg(args, 1))).expect("bind");
             std::thread::spawn(move || {
                 for c in listener.incoming() {
                     drop(c);
@@ -172,11 +173,23 @@ fn ping(to: IpAddr, count: u16) {
             let c = checksum(&pkt);
             pkt[2..4].copy_from_slice(&c.to_be_bytes());
         } // the kernel fills the ICMPv6 checksum of raw sockets
-        // SAFETY: valid buffer and address.
+          // SAFETY: valid buffer and address.
         let sent = unsafe {
-            libc::sendto(fd, pkt.as_ptr().cast(), pkt.len(), 0, (&addr as *const libc::sockaddr_storage).cast(), len)
+            libc::sendto(
+                fd,
+                pkt.as_ptr().cast(),
+                pkt.len(),
+                0,
+                (&addr as *const libc::sockaddr_storage).cast(),
+                len,
+            )
         };
-        assert_eq!(sent, pkt.len() as isize, "sendto: {}", std::io::Error::last_os_error());
+        assert_eq!(
+            sent,
+            pkt.len() as isize,
+            "sendto: {}",
+            std::io::Error::last_os_error()
+        );
         let deadline = Instant::now() + Duration::from_secs(2);
         loop {
             assert!(Instant::now() < deadline, "no echo reply for seq {seq}");
@@ -190,7 +203,8 @@ fn ping(to: IpAddr, count: u16) {
             } else {
                 &buf[..n as usize]
             };
-            if icmp[0] == reply && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes() {
+            if icmp[0] == reply && icmp[4..6] == id.to_be_bytes() && icmp[6..8] == seq.to_be_bytes()
+            {
                 break;
             }
         }
