@@ -24,6 +24,8 @@ pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
 pub const TCP: Object = object!("tcp");
 pub const FLOWS: Object = object!("flows");
+/// Test-only: drops the first two data segments to port 4242 (retransmission tests).
+pub const TEST_DROP: Object = object!("test_drop");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, TCP, FLOWS];
+pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, TCP, FLOWS, TEST_DROP];

@@ -491,3 +491,70 @@ fn flows_refuses_unknown_interface_and_foreign_xdp() {
     let listing = net.bpftool_net(&net.a);
     assert!(!listing.contains(" id "), "{listing}");
 }
+
+#[test]
+fn tcp_retransmits_match_dropped_segments() {
+    if !bpf_available("tcp_retransmits") {
+        return;
+    }
+    let _serial = serial();
+    // Loopback of a namespace of our own; bpf/test_drop.bpf.c drops the first 2 data
+    // segments to port 4242 at ingress there (real loss: a drop at egress would only be a
+    // local send failure, retried without counting as a retransmission).
+    let net = NetPair::new();
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../osprey-bpf/objects/test_drop.bpf.o"
+    );
+    ip(&[
+        "netns", "exec", &net.a, "tc", "qdisc", "add", "dev", "lo", "clsact",
+    ]);
+    ip(&[
+        "netns",
+        "exec",
+        &net.a,
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        "lo",
+        "ingress",
+        "bpf",
+        "da",
+        "obj",
+        object,
+        "sec",
+        "classifier",
+    ]);
+    let tracer = Tracer::start(&["tcp", "--output", "json", "--port", "4242"]);
+    let mut server = in_netns(Some(&net.a), WORKLOAD)
+        .env("TCP_SERVE_PORT", "4242")
+        .args(["tcp-serve", "127.0.0.1", "500", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let client = in_netns(Some(&net.a), WORKLOAD)
+        .env("TCP_SEND_KEEP_OPEN", "1")
+        .args(["tcp-send", "127.0.0.1", "4242", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "500");
+    assert!(server.wait().unwrap().success());
+    let done = tracer.stop();
+    let closes = tcp_closes(&done.events(), 4242);
+    assert_eq!(closes.len(), 2, "{closes:#?}");
+    let client = closes.iter().find(|e| e["direction"] == "connect").unwrap();
+    let server = closes.iter().find(|e| e["direction"] == "accept").unwrap();
+    assert_eq!(client["retransmits"], 2, "{client}");
+    assert_eq!(client["total_retrans"], 2, "{client}");
+    assert_eq!(
+        client["bytes_sent"], 3000,
+        "payload bytes include the retransmissions"
+    );
+    assert_eq!(server["retransmits"], 0, "{server}");
+    assert_eq!(server["bytes_received"], 1000);
+}

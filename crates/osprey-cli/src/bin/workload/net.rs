@@ -96,7 +96,11 @@ fn bind_any(to: SocketAddr) -> UdpSocket {
 
 fn tcp_serve(addr: IpAddr, reply: usize, expect: Option<&OsString>) {
     set_comm("tcp-server");
-    let listener = TcpListener::bind(SocketAddr::new(addr, 0)).expect("bind");
+    let port = std::env::var("TCP_SERVE_PORT")
+        .ok()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    let listener = TcpListener::bind(SocketAddr::new(addr, port)).expect("bind");
     println!("{}", listener.local_addr().unwrap().port());
     let _ = std::io::stdout().flush();
     let (mut conn, _) = listener.accept().expect("accept");
