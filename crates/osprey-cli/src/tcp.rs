@@ -12,9 +12,10 @@ use osprey::net::{tcp, Cidr};
 use osprey::pipeline::event::Payload;
 use osprey::pipeline::run::EventFilter;
 use osprey::pipeline::sink::Layout;
-use osprey::process;
 
-use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline};
+use crate::trace::{
+    load, load_process_cache, report_degraded, require_tracing_privileges, run_pipeline,
+};
 use crate::{Failure, Output, RunArgs};
 
 #[derive(Args, Debug)]
@@ -46,14 +47,7 @@ pub fn run_tcp(args: TcpArgs) -> Result<ExitCode, Failure> {
     }
     require_tracing_privileges("tcp")?;
     let denied = LoadOptions::denied_from_env();
-    let process = load(
-        process::SPEC,
-        &LoadOptions {
-            roles: Some(process::CACHE_ROLES.to_vec()),
-            denied_programs: denied.clone(),
-            ..Default::default()
-        },
-    )?;
+    let process = load_process_cache(&denied)?;
     let tcp_cap = load(
         tcp::SPEC,
         &LoadOptions {

@@ -102,6 +102,20 @@ pub(crate) fn load(
     })
 }
 
+/// The process capability with only what feeds the process cache (exec, fork, exit).
+pub(crate) fn load_process_cache(
+    denied: &std::collections::BTreeSet<String>,
+) -> Result<LoadedCapability, Failure> {
+    load(
+        process::SPEC,
+        &LoadOptions {
+            roles: Some(process::CACHE_ROLES.to_vec()),
+            denied_programs: denied.clone(),
+            ..Default::default()
+        },
+    )
+}
+
 pub(crate) fn report_degraded(cap: &LoadedCapability) {
     for outcome in &cap.outcomes {
         if outcome.chosen.is_none() {
@@ -135,14 +149,7 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
     validate_target(&args.target)?;
     require_tracing_privileges("files")?;
     let denied = LoadOptions::denied_from_env();
-    let process = load(
-        process::SPEC,
-        &LoadOptions {
-            roles: Some(process::CACHE_ROLES.to_vec()),
-            denied_programs: denied.clone(),
-            ..Default::default()
-        },
-    )?;
+    let process = load_process_cache(&denied)?;
     let files_cap = load(
         files::SPEC,
         &LoadOptions {

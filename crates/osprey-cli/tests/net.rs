@@ -211,6 +211,13 @@ impl NetPair {
         String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
     }
 
+    /// No XDP program on `va` (ip link) and none listed by bpftool in namespace `a`.
+    fn assert_nothing_attached(&self) {
+        assert!(!self.xdp_attached(&self.a, &self.va));
+        let listing = self.bpftool_net(&self.a);
+        assert!(!listing.contains(" id "), "{listing}");
+    }
+
     fn bpftool_net(&self, ns: &str) -> String {
         let out = Command::new("ip")
             .args(["netns", "exec", ns, "bpftool", "net", "show"])
@@ -320,30 +327,17 @@ fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
         assert_eq!(back["octets"], 5 * (l2 + 8 + 300));
         // Pings: 4 requests out, 4 replies in, 64 bytes of ICMP each.
         let (req, rep) = if v == 4 { (8, 0) } else { (128, 129) };
-        let out = one_flow(&flows_a, "echo requests", |f| {
-            f["icmp_type"] == req
-                && is(
-                    f,
-                    "egress",
-                    if v == 4 { "icmp" } else { "icmpv6" },
-                    a_addr,
-                    b_addr,
-                )
-        });
-        assert_eq!(out["packets"], 4);
-        assert_eq!(out["octets"], 4 * (l2 + 64));
-        let inn = one_flow(&flows_a, "echo replies", |f| {
-            f["icmp_type"] == rep
-                && is(
-                    f,
-                    "ingress",
-                    if v == 4 { "icmp" } else { "icmpv6" },
-                    b_addr,
-                    a_addr,
-                )
-        });
-        assert_eq!(inn["packets"], 4);
-        assert_eq!(inn["octets"], 4 * (l2 + 64));
+        let icmp = if v == 4 { "icmp" } else { "icmpv6" };
+        for (what, ty, dir, src, dst) in [
+            ("echo requests", req, "egress", a_addr, b_addr),
+            ("echo replies", rep, "ingress", b_addr, a_addr),
+        ] {
+            let f = one_flow(&flows_a, what, |f| {
+                f["icmp_type"] == ty && is(f, dir, icmp, src, dst)
+            });
+            assert_eq!(f["packets"], 4, "{what}");
+            assert_eq!(f["octets"], 4 * (l2 + 64), "{what}");
+        }
         // TCP: exact payload each way; what a sends equals what b receives, packet for packet.
         for (src, dst, payload) in [(a_addr, b_addr, TCP_BYTES), (b_addr, a_addr, TCP_REPLY)] {
             let sent_by_a = src == a_addr;
@@ -375,10 +369,7 @@ fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
         assert_eq!(s["insert_failed"], 0);
         assert_eq!(s["inserted"], s["exported"], "{s}");
     }
-    // Detached on exit.
-    assert!(!net.xdp_attached(&net.a, &net.va));
-    let listing = net.bpftool_net(&net.a);
-    assert!(!listing.contains(" id "), "{listing}");
+    net.assert_nothing_attached(); // detached on exit
 }
 
 #[test]
@@ -487,9 +478,7 @@ fn flows_refuses_unknown_interface_and_foreign_xdp() {
     let listing = net.bpftool_net(&net.a);
     assert_eq!(listing.matches(" id ").count(), 1, "{listing}");
     assert!(first.stop().status.success());
-    assert!(!net.xdp_attached(&net.a, &net.va));
-    let listing = net.bpftool_net(&net.a);
-    assert!(!listing.contains(" id "), "{listing}");
+    net.assert_nothing_attached();
 }
 
 #[test]
