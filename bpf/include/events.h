@@ -25,6 +25,8 @@ enum osprey_kind {
 	OSPREY_KIND_OFFCPU = 18,         /* blocked time, counted in the kernel */
 	OSPREY_KIND_PAGE_FAULT = 19,
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
+	OSPREY_KIND_TCP_STATE = 24,
+	OSPREY_KIND_TCP_CLOSE = 25,
 };
 
 /* Which open-family syscall produced a file event. */
@@ -183,6 +185,92 @@ struct osprey_sec_syscall {
 	__u16 addr_len;
 	__u16 _pad;
 	char data[];
+};
+
+/* Both ends of a TCP connection; IPv4 addresses use the first 4 bytes. */
+struct osprey_tcp_endpoints {
+	__u16 family;  /* AF_INET (2) or AF_INET6 (10) */
+	__u16 lport;   /* host byte order */
+	__u16 rport;   /* host byte order */
+	__u8 active;   /* 1: we connected, 0: accepted (passive open) */
+	__u8 owner_known; /* the header names the process that connected/accepted */
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+/*
+ * One TCP state transition (osprey tcp --states). The header names the socket's owner
+ * (recorded at connect/accept in process context), not whatever task the transition
+ * ran on; pid 0 when the owner is not known yet.
+ */
+struct osprey_tcp_state {
+	struct osprey_event_header hdr;
+	__u64 sock;            /* kernel address of the socket, as an identifier */
+	struct osprey_tcp_endpoints ep;
+	__u32 old_state;       /* TCP_* as in the kernel (1 ESTABLISHED ... 12 NEW_SYN_RECV) */
+	__u32 new_state;
+};
+
+/* A TCP connection reached CLOSE: its whole life in one record, read from tcp_sock. */
+struct osprey_tcp_close {
+	struct osprey_event_header hdr;
+	__u64 sock;
+	struct osprey_tcp_endpoints ep;
+	__u64 start_boot_ns;   /* connect (SYN_SENT) or SYN_RECV; 0: before we attached */
+	__u64 bytes_sent;      /* payload bytes, retransmissions included */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 data_segs_out;
+	__u32 data_segs_in;
+	__u32 retransmits;     /* tcp_retransmit_skb events seen for this socket */
+	__u32 total_retrans;   /* the kernel's own count (tcp_sock.total_retrans) */
+	__u32 srtt_us;         /* smoothed RTT */
+	__u32 min_rtt_us;      /* windowed minimum RTT; ~0 when never measured */
+	__u32 last_state;      /* state before CLOSE */
+	__u32 _pad;
+};
+
+/*
+ * Flow table of `osprey flows` (BPF map key and value, read from user space; not ring
+ * events). One flow per interface and direction.
+ */
+enum osprey_flow_direction {
+	OSPREY_FLOW_INGRESS = 0, /* XDP */
+	OSPREY_FLOW_EGRESS = 1,  /* tcx / tc clsact egress */
+};
+
+struct osprey_flow_key {
+	__u32 ifindex;
+	__u8 direction;  /* enum osprey_flow_direction */
+	__u8 family;     /* AF_INET (2) or AF_INET6 (10) */
+	__u8 protocol;   /* IPPROTO_*; for IPv6 the upper-layer header after extensions */
+	__u8 icmp_type;  /* ICMP/ICMPv6 only */
+	__u8 icmp_code;
+	__u8 _pad;
+	__u16 vlan;      /* outermost 802.1Q/802.1ad VLAN id, 0 when untagged */
+	__u16 sport;     /* TCP/UDP, host byte order; 0 otherwise or for non-first fragments */
+	__u16 dport;
+	__u8 saddr[16];  /* IPv4 uses the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct osprey_flow_stats {
+	__u64 packets;       /* on the wire: a GSO packet counts once per segment */
+	__u64 bytes;         /* L2 bytes: Ethernet header (and VLAN tags) included, no FCS */
+	__u64 payload_bytes; /* bytes after the TCP/UDP/ICMP header */
+	__u64 first_boot_ns;
+	__u64 last_boot_ns;
+	__u64 tcp_flags;     /* OR of every TCP flag byte seen (64 bits for atomic OR) */
+};
+
+/* Per-CPU counters of the flow table (map `flow_counters`, one entry). */
+struct osprey_flow_counters {
+	__u64 inserts;       /* new flow entries created by the kernel */
+	__u64 insert_failed; /* an update that failed: that packet was not counted */
+	__u64 non_ip;        /* frames that are neither IPv4 nor IPv6 (ARP, LLDP ...) */
+	__u64 truncated;     /* IP frames whose headers we could not read */
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

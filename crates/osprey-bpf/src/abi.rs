@@ -17,6 +17,8 @@ pub mod kind {
     pub const OFFCPU: u32 = 18;
     pub const PAGE_FAULT: u32 = 19;
     pub const SEC_SYSCALL: u32 = 32;
+    pub const TCP_STATE: u32 = 24;
+    pub const TCP_CLOSE: u32 = 25;
 }
 
 /// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
@@ -42,6 +44,12 @@ pub mod profile_error {
         ("OSPREY_PERR_STACK_COPY_SHORT", STACK_COPY_SHORT),
         ("OSPREY_PERR_SLOTS", SLOTS),
     ];
+}
+
+/// `enum osprey_flow_direction`.
+pub mod flow_direction {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
 }
 
 /// `enum osprey_open_op`.
@@ -176,6 +184,94 @@ pub struct SecSyscall {
     pub addr_len: u16,
     pub _pad: u16,
 }
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpEndpoints {
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub active: u8,
+    pub owner_known: u8,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpState {
+    pub hdr: EventHeader,
+    pub sock: u64,
+    pub ep: TcpEndpoints,
+    pub old_state: u32,
+    pub new_state: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpClose {
+    pub hdr: EventHeader,
+    pub sock: u64,
+    pub ep: TcpEndpoints,
+    pub start_boot_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub data_segs_out: u32,
+    pub data_segs_in: u32,
+    pub retransmits: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub min_rtt_us: u32,
+    pub last_state: u32,
+    pub _pad: u32,
+}
+
+/// Key of the `flows` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: u8,
+    pub vlan: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Value of the `flows` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+    pub tcp_flags: u64,
+}
+
+/// Per-CPU counters of the flow table (`flow_counters`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowCounters {
+    pub inserts: u64,
+    pub insert_failed: u64,
+    pub non_ip: u64,
+    pub truncated: u64,
+}
+
+// SAFETY: plain integers and byte arrays, any bit pattern is valid.
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowStats {}
+unsafe impl aya::Pod for FlowCounters {}
 
 /// Per-kind counters, one per CPU, in each object's `osprey_stats` map.
 #[repr(C)]
@@ -202,6 +298,8 @@ unsafe impl Plain for Fork {}
 unsafe impl Plain for Exit {}
 unsafe impl Plain for ProfileUserStack {}
 unsafe impl Plain for SecSyscall {}
+unsafe impl Plain for TcpState {}
+unsafe impl Plain for TcpClose {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -289,6 +289,12 @@ impl<T: Describe, const N: usize> Describe for [T; N] {
     }
 }
 
+impl Describe for abi::TcpEndpoints {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_tcp_endpoints".into())
+    }
+}
+
 impl Describe for abi::EventHeader {
     fn shape() -> Shape {
         Shape::Struct("osprey_event_header".into())
@@ -357,6 +363,25 @@ fn rust_structs() -> Vec<RustStruct> {
             hdr, ret, args, nr, old_uid, old_euid, status, path_len, path2_len, resolved_len,
             addr_len, _pad,
         } flexible ["data"]),
+        mirror!(TcpEndpoints as "osprey_tcp_endpoints" {
+            family, lport, rport, active, owner_known, laddr, raddr,
+        }),
+        mirror!(TcpState as "osprey_tcp_state" { hdr, sock, ep, old_state, new_state }),
+        mirror!(TcpClose as "osprey_tcp_close" {
+            hdr, sock, ep, start_boot_ns, bytes_sent, bytes_acked, bytes_received, segs_out,
+            segs_in, data_segs_out, data_segs_in, retransmits, total_retrans, srtt_us,
+            min_rtt_us, last_state, _pad,
+        }),
+        mirror!(FlowKey as "osprey_flow_key" {
+            ifindex, direction, family, protocol, icmp_type, icmp_code, _pad, vlan, sport,
+            dport, saddr, daddr,
+        }),
+        mirror!(FlowStats as "osprey_flow_stats" {
+            packets, bytes, payload_bytes, first_boot_ns, last_boot_ns, tcp_flags,
+        }),
+        mirror!(FlowCounters as "osprey_flow_counters" {
+            inserts, insert_failed, non_ip, truncated,
+        }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
@@ -605,6 +630,21 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
+                ("OSPREY_KIND_TCP_STATE", v(kind::TCP_STATE)),
+                ("OSPREY_KIND_TCP_CLOSE", v(kind::TCP_CLOSE)),
+            ],
+        ),
+        (
+            "osprey_flow_direction",
+            vec![
+                (
+                    "OSPREY_FLOW_INGRESS",
+                    i128::from(abi::flow_direction::INGRESS),
+                ),
+                (
+                    "OSPREY_FLOW_EGRESS",
+                    i128::from(abi::flow_direction::EGRESS),
+                ),
             ],
         ),
         (

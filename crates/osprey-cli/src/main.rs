@@ -3,8 +3,10 @@
 
 mod agent;
 mod check;
+mod flows;
 mod profile;
 mod secure;
+mod tcp;
 mod trace;
 
 use std::process::ExitCode;
@@ -41,6 +43,10 @@ enum Command {
     /// Check rule files or show the default rules.
     #[command(subcommand)]
     Rules(secure::RulesCommand),
+    /// TCP connections: one record per connection at close, owner, bytes, RTT, retransmits.
+    Tcp(tcp::TcpArgs),
+    /// Network flows on interfaces (XDP ingress, tcx egress), IPFIX-like records.
+    Flows(flows::FlowsArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -77,7 +83,7 @@ pub struct RunArgs {
     pub ring_mib: Option<u32>,
 }
 
-fn parse_positive_secs(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_positive_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
@@ -130,6 +136,8 @@ fn main() -> ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::Secure(args) => secure::run_secure(args),
         Command::Rules(cmd) => secure::run_rules(cmd),
+        Command::Tcp(args) => tcp::run_tcp(args),
+        Command::Flows(args) => flows::run_flows(args),
     };
     match result {
         Ok(code) => code,

@@ -124,9 +124,21 @@ impl Tracer {
         Self::start_until(args, env, "osprey: tracing ")
     }
 
+    /// Starts `osprey ARGS` inside network namespace `netns` (`ip netns exec` execs it,
+    /// so the child's pid is osprey's and SIGINT reaches it).
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, OSPREY]);
+        Self::start_command(cmd, args, &[], "osprey: tracing ")
+    }
+
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
     pub fn start_until(args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
-        let mut child = Command::new(OSPREY)
+        Self::start_command(Command::new(OSPREY), args, env, ready)
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
+        let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())

@@ -3,6 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
+use crate::net::tcp;
 use crate::{files, process, profile, security};
 
 /// The common header of every event.
@@ -43,6 +44,8 @@ pub enum Payload {
     Exit(process::Exit),
     ProfileUserStack(profile::UserStack),
     Security(security::syscall::SecSyscall),
+    TcpState(tcp::TcpState),
+    TcpClose(tcp::TcpClose),
 }
 
 impl Payload {
@@ -55,6 +58,8 @@ impl Payload {
             Payload::Exit(_) => "exit",
             Payload::ProfileUserStack(_) => "user_stack",
             Payload::Security(_) => "security",
+            Payload::TcpState(_) => "tcp_state",
+            Payload::TcpClose(_) => "tcp_close",
         }
     }
 
@@ -67,6 +72,8 @@ impl Payload {
             Payload::Exit(p) => p.write_json(map),
             Payload::ProfileUserStack(p) => p.write_json(map),
             Payload::Security(p) => p.write_json(map),
+            Payload::TcpState(p) => p.write_json(map),
+            Payload::TcpClose(p) => p.write_json(map),
         }
     }
 }
@@ -102,6 +109,8 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
         kind::PROFILE_USER_STACK => Payload::ProfileUserStack(profile::decode_user_stack(bytes)?),
         kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
+        kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
+        kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

@@ -8,6 +8,7 @@ use super::cache::ProcessContext;
 use super::event::{Event, JsonEvent, Payload};
 use super::text::escape_for_terminal;
 use crate::files;
+use crate::net::tcp;
 
 pub trait Sink {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()>;
@@ -85,6 +86,7 @@ impl<W: Write> Sink for JsonSink<W> {
 pub enum Layout {
     Files,
     Exec,
+    Tcp,
 }
 
 pub struct TableSink<W: Write> {
@@ -117,6 +119,14 @@ impl<W: Write> Sink for TableSink<W> {
                     "COMM",
                     files::TABLE_HEADER
                 ),
+                Layout::Tcp => format!(
+                    "{:<12} {:<5} {:>7} {:<16} {}",
+                    "TIME",
+                    "EVENT",
+                    "PID",
+                    "COMM",
+                    tcp::TABLE_HEADER
+                ),
                 Layout::Exec => format!(
                     "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:>4} {}",
                     "TIME", "EVENT", "PID", "PPID", "UID", "COMM", "RET", "DETAILS"
@@ -137,6 +147,20 @@ impl<W: Write> Sink for TableSink<W> {
                 p.pid,
                 f.table_columns()
             ),
+            (Payload::TcpClose(c), _) => writeln!(
+                self.out,
+                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "close",
+                p.pid,
+                c.table_details()
+            ),
+            (Payload::TcpState(t), _) => writeln!(
+                self.out,
+                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "state",
+                p.pid,
+                t.table_details()
+            ),
             (payload, _) => {
                 let (ret, details) = match payload {
                     Payload::Exec(x) => {
@@ -153,7 +177,9 @@ impl<W: Write> Sink for TableSink<W> {
                         ("-".into(), format!("stack_bytes={}", u.stack.len()))
                     }
                     Payload::Security(s) => (s.ret.to_string(), s.table_details()),
-                    Payload::FileOpen(_) => unreachable!("handled above"),
+                    Payload::FileOpen(_) | Payload::TcpClose(_) | Payload::TcpState(_) => {
+                        unreachable!("handled above")
+                    }
                 };
                 writeln!(
                     self.out,

@@ -122,6 +122,8 @@ impl<'a> View<'a> {
             Payload::Exit(_) => "exit",
             Payload::Security(s) => s.class(),
             Payload::ProfileUserStack(_) => "user_stack",
+            Payload::TcpState(_) => "tcp_state",
+            Payload::TcpClose(_) => "tcp_close",
         }
     }
 

@@ -20,13 +20,25 @@
 //! osprey-workload memfd-exec                  runs /bin/true from a memfd
 //! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
 //! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
+//! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
+//!                                             the port, accept one connection, read until
+//!                                             EOF or REQUEST bytes (--expect N), send REPLY
+//!                                             bytes, close; prints bytes received
+//! osprey-workload tcp-send ADDR PORT BYTES     comm "tcp-client": connect, send BYTES, read
+//!                                             the whole reply, close; prints bytes received
+//! osprey-workload udp-send ADDR PORT COUNT SIZE  COUNT datagrams of SIZE bytes
+//! osprey-workload udp-recv ADDR PORT COUNT     receive COUNT datagrams, print their bytes
+//! osprey-workload ping ADDR COUNT              COUNT ICMP/ICMPv6 echo requests, one at a
+//!                                             time, each waiting for its reply
+//! osprey-workload udp-blast ADDR PORT SECS SIZE  send as fast as possible; print packets/s
+//! osprey-workload connect-loop ADDR PORT COUNT   COUNT connect+close; print ns per connection
 
 use std::ffi::{CString, OsString};
 use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
-fn usage() -> ! {
+pub(crate) fn usage() -> ! {
     eprintln!("usage: osprey-workload open|open-relative|openat2|bench-open ARGS (see source)");
     std::process::exit(2);
 }
@@ -154,6 +166,7 @@ fn main() {
             check(unsafe { libc::chmod(path.as_ptr(), 0o644) }, "chmod");
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        Some(cmd) if net::run(cmd, &args[1..]) => {}
         _ => usage(),
     }
 }
@@ -241,3 +254,4 @@ fn memfd_exec() {
         libc::waitpid(child, &mut status, 0);
     }
 }
+mod net;
