@@ -31,12 +31,13 @@ use health::Health;
 use metrics::{CapabilityLabels, HealthLabels, Metrics, ModuleLabels, ProbeLabels};
 
 /// The modules the agent knows, in drain order (process first: it feeds the cache).
-pub const MODULES: &[&str] = &["process", "files"];
+pub const MODULES: &[&str] = &["process", "files", "tcp"];
 
 fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
     match name {
         "process" => Some(&[process::SPEC]),
         "files" => Some(&[files::SPEC]),
+        "tcp" => Some(&[crate::net::tcp::SPEC]),
         _ => None,
     }
 }
@@ -44,6 +45,7 @@ fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
 fn module_config<'c>(config: &'c AgentConfig, name: &str) -> &'c ModuleConfig {
     match name {
         "process" => &config.modules.process,
+        "tcp" => &config.modules.tcp,
         _ => &config.modules.files,
     }
 }
@@ -94,6 +96,7 @@ impl Running<'_> {
             let options = LoadOptions {
                 config: KernelConfig {
                     rate_per_process: (module.rate_limit > 0).then_some(module.rate_limit),
+                    comm: module.comm.clone(),
                     ..Default::default()
                 },
                 ring_bytes: (module.ring_mib > 0).then_some(module.ring_mib << 20),
@@ -317,11 +320,16 @@ impl Agent {
         let mut sink = JsonSink::new(log, Clock::now());
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
+        // Every event passes; on the way, events that carry measurements feed metrics.
+        let event_metrics = metrics.event_metrics();
         let pipeline = Pipeline::new(
             Vec::new(),
             ProcessCache::new(65536, 5_000_000_000),
             &mut sink,
-            Box::new(|_, _| true),
+            Box::new(move |event, _| {
+                event_metrics.observe(event);
+                true
+            }),
         );
         let mut running = Running {
             poller: RingPoller::new(&[]).map_err(io_err("ring poller"))?,
