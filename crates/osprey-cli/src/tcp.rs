@@ -40,11 +40,7 @@ pub struct TcpArgs {
 }
 
 pub fn run_tcp(args: TcpArgs) -> Result<ExitCode, Failure> {
-    if let Some(pid) = args.pid {
-        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-            return Err(Failure::Usage(format!("--pid {pid}: no such process")));
-        }
-    }
+    crate::trace::validate_pids_and_comm(args.pid.as_slice(), None)?;
     require_tracing_privileges("tcp")?;
     let denied = LoadOptions::denied_from_env();
     let process = load_process_cache(&denied)?;
