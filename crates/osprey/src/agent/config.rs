@@ -117,17 +117,20 @@ impl Default for ModulesConfig {
             process: ModuleConfig {
                 enabled: true,
                 rate_limit: 0,
-                ring_mib: 0,
+                ring_mib: 2,
                 comm: None,
             },
             // Every open on a busy host is a lot of log: on, but limited per process.
             files: ModuleConfig {
                 enabled: true,
                 rate_limit: 200,
-                ring_mib: 0,
+                ring_mib: 4,
                 comm: None,
             },
-            tcp: ModuleConfig::default(),
+            tcp: ModuleConfig {
+                ring_mib: 2,
+                ..ModuleConfig::default()
+            },
         }
     }
 }

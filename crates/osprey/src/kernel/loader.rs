@@ -284,7 +284,7 @@ impl LoadedCapability {
 
         let mut loader = EbpfLoader::new();
         loader
-            .btf(Some(btf))
+            .btf(Some(&btf))
             .map_max_entries("osprey_events", ring_bytes)
             .override_global("target_pid", &pid, false)
             .override_global("target_uid", &uid, false)
@@ -312,7 +312,7 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, options, btf, spec.object.bytes);
+            let outcome = attach_role(&mut ebpf, role, options, &btf, spec.object.bytes);
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,

@@ -7,16 +7,33 @@ pub mod loader;
 pub mod privileges;
 pub mod stats;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use aya::Btf;
 
-/// Kernel BTF, parsed once per process and shared by every object we load.
-pub fn kernel_btf() -> Result<&'static Btf, String> {
-    static BTF: OnceLock<Result<Btf, String>> = OnceLock::new();
-    BTF.get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}")))
-        .as_ref()
-        .map_err(Clone::clone)
+static KERNEL_BTF: Mutex<Option<Arc<Btf>>> = Mutex::new(None);
+
+/// Kernel BTF, parsed once and shared by every object loaded until `release_kernel_btf`.
+pub fn kernel_btf() -> Result<Arc<Btf>, String> {
+    let mut cached = KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(btf) = cached.as_ref() {
+        return Ok(btf.clone());
+    }
+    let btf = Arc::new(Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
+    *cached = Some(btf.clone());
+    Ok(btf)
+}
+
+/// Frees the parsed kernel BTF (tens of MiB) once everything is loaded; a later load parses
+/// it again. The agent calls this after attaching, to stay small while it runs.
+pub fn release_kernel_btf() {
+    *KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    // Give the freed heap back to the system instead of keeping it for later allocations.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Renders an aya error with its causes, without dumping the verifier log.
