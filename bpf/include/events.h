@@ -25,6 +25,7 @@ enum osprey_kind {
 	OSPREY_KIND_OFFCPU = 18,         /* blocked time, counted in the kernel */
 	OSPREY_KIND_PAGE_FAULT = 19,
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
+	OSPREY_KIND_SYSCALL_COUNT = 40, /* counted in the kernel (syscalls.bpf.c); only counters */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -183,6 +184,32 @@ struct osprey_sec_syscall {
 	__u16 addr_len;
 	__u16 _pad;
 	char data[];
+};
+
+/* Key of the per-CPU `syscall_counts` map (syscalls.bpf.c): one row per process and
+ * syscall number. */
+struct osprey_syscall_key {
+	__u32 pid;
+	__u32 nr;
+};
+
+/* Value of `syscall_counts`, per CPU. Latency is known only for calls whose entry was seen
+ * (timed <= count): calls already in progress at attach have none. */
+struct osprey_syscall_stats {
+	__u64 count;
+	__u64 errors;
+	__u64 timed;
+	__u64 total_ns;
+	__u64 max_ns;
+	char comm[OSPREY_COMM_LEN]; /* at the first call counted */
+};
+
+/* Key of the per-CPU `syscall_errnos` map: failed calls by errno. */
+struct osprey_syscall_errno_key {
+	__u32 pid;
+	__u32 nr;
+	__u32 err; /* positive errno */
+	__u32 _pad;
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

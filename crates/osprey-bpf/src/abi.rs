@@ -17,6 +17,7 @@ pub mod kind {
     pub const OFFCPU: u32 = 18;
     pub const PAGE_FAULT: u32 = 19;
     pub const SEC_SYSCALL: u32 = 32;
+    pub const SYSCALL_COUNT: u32 = 40;
 }
 
 /// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
@@ -147,6 +148,44 @@ pub struct ProfileKey {
 
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for ProfileKey {}
+
+/// Key of the `syscall_counts` and (with `err`) `syscall_errnos` maps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallKey {
+    pub pid: u32,
+    pub nr: u32,
+}
+
+// SAFETY: integers, no padding.
+unsafe impl aya::Pod for SyscallKey {}
+
+/// Per-CPU value of `syscall_counts`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyscallStats {
+    pub count: u64,
+    pub errors: u64,
+    pub timed: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+// SAFETY: integers and a byte array, any bit pattern is valid.
+unsafe impl aya::Pod for SyscallStats {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallErrnoKey {
+    pub pid: u32,
+    pub nr: u32,
+    pub err: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: integers, no implicit padding.
+unsafe impl aya::Pod for SyscallErrnoKey {}
 
 /// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
 #[repr(C)]

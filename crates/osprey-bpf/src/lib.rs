@@ -24,9 +24,18 @@ pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
 pub const PROFILE: Object = object!("profile");
 pub const SECURITY: Object = object!("security");
+pub const SYSCALLS: Object = object!("syscalls");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
 pub const BROKEN_CORE: Object = object!("broken_core");
 
 /// Every embedded object, for tests that check them all.
-pub const ALL: &[Object] = &[FILES, PROCESS, PROBE, PROFILE, SECURITY, BROKEN_CORE];
+pub const ALL: &[Object] = &[
+    FILES,
+    PROCESS,
+    PROBE,
+    PROFILE,
+    SECURITY,
+    SYSCALLS,
+    BROKEN_CORE,
+];

@@ -359,6 +359,11 @@ fn rust_structs() -> Vec<RustStruct> {
         } flexible ["data"]),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
+        mirror!(SyscallKey as "osprey_syscall_key" { pid, nr }),
+        mirror!(SyscallStats as "osprey_syscall_stats" {
+            count, errors, timed, total_ns, max_ns, comm,
+        }),
+        mirror!(SyscallErrnoKey as "osprey_syscall_errno_key" { pid, nr, err, _pad }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
         } flexible ["data"]),
@@ -605,6 +610,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
+                ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
             ],
         ),
         (

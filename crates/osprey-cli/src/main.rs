@@ -5,6 +5,7 @@ mod agent;
 mod check;
 mod profile;
 mod secure;
+mod syscalls;
 mod trace;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
     Secure(secure::SecureArgs),
+    /// Count syscalls per process and syscall, with errors by errno and latency (in-kernel).
+    Syscalls(syscalls::SyscallsArgs),
     /// Check rule files or show the default rules.
     #[command(subcommand)]
     Rules(secure::RulesCommand),
@@ -130,6 +133,7 @@ fn main() -> ExitCode {
         Command::Profile(args) => profile::run(args),
         Command::Secure(args) => secure::run_secure(args),
         Command::Rules(cmd) => secure::run_rules(cmd),
+        Command::Syscalls(args) => syscalls::run(args),
     };
     match result {
         Ok(code) => code,
