@@ -26,6 +26,7 @@ enum osprey_kind {
 	OSPREY_KIND_PAGE_FAULT = 19,
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
 	OSPREY_KIND_SYSCALL_COUNT = 40, /* counted in the kernel (syscalls.bpf.c); only counters */
+	OSPREY_KIND_BASELINE = 41,      /* syscall baseline finding (security.bpf.c) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -210,6 +211,56 @@ struct osprey_syscall_errno_key {
 	__u32 nr;
 	__u32 err; /* positive errno */
 	__u32 _pad;
+};
+
+/* Syscall baselines (security.bpf.c): one `sec_baselines` entry per executable, keyed by
+ * the device and inode of current->mm->exe_file. */
+#define OSPREY_BASELINE_NR_MAX 512 /* syscall numbers covered, power of two */
+
+struct osprey_baseline_key {
+	__u64 ino;
+	__u32 dev;  /* kernel encoding (MKDEV) */
+	__u32 _pad;
+};
+
+/* Calls of one syscall in the current window (~1.07 s: boot ns >> 30). */
+struct osprey_baseline_slot {
+	__u32 window;
+	__u32 count;
+};
+
+enum osprey_baseline_flags {
+	OSPREY_BL_UNKNOWN = 1 << 0, /* detect mode: not in the baseline, inserted all-allowed */
+};
+
+struct osprey_baseline {
+	__u64 allowed[OSPREY_BASELINE_NR_MAX / 64]; /* bit nr: syscall in the baseline */
+	__u32 flags;  /* osprey_baseline_flags */
+	__u32 _pad;
+	struct osprey_baseline_slot slots[OSPREY_BASELINE_NR_MAX];
+	/* learn: most calls seen in one window; detect: calls per window above which an
+	 * event is sent (0: no envelope) */
+	__u32 peak[OSPREY_BASELINE_NR_MAX];
+};
+
+enum osprey_baseline_op {
+	OSPREY_BL_NEW_EXE = 1,     /* first syscall of an executable not in the map */
+	OSPREY_BL_OUTSIDE = 2,     /* a syscall not in the executable's baseline (once each) */
+	OSPREY_BL_RATE = 3,        /* calls in one window crossed the envelope */
+};
+
+/* A baseline finding, sent at syscall entry; the executable's path comes from the
+ * process cache in user space. */
+struct osprey_baseline_event {
+	struct osprey_event_header hdr;
+	__u64 ino;
+	__u32 dev;
+	__u32 nr;
+	__u64 args[6];
+	__u32 count;  /* OSPREY_BL_RATE: calls so far in the window */
+	__u32 limit;  /* OSPREY_BL_RATE: the envelope */
+	__u16 op;     /* osprey_baseline_op */
+	__u16 _pad[3];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

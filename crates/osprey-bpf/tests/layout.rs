@@ -295,6 +295,12 @@ impl Describe for abi::EventHeader {
     }
 }
 
+impl Describe for abi::BaselineSlot {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_baseline_slot".into())
+    }
+}
+
 fn shape_of<F: Describe>(_: &F) -> Shape {
     F::shape()
 }
@@ -364,6 +370,12 @@ fn rust_structs() -> Vec<RustStruct> {
             count, errors, timed, total_ns, max_ns, comm,
         }),
         mirror!(SyscallErrnoKey as "osprey_syscall_errno_key" { pid, nr, err, _pad }),
+        mirror!(BaselineKey as "osprey_baseline_key" { ino, dev, _pad }),
+        mirror!(BaselineSlot as "osprey_baseline_slot" { window, count }),
+        mirror!(Baseline as "osprey_baseline" { allowed, flags, _pad, slots, peak }),
+        mirror!(BaselineEvent as "osprey_baseline_event" {
+            hdr, ino, dev, nr, args, count, limit, op, _pad,
+        }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
         } flexible ["data"]),
@@ -591,7 +603,7 @@ fn structs_match_btf() {
 type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
-    use abi::{kind, open_op, profile_error, status};
+    use abi::{baseline_flags, baseline_op, kind, open_op, profile_error, status};
     let v = |x: u32| i128::from(x);
     let w = |x: u16| i128::from(x);
     vec![
@@ -611,6 +623,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
                 ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
+                ("OSPREY_KIND_BASELINE", v(kind::BASELINE)),
             ],
         ),
         (
@@ -619,6 +632,18 @@ fn rust_enums() -> Vec<EnumTable> {
                 .iter()
                 .map(|&(name, slot)| (name, v(slot)))
                 .collect(),
+        ),
+        (
+            "osprey_baseline_op",
+            vec![
+                ("OSPREY_BL_NEW_EXE", w(baseline_op::NEW_EXE)),
+                ("OSPREY_BL_OUTSIDE", w(baseline_op::OUTSIDE)),
+                ("OSPREY_BL_RATE", w(baseline_op::RATE)),
+            ],
+        ),
+        (
+            "osprey_baseline_flags",
+            vec![("OSPREY_BL_UNKNOWN", v(baseline_flags::UNKNOWN))],
         ),
         (
             "osprey_open_op",

@@ -199,7 +199,10 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
-            Payload::FileOpen(_) | Payload::ProfileUserStack(_) | Payload::Security(_) => false,
+            Payload::FileOpen(_)
+            | Payload::ProfileUserStack(_)
+            | Payload::Security(_)
+            | Payload::Baseline(_) => false,
         };
         kind_wanted && user_target_matches(&target, ctx)
     });

@@ -43,6 +43,7 @@ pub enum Payload {
     Exit(process::Exit),
     ProfileUserStack(profile::UserStack),
     Security(security::syscall::SecSyscall),
+    Baseline(security::baseline::BaselineEvent),
 }
 
 impl Payload {
@@ -55,6 +56,7 @@ impl Payload {
             Payload::Exit(_) => "exit",
             Payload::ProfileUserStack(_) => "user_stack",
             Payload::Security(_) => "security",
+            Payload::Baseline(_) => "baseline",
         }
     }
 
@@ -67,6 +69,7 @@ impl Payload {
             Payload::Exit(p) => p.write_json(map),
             Payload::ProfileUserStack(p) => p.write_json(map),
             Payload::Security(p) => p.write_json(map),
+            Payload::Baseline(p) => p.write_json(map),
         }
     }
 }
@@ -102,6 +105,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
         kind::PROFILE_USER_STACK => Payload::ProfileUserStack(profile::decode_user_stack(bytes)?),
         kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
+        kind::BASELINE => Payload::Baseline(security::baseline::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

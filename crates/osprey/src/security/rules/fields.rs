@@ -122,6 +122,7 @@ impl<'a> View<'a> {
             Payload::Exit(_) => "exit",
             Payload::Security(s) => s.class(),
             Payload::ProfileUserStack(_) => "user_stack",
+            Payload::Baseline(_) => "baseline",
         }
     }
 
