@@ -17,18 +17,24 @@ fn rows_by_syscall(done: &Finished, pid: u32) -> BTreeMap<String, Value> {
         .collect()
 }
 
+/// `syscall-mix` waiting at its gate: `getppids` getppid, then `failing_opens` ENOENT opens.
+fn gated_mix(getppids: u32, failing_opens: u32) -> Gated {
+    let (a, b) = (getppids.to_string(), failing_opens.to_string());
+    Gated::spawn(&[
+        OsStr::new("syscall-mix"),
+        OsStr::new(&a),
+        OsStr::new(&b),
+        OsStr::new("--gate"),
+    ])
+}
+
 #[test]
 fn counts_errnos_and_latency_of_a_known_workload_are_exact() {
     if !bpf_available("counts_errnos_and_latency_of_a_known_workload_are_exact") {
         return;
     }
     let _serial = serial();
-    let work = Gated::spawn(&[
-        OsStr::new("syscall-mix"),
-        OsStr::new("1000"),
-        OsStr::new("500"),
-        OsStr::new("--gate"),
-    ]);
+    let work = gated_mix(1000, 500);
     let pid = work.pid();
     let pid_arg = pid.to_string();
     let tracer = Tracer::start(&["syscalls", "--pid", &pid_arg, "--output", "json"]);
@@ -89,12 +95,7 @@ fn grouping_by_syscall_and_top_limit_rows() {
         return;
     }
     let _serial = serial();
-    let work = Gated::spawn(&[
-        OsStr::new("syscall-mix"),
-        OsStr::new("300"),
-        OsStr::new("200"),
-        OsStr::new("--gate"),
-    ]);
+    let work = gated_mix(300, 200);
     let pid_arg = work.pid().to_string();
     let tracer = Tracer::start(&[
         "syscalls", "--pid", &pid_arg, "--by", "syscall", "--top", "2", "-o", "json",
@@ -117,12 +118,7 @@ fn grouping_by_syscall_and_top_limit_rows() {
     );
 
     // The table has the same numbers.
-    let work = Gated::spawn(&[
-        OsStr::new("syscall-mix"),
-        OsStr::new("300"),
-        OsStr::new("200"),
-        OsStr::new("--gate"),
-    ]);
+    let work = gated_mix(300, 200);
     let pid_arg = work.pid().to_string();
     let tracer = Tracer::start(&["syscalls", "--pid", &pid_arg, "--duration", "30"]);
     assert!(work.release_and_wait().success());
