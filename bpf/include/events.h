@@ -27,6 +27,8 @@ enum osprey_kind {
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
 	OSPREY_KIND_TCP_STATE = 24,
 	OSPREY_KIND_TCP_CLOSE = 25,
+	OSPREY_KIND_SYSCALL_COUNT = 40, /* counted in the kernel (syscalls.bpf.c); only counters */
+	OSPREY_KIND_BASELINE = 41,      /* syscall baseline finding (security.bpf.c) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -271,6 +273,82 @@ struct osprey_flow_counters {
 	__u64 insert_failed; /* an update that failed: that packet was not counted */
 	__u64 non_ip;        /* frames that are neither IPv4 nor IPv6 (ARP, LLDP ...) */
 	__u64 truncated;     /* IP frames whose headers we could not read */
+};
+
+/* Key of the per-CPU `syscall_counts` map (syscalls.bpf.c): one row per process and
+ * syscall number. */
+struct osprey_syscall_key {
+	__u32 pid;
+	__u32 nr;
+};
+
+/* Value of `syscall_counts`, per CPU. Latency is known only for calls whose entry was seen
+ * (timed <= count): calls already in progress at attach have none. */
+struct osprey_syscall_stats {
+	__u64 count;
+	__u64 errors;
+	__u64 timed;
+	__u64 total_ns;
+	__u64 max_ns;
+	char comm[OSPREY_COMM_LEN]; /* at the first call counted */
+};
+
+/* Key of the per-CPU `syscall_errnos` map: failed calls by errno. */
+struct osprey_syscall_errno_key {
+	__u32 pid;
+	__u32 nr;
+	__u32 err; /* positive errno */
+	__u32 _pad;
+};
+
+/* Syscall baselines (security.bpf.c): one `sec_baselines` entry per executable, keyed by
+ * the device and inode of current->mm->exe_file. */
+#define OSPREY_BASELINE_NR_MAX 512 /* syscall numbers covered, power of two */
+
+struct osprey_baseline_key {
+	__u64 ino;
+	__u32 dev;  /* kernel encoding (MKDEV) */
+	__u32 _pad;
+};
+
+/* Calls of one syscall in the current window (~1.07 s: boot ns >> 30). */
+struct osprey_baseline_slot {
+	__u32 window;
+	__u32 count;
+};
+
+enum osprey_baseline_flags {
+	OSPREY_BL_UNKNOWN = 1 << 0, /* detect mode: not in the baseline, inserted all-allowed */
+};
+
+struct osprey_baseline {
+	__u64 allowed[OSPREY_BASELINE_NR_MAX / 64]; /* bit nr: syscall in the baseline */
+	__u32 flags;  /* osprey_baseline_flags */
+	__u32 _pad;
+	struct osprey_baseline_slot slots[OSPREY_BASELINE_NR_MAX];
+	/* learn: most calls seen in one window; detect: calls per window above which an
+	 * event is sent (0: no envelope) */
+	__u32 peak[OSPREY_BASELINE_NR_MAX];
+};
+
+enum osprey_baseline_op {
+	OSPREY_BL_NEW_EXE = 1,     /* first syscall of an executable not in the map */
+	OSPREY_BL_OUTSIDE = 2,     /* a syscall not in the executable's baseline (once each) */
+	OSPREY_BL_RATE = 3,        /* calls in one window crossed the envelope */
+};
+
+/* A baseline finding, sent at syscall entry; the executable's path comes from the
+ * process cache in user space. */
+struct osprey_baseline_event {
+	struct osprey_event_header hdr;
+	__u64 ino;
+	__u32 dev;
+	__u32 nr;
+	__u64 args[6];
+	__u32 count;  /* OSPREY_BL_RATE: calls so far in the window */
+	__u32 limit;  /* OSPREY_BL_RATE: the envelope */
+	__u16 op;     /* osprey_baseline_op */
+	__u16 _pad[3];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

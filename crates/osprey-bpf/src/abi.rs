@@ -19,7 +19,24 @@ pub mod kind {
     pub const SEC_SYSCALL: u32 = 32;
     pub const TCP_STATE: u32 = 24;
     pub const TCP_CLOSE: u32 = 25;
+    pub const SYSCALL_COUNT: u32 = 40;
+    pub const BASELINE: u32 = 41;
 }
+
+/// `enum osprey_baseline_op`.
+pub mod baseline_op {
+    pub const NEW_EXE: u16 = 1;
+    pub const OUTSIDE: u16 = 2;
+    pub const RATE: u16 = 3;
+}
+
+/// `enum osprey_baseline_flags`.
+pub mod baseline_flags {
+    pub const UNKNOWN: u32 = 1 << 0;
+}
+
+/// `OSPREY_BASELINE_NR_MAX`: syscall numbers a baseline covers.
+pub const BASELINE_NR_MAX: usize = 512;
 
 /// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
 pub mod profile_error {
@@ -155,6 +172,104 @@ pub struct ProfileKey {
 
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for ProfileKey {}
+
+/// Key of the `syscall_counts` and (with `err`) `syscall_errnos` maps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallKey {
+    pub pid: u32,
+    pub nr: u32,
+}
+
+// SAFETY: integers, no padding.
+unsafe impl aya::Pod for SyscallKey {}
+
+/// Per-CPU value of `syscall_counts`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyscallStats {
+    pub count: u64,
+    pub errors: u64,
+    pub timed: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+// SAFETY: integers and a byte array, any bit pattern is valid.
+unsafe impl aya::Pod for SyscallStats {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallErrnoKey {
+    pub pid: u32,
+    pub nr: u32,
+    pub err: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: integers, no implicit padding.
+unsafe impl aya::Pod for SyscallErrnoKey {}
+
+/// Key of `sec_baselines`: the executable's inode and device (kernel encoding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BaselineKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: integers, no implicit padding.
+unsafe impl aya::Pod for BaselineKey {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineSlot {
+    pub window: u32,
+    pub count: u32,
+}
+
+/// Value of `sec_baselines`: allowed syscalls, window counters and peaks or limits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub allowed: [u64; BASELINE_NR_MAX / 64],
+    pub flags: u32,
+    pub _pad: u32,
+    pub slots: [BaselineSlot; BASELINE_NR_MAX],
+    pub peak: [u32; BASELINE_NR_MAX],
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Baseline {
+            allowed: [0; BASELINE_NR_MAX / 64],
+            flags: 0,
+            _pad: 0,
+            slots: [BaselineSlot::default(); BASELINE_NR_MAX],
+            peak: [0; BASELINE_NR_MAX],
+        }
+    }
+}
+
+// SAFETY: integers only, no implicit padding.
+unsafe impl aya::Pod for Baseline {}
+
+/// A baseline finding (kind 41).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineEvent {
+    pub hdr: EventHeader,
+    pub ino: u64,
+    pub dev: u32,
+    pub nr: u32,
+    pub args: [u64; 6],
+    pub count: u32,
+    pub limit: u32,
+    pub op: u16,
+    pub _pad: [u16; 3],
+}
 
 /// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
 #[repr(C)]
@@ -300,6 +415,7 @@ unsafe impl Plain for ProfileUserStack {}
 unsafe impl Plain for SecSyscall {}
 unsafe impl Plain for TcpState {}
 unsafe impl Plain for TcpClose {}
+unsafe impl Plain for BaselineEvent {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -29,6 +29,7 @@ pub const TCP: Object = object!("tcp");
 pub const FLOWS: Object = object!("flows");
 /// Test-only: drops the first two data segments to port 4242 (retransmission tests).
 pub const TEST_DROP: Object = object!("test_drop");
+pub const SYSCALLS: Object = object!("syscalls");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
 pub const BROKEN_CORE: Object = object!("broken_core");
@@ -44,5 +45,6 @@ pub const ALL: &[Object] = &[
     TCP,
     FLOWS,
     TEST_DROP,
+    SYSCALLS,
     BROKEN_CORE,
 ];

@@ -301,6 +301,12 @@ impl Describe for abi::EventHeader {
     }
 }
 
+impl Describe for abi::BaselineSlot {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_baseline_slot".into())
+    }
+}
+
 fn shape_of<F: Describe>(_: &F) -> Shape {
     F::shape()
 }
@@ -384,6 +390,17 @@ fn rust_structs() -> Vec<RustStruct> {
         }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
+        mirror!(SyscallKey as "osprey_syscall_key" { pid, nr }),
+        mirror!(SyscallStats as "osprey_syscall_stats" {
+            count, errors, timed, total_ns, max_ns, comm,
+        }),
+        mirror!(SyscallErrnoKey as "osprey_syscall_errno_key" { pid, nr, err, _pad }),
+        mirror!(BaselineKey as "osprey_baseline_key" { ino, dev, _pad }),
+        mirror!(BaselineSlot as "osprey_baseline_slot" { window, count }),
+        mirror!(Baseline as "osprey_baseline" { allowed, flags, _pad, slots, peak }),
+        mirror!(BaselineEvent as "osprey_baseline_event" {
+            hdr, ino, dev, nr, args, count, limit, op, _pad,
+        }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
         } flexible ["data"]),
@@ -611,7 +628,7 @@ fn structs_match_btf() {
 type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
-    use abi::{kind, open_op, profile_error, status};
+    use abi::{baseline_flags, baseline_op, kind, open_op, profile_error, status};
     let v = |x: u32| i128::from(x);
     let w = |x: u16| i128::from(x);
     vec![
@@ -630,6 +647,8 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
+                ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
+                ("OSPREY_KIND_BASELINE", v(kind::BASELINE)),
                 ("OSPREY_KIND_TCP_STATE", v(kind::TCP_STATE)),
                 ("OSPREY_KIND_TCP_CLOSE", v(kind::TCP_CLOSE)),
             ],
@@ -653,6 +672,18 @@ fn rust_enums() -> Vec<EnumTable> {
                 .iter()
                 .map(|&(name, slot)| (name, v(slot)))
                 .collect(),
+        ),
+        (
+            "osprey_baseline_op",
+            vec![
+                ("OSPREY_BL_NEW_EXE", w(baseline_op::NEW_EXE)),
+                ("OSPREY_BL_OUTSIDE", w(baseline_op::OUTSIDE)),
+                ("OSPREY_BL_RATE", w(baseline_op::RATE)),
+            ],
+        ),
+        (
+            "osprey_baseline_flags",
+            vec![("OSPREY_BL_UNKNOWN", v(baseline_flags::UNKNOWN))],
         ),
         (
             "osprey_open_op",

@@ -6,6 +6,7 @@ mod check;
 mod flows;
 mod profile;
 mod secure;
+mod syscalls;
 mod tcp;
 mod trace;
 
@@ -40,6 +41,8 @@ enum Command {
     Profile(profile::ProfileArgs),
     /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
     Secure(secure::SecureArgs),
+    /// Count syscalls per process and syscall, with errors by errno and latency (in-kernel).
+    Syscalls(syscalls::SyscallsArgs),
     /// Check rule files or show the default rules.
     #[command(subcommand)]
     Rules(secure::RulesCommand),
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Rules(cmd) => secure::run_rules(cmd),
         Command::Tcp(args) => tcp::run_tcp(args),
         Command::Flows(args) => flows::run_flows(args),
+        Command::Syscalls(args) => syscalls::run(args),
     };
     match result {
         Ok(code) => code,

@@ -12,5 +12,6 @@ pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod security;
+pub mod syscalls;
 
 pub use osprey_bpf::abi;

@@ -46,6 +46,7 @@ pub enum Payload {
     Security(security::syscall::SecSyscall),
     TcpState(tcp::TcpState),
     TcpClose(tcp::TcpClose),
+    Baseline(security::baseline::BaselineEvent),
 }
 
 impl Payload {
@@ -60,6 +61,7 @@ impl Payload {
             Payload::Security(_) => "security",
             Payload::TcpState(_) => "tcp_state",
             Payload::TcpClose(_) => "tcp_close",
+            Payload::Baseline(_) => "baseline",
         }
     }
 
@@ -74,6 +76,7 @@ impl Payload {
             Payload::Security(p) => p.write_json(map),
             Payload::TcpState(p) => p.write_json(map),
             Payload::TcpClose(p) => p.write_json(map),
+            Payload::Baseline(p) => p.write_json(map),
         }
     }
 }
@@ -111,6 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
         kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
         kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),
+        kind::BASELINE => Payload::Baseline(security::baseline::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

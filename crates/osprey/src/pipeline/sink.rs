@@ -177,6 +177,10 @@ impl<W: Write> Sink for TableSink<W> {
                         ("-".into(), format!("stack_bytes={}", u.stack.len()))
                     }
                     Payload::Security(s) => (s.ret.to_string(), s.table_details()),
+                    Payload::Baseline(b) => (
+                        "-".into(),
+                        format!("{} {}", b.op_name(), crate::syscalls::syscall_name(b.nr)),
+                    ),
                     Payload::FileOpen(_) | Payload::TcpClose(_) | Payload::TcpState(_) => {
                         unreachable!("handled above")
                     }

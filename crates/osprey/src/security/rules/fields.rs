@@ -124,6 +124,7 @@ impl<'a> View<'a> {
             Payload::ProfileUserStack(_) => "user_stack",
             Payload::TcpState(_) => "tcp_state",
             Payload::TcpClose(_) => "tcp_close",
+            Payload::Baseline(_) => "baseline",
         }
     }
 
