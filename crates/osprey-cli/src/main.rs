@@ -7,6 +7,7 @@ mod flows;
 mod profile;
 mod secure;
 mod tcp;
+mod top;
 mod trace;
 
 use std::process::ExitCode;
@@ -47,6 +48,8 @@ enum Command {
     Tcp(tcp::TcpArgs),
     /// Network flows on interfaces (XDP ingress, tcx egress), IPFIX-like records.
     Flows(flows::FlowsArgs),
+    /// Live CPU cost, runs/s and average time of BPF programs (like top; --once for scripts).
+    Top(top::TopArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -138,6 +141,7 @@ fn main() -> ExitCode {
         Command::Rules(cmd) => secure::run_rules(cmd),
         Command::Tcp(args) => tcp::run_tcp(args),
         Command::Flows(args) => flows::run_flows(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(code) => code,
