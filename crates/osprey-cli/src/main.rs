@@ -8,6 +8,7 @@ mod profile;
 mod secure;
 mod syscalls;
 mod tcp;
+mod top;
 mod trace;
 
 use std::process::ExitCode;
@@ -50,6 +51,8 @@ enum Command {
     Tcp(tcp::TcpArgs),
     /// Network flows on interfaces (XDP ingress, tcx egress), IPFIX-like records.
     Flows(flows::FlowsArgs),
+    /// Live CPU cost, runs/s and average time of BPF programs (like top; --once for scripts).
+    Top(top::TopArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -142,6 +145,7 @@ fn main() -> ExitCode {
         Command::Tcp(args) => tcp::run_tcp(args),
         Command::Flows(args) => flows::run_flows(args),
         Command::Syscalls(args) => syscalls::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(code) => code,
