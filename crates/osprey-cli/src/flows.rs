@@ -96,11 +96,7 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     let mut table =
         FlowTable::take_from(&mut cap).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
     let _run_time_stats = RunTimeStats::enable();
-    let hooks: Vec<String> = cap
-        .outcomes
-        .iter()
-        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
-        .collect();
+    let hooks: Vec<String> = cap.hook_labels().collect();
     eprintln!(
         "osprey: tracing flows on {} via {}; Ctrl-C to stop",
         args.interfaces.join(", "),

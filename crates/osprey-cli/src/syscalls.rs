@@ -76,11 +76,7 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
     )?;
     report_degraded(&cap);
     let counts = Counts::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?;
-    let hooks: Vec<String> = cap
-        .outcomes
-        .iter()
-        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
-        .collect();
+    let hooks: Vec<String> = cap.hook_labels().collect();
 
     let _run_time_stats = RunTimeStats::enable();
     let mut sink = NoEvents;

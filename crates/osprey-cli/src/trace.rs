@@ -253,8 +253,7 @@ pub(crate) fn run_pipeline_into(
     let hooks: Vec<String> = pipeline
         .capabilities
         .iter()
-        .flat_map(|c| c.outcomes.iter())
-        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+        .flat_map(LoadedCapability::hook_labels)
         .collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(

@@ -371,6 +371,13 @@ impl LoadedCapability {
         self.ebpf.map_mut(name)
     }
 
+    /// Labels of the hooks in use (`tp_btf/sys_exit`, ...), for start-up lines.
+    pub fn hook_labels(&self) -> impl Iterator<Item = String> + '_ {
+        self.outcomes
+            .iter()
+            .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+    }
+
     /// Sums the per-CPU counters of one event kind.
     pub fn counters_for(&self, kind: u32) -> Counters {
         let mut total = Counters::default();
