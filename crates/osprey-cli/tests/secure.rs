@@ -15,7 +15,7 @@ use serde_json::Value;
 fn alerts(done: &Finished) -> Vec<Value> {
     done.events()
         .into_iter()
-        .filter(|e| e["kind"] == "alert")
+        .filter(|e| e["kind"] == "alert" && !is_build_tree_exec_alert(e))
         .collect()
 }
 

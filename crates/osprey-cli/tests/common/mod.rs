@@ -303,3 +303,15 @@ pub fn of(events: &[Value], kind: &str, pid: u32) -> Vec<Value> {
         .cloned()
         .collect()
 }
+
+/// An `exec_from_temporary_location` alert for one of our own test binaries: it fires only
+/// because the checkout (and so the build tree) lives under /tmp, as CI clones may.
+pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
+    let build_dir = std::path::Path::new(WORKLOAD).parent().unwrap();
+    alert["rule"] == "exec_from_temporary_location"
+        && ["exe", "filename"].iter().any(|f| {
+            alert["event"][f]
+                .as_str()
+                .is_some_and(|p| std::path::Path::new(p).starts_with(build_dir))
+        })
+}
