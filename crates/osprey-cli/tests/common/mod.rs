@@ -304,10 +304,11 @@ pub fn of(events: &[Value], kind: &str, pid: u32) -> Vec<Value> {
         .collect()
 }
 
-/// An `exec_from_temporary_location` alert for one of our own test binaries: it fires only
-/// because the checkout (and so the build tree) lives under /tmp, as CI clones may.
+/// An `exec_from_temporary_location` alert for a program under our cargo target directory
+/// (test binaries, workloads the tests copy to target/tmp): it fires only because the
+/// checkout lives under /tmp, as CI clones may.
 pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
-    let build_dir = std::path::Path::new(WORKLOAD).parent().unwrap();
+    let build_dir = std::path::Path::new(WORKLOAD).ancestors().nth(2).unwrap();
     alert["rule"] == "exec_from_temporary_location"
         && ["exe", "filename"].iter().any(|f| {
             alert["event"][f]
