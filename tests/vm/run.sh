@@ -79,7 +79,7 @@ export PATH=/usr/bin:/usr/sbin HOME=/root OSPREY_REQUIRE_BPF=1 RUST_BACKTRACE=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# /tmp stays on the initramfs (already in RAM): a tmpfs there would hide a checkout under /tmp.
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
