@@ -23,7 +23,8 @@ enum osprey_kind {
 	OSPREY_KIND_PROFILE_SAMPLE = 16, /* counted in the kernel; only counters, no events */
 	OSPREY_KIND_PROFILE_USER_STACK = 17, /* a sample with a copy of the user stack */
 	OSPREY_KIND_OFFCPU = 18,         /* blocked time, counted in the kernel */
-	OSPREY_KIND_PAGE_FAULT = 19,
+	OSPREY_KIND_PAGE_FAULT = 19,     /* counted in the kernel; only counters, no events */
+	OSPREY_KIND_FAULT_MAPPING = 20,  /* first fault of a process in a mapping: its description */
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
 	OSPREY_KIND_TCP_STATE = 24,
 	OSPREY_KIND_TCP_CLOSE = 25,
@@ -161,6 +162,80 @@ struct osprey_profile_user_stack {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
+	char data[];
+};
+
+/* What a faulting address belongs to, decided in the kernel at fault time. */
+enum osprey_fault_class {
+	OSPREY_FAULT_UNRESOLVED = 0, /* the VMA lookup failed (counted in fault_errors) */
+	OSPREY_FAULT_HEAP = 1,       /* the brk heap */
+	OSPREY_FAULT_STACK = 2,      /* the main thread's stack */
+	OSPREY_FAULT_ANON = 3,       /* other anonymous memory (mmap, thread stacks) */
+	OSPREY_FAULT_FILE = 4,       /* file-backed (shared anonymous memory is a shmem file) */
+	OSPREY_FAULT_VDSO = 5,       /* the vDSO text */
+	OSPREY_FAULT_SPECIAL = 6,    /* other kernel-provided mappings ([vvar], [uprobes]) */
+};
+
+/* Which counter a fault lands in: the hook that saw it decides. */
+enum osprey_fault_type {
+	OSPREY_FAULT_MINOR = 0,   /* perf software event minor-faults */
+	OSPREY_FAULT_MAJOR = 1,   /* perf software event major-faults */
+	OSPREY_FAULT_UNTYPED = 2, /* exceptions:page_fault_user fallback: every user-mode fault */
+};
+
+/* Slots of the memory capability's per-CPU `fault_errors` array. */
+enum osprey_fault_error {
+	OSPREY_FERR_VMA_BUSY = 0,        /* bpf_find_vma -EBUSY and no cached VMA: unresolved */
+	OSPREY_FERR_VMA_BUSY_CACHED = 1, /* -EBUSY, the address was in the CPU's last VMA of
+					  * this process: counted there */
+	OSPREY_FERR_VMA_MISSING = 2,     /* no VMA at the address (or no mm): unresolved */
+	OSPREY_FERR_VMA_OTHER = 3,
+	OSPREY_FERR_COUNTS_FULL = 4,     /* fault_counts had no room for a new mapping */
+	OSPREY_FERR_HEAT_FULL = 5,       /* fault_heat had no room: rates and heat map incomplete */
+	OSPREY_FERR_SLOTS = 6,
+};
+
+/* A mapping of one process: key of `fault_counts`. vma_start 0: unresolved. */
+struct osprey_fault_key {
+	__u32 pid;
+	__u32 dev;       /* device of the mapped file (kernel encoding), 0 if none */
+	__u64 vma_start;
+	__u64 ino;       /* inode of the mapped file, 0 if none */
+};
+
+/* Faults by enum osprey_fault_type; value of `fault_counts` and `fault_heat`. */
+struct osprey_fault_counts {
+	__u64 minor;
+	__u64 major;
+	__u64 untyped;
+	__u64 vma_end;   /* end of the mapping at its latest fault (fault_counts only) */
+};
+
+/* Key of `fault_heat`: faults of one mapping in one second and one address row
+ * (row r covers [start + r*size/ROWS, start + (r+1)*size/ROWS) of the VMA at fault time). */
+struct osprey_fault_heat_key {
+	struct osprey_fault_key mapping;
+	__u32 second;    /* since the start of the run */
+	__u32 row;
+};
+
+/*
+ * The first fault of a process in a mapping, describing it. data: the mapped file's path
+ * components, NUL terminated, leaf first (path_len bytes, path_depth components).
+ */
+struct osprey_fault_mapping {
+	struct osprey_event_header hdr;
+	struct osprey_fault_key key;
+	__u64 vma_end;
+	__u64 pgoff;     /* file offset of vma_start in pages */
+	__u64 addr;      /* the faulting address */
+	__u32 vm_flags;  /* low 32 bits of vm_flags (VM_READ 1, VM_WRITE 2, VM_EXEC 4, VM_SHARED 8) */
+	__u8 class;      /* enum osprey_fault_class */
+	__u8 fault_type; /* enum osprey_fault_type of this first fault */
+	__u16 status;    /* osprey_status_bits (RESOLVED_TRUNCATED) */
+	__u16 path_len;
+	__u16 path_depth;
+	__u32 _pad;
 	char data[];
 };
 

@@ -32,6 +32,10 @@ struct osprey_fork *const osprey_abi_fork = 0;
 struct osprey_exit *const osprey_abi_exit = 0;
 struct osprey_profile_key *const osprey_abi_profile_key = 0;
 struct osprey_profile_user_stack *const osprey_abi_profile_user_stack = 0;
+struct osprey_fault_key *const osprey_abi_fault_key = 0;
+struct osprey_fault_counts *const osprey_abi_fault_counts = 0;
+struct osprey_fault_heat_key *const osprey_abi_fault_heat_key = 0;
+struct osprey_fault_mapping *const osprey_abi_fault_mapping = 0;
 
 /* ---- maps ---- */
 struct {

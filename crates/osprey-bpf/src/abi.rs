@@ -16,6 +16,7 @@ pub mod kind {
     pub const PROFILE_USER_STACK: u32 = 17;
     pub const OFFCPU: u32 = 18;
     pub const PAGE_FAULT: u32 = 19;
+    pub const FAULT_MAPPING: u32 = 20;
     pub const SEC_SYSCALL: u32 = 32;
     pub const TCP_STATE: u32 = 24;
     pub const TCP_CLOSE: u32 = 25;
@@ -67,6 +68,35 @@ pub mod profile_error {
 pub mod flow_direction {
     pub const INGRESS: u8 = 0;
     pub const EGRESS: u8 = 1;
+}
+
+/// `enum osprey_fault_class`: what a faulting address belongs to.
+pub mod fault_class {
+    pub const UNRESOLVED: u8 = 0;
+    pub const HEAP: u8 = 1;
+    pub const STACK: u8 = 2;
+    pub const ANON: u8 = 3;
+    pub const FILE: u8 = 4;
+    pub const VDSO: u8 = 5;
+    pub const SPECIAL: u8 = 6;
+}
+
+/// `enum osprey_fault_type`: which counter a fault lands in.
+pub mod fault_type {
+    pub const MINOR: u8 = 0;
+    pub const MAJOR: u8 = 1;
+    pub const UNTYPED: u8 = 2;
+}
+
+/// `enum osprey_fault_error`: slots of the memory capability's `fault_errors` array.
+pub mod fault_error {
+    pub const VMA_BUSY: u32 = 0;
+    pub const VMA_BUSY_CACHED: u32 = 1;
+    pub const VMA_MISSING: u32 = 2;
+    pub const VMA_OTHER: u32 = 3;
+    pub const COUNTS_FULL: u32 = 4;
+    pub const HEAT_FULL: u32 = 5;
+    pub const SLOTS: u32 = 6;
 }
 
 /// `enum osprey_open_op`.
@@ -283,6 +313,60 @@ pub struct ProfileUserStack {
     pub bp: u64,
 }
 
+/// A mapping of one process: key of `fault_counts`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FaultKey {
+    pub pid: u32,
+    pub dev: u32,
+    pub vma_start: u64,
+    pub ino: u64,
+}
+
+/// Faults by type; value of `fault_counts` and `fault_heat`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FaultCounts {
+    pub minor: u64,
+    pub major: u64,
+    pub untyped: u64,
+    pub vma_end: u64,
+}
+
+/// Key of `fault_heat`: one mapping, one second, one address row.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct FaultHeatKey {
+    pub mapping: FaultKey,
+    pub second: u32,
+    pub row: u32,
+}
+
+// SAFETY: integers only, any bit pattern is valid.
+unsafe impl aya::Pod for FaultKey {}
+// SAFETY: integers only.
+unsafe impl aya::Pod for FaultCounts {}
+// SAFETY: integers only.
+unsafe impl aya::Pod for FaultHeatKey {}
+
+/// The first fault of a process in a mapping; `path_len` bytes of path components follow.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FaultMapping {
+    pub hdr: EventHeader,
+    pub key: FaultKey,
+    pub vma_end: u64,
+    pub pgoff: u64,
+    pub addr: u64,
+    pub vm_flags: u32,
+    pub class: u8,
+    pub fault_type: u8,
+    pub status: u16,
+    pub path_len: u16,
+    pub path_depth: u16,
+    pub _pad: u32,
+}
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SecSyscall {
@@ -412,6 +496,7 @@ unsafe impl Plain for Exec {}
 unsafe impl Plain for Fork {}
 unsafe impl Plain for Exit {}
 unsafe impl Plain for ProfileUserStack {}
+unsafe impl Plain for FaultMapping {}
 unsafe impl Plain for SecSyscall {}
 unsafe impl Plain for TcpState {}
 unsafe impl Plain for TcpClose {}

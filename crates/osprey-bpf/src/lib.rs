@@ -23,6 +23,7 @@ pub const FILES: Object = object!("files");
 pub const PROCESS: Object = object!("process");
 pub const PROBE: Object = object!("probe");
 pub const PROFILE: Object = object!("profile");
+pub const MEMORY: Object = object!("memory");
 pub const SECURITY: Object = object!("security");
 pub const ENFORCE: Object = object!("enforce");
 pub const TCP: Object = object!("tcp");
@@ -40,6 +41,7 @@ pub const ALL: &[Object] = &[
     PROCESS,
     PROBE,
     PROFILE,
+    MEMORY,
     SECURITY,
     ENFORCE,
     TCP,

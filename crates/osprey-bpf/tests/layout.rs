@@ -307,6 +307,12 @@ impl Describe for abi::BaselineSlot {
     }
 }
 
+impl Describe for abi::FaultKey {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_fault_key".into())
+    }
+}
+
 fn shape_of<F: Describe>(_: &F) -> Shape {
     F::shape()
 }
@@ -403,6 +409,13 @@ fn rust_structs() -> Vec<RustStruct> {
         }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
+        } flexible ["data"]),
+        mirror!(FaultKey as "osprey_fault_key" { pid, dev, vma_start, ino }),
+        mirror!(FaultCounts as "osprey_fault_counts" { minor, major, untyped, vma_end }),
+        mirror!(FaultHeatKey as "osprey_fault_heat_key" { mapping, second, row }),
+        mirror!(FaultMapping as "osprey_fault_mapping" {
+            hdr, key, vma_end, pgoff, addr, vm_flags, class, fault_type, status, path_len,
+            path_depth, _pad,
         } flexible ["data"]),
     ]
 }
@@ -628,9 +641,13 @@ fn structs_match_btf() {
 type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
-    use abi::{baseline_flags, baseline_op, kind, open_op, profile_error, status};
+    use abi::{
+        baseline_flags, baseline_op, fault_class, fault_error, fault_type, kind, open_op,
+        profile_error, status,
+    };
     let v = |x: u32| i128::from(x);
     let w = |x: u16| i128::from(x);
+    let b = |x: u8| i128::from(x);
     vec![
         (
             "osprey_kind",
@@ -646,6 +663,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ),
                 ("OSPREY_KIND_OFFCPU", v(kind::OFFCPU)),
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
+                ("OSPREY_KIND_FAULT_MAPPING", v(kind::FAULT_MAPPING)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
                 ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
                 ("OSPREY_KIND_BASELINE", v(kind::BASELINE)),
@@ -684,6 +702,41 @@ fn rust_enums() -> Vec<EnumTable> {
         (
             "osprey_baseline_flags",
             vec![("OSPREY_BL_UNKNOWN", v(baseline_flags::UNKNOWN))],
+        ),
+        (
+            "osprey_fault_class",
+            vec![
+                ("OSPREY_FAULT_UNRESOLVED", b(fault_class::UNRESOLVED)),
+                ("OSPREY_FAULT_HEAP", b(fault_class::HEAP)),
+                ("OSPREY_FAULT_STACK", b(fault_class::STACK)),
+                ("OSPREY_FAULT_ANON", b(fault_class::ANON)),
+                ("OSPREY_FAULT_FILE", b(fault_class::FILE)),
+                ("OSPREY_FAULT_VDSO", b(fault_class::VDSO)),
+                ("OSPREY_FAULT_SPECIAL", b(fault_class::SPECIAL)),
+            ],
+        ),
+        (
+            "osprey_fault_type",
+            vec![
+                ("OSPREY_FAULT_MINOR", b(fault_type::MINOR)),
+                ("OSPREY_FAULT_MAJOR", b(fault_type::MAJOR)),
+                ("OSPREY_FAULT_UNTYPED", b(fault_type::UNTYPED)),
+            ],
+        ),
+        (
+            "osprey_fault_error",
+            vec![
+                ("OSPREY_FERR_VMA_BUSY", v(fault_error::VMA_BUSY)),
+                (
+                    "OSPREY_FERR_VMA_BUSY_CACHED",
+                    v(fault_error::VMA_BUSY_CACHED),
+                ),
+                ("OSPREY_FERR_VMA_MISSING", v(fault_error::VMA_MISSING)),
+                ("OSPREY_FERR_VMA_OTHER", v(fault_error::VMA_OTHER)),
+                ("OSPREY_FERR_COUNTS_FULL", v(fault_error::COUNTS_FULL)),
+                ("OSPREY_FERR_HEAT_FULL", v(fault_error::HEAT_FULL)),
+                ("OSPREY_FERR_SLOTS", v(fault_error::SLOTS)),
+            ],
         ),
         (
             "osprey_open_op",

@@ -6,7 +6,7 @@ use clap::Args;
 use osprey::kernel::features::{self, Feature};
 use osprey::kernel::loader::{LoadOptions, LoadedCapability};
 use osprey::kernel::privileges;
-use osprey::{files, process};
+use osprey::{files, memory, process};
 use serde_json::json;
 
 use crate::{Failure, Output};
@@ -68,7 +68,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         Vec::new()
     };
     let capabilities: Vec<CapabilityReport> = if missing.is_empty() {
-        [process::SPEC, files::SPEC]
+        [process::SPEC, files::SPEC, memory::SPEC]
             .into_iter()
             .map(check_capability)
             .collect()

@@ -4,6 +4,7 @@
 mod agent;
 mod check;
 mod flows;
+mod memory;
 mod profile;
 mod secure;
 mod syscalls;
@@ -40,6 +41,8 @@ enum Command {
     Ctl(agent::CtlArgs),
     /// Sample stacks on every CPU (or time blocked off-CPU) into flame graphs and pprof.
     Profile(profile::ProfileArgs),
+    /// Page faults per process and mapping (heap, stack, anonymous, file, vDSO), rates, heat map.
+    Memory(memory::MemoryArgs),
     /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
     Secure(secure::SecureArgs),
     /// Count syscalls per process and syscall, with errors by errno and latency (in-kernel).
@@ -140,6 +143,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => agent::run_agent(args),
         Command::Ctl(args) => agent::run_ctl(args),
         Command::Profile(args) => profile::run(args),
+        Command::Memory(args) => memory::run(args),
         Command::Secure(args) => secure::run_secure(args),
         Command::Rules(cmd) => secure::run_rules(cmd),
         Command::Tcp(args) => tcp::run_tcp(args),

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod files;
 pub mod kernel;
+pub mod memory;
 pub mod net;
 pub mod pipeline;
 pub mod process;

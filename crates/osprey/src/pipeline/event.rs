@@ -4,7 +4,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
 use crate::net::tcp;
-use crate::{files, process, profile, security};
+use crate::{files, memory, process, profile, security};
 
 /// The common header of every event.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +43,7 @@ pub enum Payload {
     Fork(process::Fork),
     Exit(process::Exit),
     ProfileUserStack(profile::UserStack),
+    FaultMapping(memory::FaultMapping),
     Security(security::syscall::SecSyscall),
     TcpState(tcp::TcpState),
     TcpClose(tcp::TcpClose),
@@ -58,6 +59,7 @@ impl Payload {
             Payload::Fork(_) => "fork",
             Payload::Exit(_) => "exit",
             Payload::ProfileUserStack(_) => "user_stack",
+            Payload::FaultMapping(_) => "fault_mapping",
             Payload::Security(_) => "security",
             Payload::TcpState(_) => "tcp_state",
             Payload::TcpClose(_) => "tcp_close",
@@ -73,6 +75,7 @@ impl Payload {
             Payload::Fork(p) => p.write_json(map),
             Payload::Exit(p) => p.write_json(map),
             Payload::ProfileUserStack(p) => p.write_json(map),
+            Payload::FaultMapping(p) => p.write_json(map),
             Payload::Security(p) => p.write_json(map),
             Payload::TcpState(p) => p.write_json(map),
             Payload::TcpClose(p) => p.write_json(map),
@@ -111,6 +114,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::FORK => Payload::Fork(process::decode_fork(bytes)?),
         kind::EXIT => Payload::Exit(process::decode_exit(bytes)?),
         kind::PROFILE_USER_STACK => Payload::ProfileUserStack(profile::decode_user_stack(bytes)?),
+        kind::FAULT_MAPPING => Payload::FaultMapping(memory::decode_mapping(bytes)?),
         kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
         kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
         kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),

@@ -176,6 +176,17 @@ impl<W: Write> Sink for TableSink<W> {
                     Payload::ProfileUserStack(u) => {
                         ("-".into(), format!("stack_bytes={}", u.stack.len()))
                     }
+                    Payload::FaultMapping(m) => (
+                        "-".into(),
+                        format!(
+                            "{:#x}-{:#x} {}",
+                            m.key.vma_start,
+                            m.vma_end,
+                            crate::pipeline::text::escape_for_terminal(
+                                m.path.as_deref().unwrap_or(m.class.label().as_bytes())
+                            )
+                        ),
+                    ),
                     Payload::Security(s) => (s.ret.to_string(), s.table_details()),
                     Payload::Baseline(b) => (
                         "-".into(),

@@ -40,6 +40,17 @@
 //!                                             also one sysinfo(2), which the set lacks
 //! osprey-workload bench-syscalls N PATH       N rounds of getppid, openat(PATH)+close and
 //!                                             write(/dev/null); prints ns per syscall
+//!
+//! Page faults (tests/memory.rs); both print `START END` (hex) of the mapping, wait for a
+//! line on stdin, fault, and exit:
+//! osprey-workload fault-anon PAGES [MS]       mmap PAGES fresh anonymous pages (no huge
+//!                                             pages) and write one byte in each, spread
+//!                                             evenly over MS milliseconds (default: at once)
+//! osprey-workload fault-file PATH PAGES       write PATH (PAGES pages), fsync, drop it from
+//!                                             the page cache (POSIX_FADV_DONTNEED), mmap it
+//!                                             with MADV_RANDOM (no read-ahead) and read one
+//!                                             byte per page: one major fault each; prints
+//!                                             `START END RESIDENT` (pages still cached)
 
 use std::ffi::{CString, OsString};
 use std::io::BufRead;
@@ -196,6 +207,14 @@ fn main() {
             let calls = rounds * 4;
             println!("{:.1}", start.elapsed().as_nanos() as f64 / calls as f64);
         }
+        Some("fault-anon") => fault_anon(
+            number(args.get(1)),
+            args.get(2).map(|_| number(args.get(2))),
+        ),
+        Some("fault-file") => fault_file(
+            &cpath(args.get(1).unwrap_or_else(|| usage())),
+            number(args.get(2)),
+        ),
         _ => usage(),
     }
 }
@@ -247,6 +266,108 @@ fn bench_syscalls(rounds: u64, path: &CString) {
             libc::write(out, byte.as_ptr().cast(), 1);
         }
     }
+}
+
+const PAGE: usize = 4096;
+
+fn wait_for_go() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn map_or_exit(len: usize, prot: i32, flags: i32, fd: i32) -> *mut u8 {
+    // SAFETY: a fresh mapping of our own; the result is checked.
+    let p = unsafe { libc::mmap(std::ptr::null_mut(), len, prot, flags, fd, 0) };
+    if p == libc::MAP_FAILED {
+        eprintln!("mmap: {}", std::io::Error::last_os_error());
+        std::process::exit(1);
+    }
+    p.cast()
+}
+
+fn fault_anon(pages: u64, spread_ms: Option<u64>) {
+    let len = pages as usize * PAGE;
+    let p = map_or_exit(
+        len,
+        libc::PROT_READ | libc::PROT_WRITE,
+        libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+        -1,
+    );
+    // Huge pages would serve 512 pages with one fault.
+    // SAFETY: our own mapping.
+    check(
+        unsafe { libc::madvise(p.cast(), len, libc::MADV_NOHUGEPAGE) },
+        "madvise(MADV_NOHUGEPAGE)",
+    );
+    println!("{:#x} {:#x}", p as usize, p as usize + len);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    wait_for_go();
+    let start = Instant::now();
+    for i in 0..pages as usize {
+        if let Some(ms) = spread_ms {
+            let due = std::time::Duration::from_micros(ms * 1000 * i as u64 / pages);
+            if let Some(wait) = due.checked_sub(start.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        // SAFETY: inside the mapping; the first write to each page faults it in.
+        unsafe { std::ptr::write_volatile(p.add(i * PAGE), 1) };
+    }
+}
+
+fn fault_file(path: &CString, pages: u64) {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    let len = pages as usize * PAGE;
+    let name = std::ffi::OsStr::from_bytes(path.as_bytes());
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(name)
+        .unwrap_or_else(|e| {
+            eprintln!("create: {e}");
+            std::process::exit(1)
+        });
+    let chunk: Vec<u8> = (0..PAGE).map(|i| (i % 251) as u8).collect();
+    for _ in 0..pages {
+        file.write_all(&chunk).expect("write");
+    }
+    // Dirty pages cannot be dropped: write them back first.
+    file.sync_all().expect("fsync");
+    let fd = file.as_raw_fd();
+    // SAFETY: plain syscalls on our own fd and mapping.
+    unsafe {
+        check(
+            libc::posix_fadvise(fd, 0, len as i64, libc::POSIX_FADV_DONTNEED),
+            "posix_fadvise(DONTNEED)",
+        );
+    }
+    let p = map_or_exit(len, libc::PROT_READ, libc::MAP_SHARED, fd);
+    let mut resident = vec![0u8; pages as usize];
+    // SAFETY: our own mapping; one status byte per page.
+    unsafe {
+        check(
+            libc::madvise(p.cast(), len, libc::MADV_RANDOM),
+            "madvise(MADV_RANDOM)",
+        );
+        check(
+            libc::mincore(p.cast(), len, resident.as_mut_ptr()),
+            "mincore",
+        );
+    }
+    let cached = resident.iter().filter(|&&b| b & 1 != 0).count();
+    println!("{:#x} {:#x} {cached}", p as usize, p as usize + len);
+    let _ = std::io::stdout().flush();
+    wait_for_go();
+    let mut sum = 0u64;
+    for i in 0..pages as usize {
+        // SAFETY: inside the mapping.
+        sum += u64::from(unsafe { std::ptr::read_volatile(p.add(i * PAGE)) });
+    }
+    std::hint::black_box(sum);
 }
 
 fn check(rc: i32, what: &str) {

@@ -125,6 +125,7 @@ impl<'a> View<'a> {
             Payload::TcpState(_) => "tcp_state",
             Payload::TcpClose(_) => "tcp_close",
             Payload::Baseline(_) => "baseline",
+            Payload::FaultMapping(_) => "fault_mapping",
         }
     }
 

@@ -1,0 +1,297 @@
+//! `osprey memory`: page faults per process and per mapping (heap, stack, anonymous, file
+//! path, vDSO) with per-second rates, as a table or JSON, and an SVG heat map of faulting
+//! addresses over time.
+
+use std::cell::RefCell;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+use osprey::kernel::loader::{LoadOptions, LoadedCapability};
+use osprey::kernel::stats::RunTimeStats;
+use osprey::memory::{
+    self, collect::MappingSink, collect::ReportOptions, heatmap, pmu, Collector, MemoryOptions,
+    MemoryReport,
+};
+use osprey::pipeline::cache::ProcessCache;
+use osprey::pipeline::run::{Pipeline, RunOptions};
+
+use crate::trace::{load, report_degraded, require_tracing_privileges};
+use crate::{Failure, Output};
+
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+pub enum MemoryEvent {
+    /// Minor and major page faults (always analysed).
+    PageFaults,
+    /// Last-level cache misses with data addresses: needs a hardware PMU.
+    CacheMisses,
+}
+
+#[derive(Args, Debug)]
+pub struct MemoryArgs {
+    /// Only this process.
+    #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
+    pub pid: Option<u32>,
+    /// Only processes with this command name (at most 15 bytes).
+    #[arg(long)]
+    pub comm: Option<String>,
+    /// Stop after this many seconds (default: at Ctrl-C).
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_positive_secs)]
+    pub duration: Option<f64>,
+    /// Processes shown, and mappings per process (busiest first).
+    #[arg(long, value_name = "N", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub top: u64,
+    /// Write an SVG heat map of faulting addresses over time for the busiest mappings.
+    #[arg(long, value_name = "FILE")]
+    pub heatmap: Option<PathBuf>,
+    /// Mappings drawn in the heat map.
+    #[arg(long, value_name = "N", default_value_t = 3,
+          value_parser = clap::value_parser!(u64).range(1..=20))]
+    pub heatmap_mappings: u64,
+    /// What to sample (comma-separated or repeated); page faults are always analysed.
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub events: Vec<MemoryEvent>,
+    /// `table`: per process and mapping; `json`: the whole report (docs/events.md).
+    #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
+    pub output: Output,
+}
+
+fn validate(args: &MemoryArgs) -> Result<(), Failure> {
+    let pids: Vec<u32> = args.pid.into_iter().collect();
+    crate::trace::validate_pids_and_comm(&pids, args.comm.as_deref())?;
+    if let Some(path) = &args.heatmap {
+        let parent = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(std::path::Path::new("."));
+        if !parent.is_dir() {
+            return Err(Failure::Usage(format!(
+                "--heatmap {}: directory {} does not exist",
+                path.display(),
+                parent.display()
+            )));
+        }
+        if path.is_dir() {
+            return Err(Failure::Usage(format!(
+                "--heatmap {}: is a directory",
+                path.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Says plainly what happens to `--events cache-misses` on this machine.
+fn cache_miss_notice() -> String {
+    match pmu::probe_cache_misses() {
+        Err(why) => format!(
+            "osprey: --events cache-misses: no hardware PMU on this machine ({why}); \
+             cache misses are not sampled, page faults are analysed"
+        ),
+        Ok(()) => "osprey: --events cache-misses: this machine has a hardware PMU, but \
+                   cache-miss address sampling is not implemented yet; page faults are analysed"
+            .to_string(),
+    }
+}
+
+pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
+    validate(&args)?;
+    require_tracing_privileges("memory")?;
+    let cache_misses = args.events.contains(&MemoryEvent::CacheMisses);
+    let notice = cache_misses.then(cache_miss_notice);
+    if let Some(n) = &notice {
+        eprintln!("{n}");
+    }
+    let options = MemoryOptions {
+        pid: args.pid,
+        comm: args.comm.clone(),
+    };
+    let start_ns = memory::monotonic_ns();
+    let mut load_options = options.load_options(start_ns);
+    load_options.denied_programs = LoadOptions::denied_from_env();
+    let mut cap: LoadedCapability = load(memory::SPEC, &load_options)?;
+    report_degraded(&cap);
+    let source = |role: &str| {
+        cap.outcomes
+            .iter()
+            .find(|o| o.role == role)
+            .and_then(|o| o.chosen)
+            .map(|h| h.attach.label())
+    };
+    let minor_source = source("minor-faults");
+    let major_source = source("major-faults");
+    let minor_derived = minor_source
+        .as_deref()
+        .is_some_and(|s| !s.starts_with("perf_event/"));
+    let collector = Rc::new(RefCell::new(
+        Collector::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?,
+    ));
+
+    let _run_time_stats = RunTimeStats::enable();
+    let mut sink = MappingSink(collector.clone());
+    let pipeline = Pipeline::new(
+        vec![cap],
+        ProcessCache::new(1024, 5_000_000_000),
+        &mut sink,
+        Box::new(|_, _| true),
+    );
+    let run_options = RunOptions {
+        duration: args.duration.map(Duration::from_secs_f64),
+        ..Default::default()
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let hooks: Vec<String> = [&minor_source, &major_source]
+        .into_iter()
+        .flatten()
+        .cloned()
+        .collect();
+    // Scripts and tests wait for this line: everything is attached once it is printed.
+    eprintln!(
+        "osprey: tracing page faults via {}; Ctrl-C to stop",
+        hooks.join(", ")
+    );
+    let started = Instant::now();
+    let progress = std::io::stderr().is_terminal();
+    let mut next_progress = started + Duration::from_secs(1);
+    let tick_collector = collector.clone();
+    let summary = runtime.block_on(pipeline.run_with_tick(run_options, move |_| {
+        if progress && Instant::now() >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let total = tick_collector.borrow().total();
+            eprint!(
+                "\rosprey: {:.0} s, {} minor, {} major faults   ",
+                started.elapsed().as_secs_f64(),
+                total.minor,
+                total.major
+            );
+        }
+    }))?;
+    drop(sink);
+    if progress {
+        eprintln!();
+    }
+    let collector = Rc::try_unwrap(collector)
+        .map_err(|_| Failure::Runtime(anyhow::anyhow!("memory collector still shared")))?
+        .into_inner();
+    let report = collector.finish(&ReportOptions {
+        duration_secs: started.elapsed().as_secs_f64(),
+        top: Some(args.top as usize),
+        minor_source,
+        major_source,
+        minor_derived,
+        ring_dropped: summary.stats.total_dropped(),
+    });
+    if let Some(path) = &args.heatmap {
+        let file = std::fs::File::create(path)
+            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
+        let mut out = BufWriter::new(file);
+        heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut out)?;
+        out.flush()?;
+    }
+
+    let mut stdout = BufWriter::new(std::io::stdout().lock());
+    let mut stderr = std::io::stderr().lock();
+    let losses = serde_json::to_value(&report.losses).unwrap_or_default();
+    match args.output {
+        Output::Json => {
+            serde_json::to_writer(&mut stdout, &report).map_err(|e| Failure::Runtime(e.into()))?;
+            writeln!(stdout)?;
+            let mut json = summary.to_json();
+            json["memory"] = serde_json::json!({
+                "minor": report.faults.minor,
+                "major": report.faults.major,
+                "processes": report.process_count,
+                "losses": losses,
+                "cache_misses": notice,
+            });
+            let _ = writeln!(stderr, "{json}");
+        }
+        Output::Table => {
+            write_table(&report, &mut stdout)?;
+            let _ = write!(stderr, "{}", summary.render());
+            let _ = writeln!(stderr, "memory: losses: {losses}");
+        }
+    }
+    stdout.flush()?;
+    if report.losses.counts_map_full > 0 {
+        let _ = writeln!(
+            stderr,
+            "osprey: warning: {} faults were not counted (mapping map full)",
+            report.losses.counts_map_full
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rates(per_second: &[memory::Second]) -> String {
+    per_second
+        .iter()
+        .map(|s| {
+            if s.major > 0 {
+                format!("{}+{}M", s.minor, s.major)
+            } else {
+                s.minor.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn write_table(report: &MemoryReport, out: &mut impl Write) -> std::io::Result<()> {
+    writeln!(
+        out,
+        "{} minor and {} major page faults in {:.1} s from {} processes (minor: {}{}; major: {})",
+        report.faults.minor,
+        report.faults.major,
+        report.duration_secs,
+        report.process_count,
+        report.minor_source.as_deref().unwrap_or("none"),
+        if report.minor_derived {
+            ", derived as all faults minus major"
+        } else {
+            ""
+        },
+        report.major_source.as_deref().unwrap_or("unavailable"),
+    )?;
+    writeln!(out, "faults per second: {}", rates(&report.per_second))?;
+    writeln!(
+        out,
+        "\n{:>8} {:<16} {:>10} {:>8}  MAPPING",
+        "PID", "COMM", "MINOR", "MAJOR"
+    )?;
+    for p in &report.processes {
+        writeln!(
+            out,
+            "{:>8} {:<16} {:>10} {:>8}  (all) per second: {}",
+            p.pid,
+            p.comm,
+            p.faults.minor,
+            p.faults.major,
+            rates(&p.per_second)
+        )?;
+        for m in &p.mappings {
+            let range = if m.start == 0 {
+                String::new()
+            } else {
+                format!(" {:#x}-{:#x}", m.start, m.end)
+            };
+            writeln!(
+                out,
+                "{:>8} {:<16} {:>10} {:>8}  {}{range} {}",
+                "",
+                "",
+                m.faults.minor,
+                m.faults.major,
+                osprey::pipeline::text::escape_for_terminal(m.label.as_bytes()),
+                m.permissions.as_deref().unwrap_or("")
+            )?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,275 @@
+//! Collects the fault analysis: mapping descriptions as they arrive on the ring, then the
+//! kernel's count and heat maps at the end, turned into per-process and per-mapping
+//! counts with per-second rates.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::rc::Rc;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
+
+use super::{
+    FaultMapping, Faults, HeatCell, Losses, MappingClass, MappingFaults, MemoryReport,
+    ProcessFaults, Second,
+};
+use crate::abi::{fault_error as ferr, FaultCounts, FaultHeatKey, FaultKey};
+use crate::kernel::loader::{LoadError, LoadedCapability};
+use crate::pipeline::cache::ProcessContext;
+use crate::pipeline::event::{Event, Header, Payload};
+use crate::pipeline::sink::Sink;
+
+pub struct Collector {
+    counts: BpfHashMap<MapData, FaultKey, FaultCounts>,
+    heat: BpfHashMap<MapData, FaultHeatKey, FaultCounts>,
+    errors: PerCpuArray<MapData, u64>,
+    mappings: HashMap<FaultKey, FaultMapping>,
+    comms: HashMap<u32, String>,
+}
+
+/// What the report includes.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    pub duration_secs: f64,
+    /// Processes, and mappings per process, to keep (busiest first); `None`: all.
+    pub top: Option<usize>,
+    pub minor_source: Option<String>,
+    pub major_source: Option<String>,
+    pub minor_derived: bool,
+    pub ring_dropped: u64,
+}
+
+impl Collector {
+    pub fn new(cap: &mut LoadedCapability) -> Result<Self, LoadError> {
+        let name = cap.spec.name;
+        let err = |what: &str, e: aya::maps::MapError| LoadError::Map {
+            capability: name,
+            reason: format!("{what}: {e}"),
+        };
+        Ok(Self {
+            counts: BpfHashMap::try_from(cap.take_map("fault_counts")?)
+                .map_err(|e| err("fault_counts", e))?,
+            heat: BpfHashMap::try_from(cap.take_map("fault_heat")?)
+                .map_err(|e| err("fault_heat", e))?,
+            errors: PerCpuArray::try_from(cap.take_map("fault_errors")?)
+                .map_err(|e| err("fault_errors", e))?,
+            mappings: HashMap::new(),
+            comms: HashMap::new(),
+        })
+    }
+
+    pub fn on_mapping(&mut self, header: &Header, mapping: &FaultMapping) {
+        self.comms
+            .entry(header.pid)
+            .or_insert_with(|| String::from_utf8_lossy(&header.comm).into_owned());
+        self.mappings.insert(mapping.key, mapping.clone());
+    }
+
+    /// Faults counted so far over all processes (reads the whole count map).
+    pub fn total(&self) -> Faults {
+        let mut total = Faults::default();
+        for (_, c) in self.counts.iter().filter_map(Result::ok) {
+            total.add(Faults::from_counts(&c));
+        }
+        total
+    }
+
+    fn losses(&self, ring_dropped: u64) -> Losses {
+        let slot = |s: u32| -> u64 { self.errors.get(&s, 0).map(|v| v.iter().sum()).unwrap_or(0) };
+        Losses {
+            vma_lookup_busy: slot(ferr::VMA_BUSY),
+            vma_lookup_busy_cached: slot(ferr::VMA_BUSY_CACHED),
+            vma_lookup_missing: slot(ferr::VMA_MISSING),
+            vma_lookup_failed: slot(ferr::VMA_OTHER),
+            counts_map_full: slot(ferr::COUNTS_FULL),
+            heat_map_full: slot(ferr::HEAT_FULL),
+            ring_dropped,
+        }
+    }
+
+    fn comm(&self, pid: u32) -> String {
+        self.comms.get(&pid).cloned().unwrap_or_else(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .map(|c| c.trim_end().to_string())
+                .unwrap_or_else(|_| "?".into())
+        })
+    }
+
+    fn mapping_row(
+        &self,
+        key: &FaultKey,
+        counts: &FaultCounts,
+        heat: Vec<HeatCell>,
+    ) -> MappingFaults {
+        let described = self.mappings.get(key);
+        let class = match described {
+            Some(m) => m.class,
+            None if key.vma_start == 0 => MappingClass::Unresolved,
+            // The description was lost (ring full): the key still tells file from not.
+            None if key.ino != 0 => MappingClass::File,
+            None => MappingClass::Anonymous,
+        };
+        let path = described
+            .and_then(|m| m.path.as_deref())
+            .map(|p| String::from_utf8_lossy(p).into_owned());
+        let label = match (&path, class) {
+            (Some(p), _) => p.clone(),
+            (None, MappingClass::File) => format!("[file {}:{}]", key.dev, key.ino),
+            (None, c) => c.label().to_string(),
+        };
+        MappingFaults {
+            class,
+            label,
+            path,
+            start: key.vma_start,
+            end: counts.vma_end.max(described.map_or(0, |m| m.vma_end)),
+            permissions: described.map(FaultMapping::permissions),
+            faults: Faults::from_counts(counts),
+            per_second: Vec::new(),
+            heat,
+        }
+    }
+
+    /// Reads the kernel's maps and builds the report.
+    pub fn finish(self, options: &ReportOptions) -> MemoryReport {
+        let mut heat_by_key: HashMap<FaultKey, Vec<HeatCell>> = HashMap::new();
+        let mut last_second = options.duration_secs.floor().max(1.0) as u32 - 1;
+        for (k, c) in self.heat.iter().filter_map(Result::ok) {
+            last_second = last_second.max(k.second);
+            heat_by_key.entry(k.mapping).or_default().push(HeatCell {
+                second: k.second,
+                row: k.row,
+                faults: Faults::from_counts(&c),
+            });
+        }
+        let seconds = last_second as usize + 1;
+
+        let mut by_pid: BTreeMap<u32, Vec<MappingFaults>> = BTreeMap::new();
+        for (key, counts) in self.counts.iter().filter_map(Result::ok) {
+            let heat = heat_by_key.remove(&key).unwrap_or_default();
+            by_pid
+                .entry(key.pid)
+                .or_default()
+                .push(self.mapping_row(&key, &counts, heat));
+        }
+
+        let mut processes: Vec<ProcessFaults> = by_pid
+            .into_iter()
+            .map(|(pid, rows)| {
+                let mut mappings = merge_stacks(rows);
+                let mut faults = Faults::default();
+                let mut per_second = vec![Faults::default(); seconds];
+                for m in &mut mappings {
+                    faults.add(m.faults);
+                    let mut mine = vec![Faults::default(); seconds];
+                    for cell in &m.heat {
+                        mine[cell.second as usize].add(cell.faults);
+                        per_second[cell.second as usize].add(cell.faults);
+                    }
+                    m.per_second = numbered(&mine);
+                }
+                mappings.sort_by(|a, b| {
+                    b.faults
+                        .total()
+                        .cmp(&a.faults.total())
+                        .then(a.start.cmp(&b.start))
+                });
+                ProcessFaults {
+                    pid,
+                    comm: self.comm(pid),
+                    faults,
+                    per_second: numbered(&per_second),
+                    mappings,
+                }
+            })
+            .collect();
+        processes.sort_by(|a, b| {
+            b.faults
+                .total()
+                .cmp(&a.faults.total())
+                .then(a.pid.cmp(&b.pid))
+        });
+
+        let mut faults = Faults::default();
+        let mut per_second = vec![Faults::default(); seconds];
+        for p in &processes {
+            faults.add(p.faults);
+            for s in &p.per_second {
+                per_second[s.second as usize].add(Faults {
+                    minor: s.minor,
+                    major: s.major,
+                });
+            }
+        }
+        let process_count = processes.len();
+        if let Some(n) = options.top {
+            processes.truncate(n);
+            for p in &mut processes {
+                p.mappings.truncate(n);
+            }
+        }
+        MemoryReport {
+            duration_secs: options.duration_secs,
+            minor_source: options.minor_source.clone(),
+            major_source: options.major_source.clone(),
+            minor_derived: options.minor_derived,
+            faults,
+            per_second: numbered(&per_second),
+            process_count,
+            processes,
+            losses: self.losses(options.ring_dropped),
+        }
+    }
+}
+
+fn numbered(per_second: &[Faults]) -> Vec<Second> {
+    per_second
+        .iter()
+        .enumerate()
+        .map(|(i, f)| Second {
+            second: i as u32,
+            minor: f.minor,
+            major: f.major,
+        })
+        .collect()
+}
+
+/// The main stack's VMA starts lower each time it grows, so the kernel keys it anew:
+/// show it as one mapping.
+fn merge_stacks(rows: Vec<MappingFaults>) -> Vec<MappingFaults> {
+    let mut out: Vec<MappingFaults> = Vec::with_capacity(rows.len());
+    let mut stack: Option<usize> = None;
+    for row in rows {
+        match (row.class, stack) {
+            (MappingClass::Stack, Some(i)) => {
+                let s = &mut out[i];
+                s.start = s.start.min(row.start);
+                s.end = s.end.max(row.end);
+                s.faults.add(row.faults);
+                s.heat.extend(row.heat);
+            }
+            (MappingClass::Stack, None) => {
+                stack = Some(out.len());
+                out.push(row);
+            }
+            _ => out.push(row),
+        }
+    }
+    out
+}
+
+/// Feeds mapping descriptions from the shared pipeline into the collector.
+pub struct MappingSink(pub Rc<RefCell<Collector>>);
+
+impl Sink for MappingSink {
+    fn write(&mut self, event: &Event, _process: &ProcessContext<'_>) -> io::Result<()> {
+        if let Payload::FaultMapping(mapping) = &event.payload {
+            self.0.borrow_mut().on_mapping(&event.header, mapping);
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
