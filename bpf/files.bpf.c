@@ -7,6 +7,7 @@
 #define NR_OPENAT 257
 #define NR_OPENAT2 437
 #define AT_FDCWD -100
+#define ERR_EPERM 1
 #define O_CREAT_WRONLY_TRUNC (0100 | 01 | 01000)
 
 struct open_how_user {
@@ -19,7 +20,7 @@ struct open_how_user {
  * Optional prefilter (off unless user space sets prefilter_enabled, e.g. `osprey secure`):
  * only successful opens of a file whose own inode, or any ancestor directory's, is in
  * files_prefilter_inodes, or whose name is in files_prefilter_names, reach the ring.
- * Everything else is counted as filtered.
+ * Failed opens pass only with EPERM (a deny); everything else is counted as filtered.
  */
 #define PREFILTER_NAME_LEN 32
 const volatile __u8 prefilter_enabled = 0;
@@ -110,7 +111,8 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	if (prefilter_enabled) {
 		struct file *opened = ret >= 0 ? osprey_fd_file(task, ret) : NULL;
-		if (!opened || !prefilter_pass(s, opened)) {
+		/* EPERM on open is what a deny (BPF LSM, fanotify) returns: always worth a look. */
+		if (ret != -ERR_EPERM && (!opened || !prefilter_pass(s, opened))) {
 			struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_FILE_OPEN);
 			if (c)
 				c->filtered++;

@@ -175,8 +175,136 @@ static __always_inline bool is_setid(long nr)
 	       nr == NR_SETFSGID || nr == NR_CAPSET;
 }
 
+/* ---- per-executable syscall baselines ---- */
+#define BASELINE_OFF 0
+#define BASELINE_LEARN 1
+#define BASELINE_DETECT 2
+const volatile __u8 baseline_mode = BASELINE_OFF;
+const volatile __u32 baseline_self_tgid = 0; /* osprey itself: neither learned nor judged */
+
+struct osprey_baseline_event *const osprey_abi_baseline_event = 0;
+struct osprey_baseline_key *const osprey_abi_baseline_key = 0;
+struct osprey_baseline *const osprey_abi_baseline = 0;
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__uint(map_flags, BPF_F_NO_PREALLOC); /* 6 KiB values: allocate only what is used */
+	__type(key, struct osprey_baseline_key);
+	__type(value, struct osprey_baseline);
+} sec_baselines SEC(".maps");
+
+/* A zeroed value to insert from (too large for the stack). */
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct osprey_baseline);
+} sec_baseline_template SEC(".maps");
+
+static __always_inline void baseline_emit(struct pt_regs *regs, struct osprey_baseline_key *key,
+					  long nr, __u16 op, __u32 count, __u32 limit)
+{
+	struct osprey_baseline_event ev = {};
+	osprey_fill_header(&ev.hdr, OSPREY_KIND_BASELINE,
+			   (struct task_struct *)bpf_get_current_task());
+	/* New executables and syscalls come once each per run; rates may repeat. */
+	if (op == OSPREY_BL_RATE && !osprey_should_emit(OSPREY_KIND_BASELINE))
+		return;
+	ev.ino = key->ino;
+	ev.dev = key->dev;
+	ev.nr = nr;
+	ev.args[0] = PT_REGS_PARM1_CORE_SYSCALL(regs);
+	ev.args[1] = PT_REGS_PARM2_CORE_SYSCALL(regs);
+	ev.args[2] = PT_REGS_PARM3_CORE_SYSCALL(regs);
+	ev.args[3] = PT_REGS_PARM4_CORE_SYSCALL(regs);
+	ev.args[4] = PT_REGS_PARM5_CORE_SYSCALL(regs);
+	ev.args[5] = BPF_CORE_READ(regs, r9);
+	ev.count = count;
+	ev.limit = limit;
+	ev.op = op;
+	osprey_emit(&ev, sizeof(ev));
+}
+
+/* An executable seen for the first time: learn starts an empty set for it; detect
+ * allows everything from then on (it is reported once, not per syscall). */
+static __always_inline struct osprey_baseline *baseline_insert(struct pt_regs *regs,
+							       struct osprey_baseline_key *key,
+							       long nr)
+{
+	__u32 zero = 0;
+	struct osprey_baseline *t = bpf_map_lookup_elem(&sec_baseline_template, &zero);
+	if (!t)
+		return NULL;
+	__u64 fill = baseline_mode == BASELINE_DETECT ? ~0ULL : 0;
+	for (int i = 0; i < OSPREY_BASELINE_NR_MAX / 64; i++)
+		t->allowed[i] = fill;
+	t->flags = baseline_mode == BASELINE_DETECT ? OSPREY_BL_UNKNOWN : 0;
+	if (bpf_map_update_elem(&sec_baselines, key, t, BPF_NOEXIST) == 0)
+		baseline_emit(regs, key, nr, OSPREY_BL_NEW_EXE, 0, 0);
+	if (baseline_mode == BASELINE_DETECT)
+		return NULL;
+	return bpf_map_lookup_elem(&sec_baselines, key);
+}
+
+/* The hot path: one hash lookup by executable, a bit test and a window counter. */
+static __always_inline void baseline_check(struct pt_regs *regs, long nr)
+{
+	if (nr < 0 || nr >= OSPREY_BASELINE_NR_MAX)
+		return;
+	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == baseline_self_tgid)
+		return;
+	struct task_struct *task = bpf_get_current_task_btf();
+	struct mm_struct *mm = task->mm;
+	if (!mm) /* kernel thread */
+		return;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return;
+	struct inode *inode = exe->f_inode;
+	struct osprey_baseline_key key = {
+		.ino = inode->i_ino,
+		.dev = inode->i_sb->s_dev,
+	};
+	struct osprey_baseline *b = bpf_map_lookup_elem(&sec_baselines, &key);
+	if (!b) {
+		b = baseline_insert(regs, &key, nr);
+		if (!b)
+			return;
+	}
+	__u32 idx = nr & (OSPREY_BASELINE_NR_MAX - 1);
+	__u64 bit = 1ULL << (idx & 63);
+	__u64 *word = &b->allowed[idx >> 6];
+	if (!(*word & bit)) {
+		__sync_fetch_and_or(word, bit);
+		if (baseline_mode == BASELINE_DETECT)
+			baseline_emit(regs, &key, nr, OSPREY_BL_OUTSIDE, 0, 0);
+	}
+	__u32 limit = b->peak[idx];
+	if (baseline_mode == BASELINE_DETECT && !limit)
+		return;
+	__u32 window = bpf_ktime_get_boot_ns() >> 30;
+	struct osprey_baseline_slot *slot = &b->slots[idx];
+	if (slot->window != window) {
+		/* Racing CPUs may each restart the window: counts are approximate, never high. */
+		if (baseline_mode == BASELINE_LEARN && slot->count > limit)
+			b->peak[idx] = slot->count;
+		slot->window = window;
+		slot->count = 1;
+		return;
+	}
+	/* Not atomic (the fetch-add result needs -mcpu=v3): a racing increment may be lost or
+	 * repeated, but the count never skips a value, so crossing the limit is always seen. */
+	__u32 count = slot->count + 1;
+	slot->count = count;
+	if (baseline_mode == BASELINE_DETECT && count == limit + 1)
+		baseline_emit(regs, &key, nr, OSPREY_BL_RATE, count, limit);
+}
+
 static __always_inline int on_sec_enter(struct pt_regs *regs, long nr)
 {
+	if (baseline_mode != BASELINE_OFF)
+		baseline_check(regs, nr);
 	if (!is_setid(nr))
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
@@ -347,6 +475,9 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 		__u64 len = args[2]; /* connect/bind: (fd, addr, addrlen) */
 		if (len > SOCKADDR_MAX)
 			len = SOCKADDR_MAX;
+		/* Clang drops a plain `& 0xff` here (it knows len <= 128) and older verifiers lose
+		 * the bound through a stack spill: keep the mask in the instruction stream. */
+		asm volatile("%[len] &= 0xff" : [len] "+r"(len));
 		end = OSPREY_MASK(end);
 		if (end + SOCKADDR_MAX <= OSPREY_DATA_CAP &&
 		    !bpf_probe_read_user(s->data + end, len & 0xff,

@@ -26,6 +26,10 @@ enum osprey_kind {
 	OSPREY_KIND_PAGE_FAULT = 19,     /* counted in the kernel; only counters, no events */
 	OSPREY_KIND_FAULT_MAPPING = 20,  /* first fault of a process in a mapping: its description */
 	OSPREY_KIND_SEC_SYSCALL = 32, /* security-relevant syscall (security.bpf.c) */
+	OSPREY_KIND_TCP_STATE = 24,
+	OSPREY_KIND_TCP_CLOSE = 25,
+	OSPREY_KIND_SYSCALL_COUNT = 40, /* counted in the kernel (syscalls.bpf.c); only counters */
+	OSPREY_KIND_BASELINE = 41,      /* syscall baseline finding (security.bpf.c) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -258,6 +262,168 @@ struct osprey_sec_syscall {
 	__u16 addr_len;
 	__u16 _pad;
 	char data[];
+};
+
+/* Both ends of a TCP connection; IPv4 addresses use the first 4 bytes. */
+struct osprey_tcp_endpoints {
+	__u16 family;  /* AF_INET (2) or AF_INET6 (10) */
+	__u16 lport;   /* host byte order */
+	__u16 rport;   /* host byte order */
+	__u8 active;   /* 1: we connected, 0: accepted (passive open) */
+	__u8 owner_known; /* the header names the process that connected/accepted */
+	__u8 laddr[16];
+	__u8 raddr[16];
+};
+
+/*
+ * One TCP state transition (osprey tcp --states). The header names the socket's owner
+ * (recorded at connect/accept in process context), not whatever task the transition
+ * ran on; pid 0 when the owner is not known yet.
+ */
+struct osprey_tcp_state {
+	struct osprey_event_header hdr;
+	__u64 sock;            /* kernel address of the socket, as an identifier */
+	struct osprey_tcp_endpoints ep;
+	__u32 old_state;       /* TCP_* as in the kernel (1 ESTABLISHED ... 12 NEW_SYN_RECV) */
+	__u32 new_state;
+};
+
+/* A TCP connection reached CLOSE: its whole life in one record, read from tcp_sock. */
+struct osprey_tcp_close {
+	struct osprey_event_header hdr;
+	__u64 sock;
+	struct osprey_tcp_endpoints ep;
+	__u64 start_boot_ns;   /* connect (SYN_SENT) or SYN_RECV; 0: before we attached */
+	__u64 bytes_sent;      /* payload bytes, retransmissions included */
+	__u64 bytes_acked;
+	__u64 bytes_received;
+	__u32 segs_out;
+	__u32 segs_in;
+	__u32 data_segs_out;
+	__u32 data_segs_in;
+	__u32 retransmits;     /* tcp_retransmit_skb events seen for this socket */
+	__u32 total_retrans;   /* the kernel's own count (tcp_sock.total_retrans) */
+	__u32 srtt_us;         /* smoothed RTT */
+	__u32 min_rtt_us;      /* windowed minimum RTT; ~0 when never measured */
+	__u32 last_state;      /* state before CLOSE */
+	__u32 _pad;
+};
+
+/*
+ * Flow table of `osprey flows` (BPF map key and value, read from user space; not ring
+ * events). One flow per interface and direction.
+ */
+enum osprey_flow_direction {
+	OSPREY_FLOW_INGRESS = 0, /* XDP */
+	OSPREY_FLOW_EGRESS = 1,  /* tcx / tc clsact egress */
+};
+
+struct osprey_flow_key {
+	__u32 ifindex;
+	__u8 direction;  /* enum osprey_flow_direction */
+	__u8 family;     /* AF_INET (2) or AF_INET6 (10) */
+	__u8 protocol;   /* IPPROTO_*; for IPv6 the upper-layer header after extensions */
+	__u8 icmp_type;  /* ICMP/ICMPv6 only */
+	__u8 icmp_code;
+	__u8 _pad;
+	__u16 vlan;      /* outermost 802.1Q/802.1ad VLAN id, 0 when untagged */
+	__u16 sport;     /* TCP/UDP, host byte order; 0 otherwise or for non-first fragments */
+	__u16 dport;
+	__u8 saddr[16];  /* IPv4 uses the first 4 bytes */
+	__u8 daddr[16];
+};
+
+struct osprey_flow_stats {
+	__u64 packets;       /* on the wire: a GSO packet counts once per segment */
+	__u64 bytes;         /* L2 bytes: Ethernet header (and VLAN tags) included, no FCS */
+	__u64 payload_bytes; /* bytes after the TCP/UDP/ICMP header */
+	__u64 first_boot_ns;
+	__u64 last_boot_ns;
+	__u64 tcp_flags;     /* OR of every TCP flag byte seen (64 bits for atomic OR) */
+};
+
+/* Per-CPU counters of the flow table (map `flow_counters`, one entry). */
+struct osprey_flow_counters {
+	__u64 inserts;       /* new flow entries created by the kernel */
+	__u64 insert_failed; /* an update that failed: that packet was not counted */
+	__u64 non_ip;        /* frames that are neither IPv4 nor IPv6 (ARP, LLDP ...) */
+	__u64 truncated;     /* IP frames whose headers we could not read */
+};
+
+/* Key of the per-CPU `syscall_counts` map (syscalls.bpf.c): one row per process and
+ * syscall number. */
+struct osprey_syscall_key {
+	__u32 pid;
+	__u32 nr;
+};
+
+/* Value of `syscall_counts`, per CPU. Latency is known only for calls whose entry was seen
+ * (timed <= count): calls already in progress at attach have none. */
+struct osprey_syscall_stats {
+	__u64 count;
+	__u64 errors;
+	__u64 timed;
+	__u64 total_ns;
+	__u64 max_ns;
+	char comm[OSPREY_COMM_LEN]; /* at the first call counted */
+};
+
+/* Key of the per-CPU `syscall_errnos` map: failed calls by errno. */
+struct osprey_syscall_errno_key {
+	__u32 pid;
+	__u32 nr;
+	__u32 err; /* positive errno */
+	__u32 _pad;
+};
+
+/* Syscall baselines (security.bpf.c): one `sec_baselines` entry per executable, keyed by
+ * the device and inode of current->mm->exe_file. */
+#define OSPREY_BASELINE_NR_MAX 512 /* syscall numbers covered, power of two */
+
+struct osprey_baseline_key {
+	__u64 ino;
+	__u32 dev;  /* kernel encoding (MKDEV) */
+	__u32 _pad;
+};
+
+/* Calls of one syscall in the current window (~1.07 s: boot ns >> 30). */
+struct osprey_baseline_slot {
+	__u32 window;
+	__u32 count;
+};
+
+enum osprey_baseline_flags {
+	OSPREY_BL_UNKNOWN = 1 << 0, /* detect mode: not in the baseline, inserted all-allowed */
+};
+
+struct osprey_baseline {
+	__u64 allowed[OSPREY_BASELINE_NR_MAX / 64]; /* bit nr: syscall in the baseline */
+	__u32 flags;  /* osprey_baseline_flags */
+	__u32 _pad;
+	struct osprey_baseline_slot slots[OSPREY_BASELINE_NR_MAX];
+	/* learn: most calls seen in one window; detect: calls per window above which an
+	 * event is sent (0: no envelope) */
+	__u32 peak[OSPREY_BASELINE_NR_MAX];
+};
+
+enum osprey_baseline_op {
+	OSPREY_BL_NEW_EXE = 1,     /* first syscall of an executable not in the map */
+	OSPREY_BL_OUTSIDE = 2,     /* a syscall not in the executable's baseline (once each) */
+	OSPREY_BL_RATE = 3,        /* calls in one window crossed the envelope */
+};
+
+/* A baseline finding, sent at syscall entry; the executable's path comes from the
+ * process cache in user space. */
+struct osprey_baseline_event {
+	struct osprey_event_header hdr;
+	__u64 ino;
+	__u32 dev;
+	__u32 nr;
+	__u64 args[6];
+	__u32 count;  /* OSPREY_BL_RATE: calls so far in the window */
+	__u32 limit;  /* OSPREY_BL_RATE: the envelope */
+	__u16 op;     /* osprey_baseline_op */
+	__u16 _pad[3];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

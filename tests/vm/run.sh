@@ -33,10 +33,10 @@ import json, sys
 for line in sys.stdin:
     m = json.loads(line)
     if m.get("reason") == "compiler-artifact" and m.get("executable") and m["profile"]["test"] \
-            and m["target"]["kind"] == ["test"] and m["target"]["name"] in ("files", "exec", "cli"):
+            and m["target"]["kind"] == ["test"] and m["target"]["name"] in ("files", "exec", "cli", "secure"):
         print(m["target"]["name"] + "=" + m["executable"])
 ')
-[ "${#test_bins[@]}" -eq 3 ] || { echo "vm: expected 3 test binaries, got: ${test_bins[*]}" >&2; exit 1; }
+[ "${#test_bins[@]}" -eq 4 ] || { echo "vm: expected 4 test binaries, got: ${test_bins[*]}" >&2; exit 1; }
 
 # --- the initramfs ----------------------------------------------------------------------
 root=$work/root
@@ -67,8 +67,9 @@ done
 install_with_libs /usr/bin/dash /usr/bin/sh
 install_with_libs /usr/bin/echo
 install_with_libs /usr/bin/true
+install_with_libs /usr/bin/cat
 cp /bin/busybox "$root/usr/bin/busybox"
-for applet in mount mkdir cat poweroff sleep env grep ls uname; do
+for applet in mount mkdir poweroff sleep env grep ls uname; do
     ln -s busybox "$root/usr/bin/$applet"
 done
 
@@ -78,7 +79,7 @@ export PATH=/usr/bin:/usr/sbin HOME=/root OSPREY_REQUIRE_BPF=1 RUST_BACKTRACE=1
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev
-mount -t tmpfs tmp /tmp
+# /tmp stays on the initramfs (already in RAM): a tmpfs there would hide a checkout under /tmp.
 mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
@@ -106,6 +107,9 @@ run files-via-tp_btf env OSPREY_DENY_PROGRAMS=files_open_fexit \
 run files-via-kretprobe env OSPREY_DENY_PROGRAMS=files_open_fexit,files_open_btf,files_open_raw \
     OSPREY_EXPECT_TRACING_VIA=kretprobe/do_sys_openat2 \$FILES
 run exec ${bin[exec]} \$T
+# Enforcement through BPF LSM: the deny rule's open fails with EPERM before it happens.
+run deny-via-bpf-lsm env "OSPREY_EXPECT_DENY_BACKEND=BPF LSM" \
+    ${bin[secure]} \$T --exact deny_rule_blocks_the_open_with_eperm
 echo "OSPREY-VM: DONE"
 poweroff -f
 INIT

@@ -18,7 +18,26 @@ pub mod kind {
     pub const PAGE_FAULT: u32 = 19;
     pub const FAULT_MAPPING: u32 = 20;
     pub const SEC_SYSCALL: u32 = 32;
+    pub const TCP_STATE: u32 = 24;
+    pub const TCP_CLOSE: u32 = 25;
+    pub const SYSCALL_COUNT: u32 = 40;
+    pub const BASELINE: u32 = 41;
 }
+
+/// `enum osprey_baseline_op`.
+pub mod baseline_op {
+    pub const NEW_EXE: u16 = 1;
+    pub const OUTSIDE: u16 = 2;
+    pub const RATE: u16 = 3;
+}
+
+/// `enum osprey_baseline_flags`.
+pub mod baseline_flags {
+    pub const UNKNOWN: u32 = 1 << 0;
+}
+
+/// `OSPREY_BASELINE_NR_MAX`: syscall numbers a baseline covers.
+pub const BASELINE_NR_MAX: usize = 512;
 
 /// `enum osprey_profile_error`: slots of the profile's `profile_errors` array.
 pub mod profile_error {
@@ -43,6 +62,12 @@ pub mod profile_error {
         ("OSPREY_PERR_STACK_COPY_SHORT", STACK_COPY_SHORT),
         ("OSPREY_PERR_SLOTS", SLOTS),
     ];
+}
+
+/// `enum osprey_flow_direction`.
+pub mod flow_direction {
+    pub const INGRESS: u8 = 0;
+    pub const EGRESS: u8 = 1;
 }
 
 /// `enum osprey_fault_class`: what a faulting address belongs to.
@@ -178,6 +203,104 @@ pub struct ProfileKey {
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for ProfileKey {}
 
+/// Key of the `syscall_counts` and (with `err`) `syscall_errnos` maps.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallKey {
+    pub pid: u32,
+    pub nr: u32,
+}
+
+// SAFETY: integers, no padding.
+unsafe impl aya::Pod for SyscallKey {}
+
+/// Per-CPU value of `syscall_counts`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SyscallStats {
+    pub count: u64,
+    pub errors: u64,
+    pub timed: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+    pub comm: [u8; COMM_LEN],
+}
+
+// SAFETY: integers and a byte array, any bit pattern is valid.
+unsafe impl aya::Pod for SyscallStats {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct SyscallErrnoKey {
+    pub pid: u32,
+    pub nr: u32,
+    pub err: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: integers, no implicit padding.
+unsafe impl aya::Pod for SyscallErrnoKey {}
+
+/// Key of `sec_baselines`: the executable's inode and device (kernel encoding).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BaselineKey {
+    pub ino: u64,
+    pub dev: u32,
+    pub _pad: u32,
+}
+
+// SAFETY: integers, no implicit padding.
+unsafe impl aya::Pod for BaselineKey {}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineSlot {
+    pub window: u32,
+    pub count: u32,
+}
+
+/// Value of `sec_baselines`: allowed syscalls, window counters and peaks or limits.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct Baseline {
+    pub allowed: [u64; BASELINE_NR_MAX / 64],
+    pub flags: u32,
+    pub _pad: u32,
+    pub slots: [BaselineSlot; BASELINE_NR_MAX],
+    pub peak: [u32; BASELINE_NR_MAX],
+}
+
+impl Default for Baseline {
+    fn default() -> Self {
+        Baseline {
+            allowed: [0; BASELINE_NR_MAX / 64],
+            flags: 0,
+            _pad: 0,
+            slots: [BaselineSlot::default(); BASELINE_NR_MAX],
+            peak: [0; BASELINE_NR_MAX],
+        }
+    }
+}
+
+// SAFETY: integers only, no implicit padding.
+unsafe impl aya::Pod for Baseline {}
+
+/// A baseline finding (kind 41).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct BaselineEvent {
+    pub hdr: EventHeader,
+    pub ino: u64,
+    pub dev: u32,
+    pub nr: u32,
+    pub args: [u64; 6],
+    pub count: u32,
+    pub limit: u32,
+    pub op: u16,
+    pub _pad: [u16; 3],
+}
+
 /// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
@@ -260,6 +383,94 @@ pub struct SecSyscall {
     pub addr_len: u16,
     pub _pad: u16,
 }
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TcpEndpoints {
+    pub family: u16,
+    pub lport: u16,
+    pub rport: u16,
+    pub active: u8,
+    pub owner_known: u8,
+    pub laddr: [u8; 16],
+    pub raddr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpState {
+    pub hdr: EventHeader,
+    pub sock: u64,
+    pub ep: TcpEndpoints,
+    pub old_state: u32,
+    pub new_state: u32,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct TcpClose {
+    pub hdr: EventHeader,
+    pub sock: u64,
+    pub ep: TcpEndpoints,
+    pub start_boot_ns: u64,
+    pub bytes_sent: u64,
+    pub bytes_acked: u64,
+    pub bytes_received: u64,
+    pub segs_out: u32,
+    pub segs_in: u32,
+    pub data_segs_out: u32,
+    pub data_segs_in: u32,
+    pub retransmits: u32,
+    pub total_retrans: u32,
+    pub srtt_us: u32,
+    pub min_rtt_us: u32,
+    pub last_state: u32,
+    pub _pad: u32,
+}
+
+/// Key of the `flows` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub ifindex: u32,
+    pub direction: u8,
+    pub family: u8,
+    pub protocol: u8,
+    pub icmp_type: u8,
+    pub icmp_code: u8,
+    pub _pad: u8,
+    pub vlan: u16,
+    pub sport: u16,
+    pub dport: u16,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+}
+
+/// Value of the `flows` map.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FlowStats {
+    pub packets: u64,
+    pub bytes: u64,
+    pub payload_bytes: u64,
+    pub first_boot_ns: u64,
+    pub last_boot_ns: u64,
+    pub tcp_flags: u64,
+}
+
+/// Per-CPU counters of the flow table (`flow_counters`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FlowCounters {
+    pub inserts: u64,
+    pub insert_failed: u64,
+    pub non_ip: u64,
+    pub truncated: u64,
+}
+
+// SAFETY: plain integers and byte arrays, any bit pattern is valid.
+unsafe impl aya::Pod for FlowKey {}
+unsafe impl aya::Pod for FlowStats {}
+unsafe impl aya::Pod for FlowCounters {}
 
 /// Per-kind counters, one per CPU, in each object's `osprey_stats` map.
 #[repr(C)]
@@ -287,6 +498,9 @@ unsafe impl Plain for Exit {}
 unsafe impl Plain for ProfileUserStack {}
 unsafe impl Plain for FaultMapping {}
 unsafe impl Plain for SecSyscall {}
+unsafe impl Plain for TcpState {}
+unsafe impl Plain for TcpClose {}
+unsafe impl Plain for BaselineEvent {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -25,6 +25,12 @@ pub const PROBE: Object = object!("probe");
 pub const PROFILE: Object = object!("profile");
 pub const MEMORY: Object = object!("memory");
 pub const SECURITY: Object = object!("security");
+pub const ENFORCE: Object = object!("enforce");
+pub const TCP: Object = object!("tcp");
+pub const FLOWS: Object = object!("flows");
+/// Test-only: drops the first two data segments to port 4242 (retransmission tests).
+pub const TEST_DROP: Object = object!("test_drop");
+pub const SYSCALLS: Object = object!("syscalls");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
 pub const BROKEN_CORE: Object = object!("broken_core");
@@ -37,5 +43,10 @@ pub const ALL: &[Object] = &[
     PROFILE,
     MEMORY,
     SECURITY,
+    ENFORCE,
+    TCP,
+    FLOWS,
+    TEST_DROP,
+    SYSCALLS,
     BROKEN_CORE,
 ];

@@ -289,9 +289,21 @@ impl<T: Describe, const N: usize> Describe for [T; N] {
     }
 }
 
+impl Describe for abi::TcpEndpoints {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_tcp_endpoints".into())
+    }
+}
+
 impl Describe for abi::EventHeader {
     fn shape() -> Shape {
         Shape::Struct("osprey_event_header".into())
+    }
+}
+
+impl Describe for abi::BaselineSlot {
+    fn shape() -> Shape {
+        Shape::Struct("osprey_baseline_slot".into())
     }
 }
 
@@ -363,8 +375,38 @@ fn rust_structs() -> Vec<RustStruct> {
             hdr, ret, args, nr, old_uid, old_euid, status, path_len, path2_len, resolved_len,
             addr_len, _pad,
         } flexible ["data"]),
+        mirror!(TcpEndpoints as "osprey_tcp_endpoints" {
+            family, lport, rport, active, owner_known, laddr, raddr,
+        }),
+        mirror!(TcpState as "osprey_tcp_state" { hdr, sock, ep, old_state, new_state }),
+        mirror!(TcpClose as "osprey_tcp_close" {
+            hdr, sock, ep, start_boot_ns, bytes_sent, bytes_acked, bytes_received, segs_out,
+            segs_in, data_segs_out, data_segs_in, retransmits, total_retrans, srtt_us,
+            min_rtt_us, last_state, _pad,
+        }),
+        mirror!(FlowKey as "osprey_flow_key" {
+            ifindex, direction, family, protocol, icmp_type, icmp_code, _pad, vlan, sport,
+            dport, saddr, daddr,
+        }),
+        mirror!(FlowStats as "osprey_flow_stats" {
+            packets, bytes, payload_bytes, first_boot_ns, last_boot_ns, tcp_flags,
+        }),
+        mirror!(FlowCounters as "osprey_flow_counters" {
+            inserts, insert_failed, non_ip, truncated,
+        }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
+        mirror!(SyscallKey as "osprey_syscall_key" { pid, nr }),
+        mirror!(SyscallStats as "osprey_syscall_stats" {
+            count, errors, timed, total_ns, max_ns, comm,
+        }),
+        mirror!(SyscallErrnoKey as "osprey_syscall_errno_key" { pid, nr, err, _pad }),
+        mirror!(BaselineKey as "osprey_baseline_key" { ino, dev, _pad }),
+        mirror!(BaselineSlot as "osprey_baseline_slot" { window, count }),
+        mirror!(Baseline as "osprey_baseline" { allowed, flags, _pad, slots, peak }),
+        mirror!(BaselineEvent as "osprey_baseline_event" {
+            hdr, ino, dev, nr, args, count, limit, op, _pad,
+        }),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
         } flexible ["data"]),
@@ -599,7 +641,10 @@ fn structs_match_btf() {
 type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
-    use abi::{fault_class, fault_error, fault_type, kind, open_op, profile_error, status};
+    use abi::{
+        baseline_flags, baseline_op, fault_class, fault_error, fault_type, kind, open_op,
+        profile_error, status,
+    };
     let v = |x: u32| i128::from(x);
     let w = |x: u16| i128::from(x);
     let b = |x: u8| i128::from(x);
@@ -620,6 +665,23 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_PAGE_FAULT", v(kind::PAGE_FAULT)),
                 ("OSPREY_KIND_FAULT_MAPPING", v(kind::FAULT_MAPPING)),
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
+                ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
+                ("OSPREY_KIND_BASELINE", v(kind::BASELINE)),
+                ("OSPREY_KIND_TCP_STATE", v(kind::TCP_STATE)),
+                ("OSPREY_KIND_TCP_CLOSE", v(kind::TCP_CLOSE)),
+            ],
+        ),
+        (
+            "osprey_flow_direction",
+            vec![
+                (
+                    "OSPREY_FLOW_INGRESS",
+                    i128::from(abi::flow_direction::INGRESS),
+                ),
+                (
+                    "OSPREY_FLOW_EGRESS",
+                    i128::from(abi::flow_direction::EGRESS),
+                ),
             ],
         ),
         (
@@ -628,6 +690,18 @@ fn rust_enums() -> Vec<EnumTable> {
                 .iter()
                 .map(|&(name, slot)| (name, v(slot)))
                 .collect(),
+        ),
+        (
+            "osprey_baseline_op",
+            vec![
+                ("OSPREY_BL_NEW_EXE", w(baseline_op::NEW_EXE)),
+                ("OSPREY_BL_OUTSIDE", w(baseline_op::OUTSIDE)),
+                ("OSPREY_BL_RATE", w(baseline_op::RATE)),
+            ],
+        ),
+        (
+            "osprey_baseline_flags",
+            vec![("OSPREY_BL_UNKNOWN", v(baseline_flags::UNKNOWN))],
         ),
         (
             "osprey_fault_class",

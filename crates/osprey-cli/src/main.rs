@@ -4,9 +4,13 @@
 mod agent;
 mod aggregate;
 mod check;
+mod flows;
 mod memory;
 mod profile;
 mod secure;
+mod syscalls;
+mod tcp;
+mod top;
 mod trace;
 
 use std::process::ExitCode;
@@ -42,9 +46,17 @@ enum Command {
     Memory(memory::MemoryArgs),
     /// Detect attacks with rules (embedded defaults and --rules files); alerts as a table or JSON.
     Secure(secure::SecureArgs),
+    /// Count syscalls per process and syscall, with errors by errno and latency (in-kernel).
+    Syscalls(syscalls::SyscallsArgs),
     /// Check rule files or show the default rules.
     #[command(subcommand)]
     Rules(secure::RulesCommand),
+    /// TCP connections: one record per connection at close, owner, bytes, RTT, retransmits.
+    Tcp(tcp::TcpArgs),
+    /// Network flows on interfaces (XDP ingress, tcx egress), IPFIX-like records.
+    Flows(flows::FlowsArgs),
+    /// Live CPU cost, runs/s and average time of BPF programs (like top; --once for scripts).
+    Top(top::TopArgs),
 }
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -81,7 +93,7 @@ pub struct RunArgs {
     pub ring_mib: Option<u32>,
 }
 
-fn parse_positive_secs(s: &str) -> Result<f64, String> {
+pub(crate) fn parse_positive_secs(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .parse()
         .map_err(|_| format!("`{s}` is not a number of seconds"))?;
@@ -135,6 +147,10 @@ fn main() -> ExitCode {
         Command::Memory(args) => memory::run(args),
         Command::Secure(args) => secure::run_secure(args),
         Command::Rules(cmd) => secure::run_rules(cmd),
+        Command::Tcp(args) => tcp::run_tcp(args),
+        Command::Flows(args) => flows::run_flows(args),
+        Command::Syscalls(args) => syscalls::run(args),
+        Command::Top(args) => top::run(args),
     };
     match result {
         Ok(code) => code,

@@ -128,11 +128,7 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         Collector::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?,
     ));
 
-    let hooks: Vec<String> = [&minor_source, &major_source]
-        .into_iter()
-        .flatten()
-        .cloned()
-        .collect();
+    let hooks: Vec<String> = cap.hook_labels().collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
         "osprey: tracing page faults via {}; Ctrl-C to stop",

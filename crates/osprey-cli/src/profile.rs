@@ -158,11 +158,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
     let collector = Rc::new(RefCell::new(
         Collector::new(&mut cap, opts.clone()).map_err(|e| Failure::Runtime(e.into()))?,
     ));
-    let hooks: Vec<String> = cap
-        .outcomes
-        .iter()
-        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
-        .collect();
+    let hooks: Vec<String> = cap.hook_labels().collect();
 
     let what = match opts.kind {
         ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),

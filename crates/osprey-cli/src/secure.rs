@@ -10,9 +10,10 @@ use osprey::pipeline::detect::{AlertFormat, AlertWriter, DetectSink};
 use osprey::pipeline::event::Payload;
 use osprey::pipeline::run::EventFilter;
 use osprey::pipeline::sink::Clock;
+use osprey::security::baseline::{self, BaselineDetector, BaselineFile};
 use osprey::security::rules::prefilter::{self, OpenPrefilter};
 use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
-use osprey::security::{detect::RulesDetector, enforce, kernel_maps};
+use osprey::security::{detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
 
 use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
@@ -30,6 +31,16 @@ pub struct SecureArgs {
     /// the kernel after the syscall) actions; without it they are only reported.
     #[arg(long)]
     pub enforce: bool,
+    /// Learn per-executable syscall baselines for SECS seconds, merge them into the state
+    /// directory and exit. Without it, baselines found there are enforced as detections.
+    #[arg(long, value_name = "SECS", value_parser = crate::parse_positive_secs, conflicts_with = "no_baselines")]
+    pub learn: Option<f64>,
+    /// Where baselines are kept.
+    #[arg(long, value_name = "DIR", default_value = "/var/lib/osprey")]
+    pub state_dir: std::path::PathBuf,
+    /// Do not load syscall baselines from the state directory.
+    #[arg(long)]
+    pub no_baselines: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -111,13 +122,25 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     }
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
     let deny_marks = enforce::deny_marks(&set).map_err(joined)?;
+    let baseline_path = BaselineFile::path_in(&args.state_dir);
+    let learned_before = BaselineFile::load(&baseline_path).map_err(Failure::Usage)?;
+    if let Some(file) = &learned_before {
+        baseline::validate(file)
+            .map_err(|e| Failure::Usage(format!("{}: {e}", baseline_path.display())))?;
+    }
+    let baseline_mode = match (&args.learn, &learned_before) {
+        (Some(_), _) => Some(baseline::Mode::Learn),
+        (None, Some(_)) if !args.no_baselines => Some(baseline::Mode::Detect),
+        _ => None,
+    };
     require_tracing_privileges("secure")?;
 
     let denied = LoadOptions::denied_from_env();
     let mut capabilities = vec![load(
         process::SPEC,
         &LoadOptions {
-            roles: Some(process::CACHE_ROLES.to_vec()),
+            // Enforcing: failed execs too, so an exec denied in the kernel raises its alert.
+            roles: (!args.enforce).then(|| process::CACHE_ROLES.to_vec()),
             denied_programs: denied.clone(),
             ..Default::default()
         },
@@ -167,15 +190,28 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             config,
             ring_bytes: args.run.ring_mib.map(|m| m << 20),
             denied_programs: denied,
-            extra_globals: if kill_in_kernel {
-                kernel_maps::kill_globals()
-            } else {
-                Vec::new()
-            },
+            extra_globals: [
+                if kill_in_kernel {
+                    kernel_maps::kill_globals()
+                } else {
+                    Vec::new()
+                },
+                baseline_mode.map(baseline::globals).unwrap_or_default(),
+            ]
+            .concat(),
             ..Default::default()
         },
     )?;
     report_degraded(&security_cap);
+    let baseline_map = match baseline_mode {
+        Some(mode) => Some(start_baselines(
+            &mut security_cap,
+            mode,
+            learned_before.as_ref(),
+            &args,
+        )?),
+        None => None,
+    };
     if kill_in_kernel {
         kernel_maps::fill_kill_map(&mut security_cap, &kill_entries)
             .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
@@ -192,7 +228,29 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         format,
     )
     .shared();
+    // Deny in the kernel with BPF LSM where it loads and every deny rule is decidable there;
+    // otherwise fanotify permission events.
+    let mut kernel_deny = false;
     if args.enforce && !deny_marks.is_empty() {
+        match lsm::kernel_denies(&set) {
+            None => eprintln!(
+                "osprey: deny rules use conditions the kernel cannot decide alone: fanotify enforces them"
+            ),
+            Some(denies) => match lsm::start(&denies) {
+                Ok(cap) => {
+                    let paths: Vec<&str> = denies.iter().map(|d| d.path.as_str()).collect();
+                    eprintln!(
+                        "osprey: enforcing deny rules with BPF LSM on {}",
+                        paths.join(", ")
+                    );
+                    capabilities.push(cap);
+                    kernel_deny = true;
+                }
+                Err(why) => eprintln!("osprey: BPF LSM unavailable ({why}): fanotify enforces deny rules"),
+            },
+        }
+    }
+    if args.enforce && !deny_marks.is_empty() && !kernel_deny {
         let fan = enforce::Fanotify::new(&deny_marks).map_err(|e| {
             Failure::Privilege(format!("deny rules need fanotify permission events: {e}"))
         })?;
@@ -206,14 +264,87 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         eprintln!("osprey: enforcing {} kill rule entries with SIGKILL from the kernel (after the syscall completes)", kill_entries.len());
     }
     eprintln!("osprey: {} rules loaded", set.rules.len());
-    let sink = Box::new(DetectSink {
-        detectors: vec![Box::new(RulesDetector {
+    let paths = baseline::SharedPaths::default();
+    if let (Some(baseline::Mode::Detect), Some(file)) = (baseline_mode, &learned_before) {
+        let mut known = paths.borrow_mut();
+        for exe in &file.executables {
+            known.insert(exe.key(), exe.path.clone());
+        }
+    }
+    let mut detectors: Vec<Box<dyn osprey::pipeline::detect::Detector>> =
+        vec![Box::new(RulesDetector {
             rules: set,
             enforcing: args.enforce,
-        })],
-        alerts,
-    });
+            kernel_deny,
+        })];
+    if let Some(mode) = baseline_mode {
+        detectors.push(Box::new(BaselineDetector {
+            mode,
+            paths: paths.clone(),
+        }));
+    }
+    let sink = Box::new(DetectSink { detectors, alerts });
     let filter: EventFilter =
         Box::new(|event, _| !matches!(event.payload, Payload::Fork(_) | Payload::Exit(_)));
-    run_pipeline_into(capabilities, filter, &args.run, sink, "security events")
+    let mut run = args.run.clone();
+    if let Some(secs) = args.learn {
+        run.duration = Some(secs);
+    }
+    let code = run_pipeline_into(capabilities, filter, &run, sink, "security events")?;
+    if let (Some(baseline::Mode::Learn), Some(map)) = (baseline_mode, baseline_map) {
+        let learned = baseline::harvest(&map, &paths.borrow());
+        let count = learned.len();
+        let mut file = learned_before.unwrap_or(BaselineFile {
+            version: 1,
+            executables: Vec::new(),
+        });
+        file.merge(learned);
+        file.save(&baseline_path).map_err(|e| {
+            Failure::Runtime(anyhow::anyhow!("writing {}: {e}", baseline_path.display()))
+        })?;
+        eprintln!(
+            "osprey: learned syscall baselines of {count} executables; {} in {}",
+            file.executables.len(),
+            baseline_path.display()
+        );
+    }
+    Ok(code)
+}
+
+/// Takes the baseline map out of the security object and, to detect, fills it.
+fn start_baselines(
+    security_cap: &mut osprey::kernel::loader::LoadedCapability,
+    mode: baseline::Mode,
+    file: Option<&BaselineFile>,
+    args: &SecureArgs,
+) -> Result<baseline::BaselineMap, Failure> {
+    let entered = security_cap
+        .outcomes
+        .iter()
+        .any(|o| o.role == "setid-enter" && o.chosen.is_some());
+    if !entered {
+        return Err(Failure::Privilege(
+            "syscall baselines need a sys_enter hook (tp_btf or raw_tp), unavailable here; run with --no-baselines".into(),
+        ));
+    }
+    let mut map = baseline::take_map(security_cap).map_err(|e| Failure::Runtime(e.into()))?;
+    match (mode, file) {
+        (baseline::Mode::Detect, Some(file)) => {
+            for warning in
+                baseline::fill(&mut map, file).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?
+            {
+                eprintln!("osprey: warning: {warning}");
+            }
+            eprintln!(
+                "osprey: syscall baselines of {} executables loaded from {}",
+                file.executables.len(),
+                BaselineFile::path_in(&args.state_dir).display()
+            );
+        }
+        _ => eprintln!(
+            "osprey: learning syscall baselines for {} s",
+            args.learn.unwrap_or_default()
+        ),
+    }
+    Ok(map)
 }

@@ -107,6 +107,20 @@ pub(crate) fn load(
     })
 }
 
+/// The process capability with only what feeds the process cache (exec, fork, exit).
+pub(crate) fn load_process_cache(
+    denied: &std::collections::BTreeSet<String>,
+) -> Result<LoadedCapability, Failure> {
+    load(
+        process::SPEC,
+        &LoadOptions {
+            roles: Some(process::CACHE_ROLES.to_vec()),
+            denied_programs: denied.clone(),
+            ..Default::default()
+        },
+    )
+}
+
 pub(crate) fn report_degraded(cap: &LoadedCapability) {
     for outcome in &cap.outcomes {
         if outcome.chosen.is_none() {
@@ -140,14 +154,7 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
     validate_target(&args.target)?;
     require_tracing_privileges("files")?;
     let denied = LoadOptions::denied_from_env();
-    let process = load(
-        process::SPEC,
-        &LoadOptions {
-            roles: Some(process::CACHE_ROLES.to_vec()),
-            denied_programs: denied.clone(),
-            ..Default::default()
-        },
-    )?;
+    let process = load_process_cache(&denied)?;
     let files_cap = load(
         files::SPEC,
         &LoadOptions {
@@ -199,17 +206,14 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
-            Payload::FileOpen(_)
-            | Payload::ProfileUserStack(_)
-            | Payload::FaultMapping(_)
-            | Payload::Security(_) => false,
+            _ => false,
         };
         kind_wanted && user_target_matches(&target, ctx)
     });
     run_pipeline(vec![process], filter, &args.run, Layout::Exec, "execs")
 }
 
-fn run_pipeline(
+pub(crate) fn run_pipeline(
     capabilities: Vec<LoadedCapability>,
     filter: EventFilter,
     run: &RunArgs,
@@ -249,8 +253,7 @@ pub(crate) fn run_pipeline_into(
     let hooks: Vec<String> = pipeline
         .capabilities
         .iter()
-        .flat_map(|c| c.outcomes.iter())
-        .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+        .flat_map(LoadedCapability::hook_labels)
         .collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(

@@ -86,10 +86,16 @@ impl AgentRun {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out:?}"))
     }
 
+    /// Every line logged, rotated files (oldest first) included.
     fn log_lines(&self) -> Vec<Value> {
-        std::fs::read_to_string(self.log())
-            .unwrap_or_default()
-            .lines()
+        let mut text = String::new();
+        for n in (1..=5).rev() {
+            let mut rotated = self.log().into_os_string();
+            rotated.push(format!(".{n}"));
+            text.push_str(&std::fs::read_to_string(rotated).unwrap_or_default());
+        }
+        text.push_str(&std::fs::read_to_string(self.log()).unwrap_or_default());
+        text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
             .collect()
     }
@@ -179,8 +185,28 @@ fn metrics_are_served_valid_and_move_with_activity() {
             "/nonexistent/osprey-agent-metrics",
         ]));
     }
+    // A loopback TCP connection of known size.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    let (mut server, _) = listener.accept().unwrap();
+    client.write_all(&[7u8; 5000]).unwrap();
+    drop(client);
+    let mut got = Vec::new();
+    server.read_to_end(&mut got).unwrap();
+    assert_eq!(got.len(), 5000);
+    drop(server);
     std::thread::sleep(Duration::from_millis(1500));
     let after = a.scrape();
+    let active = "osprey_tcp_connections_total{direction=\"active\"}";
+    assert!(
+        metric(&after, active) - metric(&before, active) >= 1.0,
+        "{active}"
+    );
+    let sent = "osprey_tcp_bytes_total{direction=\"sent\"}";
+    assert!(
+        metric(&after, sent) - metric(&before, sent) >= 5000.0,
+        "{sent}"
+    );
     for (cap, kind, at_least) in [
         ("files", "file_open", 15.0),
         ("process", "exec", 5.0),
@@ -372,7 +398,8 @@ fn overload_is_counted_and_warned_while_exec_and_exit_all_arrive() {
     let _serial = serial();
     let a = AgentRun::new(
         "agent-overload",
-        "[modules.files]\nrate_limit = 0\nring_mib = 1\n",
+        // Only the flood: other processes on the machine must not add drops of their own.
+        "[modules.files]\nrate_limit = 0\nring_mib = 1\ncomm = \"osprey-workload\"\n",
     );
     let agent = a.start();
     std::thread::sleep(Duration::from_millis(1200));
@@ -423,5 +450,43 @@ fn overload_is_counted_and_warned_while_exec_and_exit_all_arrive() {
         };
         assert_eq!(mine("exec"), 1, "exec of {pid}");
         assert_eq!(mine("exit"), 1, "exit of {pid}");
+    }
+}
+
+#[test]
+fn deployment_examples_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    match Command::new("promtool")
+        .arg("check")
+        .arg("config")
+        .arg(root.join("deploy/prometheus/scrape.yaml"))
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(_) => assert!(
+            std::env::var("OSPREY_REQUIRE_BPF").is_err(),
+            "promtool (Debian package prometheus) is required in CI"
+        ),
+    }
+    let unit = std::fs::read_to_string(root.join("deploy/systemd/osprey.service")).unwrap();
+    let bounding = unit
+        .lines()
+        .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+        .expect("the unit bounds capabilities");
+    for cap in ["CAP_BPF", "CAP_PERFMON"] {
+        assert!(bounding.contains(cap), "{cap} missing from {bounding}");
+    }
+    let daemonset = std::fs::read_to_string(root.join("deploy/kubernetes/daemonset.yaml")).unwrap();
+    for needed in [
+        "hostPID: true",
+        "containerPort: 9464",
+        "limits:",
+        "/sys/kernel/btf",
+    ] {
+        assert!(daemonset.contains(needed), "DaemonSet lacks {needed}");
     }
 }

@@ -8,9 +8,11 @@ pub mod agent;
 pub mod files;
 pub mod kernel;
 pub mod memory;
+pub mod net;
 pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod security;
+pub mod syscalls;
 
 pub use osprey_bpf::abi;

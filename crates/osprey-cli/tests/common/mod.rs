@@ -124,9 +124,21 @@ impl Tracer {
         Self::start_until(args, env, "osprey: tracing ")
     }
 
+    /// Starts `osprey ARGS` inside network namespace `netns` (`ip netns exec` execs it,
+    /// so the child's pid is osprey's and SIGINT reaches it).
+    pub fn start_in_netns(netns: &str, args: &[&str]) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, OSPREY]);
+        Self::start_command(cmd, args, &[], "osprey: tracing ")
+    }
+
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
     pub fn start_until(args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
-        let mut child = Command::new(OSPREY)
+        Self::start_command(Command::new(OSPREY), args, env, ready)
+    }
+
+    fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
+        let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
             .stdin(Stdio::null())
@@ -302,4 +314,17 @@ pub fn assert_well_formed_xml(text: &str) {
             Err(e) => panic!("not well-formed XML: {e}\n{text}"),
         }
     }
+}
+
+/// An `exec_from_temporary_location` alert for a program under our cargo target directory
+/// (test binaries, workloads the tests copy to target/tmp): it fires only because the
+/// checkout lives under /tmp, as CI clones may.
+pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
+    let build_dir = std::path::Path::new(WORKLOAD).ancestors().nth(2).unwrap();
+    alert["rule"] == "exec_from_temporary_location"
+        && ["exe", "filename"].iter().any(|f| {
+            alert["event"][f]
+                .as_str()
+                .is_some_and(|p| std::path::Path::new(p).starts_with(build_dir))
+        })
 }

@@ -54,6 +54,7 @@ pub struct HealthConfig {
 pub struct ModulesConfig {
     pub process: ModuleConfig,
     pub files: ModuleConfig,
+    pub tcp: ModuleConfig,
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -64,6 +65,8 @@ pub struct ModuleConfig {
     pub rate_limit: u64,
     /// Ring buffer size in MiB (power of two); 0: the capability's default.
     pub ring_mib: u32,
+    /// Only processes with this command name (filtered in the kernel).
+    pub comm: Option<String>,
 }
 
 impl Default for AgentConfig {
@@ -114,13 +117,19 @@ impl Default for ModulesConfig {
             process: ModuleConfig {
                 enabled: true,
                 rate_limit: 0,
-                ring_mib: 0,
+                ring_mib: 2,
+                comm: None,
             },
             // Every open on a busy host is a lot of log: on, but limited per process.
             files: ModuleConfig {
                 enabled: true,
                 rate_limit: 200,
-                ring_mib: 0,
+                ring_mib: 4,
+                comm: None,
+            },
+            tcp: ModuleConfig {
+                ring_mib: 2,
+                ..ModuleConfig::default()
             },
         }
     }
@@ -132,6 +141,7 @@ impl Default for ModuleConfig {
             enabled: true,
             rate_limit: 0,
             ring_mib: 0,
+            comm: None,
         }
     }
 }

@@ -51,7 +51,44 @@ pub struct ModuleLabels {
     pub module: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DirectionLabels {
+    /// active/passive for connections, sent/received for bytes.
+    pub direction: String,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
+
+/// Metrics measured from events as they pass (TCP connections at close).
+#[derive(Clone, Default)]
+pub struct EventMetrics {
+    pub tcp_connections: Family<DirectionLabels, Counter>,
+    pub tcp_bytes: Family<DirectionLabels, Counter>,
+    pub tcp_retransmits: Counter,
+}
+
+impl EventMetrics {
+    pub fn observe(&self, event: &crate::pipeline::event::Event) {
+        if let crate::pipeline::event::Payload::TcpClose(c) = &event.payload {
+            let dir = |d: &str| DirectionLabels {
+                direction: d.into(),
+            };
+            let side = if c.endpoints.active {
+                "active"
+            } else {
+                "passive"
+            };
+            self.tcp_connections.get_or_create(&dir(side)).inc();
+            self.tcp_bytes
+                .get_or_create(&dir("sent"))
+                .inc_by(c.bytes_sent);
+            self.tcp_bytes
+                .get_or_create(&dir("received"))
+                .inc_by(c.bytes_received);
+            self.tcp_retransmits.inc_by(u64::from(c.retransmits));
+        }
+    }
+}
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Handles to every metric; the registry is shared with the HTTP server for encoding.
@@ -68,6 +105,7 @@ pub struct Metrics {
     pub module_enabled: Family<ModuleLabels, Gauge>,
     pub agent_rss: Gauge,
     pub agent_cpu: FloatCounter,
+    events_measured: EventMetrics,
     /// Last absolute value seen per counter, to turn kernel totals into increments
     /// (a module reloaded starts its kernel counters from zero again).
     last: HashMap<String, u64>,
@@ -89,6 +127,7 @@ impl Metrics {
             module_enabled: Family::default(),
             agent_rss: Gauge::default(),
             agent_cpu: FloatCounter::default(),
+            events_measured: EventMetrics::default(),
             last: HashMap::new(),
             last_cpu_ticks: 0,
         };
@@ -156,7 +195,29 @@ impl Metrics {
             Unit::Seconds,
             m.agent_cpu.clone(),
         );
+        let e = &m.events_measured;
+        r.register(
+            "tcp_connections",
+            "TCP connections closed, by who opened them",
+            e.tcp_connections.clone(),
+        );
+        r.register_with_unit(
+            "tcp",
+            "TCP payload bytes of closed connections",
+            Unit::Bytes,
+            e.tcp_bytes.clone(),
+        );
+        r.register(
+            "tcp_retransmits",
+            "TCP segments retransmitted (closed connections)",
+            e.tcp_retransmits.clone(),
+        );
         m
+    }
+
+    /// Handles for counting from events (shared with the pipeline's filter).
+    pub fn event_metrics(&self) -> EventMetrics {
+        self.events_measured.clone()
     }
 
     fn delta(&mut self, key: String, now: u64) -> u64 {

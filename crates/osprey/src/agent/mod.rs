@@ -31,12 +31,13 @@ use health::Health;
 use metrics::{CapabilityLabels, HealthLabels, Metrics, ModuleLabels, ProbeLabels};
 
 /// The modules the agent knows, in drain order (process first: it feeds the cache).
-pub const MODULES: &[&str] = &["process", "files"];
+pub const MODULES: &[&str] = &["process", "files", "tcp"];
 
 fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
     match name {
         "process" => Some(&[process::SPEC]),
         "files" => Some(&[files::SPEC]),
+        "tcp" => Some(&[crate::net::tcp::SPEC]),
         _ => None,
     }
 }
@@ -44,6 +45,7 @@ fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
 fn module_config<'c>(config: &'c AgentConfig, name: &str) -> &'c ModuleConfig {
     match name {
         "process" => &config.modules.process,
+        "tcp" => &config.modules.tcp,
         _ => &config.modules.files,
     }
 }
@@ -94,6 +96,7 @@ impl Running<'_> {
             let options = LoadOptions {
                 config: KernelConfig {
                     rate_per_process: (module.rate_limit > 0).then_some(module.rate_limit),
+                    comm: module.comm.clone(),
                     ..Default::default()
                 },
                 ring_bytes: (module.ring_mib > 0).then_some(module.ring_mib << 20),
@@ -317,11 +320,16 @@ impl Agent {
         let mut sink = JsonSink::new(log, Clock::now());
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
+        // Every event passes; on the way, events that carry measurements feed metrics.
+        let event_metrics = metrics.event_metrics();
         let pipeline = Pipeline::new(
             Vec::new(),
             ProcessCache::new(65536, 5_000_000_000),
             &mut sink,
-            Box::new(|_, _| true),
+            Box::new(move |event, _| {
+                event_metrics.observe(event);
+                true
+            }),
         );
         let mut running = Running {
             poller: RingPoller::new(&[]).map_err(io_err("ring poller"))?,
@@ -340,6 +348,8 @@ impl Agent {
             }
         }
         let attached_ms = started.elapsed().as_millis();
+        // Everything is loaded: the parsed kernel BTF is tens of MiB the agent need not keep.
+        crate::kernel::release_kernel_btf();
         running.pipeline.cache.seed_from_proc();
 
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
@@ -360,7 +370,9 @@ impl Agent {
         let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signals"))?;
         let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signals"))?;
         let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signals"))?;
-        let mut drain_timer = tokio::time::interval(Duration::from_millis(10));
+        // Backstop for batched wake-ups; 25 ms keeps alert latency well under 50 ms while an
+        // idle agent wakes 40 times a second, not 100.
+        let mut drain_timer = tokio::time::interval(Duration::from_millis(25));
         let mut second = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {

@@ -87,7 +87,7 @@ pub fn probe_all() -> Vec<Feature> {
             .map_err(|e| e.clone()),
     ));
     let loaded = EbpfLoader::new()
-        .btf(btf.as_ref().ok().copied())
+        .btf(btf.as_ref().ok().map(|b| &**b))
         .load(osprey_bpf::PROBE.bytes)
         .map_err(e);
     let mut ebpf = match loaded {
@@ -107,12 +107,12 @@ pub fn probe_all() -> Vec<Feature> {
             return out;
         }
     };
-    out.push(feature("tp_btf", probe_tp_btf(&mut ebpf, btf)));
+    out.push(feature("tp_btf", probe_tp_btf(&mut ebpf, &btf)));
     out.push(feature("raw_tp", probe_raw_tp(&mut ebpf)));
     out.push(feature("tracepoint", probe_tracepoint(&mut ebpf)));
-    out.push(feature("fentry", probe_fentry(&mut ebpf, btf)));
+    out.push(feature("fentry", probe_fentry(&mut ebpf, &btf)));
     out.push(feature("kprobe", probe_kprobe(&mut ebpf)));
-    out.push(feature("lsm", probe_lsm(&mut ebpf, btf)));
+    out.push(feature("lsm", probe_lsm(&mut ebpf, &btf)));
     out.push(feature("perf_event_cpu_clock", probe_perf_event(&mut ebpf)));
     out.push(feature("ringbuf", probe_ringbuf(&mut ebpf)));
     out.push(feature("xdp", probe_xdp(&mut ebpf)));

@@ -7,7 +7,9 @@ use aya::{
     maps::{MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
-        BtfTracePoint, FEntry, FExit, KProbe, PerfEvent, Program, RawTracePoint, TracePoint,
+        tc::{self, TcAttachOptions},
+        BtfTracePoint, FEntry, FExit, KProbe, LinkOrder, PerfEvent, Program, RawTracePoint,
+        SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -32,9 +34,17 @@ pub enum Attach {
     KProbe(&'static str),
     /// `kretprobe/FUNCTION`: needs CONFIG_KPROBES.
     KRetProbe(&'static str),
+    /// `lsm/HOOK`: BPF LSM; needs CONFIG_BPF_LSM and `bpf` among the active LSMs.
+    Lsm(&'static str),
     /// `perf_event`: a software perf event on every online CPU, sampled as
     /// `LoadOptions::perf_sampling` says.
     PerfEvent(SoftwarePerfEvent),
+    /// XDP in this mode on every interface of `LoadOptions::interfaces`.
+    Xdp(XdpAttachMode),
+    /// tcx egress link on every interface of `LoadOptions::interfaces` (Linux 6.6+).
+    TcxEgress,
+    /// tc clsact egress filter (netlink) on every interface; adds the clsact qdisc if missing.
+    TcClsactEgress,
 }
 
 /// Software perf events (no hardware PMU needed).
@@ -63,6 +73,28 @@ impl SoftwarePerfEvent {
     }
 }
 
+/// How an XDP program runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum XdpAttachMode {
+    /// In the driver, before an skb exists (fastest; not every driver).
+    Native,
+    /// In the network stack, on the skb (every interface).
+    Generic,
+}
+
+impl XdpAttachMode {
+    fn aya(self) -> XdpMode {
+        match self {
+            XdpAttachMode::Native => XdpMode::Driver,
+            XdpAttachMode::Generic => XdpMode::Skb,
+        }
+    }
+}
+
+/// Marks an attach refused because another program already owns the hook: callers must
+/// not replace someone else's XDP program, so this is reported, never worked around.
+pub const ATTACH_CONFLICT: &str = "already has an XDP program that is not ours";
+
 impl Attach {
     pub fn label(&self) -> String {
         match self {
@@ -73,7 +105,12 @@ impl Attach {
             Attach::FExit(f) => format!("fexit/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
             Attach::KRetProbe(f) => format!("kretprobe/{f}"),
+            Attach::Lsm(h) => format!("lsm/{h}"),
             Attach::PerfEvent(e) => format!("perf_event/{}", e.name()),
+            Attach::Xdp(XdpAttachMode::Native) => "xdp/native".to_string(),
+            Attach::Xdp(XdpAttachMode::Generic) => "xdp/generic".to_string(),
+            Attach::TcxEgress => "tcx/egress".to_string(),
+            Attach::TcClsactEgress => "tc/clsact/egress".to_string(),
         }
     }
 }
@@ -131,6 +168,12 @@ pub struct LoadOptions {
     pub perf_sampling: Option<PerfSampling>,
     /// Further `.rodata` globals of this capability's object, as raw bytes.
     pub extra_globals: Vec<(&'static str, Vec<u8>)>,
+    /// Network interfaces for XDP/tcx/tc hooks, by name.
+    pub interfaces: Vec<String>,
+    /// Only this XDP mode; `None`: native where the driver supports it, else generic.
+    pub xdp_mode: Option<XdpAttachMode>,
+    /// Map sizes to override (name, max_entries), e.g. a flow table size.
+    pub map_max_entries: Vec<(&'static str, u32)>,
 }
 
 /// How often a perf event runs its program.
@@ -241,7 +284,7 @@ impl LoadedCapability {
 
         let mut loader = EbpfLoader::new();
         loader
-            .btf(Some(btf))
+            .btf(Some(&btf))
             .map_max_entries("osprey_events", ring_bytes)
             .override_global("target_pid", &pid, false)
             .override_global("target_uid", &uid, false)
@@ -251,6 +294,9 @@ impl LoadedCapability {
             .override_global("rate_global_per_cpu", &rate_global, false);
         for (name, bytes) in &options.extra_globals {
             loader.override_global(name, bytes.as_slice(), true);
+        }
+        for (name, entries) in &options.map_max_entries {
+            loader.map_max_entries(name, *entries);
         }
         let mut ebpf = loader
             .load(spec.object.bytes)
@@ -266,15 +312,7 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let sampling = options.perf_sampling.unwrap_or(PerfSampling::Frequency(99));
-            let outcome = attach_role(
-                &mut ebpf,
-                role,
-                &options.denied_programs,
-                btf,
-                spec.object.bytes,
-                sampling,
-            );
+            let outcome = attach_role(&mut ebpf, role, options, &btf, spec.object.bytes);
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -333,6 +371,13 @@ impl LoadedCapability {
         self.ebpf.map_mut(name)
     }
 
+    /// Labels of the hooks in use (`tp_btf/sys_exit`, ...), for start-up lines.
+    pub fn hook_labels(&self) -> impl Iterator<Item = String> + '_ {
+        self.outcomes
+            .iter()
+            .filter_map(|o| o.chosen.map(|h| h.attach.label()))
+    }
+
     /// Sums the per-CPU counters of one event kind.
     pub fn counters_for(&self, kind: u32) -> Counters {
         let mut total = Counters::default();
@@ -356,8 +401,11 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::TracePoint(p)) => p.unload(),
         Some(Program::FEntry(p)) => p.unload(),
         Some(Program::FExit(p)) => p.unload(),
+        Some(Program::Lsm(p)) => p.unload(),
         Some(Program::KProbe(p)) => p.unload(),
         Some(Program::PerfEvent(p)) => p.unload(),
+        Some(Program::Xdp(p)) => p.unload(),
+        Some(Program::SchedClassifier(p)) => p.unload(),
         _ => Ok(()),
     };
 }
@@ -365,18 +413,29 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
 fn attach_role(
     ebpf: &mut Ebpf,
     role: &Role,
-    denied: &BTreeSet<String>,
+    options: &LoadOptions,
     btf: &aya::Btf,
     object: &[u8],
-    sampling: PerfSampling,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
-        if denied.contains(hook.program) {
+        if options.denied_programs.contains(hook.program) {
             rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
             continue;
         }
-        match attach_hook(ebpf, hook, btf, object, sampling) {
+        let attached = match hook.attach {
+            Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
+                attach_net_hook(ebpf, hook, options)
+            }
+            _ => attach_hook(
+                ebpf,
+                hook,
+                btf,
+                object,
+                options.perf_sampling.unwrap_or(PerfSampling::Frequency(99)),
+            ),
+        };
+        match attached {
             Ok(()) => {
                 return RoleOutcome {
                     role: role.name,
@@ -433,6 +492,18 @@ fn attach_hook(
             p.load(function, btf).map_err(err)?;
             p.attach().map_err(err)?;
         }
+        Attach::Lsm(hook) => {
+            let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+            if !active.split(',').any(|l| l.trim() == "bpf") {
+                return Err(format!(
+                    "\"bpf\" is not an active LSM (lsm={}); boot with lsm=...,bpf",
+                    active.trim()
+                ));
+            }
+            let p: &mut aya::programs::Lsm = program.try_into().map_err(err)?;
+            p.load(hook, btf).map_err(err)?;
+            p.attach().map_err(err)?;
+        }
         Attach::FExit(function) => {
             let p: &mut FExit = program.try_into().map_err(err)?;
             p.load(function, btf).map_err(err)?;
@@ -458,8 +529,74 @@ fn attach_hook(
                 .map_err(|e| format!("cpu {cpu}: {}", describe_error(&e)))?;
             }
         }
+        Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
+            return Err("network hooks attach through attach_net_hook".into())
+        }
     }
     Ok(())
+}
+
+/// Attaches an XDP or tc program to every interface in `options.interfaces`. A failure on
+/// any interface fails the hook; the caller then unloads the program, which detaches it
+/// from the interfaces done so far, so nothing stays attached.
+fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Result<(), String> {
+    if options.interfaces.is_empty() {
+        return Err("no interface given".into());
+    }
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
+    let err = |e: aya::programs::ProgramError| describe_error(&e);
+    match hook.attach {
+        Attach::Xdp(mode) => {
+            if options.xdp_mode.is_some_and(|m| m != mode) {
+                return Err("not the XDP mode asked for".into());
+            }
+            let p: &mut Xdp = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            for name in &options.interfaces {
+                p.attach(name, mode.aya()).map_err(|e| {
+                    let busy = matches!(
+                        &e,
+                        aya::programs::ProgramError::SyscallError(s)
+                            if matches!(s.io_error.raw_os_error(), Some(libc::EBUSY | libc::EEXIST))
+                    );
+                    if busy {
+                        format!("{name} {ATTACH_CONFLICT}; refusing to replace it")
+                    } else {
+                        format!("{name}: {}", describe_error(&e))
+                    }
+                })?;
+            }
+        }
+        Attach::TcxEgress | Attach::TcClsactEgress => {
+            let p: &mut SchedClassifier = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            for name in &options.interfaces {
+                let how = if hook.attach == Attach::TcxEgress {
+                    TcAttachOptions::TcxOrder(LinkOrder::default())
+                } else {
+                    // EEXIST: the interface already has a clsact qdisc, which is what we need.
+                    if let Err(e) = tc::qdisc_add_clsact(name) {
+                        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                        if !exists {
+                            return Err(format!("{name}: clsact qdisc: {}", describe_error(&e)));
+                        }
+                    }
+                    TcAttachOptions::Netlink(Default::default())
+                };
+                p.attach_with_options(name, TcAttachType::Egress, how)
+                    .map_err(|e| format!("{name}: {}", describe_error(&e)))?;
+            }
+        }
+        _ => return Err("not a network hook".into()),
+    }
+    Ok(())
+}
+
+/// True when loading failed because an interface already has someone else's program.
+pub fn is_attach_conflict(error: &LoadError) -> bool {
+    error.to_string().contains(ATTACH_CONFLICT)
 }
 
 #[cfg(test)]

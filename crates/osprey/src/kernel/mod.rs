@@ -7,16 +7,33 @@ pub mod loader;
 pub mod privileges;
 pub mod stats;
 
-use std::sync::OnceLock;
+use std::sync::{Arc, Mutex};
 
 use aya::Btf;
 
-/// Kernel BTF, parsed once per process and shared by every object we load.
-pub fn kernel_btf() -> Result<&'static Btf, String> {
-    static BTF: OnceLock<Result<Btf, String>> = OnceLock::new();
-    BTF.get_or_init(|| Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}")))
-        .as_ref()
-        .map_err(Clone::clone)
+static KERNEL_BTF: Mutex<Option<Arc<Btf>>> = Mutex::new(None);
+
+/// Kernel BTF, parsed once and shared by every object loaded until `release_kernel_btf`.
+pub fn kernel_btf() -> Result<Arc<Btf>, String> {
+    let mut cached = KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(btf) = cached.as_ref() {
+        return Ok(btf.clone());
+    }
+    let btf = Arc::new(Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
+    *cached = Some(btf.clone());
+    Ok(btf)
+}
+
+/// Frees the parsed kernel BTF (tens of MiB) once everything is loaded; a later load parses
+/// it again. The agent calls this after attaching, to stay small while it runs.
+pub fn release_kernel_btf() {
+    *KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    // Give the freed heap back to the system instead of keeping it for later allocations.
+    #[cfg(target_env = "gnu")]
+    // SAFETY: malloc_trim only releases free memory.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Renders an aya error with its causes, without dumping the verifier log.
@@ -27,16 +44,27 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
     }) = err.downcast_ref::<aya::programs::ProgramError>()
     {
         let log = verifier_log.to_string();
+        // For whoever debugs a program on a new kernel: the whole log, on request.
+        if std::env::var_os("OSPREY_VERIFIER_LOG").is_some() {
+            eprintln!("osprey: verifier log:\n{log}");
+        }
         if core_check::is_poisoned(&log) {
             return format!(
                 "load refused: a CO-RE relocation could not be satisfied: the program needs a \
                  kernel field or type this kernel lacks ({io_error})"
             );
         }
+        // The verifier ends with statistics; the reason is the last line before them.
         let last = log
             .lines()
             .rev()
-            .find(|l| !l.trim().is_empty())
+            .find(|l| {
+                let l = l.trim();
+                !l.is_empty()
+                    && !l.starts_with("processed ")
+                    && !l.starts_with("verification time")
+                    && !l.starts_with("stack depth")
+            })
             .unwrap_or("");
         return if last.is_empty() {
             format!("load refused: {io_error}")

@@ -3,6 +3,7 @@
 use serde::ser::{SerializeMap, Serializer};
 
 use crate::abi::{self, kind};
+use crate::net::tcp;
 use crate::{files, memory, process, profile, security};
 
 /// The common header of every event.
@@ -44,6 +45,9 @@ pub enum Payload {
     ProfileUserStack(profile::UserStack),
     FaultMapping(memory::FaultMapping),
     Security(security::syscall::SecSyscall),
+    TcpState(tcp::TcpState),
+    TcpClose(tcp::TcpClose),
+    Baseline(security::baseline::BaselineEvent),
 }
 
 impl Payload {
@@ -57,6 +61,9 @@ impl Payload {
             Payload::ProfileUserStack(_) => "user_stack",
             Payload::FaultMapping(_) => "fault_mapping",
             Payload::Security(_) => "security",
+            Payload::TcpState(_) => "tcp_state",
+            Payload::TcpClose(_) => "tcp_close",
+            Payload::Baseline(_) => "baseline",
         }
     }
 
@@ -70,6 +77,9 @@ impl Payload {
             Payload::ProfileUserStack(p) => p.write_json(map),
             Payload::FaultMapping(p) => p.write_json(map),
             Payload::Security(p) => p.write_json(map),
+            Payload::TcpState(p) => p.write_json(map),
+            Payload::TcpClose(p) => p.write_json(map),
+            Payload::Baseline(p) => p.write_json(map),
         }
     }
 }
@@ -106,6 +116,9 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::PROFILE_USER_STACK => Payload::ProfileUserStack(profile::decode_user_stack(bytes)?),
         kind::FAULT_MAPPING => Payload::FaultMapping(memory::decode_mapping(bytes)?),
         kind::SEC_SYSCALL => Payload::Security(security::syscall::decode(bytes)?),
+        kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
+        kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),
+        kind::BASELINE => Payload::Baseline(security::baseline::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

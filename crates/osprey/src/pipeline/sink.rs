@@ -8,6 +8,7 @@ use super::cache::ProcessContext;
 use super::event::{Event, JsonEvent, Payload};
 use super::text::escape_for_terminal;
 use crate::files;
+use crate::net::tcp;
 
 pub trait Sink {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()>;
@@ -100,6 +101,7 @@ impl<W: Write> Sink for JsonSink<W> {
 pub enum Layout {
     Files,
     Exec,
+    Tcp,
 }
 
 pub struct TableSink<W: Write> {
@@ -132,6 +134,14 @@ impl<W: Write> Sink for TableSink<W> {
                     "COMM",
                     files::TABLE_HEADER
                 ),
+                Layout::Tcp => format!(
+                    "{:<12} {:<5} {:>7} {:<16} {}",
+                    "TIME",
+                    "EVENT",
+                    "PID",
+                    "COMM",
+                    tcp::TABLE_HEADER
+                ),
                 Layout::Exec => format!(
                     "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:>4} {}",
                     "TIME", "EVENT", "PID", "PPID", "UID", "COMM", "RET", "DETAILS"
@@ -151,6 +161,20 @@ impl<W: Write> Sink for TableSink<W> {
                 "{time:<12} {:>7} {comm:<16} {}",
                 p.pid,
                 f.table_columns()
+            ),
+            (Payload::TcpClose(c), _) => writeln!(
+                self.out,
+                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "close",
+                p.pid,
+                c.table_details()
+            ),
+            (Payload::TcpState(t), _) => writeln!(
+                self.out,
+                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "state",
+                p.pid,
+                t.table_details()
             ),
             (payload, _) => {
                 let (ret, details) = match payload {
@@ -179,7 +203,13 @@ impl<W: Write> Sink for TableSink<W> {
                         ),
                     ),
                     Payload::Security(s) => (s.ret.to_string(), s.table_details()),
-                    Payload::FileOpen(_) => unreachable!("handled above"),
+                    Payload::Baseline(b) => (
+                        "-".into(),
+                        format!("{} {}", b.op_name(), crate::syscalls::syscall_name(b.nr)),
+                    ),
+                    Payload::FileOpen(_) | Payload::TcpClose(_) | Payload::TcpState(_) => {
+                        unreachable!("handled above")
+                    }
                 };
                 writeln!(
                     self.out,

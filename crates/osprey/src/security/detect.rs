@@ -14,6 +14,20 @@ pub const KILL_NOTE: &str =
 pub struct RulesDetector {
     pub rules: RuleSet,
     pub enforcing: bool,
+    /// Deny rules are enforced by BPF LSM: an EPERM on a matching open/exec is our denial.
+    pub kernel_deny: bool,
+}
+
+/// Said in every alert of a deny the kernel enforced.
+pub const LSM_NOTE: &str = "denied in the kernel before it happened (BPF LSM)";
+
+fn denied_with_eperm(event: &Event) -> bool {
+    let eperm = -i64::from(libc::EPERM);
+    match &event.payload {
+        Payload::FileOpen(f) => f.ret == eperm,
+        Payload::Exec(x) => x.ret == eperm,
+        _ => false,
+    }
 }
 
 /// Outcome of a matching rule for an event seen on the rings.
@@ -77,6 +91,10 @@ impl Detector for RulesDetector {
         };
         for rule in &self.rules.rules {
             if rule.matches(&view) {
+                if self.kernel_deny && rule.action == Action::Deny && denied_with_eperm(event) {
+                    raise(alert_for(rule, &view, ("blocked", Some(LSM_NOTE))));
+                    continue;
+                }
                 if let Some(o) = outcome(rule, event, self.enforcing) {
                     raise(alert_for(rule, &view, o));
                 }

@@ -1,9 +1,11 @@
 //! Runtime security (`osprey secure`): security-relevant syscall events, the rules engine,
 //! the detect stage that turns matching events into alerts, and enforcement.
 
+pub mod baseline;
 pub mod detect;
 pub mod enforce;
 pub mod kernel_maps;
+pub mod lsm;
 pub mod rules;
 pub mod syscall;
 
@@ -48,6 +50,9 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
             ],
         },
     ],
-    kinds: &[(kind::SEC_SYSCALL, "security")],
+    kinds: &[
+        (kind::SEC_SYSCALL, "security"),
+        (kind::BASELINE, "baseline"),
+    ],
     default_ring_bytes: 8 << 20,
 };

@@ -122,6 +122,9 @@ impl<'a> View<'a> {
             Payload::Exit(_) => "exit",
             Payload::Security(s) => s.class(),
             Payload::ProfileUserStack(_) => "user_stack",
+            Payload::TcpState(_) => "tcp_state",
+            Payload::TcpClose(_) => "tcp_close",
+            Payload::Baseline(_) => "baseline",
             Payload::FaultMapping(_) => "fault_mapping",
         }
     }

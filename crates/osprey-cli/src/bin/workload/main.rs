@@ -20,6 +20,26 @@
 //! osprey-workload memfd-exec                  runs /bin/true from a memfd
 //! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
 //! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
+//! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
+//!                                             the port, accept one connection, read until
+//!                                             EOF or REQUEST bytes (--expect N), send REPLY
+//!                                             bytes, close; prints bytes received
+//! osprey-workload tcp-send ADDR PORT BYTES     comm "tcp-client": connect, send BYTES, read
+//!                                             the whole reply, close; prints bytes received
+//! osprey-workload udp-send ADDR PORT COUNT SIZE  COUNT datagrams of SIZE bytes
+//! osprey-workload udp-recv ADDR PORT COUNT     receive COUNT datagrams, print their bytes
+//! osprey-workload ping ADDR COUNT              COUNT ICMP/ICMPv6 echo requests, one at a
+//!                                             time, each waiting for its reply
+//! osprey-workload udp-blast ADDR PORT SECS SIZE  send as fast as possible; print packets/s
+//! osprey-workload connect-loop ADDR PORT COUNT   COUNT connect+close; print ns per connection
+//!
+//! Syscall counting and baselines:
+//! osprey-workload syscall-mix N M [--gate]     N getppid, then M openat of a missing path
+//!                                             (each fails with ENOENT)
+//! osprey-workload baseline-helper [--extra]   a fixed small set of syscalls; with --extra
+//!                                             also one sysinfo(2), which the set lacks
+//! osprey-workload bench-syscalls N PATH       N rounds of getppid, openat(PATH)+close and
+//!                                             write(/dev/null); prints ns per syscall
 //!
 //! Page faults (tests/memory.rs); both print `START END` (hex) of the mapping, wait for a
 //! line on stdin, fault, and exit:
@@ -37,7 +57,7 @@ use std::io::BufRead;
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
-fn usage() -> ! {
+pub(crate) fn usage() -> ! {
     eprintln!("usage: osprey-workload open|open-relative|openat2|bench-open ARGS (see source)");
     std::process::exit(2);
 }
@@ -165,6 +185,28 @@ fn main() {
             check(unsafe { libc::chmod(path.as_ptr(), 0o644) }, "chmod");
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
+        Some(cmd) if net::run(cmd, &args[1..]) => {}
+        Some("syscall-mix") => {
+            let getppids = number(args.get(1));
+            let failing_opens = number(args.get(2));
+            if args.get(3).and_then(|a| a.to_str()) == Some("--gate") {
+                let mut line = String::new();
+                let _ = std::io::stdin().lock().read_line(&mut line);
+            }
+            syscall_mix(getppids, failing_opens);
+        }
+        Some("baseline-helper") => {
+            baseline_helper(args.get(1).and_then(|a| a.to_str()) == Some("--extra"))
+        }
+        Some("bench-syscalls") => {
+            let rounds = number(args.get(1));
+            let path = cpath(args.get(2).unwrap_or_else(|| usage()));
+            let start = Instant::now();
+            bench_syscalls(rounds, &path);
+            // getppid, openat, close, write
+            let calls = rounds * 4;
+            println!("{:.1}", start.elapsed().as_nanos() as f64 / calls as f64);
+        }
         Some("fault-anon") => fault_anon(
             number(args.get(1)),
             args.get(2).map(|_| number(args.get(2))),
@@ -174,6 +216,55 @@ fn main() {
             number(args.get(2)),
         ),
         _ => usage(),
+    }
+}
+
+fn syscall_mix(getppids: u64, failing_opens: u64) {
+    let missing = CString::new("/osprey-no-such-dir/osprey-no-such-file").unwrap();
+    for _ in 0..getppids {
+        // SAFETY: no arguments.
+        unsafe { libc::syscall(libc::SYS_getppid) };
+    }
+    for _ in 0..failing_opens {
+        // SAFETY: valid path; the open fails with ENOENT.
+        unsafe { libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), 0) };
+    }
+}
+
+/// The same calls every run (so a baseline learned on it is complete), and with `extra`
+/// one more that it never makes otherwise.
+fn baseline_helper(extra: bool) {
+    let missing = CString::new("/osprey-no-such-dir/osprey-no-such-file").unwrap();
+    for _ in 0..100 {
+        // SAFETY: harmless calls with valid arguments.
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+            libc::syscall(libc::SYS_openat, libc::AT_FDCWD, missing.as_ptr(), 0);
+        }
+    }
+    if extra {
+        let mut info = std::mem::MaybeUninit::<libc::sysinfo>::uninit();
+        // SAFETY: info is large enough.
+        unsafe { libc::syscall(libc::SYS_sysinfo, info.as_mut_ptr()) };
+    }
+}
+
+fn bench_syscalls(rounds: u64, path: &CString) {
+    let null = CString::new("/dev/null").unwrap();
+    // SAFETY: valid path.
+    let out = unsafe { libc::open(null.as_ptr(), libc::O_WRONLY) };
+    check(out, "open /dev/null");
+    let byte = [0u8; 1];
+    for _ in 0..rounds {
+        // SAFETY: valid arguments; fds are ours.
+        unsafe {
+            libc::syscall(libc::SYS_getppid);
+            let fd = libc::openat(libc::AT_FDCWD, path.as_ptr(), libc::O_RDONLY);
+            if fd >= 0 {
+                libc::close(fd);
+            }
+            libc::write(out, byte.as_ptr().cast(), 1);
+        }
     }
 }
 
@@ -362,3 +453,4 @@ fn memfd_exec() {
         libc::waitpid(child, &mut status, 0);
     }
 }
+mod net;

@@ -1,0 +1,549 @@
+//! Real-BPF tests of `osprey tcp` and `osprey flows`. Traffic stays on loopback or inside
+//! network namespaces these tests create and always delete (names unique per run).
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::Value;
+
+/// `osprey-workload tcp-serve ADDR REPLY` started (optionally inside a namespace); its port.
+fn tcp_server(
+    netns: Option<&str>,
+    addr: &str,
+    reply: usize,
+    expect: Option<usize>,
+) -> (Child, u16) {
+    let mut cmd = in_netns(netns, WORKLOAD);
+    cmd.args(["tcp-serve", addr, &reply.to_string()]);
+    if let Some(e) = expect {
+        cmd.arg(e.to_string());
+    }
+    let mut child = cmd.stdout(Stdio::piped()).spawn().expect("spawn server");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("server prints its port");
+    (child, port)
+}
+
+fn in_netns(netns: Option<&str>, program: &str) -> Command {
+    match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns, program]);
+            c
+        }
+        None => Command::new(program),
+    }
+}
+
+fn tcp_closes(events: &[Value], port: u16) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| {
+            e["kind"] == "tcp_close" && (e["local_port"] == port || e["remote_port"] == port)
+        })
+        .cloned()
+        .collect()
+}
+
+#[test]
+fn tcp_transfer_gives_one_exact_record_per_side() {
+    if !bpf_available("tcp_transfer") {
+        return;
+    }
+    let _serial = serial();
+    let tracer = Tracer::start(&["tcp", "--output", "json"]);
+    let v4_only = Tracer::start(&["tcp", "--output", "json", "--remote", "127.0.0.0/8"]);
+    const SENT: usize = 1_000_000;
+    const REPLY: usize = 70_000;
+    let mut runs = Vec::new();
+    for addr in ["127.0.0.1", "::1"] {
+        let (mut server, port) = tcp_server(None, addr, REPLY, None);
+        let started = Instant::now();
+        let client = Command::new(WORKLOAD)
+            .args(["tcp-send", addr, &port.to_string(), &SENT.to_string()])
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let client_pid = client.id();
+        let out = client.wait_with_output().unwrap();
+        let elapsed = started.elapsed();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout).trim(),
+            REPLY.to_string()
+        );
+        assert!(server.wait().unwrap().success());
+        runs.push((addr, port, server.id(), client_pid, elapsed));
+    }
+    let done = tracer.stop();
+    let filtered = v4_only.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let events = done.events();
+    for (addr, port, server_pid, client_pid, elapsed) in &runs {
+        let closes = tcp_closes(&events, *port);
+        assert_eq!(closes.len(), 2, "{addr}: {closes:#?}");
+        let client = closes.iter().find(|e| e["direction"] == "connect").unwrap();
+        let server = closes.iter().find(|e| e["direction"] == "accept").unwrap();
+        assert_eq!(client["process"]["pid"], *client_pid, "{client}");
+        assert_eq!(client["process"]["comm"], "tcp-client");
+        assert_eq!(server["process"]["pid"], *server_pid, "{server}");
+        assert_eq!(server["process"]["comm"], "tcp-server");
+        for rec in [client, server] {
+            assert_eq!(rec["owner_known"], true);
+            assert_eq!(rec["local_addr"], *addr);
+            assert_eq!(rec["remote_addr"], *addr);
+            assert_eq!(rec["retransmits"], 0);
+            let duration = Duration::from_nanos(rec["duration_ns"].as_u64().unwrap());
+            // The connection lives inside the client's run (plus scheduling slack).
+            assert!(
+                duration > Duration::ZERO && duration <= *elapsed + Duration::from_millis(50),
+                "{addr}: duration {duration:?} vs client run {elapsed:?}"
+            );
+            assert!(rec["srtt_us"].as_u64().unwrap() > 0);
+        }
+        assert_eq!(client["remote_port"], *port);
+        assert_eq!(server["local_port"], *port);
+        assert_eq!(client["local_port"], server["remote_port"]);
+        assert_eq!(client["bytes_sent"], SENT);
+        assert_eq!(client["bytes_received"], REPLY);
+        assert_eq!(server["bytes_sent"], REPLY);
+        assert_eq!(server["bytes_received"], SENT);
+        let v4 = tcp_closes(&filtered.events(), *port);
+        assert_eq!(
+            v4.len(),
+            if *addr == "::1" { 0 } else { 2 },
+            "--remote: {v4:#?}"
+        );
+    }
+    let (_, dropped, _) = done.counters("tcp_close");
+    assert_eq!(dropped, 0);
+}
+
+// ---------------------------------------------------------------------------------------
+// osprey flows
+
+/// Two namespaces joined by a veth pair, deleted on drop (also when a test fails).
+/// Addresses: 10.X.0.1 / fdX::1 in `a`, .2 / ::2 in `b`; IPv6 without DAD so nothing waits.
+struct NetPair {
+    a: String,
+    b: String,
+    va: String,
+    vb: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl NetPair {
+    fn new() -> Self {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let tag = format!("{}x{n}", std::process::id() % 100_000);
+        let pair = NetPair {
+            a: format!("ospa{tag}"),
+            b: format!("ospb{tag}"),
+            va: format!("ova{tag}"),
+            vb: format!("ovb{tag}"),
+        };
+        ip(&["netns", "add", &pair.a]);
+        ip(&["netns", "add", &pair.b]);
+        ip(&[
+            "link", "add", &pair.va, "netns", &pair.a, "type", "veth", "peer", "name", &pair.vb,
+            "netns", &pair.b,
+        ]);
+        for (ns, dev, host) in [(&pair.a, &pair.va, 1), (&pair.b, &pair.vb, 2)] {
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("10.201.0.{host}/24"),
+                "dev",
+                dev,
+            ]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("fd77::{host}/64"),
+                "dev",
+                dev,
+                "nodad",
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    fn run(&self, ns: &str, args: &[&str]) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, WORKLOAD])
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn xdp_attached(&self, ns: &str, dev: &str) -> bool {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", "dev", dev])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
+    }
+
+    /// No XDP program on `va` (ip link) and none listed by bpftool in namespace `a`.
+    fn assert_nothing_attached(&self) {
+        assert!(!self.xdp_attached(&self.a, &self.va));
+        let listing = self.bpftool_net(&self.a);
+        assert!(!listing.contains(" id "), "{listing}");
+    }
+
+    fn bpftool_net(&self, ns: &str) -> String {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "bpftool", "net", "show"])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+}
+
+impl Drop for NetPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+fn flow_records(events: &[Value]) -> Vec<Value> {
+    events
+        .iter()
+        .filter(|e| e["kind"] == "flow")
+        .cloned()
+        .collect()
+}
+
+/// The one record matching `pred` (more than one would mean a flow was split).
+fn one_flow<'a>(flows: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
+    let found: Vec<&Value> = flows.iter().filter(|f| pred(f)).collect();
+    assert_eq!(found.len(), 1, "{what}: {found:#?}");
+    found[0]
+}
+
+fn flows_summary(done: &Finished) -> Value {
+    done.summary()["flows"].clone()
+}
+
+#[test]
+fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
+    if !bpf_available("flows_exact") {
+        return;
+    }
+    let _serial = serial();
+    let net = NetPair::new();
+    let on_a = Tracer::start_in_netns(
+        &net.a,
+        &["flows", "-i", &net.va, "-o", "json", "--idle-timeout", "60"],
+    );
+    let on_b = Tracer::start_in_netns(
+        &net.b,
+        &["flows", "-i", &net.vb, "-o", "json", "--idle-timeout", "60"],
+    );
+    assert!(net.xdp_attached(&net.a, &net.va));
+
+    // UDP: 7 x 200 bytes a -> b, 5 x 300 bytes b -> a; pings: 4 each way family.
+    const TCP_BYTES: usize = 300_000;
+    const TCP_REPLY: usize = 1_000;
+    for (dst_b, dst_a) in [("10.201.0.2", "10.201.0.1"), ("fd77::2", "fd77::1")] {
+        net.run(&net.a, &["udp-send", dst_b, "5001", "7", "200"]);
+        net.run(&net.b, &["udp-send", dst_a, "5002", "5", "300"]);
+        net.run(&net.a, &["ping", dst_b, "4"]);
+        let (mut server, port) = tcp_server(Some(&net.b), dst_b, TCP_REPLY, None);
+        let got = net.run(
+            &net.a,
+            &["tcp-send", dst_b, &port.to_string(), &TCP_BYTES.to_string()],
+        );
+        assert_eq!(got.trim(), TCP_REPLY.to_string());
+        assert!(server.wait().unwrap().success());
+    }
+    let done_a = on_a.stop();
+    let done_b = on_b.stop();
+    assert!(done_a.status.success(), "{}", done_a.stderr);
+    assert!(done_b.status.success(), "{}", done_b.stderr);
+    let flows_a = flow_records(&done_a.events());
+    let flows_b = flow_records(&done_b.events());
+
+    for (v, a_addr, b_addr, l3) in [
+        (4, "10.201.0.1", "10.201.0.2", 20u64),
+        (6, "fd77::1", "fd77::2", 40),
+    ] {
+        let l2 = 14 + l3; // bytes are L2: Ethernet header included
+        let is = |f: &Value, dir: &str, proto: &str, src: &str, dst: &str| {
+            f["direction"] == dir
+                && f["protocol"] == proto
+                && f["source_address"] == src
+                && f["destination_address"] == dst
+                && f["ip_version"] == v
+        };
+        // UDP a -> b: egress on a, ingress on b, 7 datagrams of 200 bytes.
+        let out = one_flow(&flows_a, "udp a->b", |f| {
+            is(f, "egress", "udp", a_addr, b_addr) && f["destination_port"] == 5001
+        });
+        assert_eq!(out["packets"], 7);
+        assert_eq!(out["octets"], 7 * (l2 + 8 + 200));
+        assert_eq!(out["payload_octets"], 7 * 200);
+        let inn = one_flow(&flows_b, "udp a->b at b", |f| {
+            is(f, "ingress", "udp", a_addr, b_addr) && f["destination_port"] == 5001
+        });
+        assert_eq!(
+            (&inn["packets"], &inn["octets"]),
+            (&out["packets"], &out["octets"])
+        );
+        // UDP b -> a: ingress on a.
+        let back = one_flow(&flows_a, "udp b->a", |f| {
+            is(f, "ingress", "udp", b_addr, a_addr) && f["destination_port"] == 5002
+        });
+        assert_eq!(back["packets"], 5);
+        assert_eq!(back["octets"], 5 * (l2 + 8 + 300));
+        // Pings: 4 requests out, 4 replies in, 64 bytes of ICMP each.
+        let (req, rep) = if v == 4 { (8, 0) } else { (128, 129) };
+        let icmp = if v == 4 { "icmp" } else { "icmpv6" };
+        for (what, ty, dir, src, dst) in [
+            ("echo requests", req, "egress", a_addr, b_addr),
+            ("echo replies", rep, "ingress", b_addr, a_addr),
+        ] {
+            let f = one_flow(&flows_a, what, |f| {
+                f["icmp_type"] == ty && is(f, dir, icmp, src, dst)
+            });
+            assert_eq!(f["packets"], 4, "{what}");
+            assert_eq!(f["octets"], 4 * (l2 + 64), "{what}");
+        }
+        // TCP: exact payload each way; what a sends equals what b receives, packet for packet.
+        for (src, dst, payload) in [(a_addr, b_addr, TCP_BYTES), (b_addr, a_addr, TCP_REPLY)] {
+            let sent_by_a = src == a_addr;
+            let (sender, receiver) = if sent_by_a {
+                (&flows_a, &flows_b)
+            } else {
+                (&flows_b, &flows_a)
+            };
+            let out = one_flow(sender, "tcp out", |f| is(f, "egress", "tcp", src, dst));
+            let inn = one_flow(receiver, "tcp in", |f| is(f, "ingress", "tcp", src, dst));
+            assert_eq!(out["payload_octets"], payload, "{out}");
+            assert_eq!(
+                (&inn["packets"], &inn["octets"], &inn["payload_octets"]),
+                (&out["packets"], &out["octets"], &out["payload_octets"])
+            );
+            let flags = out["tcp_flags_text"].as_str().unwrap();
+            assert!(
+                flags.contains("SYN") && flags.contains("FIN") && flags.contains("ACK"),
+                "{flags}"
+            );
+            // Each packet carries at least Ethernet + IP + a 20-byte TCP header.
+            let headers = out["octets"].as_u64().unwrap() - payload as u64;
+            assert!(headers >= out["packets"].as_u64().unwrap() * (l2 + 20));
+        }
+    }
+    for done in [&done_a, &done_b] {
+        let s = flows_summary(done);
+        assert_eq!(s["evicted"], 0, "{s}");
+        assert_eq!(s["insert_failed"], 0);
+        assert_eq!(s["inserted"], s["exported"], "{s}");
+    }
+    net.assert_nothing_attached(); // detached on exit
+}
+
+#[test]
+fn flows_idle_timeout_exports_and_full_table_counts_evictions() {
+    if !bpf_available("flows_idle_lru") {
+        return;
+    }
+    let _serial = serial();
+    let net = NetPair::new();
+    let idle = Tracer::start_in_netns(
+        &net.a,
+        &[
+            "flows",
+            "-i",
+            &net.va,
+            "-o",
+            "json",
+            "--idle-timeout",
+            "1",
+            "--interval",
+            "0.2",
+        ],
+    );
+    net.run(&net.a, &["udp-send", "10.201.0.2", "6001", "3", "100"]);
+    std::thread::sleep(Duration::from_millis(2500));
+    let done = idle.stop();
+    let flows = flow_records(&done.events());
+    let f = one_flow(&flows, "idle udp", |f| f["destination_port"] == 6001);
+    assert_eq!(f["flow_end_reason"], "idle_timeout", "{f}");
+    assert_eq!(f["packets"], 3);
+
+    let lru = Tracer::start_in_netns(
+        &net.a,
+        &["flows", "-i", &net.va, "-o", "json", "--max-flows", "4"],
+    );
+    for port in 7000..7040 {
+        net.run(
+            &net.a,
+            &["udp-send", "10.201.0.2", &port.to_string(), "1", "10"],
+        );
+    }
+    let done = lru.stop();
+    let s = flows_summary(&done);
+    let exported = flow_records(&done.events()).len() as u64;
+    assert_eq!(s["exported"], exported);
+    let (inserted, evicted) = (
+        s["inserted"].as_u64().unwrap(),
+        s["evicted"].as_u64().unwrap(),
+    );
+    assert!(inserted >= 40, "{s}");
+    assert_eq!(inserted, exported + evicted, "{s}");
+    assert!(evicted >= 36 && exported <= inserted - 36, "{s}");
+    assert!(done.stderr.contains("evicted from the full flow table"));
+}
+
+#[test]
+fn flows_refuses_unknown_interface_and_foreign_xdp() {
+    if !bpf_available("flows_bad_input") {
+        return;
+    }
+    let _serial = serial();
+    let net = NetPair::new();
+    let unknown = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            OSPREY,
+            "flows",
+            "-i",
+            "nosuchif0",
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr)
+        .contains("--interface nosuchif0: no such network interface"));
+
+    let first = Tracer::start_in_netns(&net.a, &["flows", "-i", &net.va]);
+    let second = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            OSPREY,
+            "flows",
+            "-i",
+            &net.va,
+            "--duration",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("already has an XDP program that is not ours; refusing to replace it"),
+        "{err}"
+    );
+    // The first one's program is untouched, and the refused one left nothing behind.
+    assert!(net.xdp_attached(&net.a, &net.va));
+    // (bpftool 7.1 lists XDP but not tcx links; the egress link is an fd link that dies
+    // with the process that failed, so the XDP table is what can be left behind.)
+    let listing = net.bpftool_net(&net.a);
+    assert_eq!(listing.matches(" id ").count(), 1, "{listing}");
+    assert!(first.stop().status.success());
+    net.assert_nothing_attached();
+}
+
+#[test]
+fn tcp_retransmits_match_dropped_segments() {
+    if !bpf_available("tcp_retransmits") {
+        return;
+    }
+    let _serial = serial();
+    // Loopback of a namespace of our own; bpf/test_drop.bpf.c drops the first 2 data
+    // segments to port 4242 at ingress there (real loss: a drop at egress would only be a
+    // local send failure, retried without counting as a retransmission).
+    let net = NetPair::new();
+    let object = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../osprey-bpf/objects/test_drop.bpf.o"
+    );
+    ip(&[
+        "netns", "exec", &net.a, "tc", "qdisc", "add", "dev", "lo", "clsact",
+    ]);
+    ip(&[
+        "netns",
+        "exec",
+        &net.a,
+        "tc",
+        "filter",
+        "add",
+        "dev",
+        "lo",
+        "ingress",
+        "bpf",
+        "da",
+        "obj",
+        object,
+        "sec",
+        "classifier",
+    ]);
+    let tracer = Tracer::start(&["tcp", "--output", "json", "--port", "4242"]);
+    let mut server = in_netns(Some(&net.a), WORKLOAD)
+        .env("TCP_SERVE_PORT", "4242")
+        .args(["tcp-serve", "127.0.0.1", "500", "1000"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(server.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let client = in_netns(Some(&net.a), WORKLOAD)
+        .env("TCP_SEND_KEEP_OPEN", "1")
+        .args(["tcp-send", "127.0.0.1", "4242", "1000"])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "500");
+    assert!(server.wait().unwrap().success());
+    let done = tracer.stop();
+    let closes = tcp_closes(&done.events(), 4242);
+    assert_eq!(closes.len(), 2, "{closes:#?}");
+    let client = closes.iter().find(|e| e["direction"] == "connect").unwrap();
+    let server = closes.iter().find(|e| e["direction"] == "accept").unwrap();
+    assert_eq!(client["retransmits"], 2, "{client}");
+    assert_eq!(client["total_retrans"], 2, "{client}");
+    assert_eq!(
+        client["bytes_sent"], 3000,
+        "payload bytes include the retransmissions"
+    );
+    assert_eq!(server["retransmits"], 0, "{server}");
+    assert_eq!(server["bytes_received"], 1000);
+}

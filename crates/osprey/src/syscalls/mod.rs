@@ -1,0 +1,264 @@
+//! `osprey syscalls`: per-process and per-syscall counts, errors by errno and latency,
+//! aggregated per CPU in the kernel (bpf/syscalls.bpf.c) and read from its maps at the end.
+
+pub mod output;
+
+use std::collections::BTreeMap;
+
+use aya::maps::{MapData, PerCpuHashMap};
+use serde::Serialize;
+
+use crate::abi::{kind, SyscallErrnoKey, SyscallKey, SyscallStats};
+use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadError, LoadedCapability, Role};
+use crate::pipeline::text::until_nul;
+
+pub const SPEC: CapabilitySpec = CapabilitySpec {
+    name: "syscalls",
+    object: osprey_bpf::SYSCALLS,
+    roles: &[
+        Role {
+            name: "syscall-exit",
+            required: true,
+            hooks: &[
+                Hook {
+                    program: "syscalls_exit_btf",
+                    attach: Attach::BtfTracepoint("sys_exit"),
+                },
+                Hook {
+                    program: "syscalls_exit_raw",
+                    attach: Attach::RawTracepoint("sys_exit"),
+                },
+            ],
+        },
+        // Without it calls are still counted, but without latency (and exit/exit_group not at all).
+        Role {
+            name: "syscall-enter",
+            required: false,
+            hooks: &[
+                Hook {
+                    program: "syscalls_enter_btf",
+                    attach: Attach::BtfTracepoint("sys_enter"),
+                },
+                Hook {
+                    program: "syscalls_enter_raw",
+                    attach: Attach::RawTracepoint("sys_enter"),
+                },
+            ],
+        },
+    ],
+    kinds: &[(kind::SYSCALL_COUNT, "syscall_count")],
+    // Nothing is streamed; the smallest ring the kernel accepts.
+    default_ring_bytes: 4096,
+};
+
+/// x86-64 syscall name, or `syscall_N` for numbers this table does not know.
+pub fn syscall_name(nr: u32) -> String {
+    syscall_names::Sysno::new(nr as usize)
+        .map(|s| s.name().to_string())
+        .unwrap_or_else(|| format!("syscall_{nr}"))
+}
+
+/// x86-64 syscall number of a name (`getppid`), for baselines and filters.
+pub fn syscall_number(name: &str) -> Option<u32> {
+    name.parse::<syscall_names::Sysno>()
+        .ok()
+        .map(|s| s.id() as u32)
+}
+
+pub fn errno_name(errno: u32) -> String {
+    syscall_names::Errno::new(errno as i32)
+        .name()
+        .map(str::to_string)
+        .unwrap_or_else(|| format!("E{errno}"))
+}
+
+/// Counts of one syscall by one process (or, aggregated, by all of them: pid 0).
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Row {
+    pub pid: u32,
+    pub comm: String,
+    pub nr: u32,
+    pub syscall: String,
+    pub count: u64,
+    pub errors: u64,
+    /// Failed calls by errno name.
+    pub errnos: BTreeMap<String, u64>,
+    /// Calls whose entry was seen (latency known).
+    pub timed: u64,
+    pub total_ns: u64,
+    pub max_ns: u64,
+}
+
+impl Row {
+    pub fn avg_ns(&self) -> u64 {
+        self.total_ns.checked_div(self.timed).unwrap_or(0)
+    }
+
+    fn add(&mut self, other: &Row) {
+        self.count += other.count;
+        self.errors += other.errors;
+        for (e, n) in &other.errnos {
+            *self.errnos.entry(e.clone()).or_default() += n;
+        }
+        self.timed += other.timed;
+        self.total_ns += other.total_ns;
+        self.max_ns = self.max_ns.max(other.max_ns);
+    }
+}
+
+/// How rows are grouped for output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    /// One row per process and syscall.
+    ProcessSyscall,
+    /// One row per syscall over all processes.
+    Syscall,
+    /// One row per process over all its syscalls.
+    Process,
+}
+
+/// The kernel's count maps, taken out of the loaded capability.
+pub struct Counts {
+    counts: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
+    errnos: PerCpuHashMap<MapData, SyscallErrnoKey, u64>,
+}
+
+fn map_error(cap: &LoadedCapability, what: &str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Map {
+        capability: cap.spec.name,
+        reason: format!("{what}: {e}"),
+    }
+}
+
+impl Counts {
+    pub fn new(cap: &mut LoadedCapability) -> Result<Self, LoadError> {
+        let counts = PerCpuHashMap::try_from(cap.take_map("syscall_counts")?)
+            .map_err(|e| map_error(cap, "syscall_counts", e))?;
+        let errnos = PerCpuHashMap::try_from(cap.take_map("syscall_errnos")?)
+            .map_err(|e| map_error(cap, "syscall_errnos", e))?;
+        Ok(Self { counts, errnos })
+    }
+
+    /// Per process and syscall, summed over CPUs.
+    pub fn read(&self) -> Vec<Row> {
+        let mut rows: BTreeMap<(u32, u32), Row> = BTreeMap::new();
+        for (key, per_cpu) in self.counts.iter().filter_map(Result::ok) {
+            let row = rows.entry((key.pid, key.nr)).or_insert_with(|| Row {
+                pid: key.pid,
+                nr: key.nr,
+                syscall: syscall_name(key.nr),
+                ..Default::default()
+            });
+            for st in per_cpu.iter() {
+                if row.comm.is_empty() && st.comm[0] != 0 {
+                    row.comm = String::from_utf8_lossy(until_nul(&st.comm)).into_owned();
+                }
+                row.count += st.count;
+                row.errors += st.errors;
+                row.timed += st.timed;
+                row.total_ns += st.total_ns;
+                row.max_ns = row.max_ns.max(st.max_ns);
+            }
+        }
+        for (key, per_cpu) in self.errnos.iter().filter_map(Result::ok) {
+            if let Some(row) = rows.get_mut(&(key.pid, key.nr)) {
+                let n: u64 = per_cpu.iter().sum();
+                *row.errnos.entry(errno_name(key.err)).or_default() += n;
+            }
+        }
+        rows.into_values().collect()
+    }
+}
+
+/// Groups rows and sorts them by count, largest first (then by pid and syscall).
+pub fn group(rows: &[Row], by: GroupBy) -> Vec<Row> {
+    let mut out: Vec<Row> = match by {
+        GroupBy::ProcessSyscall => rows.to_vec(),
+        GroupBy::Syscall | GroupBy::Process => {
+            let mut grouped: BTreeMap<u32, Row> = BTreeMap::new();
+            for r in rows {
+                let id = if by == GroupBy::Syscall { r.nr } else { r.pid };
+                let g = grouped.entry(id).or_insert_with(|| Row {
+                    pid: if by == GroupBy::Process { r.pid } else { 0 },
+                    comm: if by == GroupBy::Process {
+                        r.comm.clone()
+                    } else {
+                        String::new()
+                    },
+                    nr: if by == GroupBy::Syscall { r.nr } else { 0 },
+                    syscall: if by == GroupBy::Syscall {
+                        r.syscall.clone()
+                    } else {
+                        String::new()
+                    },
+                    ..Default::default()
+                });
+                g.add(r);
+            }
+            grouped.into_values().collect()
+        }
+    };
+    out.sort_by(|a, b| {
+        b.count
+            .cmp(&a.count)
+            .then(a.pid.cmp(&b.pid))
+            .then(a.nr.cmp(&b.nr))
+    });
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(pid: u32, nr: u32, count: u64, errors: &[(&str, u64)]) -> Row {
+        Row {
+            pid,
+            comm: format!("p{pid}"),
+            nr,
+            syscall: syscall_name(nr),
+            count,
+            errors: errors.iter().map(|e| e.1).sum(),
+            errnos: errors.iter().map(|(e, n)| (e.to_string(), *n)).collect(),
+            timed: count,
+            total_ns: count * 100,
+            max_ns: 100 + u64::from(pid),
+        }
+    }
+
+    #[test]
+    fn names_come_from_the_x86_64_table() {
+        assert_eq!(syscall_name(110), "getppid");
+        assert_eq!(syscall_name(257), "openat");
+        assert_eq!(syscall_name(9999), "syscall_9999");
+        assert_eq!(syscall_number("openat"), Some(257));
+        assert_eq!(syscall_number("no_such_call"), None);
+        assert_eq!(errno_name(2), "ENOENT");
+        assert_eq!(errno_name(4000), "E4000");
+    }
+
+    #[test]
+    fn grouping_sums_counts_errnos_and_keeps_the_max() {
+        let rows = vec![
+            row(10, 257, 5, &[("ENOENT", 2)]),
+            row(11, 257, 7, &[("ENOENT", 1), ("EACCES", 3)]),
+            row(11, 110, 9, &[]),
+        ];
+        let by_syscall = group(&rows, GroupBy::Syscall);
+        assert_eq!(by_syscall[0].syscall, "openat");
+        assert_eq!(by_syscall[0].count, 12);
+        assert_eq!(by_syscall[0].errors, 6);
+        assert_eq!(by_syscall[0].errnos["ENOENT"], 3);
+        assert_eq!(by_syscall[0].max_ns, 111);
+        assert_eq!(by_syscall[0].pid, 0);
+        let by_process = group(&rows, GroupBy::Process);
+        assert_eq!((by_process[0].pid, by_process[0].count), (11, 16));
+        assert_eq!(by_process[0].comm, "p11");
+        assert_eq!(by_process[0].avg_ns(), 100);
+        let pairs = group(&rows, GroupBy::ProcessSyscall);
+        assert_eq!(
+            pairs.iter().map(|r| r.count).collect::<Vec<_>>(),
+            vec![9, 7, 5]
+        );
+    }
+}
