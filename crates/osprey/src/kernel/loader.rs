@@ -115,6 +115,28 @@ impl Attach {
     }
 }
 
+/// The hooks of the three programs `OSPREY_SYS_EXIT_PROGS(prefix, fn)` defines in C
+/// (`prefix_btf`, `prefix_raw`, `prefix_tp`), best first.
+#[macro_export]
+macro_rules! sys_exit_hooks {
+    ($prefix:literal) => {
+        &[
+            $crate::kernel::loader::Hook {
+                program: concat!($prefix, "_btf"),
+                attach: $crate::kernel::loader::Attach::BtfTracepoint("sys_exit"),
+            },
+            $crate::kernel::loader::Hook {
+                program: concat!($prefix, "_raw"),
+                attach: $crate::kernel::loader::Attach::RawTracepoint("sys_exit"),
+            },
+            $crate::kernel::loader::Hook {
+                program: concat!($prefix, "_tp"),
+                attach: $crate::kernel::loader::Attach::Tracepoint("raw_syscalls", "sys_exit"),
+            },
+        ]
+    };
+}
+
 /// One way to implement a role: a program in the object and where it attaches.
 #[derive(Debug, Clone, Copy)]
 pub struct Hook {

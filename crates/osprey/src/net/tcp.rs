@@ -60,20 +60,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "accept-owner",
             required: false,
-            hooks: &[
-                Hook {
-                    program: "tcp_accept_btf",
-                    attach: Attach::BtfTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "tcp_accept_raw",
-                    attach: Attach::RawTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "tcp_accept_tp",
-                    attach: Attach::Tracepoint("raw_syscalls", "sys_exit"),
-                },
-            ],
+            hooks: crate::sys_exit_hooks!("tcp_accept"),
         },
     ],
     kinds: &[

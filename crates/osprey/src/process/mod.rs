@@ -65,20 +65,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "exec-failed",
             required: false,
-            hooks: &[
-                Hook {
-                    program: "process_exec_failed_btf",
-                    attach: Attach::BtfTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "process_exec_failed_raw",
-                    attach: Attach::RawTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "process_exec_failed_tp",
-                    attach: Attach::Tracepoint("raw_syscalls", "sys_exit"),
-                },
-            ],
+            hooks: crate::sys_exit_hooks!("process_exec_failed"),
         },
     ],
     kinds: &[

@@ -19,20 +19,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "syscall-exit",
             required: true,
-            hooks: &[
-                Hook {
-                    program: "security_exit_btf",
-                    attach: Attach::BtfTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "security_exit_raw",
-                    attach: Attach::RawTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "security_exit_tp",
-                    attach: Attach::Tracepoint("raw_syscalls", "sys_exit"),
-                },
-            ],
+            hooks: crate::sys_exit_hooks!("security_exit"),
         },
         // Without it setid events still arrive, but without the ids from before the call.
         Role {
