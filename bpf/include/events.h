@@ -50,6 +50,7 @@ enum osprey_status_bits {
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
 	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
 	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
+	OSPREY_ST_DENIED = 1 << 8,             /* refused in the kernel before it happened (enforcement) */
 };
 
 /* Common header of every event; 64 bytes. */

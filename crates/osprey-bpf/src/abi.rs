@@ -117,6 +117,7 @@ pub mod status {
     pub const PATH_UNREADABLE: u16 = 1 << 5;
     pub const KILLED: u16 = 1 << 6;
     pub const OLD_IDS: u16 = 1 << 7;
+    pub const DENIED: u16 = 1 << 8;
 }
 
 #[repr(C)]

@@ -764,6 +764,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_ST_PATH_UNREADABLE", w(status::PATH_UNREADABLE)),
                 ("OSPREY_ST_KILLED", w(status::KILLED)),
                 ("OSPREY_ST_OLD_IDS", w(status::OLD_IDS)),
+                ("OSPREY_ST_DENIED", w(status::DENIED)),
             ],
         ),
     ]

@@ -13,7 +13,7 @@ use osprey::pipeline::sink::Clock;
 use osprey::security::baseline::{self, BaselineDetector, BaselineFile};
 use osprey::security::rules::prefilter::{self, OpenPrefilter};
 use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
-use osprey::security::{detect::RulesDetector, enforce, kernel_maps, lsm};
+use osprey::security::{connect_deny, detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
 
 use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
@@ -101,6 +101,7 @@ pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
             let set = load_rules(&sources)?;
             enforce::kill_entries(&set).map_err(joined)?;
             enforce::deny_marks(&set).map_err(joined)?;
+            connect_deny::connect_denies(&set).map_err(joined)?;
             let own = set
                 .rules
                 .iter()
@@ -122,6 +123,7 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     }
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
     let deny_marks = enforce::deny_marks(&set).map_err(joined)?;
+    let connect_denies = connect_deny::connect_denies(&set).map_err(joined)?;
     let baseline_path = BaselineFile::path_in(&args.state_dir);
     let learned_before = BaselineFile::load(&baseline_path).map_err(Failure::Usage)?;
     if let Some(file) = &learned_before {
@@ -259,6 +261,18 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             fan.marked.join(", ")
         );
         fan.spawn(set.clone(), alerts.clone());
+    }
+    if args.enforce && !connect_denies.is_empty() {
+        let cap = connect_deny::start(&connect_denies).map_err(|why| {
+            Failure::Runtime(anyhow::anyhow!(
+                "deny rules on connect need cgroup connect4/connect6 programs: {why}"
+            ))
+        })?;
+        eprintln!(
+            "osprey: enforcing {} connect deny entries with cgroup connect4/connect6",
+            connect_denies.len()
+        );
+        capabilities.push(cap);
     }
     if args.enforce && !kill_entries.is_empty() {
         eprintln!("osprey: enforcing {} kill rule entries with SIGKILL from the kernel (after the syscall completes)", kill_entries.len());

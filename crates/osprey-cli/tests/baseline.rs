@@ -1,5 +1,6 @@
 //! Real-BPF tests of syscall baselines: learn on a helper program, then make it call a
-//! syscall it never made → exactly one anomaly alert naming it.
+//! syscall it never made → exactly one anomaly alert naming it; a burst far above its
+//! learned rate → exactly one envelope alert.
 
 mod common;
 
@@ -22,8 +23,8 @@ fn helper(extra: bool) -> u32 {
 }
 
 #[test]
-fn a_syscall_outside_the_learned_baseline_raises_exactly_one_alert() {
-    if !bpf_available("a_syscall_outside_the_learned_baseline_raises_exactly_one_alert") {
+fn a_new_syscall_and_a_burst_above_the_envelope_raise_one_alert_each() {
+    if !bpf_available("a_new_syscall_and_a_burst_above_the_envelope_raise_one_alert_each") {
         return;
     }
     let _serial = serial();
@@ -79,10 +80,14 @@ fn a_syscall_outside_the_learned_baseline_raises_exactly_one_alert() {
         "learn mode raised baseline alerts"
     );
 
-    // Detect: the same helper again is quiet; with --extra it calls sysinfo once.
+    // Detect: the same helper again is quiet; with --extra it calls sysinfo once; a burst
+    // of 20,000 getppid in one rate window crosses the learned envelope once.
+    let limit = peak.saturating_mul(10).max(peak + 1000);
     let tracer = Tracer::start(&["secure", "--state-dir", state_arg, "-o", "json"]);
     let quiet = helper(false);
     let noisy = helper(true);
+    let (burst, status) = run(Command::new(WORKLOAD).args(["baseline-helper", "--burst", "20000"]));
+    assert!(status.success(), "{status}");
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     assert!(
@@ -96,11 +101,23 @@ fn a_syscall_outside_the_learned_baseline_raises_exactly_one_alert() {
         .filter(|a| a["kind"] == "alert" && !is_build_tree_exec_alert(a))
         .filter(|a| {
             let pid = a["event"]["process"]["pid"].as_u64().unwrap() as u32;
-            pid == quiet || pid == noisy || learned_pids.contains(&pid)
+            pid == quiet || pid == noisy || pid == burst || learned_pids.contains(&pid)
         })
         .collect();
-    assert_eq!(mine.len(), 1, "expected exactly one alert: {mine:#?}");
-    let alert = &mine[0];
+    assert_eq!(mine.len(), 2, "expected exactly two alerts: {mine:#?}");
+    let rate = mine
+        .iter()
+        .find(|a| a["event"]["process"]["pid"] == burst)
+        .unwrap_or_else(|| panic!("no alert for the burst: {mine:#?}"));
+    assert_eq!(rate["rule"], "syscall_rate_outside_baseline");
+    assert_eq!(rate["event"]["op"], "rate_outside_envelope");
+    assert_eq!(rate["event"]["syscall"], "getppid");
+    assert_eq!(rate["event"]["limit"], limit);
+    assert_eq!(rate["event"]["count"], limit + 1);
+    let alert = mine
+        .iter()
+        .find(|a| a["event"]["process"]["pid"] == noisy)
+        .unwrap_or_else(|| panic!("no alert for the new syscall: {mine:#?}"));
     assert_eq!(alert["rule"], "syscall_outside_baseline");
     assert_eq!(alert["event"]["process"]["pid"], noisy);
     assert_eq!(alert["event"]["kind"], "baseline");

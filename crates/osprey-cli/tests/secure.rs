@@ -377,6 +377,79 @@ fn deny_rule_blocks_the_open_with_eperm() {
 }
 
 #[test]
+fn deny_rule_refuses_the_connect_before_any_packet() {
+    if !bpf_available("deny_rule_refuses_the_connect") {
+        return;
+    }
+    let _serial = serial();
+    let blocked4 = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = blocked4.local_addr().unwrap().port();
+    let blocked6 = std::net::TcpListener::bind(("::1", port)).unwrap();
+    let open = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    for l in [&blocked4, &blocked6] {
+        l.set_nonblocking(true).unwrap();
+    }
+    let dir = TempDir::new("deny-connect");
+    let rules = dir.path().join("deny.yaml");
+    std::fs::write(
+        &rules,
+        format!("- rule: deny_port\n  desc: nothing talks to this port\n  severity: high\n  tags: [T1071]\n  condition: evt.kind = connect and net.port = {port}\n  action: deny\n"),
+    )
+    .unwrap();
+    let tracer = Tracer::start(&[
+        "secure",
+        "--no-default-rules",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--enforce",
+        "--output",
+        "json",
+    ]);
+    let try_connect = |to: String| {
+        let out = Command::new(WORKLOAD)
+            .args(["connect-try", &to])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let v4 = try_connect(format!("127.0.0.1:{port}"));
+    let v6 = try_connect(format!("[::1]:{port}"));
+    let allowed = try_connect(open.local_addr().unwrap().to_string());
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    assert_eq!(v4, format!("errno {}", libc::EPERM));
+    assert_eq!(v6, format!("errno {}", libc::EPERM));
+    assert_eq!(allowed, "connected");
+    for l in [&blocked4, &blocked6] {
+        let e = l.accept().unwrap_err();
+        assert_eq!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock,
+            "nothing reached {l:?}"
+        );
+    }
+    let alerts = alerts(&done);
+    let addrs: BTreeSet<String> = alerts
+        .iter()
+        .map(|a| a["event"]["addr"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(alerts.len(), 2, "{alerts:#?}");
+    assert_eq!(
+        addrs,
+        set(&[&format!("127.0.0.1:{port}"), &format!("[::1]:{port}")])
+    );
+    for a in &alerts {
+        assert_eq!(a["rule"], "deny_port");
+        assert_eq!(a["outcome"], "blocked");
+        assert_eq!(a["event"]["ret"], -libc::EPERM);
+        assert_eq!(a["event"]["denied"], true);
+        assert_eq!(a["event"]["syscall"], "connect");
+        assert_eq!(a["event"]["process"]["comm"], "osprey-workload");
+        assert!(a["note"].as_str().unwrap().contains("before any packet"));
+    }
+}
+
+#[test]
 fn kill_rule_kills_the_process_with_sigkill_after_the_syscall() {
     if !bpf_available("kill_rule_kills") {
         return;

@@ -45,6 +45,9 @@ pub enum Attach {
     TcxEgress,
     /// tc clsact egress filter (netlink) on every interface; adds the clsact qdisc if missing.
     TcClsactEgress,
+    /// `cgroup/NAME` sock_addr program (connect4, connect6, ...) on the cgroup v2 root
+    /// (which covers every process), alongside any programs already there.
+    CgroupSockAddr(&'static str),
 }
 
 /// Software perf events (no hardware PMU needed).
@@ -111,6 +114,7 @@ impl Attach {
             Attach::Xdp(XdpAttachMode::Generic) => "xdp/generic".to_string(),
             Attach::TcxEgress => "tcx/egress".to_string(),
             Attach::TcClsactEgress => "tc/clsact/egress".to_string(),
+            Attach::CgroupSockAddr(n) => format!("cgroup/{n}"),
         }
     }
 }
@@ -428,6 +432,7 @@ fn unload(ebpf: &mut Ebpf, program: &str) {
         Some(Program::PerfEvent(p)) => p.unload(),
         Some(Program::Xdp(p)) => p.unload(),
         Some(Program::SchedClassifier(p)) => p.unload(),
+        Some(Program::CgroupSockAddr(p)) => p.unload(),
         _ => Ok(()),
     };
 }
@@ -550,6 +555,17 @@ fn attach_hook(
                 )
                 .map_err(|e| format!("cpu {cpu}: {}", describe_error(&e)))?;
             }
+        }
+        Attach::CgroupSockAddr(_) => {
+            let p: &mut aya::programs::CgroupSockAddr = program.try_into().map_err(err)?;
+            p.load().map_err(err)?;
+            let path = super::features::cgroup2_root()?;
+            let root = std::fs::File::open(&path)
+                .map_err(|e| format!("{} (cgroup v2 root): {e}", path.display()))?;
+            // A bpf_link coexists with programs already attached (link_create takes no mode
+            // flags: passing AllowMultiple fails with EINVAL).
+            p.attach(root, aya::programs::CgroupAttachMode::Single)
+                .map_err(err)?;
         }
         Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
             return Err("network hooks attach through attach_net_hook".into())

@@ -39,11 +39,18 @@ pub fn outcome(
     Some(match rule.action {
         Action::Alert => ("alerted", None),
         Action::Deny => {
-            // The fanotify path already reported the opens it blocked.
-            if let Payload::FileOpen(f) = &event.payload {
-                if f.ret == -i64::from(libc::EPERM) && enforcing {
-                    return None;
+            let eperm = -i64::from(libc::EPERM);
+            match &event.payload {
+                Payload::Security(s) if s.denied() => {
+                    return Some(("blocked", Some(super::connect_deny::CONNECT_NOTE)))
                 }
+                // The fanotify path and the connect programs already reported what they
+                // blocked; this is the failed call seen again at syscall exit.
+                Payload::FileOpen(f) if f.ret == eperm && enforcing => return None,
+                Payload::Security(s) if s.ret == eperm && enforcing && s.name() == "connect" => {
+                    return None
+                }
+                _ => {}
             }
             if enforcing {
                 ("not_blocked", Some("no fanotify mark covered this access"))

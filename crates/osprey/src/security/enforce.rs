@@ -3,6 +3,7 @@
 //! | action | mechanism here | effect |
 //! |---|---|---|
 //! | `deny` on open/exec | fanotify permission events (FAN_OPEN_PERM, FAN_OPEN_EXEC_PERM) on marks for the rule's literal paths | the open or exec fails with EPERM before it happens |
+//! | `deny` on connect | cgroup connect4/connect6 programs on the root cgroup (`connect_deny`) | connect() fails with EPERM before any packet is sent |
 //! | `kill` | `bpf_send_signal(SIGKILL)` at syscall exit, from a kernel map of (syscall, comm) | the process dies, but the syscall has completed |
 //!
 //! Where BPF LSM programs load (not on this kernel: EPERM), `Backend::BpfLsm` is the place
@@ -34,7 +35,7 @@ pub enum Backend {
     Signal,
 }
 
-fn rule_error(rule: &Rule, message: String) -> RuleError {
+pub(super) fn rule_error(rule: &Rule, message: String) -> RuleError {
     let mut parts = rule.origin.rsplitn(3, ':');
     let col = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
     let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
@@ -144,7 +145,11 @@ pub fn kill_entries(rules: &RuleSet) -> Result<Vec<KillEntry>, Vec<RuleError>> {
 pub fn deny_marks(rules: &RuleSet) -> Result<Vec<String>, Vec<RuleError>> {
     let mut marks = BTreeSet::new();
     let mut errors = Vec::new();
-    for rule in rules.rules.iter().filter(|r| r.action == Action::Deny) {
+    let file_denies = rules
+        .rules
+        .iter()
+        .filter(|r| r.action == Action::Deny && !super::connect_deny::is_connect_rule(r));
+    for rule in file_denies {
         match required_paths(&rule.condition) {
             Some(p) if !p.is_empty() && p.iter().all(|x| matches!(x, PathPattern::Under(_))) => {
                 for x in p {

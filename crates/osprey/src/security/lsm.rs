@@ -81,7 +81,7 @@ fn text(l: &Literal) -> Option<String> {
 pub fn kernel_denies(rules: &RuleSet) -> Option<Vec<KernelDeny>> {
     let mut out = Vec::new();
     for (index, rule) in rules.rules.iter().enumerate() {
-        if rule.action != Action::Deny {
+        if rule.action != Action::Deny || super::connect_deny::is_connect_rule(rule) {
             continue;
         }
         let terms: Vec<&Expr> = match &rule.condition {

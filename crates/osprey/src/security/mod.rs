@@ -2,6 +2,7 @@
 //! the detect stage that turns matching events into alerts, and enforcement.
 
 pub mod baseline;
+pub mod connect_deny;
 pub mod detect;
 pub mod enforce;
 pub mod kernel_maps;

@@ -215,6 +215,11 @@ impl SecSyscall {
         self.status & status::KILLED != 0
     }
 
+    /// Refused in the kernel before it happened (a connect deny).
+    pub fn denied(&self) -> bool {
+        self.status & status::DENIED != 0
+    }
+
     /// Signed argument `i` as the syscall saw it (int-sized arguments sign-extended).
     pub fn arg_i32(&self, i: usize) -> i64 {
         i64::from(self.args[i] as u32 as i32)
@@ -296,6 +301,9 @@ impl SecSyscall {
         }
         if self.killed() {
             map.serialize_entry("killed", &true)?;
+        }
+        if self.denied() {
+            map.serialize_entry("denied", &true)?;
         }
         Ok(())
     }

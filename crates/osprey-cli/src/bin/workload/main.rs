@@ -161,6 +161,18 @@ fn main() {
             unsafe { libc::close(fd as i32) };
         }
         Some("reverse-shell") => reverse_shell(),
+        Some("connect-try") => {
+            // Prints the outcome instead of failing: tests assert on refusals.
+            let to: std::net::SocketAddr = args
+                .get(1)
+                .and_then(|a| a.to_str())
+                .and_then(|a| a.parse().ok())
+                .unwrap_or_else(|| usage());
+            match std::net::TcpStream::connect(to) {
+                Ok(_) => println!("connected"),
+                Err(e) => println!("errno {}", e.raw_os_error().unwrap_or(0)),
+            }
+        }
         Some("proc-mem") => {
             let path = CString::new("/proc/self/mem").unwrap();
             // SAFETY: valid path; our own memory, nothing is written.
@@ -195,9 +207,14 @@ fn main() {
             }
             syscall_mix(getppids, failing_opens);
         }
-        Some("baseline-helper") => {
-            baseline_helper(args.get(1).and_then(|a| a.to_str()) == Some("--extra"))
-        }
+        Some("baseline-helper") => match args.get(1).and_then(|a| a.to_str()) {
+            Some("--burst") => getppid_burst(
+                args.get(2)
+                    .and_then(|a| a.to_str()?.parse().ok())
+                    .unwrap_or_else(|| usage()),
+            ),
+            flag => baseline_helper(flag == Some("--extra")),
+        },
         Some("bench-syscalls") => {
             let rounds = number(args.get(1));
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
@@ -246,6 +263,32 @@ fn baseline_helper(extra: bool) {
         let mut info = std::mem::MaybeUninit::<libc::sysinfo>::uninit();
         // SAFETY: info is large enough.
         unsafe { libc::syscall(libc::SYS_sysinfo, info.as_mut_ptr()) };
+    }
+}
+
+/// `calls` getppid in a row inside one of the kernel's rate windows (boot-time ns >> 30),
+/// waiting for a fresh window first so that exactly one envelope crossing is seen. It spins
+/// on the vDSO clock instead of sleeping: a sleep is a syscall the baseline never learned.
+fn getppid_burst(calls: u64) {
+    let boot_ns = || {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: valid timespec.
+        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
+        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    };
+    let window = 1u64 << 30;
+    if boot_ns() % window > window / 2 {
+        let next = boot_ns() / window + 1;
+        while boot_ns() / window < next {
+            std::hint::spin_loop();
+        }
+    }
+    for _ in 0..calls {
+        // SAFETY: no arguments, no side effects.
+        unsafe { libc::syscall(libc::SYS_getppid) };
     }
 }
 

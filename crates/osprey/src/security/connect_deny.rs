@@ -1,0 +1,313 @@
+//! `deny` on connect: cgroup/connect4 and connect6 programs on the root cgroup refuse the
+//! (address, port) pairs that deny rules name, so connect() fails with EPERM before any
+//! packet leaves. This works on every kernel with cgroup v2 (ours included), unlike BPF LSM.
+//! Each refusal comes back on the enforce object's ring as a connect with status DENIED,
+//! which the rules detector reports as `blocked`.
+
+use std::net::IpAddr;
+
+use aya::maps::HashMap;
+
+use super::rules::expr::{Expr, Literal, Op};
+use super::rules::{fields, Action, Rule, RuleError, RuleSet};
+use crate::abi::kind;
+use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadOptions, LoadedCapability, Role};
+
+pub const SPEC: CapabilitySpec = CapabilitySpec {
+    name: "enforce-connect",
+    object: osprey_bpf::ENFORCE,
+    roles: &[
+        Role {
+            name: "deny-connect4",
+            required: true,
+            hooks: &[Hook {
+                program: "enforce_connect4",
+                attach: Attach::CgroupSockAddr("connect4"),
+            }],
+        },
+        Role {
+            name: "deny-connect6",
+            required: true,
+            hooks: &[Hook {
+                program: "enforce_connect6",
+                attach: Attach::CgroupSockAddr("connect6"),
+            }],
+        },
+    ],
+    kinds: &[(kind::SEC_SYSCALL, "connect_denied")],
+    default_ring_bytes: 64 * 1024,
+};
+
+/// Said in every alert of a connect the kernel refused.
+pub const CONNECT_NOTE: &str =
+    "refused in the kernel before any packet was sent (cgroup connect4/connect6)";
+
+/// One (address, port) the kernel refuses; `None` is any address, port 0 any port.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectDeny {
+    pub rule: usize,
+    pub addr: Option<IpAddr>,
+    pub port: u16,
+    /// Only meaningful when `addr` is `None`: which family's wildcard.
+    pub v6: bool,
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct ConnectDenyKey {
+    family: u16,
+    port_be: u16,
+    addr: [u8; 16],
+}
+
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+struct DenyValue {
+    flags: u32,
+    rule: u32,
+    denied: u64,
+}
+
+// SAFETY: plain integers; any bit pattern is valid.
+unsafe impl aya::Pod for ConnectDenyKey {}
+// SAFETY: plain integers; any bit pattern is valid.
+unsafe impl aya::Pod for DenyValue {}
+
+fn and_terms(rule: &Rule) -> Vec<&Expr> {
+    match &rule.condition {
+        Expr::And(parts) => parts.iter().collect(),
+        e => vec![e],
+    }
+}
+
+/// The literal values of a `field = x` / `field in (...)` term.
+fn eq_values(term: &Expr) -> Option<(&'static str, Vec<&Literal>)> {
+    match term {
+        Expr::Cmp {
+            field,
+            op: Op::Eq,
+            value,
+        } => Some((fields::name(*field), vec![value])),
+        Expr::In { field, set } => Some((fields::name(*field), set.iter().collect())),
+        _ => None,
+    }
+}
+
+fn text(l: &Literal) -> Option<String> {
+    match l {
+        Literal::Str(s) => String::from_utf8(s.clone()).ok(),
+        _ => None,
+    }
+}
+
+/// True for a deny rule about connect (`evt.kind = connect` or `evt.syscall = connect`):
+/// these are enforced here, not by fanotify or the file LSM hooks.
+pub fn is_connect_rule(rule: &Rule) -> bool {
+    rule.action == Action::Deny
+        && and_terms(rule).iter().any(|t| {
+            eq_values(t).is_some_and(|(f, values)| {
+                (f == "evt.kind" || f == "evt.syscall")
+                    && values.iter().any(|v| text(v).as_deref() == Some("connect"))
+            })
+        })
+}
+
+fn error(rule: &Rule, why: &str) -> RuleError {
+    super::enforce::rule_error(
+        rule,
+        format!(
+            "deny rule `{}` on connect must be decidable in the kernel (evt.kind = connect with net.port and/or net.addr literals joined by `and`): {why}",
+            rule.name
+        ),
+    )
+}
+
+fn parse_addr(s: &str) -> Option<(IpAddr, u16)> {
+    let sa: std::net::SocketAddr = s.parse().ok()?;
+    Some((sa.ip(), sa.port()))
+}
+
+/// What the connect deny rules ask of the kernel.
+pub fn connect_denies(rules: &RuleSet) -> Result<Vec<ConnectDeny>, Vec<RuleError>> {
+    let mut out = Vec::new();
+    let mut errors = Vec::new();
+    for (index, rule) in rules.rules.iter().enumerate() {
+        if !is_connect_rule(rule) {
+            continue;
+        }
+        match rule_denies(index, rule) {
+            Ok(d) => out.extend(d),
+            Err(e) => errors.push(e),
+        }
+    }
+    if errors.is_empty() {
+        Ok(out)
+    } else {
+        Err(errors)
+    }
+}
+
+fn rule_denies(index: usize, rule: &Rule) -> Result<Vec<ConnectDeny>, RuleError> {
+    let mut ports: Option<Vec<u16>> = None;
+    let mut addrs: Option<Vec<(IpAddr, u16)>> = None;
+    let mut families = (true, true);
+    for term in and_terms(rule) {
+        let (field, values) = eq_values(term)
+            .ok_or_else(|| error(rule, "only `=` and `in` comparisons joined by `and`"))?;
+        match field {
+            "evt.kind" | "evt.syscall" => {}
+            "net.port" => {
+                let p = values
+                    .iter()
+                    .map(|v| match v {
+                        Literal::Int(n) => u16::try_from(*n).ok(),
+                        _ => None,
+                    })
+                    .collect::<Option<Vec<u16>>>()
+                    .ok_or_else(|| error(rule, "net.port must be numbers 0-65535"))?;
+                ports = Some(p);
+            }
+            "net.addr" => {
+                let a = values
+                    .iter()
+                    .map(|v| text(v).as_deref().and_then(parse_addr))
+                    .collect::<Option<Vec<_>>>()
+                    .ok_or_else(|| {
+                        error(rule, "net.addr must be ip:port or [ipv6]:port literals")
+                    })?;
+                addrs = Some(a);
+            }
+            "net.family" => {
+                let names: Vec<String> = values.iter().filter_map(|v| text(v)).collect();
+                families = (
+                    names.iter().any(|n| n == "inet"),
+                    names.iter().any(|n| n == "inet6"),
+                );
+            }
+            other => {
+                return Err(error(
+                    rule,
+                    &format!("`{other}` cannot be decided in the kernel"),
+                ))
+            }
+        }
+    }
+    let wanted = |ip: &IpAddr| if ip.is_ipv6() { families.1 } else { families.0 };
+    let denies: Vec<ConnectDeny> = match (addrs, ports) {
+        (Some(addrs), ports) => addrs
+            .into_iter()
+            .filter(|(ip, port)| wanted(ip) && ports.as_ref().is_none_or(|p| p.contains(port)))
+            .map(|(ip, port)| ConnectDeny {
+                rule: index,
+                addr: Some(ip),
+                port,
+                v6: ip.is_ipv6(),
+            })
+            .collect(),
+        (None, Some(ports)) => ports
+            .into_iter()
+            .flat_map(|port| {
+                [(false, families.0), (true, families.1)]
+                    .into_iter()
+                    .filter(|(_, on)| *on)
+                    .map(move |(v6, _)| ConnectDeny {
+                        rule: index,
+                        addr: None,
+                        port,
+                        v6,
+                    })
+            })
+            .collect(),
+        (None, None) => return Err(error(rule, "it names no net.port or net.addr")),
+    };
+    if denies.is_empty() {
+        return Err(error(rule, "its conditions leave nothing to deny"));
+    }
+    Ok(denies)
+}
+
+fn key(deny: &ConnectDeny) -> ConnectDenyKey {
+    let mut addr = [0u8; 16];
+    let family = match deny.addr {
+        Some(IpAddr::V4(v4)) => {
+            addr[..4].copy_from_slice(&v4.octets());
+            libc::AF_INET
+        }
+        Some(IpAddr::V6(v6)) => {
+            addr.copy_from_slice(&v6.octets());
+            libc::AF_INET6
+        }
+        None if deny.v6 => libc::AF_INET6,
+        None => libc::AF_INET,
+    };
+    ConnectDenyKey {
+        family: family as u16,
+        port_be: deny.port.to_be(),
+        addr,
+    }
+}
+
+/// Loads and attaches the connect programs and fills their map. The programs also refuse
+/// nothing for Osprey itself.
+pub fn start(denies: &[ConnectDeny]) -> Result<LoadedCapability, String> {
+    let options = LoadOptions {
+        extra_globals: vec![("osprey_tgid", std::process::id().to_ne_bytes().to_vec())],
+        denied_programs: LoadOptions::denied_from_env(),
+        roles: Some(vec!["deny-connect4", "deny-connect6"]),
+        ..Default::default()
+    };
+    let mut cap = LoadedCapability::load(SPEC, &options).map_err(|e| e.to_string())?;
+    let map = cap
+        .map_mut("connect_denies")
+        .ok_or("connect_denies missing from the enforce object")?;
+    let mut map: HashMap<_, ConnectDenyKey, DenyValue> =
+        HashMap::try_from(map).map_err(|e| e.to_string())?;
+    for deny in denies {
+        let value = DenyValue {
+            flags: 0,
+            rule: deny.rule as u32,
+            denied: 0,
+        };
+        map.insert(key(deny), value, 0).map_err(|e| e.to_string())?;
+    }
+    Ok(cap)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules(src: &str) -> RuleSet {
+        super::super::rules::load(&[("c.yaml", src)]).unwrap()
+    }
+
+    #[test]
+    fn ports_and_addresses_compile_to_kernel_keys() {
+        let set = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.port in (25, 6667)\n- rule: a\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.addr = \"[::1]:9\"\n");
+        let d = connect_denies(&set).unwrap();
+        assert_eq!(d.len(), 5, "{d:?}");
+        assert_eq!(
+            d[4],
+            ConnectDeny {
+                rule: 1,
+                addr: Some("::1".parse().unwrap()),
+                port: 9,
+                v6: true
+            }
+        );
+        let k = key(&d[0]);
+        assert_eq!((k.family, u16::from_be(k.port_be)), (2, 25));
+    }
+
+    #[test]
+    fn undecidable_connect_rules_are_rejected_with_position() {
+        let set = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and proc.name = curl\n");
+        let e = connect_denies(&set).unwrap_err();
+        assert!(e[0].to_string().starts_with("c.yaml:1:"), "{}", e[0]);
+        assert!(e[0].message.contains("`proc.name`"), "{}", e[0]);
+        let none = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect\n");
+        assert!(connect_denies(&none).unwrap_err()[0]
+            .message
+            .contains("no net.port"));
+    }
+}
