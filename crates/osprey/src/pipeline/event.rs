@@ -155,13 +155,14 @@ pub fn strip_nul(field: &[u8]) -> &[u8] {
 }
 
 /// Serializes an enriched event as one JSON object (docs/events.md).
-pub struct JsonEvent<'a> {
+/// `P`: the process context, or its JSON already rendered (`process_json`).
+pub struct JsonEvent<'a, P: serde::Serialize + ?Sized = super::cache::ProcessContext<'a>> {
     pub time: &'a str,
     pub event: &'a Event,
-    pub process: &'a super::cache::ProcessContext<'a>,
+    pub process: &'a P,
 }
 
-impl serde::Serialize for JsonEvent<'_> {
+impl<P: serde::Serialize + ?Sized> serde::Serialize for JsonEvent<'_, P> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let mut map = serializer.serialize_map(None)?;
         map.serialize_entry("time", self.time)?;

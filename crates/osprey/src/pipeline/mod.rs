@@ -3,6 +3,7 @@
 pub mod cache;
 pub mod detect;
 pub mod event;
+pub mod process_json;
 pub mod run;
 pub mod sink;
 pub mod text;

@@ -6,6 +6,7 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 
 use super::cache::ProcessContext;
 use super::event::{Event, JsonEvent, Payload};
+use super::process_json::ProcessJsonCache;
 use super::text::escape_for_terminal;
 use crate::files;
 use crate::net::tcp;
@@ -61,11 +62,16 @@ impl Clock {
 pub struct JsonSink<W: Write> {
     out: W,
     clock: Clock,
+    processes: ProcessJsonCache,
 }
 
 impl<W: Write> JsonSink<W> {
     pub fn new(out: W, clock: Clock) -> Self {
-        Self { out, clock }
+        Self {
+            out,
+            clock,
+            processes: ProcessJsonCache::default(),
+        }
     }
 }
 
@@ -75,6 +81,7 @@ impl<W: Write> Sink for JsonSink<W> {
             .clock
             .wall(event.header.ts_boot_ns)
             .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let process = self.processes.get(process)?;
         serde_json::to_writer(
             &mut self.out,
             &JsonEvent {

@@ -1,0 +1,123 @@
+//! Reuses the serialized `process` object of a process's previous event while its context
+//! is unchanged. A busy process sends the same pid, comm, exe and ancestry many thousand
+//! times a second, and escaping those strings was half of the JSON reader's time.
+
+use std::collections::HashMap;
+
+use serde_json::value::RawValue;
+
+use super::cache::{Entry, ProcessContext};
+
+/// Bound on cached processes; the map is simply cleared when it is reached.
+const MAX_CACHED: usize = 4096;
+
+#[derive(Default)]
+pub struct ProcessJsonCache {
+    by_tid: HashMap<u32, Cached>,
+    pub hits: u64,
+}
+
+struct Cached {
+    ids: [u32; 5],
+    cgroup_id: u64,
+    comm: Vec<u8>,
+    exe: Vec<u8>,
+    /// (pid, comm, exe) of each ancestor: what the JSON shows of them.
+    ancestry: Vec<(u32, Vec<u8>, Vec<u8>)>,
+    json: Box<RawValue>,
+}
+
+fn ids(p: &ProcessContext<'_>) -> [u32; 5] {
+    [p.pid, p.tid, p.ppid, p.uid, p.gid]
+}
+
+fn shown(e: &Entry) -> (u32, &[u8], &[u8]) {
+    (e.pid, &e.comm, &e.exe)
+}
+
+impl Cached {
+    fn matches(&self, p: &ProcessContext<'_>) -> bool {
+        self.ids == ids(p)
+            && self.cgroup_id == p.cgroup_id
+            && self.comm == p.comm
+            && self.exe == p.exe
+            && self.ancestry.len() == p.ancestry.len()
+            && self
+                .ancestry
+                .iter()
+                .zip(&p.ancestry)
+                .all(|((pid, comm, exe), e)| (*pid, &comm[..], &exe[..]) == shown(e))
+    }
+}
+
+impl ProcessJsonCache {
+    /// The `process` object of `p` as JSON text.
+    pub fn get(&mut self, p: &ProcessContext<'_>) -> serde_json::Result<&RawValue> {
+        let hit = self.by_tid.get(&p.tid).is_some_and(|c| c.matches(p));
+        if hit {
+            self.hits += 1;
+        } else {
+            if self.by_tid.len() >= MAX_CACHED {
+                self.by_tid.clear();
+            }
+            let json = RawValue::from_string(serde_json::to_string(p)?)?;
+            self.by_tid.insert(
+                p.tid,
+                Cached {
+                    ids: ids(p),
+                    cgroup_id: p.cgroup_id,
+                    comm: p.comm.to_vec(),
+                    exe: p.exe.to_vec(),
+                    ancestry: p
+                        .ancestry
+                        .iter()
+                        .map(|e| (e.pid, e.comm.clone(), e.exe.clone()))
+                        .collect(),
+                    json,
+                },
+            );
+        }
+        Ok(&self.by_tid[&p.tid].json)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(pid: u32, comm: &[u8]) -> Entry {
+        Entry {
+            pid,
+            comm: comm.to_vec(),
+            exe: b"/bin/x".to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn reuses_only_while_everything_shown_is_equal() {
+        let parent = entry(1, b"init");
+        let renamed = entry(1, b"systemd");
+        let ctx = |ancestor: &'static Entry| ProcessContext {
+            pid: 5,
+            tid: 5,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            comm: b"w",
+            exe: b"/bin/w",
+            cgroup_id: 1,
+            ancestry: vec![ancestor],
+        };
+        let parent: &'static Entry = Box::leak(Box::new(parent));
+        let renamed: &'static Entry = Box::leak(Box::new(renamed));
+        let mut cache = ProcessJsonCache::default();
+        let first = cache.get(&ctx(parent)).unwrap().get().to_string();
+        assert_eq!(first, serde_json::to_string(&ctx(parent)).unwrap());
+        cache.get(&ctx(parent)).unwrap();
+        assert_eq!(cache.hits, 1);
+        let changed = cache.get(&ctx(renamed)).unwrap().get().to_string();
+        assert!(changed.contains("systemd"), "{changed}");
+        assert_eq!(cache.hits, 1);
+    }
+}
