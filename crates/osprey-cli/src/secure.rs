@@ -16,6 +16,7 @@ use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use osprey::security::{detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
 
+use crate::fim;
 use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
 use crate::{Failure, Output, RunArgs};
 
@@ -41,6 +42,11 @@ pub struct SecureArgs {
     /// Do not load syscall baselines from the state directory.
     #[arg(long)]
     pub no_baselines: bool,
+    /// File integrity monitoring of PATH (repeatable; directories recursively): a baseline
+    /// of each file is kept in the state directory and every change raises one alert with
+    /// the before/after SHA-256 and metadata diff.
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -133,6 +139,11 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         (None, Some(_)) if !args.no_baselines => Some(baseline::Mode::Detect),
         _ => None,
     };
+    let fim_db = if args.watch.is_empty() {
+        None
+    } else {
+        Some(fim::start_database(&args.watch, &args.state_dir)?)
+    };
     require_tracing_privileges("secure")?;
 
     let denied = LoadOptions::denied_from_env();
@@ -197,6 +208,11 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
                     Vec::new()
                 },
                 baseline_mode.map(baseline::globals).unwrap_or_default(),
+                if fim_db.is_some() {
+                    security::fim::kernel::globals()
+                } else {
+                    Vec::new()
+                },
             ]
             .concat(),
             ..Default::default()
@@ -210,6 +226,10 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             learned_before.as_ref(),
             &args,
         )?),
+        None => None,
+    };
+    let fim_detector = match fim_db {
+        Some((db, path)) => Some(fim::start_detector(&mut security_cap, db, path)?),
         None => None,
     };
     if kill_in_kernel {
@@ -282,6 +302,9 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             mode,
             paths: paths.clone(),
         }));
+    }
+    if let Some(d) = fim_detector {
+        detectors.push(Box::new(d));
     }
     let sink = Box::new(DetectSink { detectors, alerts });
     let filter: EventFilter =

@@ -7,7 +7,6 @@
 //! space. Baselines persist as JSON in the state directory, written atomically with mode 0600.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -190,31 +189,9 @@ impl BaselineFile {
         Ok(Some(file))
     }
 
-    /// Writes a temporary file (mode 0600) next to `path`, syncs it and renames it over `path`.
+    /// Writes the file atomically with mode 0600 (see `state::write_private_json`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            serde_json::to_writer_pretty(&mut f, self)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        super::state::write_private_json(path, self)
     }
 
     /// Adds what was learned: sets are united and peaks kept at their maximum.
