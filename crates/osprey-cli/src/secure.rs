@@ -121,9 +121,9 @@ pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
 pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let sources = read_sources(&args.rules, !args.no_default_rules)?;
     let set = load_rules(&sources)?;
-    if set.rules.is_empty() {
+    if set.rules.is_empty() && args.watch.is_empty() {
         return Err(Failure::Usage(
-            "no rules to run (--no-default-rules and no --rules)".into(),
+            "no rules to run (--no-default-rules and no --rules or --watch)".into(),
         ));
     }
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;

@@ -361,7 +361,7 @@ mod tests {
         let d = scratch("roundtrip");
         std::fs::write(d.join("a"), b"hello").unwrap();
         std::fs::write(d.join("sub/b"), b"").unwrap();
-        let roots = FimDatabase::canonical_roots(&[d.clone()]).unwrap();
+        let roots = FimDatabase::canonical_roots(std::slice::from_ref(&d)).unwrap();
         let (db, warnings) = FimDatabase::scan(&roots).unwrap();
         assert!(warnings.is_empty(), "{warnings:?}");
         let a = &db.files[&roots[0].join("a")];

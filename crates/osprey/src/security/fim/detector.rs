@@ -300,12 +300,21 @@ impl FimDetector {
                 fim_op::CHOWN => Op::Chown,
                 _ => return out,
             };
-            match self.by_inode.get(&(e.dev, e.ino)) {
-                Some(paths) if op != Op::Create => {
+            // The path the kernel walked names the file; the inode adds its other hard
+            // links. A walked path the inode does not know is a new file, possibly on a
+            // just-freed inode number, and a walked path outside the roots is a hard link
+            // into a watched file.
+            let walked = (e.status & status::RESOLVED_TRUNCATED == 0)
+                .then(|| path_of(&e.abs_path))
+                .flatten();
+            let known = self.by_inode.get(&(e.dev, e.ino));
+            match (walked, known) {
+                (Some(w), Some(paths)) if paths.contains(&w) => {
                     out.extend(paths.iter().map(|p| (p.clone(), op, None)));
                 }
-                // New since the last settle: known by the path the kernel walked.
-                _ => out.extend(path_of(&e.abs_path).map(|p| (p, op, None))),
+                (Some(w), _) if self.db.covers(&w) => out.push((w, op, None)),
+                (_, Some(paths)) => out.extend(paths.iter().map(|p| (p.clone(), op, None))),
+                _ => {}
             }
         } else {
             let p1 = path_of(&e.abs_path);
