@@ -172,13 +172,9 @@ impl BaselineFile {
 
     /// `Ok(None)` when there is no file; a malformed one is an error naming line and column.
     pub fn load(path: &Path) -> Result<Option<Self>, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+        let Some(file) = super::state::read_json::<BaselineFile>(path)? else {
+            return Ok(None);
         };
-        let file: BaselineFile = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
         if file.version != 1 {
             return Err(format!(
                 "{}: baseline version {} is not supported (1 is)",

@@ -32,3 +32,16 @@ pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> std::i
     }
     result
 }
+
+/// Reads a JSON state file: `Ok(None)` when there is none; a malformed one is an error
+/// naming line and column.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Option<T>, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_str(&text)
+        .map(Some)
+        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+}

@@ -212,13 +212,9 @@ impl FimDatabase {
 
     /// `Ok(None)` when there is no database; a malformed one is an error naming line and column.
     pub fn load(path: &Path) -> Result<Option<Self>, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+        let Some(db) = super::super::state::read_json::<FimDatabase>(path)? else {
+            return Ok(None);
         };
-        let db: FimDatabase = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
         if db.version != VERSION {
             return Err(format!(
                 "{}: FIM database version {} is not supported ({VERSION} is)",
