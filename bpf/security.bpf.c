@@ -360,9 +360,13 @@ static __always_inline __u16 walk_base(struct osprey_scratch *s, struct task_str
 	return osprey_walk_path(s, mnt, dentry, OSPREY_DATA_CAP - SOCKADDR_MAX, truncated);
 }
 
+#include "fim.h"
+
 static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 {
 	long nr = BPF_CORE_READ(regs, orig_ax);
+	if (fim_enabled)
+		fim_on_exit(regs, nr, ret);
 	struct arg_layout l;
 	if (!layout_of(nr, &l))
 		return 0;

@@ -30,6 +30,7 @@ enum osprey_kind {
 	OSPREY_KIND_TCP_CLOSE = 25,
 	OSPREY_KIND_SYSCALL_COUNT = 40, /* counted in the kernel (syscalls.bpf.c); only counters */
 	OSPREY_KIND_BASELINE = 41,      /* syscall baseline finding (security.bpf.c) */
+	OSPREY_KIND_FIM = 42,           /* a change to a watched file (security.bpf.c, fim.h) */
 };
 
 /* Which open-family syscall produced a file event. */
@@ -50,7 +51,9 @@ enum osprey_status_bits {
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
 	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
 	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
-	OSPREY_ST_DENIED = 1 << 8,             /* refused in the kernel before it happened (enforcement) */
+	OSPREY_ST_RESOLVED2_BASE_DIR = 1 << 8, /* fim: resolved2 = directory to join with path2 */
+	OSPREY_ST_RESOLVED2_TRUNCATED = 1 << 9,
+	OSPREY_ST_DENIED = 1 << 10,            /* refused in the kernel before it happened (enforcement) */
 };
 
 /* Common header of every event; 64 bytes. */
@@ -425,6 +428,50 @@ struct osprey_baseline_event {
 	__u32 limit;  /* OSPREY_BL_RATE: the envelope */
 	__u16 op;     /* osprey_baseline_op */
 	__u16 _pad[3];
+};
+
+/* What a watched file went through (file integrity monitoring, osprey secure --watch). */
+enum osprey_fim_op {
+	OSPREY_FIM_OPEN_WRITE = 1, /* opened for writing or with O_TRUNC (arg: open flags) */
+	OSPREY_FIM_CREATE = 2,     /* open(O_CREAT) made a new inode in a watched directory */
+	OSPREY_FIM_WRITE = 3,      /* write family, sendfile, splice, copy_file_range, fallocate */
+	OSPREY_FIM_TRUNCATE = 4,
+	OSPREY_FIM_CHMOD = 5,      /* arg: mode (path-based calls) */
+	OSPREY_FIM_CHOWN = 6,
+	OSPREY_FIM_UNLINK = 7,     /* unlink, unlinkat, rmdir */
+	OSPREY_FIM_RENAME = 8,     /* path -> path2 */
+	OSPREY_FIM_LINK = 9,       /* path (existing) -> path2 (new name) */
+	OSPREY_FIM_SYMLINK = 10,   /* path: the new link's name */
+	OSPREY_FIM_MKDIR = 11,
+	OSPREY_FIM_MKNOD = 12,
+};
+
+/*
+ * A successful syscall that may touch a watched file, sent from the security object's
+ * sys_exit handler only when the kernel map of watched inodes (or of watched roots, for
+ * absolute paths) says so. Calls naming a file by fd (and opens) carry its inode and
+ * resolved path; calls naming paths carry them as passed, with the directory each relative
+ * one starts from, and user space resolves them exactly.
+ * data: path (path_len, NUL), path2 (path2_len, NUL), resolved components leaf first
+ * (resolved_len: the file itself with OSPREY_ST_RESOLVED_FROM_FILE, else the base directory
+ * of path with OSPREY_ST_RESOLVED_BASE_DIR), then the base directory of path2
+ * (resolved2_len, OSPREY_ST_RESOLVED2_BASE_DIR).
+ */
+struct osprey_fim_event {
+	struct osprey_event_header hdr;
+	__s64 ret;
+	__u64 ino;       /* the file named by fd or opened; 0 for path-based calls */
+	__u64 arg;       /* open flags, chmod mode, rename flags (see enum osprey_fim_op) */
+	__u32 dev;       /* kernel encoding, with ino */
+	__u32 nr;        /* x86-64 syscall number */
+	__u16 op;        /* enum osprey_fim_op */
+	__u16 status;    /* osprey_status_bits */
+	__u16 path_len;
+	__u16 path2_len;
+	__u16 resolved_len;
+	__u16 resolved2_len;
+	__u32 _pad;
+	char data[];
 };
 
 /* Per-kind counters kept per CPU in each object's `osprey_stats` map. */

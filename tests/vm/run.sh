@@ -69,7 +69,7 @@ install_with_libs /usr/bin/echo
 install_with_libs /usr/bin/true
 install_with_libs /usr/bin/cat
 cp /bin/busybox "$root/usr/bin/busybox"
-for applet in mount mkdir poweroff sleep env grep ls uname; do
+for applet in mount mkdir poweroff sleep env grep ls uname ip; do
     ln -s busybox "$root/usr/bin/$applet"
 done
 
@@ -84,6 +84,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
+ip link set lo up
 echo "OSPREY-VM: kernel \$(uname -r)"
 ${repo}/target/debug/osprey check
 run() {
@@ -110,6 +111,8 @@ run exec ${bin[exec]} \$T
 # Enforcement through BPF LSM: the deny rule's open fails with EPERM before it happens.
 run deny-via-bpf-lsm env "OSPREY_EXPECT_DENY_BACKEND=BPF LSM" \
     ${bin[secure]} \$T --exact deny_rule_blocks_the_open_with_eperm
+# Deny on connect through cgroup connect4/connect6, as on the host.
+run deny-connect ${bin[secure]} \$T --exact deny_rule_refuses_the_connect_before_any_packet
 echo "OSPREY-VM: DONE"
 poweroff -f
 INIT

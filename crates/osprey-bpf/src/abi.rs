@@ -22,6 +22,23 @@ pub mod kind {
     pub const TCP_CLOSE: u32 = 25;
     pub const SYSCALL_COUNT: u32 = 40;
     pub const BASELINE: u32 = 41;
+    pub const FIM: u32 = 42;
+}
+
+/// `enum osprey_fim_op`.
+pub mod fim_op {
+    pub const OPEN_WRITE: u16 = 1;
+    pub const CREATE: u16 = 2;
+    pub const WRITE: u16 = 3;
+    pub const TRUNCATE: u16 = 4;
+    pub const CHMOD: u16 = 5;
+    pub const CHOWN: u16 = 6;
+    pub const UNLINK: u16 = 7;
+    pub const RENAME: u16 = 8;
+    pub const LINK: u16 = 9;
+    pub const SYMLINK: u16 = 10;
+    pub const MKDIR: u16 = 11;
+    pub const MKNOD: u16 = 12;
 }
 
 /// `enum osprey_baseline_op`.
@@ -117,7 +134,9 @@ pub mod status {
     pub const PATH_UNREADABLE: u16 = 1 << 5;
     pub const KILLED: u16 = 1 << 6;
     pub const OLD_IDS: u16 = 1 << 7;
-    pub const DENIED: u16 = 1 << 8;
+    pub const RESOLVED2_BASE_DIR: u16 = 1 << 8;
+    pub const RESOLVED2_TRUNCATED: u16 = 1 << 9;
+    pub const DENIED: u16 = 1 << 10;
 }
 
 #[repr(C)]
@@ -300,6 +319,25 @@ pub struct BaselineEvent {
     pub limit: u32,
     pub op: u16,
     pub _pad: [u16; 3],
+}
+
+/// A syscall that may have touched a watched file (kind 42); the paths follow.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct FimEvent {
+    pub hdr: EventHeader,
+    pub ret: i64,
+    pub ino: u64,
+    pub arg: u64,
+    pub dev: u32,
+    pub nr: u32,
+    pub op: u16,
+    pub status: u16,
+    pub path_len: u16,
+    pub path2_len: u16,
+    pub resolved_len: u16,
+    pub resolved2_len: u16,
+    pub _pad: u32,
 }
 
 /// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
@@ -502,6 +540,7 @@ unsafe impl Plain for SecSyscall {}
 unsafe impl Plain for TcpState {}
 unsafe impl Plain for TcpClose {}
 unsafe impl Plain for BaselineEvent {}
+unsafe impl Plain for FimEvent {}
 
 /// Reads a `T` from the front of `bytes`; `None` if there are too few bytes.
 pub fn read<T: Plain>(bytes: &[u8]) -> Option<T> {

@@ -407,6 +407,10 @@ fn rust_structs() -> Vec<RustStruct> {
         mirror!(BaselineEvent as "osprey_baseline_event" {
             hdr, ino, dev, nr, args, count, limit, op, _pad,
         }),
+        mirror!(FimEvent as "osprey_fim_event" {
+            hdr, ret, ino, arg, dev, nr, op, status, path_len, path2_len, resolved_len,
+            resolved2_len, _pad,
+        } flexible ["data"]),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
             hdr, kernel_stack, stack_len, ip, sp, bp,
         } flexible ["data"]),
@@ -642,7 +646,7 @@ type EnumTable = (&'static str, Vec<(&'static str, i128)>);
 
 fn rust_enums() -> Vec<EnumTable> {
     use abi::{
-        baseline_flags, baseline_op, fault_class, fault_error, fault_type, kind, open_op,
+        baseline_flags, baseline_op, fault_class, fault_error, fault_type, fim_op, kind, open_op,
         profile_error, status,
     };
     let v = |x: u32| i128::from(x);
@@ -667,6 +671,7 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_KIND_SEC_SYSCALL", v(kind::SEC_SYSCALL)),
                 ("OSPREY_KIND_SYSCALL_COUNT", v(kind::SYSCALL_COUNT)),
                 ("OSPREY_KIND_BASELINE", v(kind::BASELINE)),
+                ("OSPREY_KIND_FIM", v(kind::FIM)),
                 ("OSPREY_KIND_TCP_STATE", v(kind::TCP_STATE)),
                 ("OSPREY_KIND_TCP_CLOSE", v(kind::TCP_CLOSE)),
             ],
@@ -765,6 +770,31 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_ST_KILLED", w(status::KILLED)),
                 ("OSPREY_ST_OLD_IDS", w(status::OLD_IDS)),
                 ("OSPREY_ST_DENIED", w(status::DENIED)),
+                (
+                    "OSPREY_ST_RESOLVED2_BASE_DIR",
+                    w(status::RESOLVED2_BASE_DIR),
+                ),
+                (
+                    "OSPREY_ST_RESOLVED2_TRUNCATED",
+                    w(status::RESOLVED2_TRUNCATED),
+                ),
+            ],
+        ),
+        (
+            "osprey_fim_op",
+            vec![
+                ("OSPREY_FIM_OPEN_WRITE", w(fim_op::OPEN_WRITE)),
+                ("OSPREY_FIM_CREATE", w(fim_op::CREATE)),
+                ("OSPREY_FIM_WRITE", w(fim_op::WRITE)),
+                ("OSPREY_FIM_TRUNCATE", w(fim_op::TRUNCATE)),
+                ("OSPREY_FIM_CHMOD", w(fim_op::CHMOD)),
+                ("OSPREY_FIM_CHOWN", w(fim_op::CHOWN)),
+                ("OSPREY_FIM_UNLINK", w(fim_op::UNLINK)),
+                ("OSPREY_FIM_RENAME", w(fim_op::RENAME)),
+                ("OSPREY_FIM_LINK", w(fim_op::LINK)),
+                ("OSPREY_FIM_SYMLINK", w(fim_op::SYMLINK)),
+                ("OSPREY_FIM_MKDIR", w(fim_op::MKDIR)),
+                ("OSPREY_FIM_MKNOD", w(fim_op::MKNOD)),
             ],
         ),
     ]

@@ -4,6 +4,7 @@
 mod agent;
 mod aggregate;
 mod check;
+mod fim;
 mod flows;
 mod memory;
 mod profile;

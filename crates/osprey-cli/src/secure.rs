@@ -16,6 +16,7 @@ use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use osprey::security::{connect_deny, detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
 
+use crate::fim;
 use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
 use crate::{Failure, Output, RunArgs};
 
@@ -41,6 +42,11 @@ pub struct SecureArgs {
     /// Do not load syscall baselines from the state directory.
     #[arg(long)]
     pub no_baselines: bool,
+    /// File integrity monitoring of PATH (repeatable; directories recursively): a baseline
+    /// of each file is kept in the state directory and every change raises one alert with
+    /// the before/after SHA-256 and metadata diff.
+    #[arg(long = "watch", value_name = "PATH")]
+    pub watch: Vec<std::path::PathBuf>,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -116,9 +122,9 @@ pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
 pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let sources = read_sources(&args.rules, !args.no_default_rules)?;
     let set = load_rules(&sources)?;
-    if set.rules.is_empty() {
+    if set.rules.is_empty() && args.watch.is_empty() {
         return Err(Failure::Usage(
-            "no rules to run (--no-default-rules and no --rules)".into(),
+            "no rules to run (--no-default-rules and no --rules or --watch)".into(),
         ));
     }
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
@@ -134,6 +140,11 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         (Some(_), _) => Some(baseline::Mode::Learn),
         (None, Some(_)) if !args.no_baselines => Some(baseline::Mode::Detect),
         _ => None,
+    };
+    let fim_db = if args.watch.is_empty() {
+        None
+    } else {
+        Some(fim::start_database(&args.watch, &args.state_dir)?)
     };
     require_tracing_privileges("secure")?;
 
@@ -199,6 +210,11 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
                     Vec::new()
                 },
                 baseline_mode.map(baseline::globals).unwrap_or_default(),
+                if fim_db.is_some() {
+                    security::fim::kernel::globals()
+                } else {
+                    Vec::new()
+                },
             ]
             .concat(),
             ..Default::default()
@@ -212,6 +228,10 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             learned_before.as_ref(),
             &args,
         )?),
+        None => None,
+    };
+    let fim_detector = match fim_db {
+        Some((db, path)) => Some(fim::start_detector(&mut security_cap, db, path)?),
         None => None,
     };
     if kill_in_kernel {
@@ -296,6 +316,9 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             mode,
             paths: paths.clone(),
         }));
+    }
+    if let Some(d) = fim_detector {
+        detectors.push(Box::new(d));
     }
     let sink = Box::new(DetectSink { detectors, alerts });
     let filter: EventFilter =

@@ -34,6 +34,13 @@ pub struct Alert<'r> {
 pub trait Detector {
     /// Calls `raise` once per alert the event causes.
     fn detect(&mut self, event: &Event, ctx: &ProcessContext<'_>, raise: &mut dyn FnMut(Alert<'_>));
+
+    /// Called after every drain (`u64::MAX` at the end): detectors that alert once a
+    /// change has settled write those alerts here, with their own triggering event.
+    fn tick(&mut self, now_boot_ns: u64, alerts: &mut AlertWriter) -> io::Result<()> {
+        let _ = (now_boot_ns, alerts);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +80,17 @@ impl AlertWriter {
         event: &Event,
         ctx: &ProcessContext<'_>,
     ) -> io::Result<()> {
+        self.write_with(alert, event, ctx, None)
+    }
+
+    /// Like `write`, with one more JSON member (`"fim": {...}`) about what the alert found.
+    pub fn write_with(
+        &mut self,
+        alert: &Alert<'_>,
+        event: &Event,
+        ctx: &ProcessContext<'_>,
+        extra: Option<(&str, serde_json::Value)>,
+    ) -> io::Result<()> {
         self.written += 1;
         let latency_ns = crate::kernel::boot_time_ns().saturating_sub(event.header.ts_boot_ns);
         match self.format {
@@ -81,7 +99,7 @@ impl AlertWriter {
                     .clock
                     .wall(event.header.ts_boot_ns)
                     .to_rfc3339_opts(SecondsFormat::Nanos, true);
-                let line = serde_json::json!({
+                let mut line = serde_json::json!({
                     "time": time,
                     "kind": "alert",
                     "rule": alert.rule,
@@ -94,6 +112,9 @@ impl AlertWriter {
                     "detect_latency_ns": latency_ns,
                     "event": JsonEvent { time: &time, event, process: ctx },
                 });
+                if let (Some((key, value)), Some(obj)) = (extra, line.as_object_mut()) {
+                    obj.insert(key.to_string(), value);
+                }
                 serde_json::to_writer(&mut self.out, &line)?;
                 self.out.write_all(b"\n")
             }
@@ -150,6 +171,18 @@ impl Sink for DetectSink {
             });
         }
         result
+    }
+
+    fn tick(&mut self, now_boot_ns: u64) -> io::Result<()> {
+        let mut writer = self.alerts.lock().unwrap_or_else(|e| e.into_inner());
+        let before = writer.written;
+        for d in &mut self.detectors {
+            d.tick(now_boot_ns, &mut writer)?;
+        }
+        if writer.written != before {
+            writer.flush()?;
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -48,6 +48,7 @@ pub enum Payload {
     TcpState(tcp::TcpState),
     TcpClose(tcp::TcpClose),
     Baseline(security::baseline::BaselineEvent),
+    Fim(security::fim::event::FimEvent),
 }
 
 impl Payload {
@@ -64,6 +65,7 @@ impl Payload {
             Payload::TcpState(_) => "tcp_state",
             Payload::TcpClose(_) => "tcp_close",
             Payload::Baseline(_) => "baseline",
+            Payload::Fim(_) => "fim",
         }
     }
 
@@ -80,6 +82,7 @@ impl Payload {
             Payload::TcpState(p) => p.write_json(map),
             Payload::TcpClose(p) => p.write_json(map),
             Payload::Baseline(p) => p.write_json(map),
+            Payload::Fim(p) => p.write_json(map),
         }
     }
 }
@@ -119,6 +122,7 @@ pub fn decode(bytes: &[u8]) -> Result<Event, DecodeError> {
         kind::TCP_STATE => Payload::TcpState(tcp::decode_state(bytes)?),
         kind::TCP_CLOSE => Payload::TcpClose(tcp::decode_close(bytes)?),
         kind::BASELINE => Payload::Baseline(security::baseline::decode(bytes)?),
+        kind::FIM => Payload::Fim(security::fim::event::decode(bytes)?),
         other => return Err(DecodeError::UnknownKind(other)),
     };
     Ok(Event { header, payload })

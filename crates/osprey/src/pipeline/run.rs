@@ -230,6 +230,9 @@ impl<'a> Pipeline<'a> {
                 break StopReason::OutputClosed;
             }
             tick(&self.capabilities);
+            if self.sink.tick(crate::kernel::boot_time_ns()).is_err() {
+                break StopReason::OutputClosed;
+            }
             // A person watching a table sees each batch at once, not when a buffer fills.
             if self.counters.written != written_before && self.sink.flush().is_err() {
                 break StopReason::OutputClosed;
@@ -256,6 +259,8 @@ impl<'a> Pipeline<'a> {
                 }
             }
         }
+        // What waits to settle is written now rather than lost.
+        let _ = self.sink.tick(u64::MAX);
         let _ = self.sink.flush();
         Ok(Summary {
             reason,

@@ -19,6 +19,12 @@ pub trait Sink {
         let _ = record;
         Ok(())
     }
+    /// Called after every drain with CLOCK_BOOTTIME now, and once with `u64::MAX` at the
+    /// end: for output decided some time after its events (FIM waits for a change to settle).
+    fn tick(&mut self, now_boot_ns: u64) -> io::Result<()> {
+        let _ = now_boot_ns;
+        Ok(())
+    }
 }
 
 /// Hands every event to a closure: for capabilities whose events feed an aggregate built
@@ -210,6 +216,7 @@ impl<W: Write> Sink for TableSink<W> {
                         ),
                     ),
                     Payload::Security(s) => (s.ret.to_string(), s.table_details()),
+                    Payload::Fim(f) => (f.ret.to_string(), f.table_details()),
                     Payload::Baseline(b) => (
                         "-".into(),
                         format!("{} {}", b.op_name(), crate::syscalls::syscall_name(b.nr)),

@@ -7,7 +7,6 @@
 //! space. Baselines persist as JSON in the state directory, written atomically with mode 0600.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{HashMap as BpfHashMap, MapData};
@@ -173,13 +172,9 @@ impl BaselineFile {
 
     /// `Ok(None)` when there is no file; a malformed one is an error naming line and column.
     pub fn load(path: &Path) -> Result<Option<Self>, String> {
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(format!("{}: {e}", path.display())),
+        let Some(file) = super::state::read_json::<BaselineFile>(path)? else {
+            return Ok(None);
         };
-        let file: BaselineFile = serde_json::from_str(&text)
-            .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))?;
         if file.version != 1 {
             return Err(format!(
                 "{}: baseline version {} is not supported (1 is)",
@@ -190,31 +185,9 @@ impl BaselineFile {
         Ok(Some(file))
     }
 
-    /// Writes a temporary file (mode 0600) next to `path`, syncs it and renames it over `path`.
+    /// Writes the file atomically with mode 0600 (see `state::write_private_json`).
     pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
-        let dir = path.parent().unwrap_or(Path::new("."));
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(dir)?;
-        let tmp = dir.join(format!(".{FILE_NAME}.{}.tmp", std::process::id()));
-        let result = (|| {
-            let mut f = std::fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .open(&tmp)?;
-            serde_json::to_writer_pretty(&mut f, self)?;
-            f.write_all(b"\n")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, path)?;
-            std::fs::File::open(dir)?.sync_all()
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        super::state::write_private_json(path, self)
     }
 
     /// Adds what was learned: sets are united and peaks kept at their maximum.

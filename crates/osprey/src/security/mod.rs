@@ -5,9 +5,11 @@ pub mod baseline;
 pub mod connect_deny;
 pub mod detect;
 pub mod enforce;
+pub mod fim;
 pub mod kernel_maps;
 pub mod lsm;
 pub mod rules;
+pub mod state;
 pub mod syscall;
 
 use crate::abi::kind;
@@ -41,6 +43,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     kinds: &[
         (kind::SEC_SYSCALL, "security"),
         (kind::BASELINE, "baseline"),
+        (kind::FIM, "fim"),
     ],
     default_ring_bytes: 8 << 20,
 };

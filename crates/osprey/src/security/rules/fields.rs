@@ -126,6 +126,7 @@ impl<'a> View<'a> {
             Payload::TcpClose(_) => "tcp_close",
             Payload::Baseline(_) => "baseline",
             Payload::FaultMapping(_) => "fault_mapping",
+            Payload::Fim(_) => "fim",
         }
     }
 
