@@ -43,6 +43,19 @@ fn workload(args: &[&str]) -> u32 {
     pid
 }
 
+/// `osprey secure --enforce` with only the rules in `rules`, JSON output.
+fn enforcing(rules: &std::path::Path) -> Tracer {
+    Tracer::start(&[
+        "secure",
+        "--no-default-rules",
+        "--rules",
+        rules.to_str().unwrap(),
+        "--enforce",
+        "--output",
+        "json",
+    ])
+}
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -337,15 +350,7 @@ fn deny_rule_blocks_the_open_with_eperm() {
         ),
     )
     .unwrap();
-    let tracer = Tracer::start(&[
-        "secure",
-        "--no-default-rules",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--enforce",
-        "--output",
-        "json",
-    ]);
+    let tracer = enforcing(&rules);
     let blocked = Command::new("cat").arg(&secret).output().unwrap();
     let allowed = Command::new("cat").arg(&other).output().unwrap();
     let done = tracer.stop();
@@ -396,15 +401,7 @@ fn deny_rule_refuses_the_connect_before_any_packet() {
         format!("- rule: deny_port\n  desc: nothing talks to this port\n  severity: high\n  tags: [T1071]\n  condition: evt.kind = connect and net.port = {port}\n  action: deny\n"),
     )
     .unwrap();
-    let tracer = Tracer::start(&[
-        "secure",
-        "--no-default-rules",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--enforce",
-        "--output",
-        "json",
-    ]);
+    let tracer = enforcing(&rules);
     let try_connect = |to: String| {
         let out = Command::new(WORKLOAD)
             .args(["connect-try", &to])
@@ -465,15 +462,7 @@ fn kill_rule_kills_the_process_with_sigkill_after_the_syscall() {
         "- rule: kill_chmod\n  desc: chmod by the workload is fatal\n  severity: critical\n  tags: [T1222]\n  condition: evt.syscall in (chmod, fchmodat) and proc.name = osprey-workload\n  action: kill\n",
     )
     .unwrap();
-    let tracer = Tracer::start(&[
-        "secure",
-        "--no-default-rules",
-        "--rules",
-        rules.to_str().unwrap(),
-        "--enforce",
-        "--output",
-        "json",
-    ]);
+    let tracer = enforcing(&rules);
     let started = std::time::Instant::now();
     let (pid, status) = run(Command::new(WORKLOAD)
         .arg("chmod-then-sleep")

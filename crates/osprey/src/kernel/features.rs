@@ -26,14 +26,18 @@ pub fn ensure_tracefs() -> Result<(), String> {
     {
         return Ok(());
     }
-    let src = c"tracefs";
-    let target = c"/sys/kernel/tracing";
+    mount(c"tracefs", c"/sys/kernel/tracing")
+        .map_err(|e| format!("tracefs is not mounted and mounting it failed: {e}"))
+}
+
+/// Mounts a pseudo filesystem of type `fstype` (also its source name) at `target`.
+fn mount(fstype: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: valid NUL-terminated strings, no data argument.
     let rc = unsafe {
         libc::mount(
-            src.as_ptr(),
+            fstype.as_ptr(),
             target.as_ptr(),
-            src.as_ptr(),
+            fstype.as_ptr(),
             0,
             std::ptr::null(),
         )
@@ -41,10 +45,7 @@ pub fn ensure_tracefs() -> Result<(), String> {
     if rc == 0 {
         Ok(())
     } else {
-        Err(format!(
-            "tracefs is not mounted and mounting it failed: {}",
-            std::io::Error::last_os_error()
-        ))
+        Err(std::io::Error::last_os_error())
     }
 }
 
@@ -58,26 +59,9 @@ pub fn cgroup2_root() -> Result<PathBuf, String> {
     }
     let target = Path::new("/run/osprey/cgroup2");
     std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
-    let src = c"cgroup2";
-    let c_target = c"/run/osprey/cgroup2";
-    // SAFETY: valid NUL-terminated strings, no data argument.
-    let rc = unsafe {
-        libc::mount(
-            src.as_ptr(),
-            c_target.as_ptr(),
-            src.as_ptr(),
-            0,
-            std::ptr::null(),
-        )
-    };
-    if rc == 0 {
-        Ok(target.to_path_buf())
-    } else {
-        Err(format!(
-            "no cgroup2 hierarchy is mounted and mounting one failed: {}",
-            std::io::Error::last_os_error()
-        ))
-    }
+    mount(c"cgroup2", c"/run/osprey/cgroup2")
+        .map(|()| target.to_path_buf())
+        .map_err(|e| format!("no cgroup2 hierarchy is mounted and mounting one failed: {e}"))
 }
 
 /// The mount point of a mountinfo line whose filesystem type is cgroup2.

@@ -6,12 +6,10 @@
 
 use std::net::IpAddr;
 
-use aya::maps::HashMap;
-
 use super::rules::expr::{Expr, Literal, Op};
 use super::rules::{fields, Action, Rule, RuleError, RuleSet};
 use crate::abi::kind;
-use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadOptions, LoadedCapability, Role};
+use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "enforce-connect",
@@ -60,18 +58,8 @@ struct ConnectDenyKey {
     addr: [u8; 16],
 }
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct DenyValue {
-    flags: u32,
-    rule: u32,
-    denied: u64,
-}
-
 // SAFETY: plain integers; any bit pattern is valid.
 unsafe impl aya::Pod for ConnectDenyKey {}
-// SAFETY: plain integers; any bit pattern is valid.
-unsafe impl aya::Pod for DenyValue {}
 
 fn and_terms(rule: &Rule) -> Vec<&Expr> {
     match &rule.condition {
@@ -247,30 +235,13 @@ fn key(deny: &ConnectDeny) -> ConnectDenyKey {
     }
 }
 
-/// Loads and attaches the connect programs and fills their map. The programs also refuse
-/// nothing for Osprey itself.
+/// Loads and attaches the connect programs and fills their map.
 pub fn start(denies: &[ConnectDeny]) -> Result<LoadedCapability, String> {
-    let options = LoadOptions {
-        extra_globals: vec![("osprey_tgid", std::process::id().to_ne_bytes().to_vec())],
-        denied_programs: LoadOptions::denied_from_env(),
-        roles: Some(vec!["deny-connect4", "deny-connect6"]),
-        ..Default::default()
-    };
-    let mut cap = LoadedCapability::load(SPEC, &options).map_err(|e| e.to_string())?;
-    let map = cap
-        .map_mut("connect_denies")
-        .ok_or("connect_denies missing from the enforce object")?;
-    let mut map: HashMap<_, ConnectDenyKey, DenyValue> =
-        HashMap::try_from(map).map_err(|e| e.to_string())?;
-    for deny in denies {
-        let value = DenyValue {
-            flags: 0,
-            rule: deny.rule as u32,
-            denied: 0,
-        };
-        map.insert(key(deny), value, 0).map_err(|e| e.to_string())?;
-    }
-    Ok(cap)
+    super::lsm::load_enforce(
+        SPEC,
+        "connect_denies",
+        denies.iter().map(|d| Ok((key(d), d.rule, 0))),
+    )
 }
 
 #[cfg(test)]
@@ -278,7 +249,7 @@ mod tests {
     use super::*;
 
     fn rules(src: &str) -> RuleSet {
-        super::super::rules::load(&[("c.yaml", src)]).unwrap()
+        super::super::rules::load_for_test("c.yaml", src)
     }
 
     #[test]

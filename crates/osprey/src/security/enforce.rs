@@ -376,7 +376,7 @@ mod tests {
     use super::*;
 
     fn rules(src: &str) -> RuleSet {
-        super::super::rules::load(&[("k.yaml", src)]).unwrap()
+        super::super::rules::load_for_test("k.yaml", src)
     }
 
     #[test]

@@ -49,6 +49,7 @@ struct DenyKey {
     _pad: u32,
 }
 
+/// Value of the enforce object's deny maps (file and connect).
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 struct DenyValue {
@@ -135,35 +136,53 @@ fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | minor
 }
 
-/// Loads and attaches the LSM programs and fills their deny map. Errors say why BPF LSM
-/// cannot be used (the caller falls back to fanotify).
-pub fn start(denies: &[KernelDeny]) -> Result<LoadedCapability, String> {
+/// Loads `spec` (a part of the enforce object), never denying Osprey itself, and fills
+/// `map` with (key, rule index, flags) entries.
+pub(super) fn load_enforce<K: aya::Pod>(
+    spec: CapabilitySpec,
+    map: &str,
+    entries: impl IntoIterator<Item = Result<(K, usize, u32), String>>,
+) -> Result<LoadedCapability, String> {
     let options = LoadOptions {
         extra_globals: vec![("osprey_tgid", std::process::id().to_ne_bytes().to_vec())],
         denied_programs: LoadOptions::denied_from_env(),
+        roles: Some(spec.roles.iter().map(|r| r.name).collect()),
         ..Default::default()
     };
-    let mut cap = LoadedCapability::load(SPEC, &options).map_err(|e| e.to_string())?;
-    let map = cap
-        .map_mut("deny_inodes")
-        .ok_or("deny_inodes missing from the enforce object")?;
-    let mut map: HashMap<_, DenyKey, DenyValue> =
-        HashMap::try_from(map).map_err(|e| e.to_string())?;
-    for deny in denies {
-        let meta = std::fs::metadata(&deny.path).map_err(|e| format!("{}: {e}", deny.path))?;
-        let key = DenyKey {
-            ino: meta.ino(),
-            dev: kernel_dev(meta.dev()),
-            _pad: 0,
-        };
+    let mut cap = LoadedCapability::load(spec, &options).map_err(|e| e.to_string())?;
+    let target = cap
+        .map_mut(map)
+        .ok_or_else(|| format!("{map} missing from the enforce object"))?;
+    let mut target: HashMap<_, K, DenyValue> =
+        HashMap::try_from(target).map_err(|e| e.to_string())?;
+    for entry in entries {
+        let (key, rule, flags) = entry?;
         let value = DenyValue {
-            flags: deny.flags,
-            rule: deny.rule as u32,
+            flags,
+            rule: rule as u32,
             denied: 0,
         };
-        map.insert(key, value, 0).map_err(|e| e.to_string())?;
+        target.insert(key, value, 0).map_err(|e| e.to_string())?;
     }
     Ok(cap)
+}
+
+/// Loads and attaches the LSM programs and fills their deny map. Errors say why BPF LSM
+/// cannot be used (the caller falls back to fanotify).
+pub fn start(denies: &[KernelDeny]) -> Result<LoadedCapability, String> {
+    load_enforce(
+        SPEC,
+        "deny_inodes",
+        denies.iter().map(|deny| {
+            let meta = std::fs::metadata(&deny.path).map_err(|e| format!("{}: {e}", deny.path))?;
+            let key = DenyKey {
+                ino: meta.ino(),
+                dev: kernel_dev(meta.dev()),
+                _pad: 0,
+            };
+            Ok((key, deny.rule, deny.flags))
+        }),
+    )
 }
 
 #[cfg(test)]
@@ -171,7 +190,7 @@ mod tests {
     use super::*;
 
     fn rules(src: &str) -> RuleSet {
-        super::super::rules::load(&[("t.yaml", src)]).unwrap()
+        super::super::rules::load_for_test("t.yaml", src)
     }
 
     #[test]

@@ -345,6 +345,12 @@ impl<'a> Loader<'a> {
 
 /// Loads rule files (name, text) into one set; lists, macros and exceptions of earlier
 /// files are visible to later ones.
+/// One rule file that must load, for unit tests.
+#[cfg(test)]
+pub(crate) fn load_for_test(name: &str, src: &str) -> RuleSet {
+    load(&[(name, src)]).unwrap_or_else(|e| panic!("{e}"))
+}
+
 pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     let mut loader = Loader {
         sources: sources
