@@ -159,6 +159,8 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         Collector::new(&mut cap, opts.clone()).map_err(|e| Failure::Runtime(e.into()))?,
     ));
     let hooks: Vec<String> = cap.hook_labels().collect();
+    // Named now: a target process may be gone by the end.
+    let label = target_label(&args);
 
     let what = match opts.kind {
         ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),
@@ -200,7 +202,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         .map_err(|_| Failure::Runtime(anyhow::anyhow!("profile collector still shared")))?
         .into_inner();
     let finishing = Instant::now();
-    let profile = collector.finish(target_label(&args), elapsed, ring_dropped);
+    let profile = collector.finish(label, elapsed, ring_dropped);
     write_outputs(&args, &profile)?;
     let write_secs = finishing.elapsed().as_secs_f64();
 

@@ -3,6 +3,7 @@
 //! the kernel or from copied stacks with DWARF CFI in user space, symbolized with blazesym
 //! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
 
+pub mod cgroup;
 pub mod collect;
 pub mod output;
 pub mod pprof;
@@ -18,6 +19,7 @@ use crate::kernel::loader::{
 };
 use crate::pipeline::event::DecodeError;
 
+pub use cgroup::cgroup_target;
 pub use collect::Collector;
 pub use symbolize::Frame;
 
@@ -160,25 +162,6 @@ impl ProfileOptions {
             ..Default::default()
         }
     }
-}
-
-/// Resolves a cgroup v2 directory to (id, level) for the in-kernel ancestor check.
-pub fn cgroup_target(path: &std::path::Path) -> Result<(u64, u32), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{}: not a cgroup directory", path.display()));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let rel = canonical.strip_prefix(root).map_err(|_| {
-        format!(
-            "{}: not under the cgroup v2 hierarchy at /sys/fs/cgroup",
-            path.display()
-        )
-    })?;
-    // The cgroup v2 id is the directory's inode number; the root is level 0.
-    Ok((meta.ino(), rel.components().count() as u32))
 }
 
 /// A sample whose user stack was copied for unwinding in user space.
