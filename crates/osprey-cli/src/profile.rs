@@ -57,9 +57,10 @@ pub struct ProfileArgs {
     /// How user stacks are unwound.
     #[arg(long, value_enum, default_value_t = Unwind::Auto)]
     pub unwind: Unwind,
-    /// Bytes of user stack copied per sample for dwarf unwinding (1024 to 16384).
-    #[arg(long, value_name = "BYTES", default_value_t = 16384,
-          value_parser = clap::value_parser!(u32).range(1024..=16384))]
+    /// Bytes of user stack first copied per sample for dwarf unwinding (1024 to 65536);
+    /// doubled (up to 65536) for a process whose stacks do not fit.
+    #[arg(long, value_name = "BYTES", default_value_t = profile::DEFAULT_STACK_WINDOW,
+          value_parser = clap::value_parser!(u32).range(1024..=profile::MAX_STACK_WINDOW as i64))]
     pub stack_bytes: u32,
     /// Time blocked per stack (sched_switch) instead of CPU samples.
     #[arg(long)]

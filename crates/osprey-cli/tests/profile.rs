@@ -157,7 +157,8 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
     let _serial = serial();
     let dir = TempDir::new("profile-rust");
     let program = build_rust(dir.path());
-    let chain = "osprey_burn::main;osprey_burn::top;osprey_burn::mid;osprey_burn::leaf";
+    let chain =
+        "osprey_burn::main;osprey_burn::burn;osprey_burn::top;osprey_burn::mid;osprey_burn::leaf";
 
     let dwarf = profile_run(
         dir.path(),
@@ -199,6 +200,52 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
         recovered * 100 >= total * 70,
         "auto: {recovered} of {total}: {:?}",
         auto.folded
+    );
+}
+
+#[test]
+fn dwarf_windows_widen_for_stacks_deeper_than_the_first_copy() {
+    if !bpf_available("profile_dwarf_window") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-window");
+    let program = build_rust(dir.path());
+    let child = spawn_gated(&program, &["12", "deep"]);
+    let pid = child.id().to_string();
+    let folded_path = dir.path().join("deep.folded");
+    let tracer = Tracer::start(&[
+        "profile",
+        "--pid",
+        &pid,
+        "--freq",
+        "299",
+        "--unwind",
+        "dwarf",
+        "--output",
+        "json",
+        "--folded",
+        folded_path.to_str().unwrap(),
+    ]);
+    release_and_wait(child);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let stacks = folded(&folded_path);
+    let total: u64 = stacks.iter().map(|(_, v)| v).sum();
+    // 40 KB of locals separate main from the burning frames: the first 8 KB windows cut
+    // the stacks there, then the window widens and the whole chain comes back.
+    let whole = sum_where(&stacks, |s| {
+        s.contains("osprey_burn::main;osprey_burn::big_frame;osprey_burn::burn;osprey_burn::top")
+    });
+    let losses = &done.summary()["profile"]["losses"];
+    assert!(total >= 100, "{stacks:?}");
+    assert!(
+        whole * 100 >= total * 70,
+        "{whole} of {total}: {losses}\n{stacks:#?}"
+    );
+    assert!(
+        losses["dwarf_stacks_cut_by_window"].as_u64().unwrap() > 0,
+        "{losses}"
     );
 }
 

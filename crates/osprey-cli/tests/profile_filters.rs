@@ -302,7 +302,12 @@ fn a_process_that_exits_before_the_profile_ends_is_still_symbolized() {
         (
             rust,
             "osprey_burn",
-            vec!["osprey_burn::top", "osprey_burn::mid", "osprey_burn::leaf"],
+            vec![
+                "osprey_burn::burn",
+                "osprey_burn::top",
+                "osprey_burn::mid",
+                "osprey_burn::leaf",
+            ],
         ),
     ];
     for (program, comm, chain) in cases {

@@ -82,18 +82,22 @@ int main(int argc, char **argv) {
 }
 "#;
 
+/// Burns CPU in leaf ← mid ← top ← burn ← main (`N deep`: with big_frame between burn and
+/// main).
 pub const RUST_WORKLOAD: &str = r#"
 use std::hint::black_box;
 #[inline(never)] fn leaf(n: u64) -> u64 { let mut x = 0u64; for i in 0..n { x = x.wrapping_add(black_box(i).wrapping_mul(i)); } x }
 #[inline(never)] fn mid(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= leaf(black_box(n)); } s }
 #[inline(never)] fn top(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= mid(black_box(n)); } s }
+#[inline(never)] fn burn(reps: u64) -> u64 { let mut s = 0; for _ in 0..reps { s ^= top(2_000_000); } s }
+// 40 KB of locals between the burning frames and main, like a big future on the stack.
+#[inline(never)] fn big_frame(reps: u64) -> u64 { let mut pad = [0u8; 40_000]; black_box(&mut pad); burn(reps) ^ pad[black_box(7)] as u64 }
 fn main() {
     let mut line = String::new();
     let _ = std::io::stdin().read_line(&mut line);
     let reps: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let mut s = 0;
-    for _ in 0..reps { s ^= top(2_000_000); }
-    black_box(s);
+    let deep = std::env::args().nth(2).is_some_and(|a| a == "deep");
+    black_box(if deep { big_frame(reps) } else { burn(reps) });
 }
 "#;
 

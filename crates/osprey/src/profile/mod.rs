@@ -75,6 +75,11 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
 /// Highest accepted sampling frequency: above this the profiler itself dominates.
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 
+/// Largest window of user stack copied per sample (STACK_COPY_MAX in profile.bpf.c).
+pub const MAX_STACK_WINDOW: u32 = 65536;
+/// First window of a process unwound with DWARF: most stacks fit, and it is cheap to copy.
+pub const DEFAULT_STACK_WINDOW: u32 = 8192;
+
 /// How user stacks are unwound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -107,7 +112,8 @@ pub struct ProfileOptions {
     pub kernel: bool,
     pub user: bool,
     pub unwind: UnwindMode,
-    /// Bytes of user stack copied per sample for DWARF unwinding.
+    /// Bytes of user stack first copied per sample for DWARF unwinding; a process whose
+    /// stacks are cut by the window gets it doubled, up to MAX_STACK_WINDOW.
     pub user_stack_bytes: u32,
 }
 
@@ -123,7 +129,7 @@ impl Default for ProfileOptions {
             kernel: true,
             user: true,
             unwind: UnwindMode::Auto,
-            user_stack_bytes: 16384,
+            user_stack_bytes: DEFAULT_STACK_WINDOW,
         }
     }
 }
@@ -147,6 +153,11 @@ impl ProfileOptions {
             },
             roles: Some(roles),
             perf_sampling: Some(PerfSampling::Frequency(self.frequency_hz)),
+            // One stack copy buffer per CPU.
+            map_max_entries: vec![(
+                "stack_copies",
+                aya::util::nr_cpus().unwrap_or(1).max(1) as u32,
+            )],
             extra_globals: vec![
                 ("collect_kernel", vec![u8::from(self.kernel)]),
                 ("collect_user", vec![u8::from(self.user)]),
@@ -226,6 +237,8 @@ pub struct Losses {
     pub user_stack_copies_short: u64,
     pub ring_dropped: u64,
     pub dwarf_unwind_failures: u64,
+    /// DWARF unwinds that stopped at the end of the copied window (windows then widen).
+    pub dwarf_stacks_cut_by_window: u64,
     pub processes_gone_before_maps: u64,
 }
 
