@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use osprey::abi::kind;
 use osprey::kernel::loader::LoadedCapability;
 use osprey::pipeline::event::{Event, Payload};
 use osprey::profile::{
@@ -182,15 +183,23 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
             stacks.borrow_mut().on_user_stack(&event.header, sample);
         }
     };
-    let summary = crate::aggregate::run(cap, args.duration, on_event, move |_| {
+    let summary = crate::aggregate::run(cap, args.duration, on_event, move |caps| {
         let mut c = tick_collector.borrow_mut();
         c.tick();
         if progress && Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
+            let ring_dropped: u64 = caps
+                .iter()
+                .flat_map(|cap| {
+                    [kind::PROFILE_SAMPLE, kind::PROFILE_USER_STACK, kind::OFFCPU]
+                        .map(|k| cap.counters_for(k).dropped)
+                })
+                .sum();
             eprint!(
-                "\rosprey: {:.0} s, {} samples   ",
+                "\rosprey: {:.0} s, {} samples, {} lost   ",
                 started.elapsed().as_secs_f64(),
-                c.samples_seen
+                c.samples_seen,
+                ring_dropped + c.count_map_full()
             );
         }
     })?;

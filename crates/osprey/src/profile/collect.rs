@@ -237,6 +237,14 @@ impl Collector {
         )
     }
 
+    /// Samples the kernel could not count because the count map was full.
+    pub fn count_map_full(&self) -> u64 {
+        self.errors
+            .get(&perr::COUNTS_FULL, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
     fn losses(&self, ring_dropped: u64) -> Losses {
         let slot = |s: u32| -> u64 { self.errors.get(&s, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         Losses {
