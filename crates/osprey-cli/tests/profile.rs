@@ -286,6 +286,41 @@ fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
 }
 
 #[test]
+fn on_a_terminal_a_progress_line_and_the_top_table_show() {
+    if !bpf_available("profile_tty") {
+        return;
+    }
+    let _serial = serial();
+    // script(1) gives osprey a pseudo-terminal for stdout and stderr.
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{OSPREY} profile --duration 2.5 --top 5"))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\rosprey: 1 s, "), "{text}");
+    assert!(text.contains(" samples, 0 lost"), "{text}");
+    let header = text
+        .lines()
+        .find(|l| l.contains("SELF%"))
+        .expect("top table");
+    assert!(
+        header.contains("TOTAL%") && header.contains("FUNCTION"),
+        "{text}"
+    );
+    let rows = text
+        .lines()
+        .skip_while(|l| !l.contains("SELF%"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(rows, 5, "{text}");
+}
+
+#[test]
 fn bad_input_exits_2_with_a_clear_message() {
     let gone = {
         let mut c = Command::new("true").spawn().unwrap();

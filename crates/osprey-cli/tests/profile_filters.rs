@@ -329,3 +329,51 @@ fn a_process_that_exits_before_the_profile_ends_is_still_symbolized() {
         );
     }
 }
+
+const CPP_WORKLOAD: &str = r#"
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+namespace osprey_ns {
+template <typename T> struct Spin {
+    static volatile T sink;
+    __attribute__((noinline)) static void leaf(int n) { T x = 0; for (int i = 0; i < n; i++) x += (T)i * i; sink = x; }
+};
+template <typename T> volatile T Spin<T>::sink;
+}
+int main(int argc, char **argv) {
+    getchar();
+    int reps = argc > 1 ? atoi(argv[1]) : 10;
+    for (int r = 0; r < reps; r++) osprey_ns::Spin<uint64_t>::leaf(10000000);
+}
+"#;
+
+#[test]
+fn cpp_names_are_demangled() {
+    if !bpf_available("profile_cpp_demangling") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-cpp");
+    let src = dir.path().join("cppburn.cpp");
+    std::fs::write(&src, CPP_WORKLOAD).unwrap();
+    let program = dir.path().join("cppburn");
+    let status = std::process::Command::new("g++")
+        .args(["-O0", "-fno-omit-frame-pointer", "-o"])
+        .arg(&program)
+        .arg(&src)
+        .status()
+        .expect("g++ is needed for the C++ profile test");
+    assert!(status.success());
+    let child = spawn_gated(&program, &["40"]);
+    let pid = child.id().to_string();
+    let (profile, done) = profile_json(&["--pid", &pid, "--unwind", "fp"], || {
+        release_and_wait(child)
+    });
+    let demangled = samples_with_chain(
+        &profile,
+        &["main", "osprey_ns::Spin<unsigned long>::leaf(int)"],
+    );
+    assert!(total(&profile) >= 30, "{profile}\n{}", done.stderr);
+    assert!(demangled * 100 >= total(&profile) * 80, "{profile}");
+}
