@@ -13,6 +13,7 @@
 #define STACK_DEPTH 127
 #define COPY_CHUNK 512
 #define COPY_TAIL_CHUNK 64
+#define STACK_COPY_MAX 65536 /* largest user stack window, power of two */
 
 const volatile __u8 collect_kernel = 1;
 const volatile __u8 collect_user = 1;
@@ -20,7 +21,7 @@ const volatile __u8 filter_pids = 0;        /* only processes in profile_pids */
 const volatile __u64 target_cgroup_id = 0;  /* 0: any cgroup */
 const volatile __u32 target_cgroup_level = 0;
 const volatile __u8 unwind_all_dwarf = 0;   /* copy user stacks of every process */
-const volatile __u32 user_stack_bytes = OSPREY_DATA_CAP;
+const volatile __u32 user_stack_bytes = 8192; /* window of processes without their own */
 
 struct {
 	__uint(type, BPF_MAP_TYPE_STACK_TRACE);
@@ -52,13 +53,32 @@ struct {
 	__type(value, __u8);
 } profile_pids SEC(".maps");
 
-/* Processes whose user stacks are copied for DWARF unwinding (set from user space). */
+/*
+ * Processes whose user stacks are copied for DWARF unwinding, with the bytes of stack to
+ * copy (set from user space, which widens the window of a process whose stacks get cut).
+ */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32);
-	__type(value, __u8);
+	__type(value, __u32);
 } dwarf_pids SEC(".maps");
+
+/*
+ * One user stack event per CPU, built in place: up to 64 KiB does not fit the shared
+ * scratch, nor a per-CPU array value (32 KiB at most). Indexed by CPU; user space sizes
+ * it to the number of possible CPUs. The extra chunk keeps masked copies in bounds.
+ */
+struct stack_copy {
+	char bytes[sizeof(struct osprey_profile_user_stack) + STACK_COPY_MAX + COPY_CHUNK];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct stack_copy);
+} stack_copies SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -142,15 +162,15 @@ static __always_inline bool has_user_memory(struct task_struct *task)
 	return collect_user && BPF_CORE_READ(task, mm) != NULL;
 }
 
-/* Registers at the user-mode boundary and a window of the user stack, to the ring. */
+/* Registers at the user-mode boundary and `window` bytes of the user stack, to the ring. */
 static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
-					   struct task_struct *task, bool in_kernel)
+					   struct task_struct *task, bool in_kernel, __u32 window)
 {
-	struct osprey_scratch *s = osprey_scratch();
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_copy *s = bpf_map_lookup_elem(&stack_copies, &cpu);
 	if (!s)
 		return 0;
-	struct osprey_profile_user_stack *ev =
-		OSPREY_EVENT_IN(s, struct osprey_profile_user_stack);
+	struct osprey_profile_user_stack *ev = (struct osprey_profile_user_stack *)s->bytes;
 	osprey_fill_header(&ev->hdr, OSPREY_KIND_PROFILE_USER_STACK, task);
 	ev->kernel_stack = (collect_kernel && in_kernel)
 				   ? stack_id(ctx, 0, OSPREY_PERR_KERNEL_COLLISION)
@@ -167,27 +187,27 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 		ev->bp = ctx->regs.bp;
 	}
 	__u32 len = 0;
-	for (int i = 0; i < OSPREY_DATA_CAP / COPY_CHUNK; i++) {
-		if (len + COPY_CHUNK > user_stack_bytes)
+	for (int i = 0; i < STACK_COPY_MAX / COPY_CHUNK; i++) {
+		if (len + COPY_CHUNK > window)
 			break;
-		if (bpf_probe_read_user(s->data + (len & (OSPREY_DATA_CAP - 1)), COPY_CHUNK,
+		if (bpf_probe_read_user(ev->data + (len & (STACK_COPY_MAX - 1)), COPY_CHUNK,
 					(void *)(ev->sp + len)))
 			break;
 		len += COPY_CHUNK;
 	}
 	/* Near the top of the stack a big chunk fails: finish with small ones. */
 	for (int i = 0; i < COPY_CHUNK / COPY_TAIL_CHUNK; i++) {
-		if (len + COPY_TAIL_CHUNK > user_stack_bytes)
+		if (len + COPY_TAIL_CHUNK > window)
 			break;
-		if (bpf_probe_read_user(s->data + (len & (OSPREY_DATA_CAP - 1)), COPY_TAIL_CHUNK,
+		if (bpf_probe_read_user(ev->data + (len & (STACK_COPY_MAX - 1)), COPY_TAIL_CHUNK,
 					(void *)(ev->sp + len)))
 			break;
 		len += COPY_TAIL_CHUNK;
 	}
-	if (len < user_stack_bytes && len < 1024)
+	if (len < window && len < 1024)
 		count_error(OSPREY_PERR_STACK_COPY_SHORT);
-	if (len > OSPREY_DATA_CAP)
-		len = OSPREY_DATA_CAP;
+	if (len > STACK_COPY_MAX)
+		len = STACK_COPY_MAX;
 	ev->stack_len = len;
 	osprey_emit(ev, sizeof(*ev) + len);
 	return 0;
@@ -218,8 +238,13 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 			c->filtered++; /* --kernel-only and a sample in user mode */
 		return 0;
 	}
-	if (user && (unwind_all_dwarf || bpf_map_lookup_elem(&dwarf_pids, &tgid)))
-		return emit_user_stack(ctx, task, in_kernel);
+	if (user) {
+		__u32 *window = bpf_map_lookup_elem(&dwarf_pids, &tgid);
+		if (window)
+			return emit_user_stack(ctx, task, in_kernel, *window);
+		if (unwind_all_dwarf)
+			return emit_user_stack(ctx, task, in_kernel, user_stack_bytes);
+	}
 
 	struct osprey_profile_key key = {};
 	key.pid = tgid;

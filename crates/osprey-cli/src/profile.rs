@@ -9,6 +9,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
+use osprey::abi::kind;
 use osprey::kernel::loader::LoadedCapability;
 use osprey::pipeline::event::{Event, Payload};
 use osprey::profile::{
@@ -57,9 +58,10 @@ pub struct ProfileArgs {
     /// How user stacks are unwound.
     #[arg(long, value_enum, default_value_t = Unwind::Auto)]
     pub unwind: Unwind,
-    /// Bytes of user stack copied per sample for dwarf unwinding (1024 to 16384).
-    #[arg(long, value_name = "BYTES", default_value_t = 16384,
-          value_parser = clap::value_parser!(u32).range(1024..=16384))]
+    /// Bytes of user stack first copied per sample for dwarf unwinding (1024 to 65536);
+    /// doubled (up to 65536) for a process whose stacks do not fit.
+    #[arg(long, value_name = "BYTES", default_value_t = profile::DEFAULT_STACK_WINDOW,
+          value_parser = clap::value_parser!(u32).range(1024..=profile::MAX_STACK_WINDOW as i64))]
     pub stack_bytes: u32,
     /// Time blocked per stack (sched_switch) instead of CPU samples.
     #[arg(long)]
@@ -159,6 +161,8 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         Collector::new(&mut cap, opts.clone()).map_err(|e| Failure::Runtime(e.into()))?,
     ));
     let hooks: Vec<String> = cap.hook_labels().collect();
+    // Named now: a target process may be gone by the end.
+    let label = target_label(&args);
 
     let what = match opts.kind {
         ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),
@@ -179,15 +183,23 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
             stacks.borrow_mut().on_user_stack(&event.header, sample);
         }
     };
-    let summary = crate::aggregate::run(cap, args.duration, on_event, move |_| {
+    let summary = crate::aggregate::run(cap, args.duration, on_event, move |caps| {
         let mut c = tick_collector.borrow_mut();
         c.tick();
         if progress && Instant::now() >= next_progress {
             next_progress += Duration::from_secs(1);
+            let ring_dropped: u64 = caps
+                .iter()
+                .flat_map(|cap| {
+                    [kind::PROFILE_SAMPLE, kind::PROFILE_USER_STACK, kind::OFFCPU]
+                        .map(|k| cap.counters_for(k).dropped)
+                })
+                .sum();
             eprint!(
-                "\rosprey: {:.0} s, {} samples   ",
+                "\rosprey: {:.0} s, {} samples, {} lost   ",
                 started.elapsed().as_secs_f64(),
-                c.samples_seen
+                c.samples_seen,
+                ring_dropped + c.count_map_full()
             );
         }
     })?;
@@ -200,7 +212,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         .map_err(|_| Failure::Runtime(anyhow::anyhow!("profile collector still shared")))?
         .into_inner();
     let finishing = Instant::now();
-    let profile = collector.finish(target_label(&args), elapsed, ring_dropped);
+    let profile = collector.finish(label, elapsed, ring_dropped);
     write_outputs(&args, &profile)?;
     let write_secs = finishing.elapsed().as_secs_f64();
 

@@ -2,120 +2,15 @@
 //! pointers, Rust release without them), every output format, off-CPU time, bad input.
 
 mod common;
+mod profile_workloads;
 
-use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::io::Read;
+use std::path::Path;
+use std::process::Command;
 
 use common::*;
+use profile_workloads::*;
 use prost::Message;
-
-/// Burns CPU in leaf ← mid ← top ← main after a line on stdin; `sleep` mode blocks 1 s in
-/// sleepy_leaf ← sleepy_top (a raw syscall, so no libc frame hides the caller).
-const C_WORKLOAD: &str = r#"
-#include <stdio.h>
-#include <stdint.h>
-#include <stdlib.h>
-#include <string.h>
-#include <time.h>
-volatile uint64_t sink;
-__attribute__((noinline)) void leaf(void) { uint64_t x = 0; for (int i = 0; i < 1000000; i++) x += (uint64_t)i * i; sink = x; }
-__attribute__((noinline)) void mid(void) { for (int i = 0; i < 10; i++) leaf(); }
-__attribute__((noinline)) void top(void) { for (int i = 0; i < 10; i++) mid(); }
-__attribute__((noinline)) void sleepy_leaf(void) {
-    struct timespec ts = {1, 0}; long r;
-    __asm__ volatile("syscall" : "=a"(r) : "a"(35), "D"(&ts), "S"(0) : "rcx", "r11", "memory");
-}
-__attribute__((noinline)) void sleepy_top(void) { sleepy_leaf(); }
-int main(int argc, char **argv) {
-    getchar();
-    if (argc > 1 && strcmp(argv[1], "sleep") == 0) { sleepy_top(); return 0; }
-    int n = argc > 1 ? atoi(argv[1]) : 10;
-    for (int i = 0; i < n; i++) top();
-    return 0;
-}
-"#;
-
-const RUST_WORKLOAD: &str = r#"
-use std::hint::black_box;
-#[inline(never)] fn leaf(n: u64) -> u64 { let mut x = 0u64; for i in 0..n { x = x.wrapping_add(black_box(i).wrapping_mul(i)); } x }
-#[inline(never)] fn mid(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= leaf(black_box(n)); } s }
-#[inline(never)] fn top(n: u64) -> u64 { let mut s = 0; for _ in 0..10 { s ^= mid(black_box(n)); } s }
-fn main() {
-    let mut line = String::new();
-    let _ = std::io::stdin().read_line(&mut line);
-    let reps: u64 = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(10);
-    let mut s = 0;
-    for _ in 0..reps { s ^= top(2_000_000); }
-    black_box(s);
-}
-"#;
-
-fn build_c(dir: &Path) -> PathBuf {
-    let src = dir.join("cburn.c");
-    std::fs::write(&src, C_WORKLOAD).unwrap();
-    let out = dir.join("cburn");
-    let status = Command::new("cc")
-        // -O0: gcc 12 omits the frame of leaf functions at -O1 even when told not to.
-        .args(["-O0", "-g", "-fno-omit-frame-pointer", "-o"])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("cc (gcc) is needed for the profile tests");
-    assert!(status.success());
-    out
-}
-
-/// A release build without frame pointers: only DWARF unwinding recovers its chain.
-fn build_rust(dir: &Path) -> PathBuf {
-    let src = dir.join("osprey_burn.rs");
-    std::fs::write(&src, RUST_WORKLOAD).unwrap();
-    let out = dir.join("osprey_burn");
-    let rustc = std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into());
-    let status = Command::new(rustc)
-        .args([
-            "-C",
-            "opt-level=2",
-            "-C",
-            "force-frame-pointers=no",
-            "-g",
-            "-o",
-        ])
-        .arg(&out)
-        .arg(&src)
-        .status()
-        .expect("rustc");
-    assert!(status.success());
-    out
-}
-
-fn spawn_gated(program: &Path, arg: &str) -> Child {
-    Command::new(program)
-        .arg(arg)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("spawn workload")
-}
-
-fn release_and_wait(mut child: Child) {
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"go\n").unwrap();
-    drop(stdin);
-    assert!(child.wait().unwrap().success());
-}
-
-/// (stack, value) pairs of a folded file.
-fn folded(path: &Path) -> Vec<(String, u64)> {
-    std::fs::read_to_string(path)
-        .unwrap()
-        .lines()
-        .map(|l| {
-            let (stack, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("bad line {l}"));
-            (stack.to_string(), value.parse().unwrap())
-        })
-        .collect()
-}
 
 struct Profiled {
     folded: Vec<(String, u64)>,
@@ -127,7 +22,7 @@ struct Profiled {
 
 /// Profiles one gated run of `program ARG` with extra osprey arguments.
 fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
-    let child = spawn_gated(program, arg);
+    let child = spawn_gated(program, &[arg]);
     let pid = child.id().to_string();
     let (f, s, p) = (
         dir.join("out.folded"),
@@ -262,7 +157,8 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
     let _serial = serial();
     let dir = TempDir::new("profile-rust");
     let program = build_rust(dir.path());
-    let chain = "osprey_burn::main;osprey_burn::top;osprey_burn::mid;osprey_burn::leaf";
+    let chain =
+        "osprey_burn::main;osprey_burn::burn;osprey_burn::top;osprey_burn::mid;osprey_burn::leaf";
 
     let dwarf = profile_run(
         dir.path(),
@@ -308,6 +204,52 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
 }
 
 #[test]
+fn dwarf_windows_widen_for_stacks_deeper_than_the_first_copy() {
+    if !bpf_available("profile_dwarf_window") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-window");
+    let program = build_rust(dir.path());
+    let child = spawn_gated(&program, &["12", "deep"]);
+    let pid = child.id().to_string();
+    let folded_path = dir.path().join("deep.folded");
+    let tracer = Tracer::start(&[
+        "profile",
+        "--pid",
+        &pid,
+        "--freq",
+        "299",
+        "--unwind",
+        "dwarf",
+        "--output",
+        "json",
+        "--folded",
+        folded_path.to_str().unwrap(),
+    ]);
+    release_and_wait(child);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let stacks = folded(&folded_path);
+    let total: u64 = stacks.iter().map(|(_, v)| v).sum();
+    // 40 KB of locals separate main from the burning frames: the first 8 KB windows cut
+    // the stacks there, then the window widens and the whole chain comes back.
+    let whole = sum_where(&stacks, |s| {
+        s.contains("osprey_burn::main;osprey_burn::big_frame;osprey_burn::burn;osprey_burn::top")
+    });
+    let losses = &done.summary()["profile"]["losses"];
+    assert!(total >= 100, "{stacks:?}");
+    assert!(
+        whole * 100 >= total * 70,
+        "{whole} of {total}: {losses}\n{stacks:#?}"
+    );
+    assert!(
+        losses["dwarf_stacks_cut_by_window"].as_u64().unwrap() > 0,
+        "{losses}"
+    );
+}
+
+#[test]
 fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
     if !bpf_available("profile_off_cpu") {
         return;
@@ -315,7 +257,7 @@ fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
     let _serial = serial();
     let dir = TempDir::new("profile-offcpu");
     let program = build_c(dir.path());
-    let child = spawn_gated(&program, "sleep");
+    let child = spawn_gated(&program, &["sleep"]);
     let pid = child.id().to_string();
     let out = dir.path().join("off.folded");
     let tracer = Tracer::start(&[
@@ -341,6 +283,41 @@ fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
     let line = &stacks.iter().max_by_key(|(_, v)| *v).unwrap().0;
     assert!(line.contains("schedule_[k]"), "{line}");
     assert!(!line.contains("bpf_prog"), "{line}");
+}
+
+#[test]
+fn on_a_terminal_a_progress_line_and_the_top_table_show() {
+    if !bpf_available("profile_tty") {
+        return;
+    }
+    let _serial = serial();
+    // script(1) gives osprey a pseudo-terminal for stdout and stderr.
+    let out = Command::new("script")
+        .args(["-qec"])
+        .arg(format!("{OSPREY} profile --duration 2.5 --top 5"))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("script (util-linux)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("\rosprey: 1 s, "), "{text}");
+    assert!(text.contains(" samples, 0 lost"), "{text}");
+    let header = text
+        .lines()
+        .find(|l| l.contains("SELF%"))
+        .expect("top table");
+    assert!(
+        header.contains("TOTAL%") && header.contains("FUNCTION"),
+        "{text}"
+    );
+    let rows = text
+        .lines()
+        .skip_while(|l| !l.contains("SELF%"))
+        .skip(1)
+        .take_while(|l| l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(rows, 5, "{text}");
 }
 
 #[test]

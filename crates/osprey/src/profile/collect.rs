@@ -11,7 +11,10 @@ use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
 use super::procmaps::ProcessMaps;
 use super::symbolize::{CodeAddr, Frame, Symbolizer};
 use super::unwind::{DwarfUnwinder, StackCopy};
-use super::{Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack};
+use super::{
+    Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack,
+    MAX_STACK_WINDOW,
+};
 use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
 use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::pipeline::event::Header;
@@ -23,6 +26,17 @@ const SCAN_EVERY: Duration = Duration::from_millis(100);
 const AUTO_DECIDE_AFTER: u64 = 5;
 /// Frame-pointer stacks this shallow (or less) count as truncated.
 const SHALLOW_DEPTH: usize = 3;
+/// DWARF samples of a process looked at before deciding whether its window is too small.
+const WINDOW_DECIDE_AFTER: u64 = 8;
+
+/// The user stack window of one process unwound with DWARF, and how it has fared.
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    bytes: u32,
+    /// Samples since the window last changed, and how many of them it cut.
+    samples: u64,
+    cut: u64,
+}
 
 type DwarfKey = (u32, [u8; COMM_LEN], i32, Vec<CodeAddr>);
 
@@ -31,7 +45,10 @@ pub struct Collector {
     counts: BpfHashMap<MapData, ProfileKey, u64>,
     stacks: StackTraceMap<MapData>,
     errors: PerCpuArray<MapData, u64>,
-    dwarf_pids: BpfHashMap<MapData, u32, u8>,
+    /// pid → bytes of user stack the kernel copies per sample.
+    dwarf_pids: BpfHashMap<MapData, u32, u32>,
+    windows: HashMap<u32, Window>,
+    cut_by_window: u64,
     /// User stack depth of every key seen (None: no user stack).
     key_depths: HashMap<ProfileKey, Option<usize>>,
     pub maps: ProcessMaps,
@@ -79,6 +96,8 @@ impl Collector {
             stacks,
             errors,
             dwarf_pids,
+            windows: HashMap::new(),
+            cut_by_window: 0,
             key_depths: HashMap::new(),
             maps,
             unwinder: DwarfUnwinder::default(),
@@ -128,7 +147,7 @@ impl Collector {
             // Most stacks stop at once: no frame pointers. Copy its stacks from now on.
             if samples >= AUTO_DECIDE_AFTER
                 && shallow * 2 > samples
-                && self.dwarf_pids.insert(pid, 1, 0).is_ok()
+                && self.set_window(pid, self.options.user_stack_bytes)
             {
                 self.switched_to_dwarf.insert(pid);
             }
@@ -136,9 +155,51 @@ impl Collector {
         self.samples_seen = self.dwarf_counts.values().sum::<u64>() + total;
     }
 
+    /// Tells the kernel how much stack to copy for `pid`.
+    fn set_window(&mut self, pid: u32, bytes: u32) -> bool {
+        if self.dwarf_pids.insert(pid, bytes, 0).is_err() {
+            return false;
+        }
+        self.windows.insert(
+            pid,
+            Window {
+                bytes,
+                samples: 0,
+                cut: 0,
+            },
+        );
+        true
+    }
+
+    /// Doubles the window of a process when a quarter of its stacks did not fit: deep
+    /// stacks (a big future on main's stack, deep recursion) otherwise stop early.
+    fn judge_window(&mut self, pid: u32, copied: usize, cut: bool) {
+        let window = self.windows.entry(pid).or_insert(Window {
+            bytes: self.options.user_stack_bytes,
+            samples: 0,
+            cut: 0,
+        });
+        window.samples += 1;
+        // A copy shorter than the window reached the top of the stack: nothing more to get.
+        if cut && copied >= window.bytes as usize {
+            window.cut += 1;
+            self.cut_by_window += 1;
+        }
+        let (bytes, samples, cut) = (window.bytes, window.samples, window.cut);
+        if samples >= WINDOW_DECIDE_AFTER && bytes < MAX_STACK_WINDOW {
+            if cut * 4 > samples {
+                self.set_window(pid, (bytes * 2).min(MAX_STACK_WINDOW));
+            } else if let Some(w) = self.windows.get_mut(&pid) {
+                // Judge the recent past only.
+                w.samples /= 2;
+                w.cut /= 2;
+            }
+        }
+    }
+
     pub fn on_user_stack(&mut self, header: &Header, sample: &UserStack) {
         self.maps.observe(header.pid);
-        let frames = self.unwinder.unwind(
+        let (frames, cut) = self.unwinder.unwind(
             header.pid,
             &self.maps,
             &StackCopy {
@@ -148,6 +209,7 @@ impl Collector {
                 stack: &sample.stack,
             },
         );
+        self.judge_window(header.pid, sample.stack.len(), cut);
         let mut comm = [0u8; COMM_LEN];
         let n = header.comm.len().min(COMM_LEN);
         comm[..n].copy_from_slice(&header.comm[..n]);
@@ -175,6 +237,14 @@ impl Collector {
         )
     }
 
+    /// Samples the kernel could not count because the count map was full.
+    pub fn count_map_full(&self) -> u64 {
+        self.errors
+            .get(&perr::COUNTS_FULL, 0)
+            .map(|v| v.iter().sum())
+            .unwrap_or(0)
+    }
+
     fn losses(&self, ring_dropped: u64) -> Losses {
         let slot = |s: u32| -> u64 { self.errors.get(&s, 0).map(|v| v.iter().sum()).unwrap_or(0) };
         Losses {
@@ -188,6 +258,7 @@ impl Collector {
             user_stack_copies_short: slot(perr::STACK_COPY_SHORT),
             ring_dropped,
             dwarf_unwind_failures: self.unwinder.failed,
+            dwarf_stacks_cut_by_window: self.cut_by_window,
             processes_gone_before_maps: self.maps.missed,
         }
     }

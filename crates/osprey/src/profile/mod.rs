@@ -3,6 +3,7 @@
 //! the kernel or from copied stacks with DWARF CFI in user space, symbolized with blazesym
 //! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
 
+pub mod cgroup;
 pub mod collect;
 pub mod output;
 pub mod pprof;
@@ -18,6 +19,7 @@ use crate::kernel::loader::{
 };
 use crate::pipeline::event::DecodeError;
 
+pub use cgroup::cgroup_target;
 pub use collect::Collector;
 pub use symbolize::Frame;
 
@@ -73,6 +75,11 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
 /// Highest accepted sampling frequency: above this the profiler itself dominates.
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 
+/// Largest window of user stack copied per sample (STACK_COPY_MAX in profile.bpf.c).
+pub const MAX_STACK_WINDOW: u32 = 65536;
+/// First window of a process unwound with DWARF: most stacks fit, and it is cheap to copy.
+pub const DEFAULT_STACK_WINDOW: u32 = 8192;
+
 /// How user stacks are unwound.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -105,7 +112,8 @@ pub struct ProfileOptions {
     pub kernel: bool,
     pub user: bool,
     pub unwind: UnwindMode,
-    /// Bytes of user stack copied per sample for DWARF unwinding.
+    /// Bytes of user stack first copied per sample for DWARF unwinding; a process whose
+    /// stacks are cut by the window gets it doubled, up to MAX_STACK_WINDOW.
     pub user_stack_bytes: u32,
 }
 
@@ -121,7 +129,7 @@ impl Default for ProfileOptions {
             kernel: true,
             user: true,
             unwind: UnwindMode::Auto,
-            user_stack_bytes: 16384,
+            user_stack_bytes: DEFAULT_STACK_WINDOW,
         }
     }
 }
@@ -145,6 +153,11 @@ impl ProfileOptions {
             },
             roles: Some(roles),
             perf_sampling: Some(PerfSampling::Frequency(self.frequency_hz)),
+            // One stack copy buffer per CPU.
+            map_max_entries: vec![(
+                "stack_copies",
+                aya::util::nr_cpus().unwrap_or(1).max(1) as u32,
+            )],
             extra_globals: vec![
                 ("collect_kernel", vec![u8::from(self.kernel)]),
                 ("collect_user", vec![u8::from(self.user)]),
@@ -160,25 +173,6 @@ impl ProfileOptions {
             ..Default::default()
         }
     }
-}
-
-/// Resolves a cgroup v2 directory to (id, level) for the in-kernel ancestor check.
-pub fn cgroup_target(path: &std::path::Path) -> Result<(u64, u32), String> {
-    use std::os::unix::fs::MetadataExt;
-    let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    if !meta.is_dir() {
-        return Err(format!("{}: not a cgroup directory", path.display()));
-    }
-    let canonical = std::fs::canonicalize(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    let root = std::path::Path::new("/sys/fs/cgroup");
-    let rel = canonical.strip_prefix(root).map_err(|_| {
-        format!(
-            "{}: not under the cgroup v2 hierarchy at /sys/fs/cgroup",
-            path.display()
-        )
-    })?;
-    // The cgroup v2 id is the directory's inode number; the root is level 0.
-    Ok((meta.ino(), rel.components().count() as u32))
 }
 
 /// A sample whose user stack was copied for unwinding in user space.
@@ -243,6 +237,8 @@ pub struct Losses {
     pub user_stack_copies_short: u64,
     pub ring_dropped: u64,
     pub dwarf_unwind_failures: u64,
+    /// DWARF unwinds that stopped at the end of the copied window (windows then widen).
+    pub dwarf_stacks_cut_by_window: u64,
     pub processes_gone_before_maps: u64,
 }
 

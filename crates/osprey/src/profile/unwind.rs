@@ -14,7 +14,20 @@ use super::symbolize::CodeAddr;
 
 const MAX_FRAMES: usize = 128;
 
-type Data = Arc<[u8]>;
+/// A section of a memory-mapped binary. Mapping instead of reading keeps the cost of a
+/// big library (rustc's is hundreds of MB) to the few pages of CFI an unwind touches.
+#[derive(Clone)]
+pub struct Data {
+    file: Arc<memmap2::Mmap>,
+    range: std::ops::Range<usize>,
+}
+
+impl std::ops::Deref for Data {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.file[self.range.clone()]
+    }
+}
 
 /// What framehop needs of one binary, read once per path.
 #[derive(Clone)]
@@ -31,18 +44,26 @@ struct ElfUnwindInfo {
 }
 
 fn read_elf(path: &Path) -> Option<ElfUnwindInfo> {
-    let bytes = std::fs::read(path).ok()?;
-    let file = object::File::parse(bytes.as_slice()).ok()?;
+    let file = std::fs::File::open(path).ok()?;
+    // SAFETY: a read-only private mapping of a binary some process runs; binaries are
+    // replaced by rename, not rewritten in place, so the bytes stay as mapped.
+    let mapped = Arc::new(unsafe { memmap2::Mmap::map(&file) }.ok()?);
+    let elf = object::File::parse(&mapped[..]).ok()?;
     let section = |name: &str| {
-        let s = file.section_by_name(name)?;
-        let data: Data = Arc::from(s.data().ok()?);
+        let s = elf.section_by_name(name)?;
+        let (offset, size) = s.file_range()?;
+        let data = Data {
+            file: mapped.clone(),
+            range: usize::try_from(offset).ok()?..usize::try_from(offset + size).ok()?,
+        };
+        (data.range.end <= mapped.len()).then_some(())?;
         Some((s.address()..s.address() + s.size(), data))
     };
     let (text_svma, text) = section(".text").unzip();
     let (eh_frame_svma, eh_frame) = section(".eh_frame").unzip();
     let (eh_frame_hdr_svma, eh_frame_hdr) = section(".eh_frame_hdr").unzip();
     let debug_frame = section(".debug_frame").map(|(_, d)| d);
-    let exec_segments = file
+    let exec_segments = elf
         .segments()
         .filter(|s| matches!(s.flags(), object::SegmentFlags::Elf { p_flags } if p_flags & object::elf::PF_X != 0))
         .map(|s| {
@@ -92,7 +113,12 @@ impl ElfUnwindInfo {
                 eh_frame_hdr_svma: self.eh_frame_hdr_svma.clone(),
                 eh_frame_hdr: self.eh_frame_hdr.clone(),
                 debug_frame: self.debug_frame.clone(),
-                ..Default::default()
+                stubs_svma: None,
+                stub_helper_svma: None,
+                got_svma: None,
+                unwind_info: None,
+                text_segment_svma: None,
+                text_segment: None,
             },
         )
     }
@@ -137,12 +163,22 @@ impl DwarfUnwinder {
         self.processes.remove(&pid);
     }
 
-    /// User frames, innermost first.
-    pub fn unwind(&mut self, pid: u32, maps: &ProcessMaps, copy: &StackCopy<'_>) -> Vec<CodeAddr> {
+    /// User frames, innermost first, and whether the unwind failed because it needed
+    /// stack beyond the copied window.
+    pub fn unwind(
+        &mut self,
+        pid: u32,
+        maps: &ProcessMaps,
+        copy: &StackCopy<'_>,
+    ) -> (Vec<CodeAddr>, bool) {
         let mut cache = self.cache.take().unwrap_or_default();
         let unwinder = self.unwinder(pid, maps);
         let end = copy.sp + copy.stack.len() as u64;
+        let mut read_past_window = false;
         let mut read_stack = |addr: u64| -> Result<u64, ()> {
+            if addr >= end {
+                read_past_window = true;
+            }
             if addr < copy.sp || addr + 8 > end {
                 return Err(());
             }
@@ -175,6 +211,6 @@ impl DwarfUnwinder {
         if failed {
             self.failed += 1;
         }
-        frames
+        (frames, failed && read_past_window)
     }
 }
