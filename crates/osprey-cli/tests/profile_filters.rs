@@ -323,8 +323,16 @@ fn a_process_that_exits_before_the_profile_ends_is_still_symbolized() {
         });
         let ctx = format!("{comm}: {profile}\n{}", done.stderr);
         assert!(total(&profile) >= 30, "{ctx}");
+        // Symbolized after it exited: the burning function is named in nearly every sample.
+        let leaf = chain[chain.len() - 1];
         assert!(
-            samples_with_chain(&profile, &chain) * 100 >= total(&profile) * 70,
+            samples_with_chain(&profile, &[leaf]) * 100 >= total(&profile) * 80,
+            "{ctx}"
+        );
+        // The whole chain: the Rust one only once auto unwinding switched it to DWARF
+        // (its first samples, until the decision, stop after one frame; more under load).
+        assert!(
+            samples_with_chain(&profile, &chain) * 100 >= total(&profile) * 50,
             "{ctx}"
         );
     }

@@ -1,8 +1,7 @@
 //! Feature probing by trying: load (and where that is what decides, attach) tiny
 //! programs from `probe.bpf.c`. Never by kernel version.
 
-use std::os::unix::ffi::OsStringExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use aya::{
     programs::{
@@ -31,7 +30,7 @@ pub fn ensure_tracefs() -> Result<(), String> {
 }
 
 /// Mounts a pseudo filesystem of type `fstype` (also its source name) at `target`.
-fn mount(fstype: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
+pub(super) fn mount(fstype: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()> {
     // SAFETY: valid NUL-terminated strings, no data argument.
     let rc = unsafe {
         libc::mount(
@@ -47,46 +46,6 @@ fn mount(fstype: &std::ffi::CStr, target: &std::ffi::CStr) -> std::io::Result<()
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// Where the cgroup v2 hierarchy is mounted: /sys/fs/cgroup on unified systems, often
-/// /sys/fs/cgroup/unified on hybrid ones (ours). When no cgroup2 mount exists, mounts one
-/// at /run/osprey/cgroup2: the v2 root exists in every kernel that has cgroup BPF.
-pub fn cgroup2_root() -> Result<PathBuf, String> {
-    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    if let Some(path) = mountinfo.lines().find_map(cgroup2_mount_point) {
-        return Ok(path);
-    }
-    let target = Path::new("/run/osprey/cgroup2");
-    std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
-    mount(c"cgroup2", c"/run/osprey/cgroup2")
-        .map(|()| target.to_path_buf())
-        .map_err(|e| format!("no cgroup2 hierarchy is mounted and mounting one failed: {e}"))
-}
-
-/// The mount point of a mountinfo line whose filesystem type is cgroup2.
-fn cgroup2_mount_point(line: &str) -> Option<PathBuf> {
-    let (left, right) = line.split_once(" - ")?;
-    if right.split(' ').next()? != "cgroup2" {
-        return None;
-    }
-    let point = left.split(' ').nth(4)?;
-    // mountinfo escapes space, tab, newline and backslash as octal.
-    let mut out = Vec::new();
-    let bytes = point.as_bytes();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() {
-            if let Ok(v) = u8::from_str_radix(&point[i + 1..i + 4], 8) {
-                out.push(v);
-                i += 4;
-                continue;
-            }
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    Some(PathBuf::from(std::ffi::OsString::from_vec(out)))
 }
 
 /// One probed feature.
@@ -300,22 +259,5 @@ fn probe_bpffs() -> Result<String, String> {
         Ok("mounted".into())
     } else {
         Ok("supported, not mounted (only needed for pinning; mount -t bpf bpf /sys/fs/bpf)".into())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn finds_the_cgroup2_mount_among_v1_ones() {
-        let v1 = "35 25 0:30 / /sys/fs/cgroup/cpu rw,relatime shared:13 - cgroup cgroup rw,cpu";
-        let v2 =
-            r"36 25 0:31 / /sys/fs/cgroup/uni\040fied rw,relatime shared:14 - cgroup2 cgroup2 rw";
-        assert_eq!(cgroup2_mount_point(v1), None);
-        assert_eq!(
-            cgroup2_mount_point(v2),
-            Some(PathBuf::from("/sys/fs/cgroup/uni fied"))
-        );
     }
 }

@@ -559,7 +559,7 @@ fn attach_hook(
         Attach::CgroupSockAddr(_) => {
             let p: &mut aya::programs::CgroupSockAddr = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
-            let path = super::features::cgroup2_root()?;
+            let path = super::cgroup::cgroup2_root()?;
             let root = std::fs::File::open(&path)
                 .map_err(|e| format!("{} (cgroup v2 root): {e}", path.display()))?;
             // A bpf_link coexists with programs already attached (link_create takes no mode

@@ -3,7 +3,6 @@
 //! the kernel or from copied stacks with DWARF CFI in user space, symbolized with blazesym
 //! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
 
-pub mod cgroup;
 pub mod collect;
 pub mod output;
 pub mod pprof;
@@ -19,7 +18,7 @@ use crate::kernel::loader::{
 };
 use crate::pipeline::event::DecodeError;
 
-pub use cgroup::cgroup_target;
+pub use crate::kernel::cgroup::cgroup_target;
 pub use collect::Collector;
 pub use symbolize::Frame;
 

@@ -1,6 +1,6 @@
-//! `--cgroup PATH`: a cgroup v2 directory to the (id, level) pair the kernel's ancestor
-//! check needs. The v2 hierarchy is wherever it is mounted (/sys/fs/cgroup on unified
-//! systems, /sys/fs/cgroup/unified on hybrid ones), so the mount table decides.
+//! The cgroup v2 hierarchy is wherever it is mounted (/sys/fs/cgroup on unified systems,
+//! /sys/fs/cgroup/unified on hybrid ones like ours), so the mount table decides: where
+//! cgroup programs attach, and the (id, level) of a `--cgroup PATH` filter.
 
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -52,6 +52,24 @@ fn cgroup2_mounts(mountinfo: &str) -> Vec<Cgroup2Mount> {
             })
         })
         .collect()
+}
+
+/// The root of the v2 hierarchy, where cgroup programs attach to cover every process.
+/// When no cgroup2 mount shows it, mounts one at /run/osprey/cgroup2: the v2 root exists
+/// in every kernel that has cgroup BPF.
+pub fn cgroup2_root() -> Result<PathBuf, String> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    if let Some(m) = cgroup2_mounts(&mountinfo)
+        .into_iter()
+        .find(|m| m.root == Path::new("/"))
+    {
+        return Ok(m.mount_point);
+    }
+    let target = Path::new("/run/osprey/cgroup2");
+    std::fs::create_dir_all(target).map_err(|e| format!("{}: {e}", target.display()))?;
+    super::features::mount(c"cgroup2", c"/run/osprey/cgroup2")
+        .map(|()| target.to_path_buf())
+        .map_err(|e| format!("no cgroup2 hierarchy is mounted and mounting one failed: {e}"))
 }
 
 /// Level of `canonical` in the v2 hierarchy (root cgroup = 0), from the mount holding it.
