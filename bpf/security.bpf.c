@@ -317,17 +317,7 @@ static __always_inline int on_sec_enter(struct pt_regs *regs, long nr)
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(security_enter_btf, struct pt_regs *regs, long id)
-{
-	return on_sec_enter(regs, id);
-}
-
-SEC("raw_tp/sys_enter")
-int BPF_PROG(security_enter_raw, struct pt_regs *regs, long id)
-{
-	return on_sec_enter(regs, id);
-}
+OSPREY_SYS_ENTER_PROGS(security_enter, on_sec_enter)
 
 static __always_inline bool kill_rule_matches(long nr, const char *comm)
 {

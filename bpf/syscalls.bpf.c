@@ -115,26 +115,15 @@ static __always_inline int on_exit(long nr, long ret)
 	return 0;
 }
 
-SEC("tp_btf/sys_enter")
-int BPF_PROG(syscalls_enter_btf, struct pt_regs *regs, long id)
+static __always_inline int on_enter_regs(struct pt_regs *regs, long id)
 {
 	return on_enter(id);
 }
 
-SEC("raw_tp/sys_enter")
-int BPF_PROG(syscalls_enter_raw, struct pt_regs *regs, long id)
-{
-	return on_enter(id);
-}
-
-SEC("tp_btf/sys_exit")
-int BPF_PROG(syscalls_exit_btf, struct pt_regs *regs, long ret)
+static __always_inline int on_exit_regs(struct pt_regs *regs, long ret)
 {
 	return on_exit(BPF_CORE_READ(regs, orig_ax), ret);
 }
 
-SEC("raw_tp/sys_exit")
-int BPF_PROG(syscalls_exit_raw, struct pt_regs *regs, long ret)
-{
-	return on_exit(BPF_CORE_READ(regs, orig_ax), ret);
-}
+OSPREY_SYS_ENTER_PROGS(syscalls_enter, on_enter_regs)
+OSPREY_SYS_EXIT_PROGS(syscalls_exit, on_exit_regs)

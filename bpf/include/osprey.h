@@ -293,6 +293,26 @@ static __always_inline struct file *osprey_fd_file(struct task_struct *task, lon
  * best first: tp_btf, raw_tp, classic raw_syscalls tracepoint. Arguments are read from
  * the saved user registers at exit, so one program sees arguments and result together.
  */
+/* The same for a sys_enter handler `fn(struct pt_regs *regs, long id)`. */
+#define OSPREY_SYS_ENTER_PROGS(prefix, fn)                                             \
+	SEC("tp_btf/sys_enter")                                                        \
+	int BPF_PROG(prefix##_btf, struct pt_regs *regs, long id)                     \
+	{                                                                              \
+		return fn(regs, id);                                                   \
+	}                                                                              \
+	SEC("raw_tp/sys_enter")                                                        \
+	int BPF_PROG(prefix##_raw, struct pt_regs *regs, long id)                     \
+	{                                                                              \
+		return fn(regs, id);                                                   \
+	}                                                                              \
+	SEC("tracepoint/raw_syscalls/sys_enter")                                       \
+	int prefix##_tp(struct trace_event_raw_sys_enter *ctx)                         \
+	{                                                                              \
+		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(             \
+			(struct task_struct *)bpf_get_current_task_btf());             \
+		return fn(regs, ctx->id);                                              \
+	}
+
 #define OSPREY_SYS_EXIT_PROGS(prefix, fn)                                              \
 	SEC("tp_btf/sys_exit")                                                         \
 	int BPF_PROG(prefix##_btf, struct pt_regs *regs, long ret)                    \

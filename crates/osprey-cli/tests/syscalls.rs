@@ -34,13 +34,28 @@ fn counts_errnos_and_latency_of_a_known_workload_are_exact() {
         return;
     }
     let _serial = serial();
+    // The best hooks here (tp_btf), and the classic tracepoints other kernels may only have.
+    let classic = "syscalls_enter_btf,syscalls_enter_raw,syscalls_exit_btf,syscalls_exit_raw";
+    for (deny, via) in [
+        ("", "tp_btf/sys_exit, tp_btf/sys_enter"),
+        (
+            classic,
+            "tracepoint/raw_syscalls/sys_exit, tracepoint/raw_syscalls/sys_enter",
+        ),
+    ] {
+        exact_counts_via(&[("OSPREY_DENY_PROGRAMS", deny)], via);
+    }
+}
+
+fn exact_counts_via(env: &[(&str, &str)], via: &str) {
     let work = gated_mix(1000, 500);
     let pid = work.pid();
     let pid_arg = pid.to_string();
-    let tracer = Tracer::start(&["syscalls", "--pid", &pid_arg, "--output", "json"]);
+    let tracer = Tracer::start_with_env(&["syscalls", "--pid", &pid_arg, "--output", "json"], env);
     assert!(work.release_and_wait().success());
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
+    assert!(done.stderr.contains(via), "{}", done.stderr);
     let rows = rows_by_syscall(&done, pid);
     let all = done.events();
     assert!(

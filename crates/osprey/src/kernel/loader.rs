@@ -124,18 +124,34 @@ impl Attach {
 #[macro_export]
 macro_rules! sys_exit_hooks {
     ($prefix:literal) => {
+        $crate::syscall_hooks!("sys_exit", $prefix)
+    };
+}
+
+/// The same for `OSPREY_SYS_ENTER_PROGS(prefix, fn)`.
+#[macro_export]
+macro_rules! sys_enter_hooks {
+    ($prefix:literal) => {
+        $crate::syscall_hooks!("sys_enter", $prefix)
+    };
+}
+
+#[doc(hidden)]
+#[macro_export]
+macro_rules! syscall_hooks {
+    ($event:literal, $prefix:literal) => {
         &[
             $crate::kernel::loader::Hook {
                 program: concat!($prefix, "_btf"),
-                attach: $crate::kernel::loader::Attach::BtfTracepoint("sys_exit"),
+                attach: $crate::kernel::loader::Attach::BtfTracepoint($event),
             },
             $crate::kernel::loader::Hook {
                 program: concat!($prefix, "_raw"),
-                attach: $crate::kernel::loader::Attach::RawTracepoint("sys_exit"),
+                attach: $crate::kernel::loader::Attach::RawTracepoint($event),
             },
             $crate::kernel::loader::Hook {
                 program: concat!($prefix, "_tp"),
-                attach: $crate::kernel::loader::Attach::Tracepoint("raw_syscalls", "sys_exit"),
+                attach: $crate::kernel::loader::Attach::Tracepoint("raw_syscalls", $event),
             },
         ]
     };

@@ -13,7 +13,7 @@ pub mod state;
 pub mod syscall;
 
 use crate::abi::kind;
-use crate::kernel::loader::{Attach, CapabilitySpec, Hook, Role};
+use crate::kernel::loader::{CapabilitySpec, Role};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "security",
@@ -28,16 +28,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "setid-enter",
             required: false,
-            hooks: &[
-                Hook {
-                    program: "security_enter_btf",
-                    attach: Attach::BtfTracepoint("sys_enter"),
-                },
-                Hook {
-                    program: "security_enter_raw",
-                    attach: Attach::RawTracepoint("sys_enter"),
-                },
-            ],
+            hooks: crate::sys_enter_hooks!("security_enter"),
         },
     ],
     kinds: &[

@@ -9,7 +9,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
 
 use crate::abi::{kind, SyscallErrnoKey, SyscallKey, SyscallStats};
-use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadError, LoadedCapability, Role};
+use crate::kernel::loader::{CapabilitySpec, LoadError, LoadedCapability, Role};
 use crate::pipeline::text::until_nul;
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
@@ -19,31 +19,13 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "syscall-exit",
             required: true,
-            hooks: &[
-                Hook {
-                    program: "syscalls_exit_btf",
-                    attach: Attach::BtfTracepoint("sys_exit"),
-                },
-                Hook {
-                    program: "syscalls_exit_raw",
-                    attach: Attach::RawTracepoint("sys_exit"),
-                },
-            ],
+            hooks: crate::sys_exit_hooks!("syscalls_exit"),
         },
         // Without it calls are still counted, but without latency (and exit/exit_group not at all).
         Role {
             name: "syscall-enter",
             required: false,
-            hooks: &[
-                Hook {
-                    program: "syscalls_enter_btf",
-                    attach: Attach::BtfTracepoint("sys_enter"),
-                },
-                Hook {
-                    program: "syscalls_enter_raw",
-                    attach: Attach::RawTracepoint("sys_enter"),
-                },
-            ],
+            hooks: crate::sys_enter_hooks!("syscalls_enter"),
         },
     ],
     kinds: &[(kind::SYSCALL_COUNT, "syscall_count")],
