@@ -423,3 +423,64 @@ fn tcp_retransmits_match_dropped_segments() {
     assert_eq!(server["retransmits"], 0, "{server}");
     assert_eq!(server["bytes_received"], 1000);
 }
+
+#[test]
+fn tcp_pid_filter_and_rtt_histogram() {
+    if !bpf_available("tcp_pid_rtt_hist") {
+        return;
+    }
+    let _serial = serial();
+    // Three servers, one connection each: --pid keeps the first server's side only (the
+    // owner is the accepting process even though the handshake's last step runs in softirq
+    // while the client is current), and --rtt-hist counts only what the filter kept.
+    const CONNECTIONS: usize = 3;
+    let mut servers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        servers.push(tcp_server(None, "127.0.0.1", 100, None));
+    }
+    let (first_server, _) = &servers[0];
+    let server_pid = first_server.id();
+    let tracer = Tracer::start(&[
+        "tcp",
+        "--output",
+        "json",
+        "--pid",
+        &server_pid.to_string(),
+        "--rtt-hist",
+    ]);
+    let ports: Vec<u16> = servers.iter().map(|(_, port)| *port).collect();
+    for port in &ports {
+        let out = Command::new(WORKLOAD)
+            .args(["tcp-send", "127.0.0.1", &port.to_string(), "1000"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    }
+    for (mut server, _) in servers {
+        assert!(server.wait().unwrap().success());
+    }
+    let done = tracer.stop();
+    let events = done.events();
+    let closes: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tcp_close").collect();
+    assert_eq!(
+        closes.len(),
+        1,
+        "only the first server's connection: {closes:#?}"
+    );
+    assert_eq!(closes[0]["process"]["pid"], server_pid);
+    assert_eq!(closes[0]["direction"], "accept");
+    assert_eq!(closes[0]["local_port"], ports[0]);
+    let histograms: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "tcp_rtt_histogram")
+        .collect();
+    assert_eq!(histograms.len(), 1, "{histograms:#?}");
+    assert_eq!(histograms[0]["remote_addr"], "127.0.0.1");
+    let counted: u64 = histograms[0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "the filter applies to the histogram too");
+}
