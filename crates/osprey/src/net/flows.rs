@@ -20,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::ip_from_bytes;
 use crate::abi::{flow_direction, FlowCounters, FlowKey, FlowStats};
+use crate::kernel::clock_ns;
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role, XdpAttachMode};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
@@ -58,16 +59,6 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     kinds: &[],
     default_ring_bytes: 4096,
 };
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid clock id and out pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-}
 
 /// Now on the kernel side's flow clock. The coarse clock lags the precise one by up to a
 /// tick, so comparisons against it are never early.
