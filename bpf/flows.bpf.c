@@ -162,14 +162,18 @@ static __always_inline int parse(void *data, void *end, struct osprey_flow_key *
 	return 0;
 }
 
+/* accel_tag: 4 when the stack keeps a VLAN tag beside the packet (skb->vlan_tci) rather than
+ * in it, as it does at egress until the driver inserts it; its id is accel_vlan. `len`
+ * includes it. */
 static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 direction,
-				    __u64 len, __u32 gso_segs)
+				    __u64 len, __u32 gso_segs, __u16 accel_vlan, __u8 accel_tag)
 {
 	struct osprey_flow_key k;
 	struct parsed p = {};
 	__builtin_memset(&k, 0, sizeof(k));
 	k.ifindex = ifindex;
 	k.direction = direction;
+	k.vlan = accel_vlan;
 	int r = parse(data, end, &k, &p);
 	if (r) {
 		struct osprey_flow_counters *c = counters();
@@ -181,10 +185,11 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 		}
 		return;
 	}
+	p.hdr_len += accel_tag; /* each segment carries the tag */
 	__u64 segs = gso_segs > 1 ? gso_segs : 1;
 	__u64 bytes = len + (segs - 1) * p.hdr_len;
 	__u64 payload = len > p.hdr_len ? len - p.hdr_len : 0;
-	__u64 now = bpf_ktime_get_boot_ns();
+	__u64 now = bpf_ktime_get_coarse_ns(); /* see events.h: osprey_flow_stats */
 
 	struct osprey_flow_stats *v = bpf_map_lookup_elem(&flows, &k);
 	if (!v) {
@@ -192,8 +197,8 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 			.packets = segs,
 			.bytes = bytes,
 			.payload_bytes = payload,
-			.first_boot_ns = now,
-			.last_boot_ns = now,
+			.first_mono_ns = now,
+			.last_mono_ns = now,
 			.tcp_flags = p.tcp_flags,
 		};
 		long err = bpf_map_update_elem(&flows, &k, &fresh, BPF_NOEXIST);
@@ -214,7 +219,7 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 	__sync_fetch_and_add(&v->packets, segs);
 	__sync_fetch_and_add(&v->bytes, bytes);
 	__sync_fetch_and_add(&v->payload_bytes, payload);
-	v->last_boot_ns = now;
+	v->last_mono_ns = now;
 	if (p.tcp_flags & ~v->tcp_flags)
 		__sync_fetch_and_or(&v->tcp_flags, p.tcp_flags);
 }
@@ -224,12 +229,11 @@ int flows_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	account(data, end, ctx->ingress_ifindex, OSPREY_FLOW_INGRESS, end - data, 1);
+	account(data, end, ctx->ingress_ifindex, OSPREY_FLOW_INGRESS, end - data, 1, 0, 0);
 	return XDP_PASS;
 }
 
-SEC("classifier")
-int flows_egress(struct __sk_buff *skb)
+static __always_inline int egress(struct __sk_buff *skb)
 {
 	void *data = (void *)(long)skb->data;
 	void *end = (void *)(long)skb->data_end;
@@ -239,6 +243,24 @@ int flows_egress(struct __sk_buff *skb)
 		data = (void *)(long)skb->data;
 		end = (void *)(long)skb->data_end;
 	}
-	account(data, end, skb->ifindex, OSPREY_FLOW_EGRESS, skb->len, skb->gso_segs);
+	/* An out-of-band tag is on the wire too: 4 more bytes, and it is the outer one. */
+	__u8 tag = skb->vlan_present ? 4 : 0;
+	__u16 vlan = tag ? (skb->vlan_tci & 0x0fff) : 0;
+	account(data, end, skb->ifindex, OSPREY_FLOW_EGRESS, skb->len + tag, skb->gso_segs, vlan,
+		tag);
 	return TC_ACT_UNSPEC;
+}
+
+/* One program per egress hook (same code) so OSPREY_DENY_PROGRAMS=flows_egress can force the
+ * tc clsact fallback where tcx exists. */
+SEC("classifier")
+int flows_egress(struct __sk_buff *skb)
+{
+	return egress(skb);
+}
+
+SEC("classifier")
+int flows_egress_clsact(struct __sk_buff *skb)
+{
+	return egress(skb);
 }

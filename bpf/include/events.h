@@ -341,8 +341,10 @@ struct osprey_flow_stats {
 	__u64 packets;       /* on the wire: a GSO packet counts once per segment */
 	__u64 bytes;         /* L2 bytes: Ethernet header (and VLAN tags) included, no FCS */
 	__u64 payload_bytes; /* bytes after the TCP/UDP/ICMP header */
-	__u64 first_boot_ns;
-	__u64 last_boot_ns;
+	/* CLOCK_MONOTONIC_COARSE (one tick of resolution): a precise clock read costs ~20 ns
+	 * per packet on some machines, the coarse one ~2 ns */
+	__u64 first_mono_ns;
+	__u64 last_mono_ns;
 	__u64 tcp_flags;     /* OR of every TCP flag byte seen (64 bits for atomic OR) */
 };
 

@@ -491,8 +491,8 @@ pub struct FlowStats {
     pub packets: u64,
     pub bytes: u64,
     pub payload_bytes: u64,
-    pub first_boot_ns: u64,
-    pub last_boot_ns: u64,
+    pub first_mono_ns: u64,
+    pub last_mono_ns: u64,
     pub tcp_flags: u64,
 }
 

@@ -30,6 +30,8 @@ pub const TCP: Object = object!("tcp");
 pub const FLOWS: Object = object!("flows");
 /// Test-only: drops the first two data segments to port 4242 (retransmission tests).
 pub const TEST_DROP: Object = object!("test_drop");
+/// Test and benchmark only: do-nothing XDP and tc programs (bench/net.sh, tests/net_edge.rs).
+pub const TEST_PASS: Object = object!("test_pass");
 pub const SYSCALLS: Object = object!("syscalls");
 /// Test fixture: a CO-RE relocation no kernel satisfies (never attached).
 #[doc(hidden)]
@@ -47,6 +49,7 @@ pub const ALL: &[Object] = &[
     TCP,
     FLOWS,
     TEST_DROP,
+    TEST_PASS,
     SYSCALLS,
     BROKEN_CORE,
 ];

@@ -389,7 +389,7 @@ fn rust_structs() -> Vec<RustStruct> {
             dport, saddr, daddr,
         }),
         mirror!(FlowStats as "osprey_flow_stats" {
-            packets, bytes, payload_bytes, first_boot_ns, last_boot_ns, tcp_flags,
+            packets, bytes, payload_bytes, first_mono_ns, last_mono_ns, tcp_flags,
         }),
         mirror!(FlowCounters as "osprey_flow_counters" {
             inserts, insert_failed, non_ip, truncated,

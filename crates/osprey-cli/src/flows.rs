@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 use osprey::kernel::loader::{is_attach_conflict, LoadOptions, LoadedCapability, XdpAttachMode};
+use osprey::kernel::privileges;
 use osprey::kernel::stats::{RunTimeStats, Snapshot};
+use osprey::net::clsact;
 use osprey::net::flows::{self, FlowRecord, FlowTable, RateTracker};
 use osprey::pipeline::sink::Clock;
 use tokio::signal::unix::{signal, SignalKind};
@@ -44,6 +46,11 @@ pub struct FlowsArgs {
     /// Seconds between scans of the flow table.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = crate::parse_positive_secs)]
     pub interval: f64,
+    /// Enable BPF run-time statistics (ns per run of each program, in the summary). They
+    /// cost every BPF program on the machine two clock reads per run (~40 ns measured
+    /// here), so they are off unless asked for.
+    #[arg(long)]
+    pub run_time_stats: bool,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -73,6 +80,18 @@ fn resolve_interfaces(names: &[String]) -> Result<BTreeMap<u32, String>, Failure
 pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     let names = resolve_interfaces(&args.interfaces)?;
     require_tracing_privileges("flows")?;
+    let caps = privileges::effective();
+    if !privileges::has(caps, privileges::CAP_NET_ADMIN)
+        && !privileges::has(caps, privileges::CAP_SYS_ADMIN)
+    {
+        return Err(Failure::Privilege(
+            "osprey flows needs CAP_NET_ADMIN to attach XDP and tc programs to interfaces (run as root or grant it)".into(),
+        ));
+    }
+    let skb_backed: Vec<String> = names
+        .values()
+        .filter_map(|n| flows::skb_backed_xdp_driver(n).map(|d| format!("{n} ({d})")))
+        .collect();
     let options = LoadOptions {
         interfaces: names.values().cloned().collect(),
         xdp_mode: match args.xdp_mode {
@@ -84,7 +103,18 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
         denied_programs: LoadOptions::denied_from_env(),
         ..Default::default()
     };
-    let mut cap = LoadedCapability::load(flows::SPEC, &options).map_err(|e| {
+    // The tc fallback adds a clsact qdisc where there is none: those get it removed at exit.
+    let without_clsact = clsact::interfaces_without_clsact(&options.interfaces);
+    let remove_added_clsact = || {
+        for name in &without_clsact {
+            let _ = clsact::delete_clsact(name);
+        }
+    };
+    let loaded = LoadedCapability::load(flows::SPEC, &options);
+    if loaded.is_err() {
+        remove_added_clsact();
+    }
+    let mut cap = loaded.map_err(|e| {
         if is_attach_conflict(&e) {
             Failure::Usage(format!(
                 "{e} (detach it first, e.g. `ip link set dev IF xdp off`)"
@@ -95,7 +125,13 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     })?;
     let mut table =
         FlowTable::take_from(&mut cap).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
-    let _run_time_stats = RunTimeStats::enable();
+    let run_time_stats = args.run_time_stats.then(RunTimeStats::enable);
+    if cap.hook_labels().any(|h| h == "xdp/native") && !skb_backed.is_empty() {
+        eprintln!(
+            "osprey: note: native XDP on {} converts every received packet and turns GSO off on the peer (costly: see bench/net.sh); --xdp-mode generic is cheaper there but counts a GRO/GSO aggregate as one packet",
+            skb_backed.join(", ")
+        );
+    }
     let hooks: Vec<String> = cap.hook_labels().collect();
     eprintln!(
         "osprey: tracing flows on {} via {}; Ctrl-C to stop",
@@ -156,7 +192,7 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
             if deadline.is_some_and(|d| Instant::now() >= d) {
                 return Ok("duration");
             }
-            let now = osprey::kernel::boot_time_ns();
+            let now = flows::flow_clock_now_ns();
             let done = table.export(now, idle_ns, fin_grace_ns, false);
             if emit(&done, &mut stdout).is_err() {
                 return Ok("output_closed");
@@ -171,17 +207,22 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
         }
     })?;
     // Every flow still in the table is exported: none disappears uncounted.
-    let rest = table.export(osprey::kernel::boot_time_ns(), idle_ns, fin_grace_ns, true);
+    let rest = table.export(flows::flow_clock_now_ns(), idle_ns, fin_grace_ns, true);
     let _ = emit(&rest, &mut stdout);
     let totals = table.totals();
     let stats = Snapshot::take(std::slice::from_ref(&cap));
+    let used_clsact = cap.hook_labels().any(|h| h == "tc/clsact/egress");
     drop(cap); // detach before reporting
+    if used_clsact {
+        remove_added_clsact();
+    }
     let mut stderr = std::io::stderr().lock();
     let _ = match args.output {
         Output::Json => writeln!(
             stderr,
             "{}",
-            serde_json::json!({"kind": "summary", "reason": reason, "flows": totals, "programs": stats.programs})
+            serde_json::json!({"kind": "summary", "reason": reason, "flows": totals, "programs": stats.programs,
+                "run_time_stats": run_time_stats.as_ref().is_some_and(|s| s.enabled)})
         ),
         Output::Table => writeln!(
             stderr,

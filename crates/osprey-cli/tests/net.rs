@@ -2,12 +2,14 @@
 //! network namespaces these tests create and always delete (names unique per run).
 
 mod common;
+mod netpair;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use netpair::*;
 use serde_json::Value;
 
 /// `osprey-workload tcp-serve ADDR REPLY` started (optionally inside a namespace); its port.
@@ -127,132 +129,6 @@ fn tcp_transfer_gives_one_exact_record_per_side() {
 
 // ---------------------------------------------------------------------------------------
 // osprey flows
-
-/// Two namespaces joined by a veth pair, deleted on drop (also when a test fails).
-/// Addresses: 10.X.0.1 / fdX::1 in `a`, .2 / ::2 in `b`; IPv6 without DAD so nothing waits.
-struct NetPair {
-    a: String,
-    b: String,
-    va: String,
-    vb: String,
-}
-
-fn ip(args: &[&str]) {
-    let out = Command::new("ip").args(args).output().expect("run ip");
-    assert!(
-        out.status.success(),
-        "ip {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-impl NetPair {
-    fn new() -> Self {
-        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
-        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let tag = format!("{}x{n}", std::process::id() % 100_000);
-        let pair = NetPair {
-            a: format!("ospa{tag}"),
-            b: format!("ospb{tag}"),
-            va: format!("ova{tag}"),
-            vb: format!("ovb{tag}"),
-        };
-        ip(&["netns", "add", &pair.a]);
-        ip(&["netns", "add", &pair.b]);
-        ip(&[
-            "link", "add", &pair.va, "netns", &pair.a, "type", "veth", "peer", "name", &pair.vb,
-            "netns", &pair.b,
-        ]);
-        for (ns, dev, host) in [(&pair.a, &pair.va, 1), (&pair.b, &pair.vb, 2)] {
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("10.201.0.{host}/24"),
-                "dev",
-                dev,
-            ]);
-            ip(&[
-                "-n",
-                ns,
-                "addr",
-                "add",
-                &format!("fd77::{host}/64"),
-                "dev",
-                dev,
-                "nodad",
-            ]);
-            ip(&["-n", ns, "link", "set", dev, "up"]);
-            ip(&["-n", ns, "link", "set", "lo", "up"]);
-        }
-        pair
-    }
-
-    fn run(&self, ns: &str, args: &[&str]) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, WORKLOAD])
-            .args(args)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
-    }
-
-    fn xdp_attached(&self, ns: &str, dev: &str) -> bool {
-        let out = Command::new("ip")
-            .args(["-n", ns, "-d", "link", "show", "dev", dev])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).contains("prog/xdp")
-    }
-
-    /// No XDP program on `va` (ip link) and none listed by bpftool in namespace `a`.
-    fn assert_nothing_attached(&self) {
-        assert!(!self.xdp_attached(&self.a, &self.va));
-        let listing = self.bpftool_net(&self.a);
-        assert!(!listing.contains(" id "), "{listing}");
-    }
-
-    fn bpftool_net(&self, ns: &str) -> String {
-        let out = Command::new("ip")
-            .args(["netns", "exec", ns, "bpftool", "net", "show"])
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-}
-
-impl Drop for NetPair {
-    fn drop(&mut self) {
-        for ns in [&self.a, &self.b] {
-            let _ = Command::new("ip").args(["netns", "del", ns]).status();
-        }
-    }
-}
-
-fn flow_records(events: &[Value]) -> Vec<Value> {
-    events
-        .iter()
-        .filter(|e| e["kind"] == "flow")
-        .cloned()
-        .collect()
-}
-
-/// The one record matching `pred` (more than one would mean a flow was split).
-fn one_flow<'a>(flows: &'a [Value], what: &str, pred: impl Fn(&Value) -> bool) -> &'a Value {
-    let found: Vec<&Value> = flows.iter().filter(|f| pred(f)).collect();
-    assert_eq!(found.len(), 1, "{what}: {found:#?}");
-    found[0]
-}
-
-fn flows_summary(done: &Finished) -> Value {
-    done.summary()["flows"].clone()
-}
 
 #[test]
 fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
@@ -546,4 +422,65 @@ fn tcp_retransmits_match_dropped_segments() {
     );
     assert_eq!(server["retransmits"], 0, "{server}");
     assert_eq!(server["bytes_received"], 1000);
+}
+
+#[test]
+fn tcp_pid_filter_and_rtt_histogram() {
+    if !bpf_available("tcp_pid_rtt_hist") {
+        return;
+    }
+    let _serial = serial();
+    // Three servers, one connection each: --pid keeps the first server's side only (the
+    // owner is the accepting process even though the handshake's last step runs in softirq
+    // while the client is current), and --rtt-hist counts only what the filter kept.
+    const CONNECTIONS: usize = 3;
+    let mut servers = Vec::new();
+    for _ in 0..CONNECTIONS {
+        servers.push(tcp_server(None, "127.0.0.1", 100, None));
+    }
+    let (first_server, _) = &servers[0];
+    let server_pid = first_server.id();
+    let tracer = Tracer::start(&[
+        "tcp",
+        "--output",
+        "json",
+        "--pid",
+        &server_pid.to_string(),
+        "--rtt-hist",
+    ]);
+    let ports: Vec<u16> = servers.iter().map(|(_, port)| *port).collect();
+    for port in &ports {
+        let out = Command::new(WORKLOAD)
+            .args(["tcp-send", "127.0.0.1", &port.to_string(), "1000"])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+    }
+    for (mut server, _) in servers {
+        assert!(server.wait().unwrap().success());
+    }
+    let done = tracer.stop();
+    let events = done.events();
+    let closes: Vec<&Value> = events.iter().filter(|e| e["kind"] == "tcp_close").collect();
+    assert_eq!(
+        closes.len(),
+        1,
+        "only the first server's connection: {closes:#?}"
+    );
+    assert_eq!(closes[0]["process"]["pid"], server_pid);
+    assert_eq!(closes[0]["direction"], "accept");
+    assert_eq!(closes[0]["local_port"], ports[0]);
+    let histograms: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "tcp_rtt_histogram")
+        .collect();
+    assert_eq!(histograms.len(), 1, "{histograms:#?}");
+    assert_eq!(histograms[0]["remote_addr"], "127.0.0.1");
+    let counted: u64 = histograms[0]["buckets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["connections"].as_u64().unwrap())
+        .sum();
+    assert_eq!(counted, 1, "the filter applies to the histogram too");
 }

@@ -127,9 +127,14 @@ impl Tracer {
     /// Starts `osprey ARGS` inside network namespace `netns` (`ip netns exec` execs it,
     /// so the child's pid is osprey's and SIGINT reaches it).
     pub fn start_in_netns(netns: &str, args: &[&str]) -> Self {
+        Self::start_in_netns_with_env(netns, args, &[])
+    }
+
+    /// `start_in_netns` with extra environment variables (`ip netns exec` passes them on).
+    pub fn start_in_netns_with_env(netns: &str, args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, OSPREY]);
-        Self::start_command(cmd, args, &[], "osprey: tracing ")
+        Self::start_command(cmd, args, env, "osprey: tracing ")
     }
 
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.

@@ -3,6 +3,10 @@
 //! flow ends (FIN/RST, after a short grace for the final ACK), when it has been idle for
 //! the idle timeout, and at exit for every flow left.
 //!
+//! Flow times are CLOCK_MONOTONIC_COARSE in the kernel (one tick of resolution, ~20 ns
+//! cheaper per packet than a precise clock); `boot_from_mono` turns them into boot time for
+//! the shared wall-clock conversion.
+//!
 //! Accounting is closed: `inserted` (kernel) = `exported` + `evicted` (LRU) + `live`. Bytes
 //! are L2 bytes; GSO packets count per wire segment (see bpf/flows.bpf.c). A packet that
 //! updates a flow between the scan that exports it and its deletion is lost (a window of
@@ -16,6 +20,7 @@ use serde_json::{json, Value};
 
 use super::ip_from_bytes;
 use crate::abi::{flow_direction, FlowCounters, FlowKey, FlowStats};
+use crate::kernel::clock_ns;
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role, XdpAttachMode};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
@@ -45,7 +50,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
                     attach: Attach::TcxEgress,
                 },
                 Hook {
-                    program: "flows_egress",
+                    program: "flows_egress_clsact",
                     attach: Attach::TcClsactEgress,
                 },
             ],
@@ -54,6 +59,74 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     kinds: &[],
     default_ring_bytes: 4096,
 };
+
+/// Now on the kernel side's flow clock. The coarse clock lags the precise one by up to a
+/// tick, so comparisons against it are never early.
+pub fn flow_clock_now_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC_COARSE)
+}
+
+/// A flow time (CLOCK_MONOTONIC) as boot time (they differ by the time spent suspended).
+pub fn boot_from_mono(mono_ns: u64) -> u64 {
+    let offset = clock_ns(libc::CLOCK_BOOTTIME).saturating_sub(clock_ns(libc::CLOCK_MONOTONIC));
+    mono_ns + offset
+}
+
+/// The driver of `ifname` when its "native" XDP runs on packets that arrive as socket
+/// buffers (veth, tun): there native mode converts every packet into an XDP buffer (a copy
+/// when the headroom is short) and back, and veth turns GSO off on the peer, which measured
+/// ~3x the cost of generic mode (bench/net.sh). Generic mode, though, sees a GRO/GSO
+/// aggregate as one packet, so native stays the default and this only informs the user.
+pub fn skb_backed_xdp_driver(ifname: &str) -> Option<&'static str> {
+    const ETHTOOL_GDRVINFO: u32 = 0x3;
+    #[repr(C)]
+    struct DrvInfo {
+        cmd: u32,
+        driver: [u8; 32],
+        rest: [u8; 160], // version, fw_version, bus_info, ... (unused)
+    }
+    #[repr(C)]
+    struct IfReq {
+        name: [u8; libc::IFNAMSIZ],
+        data: *mut DrvInfo,
+        _pad: [u8; 16],
+    }
+    let mut info = DrvInfo {
+        cmd: ETHTOOL_GDRVINFO,
+        driver: [0; 32],
+        rest: [0; 160],
+    };
+    let mut req = IfReq {
+        name: [0; libc::IFNAMSIZ],
+        data: &mut info,
+        _pad: [0; 16],
+    };
+    let bytes = ifname.as_bytes();
+    if bytes.len() >= libc::IFNAMSIZ {
+        return None;
+    }
+    req.name[..bytes.len()].copy_from_slice(bytes);
+    // SAFETY: a datagram socket for the ioctl, closed below; `req` and `info` outlive the
+    // call and have the layout SIOCETHTOOL expects.
+    let ok = unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return None;
+        }
+        let r = libc::ioctl(fd, libc::SIOCETHTOOL, &mut req);
+        libc::close(fd);
+        r == 0
+    };
+    if !ok {
+        return None;
+    }
+    let end = info.driver.iter().position(|&b| b == 0).unwrap_or(32);
+    match &info.driver[..end] {
+        b"veth" => Some("veth"),
+        b"tun" => Some("tun"),
+        _ => None,
+    }
+}
 
 const TCP_FIN: u64 = 0x01;
 const TCP_RST: u64 = 0x04;
@@ -121,14 +194,15 @@ fn has_ports(protocol: u8) -> bool {
 }
 
 impl FlowRecord {
-    /// An IPFIX-shaped record: information element names in snake case.
+    /// An IPFIX-shaped record: information element names in snake case. `wall` formats a
+    /// boot-time timestamp.
     pub fn to_json(&self, wall: &dyn Fn(u64) -> String, ifname: &str) -> Value {
         let (src, dst) = addresses(&self.key);
         let k = &self.key;
         let mut v = json!({
             "kind": "flow",
-            "flow_start": wall(self.stats.first_boot_ns),
-            "flow_end": wall(self.stats.last_boot_ns),
+            "flow_start": wall(boot_from_mono(self.stats.first_mono_ns)),
+            "flow_end": wall(boot_from_mono(self.stats.last_mono_ns)),
             "flow_end_reason": self.reason.name(),
             "interface": ifname,
             "ifindex": k.ifindex,
@@ -233,16 +307,17 @@ impl FlowTable {
     }
 
     /// Removes and returns flows that ended or went idle; with `all`, every flow.
+    /// `now_ns` is `flow_clock_now_ns()`.
     pub fn export(
         &mut self,
-        now_boot_ns: u64,
+        now_ns: u64,
         idle_ns: u64,
         fin_grace_ns: u64,
         all: bool,
     ) -> Vec<FlowRecord> {
         let mut out = Vec::new();
         for (key, stats) in self.live() {
-            let quiet = now_boot_ns.saturating_sub(stats.last_boot_ns);
+            let quiet = now_ns.saturating_sub(stats.last_mono_ns);
             let reason = if stats.tcp_flags & (TCP_FIN | TCP_RST) != 0 && quiet >= fin_grace_ns {
                 EndReason::EndOfFlow
             } else if quiet >= idle_ns {

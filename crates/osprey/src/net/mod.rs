@@ -1,6 +1,7 @@
 //! Network capabilities: `osprey tcp` (connection lifecycle from inet_sock_set_state) and
 //! `osprey flows` (XDP + tcx flow accounting). Shared here: addresses and CIDR filters.
 
+pub mod clsact;
 pub mod flows;
 pub mod tcp;
 

@@ -26,12 +26,19 @@
 //!                                             bytes, close; prints bytes received
 //! osprey-workload tcp-send ADDR PORT BYTES     comm "tcp-client": connect, send BYTES, read
 //!                                             the whole reply, close; prints bytes received
-//! osprey-workload udp-send ADDR PORT COUNT SIZE  COUNT datagrams of SIZE bytes
+//! osprey-workload udp-send ADDR PORT COUNT SIZE  COUNT datagrams of SIZE bytes (IPv6 with
+//!                                             UDP_SEND_DSTOPTS=1: each with an 8-byte
+//!                                             Destination Options header)
+//! osprey-workload vlan-udp-send IF VLAN SRC DST PORT COUNT SIZE  COUNT 802.1Q-tagged
+//!                                             IPv4/UDP frames written on IF (packet socket)
 //! osprey-workload udp-recv ADDR PORT COUNT     receive COUNT datagrams, print their bytes
 //! osprey-workload ping ADDR COUNT              COUNT ICMP/ICMPv6 echo requests, one at a
 //!                                             time, each waiting for its reply
 //! osprey-workload udp-blast ADDR PORT SECS SIZE  send as fast as possible; print packets/s
 //! osprey-workload connect-loop ADDR PORT COUNT   COUNT connect+close; print ns per connection
+//! osprey-workload attach-pass OBJECT IF IN OUT  attach do-nothing XDP (native|generic|
+//!                                             tcx|none) and egress (tcx|none) programs until
+//!                                             SIGINT; then print their run counts and times
 //!
 //! Syscall counting and baselines:
 //! osprey-workload syscall-mix N M [--gate]     N getppid, then M openat of a missing path
@@ -198,6 +205,7 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         Some(cmd) if net::run(cmd, &args[1..]) => {}
+        Some(cmd) if attach::run(cmd, &args[1..]) => {}
         Some("syscall-mix") => {
             let getppids = number(args.get(1));
             let failing_opens = number(args.get(2));
@@ -496,4 +504,5 @@ fn memfd_exec() {
         libc::waitpid(child, &mut status, 0);
     }
 }
+mod attach;
 mod net;

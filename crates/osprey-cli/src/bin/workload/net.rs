@@ -3,7 +3,7 @@
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::{Duration, Instant};
 
 fn arg<T: std::str::FromStr>(args: &[OsString], i: usize) -> T {
@@ -27,6 +27,9 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
         "udp-send" => {
             let to = SocketAddr::new(arg(args, 0), arg(args, 1));
             let sock = bind_any(to);
+            if to.is_ipv6() && std::env::var_os("UDP_SEND_DSTOPTS").is_some() {
+                add_destination_options_header(&sock);
+            }
             let payload = vec![0x5au8; arg(args, 3)];
             for _ in 0..arg::<u64>(args, 2) {
                 sock.send_to(&payload, to).expect("send");
@@ -50,6 +53,7 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
             let payload = vec![0u8; arg(args, 3)];
             let secs: f64 = arg(args, 2);
             let start = Instant::now();
+            let cpu_start = process_cpu_ns();
             let mut sent = 0u64;
             while start.elapsed().as_secs_f64() < secs {
                 for _ in 0..256 {
@@ -58,12 +62,22 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
                     }
                 }
             }
-            println!("{:.0}", sent as f64 / start.elapsed().as_secs_f64());
+            // Packets/s by the wall clock, and CPU ns per packet: the receive path runs in
+            // softirq on the sender's CPU, so its cost shows in this process's CPU time
+            // too, which (unlike the wall clock) other busy processes on the machine do not
+            // inflate.
+            let cpu_ns = process_cpu_ns() - cpu_start;
+            println!(
+                "{:.0} {:.1}",
+                sent as f64 / start.elapsed().as_secs_f64(),
+                cpu_ns as f64 / sent.max(1) as f64
+            );
         }
         "connect-loop" => {
             let to = SocketAddr::new(arg(args, 0), arg(args, 1));
             let count: u64 = arg(args, 2);
             let start = Instant::now();
+            let cpu_start = process_cpu_ns();
             for _ in 0..count {
                 let conn = TcpStream::connect(to).expect("connect");
                 // Close with RST: no TIME_WAIT pile-up to slow later rounds' port search.
@@ -83,12 +97,22 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
                 };
                 drop(conn);
             }
-            println!("{:.0}", start.elapsed().as_nanos() as f64 / count as f64);
+            // Wall ns per connection, then this process's CPU ns per connection (loopback
+            // runs the peer's softirq work here too; a busy machine inflates only the first).
+            println!(
+                "{:.0} {:.0}",
+                start.elapsed().as_nanos() as f64 / count as f64,
+                (process_cpu_ns() - cpu_start) as f64 / count as f64
+            );
         }
         "tcp-sink" => {
             // accept and close forever (for connect-loop); stops when stdin closes
             let listener =
                 TcpListener::bind(SocketAddr::new(arg(args, 0), arg(args, 1))).expect("bind");
+            // A deep accept queue: when this process waits for a CPU, connections queue up
+            // instead of overflowing into 1-second SYN retransmits that swamp the average.
+            // SAFETY: listen(2) again on our listening socket only changes its backlog.
+            unsafe { libc::listen(std::os::fd::AsRawFd::as_raw_fd(&listener), 4096) };
             std::thread::spawn(move || {
                 for c in listener.incoming() {
                     drop(c);
@@ -96,9 +120,109 @@ pub fn run(cmd: &str, args: &[OsString]) -> bool {
             });
             let _ = std::io::stdin().read_to_end(&mut Vec::new());
         }
+        "vlan-udp-send" => {
+            let (vlan, src, dst): (u16, Ipv4Addr, Ipv4Addr) =
+                (arg(args, 1), arg(args, 2), arg(args, 3));
+            let frame = vlan_udp_frame(vlan, src, dst, arg(args, 4), arg(args, 6));
+            send_frames(&arg::<String>(args, 0), &frame, arg(args, 5));
+        }
         _ => return false,
     }
     true
+}
+
+/// Every datagram of `sock` carries an 8-byte IPv6 Destination Options header (one PadN
+/// option), so tests see an extension header between IPv6 and UDP.
+fn add_destination_options_header(sock: &UdpSocket) {
+    // next header (the kernel fills it), length 0 (= 8 bytes), PadN with 4 bytes of padding
+    let header = [0u8, 0, 1, 4, 0, 0, 0, 0];
+    // SAFETY: valid socket fd and buffer.
+    let r = unsafe {
+        libc::setsockopt(
+            std::os::fd::AsRawFd::as_raw_fd(sock),
+            libc::IPPROTO_IPV6,
+            libc::IPV6_DSTOPTS,
+            header.as_ptr().cast(),
+            header.len() as u32,
+        )
+    };
+    assert_eq!(r, 0, "IPV6_DSTOPTS: {}", std::io::Error::last_os_error());
+}
+
+/// An 802.1Q-tagged IPv4/UDP frame to the broadcast MAC with `size` payload bytes.
+fn vlan_udp_frame(vlan: u16, src: Ipv4Addr, dst: Ipv4Addr, port: u16, size: usize) -> Vec<u8> {
+    let mut f = vec![0xffu8; 6]; // destination MAC: broadcast
+    f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01]);
+    f.extend_from_slice(&0x8100u16.to_be_bytes());
+    f.extend_from_slice(&(vlan & 0x0fff).to_be_bytes());
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ip_start = f.len();
+    let total = (20 + 8 + size) as u16;
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&total.to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id, DF, ttl, UDP, checksum
+    f.extend_from_slice(&src.octets());
+    f.extend_from_slice(&dst.octets());
+    let c = checksum(&f[ip_start..]);
+    f[ip_start + 10..ip_start + 12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&port.to_be_bytes());
+    f.extend_from_slice(&((8 + size) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]); // no UDP checksum (allowed over IPv4)
+    f.resize(f.len() + size, 0x5a);
+    f
+}
+
+/// Writes `frame` `count` times on `ifname` through a packet socket (through tc egress, as
+/// any sent packet).
+fn send_frames(ifname: &str, frame: &[u8], count: u64) {
+    let name = std::ffi::CString::new(ifname).unwrap();
+    // SAFETY: valid NUL-terminated name.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    assert!(ifindex != 0, "no interface {ifname}");
+    // SAFETY: plain socket call; checked below.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW, 0) };
+    assert!(
+        fd >= 0,
+        "packet socket: {}",
+        std::io::Error::last_os_error()
+    );
+    // SAFETY: all-zero is a valid sockaddr_ll; the fields set are its address.
+    let mut to: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+    to.sll_family = libc::AF_PACKET as u16;
+    to.sll_ifindex = ifindex as i32;
+    to.sll_halen = 6;
+    to.sll_addr[..6].copy_from_slice(&frame[..6]);
+    for _ in 0..count {
+        // SAFETY: valid fd, buffer and address.
+        let sent = unsafe {
+            libc::sendto(
+                fd,
+                frame.as_ptr().cast(),
+                frame.len(),
+                0,
+                (&to as *const libc::sockaddr_ll).cast(),
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            )
+        };
+        assert_eq!(
+            sent,
+            frame.len() as isize,
+            "{}",
+            std::io::Error::last_os_error()
+        );
+    }
+    // SAFETY: our fd.
+    unsafe { libc::close(fd) };
+}
+
+/// CPU time of this process (user + system, softirq work it happened to run included).
+fn process_cpu_ns() -> u64 {
+    // SAFETY: all-zero is a valid timespec; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid clock id and pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_PROCESS_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 fn bind_any(to: SocketAddr) -> UdpSocket {
