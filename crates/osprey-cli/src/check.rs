@@ -6,7 +6,7 @@ use clap::Args;
 use osprey::kernel::features::{self, Feature};
 use osprey::kernel::loader::{LoadOptions, LoadedCapability};
 use osprey::kernel::privileges;
-use osprey::{files, memory, net, process};
+use osprey::{files, memory, net, process, profile, security, syscalls};
 use serde_json::json;
 
 use crate::{Failure, Output};
@@ -96,6 +96,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             process::SPEC,
             files::SPEC,
             memory::SPEC,
+            profile::SPEC,
+            syscalls::SPEC,
+            security::SPEC,
+            security::connect_deny::SPEC,
             net::tcp::SPEC,
             net::flows::SPEC,
         ]
@@ -148,15 +152,15 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
             }
             if !capabilities.is_empty() {
                 println!(
-                    "\n{:<10} {:<12} {:<34} WHY NOT BETTER / WHY NOT AT ALL",
+                    "\n{:<15} {:<13} {:<34} WHY NOT BETTER / WHY NOT AT ALL",
                     "CAPABILITY", "ROLE", "HOOK"
                 );
                 for c in &capabilities {
                     if let Some(note) = c.note {
-                        println!("{:<10} {:<12} {:<34} ({note})", c.name, "", "");
+                        println!("{:<15} {:<13} {:<34} ({note})", c.name, "", "");
                     }
                     if let Some(err) = &c.error {
-                        println!("{:<10} {:<12} {:<34} {err}", c.name, "-", "unavailable");
+                        println!("{:<15} {:<13} {:<34} {err}", c.name, "-", "unavailable");
                     }
                     for r in &c.roles {
                         let rejected: Vec<String> = r["rejected"]
@@ -172,7 +176,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                             })
                             .collect();
                         println!(
-                            "{:<10} {:<12} {:<34} {}",
+                            "{:<15} {:<13} {:<34} {}",
                             c.name,
                             r["role"].as_str().unwrap_or(""),
                             r["hook"].as_str().unwrap_or("unavailable"),
