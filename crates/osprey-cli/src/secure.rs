@@ -231,7 +231,7 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         None => None,
     };
     let fim_detector = match fim_db {
-        Some((db, path)) => Some(fim::start_detector(&mut security_cap, db, path)?),
+        Some(start) => Some(fim::start_detector(&mut security_cap, start)?),
         None => None,
     };
     if kill_in_kernel {
