@@ -20,6 +20,11 @@ use crate::pipeline::sink::Clock;
 
 pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
     let cfg = &env.config.modules.flows;
+    if cfg.interfaces.is_empty() {
+        return Err(AgentError::Invalid(
+            "flows: no interfaces configured ([modules.flows] interfaces)".into(),
+        ));
+    }
     let mut names = BTreeMap::new();
     for name in &cfg.interfaces {
         let index = std::ffi::CString::new(name.as_str())

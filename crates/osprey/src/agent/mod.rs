@@ -16,7 +16,9 @@ mod server;
 pub mod sink;
 pub mod syslog;
 
+use std::cell::Cell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -79,6 +81,7 @@ struct Running<'a> {
     /// Modules currently loaded, with what they keep.
     enabled: Vec<(&'static str, Option<Box<dyn ModuleState>>)>,
     detection: DetectionSlot,
+    logged: Rc<Cell<u64>>,
 }
 
 impl Running<'_> {
@@ -280,7 +283,7 @@ impl Running<'_> {
         self.metrics
             .cache_evictions
             .inc_by(evictions.saturating_sub(before));
-        let written = self.pipeline.counters.written;
+        let written = self.logged.get();
         let before = self.metrics.events_written.get();
         self.metrics
             .events_written
@@ -355,6 +358,7 @@ impl Agent {
             );
         }
         let detection = sink.detection.clone();
+        let logged = sink.logged.clone();
         let pipeline = Pipeline::new(
             Vec::new(),
             ProcessCache::new(65536, 5_000_000_000),
@@ -372,6 +376,7 @@ impl Agent {
             config: config.clone(),
             enabled: Vec::new(),
             detection,
+            logged,
         };
         for &name in MODULES {
             if modules::wanted(&config, name) {
@@ -445,7 +450,7 @@ impl Agent {
         }
         running.record(
             json!({"kind": "agent", "level": "info", "message": "stopped",
-            "events_written": running.pipeline.counters.written}),
+            "events_written": running.logged.get()}),
         );
         running.pipeline.sink.flush().map_err(io_err("event log"))?;
         let _ = std::fs::remove_file(&config.control_socket);

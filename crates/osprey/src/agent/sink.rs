@@ -2,7 +2,7 @@
 //! (`osprey secure`'s detectors) when the security module is loaded. Alerts, health
 //! warnings and agent notices are log records too, and also go to syslog when asked.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::rc::Rc;
 
@@ -37,6 +37,8 @@ pub struct AgentSink {
     pub detection: DetectionSlot,
     event_metrics: EventMetrics,
     source: &'static str,
+    /// Events written to the log (not those only detection saw).
+    pub logged: Rc<Cell<u64>>,
 }
 
 impl AgentSink {
@@ -48,6 +50,7 @@ impl AgentSink {
             detection: DetectionSlot::default(),
             event_metrics,
             source: "",
+            logged: Rc::default(),
         }
     }
 }
@@ -92,6 +95,7 @@ impl Sink for AgentSink {
         if own {
             return Ok(());
         }
+        self.logged.set(self.logged.get() + 1);
         self.log.write(event, process)
     }
 
