@@ -43,7 +43,7 @@ for round in $(seq "$ROUNDS"); do
         { echo "round $round $v: load $(cut -d' ' -f1-3 /proc/loadavg)";
           ps -eo pcpu,comm --sort=-pcpu | sed -n 2,5p; } >>"$work/others"
         kill -TERM "$pid"; wait "$pid" || true; pid=
-        profiles=$(ls "$work/state/profiles" 2>/dev/null | wc -l)
+        profiles=$(find "$work/state" -name 'cpu-*.pb.gz' | wc -l)
         rm -f "$work/err"
         echo "round $round $v: attached $(tail -1 "$work/$v.attach") ms, rss $(tail -1 "$work/$v.rss") MiB, cpu $(tail -1 "$work/$v.cpu")% of one core, $profiles profiles"
     done
@@ -51,7 +51,10 @@ done
 for v in $variants; do
     echo "$v: median start-to-attached $(median <"$work/$v.attach") ms (target <= 300), RSS $(median <"$work/$v.rss") MiB (target <= 30), idle CPU $(median <"$work/$v.cpu")% of one core (target <= 0.5)"
 done
-ratio() { echo "scale=2; $(median <"$work/default.$1") / $(median <"$work/baseline.$1")" | bc; }
+ratio() {
+    awk -v a="$(median <"$work/default.$1")" -v b="$(median <"$work/baseline.$1")" \
+        'BEGIN { if (b > 0) printf "%.2f", a / b; else printf "n/a (baseline 0)" }'
+}
 echo "default/baseline: attach x$(ratio attach), RSS x$(ratio rss), CPU x$(ratio cpu)"
 echo "other processes during the windows:"
 cat "$work/others"

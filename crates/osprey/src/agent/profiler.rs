@@ -170,7 +170,9 @@ fn write_profile(
     duration: Duration,
 ) -> Result<Written, String> {
     let samples = raw.total();
-    let profile = raw.symbolize("all processes".into(), duration.as_secs_f64());
+    // Function names only: parsing the DWARF of every sampled binary each interval would
+    // dominate the agent's idle cost and memory.
+    let profile = raw.symbolize("all processes".into(), duration.as_secs_f64(), false);
     let start = chrono::DateTime::from_timestamp_nanos(start_unix_ns);
     let name = format!("{PREFIX}{}{SUFFIX}", start.format("%Y%m%dT%H%M%S%.3fZ"));
     let path = dir.join(&name);

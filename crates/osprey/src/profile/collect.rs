@@ -115,7 +115,8 @@ impl Collector {
             total += value;
             if !self.key_depths.contains_key(&key) {
                 self.maps.observe(key.pid);
-                let depth = if key.user_stack >= 0 {
+                // Depths only decide auto unwinding: no stack lookup otherwise.
+                let depth = if auto && key.user_stack >= 0 {
                     self.stacks
                         .get(&(key.user_stack as u32), 0)
                         .map(|t| t.frames().len())
@@ -215,7 +216,7 @@ impl Collector {
             options: self.options,
             losses,
         }
-        .symbolize(command, duration_secs)
+        .symbolize(command, duration_secs, true)
     }
 
     /// Everything counted since the last call, removed from the kernel's maps so that the
@@ -290,15 +291,15 @@ impl RawProfile {
         self.samples.iter().map(|s| s.4).sum()
     }
 
-    /// Symbolizes and aggregates into a profile.
-    pub fn symbolize(self, command: String, duration_secs: f64) -> Profile {
+    /// Symbolizes (with file and line from DWARF when `code_info`) and aggregates.
+    pub fn symbolize(self, command: String, duration_secs: f64, code_info: bool) -> Profile {
         let RawProfile {
             samples: raw,
             maps,
             options,
             losses,
         } = self;
-        let mut symbolizer = Symbolizer::new();
+        let mut symbolizer = Symbolizer::with_code_info(code_info);
         let mut kernel_addrs: Vec<CodeAddr> = raw
             .iter()
             .flat_map(|r| r.2.addrs().iter().copied())
