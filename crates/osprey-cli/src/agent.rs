@@ -97,6 +97,7 @@ pub fn run_agent(args: AgentArgs) -> Result<ExitCode, Failure> {
     match runtime.block_on(agent.run()) {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ AgentError::Module { .. }) => Err(Failure::Privilege(e.to_string())),
+        Err(e @ AgentError::Invalid(_)) => Err(Failure::Usage(e.to_string())),
         Err(e) => Err(Failure::Runtime(e.into())),
     }
 }

@@ -11,7 +11,7 @@ use osprey::pipeline::event::Payload;
 use osprey::pipeline::run::EventFilter;
 use osprey::pipeline::sink::Clock;
 use osprey::security::baseline::{self, BaselineDetector, BaselineFile};
-use osprey::security::rules::prefilter::{self, OpenPrefilter};
+use osprey::security::kernel_maps::RuleOpens;
 use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
 use osprey::security::{connect_deny, detect::RulesDetector, enforce, kernel_maps, lsm};
 use osprey::{files, process, security};
@@ -163,37 +163,32 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         rate_global: args.run.global_rate_limit,
         ..Default::default()
     };
-    match prefilter::for_rules(&set) {
-        OpenPrefilter::Patterns(p) if p.is_empty() => {
+    let opens = kernel_maps::load_rule_opens(
+        &set,
+        files::SPEC,
+        LoadOptions {
+            config: config.clone(),
+            denied_programs: denied.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| match e {
+        osprey::kernel::loader::LoadError::Map { .. } => Failure::Runtime(e.into()),
+        e => Failure::Privilege(e.to_string()),
+    })?;
+    match opens {
+        RuleOpens::NotNeeded => {
             eprintln!("osprey: no rule looks at file opens: not tracing them");
         }
-        OpenPrefilter::Patterns(p) => {
-            let mut files_cap = load(
-                files::SPEC,
-                &LoadOptions {
-                    config: config.clone(),
-                    denied_programs: denied.clone(),
-                    extra_globals: kernel_maps::prefilter_globals(),
-                    ..Default::default()
-                },
-            )?;
-            let (inodes, names) = kernel_maps::fill_prefilter(&mut files_cap, &p)
-                .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+        RuleOpens::Prefiltered { cap, inodes, names } => {
             eprintln!(
                 "osprey: file opens prefiltered in the kernel by {inodes} inodes and {names} names from the rules"
             );
-            capabilities.push(files_cap);
+            capabilities.push(cap);
         }
-        OpenPrefilter::Unfiltered { rule } => {
+        RuleOpens::Unfiltered { cap, rule } => {
             eprintln!("osprey: note: rule `{rule}` may match an open of any path: every file open reaches user space");
-            capabilities.push(load(
-                files::SPEC,
-                &LoadOptions {
-                    config: config.clone(),
-                    denied_programs: denied.clone(),
-                    ..Default::default()
-                },
-            )?);
+            capabilities.push(cap);
         }
     }
     let kill_in_kernel = args.enforce && !kill_entries.is_empty();

@@ -1,128 +1,17 @@
 //! Real-BPF tests of `osprey agent` and `osprey ctl`.
 
+mod agent_support;
 mod common;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use agent_support::*;
 use common::*;
 use serde_json::Value;
-
-const READY: &str = "osprey agent: {";
-
-struct AgentRun {
-    dir: TempDir,
-    port: u16,
-}
-
-impl AgentRun {
-    fn new(tag: &str, extra: &str) -> Self {
-        let dir = TempDir::new(tag);
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let a = AgentRun { dir, port };
-        a.write_config(extra);
-        a
-    }
-
-    fn config(&self) -> PathBuf {
-        self.dir.path().join("osprey.toml")
-    }
-
-    fn socket(&self) -> String {
-        self.dir.path().join("ctl.sock").display().to_string()
-    }
-
-    fn log(&self) -> PathBuf {
-        self.dir.path().join("events.jsonl")
-    }
-
-    fn write_config(&self, extra: &str) {
-        let d = self.dir.path();
-        let text = format!(
-            "state_dir = \"{}\"\ncontrol_socket = \"{}\"\n[metrics]\nlisten = \"127.0.0.1:{}\"\n[log]\npath = \"{}\"\n[health]\nwindow_secs = 2\n{extra}",
-            d.join("state").display(),
-            self.socket(),
-            self.port,
-            self.log().display()
-        );
-        std::fs::write(self.config(), text).unwrap();
-    }
-
-    fn start(&self) -> Tracer {
-        Tracer::start_until(
-            &["agent", "--config", self.config().to_str().unwrap()],
-            &[],
-            READY,
-        )
-    }
-
-    fn scrape(&self) -> String {
-        let mut s = TcpStream::connect(("127.0.0.1", self.port)).expect("metrics endpoint");
-        s.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .unwrap();
-        let mut body = String::new();
-        s.read_to_string(&mut body).unwrap();
-        let (head, body) = body.split_once("\r\n\r\n").unwrap();
-        assert!(
-            head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-            "{head}"
-        );
-        body.to_string()
-    }
-
-    fn ctl(&self, args: &[&str]) -> Value {
-        let out = Command::new(OSPREY)
-            .args(["ctl", "--socket", &self.socket()])
-            .args(args)
-            .output()
-            .unwrap();
-        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out:?}"))
-    }
-
-    /// Every line logged, rotated files (oldest first) included.
-    fn log_lines(&self) -> Vec<Value> {
-        let mut text = String::new();
-        for n in (1..=5).rev() {
-            let mut rotated = self.log().into_os_string();
-            rotated.push(format!(".{n}"));
-            text.push_str(&std::fs::read_to_string(rotated).unwrap_or_default());
-        }
-        text.push_str(&std::fs::read_to_string(self.log()).unwrap_or_default());
-        text.lines()
-            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
-            .collect()
-    }
-}
-
-/// The value of one sample, e.g. `osprey_events_total{capability="files",...}`.
-fn metric(text: &str, name_and_labels: &str) -> f64 {
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(name_and_labels)?
-                .trim()
-                .split(' ')
-                .next()?
-                .parse()
-                .ok()
-        })
-        .unwrap_or(0.0)
-}
-
-fn events(cap: &str, kind: &str, outcome: &str) -> String {
-    format!("osprey_events_total{{capability=\"{cap}\",kind=\"{kind}\",outcome=\"{outcome}\"}}")
-}
-
-fn signal(t: &Tracer, sig: i32) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(t.pid() as i32, sig) };
-}
 
 fn opens_of(lines: &[Value], path: &Path) -> usize {
     lines
@@ -141,7 +30,7 @@ fn metrics_are_served_valid_and_move_with_activity() {
         return;
     }
     let _serial = serial();
-    let a = AgentRun::new("agent-metrics", "");
+    let a = AgentRun::new("agent-metrics", FILES_ON);
     let agent = a.start();
     std::thread::sleep(Duration::from_millis(1200));
     let before = a.scrape();
@@ -249,7 +138,7 @@ fn ctl_disables_and_enables_a_module_and_bad_reloads_are_rejected() {
         return;
     }
     let _serial = serial();
-    let a = AgentRun::new("agent-ctl", "");
+    let a = AgentRun::new("agent-ctl", FILES_ON);
     let agent = a.start();
     let marker = a.dir.path().join("marker-file");
     std::fs::write(&marker, b"x").unwrap();
@@ -327,42 +216,13 @@ fn ctl_disables_and_enables_a_module_and_bad_reloads_are_rejected() {
             .contains("configuration rejected")));
 }
 
-/// The kernel frees a program shortly after its last fd closes (RCU): allow it a moment.
-fn wait_unloaded(ids: &[u64]) {
-    let deadline = Instant::now() + Duration::from_secs(3);
-    loop {
-        let loaded = bpftool_ids();
-        let left: Vec<_> = ids.iter().filter(|id| loaded.contains(id)).collect();
-        if left.is_empty() {
-            return;
-        }
-        assert!(Instant::now() < deadline, "programs still loaded: {left:?}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Ids of every BPF program loaded on the host.
-fn bpftool_ids() -> Vec<u64> {
-    let out = Command::new("bpftool")
-        .args(["prog", "show", "--json"])
-        .output();
-    match out {
-        Ok(o) if o.status.success() => serde_json::from_slice::<Vec<Value>>(&o.stdout)
-            .unwrap()
-            .iter()
-            .map(|p| p["id"].as_u64().unwrap())
-            .collect(),
-        _ => panic!("bpftool is needed to list loaded programs"),
-    }
-}
-
 #[test]
 fn sigkill_leaves_nothing_attached_and_restart_appends_to_the_log() {
     if !bpf_available("agent_sigkill") {
         return;
     }
     let _serial = serial();
-    let a = AgentRun::new("agent-kill", "");
+    let a = AgentRun::new("agent-kill", FILES_ON);
     let agent = a.start();
     let ids: Vec<u64> = a.ctl(&["list"])["programs"]
         .as_array()
@@ -399,7 +259,7 @@ fn overload_is_counted_and_warned_while_exec_and_exit_all_arrive() {
     let a = AgentRun::new(
         "agent-overload",
         // Only the flood: other processes on the machine must not add drops of their own.
-        "[modules.files]\nrate_limit = 0\nring_mib = 1\ncomm = \"osprey-workload\"\n",
+        "[modules.files]\nenabled = true\nrate_limit = 0\nring_mib = 1\ncomm = \"osprey-workload\"\n",
     );
     let agent = a.start();
     std::thread::sleep(Duration::from_millis(1200));

@@ -137,6 +137,13 @@ impl Tracer {
         Self::start_command(cmd, args, env, "osprey: tracing ")
     }
 
+    /// `start_in_netns`, waiting for a stderr line starting with `ready`.
+    pub fn start_in_netns_until(netns: &str, args: &[&str], ready: &str) -> Self {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns, OSPREY]);
+        Self::start_command(cmd, args, &[], ready)
+    }
+
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
     pub fn start_until(args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
         Self::start_command(Command::new(OSPREY), args, env, ready)

@@ -4,9 +4,9 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
     /// Where baselines, FIM databases and the event log position live.
@@ -19,7 +19,7 @@ pub struct AgentConfig {
     pub modules: ModulesConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct MetricsConfig {
     pub enabled: bool,
@@ -27,7 +27,7 @@ pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// JSON lines file; "-" for stdout.
@@ -36,11 +36,13 @@ pub struct LogConfig {
     pub max_bytes: u64,
     /// Rotated files kept (path.1 … path.N).
     pub keep: u32,
-    /// Also send alerts and health warnings to syslog (/dev/log).
+    /// Also send alerts, health warnings and agent notices to syslog.
     pub syslog: bool,
+    /// The syslog datagram socket.
+    pub syslog_socket: PathBuf,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct HealthConfig {
     /// Window over which drop rates and silence are judged.
@@ -49,15 +51,66 @@ pub struct HealthConfig {
     pub max_drop_ratio: f64,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModulesConfig {
     pub process: ModuleConfig,
+    pub security: SecurityConfig,
     pub files: ModuleConfig,
     pub tcp: ModuleConfig,
+    pub profile: ProfileConfig,
+    pub flows: FlowsConfig,
 }
 
-#[derive(Debug, Clone, Deserialize, PartialEq)]
+/// Rules (and syscall baselines) on the process, file-open and security events.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecurityConfig {
+    pub enabled: bool,
+    /// Load the embedded default rule set (`osprey rules show`).
+    pub default_rules: bool,
+    /// Further rule files, loaded after the defaults.
+    pub rules: Vec<PathBuf>,
+    /// Enforce the syscall baselines found in state_dir (learned by `osprey secure --learn`).
+    pub baselines: bool,
+    /// File integrity monitoring of these files and directories (recursive), with its
+    /// database in state_dir/fim.json (`osprey secure --watch`).
+    pub watch: Vec<PathBuf>,
+    /// Events per second per process (kernel token bucket); 0: unlimited.
+    pub rate_limit: u64,
+    /// Ring buffer size in MiB (power of two); 0: the capability's default.
+    pub ring_mib: u32,
+}
+
+/// Continuous CPU profiling of the whole host into state_dir/profiles.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ProfileConfig {
+    pub enabled: bool,
+    /// Samples per second on each CPU.
+    pub frequency_hz: u64,
+    /// One pprof file per interval.
+    pub interval_secs: u64,
+    /// Profiles kept; the oldest are deleted.
+    pub keep: u32,
+}
+
+/// Flow accounting (XDP + tcx) on the listed interfaces only.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct FlowsConfig {
+    pub enabled: bool,
+    /// Interfaces to watch; none: the module stays off.
+    pub interfaces: Vec<String>,
+    /// A flow is exported after this long without a packet.
+    pub idle_timeout_secs: u64,
+    /// Size of the kernel's LRU flow table.
+    pub max_flows: u32,
+    /// Write exported flow records to the event log (metrics are kept either way).
+    pub log_records: bool,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModuleConfig {
     pub enabled: bool,
@@ -98,6 +151,7 @@ impl Default for LogConfig {
             max_bytes: 64 << 20,
             keep: 5,
             syslog: false,
+            syslog_socket: PathBuf::from("/dev/log"),
         }
     }
 }
@@ -120,9 +174,11 @@ impl Default for ModulesConfig {
                 ring_mib: 2,
                 comm: None,
             },
-            // Every open on a busy host is a lot of log: on, but limited per process.
+            security: SecurityConfig::default(),
+            // Every open on a busy host is a lot of log: off unless asked, then limited per
+            // process. (The security module sees the opens its rules name either way.)
             files: ModuleConfig {
-                enabled: true,
+                enabled: false,
                 rate_limit: 200,
                 ring_mib: 4,
                 comm: None,
@@ -131,6 +187,45 @@ impl Default for ModulesConfig {
                 ring_mib: 2,
                 ..ModuleConfig::default()
             },
+            profile: ProfileConfig::default(),
+            flows: FlowsConfig::default(),
+        }
+    }
+}
+
+impl Default for SecurityConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default_rules: true,
+            rules: Vec::new(),
+            baselines: true,
+            watch: Vec::new(),
+            rate_limit: 0,
+            ring_mib: 2,
+        }
+    }
+}
+
+impl Default for ProfileConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            frequency_hz: 19,
+            interval_secs: 60,
+            keep: 60,
+        }
+    }
+}
+
+impl Default for FlowsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interfaces: Vec::new(),
+            idle_timeout_secs: 15,
+            max_flows: 65536,
+            log_records: true,
         }
     }
 }
@@ -156,6 +251,14 @@ pub struct ConfigError {
 }
 
 impl AgentConfig {
+    /// One module's section as JSON (to compare old and new on reload, and to list).
+    pub fn module_section(&self, module: &str) -> serde_json::Value {
+        serde_json::to_value(&self.modules)
+            .ok()
+            .and_then(|mut v| v.get_mut(module).map(serde_json::Value::take))
+            .unwrap_or_default()
+    }
+
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let config: AgentConfig = toml::from_str(text).map_err(|e| {
@@ -196,13 +299,14 @@ impl AgentConfig {
                 message,
             }
         };
-        for (name, module) in [
-            ("process", &self.modules.process),
-            ("files", &self.modules.files),
+        let m = &self.modules;
+        for (name, ring_mib) in [
+            ("process", m.process.ring_mib),
+            ("files", m.files.ring_mib),
+            ("tcp", m.tcp.ring_mib),
+            ("security", m.security.ring_mib),
         ] {
-            if module.ring_mib != 0
-                && (!module.ring_mib.is_power_of_two() || module.ring_mib > 1024)
-            {
+            if ring_mib != 0 && (!ring_mib.is_power_of_two() || ring_mib > 1024) {
                 return Err(at(
                     "ring_mib",
                     format!("modules.{name}.ring_mib must be a power of two from 1 to 1024"),
@@ -219,6 +323,32 @@ impl AgentConfig {
             return Err(at(
                 "window_secs",
                 "health.window_secs must be at least 1".into(),
+            ));
+        }
+        if !(1..=crate::profile::MAX_FREQUENCY_HZ).contains(&m.profile.frequency_hz) {
+            return Err(at(
+                "frequency_hz",
+                format!(
+                    "modules.profile.frequency_hz must be 1 to {}",
+                    crate::profile::MAX_FREQUENCY_HZ
+                ),
+            ));
+        }
+        if m.profile.interval_secs == 0 || m.profile.keep == 0 {
+            let key = if m.profile.keep == 0 {
+                "keep"
+            } else {
+                "interval_secs"
+            };
+            return Err(at(
+                key,
+                "modules.profile.interval_secs and keep must be at least 1".into(),
+            ));
+        }
+        if m.flows.idle_timeout_secs == 0 || m.flows.max_flows == 0 {
+            return Err(at(
+                "idle_timeout_secs",
+                "modules.flows.idle_timeout_secs and max_flows must be at least 1".into(),
             ));
         }
         if self.log.max_bytes < 4096 {

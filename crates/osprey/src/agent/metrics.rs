@@ -57,7 +57,79 @@ pub struct DirectionLabels {
     pub direction: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AlertLabels {
+    pub rule: String,
+    pub severity: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct InterfaceLabels {
+    pub interface: String,
+    /// ingress or egress.
+    pub direction: String,
+}
+
 type FloatCounter = Counter<f64, AtomicU64>;
+
+/// Metrics the modules keep themselves (security, flows, profile): handles they clone.
+#[derive(Clone, Default)]
+pub struct ModuleMetrics {
+    pub alerts: Family<AlertLabels, Counter>,
+    pub baseline_executables: Gauge,
+    pub flow_packets: Family<InterfaceLabels, Counter>,
+    pub flow_bytes: Family<InterfaceLabels, Counter>,
+    pub flows_exported: Counter,
+    pub flows_evicted: Counter,
+    pub profiles_written: Counter,
+    pub profile_samples: Counter,
+}
+
+impl ModuleMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "alerts",
+            "Alerts raised, by rule and severity",
+            self.alerts.clone(),
+        );
+        r.register(
+            "baseline_executables",
+            "Executables whose syscall baselines are loaded in the kernel",
+            self.baseline_executables.clone(),
+        );
+        r.register(
+            "flow_packets",
+            "Packets counted by the flows module, by interface and direction",
+            self.flow_packets.clone(),
+        );
+        r.register_with_unit(
+            "flow",
+            "Layer-2 bytes counted by the flows module, by interface and direction",
+            Unit::Bytes,
+            self.flow_bytes.clone(),
+        );
+        r.register(
+            "flows_exported",
+            "Flow records exported (ended or idle)",
+            self.flows_exported.clone(),
+        );
+        r.register(
+            "flows_evicted",
+            "Flows evicted from the full LRU flow table before export",
+            self.flows_evicted.clone(),
+        );
+        r.register(
+            "profiles_written",
+            "Continuous-profiling pprof files written",
+            self.profiles_written.clone(),
+        );
+        r.register(
+            "profile_samples",
+            "CPU samples in the pprof files written",
+            self.profile_samples.clone(),
+        );
+    }
+}
 
 /// Metrics measured from events as they pass (TCP connections at close).
 #[derive(Clone, Default)]
@@ -106,6 +178,7 @@ pub struct Metrics {
     pub agent_rss: Gauge,
     pub agent_cpu: FloatCounter,
     events_measured: EventMetrics,
+    pub modules: ModuleMetrics,
     /// Last absolute value seen per counter, to turn kernel totals into increments
     /// (a module reloaded starts its kernel counters from zero again).
     last: HashMap<String, u64>,
@@ -128,6 +201,7 @@ impl Metrics {
             agent_rss: Gauge::default(),
             agent_cpu: FloatCounter::default(),
             events_measured: EventMetrics::default(),
+            modules: ModuleMetrics::default(),
             last: HashMap::new(),
             last_cpu_ticks: 0,
         };
@@ -212,6 +286,7 @@ impl Metrics {
             "TCP segments retransmitted (closed connections)",
             e.tcp_retransmits.clone(),
         );
+        m.modules.register(r);
         m
     }
 

@@ -6,10 +6,19 @@
 pub mod config;
 pub mod control;
 pub mod eventlog;
+pub mod flows;
 pub mod health;
 pub mod metrics;
+pub mod modules;
+pub mod profiler;
+pub mod security;
+mod server;
+pub mod sink;
+pub mod syslog;
 
+use std::cell::Cell;
 use std::path::PathBuf;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -18,37 +27,18 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
-use crate::kernel::loader::{CapabilitySpec, KernelConfig, LoadOptions, LoadedCapability};
 use crate::kernel::stats::{RunTimeStats, Snapshot};
 use crate::pipeline::cache::ProcessCache;
 use crate::pipeline::run::{Pipeline, RingPoller};
-use crate::pipeline::sink::{Clock, JsonSink};
-use crate::{files, process};
-use config::{AgentConfig, ModuleConfig};
+use crate::pipeline::sink::Clock;
+use config::AgentConfig;
 use control::{Envelope, Request};
 use eventlog::LogTarget;
 use health::Health;
 use metrics::{CapabilityLabels, HealthLabels, Metrics, ModuleLabels, ProbeLabels};
-
-/// The modules the agent knows, in drain order (process first: it feeds the cache).
-pub const MODULES: &[&str] = &["process", "files", "tcp"];
-
-fn module_specs(name: &str) -> Option<&'static [CapabilitySpec]> {
-    match name {
-        "process" => Some(&[process::SPEC]),
-        "files" => Some(&[files::SPEC]),
-        "tcp" => Some(&[crate::net::tcp::SPEC]),
-        _ => None,
-    }
-}
-
-fn module_config<'c>(config: &'c AgentConfig, name: &str) -> &'c ModuleConfig {
-    match name {
-        "process" => &config.modules.process,
-        "tcp" => &config.modules.tcp,
-        _ => &config.modules.files,
-    }
-}
+pub use modules::MODULES;
+use modules::{ModuleEnv, ModuleState};
+use sink::{AgentSink, DetectionSlot};
 
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {
@@ -59,6 +49,9 @@ pub enum AgentError {
         module: &'static str,
         source: crate::kernel::loader::LoadError,
     },
+    /// A module's settings or files (rules, baselines, interfaces) are unusable.
+    #[error("{0}")]
+    Invalid(String),
     #[error("{what}: {source}")]
     Io {
         what: String,
@@ -66,7 +59,7 @@ pub enum AgentError {
     },
 }
 
-fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
+pub(crate) fn io_err(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> AgentError {
     let what = what.into();
     move |source| AgentError::Io { what, source }
 }
@@ -85,42 +78,37 @@ struct Running<'a> {
     metrics: Metrics,
     health: Health,
     config: AgentConfig,
-    /// Modules currently loaded.
-    enabled: Vec<&'static str>,
+    /// Modules currently loaded, with what they keep.
+    enabled: Vec<(&'static str, Option<Box<dyn ModuleState>>)>,
+    detection: DetectionSlot,
+    logged: Rc<Cell<u64>>,
 }
 
 impl Running<'_> {
+    fn is_enabled(&self, name: &str) -> bool {
+        self.enabled.iter().any(|(m, _)| *m == name)
+    }
+
     fn load_module(&mut self, name: &'static str) -> Result<(), AgentError> {
-        let module = module_config(&self.config, name).clone();
-        for spec in module_specs(name).unwrap_or(&[]) {
-            let options = LoadOptions {
-                config: KernelConfig {
-                    rate_per_process: (module.rate_limit > 0).then_some(module.rate_limit),
-                    comm: module.comm.clone(),
-                    ..Default::default()
-                },
-                ring_bytes: (module.ring_mib > 0).then_some(module.ring_mib << 20),
-                denied_programs: LoadOptions::denied_from_env(),
-                ..Default::default()
-            };
-            let cap =
-                LoadedCapability::load(*spec, &options).map_err(|source| AgentError::Module {
-                    module: name,
-                    source,
-                })?;
-            for outcome in cap.outcomes.iter().filter(|o| o.chosen.is_none()) {
-                self.record(json!({"kind": "agent", "level": "warning", "module": name,
-                    "message": format!("{} {} unavailable: {}", spec.name, outcome.role, outcome.reason())}));
-            }
-            self.pipeline.capabilities.push(cap);
+        let env = ModuleEnv {
+            config: &self.config,
+            detection: &self.detection,
+            metrics: &self.metrics.modules,
+        };
+        let loaded = modules::load(name, &env)?;
+        for (level, message) in loaded.notes {
+            self.record(
+                json!({"kind": "agent", "level": level, "module": name, "message": message}),
+            );
         }
+        self.pipeline.capabilities.extend(loaded.capabilities);
         // Drain order: module order (lifecycle first keeps the process cache current).
         self.pipeline.capabilities.sort_by_key(|c| {
-            MODULES.iter().position(|m| {
-                module_specs(m).is_some_and(|s| s.iter().any(|s| s.name == c.spec.name))
-            })
+            MODULES
+                .iter()
+                .position(|m| modules::capability_names(m).contains(&c.spec.name))
         });
-        self.enabled.push(name);
+        self.enabled.push((name, loaded.state));
         self.metrics
             .module_enabled
             .get_or_create(&ModuleLabels {
@@ -131,13 +119,19 @@ impl Running<'_> {
     }
 
     fn unload_module(&mut self, name: &'static str) -> Result<(), AgentError> {
-        let names: Vec<&str> = module_specs(name)
-            .unwrap_or(&[])
-            .iter()
-            .map(|s| s.name)
-            .collect();
+        let names = modules::capability_names(name);
         // What is queued still reaches the log before the rings go away.
         let _ = self.pipeline.drain(None);
+        if let Some(i) = self.enabled.iter().position(|(m, _)| *m == name) {
+            let (_, state) = self.enabled.remove(i);
+            if let Some(mut state) = state {
+                let mut records = Vec::new();
+                state.unload(&mut |r| records.push(r));
+                for r in records {
+                    self.record(r);
+                }
+            }
+        }
         self.pipeline
             .capabilities
             .retain(|c| !names.contains(&c.spec.name));
@@ -145,7 +139,6 @@ impl Running<'_> {
             self.metrics.forget(n);
             self.health.forget(n);
         }
-        self.enabled.retain(|m| *m != name);
         self.metrics
             .module_enabled
             .get_or_create(&ModuleLabels {
@@ -162,10 +155,15 @@ impl Running<'_> {
     }
 
     fn record(&mut self, value: serde_json::Value) {
-        eprintln!("osprey agent: {value}");
         let mut value = value;
-        value["time"] =
-            json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        // Flow records say so on stderr only through their count in the metrics.
+        if value["kind"] != "flow" {
+            eprintln!("osprey agent: {value}");
+        }
+        if value.get("time").is_none() {
+            value["time"] =
+                json!(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true));
+        }
         let _ = self.pipeline.sink.write_record(&value);
     }
 
@@ -173,17 +171,31 @@ impl Running<'_> {
         let snap = Snapshot::take(&self.pipeline.capabilities);
         json!({
             "ok": true,
-            "modules": MODULES.iter().map(|m| json!({"module": m, "enabled": self.enabled.contains(m)})).collect::<Vec<_>>(),
+            "modules": MODULES.iter().map(|m| self.describe(m)).collect::<Vec<_>>(),
             "programs": snap.programs,
             "events": snap.kinds,
         })
+    }
+
+    fn describe(&self, name: &str) -> serde_json::Value {
+        let state = self.enabled.iter().find(|(m, _)| *m == name);
+        let mut out = json!({"module": name, "enabled": state.is_some()});
+        if let Some(detail) = state.and_then(|(_, s)| s.as_ref()).map(|s| s.describe()) {
+            if let (Some(out), Some(detail)) = (out.as_object_mut(), detail.as_object()) {
+                out.extend(detail.clone());
+            }
+        }
+        if state.is_none() && name == "flows" && self.config.modules.flows.interfaces.is_empty() {
+            out["reason"] = json!("no interfaces configured ([modules.flows] interfaces)");
+        }
+        out
     }
 
     fn set_module(&mut self, module: &str, on: bool) -> serde_json::Value {
         let Some(&name) = MODULES.iter().find(|m| **m == module) else {
             return json!({"ok": false, "error": format!("unknown module `{module}` (modules: {})", MODULES.join(", "))});
         };
-        let result = match (on, self.enabled.contains(&name)) {
+        let result = match (on, self.is_enabled(name)) {
             (true, false) => self.load_module(name),
             (false, true) => self.unload_module(name),
             _ => Ok(()),
@@ -203,24 +215,33 @@ impl Running<'_> {
         path: &Option<PathBuf>,
         overrides: &dyn Fn(&mut AgentConfig),
     ) -> serde_json::Value {
-        let mut new = match path {
-            Some(p) => match AgentConfig::load(p) {
-                Ok(c) => c,
-                Err(e) => {
-                    self.record(json!({"kind": "agent", "level": "error", "message": format!("configuration rejected, keeping the running one: {e}")}));
-                    return json!({"ok": false, "error": e.to_string()});
-                }
-            },
-            None => AgentConfig::default(),
+        let new = match path {
+            Some(p) => AgentConfig::load(p).map_err(AgentError::from),
+            None => Ok(AgentConfig::default()),
+        }
+        .and_then(|mut new| {
+            overrides(&mut new);
+            // Rule files and baselines are checked before anything is unloaded.
+            if modules::wanted(&new, "security") {
+                security::prepare(&new)?;
+            }
+            Ok(new)
+        });
+        let new = match new {
+            Ok(c) => c,
+            Err(e) => {
+                self.record(json!({"kind": "agent", "level": "error", "message": format!("configuration rejected, keeping the running one: {e}")}));
+                return json!({"ok": false, "error": e.to_string()});
+            }
         };
-        overrides(&mut new);
         let old = std::mem::replace(&mut self.config, new.clone());
         for &name in MODULES {
-            let (was, now) = (module_config(&old, name), module_config(&new, name));
-            let running = self.enabled.contains(&name);
-            let result = if !now.enabled && running {
+            let changed = old.module_section(name) != new.module_section(name)
+                || (name == "security" && old.state_dir != new.state_dir);
+            let (running, wanted) = (self.is_enabled(name), modules::wanted(&new, name));
+            let result = if !wanted && running {
                 self.unload_module(name)
-            } else if now.enabled && (!running || was != now) {
+            } else if wanted && (!running || changed) {
                 if running {
                     let _ = self.unload_module(name);
                 }
@@ -240,8 +261,17 @@ impl Running<'_> {
         json!({"ok": true})
     }
 
-    /// Once a second: metrics, ring fill, health.
+    /// Once a second: module work, metrics, ring fill, health.
     fn tick(&mut self, now: Instant) {
+        let mut records = Vec::new();
+        for (_, state) in &mut self.enabled {
+            if let Some(state) = state {
+                state.tick(&mut |r| records.push(r));
+            }
+        }
+        for r in records {
+            self.record(r);
+        }
         let snap = Snapshot::take(&self.pipeline.capabilities);
         self.metrics.observe(&snap);
         self.metrics.observe_self();
@@ -253,7 +283,7 @@ impl Running<'_> {
         self.metrics
             .cache_evictions
             .inc_by(evictions.saturating_sub(before));
-        let written = self.pipeline.counters.written;
+        let written = self.logged.get();
         let before = self.metrics.events_written.get();
         self.metrics
             .events_written
@@ -311,25 +341,34 @@ impl Running<'_> {
 impl Agent {
     pub async fn run(self) -> Result<(), AgentError> {
         let started = Instant::now();
+        // Before anything is loaded: a SIGTERM during start-up (or right after the "started"
+        // line) is then a clean stop with the log flushed, not the default death.
+        let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signals"))?;
+        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signals"))?;
+        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signals"))?;
         let _stats = RunTimeStats::enable();
         let config = self.config.clone();
         std::fs::create_dir_all(&config.state_dir)
             .map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
         let log = LogTarget::open(&config.log.path, config.log.max_bytes, config.log.keep)
             .map_err(io_err(format!("event log {}", config.log.path)))?;
-        let mut sink = JsonSink::new(log, Clock::now());
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
-        // Every event passes; on the way, events that carry measurements feed metrics.
-        let event_metrics = metrics.event_metrics();
+        // Events that carry measurements feed metrics on their way to the log.
+        let mut sink = AgentSink::new(log, Clock::now(), metrics.event_metrics());
+        if config.log.syslog {
+            sink.syslog = Some(
+                syslog::Syslog::new(config.log.syslog_socket.clone())
+                    .map_err(io_err("syslog socket"))?,
+            );
+        }
+        let detection = sink.detection.clone();
+        let logged = sink.logged.clone();
         let pipeline = Pipeline::new(
             Vec::new(),
             ProcessCache::new(65536, 5_000_000_000),
             &mut sink,
-            Box::new(move |event, _| {
-                event_metrics.observe(event);
-                true
-            }),
+            Box::new(|_, _| true),
         );
         let mut running = Running {
             poller: RingPoller::new(&[]).map_err(io_err("ring poller"))?,
@@ -341,9 +380,11 @@ impl Agent {
             ),
             config: config.clone(),
             enabled: Vec::new(),
+            detection,
+            logged,
         };
         for &name in MODULES {
-            if module_config(&config, name).enabled {
+            if modules::wanted(&config, name) {
                 running.load_module(name)?;
             }
         }
@@ -359,17 +400,14 @@ impl Agent {
         )))?;
         let registry = Arc::new(registry);
         if config.metrics.enabled {
-            serve_metrics(config.metrics.listen, registry.clone())
+            server::serve_metrics(config.metrics.listen, registry.clone())
                 .await
                 .map_err(io_err(format!("metrics on {}", config.metrics.listen)))?;
         }
         running.record(json!({"kind": "agent", "level": "info", "message": "started",
-            "modules": running.enabled, "attached_ms": attached_ms,
+            "modules": running.enabled.iter().map(|(m, _)| m).collect::<Vec<_>>(), "attached_ms": attached_ms,
             "metrics": config.metrics.enabled.then(|| format!("http://{}/metrics", config.metrics.listen))}));
 
-        let mut sighup = signal(SignalKind::hangup()).map_err(io_err("signals"))?;
-        let mut sigterm = signal(SignalKind::terminate()).map_err(io_err("signals"))?;
-        let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signals"))?;
         // Backstop for batched wake-ups; 25 ms keeps alert latency well under 50 ms while an
         // idle agent wakes 40 times a second, not 100.
         let mut drain_timer = tokio::time::interval(Duration::from_millis(25));
@@ -397,8 +435,10 @@ impl Agent {
                 _ = sigint.recv() => break,
             }
             running.pipeline.drain(None).map_err(io_err("event log"))?;
+            let _ = running.pipeline.sink.tick(crate::kernel::boot_time_ns());
         }
-        // Drain what is queued (bounded), flush, detach by dropping everything.
+        // Drain what is queued (bounded), let modules finish (the last flows), flush, detach
+        // by dropping everything.
         let deadline = Instant::now() + Duration::from_millis(400);
         while Instant::now() < deadline {
             let before = running.pipeline.counters.decoded;
@@ -407,52 +447,18 @@ impl Agent {
                 break;
             }
         }
+        // Changes still settling are reported now rather than lost.
+        let _ = running.pipeline.sink.tick(u64::MAX);
+        while let Some((name, _)) = running.enabled.last() {
+            let name = *name;
+            let _ = running.unload_module(name);
+        }
         running.record(
             json!({"kind": "agent", "level": "info", "message": "stopped",
-            "events_written": running.pipeline.counters.written}),
+            "events_written": running.logged.get()}),
         );
         running.pipeline.sink.flush().map_err(io_err("event log"))?;
         let _ = std::fs::remove_file(&config.control_socket);
         Ok(())
     }
-}
-
-async fn serve_metrics(
-    listen: std::net::SocketAddr,
-    registry: Arc<Registry>,
-) -> std::io::Result<()> {
-    use axum::{http::header, routing::get, Router};
-    let app = Router::new()
-        .route(
-            "/metrics",
-            get(move |headers: axum::http::HeaderMap| {
-                let registry = registry.clone();
-                async move {
-                    let mut body = String::new();
-                    let _ = prometheus_client::encoding::text::encode(&mut body, &registry);
-                    // Content negotiation: OpenMetrics for scrapers that ask for it, else the
-                    // classic text format every Prometheus tool reads.
-                    let openmetrics = headers
-                        .get(header::ACCEPT)
-                        .and_then(|v| v.to_str().ok())
-                        .is_some_and(|v| v.contains("application/openmetrics-text"));
-                    if openmetrics {
-                        let kind = "application/openmetrics-text; version=1.0.0; charset=utf-8";
-                        ([(header::CONTENT_TYPE, kind)], body)
-                    } else {
-                        let kind = "text/plain; version=0.0.4; charset=utf-8";
-                        (
-                            [(header::CONTENT_TYPE, kind)],
-                            metrics::openmetrics_to_text(&body),
-                        )
-                    }
-                }
-            }),
-        )
-        .route("/healthz", get(|| async { "ok\n" }));
-    let listener = tokio::net::TcpListener::bind(listen).await?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app).await;
-    });
-    Ok(())
 }

@@ -95,23 +95,7 @@ impl AlertWriter {
         let latency_ns = crate::kernel::boot_time_ns().saturating_sub(event.header.ts_boot_ns);
         match self.format {
             AlertFormat::Json => {
-                let time = self
-                    .clock
-                    .wall(event.header.ts_boot_ns)
-                    .to_rfc3339_opts(SecondsFormat::Nanos, true);
-                let mut line = serde_json::json!({
-                    "time": time,
-                    "kind": "alert",
-                    "rule": alert.rule,
-                    "severity": alert.severity,
-                    "tags": alert.tags,
-                    "action": alert.action,
-                    "outcome": alert.outcome,
-                    "note": alert.note,
-                    "output": alert.output,
-                    "detect_latency_ns": latency_ns,
-                    "event": JsonEvent { time: &time, event, process: ctx },
-                });
+                let mut line = alert_json(alert, event, ctx, &self.clock, latency_ns);
                 if let (Some((key, value)), Some(obj)) = (extra, line.as_object_mut()) {
                     obj.insert(key.to_string(), value);
                 }
@@ -150,6 +134,32 @@ impl AlertWriter {
     pub fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
     }
+}
+
+/// One alert as its JSON line (`"kind": "alert"`, the event and its process inside).
+pub fn alert_json(
+    alert: &Alert<'_>,
+    event: &Event,
+    ctx: &ProcessContext<'_>,
+    clock: &Clock,
+    latency_ns: u64,
+) -> serde_json::Value {
+    let time = clock
+        .wall(event.header.ts_boot_ns)
+        .to_rfc3339_opts(SecondsFormat::Nanos, true);
+    serde_json::json!({
+        "time": time,
+        "kind": "alert",
+        "rule": alert.rule,
+        "severity": alert.severity,
+        "tags": alert.tags,
+        "action": alert.action,
+        "outcome": alert.outcome,
+        "note": alert.note,
+        "output": alert.output,
+        "detect_latency_ns": latency_ns,
+        "event": JsonEvent { time: &time, event, process: ctx },
+    })
 }
 
 /// Runs detectors on every event and writes their alerts; the events themselves are not

@@ -163,6 +163,7 @@ impl<'a> Pipeline<'a> {
     pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
         for cap in &mut self.capabilities {
             let mut queued_bytes = 0u64;
+            self.sink.begin_capability(cap.spec.name);
             while let Some(record) = cap.ring.next() {
                 // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
                 queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);

@@ -25,6 +25,11 @@ pub trait Sink {
         let _ = now_boot_ns;
         Ok(())
     }
+    /// Called before the events of one capability's ring are written (sinks that treat
+    /// capabilities differently, like the agent's, note where events come from).
+    fn begin_capability(&mut self, capability: &'static str) {
+        let _ = capability;
+    }
 }
 
 /// Hands every event to a closure: for capabilities whose events feed an aggregate built

@@ -56,6 +56,7 @@ pub struct Collector {
     dwarf_counts: HashMap<DwarfKey, u64>,
     pub switched_to_dwarf: HashSet<u32>,
     last_scan: Option<Instant>,
+    scan_every: Duration,
     /// Samples counted so far (approximate while running: the last scan's view).
     pub samples_seen: u64,
 }
@@ -104,13 +105,23 @@ impl Collector {
             dwarf_counts: HashMap::new(),
             switched_to_dwarf: HashSet::new(),
             last_scan: None,
+            scan_every: SCAN_EVERY,
             samples_seen: 0,
         })
     }
 
+    /// How often `tick` scans the count map (default 100 ms); a long-running profiler at a
+    /// low frequency scans less often to stay cheap.
+    pub fn set_scan_interval(&mut self, every: Duration) {
+        self.scan_every = every;
+    }
+
     /// Periodic work between ring drains; cheap when called more often than SCAN_EVERY.
     pub fn tick(&mut self) {
-        if self.last_scan.is_some_and(|t| t.elapsed() < SCAN_EVERY) {
+        if self
+            .last_scan
+            .is_some_and(|t| t.elapsed() < self.scan_every)
+        {
             return;
         }
         self.last_scan = Some(Instant::now());
@@ -123,7 +134,8 @@ impl Collector {
             total += value;
             if !self.key_depths.contains_key(&key) {
                 self.maps.observe(key.pid);
-                let depth = if key.user_stack >= 0 {
+                // Depths only decide auto unwinding: no stack lookup otherwise.
+                let depth = if auto && key.user_stack >= 0 {
                     self.stacks
                         .get(&(key.user_stack as u32), 0)
                         .map(|t| t.frames().len())
@@ -267,18 +279,50 @@ impl Collector {
     pub fn finish(mut self, command: String, duration_secs: f64, ring_dropped: u64) -> Profile {
         self.last_scan = None;
         self.tick();
-        // (pid, comm, kernel stack, user stack, value); None = not collected or lost.
-        type Raw = (u32, String, Stack, Stack, u64);
-        let mut raw: Vec<Raw> = Vec::new();
+        let losses = self.losses(ring_dropped);
+        let samples = self.read_samples(false);
+        RawProfile {
+            samples,
+            maps: self.maps,
+            options: self.options,
+            losses,
+        }
+        .symbolize(command, duration_secs, true)
+    }
+
+    /// Everything counted since the last call, removed from the kernel's maps so that the
+    /// next interval starts empty (continuous profiling). Samples counted between the read
+    /// and the removal of their entry are lost (a window of microseconds). Symbolizing the
+    /// result may happen on another thread.
+    pub fn take_interval(&mut self, ring_dropped: u64) -> RawProfile {
+        self.last_scan = None;
+        self.tick();
+        let losses = self.losses(ring_dropped);
+        let samples = self.read_samples(true);
+        self.key_depths.clear();
+        RawProfile {
+            samples,
+            // Processes still running are looked at again when they are next sampled.
+            maps: std::mem::take(&mut self.maps),
+            options: self.options.clone(),
+            losses,
+        }
+    }
+
+    /// Stack ids resolved to addresses; with `reset`, the entries read are deleted.
+    fn read_samples(&mut self, reset: bool) -> Vec<RawSample> {
+        let mut raw: Vec<RawSample> = Vec::new();
         let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
-        for (key, value) in entries {
+        let mut stack_ids = HashSet::new();
+        for (key, value) in &entries {
             raw.push((
                 key.pid,
                 String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
                 Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
                 Stack::from_id(key.user_stack, self.stack(key.user_stack)),
-                value,
+                *value,
             ));
+            stack_ids.extend([key.kernel_stack, key.user_stack]);
         }
         for ((pid, comm, kernel_id, user), value) in std::mem::take(&mut self.dwarf_counts) {
             raw.push((
@@ -288,9 +332,45 @@ impl Collector {
                 Stack::Addrs(user),
                 value,
             ));
+            stack_ids.insert(kernel_id);
         }
+        if reset {
+            for (key, _) in &entries {
+                let _ = self.counts.remove(key);
+            }
+            for id in stack_ids.into_iter().filter(|id| *id >= 0) {
+                let _ = self.stacks.remove(&(id as u32));
+            }
+        }
+        raw
+    }
+}
 
-        let mut symbolizer = Symbolizer::new();
+/// (pid, comm, kernel stack, user stack, value).
+type RawSample = (u32, String, Stack, Stack, u64);
+
+/// Samples read from the kernel with the process maps they need, not yet symbolized.
+pub struct RawProfile {
+    samples: Vec<RawSample>,
+    maps: ProcessMaps,
+    options: ProfileOptions,
+    pub losses: Losses,
+}
+
+impl RawProfile {
+    pub fn total(&self) -> u64 {
+        self.samples.iter().map(|s| s.4).sum()
+    }
+
+    /// Symbolizes (with file and line from DWARF when `code_info`) and aggregates.
+    pub fn symbolize(self, command: String, duration_secs: f64, code_info: bool) -> Profile {
+        let RawProfile {
+            samples: raw,
+            maps,
+            options,
+            losses,
+        } = self;
+        let mut symbolizer = Symbolizer::with_code_info(code_info);
         let mut kernel_addrs: Vec<CodeAddr> = raw
             .iter()
             .flat_map(|r| r.2.addrs().iter().copied())
@@ -310,7 +390,7 @@ impl Collector {
         for (pid, mut addrs) in user_addrs {
             addrs.sort();
             addrs.dedup();
-            let frames = symbolizer.user(pid, &self.maps, &addrs);
+            let frames = symbolizer.user(pid, &maps, &addrs);
             user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
         }
 
@@ -319,7 +399,7 @@ impl Collector {
             let mut frames: Vec<Frame> = Vec::new();
             user.push_frames(&mut frames, false, |a| user_frames[&(pid, a)].clone());
             kernel.push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
-            if self.options.kind == ProfileKind::OffCpu {
+            if options.kind == ProfileKind::OffCpu {
                 // Stacks taken at sched_switch end in our own program and its caller.
                 while frames
                     .last()
@@ -342,17 +422,17 @@ impl Collector {
         stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
         let total = stacks.iter().map(|s| s.value).sum();
         Profile {
-            kind: self.options.kind,
+            kind: options.kind,
             command,
             duration_secs,
-            frequency_hz: self.options.frequency_hz,
-            unwind: self.options.unwind,
+            frequency_hz: options.frequency_hz,
+            unwind: options.unwind,
             total,
-            unit: match self.options.kind {
+            unit: match options.kind {
                 ProfileKind::Cpu => "samples",
                 ProfileKind::OffCpu => "nanoseconds",
             },
-            losses: self.losses(ring_dropped),
+            losses,
             stacks,
         }
     }

@@ -64,10 +64,16 @@ impl Default for Symbolizer {
 
 impl Symbolizer {
     pub fn new() -> Self {
+        Self::with_code_info(true)
+    }
+
+    /// Without code info, frames get function names only: no DWARF is parsed, which keeps
+    /// time and memory small for a long-running profiler meeting large debug binaries.
+    pub fn with_code_info(code_info: bool) -> Self {
         Self {
             blaze: Blaze::builder()
                 .enable_demangling(true)
-                .enable_code_info(true)
+                .enable_code_info(code_info)
                 .enable_inlined_fns(false)
                 .build(),
             perf_maps: HashMap::new(),

@@ -5,10 +5,11 @@ use std::collections::BTreeSet;
 
 use aya::maps::HashMap;
 
-use crate::kernel::loader::LoadedCapability;
+use crate::kernel::loader::{CapabilitySpec, LoadError, LoadOptions, LoadedCapability};
 
 use super::enforce::KillEntry;
-use super::rules::prefilter::{inode_key, PathPattern, NAME_MAX};
+use super::rules::prefilter::{self, inode_key, OpenPrefilter, PathPattern, NAME_MAX};
+use super::rules::RuleSet;
 
 #[repr(C)]
 #[derive(Clone, Copy)]
@@ -83,6 +84,46 @@ pub fn fill_prefilter(
             .map_err(|e| format!("prefilter name: {e}"))?;
     }
     Ok((inodes.len(), names.len()))
+}
+
+/// The files capability that feeds the rules' open conditions.
+pub enum RuleOpens {
+    /// No rule looks at file opens: nothing loaded.
+    NotNeeded,
+    /// Only opens of the paths the rules name reach user space.
+    Prefiltered {
+        cap: LoadedCapability,
+        inodes: usize,
+        names: usize,
+    },
+    /// `rule` may match an open of any path: every open reaches user space.
+    Unfiltered { cap: LoadedCapability, rule: String },
+}
+
+/// Loads `spec` (the files object) for the opens `set` looks at, prefiltered in the kernel
+/// where the rules' paths allow it.
+pub fn load_rule_opens(
+    set: &RuleSet,
+    spec: CapabilitySpec,
+    mut options: LoadOptions,
+) -> Result<RuleOpens, LoadError> {
+    match prefilter::for_rules(set) {
+        OpenPrefilter::Patterns(p) if p.is_empty() => Ok(RuleOpens::NotNeeded),
+        OpenPrefilter::Patterns(p) => {
+            options.extra_globals.extend(prefilter_globals());
+            let mut cap = LoadedCapability::load(spec, &options)?;
+            let (inodes, names) =
+                fill_prefilter(&mut cap, &p).map_err(|reason| LoadError::Map {
+                    capability: spec.name,
+                    reason,
+                })?;
+            Ok(RuleOpens::Prefiltered { cap, inodes, names })
+        }
+        OpenPrefilter::Unfiltered { rule } => Ok(RuleOpens::Unfiltered {
+            cap: LoadedCapability::load(spec, &options)?,
+            rule: rule.to_string(),
+        }),
+    }
 }
 
 pub fn fill_kill_map(security: &mut LoadedCapability, entries: &[KillEntry]) -> Result<(), String> {
