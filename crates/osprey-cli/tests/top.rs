@@ -279,9 +279,14 @@ fn once_reports_event_rates_of_a_running_agent() {
 
     let state = dir.path().join("state");
     let log = dir.path().join("events.jsonl");
+    // File opens are off in the agent's defaults; this test watches their rates.
+    let config = dir.path().join("osprey.toml");
+    std::fs::write(&config, "[modules.files]\nenabled = true\n").unwrap();
     let agent = Tracer::start_until(
         &[
             "agent",
+            "--config",
+            config.to_str().unwrap(),
             "--state-dir",
             state.to_str().unwrap(),
             "--control-socket",

@@ -54,9 +54,12 @@ pub struct HealthConfig {
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModulesConfig {
+    #[serde(deserialize_with = "process_module")]
     pub process: ModuleConfig,
     pub security: SecurityConfig,
+    #[serde(deserialize_with = "files_module")]
     pub files: ModuleConfig,
+    #[serde(deserialize_with = "tcp_module")]
     pub tcp: ModuleConfig,
     pub profile: ProfileConfig,
     pub flows: FlowsConfig,
@@ -163,6 +166,41 @@ impl Default for HealthConfig {
             max_drop_ratio: 0.10,
         }
     }
+}
+
+/// A `[modules.NAME]` table changes only the keys it names; the others keep that module's
+/// own defaults (`[modules.files] enabled = true` stays limited to 200 events/s).
+fn module_over<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    base: ModuleConfig,
+) -> Result<ModuleConfig, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Partial {
+        enabled: Option<bool>,
+        rate_limit: Option<u64>,
+        ring_mib: Option<u32>,
+        comm: Option<String>,
+    }
+    let p = Partial::deserialize(d)?;
+    Ok(ModuleConfig {
+        enabled: p.enabled.unwrap_or(base.enabled),
+        rate_limit: p.rate_limit.unwrap_or(base.rate_limit),
+        ring_mib: p.ring_mib.unwrap_or(base.ring_mib),
+        comm: p.comm.or(base.comm),
+    })
+}
+
+fn process_module<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModuleConfig, D::Error> {
+    module_over(d, ModulesConfig::default().process)
+}
+
+fn files_module<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModuleConfig, D::Error> {
+    module_over(d, ModulesConfig::default().files)
+}
+
+fn tcp_module<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModuleConfig, D::Error> {
+    module_over(d, ModulesConfig::default().tcp)
 }
 
 impl Default for ModulesConfig {
@@ -390,6 +428,18 @@ mod tests {
         assert_eq!((err.line, err.col), (2, 1));
         let err = AgentConfig::parse("[log]\nkeep = \"many\"\n", "c.toml").unwrap_err();
         assert_eq!((err.line, err.col), (2, 8));
+    }
+
+    #[test]
+    fn a_module_table_changes_only_the_keys_it_names() {
+        let c = AgentConfig::parse("[modules.files]\nenabled = true\n", "f.toml").unwrap();
+        assert!(c.modules.files.enabled);
+        assert_eq!(c.modules.files.rate_limit, 200, "the files default stays");
+        assert_eq!(c.modules.files.ring_mib, 4);
+        let c = AgentConfig::parse("[modules.process]\nrate_limit = 5\n", "p.toml").unwrap();
+        assert!(c.modules.process.enabled);
+        let err = AgentConfig::parse("[modules.tcp]\nbogus = 1\n", "t.toml").unwrap_err();
+        assert!(err.message.contains("bogus"), "{}", err.message);
     }
 
     #[test]

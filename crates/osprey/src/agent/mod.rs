@@ -413,7 +413,9 @@ impl Agent {
         let mut drain_timer = tokio::time::interval(Duration::from_millis(25));
         let mut second = tokio::time::interval(Duration::from_secs(1));
         loop {
+            let more = running.pipeline.more_pending;
             tokio::select! {
+                _ = std::future::ready(()), if more => {}
                 _ = running.poller.ready() => {}
                 _ = drain_timer.tick() => {}
                 _ = second.tick() => {

@@ -140,7 +140,13 @@ pub struct Pipeline<'a> {
     pub counters: PipelineCounters,
     /// Per capability: the most bytes found queued in its ring at one drain (ring fill).
     pub ring_peak_bytes: HashMap<&'static str, u64>,
+    /// The last drain stopped at its budget with records still queued: drain again at once.
+    pub more_pending: bool,
 }
+
+/// Records taken from one ring per drain. Under a flood that never pauses a ring would
+/// otherwise never empty, and signals, the control socket and other rings would starve.
+const DRAIN_BUDGET: u32 = 32 * 1024;
 
 impl<'a> Pipeline<'a> {
     pub fn new(
@@ -156,15 +162,26 @@ impl<'a> Pipeline<'a> {
             filter,
             counters: PipelineCounters::default(),
             ring_peak_bytes: HashMap::new(),
+            more_pending: false,
         }
     }
 
     /// Drains every ring once. Returns false when the output is closed.
     pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
+        self.more_pending = false;
         for cap in &mut self.capabilities {
             let mut queued_bytes = 0u64;
+            let mut budget = DRAIN_BUDGET;
             self.sink.begin_capability(cap.spec.name);
-            while let Some(record) = cap.ring.next() {
+            loop {
+                if budget == 0 {
+                    self.more_pending = true;
+                    break;
+                }
+                let Some(record) = cap.ring.next() else {
+                    break;
+                };
+                budget -= 1;
                 // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
                 queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
                 let event = match decode(&record) {
@@ -219,7 +236,9 @@ impl<'a> Pipeline<'a> {
 
         let reason = loop {
             let sleep_until = deadline.unwrap_or(started + Duration::from_secs(86400 * 365));
+            let more = self.more_pending;
             tokio::select! {
+                _ = std::future::ready(()), if more => {}
                 _ = poller.ready() => {}
                 _ = timer.tick() => {}
                 _ = sigint.recv() => break StopReason::Signal,
