@@ -312,9 +312,10 @@ fn a_process_that_exits_before_the_profile_ends_is_still_symbolized() {
     ];
     for (program, comm, chain) in cases {
         let (profile, done) = profile_json(&["--comm", comm], || {
-            // Started after the profiler, gone well before it stops.
+            // Started after the profiler, gone well before it stops; long enough (about a
+            // second) that auto unwinding's frame-pointer-only start is a minority.
             let status = std::process::Command::new(&program)
-                .arg("4")
+                .arg("12")
                 .stdin(std::process::Stdio::null())
                 .status()
                 .unwrap();
