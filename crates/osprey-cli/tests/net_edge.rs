@@ -352,3 +352,40 @@ fn check_lists_tcp_and_flows_hooks() {
         .unwrap();
     assert!(!String::from_utf8_lossy(&lo.stdout).contains("clsact"));
 }
+
+#[test]
+fn on_a_terminal_flows_show_a_refreshing_top_table() {
+    if !bpf_available("flows_tty") {
+        return;
+    }
+    let _serial = serial();
+    let net = NetPair::new();
+    // script(1) gives osprey a pseudo-terminal; the namespace is entered inside it.
+    let shown = Command::new("script")
+        .arg("-qec")
+        .arg(format!(
+            "ip netns exec {} {OSPREY} flows -i {} --duration 3 --interval 0.5 --idle-timeout 60",
+            net.a, net.va
+        ))
+        .arg("/dev/null")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("script (util-linux)");
+    std::thread::sleep(std::time::Duration::from_millis(1200));
+    net.run(&net.a, &["udp-send", "10.201.0.2", "5301", "50", "100"]);
+    let out = shown.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    // Redrawn in place every interval: clear-screen sequences, each with the header.
+    let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").skip(1).collect();
+    assert!(frames.len() >= 3, "{text}");
+    assert!(frames.iter().all(|f| f.contains("BYTES/S")), "{text}");
+    let row = frames
+        .iter()
+        .flat_map(|f| f.lines())
+        .find(|l| l.contains("10.201.0.2") && l.contains("5301"))
+        .unwrap_or_else(|| panic!("no row for the UDP flow: {text}"));
+    assert!(row.contains("udp"), "{row}");
+    net.assert_nothing_attached();
+}
