@@ -291,14 +291,23 @@ fn on_a_terminal_a_progress_line_and_the_top_table_show() {
         return;
     }
     let _serial = serial();
+    // A burner of known functions, so the table has rows however idle the machine is.
+    let dir = TempDir::new("profile-tty");
+    let mut burner = spawn_gated(&build_c(dir.path()), &["100000"]);
+    release(&mut burner);
     // script(1) gives osprey a pseudo-terminal for stdout and stderr.
     let out = Command::new("script")
         .args(["-qec"])
-        .arg(format!("{OSPREY} profile --duration 2.5 --top 5"))
+        .arg(format!(
+            "{OSPREY} profile --duration 2.5 --top 5 --pid {}",
+            burner.id()
+        ))
         .arg("/dev/null")
         .stdin(std::process::Stdio::null())
         .output()
         .expect("script (util-linux)");
+    let _ = burner.kill();
+    let _ = burner.wait();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(text.contains("\rosprey: 1 s, "), "{text}");
