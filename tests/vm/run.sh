@@ -69,7 +69,12 @@ install_with_libs /usr/bin/echo
 install_with_libs /usr/bin/true
 install_with_libs /usr/bin/cat
 cp /bin/busybox "$root/usr/bin/busybox"
-for applet in mount mkdir poweroff sleep env grep ls uname ip; do
+# tc clsact (flows' egress hook before tcx, Linux 6.6) needs sch_ingress and cls_bpf, modules
+# on Debian: loaded by hand, as there is no modprobe or module tree in the initramfs.
+for module in sch_ingress cls_bpf; do
+    cp "$(find "$work/kernel/lib/modules" -name "$module.ko" | head -1)" "$root/$module.ko"
+done
+for applet in mount mkdir poweroff sleep env grep ls uname ip insmod; do
     ln -s busybox "$root/usr/bin/$applet"
 done
 
@@ -85,6 +90,8 @@ mount -t tracefs tracefs /sys/kernel/tracing
 mount -t securityfs securityfs /sys/kernel/security
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 ip link set lo up
+insmod /sch_ingress.ko
+insmod /cls_bpf.ko
 echo "OSPREY-VM: kernel \$(uname -r)"
 ${repo}/target/debug/osprey check
 run() {
