@@ -330,12 +330,7 @@ fn cache_misses_say_there_is_no_pmu_and_faults_are_still_analysed() {
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
-    let gone = {
-        let mut c = Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid.to_string()
-    };
+    let gone = gone_pid();
     for (args, expect) in [
         (vec!["memory", "--pid", gone.as_str()], "no such process"),
         (vec!["memory", "--pid", "0"], "--pid"),

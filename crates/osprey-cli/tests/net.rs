@@ -137,14 +137,8 @@ fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
     }
     let _serial = serial();
     let net = NetPair::new();
-    let on_a = Tracer::start_in_netns(
-        &net.a,
-        &["flows", "-i", &net.va, "-o", "json", "--idle-timeout", "60"],
-    );
-    let on_b = Tracer::start_in_netns(
-        &net.b,
-        &["flows", "-i", &net.vb, "-o", "json", "--idle-timeout", "60"],
-    );
+    let on_a = net.flows_json(&net.a, &net.va);
+    let on_b = net.flows_json(&net.b, &net.vb);
     assert!(net.xdp_attached(&net.a, &net.va));
 
     // UDP: 7 x 200 bytes a -> b, 5 x 300 bytes b -> a; pings: 4 each way family.

@@ -153,9 +153,8 @@ fn flows_key_vlan_tagged_frames_by_vlan_with_exact_counts() {
     // Tagged frames written whole with a packet socket (this kernel has no VLAN devices):
     // the tag is in the frame at a's egress and b's ingress. A tag the stack keeps beside
     // the packet (VLAN device on an offloading NIC) is read from skb->vlan_tci at egress.
-    let json = ["-o", "json", "--idle-timeout", "60"];
-    let on_a = Tracer::start_in_netns(&net.a, &[&["flows", "-i", &net.va][..], &json].concat());
-    let on_b = Tracer::start_in_netns(&net.b, &[&["flows", "-i", &net.vb][..], &json].concat());
+    let on_a = net.flows_json(&net.a, &net.va);
+    let on_b = net.flows_json(&net.b, &net.vb);
     net.run(
         &net.a,
         &[
@@ -191,10 +190,7 @@ fn flows_parse_ipv6_destination_options_and_fragments() {
     }
     let _serial = serial();
     let net = NetPair::new();
-    let on_a = Tracer::start_in_netns(
-        &net.a,
-        &["flows", "-i", &net.va, "-o", "json", "--idle-timeout", "60"],
-    );
+    let on_a = net.flows_json(&net.a, &net.va);
     let send = |port: &str, count: &str, size: &str, dstopts: bool| {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", &net.a, WORKLOAD])

@@ -331,12 +331,7 @@ fn on_a_terminal_a_progress_line_and_the_top_table_show() {
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
-    let gone = {
-        let mut c = Command::new("true").spawn().unwrap();
-        let pid = c.id();
-        c.wait().unwrap();
-        pid.to_string()
-    };
+    let gone = gone_pid();
     for (args, expect) in [
         (vec!["profile", "--freq", "0"], "out of range"),
         (vec!["profile", "--freq", "100000"], "out of range"),

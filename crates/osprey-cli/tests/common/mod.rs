@@ -331,6 +331,14 @@ pub fn assert_well_formed_xml(text: &str) {
 /// An `exec_from_temporary_location` alert for a program under our cargo target directory
 /// (test binaries, workloads the tests copy to target/tmp): it fires only because the
 /// checkout lives under /tmp, as CI clones may.
+/// The pid of a process that has exited and been reaped: a target that does not exist.
+pub fn gone_pid() -> String {
+    let mut child = Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    pid.to_string()
+}
+
 pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
     let build_dir = std::path::Path::new(WORKLOAD).ancestors().nth(2).unwrap();
     alert["rule"] == "exec_from_temporary_location"

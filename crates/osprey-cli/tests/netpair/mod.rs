@@ -6,7 +6,7 @@ use std::process::Command;
 
 use serde_json::Value;
 
-use crate::common::{Finished, WORKLOAD};
+use crate::common::{Finished, Tracer, WORKLOAD};
 
 /// Two namespaces joined by a veth pair, deleted on drop (also when a test fails).
 /// Addresses: 10.X.0.1 / fdX::1 in `a`, .2 / ::2 in `b`; IPv6 without DAD so nothing waits.
@@ -27,6 +27,14 @@ pub fn ip(args: &[&str]) {
 }
 
 impl NetPair {
+    /// `osprey flows` on `iface` inside `ns`, JSON records, flows kept until exit.
+    pub fn flows_json(&self, ns: &str, iface: &str) -> Tracer {
+        Tracer::start_in_netns(
+            ns,
+            &["flows", "-i", iface, "-o", "json", "--idle-timeout", "60"],
+        )
+    }
+
     pub fn new() -> Self {
         static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);

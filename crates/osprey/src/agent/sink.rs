@@ -28,6 +28,16 @@ pub struct Detection {
     pub alerts: Family<AlertLabels, Counter>,
 }
 
+/// osprey_alerts_total{rule, severity}.
+fn count_alert(alerts: &Family<AlertLabels, Counter>, rule: &str, severity: &str) {
+    alerts
+        .get_or_create(&AlertLabels {
+            rule: rule.into(),
+            severity: severity.into(),
+        })
+        .inc();
+}
+
 /// Set by the security module while it is loaded.
 pub type DetectionSlot = Rc<RefCell<Option<Detection>>>;
 
@@ -69,12 +79,7 @@ impl Sink for AgentSink {
                     let latency = crate::kernel::boot_time_ns();
                     for detector in &mut d.detectors {
                         detector.detect(event, process, &mut |alert| {
-                            d.alerts
-                                .get_or_create(&AlertLabels {
-                                    rule: alert.rule.into(),
-                                    severity: alert.severity.into(),
-                                })
-                                .inc();
+                            count_alert(&d.alerts, alert.rule, alert.severity);
                             let latency_ns = latency.saturating_sub(event.header.ts_boot_ns);
                             alerts.push(alert_json(
                                 &alert,
@@ -135,12 +140,11 @@ impl Sink for AgentSink {
         let text = std::mem::take(&mut *lines.0.lock().unwrap_or_else(|e| e.into_inner()));
         for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
             let alert: serde_json::Value = serde_json::from_slice(line)?;
-            d.alerts
-                .get_or_create(&AlertLabels {
-                    rule: alert["rule"].as_str().unwrap_or("").into(),
-                    severity: alert["severity"].as_str().unwrap_or("").into(),
-                })
-                .inc();
+            count_alert(
+                &d.alerts,
+                alert["rule"].as_str().unwrap_or(""),
+                alert["severity"].as_str().unwrap_or(""),
+            );
             self.write_record(&alert)?;
         }
         Ok(())

@@ -6,8 +6,8 @@
 
 use std::net::IpAddr;
 
-use super::rules::expr::{Expr, Literal, Op};
-use super::rules::{fields, Action, Rule, RuleError, RuleSet};
+use super::rules::expr::Literal;
+use super::rules::{Action, Rule, RuleError, RuleSet};
 use crate::abi::kind;
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role};
 
@@ -61,41 +61,16 @@ struct ConnectDenyKey {
 // SAFETY: plain integers; any bit pattern is valid.
 unsafe impl aya::Pod for ConnectDenyKey {}
 
-fn and_terms(rule: &Rule) -> Vec<&Expr> {
-    match &rule.condition {
-        Expr::And(parts) => parts.iter().collect(),
-        e => vec![e],
-    }
-}
-
-/// The literal values of a `field = x` / `field in (...)` term.
-fn eq_values(term: &Expr) -> Option<(&'static str, Vec<&Literal>)> {
-    match term {
-        Expr::Cmp {
-            field,
-            op: Op::Eq,
-            value,
-        } => Some((fields::name(*field), vec![value])),
-        Expr::In { field, set } => Some((fields::name(*field), set.iter().collect())),
-        _ => None,
-    }
-}
-
-fn text(l: &Literal) -> Option<String> {
-    match l {
-        Literal::Str(s) => String::from_utf8(s.clone()).ok(),
-        _ => None,
-    }
-}
-
 /// True for a deny rule about connect (`evt.kind = connect` or `evt.syscall = connect`):
 /// these are enforced here, not by fanotify or the file LSM hooks.
 pub fn is_connect_rule(rule: &Rule) -> bool {
     rule.action == Action::Deny
-        && and_terms(rule).iter().any(|t| {
-            eq_values(t).is_some_and(|(f, values)| {
+        && rule.condition.conjuncts().iter().any(|t| {
+            t.equality().is_some_and(|(f, values)| {
                 (f == "evt.kind" || f == "evt.syscall")
-                    && values.iter().any(|v| text(v).as_deref() == Some("connect"))
+                    && values
+                        .iter()
+                        .any(|v| v.text().as_deref() == Some("connect"))
             })
         })
 }
@@ -139,8 +114,9 @@ fn rule_denies(index: usize, rule: &Rule) -> Result<Vec<ConnectDeny>, RuleError>
     let mut ports: Option<Vec<u16>> = None;
     let mut addrs: Option<Vec<(IpAddr, u16)>> = None;
     let mut families = (true, true);
-    for term in and_terms(rule) {
-        let (field, values) = eq_values(term)
+    for term in rule.condition.conjuncts() {
+        let (field, values) = term
+            .equality()
             .ok_or_else(|| error(rule, "only `=` and `in` comparisons joined by `and`"))?;
         match field {
             "evt.kind" | "evt.syscall" => {}
@@ -158,7 +134,7 @@ fn rule_denies(index: usize, rule: &Rule) -> Result<Vec<ConnectDeny>, RuleError>
             "net.addr" => {
                 let a = values
                     .iter()
-                    .map(|v| text(v).as_deref().and_then(parse_addr))
+                    .map(|v| v.text().as_deref().and_then(parse_addr))
                     .collect::<Option<Vec<_>>>()
                     .ok_or_else(|| {
                         error(rule, "net.addr must be ip:port or [ipv6]:port literals")
@@ -166,7 +142,7 @@ fn rule_denies(index: usize, rule: &Rule) -> Result<Vec<ConnectDeny>, RuleError>
                 addrs = Some(a);
             }
             "net.family" => {
-                let names: Vec<String> = values.iter().filter_map(|v| text(v)).collect();
+                let names: Vec<String> = values.iter().filter_map(|v| v.text()).collect();
                 families = (
                     names.iter().any(|n| n == "inet"),
                     names.iter().any(|n| n == "inet6"),

@@ -53,31 +53,18 @@ pub type KillEntry = (u32, Vec<u8>);
 /// `evt.syscall` (security syscalls) and optionally `proc.name` conditions, because the
 /// kernel decides alone.
 pub fn kill_entries(rules: &RuleSet) -> Result<Vec<KillEntry>, Vec<RuleError>> {
-    use super::rules::expr::{Expr, Literal, Op};
+    use super::rules::expr::Literal;
     let mut out = Vec::new();
     let mut errors = Vec::new();
     for rule in rules.rules.iter().filter(|r| r.action == Action::Kill) {
-        let terms: Vec<&Expr> = match &rule.condition {
-            Expr::And(parts) => parts.iter().collect(),
-            e => vec![e],
-        };
+        let terms = rule.condition.conjuncts();
         let mut syscalls: Option<BTreeSet<u32>> = None;
         let mut comms: Option<Vec<Vec<u8>>> = None;
         let mut bad = None;
         for t in terms {
-            let (field, values): (&str, Vec<&Literal>) = match t {
-                Expr::Cmp {
-                    field,
-                    op: Op::Eq,
-                    value,
-                } => (super::rules::fields::name(*field), vec![value]),
-                Expr::In { field, set } => {
-                    (super::rules::fields::name(*field), set.iter().collect())
-                }
-                _ => {
-                    bad = Some("only `=` and `in` comparisons joined by `and`".to_string());
-                    break;
-                }
+            let Some((field, values)) = t.equality() else {
+                bad = Some("only `=` and `in` comparisons joined by `and`".to_string());
+                break;
             };
             let strings: Vec<&[u8]> = values
                 .iter()

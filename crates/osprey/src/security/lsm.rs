@@ -71,13 +71,6 @@ pub struct KernelDeny {
     pub flags: u32,
 }
 
-fn text(l: &Literal) -> Option<String> {
-    match l {
-        Literal::Str(s) => String::from_utf8(s.clone()).ok(),
-        _ => None,
-    }
-}
-
 /// What the deny rules ask, if the kernel can decide every one of them alone.
 pub fn kernel_denies(rules: &RuleSet) -> Option<Vec<KernelDeny>> {
     let mut out = Vec::new();
@@ -85,10 +78,7 @@ pub fn kernel_denies(rules: &RuleSet) -> Option<Vec<KernelDeny>> {
         if rule.action != Action::Deny || super::connect_deny::is_connect_rule(rule) {
             continue;
         }
-        let terms: Vec<&Expr> = match &rule.condition {
-            Expr::And(parts) => parts.iter().collect(),
-            e => vec![e],
-        };
+        let terms = rule.condition.conjuncts();
         let mut ops = DENY_OPEN | DENY_EXEC;
         let mut paths: Vec<(String, u32)> = Vec::new();
         for term in terms {
@@ -97,7 +87,10 @@ pub fn kernel_denies(rules: &RuleSet) -> Option<Vec<KernelDeny>> {
                 Expr::In { field, set } => (fields::name(*field), Op::Eq, set.iter().collect()),
                 _ => return None,
             };
-            let values: Vec<String> = values.into_iter().map(text).collect::<Option<_>>()?;
+            let values: Vec<String> = values
+                .into_iter()
+                .map(Literal::text)
+                .collect::<Option<_>>()?;
             match (field, op) {
                 ("evt.kind", Op::Eq) => {
                     let mut kinds = 0;

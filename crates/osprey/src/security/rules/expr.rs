@@ -522,7 +522,39 @@ fn literal_eq(v: &Value<'_>, l: &Literal) -> bool {
     }
 }
 
+impl Literal {
+    /// A string literal as UTF-8 text (paths, names, addresses).
+    pub fn text(&self) -> Option<String> {
+        match self {
+            Literal::Str(s) => String::from_utf8(s.clone()).ok(),
+            _ => None,
+        }
+    }
+}
+
 impl Expr {
+    /// The terms of a top-level `and` (the expression itself otherwise): what the compilers
+    /// of rules for the kernel (kill, deny) decide term by term.
+    pub fn conjuncts(&self) -> Vec<&Expr> {
+        match self {
+            Expr::And(parts) => parts.iter().collect(),
+            e => vec![e],
+        }
+    }
+
+    /// `field = x` or `field in (...)`: the field's name and the literals it must equal.
+    pub fn equality(&self) -> Option<(&'static str, Vec<&Literal>)> {
+        match self {
+            Expr::Cmp {
+                field,
+                op: Op::Eq,
+                value,
+            } => Some((super::fields::name(*field), vec![value])),
+            Expr::In { field, set } => Some((super::fields::name(*field), set.iter().collect())),
+            _ => None,
+        }
+    }
+
     pub fn eval(&self, view: &View<'_>) -> bool {
         match self {
             Expr::And(parts) => parts.iter().all(|p| p.eval(view)),
