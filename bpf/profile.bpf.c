@@ -21,6 +21,9 @@ const volatile __u8 filter_pids = 0;        /* only processes in profile_pids */
 const volatile __u64 target_cgroup_id = 0;  /* 0: any cgroup */
 const volatile __u32 target_cgroup_level = 0;
 const volatile __u8 unwind_all_dwarf = 0;   /* copy user stacks of every process */
+/* 0 (frame pointers only): the verifier then drops the stack copy, which dominates the
+ * program's load time. */
+const volatile __u8 dwarf_unwinding = 1;
 const volatile __u32 user_stack_bytes = 8192; /* window of processes without their own */
 
 struct {
@@ -238,7 +241,7 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 			c->filtered++; /* --kernel-only and a sample in user mode */
 		return 0;
 	}
-	if (user) {
+	if (user && dwarf_unwinding) {
 		__u32 *window = bpf_map_lookup_elem(&dwarf_pids, &tgid);
 		if (window)
 			return emit_user_stack(ctx, task, in_kernel, *window);

@@ -50,6 +50,16 @@ struct {
 	__type(value, struct osprey_counters);
 } osprey_stats SEC(".maps");
 
+/* Non-zero while the reader sleeps without a timer (nothing was queued when it last
+ * looked): the next record clears it and wakes the reader, so an idle reader costs no
+ * periodic wake-ups and the first event after a quiet spell is delivered at once. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} osprey_reader_idle SEC(".maps");
+
 struct osprey_scratch {
 	/* loop state kept in memory on purpose, see osprey_walk_path */
 	__u64 walk_mnt;
@@ -208,18 +218,26 @@ static __always_inline void osprey_fill_header(struct osprey_event_header *h, __
 
 /*
  * Copy `size` bytes of `event` to the ring. No wake-up per event: the reader is woken
- * only when this record makes the queue cross wake_threshold; a short timer in user
- * space drains the rest. A full ring is counted, never silent.
+ * when it sleeps idle (see osprey_reader_idle) or when this record makes the queue cross
+ * wake_threshold; while it is busy, a short timer in user space drains the rest. A full
+ * ring is counted, never silent.
  */
 static __always_inline void osprey_emit(void *event, __u64 size)
 {
 	struct osprey_event_header *h = event;
 	__u32 kind = h->kind;
 	struct osprey_counters *c = osprey_counters_for(kind);
+	__u32 zero = 0;
+	__u32 *idle = bpf_map_lookup_elem(&osprey_reader_idle, &zero);
+	bool wake = false;
+	if (idle && *idle) {
+		*idle = 0; /* racing CPUs may both wake it: harmless */
+		wake = true;
+	}
 	__u64 queued = bpf_ringbuf_query(&osprey_events, BPF_RB_AVAIL_DATA);
-	__u64 flags = (queued < wake_threshold && queued + size + 8 >= wake_threshold)
-			      ? BPF_RB_FORCE_WAKEUP
-			      : BPF_RB_NO_WAKEUP;
+	if (queued < wake_threshold && queued + size + 8 >= wake_threshold)
+		wake = true;
+	__u64 flags = wake ? BPF_RB_FORCE_WAKEUP : BPF_RB_NO_WAKEUP;
 	h->size = size;
 	if (bpf_ringbuf_output(&osprey_events, event, size, flags)) {
 		if (c)

@@ -29,6 +29,8 @@ pub(crate) fn run(
     );
     let run_options = RunOptions {
         duration: duration_secs.map(Duration::from_secs_f64),
+        // The tick reads the kernel's maps (and new processes' mappings) at this pace.
+        idle_backstop: None,
         ..Default::default()
     };
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,6 +3,7 @@
 mod common;
 
 use std::process::Command;
+use std::time::Duration;
 
 use common::*;
 use serde_json::Value;
@@ -112,4 +113,43 @@ fn exec_argv_exit_codes_signals_forks_and_ancestry() {
     let exits = of(&events, "exit", grandchild);
     assert_eq!(exits.len(), 1);
     assert_eq!(exits[0]["exit_code"], 0);
+}
+
+/// An idle tracer sleeps without a timer until the kernel wakes it with the next record:
+/// the first exec after a quiet spell is printed within milliseconds, not at the next
+/// backstop drain (up to a second later).
+#[test]
+fn an_idle_tracer_prints_the_first_event_after_a_quiet_spell_at_once() {
+    if !bpf_available("idle_wakeup") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("idle-wakeup");
+    // A name of its own, filtered in the kernel: nothing else reaches the ring.
+    let prog = dir.path().join("idlewake");
+    std::fs::copy("/bin/true", &prog).unwrap();
+    let tracer = Tracer::start(&["exec", "--output", "json", "--comm", "idlewake"]);
+    let mut latencies = Vec::new();
+    for _ in 0..7 {
+        // Quiet for far longer than the 10 ms drain interval: the reader is idle.
+        std::thread::sleep(Duration::from_millis(300));
+        let spawned = std::time::Instant::now();
+        let (pid, _) = run(&mut Command::new(&prog));
+        let (arrived, line) = tracer
+            .next_line(Duration::from_secs(5))
+            .expect("the exec is printed");
+        let event: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(event["kind"], "exec", "{line}");
+        assert_eq!(event["process"]["pid"], pid, "{line}");
+        latencies.push(arrived.duration_since(spawned));
+    }
+    latencies.sort();
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    // Without the wake-up these spread evenly over the 1 s backstop.
+    assert!(
+        latencies[3] < Duration::from_millis(100),
+        "median latency {:?} (all {latencies:?})",
+        latencies[3]
+    );
 }

@@ -5,7 +5,7 @@
 
 #![allow(dead_code)]
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::thread::JoinHandle;
@@ -68,6 +68,8 @@ pub struct Tracer {
     stdout: Option<JoinHandle<Vec<u8>>>,
     stderr: Option<JoinHandle<String>>,
     stderr_lines: std::sync::mpsc::Receiver<String>,
+    /// Each stdout line as it arrives, with the time it did.
+    stdout_lines: std::sync::mpsc::Receiver<(Instant, String)>,
 }
 
 pub struct Finished {
@@ -158,10 +160,23 @@ impl Tracer {
             .stderr(Stdio::piped())
             .spawn()
             .expect("spawn osprey");
-        let mut out = child.stdout.take().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (out_tx, out_rx) = std::sync::mpsc::channel();
         let stdout = std::thread::spawn(move || {
             let mut buf = Vec::new();
-            out.read_to_end(&mut buf).unwrap();
+            let mut reader = BufReader::new(out);
+            loop {
+                let start = buf.len();
+                match reader.read_until(b'\n', &mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = String::from_utf8_lossy(&buf[start..])
+                            .trim_end()
+                            .to_string();
+                        let _ = out_tx.send((Instant::now(), line));
+                    }
+                }
+            }
             buf
         });
         let err = child.stderr.take().unwrap();
@@ -180,6 +195,7 @@ impl Tracer {
             stdout: Some(stdout),
             stderr: Some(stderr),
             stderr_lines: rx,
+            stdout_lines: out_rx,
         };
         tracer.wait_attached(args, ready);
         tracer
@@ -187,6 +203,11 @@ impl Tracer {
 
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// The next stdout line and when it arrived, waiting at most `limit`.
+    pub fn next_line(&self, limit: Duration) -> Option<(Instant, String)> {
+        self.stdout_lines.recv_timeout(limit).ok()
     }
 
     fn wait_attached(&mut self, args: &[&str], ready: &str) {

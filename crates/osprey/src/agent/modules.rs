@@ -38,11 +38,24 @@ pub trait ModuleState {
     }
 }
 
-pub struct LoadedModule {
+pub struct LoadedModule<S: ?Sized = dyn ModuleState> {
     pub capabilities: Vec<LoadedCapability>,
-    pub state: Option<Box<dyn ModuleState>>,
+    pub state: Option<Box<S>>,
     /// Said once in the event log after loading: (level, message).
     pub notes: Vec<(&'static str, String)>,
+}
+
+/// A module loaded on a thread of its own.
+pub type DetachedModule = LoadedModule<dyn ModuleState + Send>;
+
+impl From<DetachedModule> for LoadedModule {
+    fn from(m: DetachedModule) -> Self {
+        LoadedModule {
+            capabilities: m.capabilities,
+            state: m.state.map(|s| s as Box<dyn ModuleState>),
+            notes: m.notes,
+        }
+    }
 }
 
 /// Whether the configuration asks for the module (flows also needs interfaces).
@@ -67,19 +80,40 @@ pub fn capability_names(name: &str) -> &'static [&'static str] {
 }
 
 pub fn load(name: &str, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
-    let m = &env.config.modules;
+    if let Some(loaded) = load_detached(name, env.config, env.metrics) {
+        return loaded.map(LoadedModule::from);
+    }
     match name {
-        "process" => simple(name, process::SPEC, &m.process),
-        "files" => simple(name, files::SPEC, &m.files),
-        "tcp" => simple(name, crate::net::tcp::SPEC, &m.tcp),
         "security" => super::security::load(env),
-        "profile" => super::profiler::load(env),
         "flows" => super::flows::load(env),
         _ => Err(AgentError::Io {
             what: format!("module {name}"),
             source: std::io::Error::new(std::io::ErrorKind::NotFound, "unknown module"),
         }),
     }
+}
+
+/// Whether `load_detached` loads the module (on any thread).
+pub fn is_detached(name: &str) -> bool {
+    matches!(name, "process" | "files" | "tcp" | "profile")
+}
+
+/// The modules that need nothing of the agent's thread (no detection slot): at start-up
+/// they load on threads of their own, side by side with the others, since verification
+/// and relocation dominate the time to attached. None for the other modules.
+pub fn load_detached(
+    name: &str,
+    config: &AgentConfig,
+    metrics: &ModuleMetrics,
+) -> Option<Result<DetachedModule, AgentError>> {
+    let m = &config.modules;
+    Some(match name {
+        "process" => simple(name, process::SPEC, &m.process),
+        "files" => simple(name, files::SPEC, &m.files),
+        "tcp" => simple(name, crate::net::tcp::SPEC, &m.tcp),
+        "profile" => super::profiler::load(config, metrics),
+        _ => return None,
+    })
 }
 
 /// Ring size and kernel filters common to the event modules.
@@ -120,7 +154,7 @@ fn simple(
     name: &str,
     spec: CapabilitySpec,
     module: &ModuleConfig,
-) -> Result<LoadedModule, AgentError> {
+) -> Result<DetachedModule, AgentError> {
     let name = MODULES.iter().find(|m| **m == name).copied().unwrap_or("?");
     let options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
     let cap = load_capability(name, spec, &options)?;

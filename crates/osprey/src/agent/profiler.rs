@@ -11,9 +11,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use prometheus_client::metrics::counter::Counter;
 use serde_json::{json, Value};
 
-use super::modules::{degraded_notes, load_capability, LoadedModule, ModuleEnv, ModuleState};
+use super::config::AgentConfig;
+use super::metrics::ModuleMetrics;
+use super::modules::{degraded_notes, load_capability, DetachedModule, ModuleState};
 use super::AgentError;
 use crate::profile::collect::RawProfile;
+use crate::profile::frame_cache::{FrameCache, FrameCacheStats};
+use crate::profile::symbolize::Symbolizer;
 use crate::profile::{self, pprof, Collector, ProfileKind, ProfileOptions, UnwindMode};
 
 /// Profile files are named `cpu-<UTC time>.pb.gz`, so names sort by age.
@@ -24,8 +28,8 @@ pub fn profiles_dir(state_dir: &Path) -> PathBuf {
     state_dir.join("profiles")
 }
 
-pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
-    let cfg = &env.config.modules.profile;
+pub fn load(config: &AgentConfig, metrics: &ModuleMetrics) -> Result<DetachedModule, AgentError> {
+    let cfg = &config.modules.profile;
     let options = ProfileOptions {
         kind: ProfileKind::Cpu,
         frequency_hz: cfg.frequency_hz,
@@ -44,9 +48,9 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
     // New processes' maps are captured at this pace (shorter-lived ones keep unnamed user
     // frames): scanning the count map costs a syscall per entry.
     collector.set_scan_interval(Duration::from_secs(1));
-    let dir = profiles_dir(&env.config.state_dir);
+    let dir = profiles_dir(&config.state_dir);
     std::fs::create_dir_all(&dir).map_err(super::io_err(format!("{}", dir.display())))?;
-    Ok(LoadedModule {
+    Ok(DetachedModule {
         notes: degraded_notes(&cap),
         capabilities: vec![cap],
         state: Some(Box::new(Profiler {
@@ -57,9 +61,10 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
             started: Instant::now(),
             started_unix_ns: unix_ns(),
             writing: None,
+            frame_cache: Some(new_frame_cache()),
             last_file: None,
-            written: env.metrics.profiles_written.clone(),
-            samples: env.metrics.profile_samples.clone(),
+            written: metrics.profiles_written.clone(),
+            samples: metrics.profile_samples.clone(),
         })),
     })
 }
@@ -71,12 +76,22 @@ fn unix_ns() -> i64 {
         .unwrap_or(0)
 }
 
+/// Names kept between intervals: about 2 MB at most, re-read every 15 minutes.
+fn new_frame_cache() -> FrameCache {
+    FrameCache::new(16 * 1024, Duration::from_secs(15 * 60))
+}
+
 struct Written {
     path: PathBuf,
     samples: u64,
     stacks: usize,
     deleted: usize,
+    /// This interval's share of the cache's work.
+    names: FrameCacheStats,
 }
+
+/// What a writer thread hands back: its result and the frame cache for the next one.
+type WriterResult = (Result<Written, String>, FrameCache);
 
 struct Profiler {
     collector: Collector,
@@ -86,7 +101,9 @@ struct Profiler {
     /// Start of the current interval.
     started: Instant,
     started_unix_ns: i64,
-    writing: Option<JoinHandle<Result<Written, String>>>,
+    writing: Option<JoinHandle<WriterResult>>,
+    /// Lent to the writer thread while it runs.
+    frame_cache: Option<FrameCache>,
     last_file: Option<PathBuf>,
     written: Counter,
     samples: Counter,
@@ -100,14 +117,18 @@ impl Profiler {
         let Some(handle) = self.writing.take() else {
             return;
         };
-        match handle.join() {
+        let result = handle.join().map(|(result, cache)| {
+            self.frame_cache = Some(cache);
+            result
+        });
+        match result {
             Ok(Ok(w)) => {
                 self.written.inc();
                 self.samples.inc_by(w.samples);
                 record(
                     json!({"kind": "agent", "level": "info", "module": "profile",
                     "message": "profile written", "path": w.path, "samples": w.samples,
-                    "stacks": w.stacks, "deleted_old": w.deleted}),
+                    "stacks": w.stacks, "deleted_old": w.deleted, "names": w.names}),
                 );
                 self.last_file = Some(w.path);
             }
@@ -143,8 +164,10 @@ impl ModuleState for Profiler {
         self.started_unix_ns = unix_ns();
         let raw = self.collector.take_interval(0);
         let (dir, keep) = (self.dir.clone(), self.keep);
+        // A writer that panicked took the cache with it: start a new one.
+        let cache = self.frame_cache.take().unwrap_or_else(new_frame_cache);
         self.writing = Some(std::thread::spawn(move || {
-            write_profile(raw, &dir, keep, start_ns, duration)
+            write_profile(raw, cache, &dir, keep, start_ns, duration)
         }));
     }
 
@@ -164,22 +187,47 @@ impl ModuleState for Profiler {
 /// never sees half a profile), and deletes the oldest beyond `keep`.
 fn write_profile(
     raw: RawProfile,
+    cache: FrameCache,
     dir: &Path,
     keep: usize,
     start_unix_ns: i64,
     duration: Duration,
-) -> Result<Written, String> {
+) -> WriterResult {
     let samples = raw.total();
+    let before = cache.stats;
     // Function names only: parsing the DWARF of every sampled binary each interval would
-    // dominate the agent's idle cost and memory.
-    let profile = raw.symbolize("all processes".into(), duration.as_secs_f64(), false);
+    // dominate the agent's idle cost and memory. Names met before come from the cache.
+    let mut symbolizer = Symbolizer::with_cache(false, cache);
+    let profile = raw.symbolize_with(
+        "all processes".into(),
+        duration.as_secs_f64(),
+        &mut symbolizer,
+    );
+    let cache = symbolizer.into_cache();
+    let names = FrameCacheStats {
+        hits: cache.stats.hits - before.hits,
+        misses: cache.stats.misses - before.misses,
+        kernel_reads: cache.stats.kernel_reads - before.kernel_reads,
+    };
+    let result = write_symbolized(&profile, names, dir, keep, start_unix_ns, samples);
+    (result, cache)
+}
+
+fn write_symbolized(
+    profile: &crate::profile::Profile,
+    names: FrameCacheStats,
+    dir: &Path,
+    keep: usize,
+    start_unix_ns: i64,
+    samples: u64,
+) -> Result<Written, String> {
     let start = chrono::DateTime::from_timestamp_nanos(start_unix_ns);
     let name = format!("{PREFIX}{}{SUFFIX}", start.format("%Y%m%dT%H%M%S%.3fZ"));
     let path = dir.join(&name);
     let tmp = dir.join(format!(".{name}.tmp"));
     let write = || -> std::io::Result<()> {
         let mut file = std::io::BufWriter::new(std::fs::File::create(&tmp)?);
-        pprof::write(&profile, start_unix_ns, &mut file)?;
+        pprof::write(profile, start_unix_ns, &mut file)?;
         let file = file.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
         std::fs::rename(&tmp, &path)
@@ -193,6 +241,7 @@ fn write_profile(
         path,
         samples,
         stacks: profile.stacks.len(),
+        names,
     })
 }
 

@@ -88,64 +88,29 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
         fim,
     } = prepare(env.config)?;
     let cfg = &env.config.modules.security;
-    let mut options = load_options(cfg.rate_limit, cfg.ring_mib, None);
-    if baselines.is_some() {
-        options.extra_globals = baseline::globals(baseline::Mode::Detect);
-    }
-    if fim.is_some() {
-        options
-            .extra_globals
-            .extend(crate::security::fim::kernel::globals());
-    }
-    let mut security = load_capability("security", crate::security::SPEC, &options)?;
-    let mut notes = degraded_notes(&security);
-    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
-    let mut watched = None;
-    if let Some(start) = fim {
-        notes.extend(fim_notes(&start));
-        watched = Some(start.db.files.len());
-        let detector = start.attach(&mut security).map_err(AgentError::Invalid)?;
-        detectors.push(Box::new(detector));
-    }
-    let rule_count = rules.rules.len();
-    let mut baseline_map = None;
-    let mut loaded_baselines = None;
-    if let Some((path, file)) = baselines {
-        let entered = security
-            .outcomes
-            .iter()
-            .any(|o| o.role == "setid-enter" && o.chosen.is_some());
-        if entered {
-            let (map, detector, mut warnings) = start_baselines(&mut security, &file)?;
-            notes.append(&mut warnings);
-            notes.push((
-                "info",
-                format!(
-                    "syscall baselines of {} executables loaded from {}",
-                    file.executables.len(),
-                    path.display()
-                ),
-            ));
-            env.metrics
-                .baseline_executables
-                .set(file.executables.len() as i64);
-            detectors.push(Box::new(detector));
-            baseline_map = Some(map);
-            loaded_baselines = Some((path, file.executables.len()));
-        } else {
-            notes.push((
-                "warning",
-                "syscall baselines need a sys_enter hook (tp_btf or raw_tp), unavailable here: not enforced".into(),
-            ));
-        }
-    }
-    let mut capabilities = vec![security];
     let opens_options = load_options(cfg.rate_limit, cfg.ring_mib, None);
-    match load_rule_opens(&rules, OPENS_SPEC, opens_options).map_err(|source| {
-        AgentError::Module {
-            module: "security",
-            source,
-        }
+    // The two objects load side by side: each one's verification and relocation is a good
+    // part of the agent's start-up.
+    let (object, opens) = std::thread::scope(|scope| {
+        let opens = scope.spawn(|| load_rule_opens(&rules, OPENS_SPEC, opens_options));
+        let object = load_object(env, baselines, fim);
+        (object, opens.join())
+    });
+    let SecurityObject {
+        security,
+        mut notes,
+        mut detectors,
+        watched,
+        baseline_map,
+        loaded_baselines,
+    } = object?;
+    let rule_count = rules.rules.len();
+    let mut capabilities = vec![security];
+    let opens =
+        opens.map_err(|_| AgentError::Invalid("security: the opens loader panicked".into()))?;
+    match opens.map_err(|source| AgentError::Module {
+        module: "security",
+        source,
     })? {
         RuleOpens::NotNeeded => {}
         RuleOpens::Prefiltered { cap, .. } => capabilities.push(cap),
@@ -183,6 +148,82 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
             baseline_gauge: env.metrics.baseline_executables.clone(),
             _baseline_map: baseline_map,
         })),
+    })
+}
+
+/// The security object with what hangs on it: FIM, the baselines and their detectors.
+struct SecurityObject {
+    security: crate::kernel::loader::LoadedCapability,
+    notes: Vec<(&'static str, String)>,
+    detectors: Vec<Box<dyn Detector>>,
+    watched: Option<usize>,
+    baseline_map: Option<BaselineMap>,
+    loaded_baselines: Option<(PathBuf, usize)>,
+}
+
+fn load_object(
+    env: &ModuleEnv<'_>,
+    baselines: Option<(PathBuf, BaselineFile)>,
+    fim: Option<FimStart>,
+) -> Result<SecurityObject, AgentError> {
+    let cfg = &env.config.modules.security;
+    let mut options = load_options(cfg.rate_limit, cfg.ring_mib, None);
+    if baselines.is_some() {
+        options.extra_globals = baseline::globals(baseline::Mode::Detect);
+    }
+    if fim.is_some() {
+        options
+            .extra_globals
+            .extend(crate::security::fim::kernel::globals());
+    }
+    let mut security = load_capability("security", crate::security::SPEC, &options)?;
+    let mut notes = degraded_notes(&security);
+    let mut detectors: Vec<Box<dyn Detector>> = Vec::new();
+    let mut watched = None;
+    if let Some(start) = fim {
+        notes.extend(fim_notes(&start));
+        watched = Some(start.db.files.len());
+        let detector = start.attach(&mut security).map_err(AgentError::Invalid)?;
+        detectors.push(Box::new(detector));
+    }
+    let mut baseline_map = None;
+    let mut loaded_baselines = None;
+    if let Some((path, file)) = baselines {
+        let entered = security
+            .outcomes
+            .iter()
+            .any(|o| o.role == "setid-enter" && o.chosen.is_some());
+        if entered {
+            let (map, detector, mut warnings) = start_baselines(&mut security, &file)?;
+            notes.append(&mut warnings);
+            notes.push((
+                "info",
+                format!(
+                    "syscall baselines of {} executables loaded from {}",
+                    file.executables.len(),
+                    path.display()
+                ),
+            ));
+            env.metrics
+                .baseline_executables
+                .set(file.executables.len() as i64);
+            detectors.push(Box::new(detector));
+            baseline_map = Some(map);
+            loaded_baselines = Some((path, file.executables.len()));
+        } else {
+            notes.push((
+                "warning",
+                "syscall baselines need a sys_enter hook (tp_btf or raw_tp), unavailable here: not enforced".into(),
+            ));
+        }
+    }
+    Ok(SecurityObject {
+        security,
+        notes,
+        detectors,
+        watched,
+        baseline_map,
+        loaded_baselines,
     })
 }
 

@@ -4,7 +4,7 @@
 use std::collections::BTreeSet;
 
 use aya::{
-    maps::{MapData, PerCpuArray, RingBuf},
+    maps::{Array, MapData, PerCpuArray, RingBuf},
     programs::{
         perf_event::{PerfEventConfig, PerfEventScope, SamplePolicy, SoftwareEvent},
         tc::{self, TcAttachOptions},
@@ -300,6 +300,11 @@ pub struct LoadedCapability {
     pub ring_bytes: u32,
     pub ring: RingBuf<MapData>,
     pub counters: PerCpuArray<MapData, Counters>,
+    /// The kernel side's "reader sleeps: wake it with the next record" switch; none in
+    /// objects built without it (their reader keeps its drain timer).
+    reader_idle: Option<Array<MapData, u32>>,
+    /// What this reader last wrote to `reader_idle` (the kernel clears it when it wakes us).
+    reader_idle_set: bool,
     ebpf: Ebpf,
 }
 
@@ -382,14 +387,39 @@ impl LoadedCapability {
             .take_map("osprey_stats")
             .ok_or_else(|| map_err("osprey_stats", &std::fmt::Error))?;
         let counters = PerCpuArray::try_from(stats_map).map_err(|e| map_err("osprey_stats", &e))?;
+        let reader_idle = ebpf
+            .take_map("osprey_reader_idle")
+            .and_then(|m| Array::try_from(m).ok());
         Ok(Self {
             spec,
             outcomes,
             ring_bytes,
             ring,
             counters,
+            reader_idle,
+            reader_idle_set: false,
             ebpf,
         })
+    }
+
+    /// Asks the kernel side to wake the reader with the next record, before the reader
+    /// sleeps without a timer. False when it cannot (no switch in the object, or the write
+    /// failed): the reader must then keep draining on its timer.
+    pub fn set_reader_idle(&mut self) -> bool {
+        if self.reader_idle_set {
+            return true;
+        }
+        let Some(switch) = &mut self.reader_idle else {
+            return false;
+        };
+        self.reader_idle_set = switch.set(0, 1, 0).is_ok();
+        self.reader_idle_set
+    }
+
+    /// Records came from the ring: a record queued after `set_reader_idle` cleared the
+    /// switch (one queued before may not have; setting it again is harmless).
+    pub fn reader_woke(&mut self) {
+        self.reader_idle_set = false;
     }
 
     /// Programs in use with their hook, for statistics.

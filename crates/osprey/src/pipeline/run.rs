@@ -23,8 +23,12 @@ pub struct RunOptions {
     pub duration: Option<Duration>,
     pub count: Option<u64>,
     pub stats_every: Option<Duration>,
-    /// Backstop for the batched wake-ups: the longest an event waits in a ring.
+    /// Backstop for the batched wake-ups while events flow: the longest an event waits.
     pub drain_interval: Duration,
+    /// Once a drain finds nothing, sleep until the kernel wakes the reader with the next
+    /// record, draining at most this long apart as a safety net; none: drain every
+    /// `drain_interval` regardless (for callers whose tick must run at that pace).
+    pub idle_backstop: Option<Duration>,
     /// Longest time the final drain may take after a stop request.
     pub final_drain_budget: Duration,
 }
@@ -36,6 +40,7 @@ impl Default for RunOptions {
             count: None,
             stats_every: None,
             drain_interval: Duration::from_millis(10),
+            idle_backstop: Some(IDLE_BACKSTOP),
             final_drain_budget: Duration::from_millis(500),
         }
     }
@@ -93,6 +98,77 @@ impl Summary {
     }
 }
 
+/// Longest sleep of an idle reader between drains. A record only misses its wake-up when
+/// it is emitted in the instant between the kernel reading the idle switch and the
+/// reader's last look (see `DrainTimer::after_drain`); this bounds how long it waits.
+pub const IDLE_BACKSTOP: Duration = Duration::from_secs(1);
+
+/// When to drain next. While rings deliver, every `interval` (the kernel wakes the reader
+/// only for large batches). Once a drain finds nothing, the rings are told to wake the
+/// reader with their next record and the timer stretches to the backstop: an idle reader
+/// then costs no periodic wake-ups, and a first event after a quiet spell is drained at
+/// once instead of at the next tick.
+pub struct DrainTimer {
+    interval: Duration,
+    backstop: Option<Duration>,
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    idle: bool,
+}
+
+impl DrainTimer {
+    pub fn new(interval: Duration, backstop: Option<Duration>) -> Self {
+        Self {
+            interval,
+            backstop,
+            sleep: Box::pin(tokio::time::sleep(interval)),
+            idle: false,
+        }
+    }
+
+    /// Resolves when the next drain is due.
+    pub async fn due(&mut self) {
+        self.sleep.as_mut().await;
+    }
+
+    /// True while the reader waits for a wake-up from the kernel rather than its timer.
+    pub fn is_idle(&self) -> bool {
+        self.idle
+    }
+
+    /// Call after every drain. Returns false when the output closed during the extra drain.
+    pub fn after_drain(
+        &mut self,
+        pipeline: &mut Pipeline<'_>,
+        count_limit: Option<u64>,
+    ) -> io::Result<bool> {
+        let mut open = true;
+        let found = pipeline.last_drain_records > 0 || pipeline.more_pending;
+        self.idle = match self.backstop {
+            Some(_) if !found => {
+                // The switch first, then one more look: a record queued before the
+                // switch was set woke nobody, and is caught here.
+                pipeline
+                    .capabilities
+                    .iter_mut()
+                    .all(|c| c.set_reader_idle())
+                    && {
+                        open = pipeline.drain(count_limit)?;
+                        pipeline.last_drain_records == 0 && !pipeline.more_pending
+                    }
+            }
+            _ => false,
+        };
+        let wait = match (self.idle, self.backstop) {
+            (true, Some(backstop)) => backstop,
+            _ => self.interval,
+        };
+        self.sleep
+            .as_mut()
+            .reset(tokio::time::Instant::now() + wait);
+        Ok(open)
+    }
+}
+
 /// An epoll set over every ring, so one readiness future covers them all.
 pub struct RingPoller {
     fd: AsyncFd<OwnedFd>,
@@ -142,6 +218,8 @@ pub struct Pipeline<'a> {
     pub ring_peak_bytes: HashMap<&'static str, u64>,
     /// The last drain stopped at its budget with records still queued: drain again at once.
     pub more_pending: bool,
+    /// Records the last drain took from all rings (decodable or not).
+    pub last_drain_records: u64,
 }
 
 /// Records taken from one ring per drain. Under a flood that never pauses a ring would
@@ -163,12 +241,14 @@ impl<'a> Pipeline<'a> {
             counters: PipelineCounters::default(),
             ring_peak_bytes: HashMap::new(),
             more_pending: false,
+            last_drain_records: 0,
         }
     }
 
     /// Drains every ring once. Returns false when the output is closed.
     pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
         self.more_pending = false;
+        self.last_drain_records = 0;
         for cap in &mut self.capabilities {
             let mut queued_bytes = 0u64;
             let mut budget = DRAIN_BUDGET;
@@ -182,6 +262,7 @@ impl<'a> Pipeline<'a> {
                     break;
                 };
                 budget -= 1;
+                self.last_drain_records += 1;
                 // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
                 queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
                 let event = match decode(&record) {
@@ -208,6 +289,9 @@ impl<'a> Pipeline<'a> {
                     Err(e) => return Err(e),
                 }
             }
+            if budget < DRAIN_BUDGET {
+                cap.reader_woke();
+            }
             let peak = self.ring_peak_bytes.entry(cap.spec.name).or_default();
             *peak = (*peak).max(queued_bytes);
         }
@@ -231,22 +315,23 @@ impl<'a> Pipeline<'a> {
         let started = Instant::now();
         let deadline = options.duration.map(|d| started + d);
         let mut next_stats = options.stats_every.map(|d| started + d);
-        let mut timer = tokio::time::interval(options.drain_interval);
-        timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut timer = DrainTimer::new(options.drain_interval, options.idle_backstop);
+        let far = started + Duration::from_secs(86400 * 365);
 
         let reason = loop {
-            let sleep_until = deadline.unwrap_or(started + Duration::from_secs(86400 * 365));
+            let sleep_until = deadline.unwrap_or(far);
             let more = self.more_pending;
             tokio::select! {
                 _ = std::future::ready(()), if more => {}
                 _ = poller.ready() => {}
-                _ = timer.tick() => {}
+                _ = timer.due() => {}
+                _ = tokio::time::sleep_until(next_stats.unwrap_or(far).into()), if next_stats.is_some() => {}
                 _ = sigint.recv() => break StopReason::Signal,
                 _ = sigterm.recv() => break StopReason::Signal,
                 _ = tokio::time::sleep_until(sleep_until.into()) => break StopReason::Duration,
             }
             let written_before = self.counters.written;
-            if !self.drain(options.count)? {
+            if !self.drain(options.count)? || !timer.after_drain(&mut self, options.count)? {
                 break StopReason::OutputClosed;
             }
             tick(&self.capabilities);

@@ -364,13 +364,26 @@ impl RawProfile {
 
     /// Symbolizes (with file and line from DWARF when `code_info`) and aggregates.
     pub fn symbolize(self, command: String, duration_secs: f64, code_info: bool) -> Profile {
+        self.symbolize_with(
+            command,
+            duration_secs,
+            &mut Symbolizer::with_code_info(code_info),
+        )
+    }
+
+    /// Like `symbolize`, through a given symbolizer (one that carries a frame cache).
+    pub fn symbolize_with(
+        self,
+        command: String,
+        duration_secs: f64,
+        symbolizer: &mut Symbolizer,
+    ) -> Profile {
         let RawProfile {
             samples: raw,
             maps,
             options,
             losses,
         } = self;
-        let mut symbolizer = Symbolizer::with_code_info(code_info);
         let mut kernel_addrs: Vec<CodeAddr> = raw
             .iter()
             .flat_map(|r| r.2.addrs().iter().copied())

@@ -4,6 +4,7 @@
 //! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
 
 pub mod collect;
+pub mod frame_cache;
 pub mod output;
 pub mod pprof;
 pub mod procmaps;
@@ -164,6 +165,12 @@ impl ProfileOptions {
                 ("target_cgroup_id", cgroup_id.to_ne_bytes().to_vec()),
                 ("target_cgroup_level", cgroup_level.to_ne_bytes().to_vec()),
                 ("unwind_all_dwarf", vec![u8::from(unwind_all)]),
+                (
+                    "dwarf_unwinding",
+                    vec![u8::from(
+                        self.kind == ProfileKind::Cpu && self.unwind != UnwindMode::FramePointer,
+                    )],
+                ),
                 (
                     "user_stack_bytes",
                     self.user_stack_bytes.to_ne_bytes().to_vec(),

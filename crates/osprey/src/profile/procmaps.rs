@@ -12,6 +12,28 @@ pub struct Mapping {
     /// File offset mapped at `start`.
     pub offset: u64,
     pub path: PathBuf,
+    /// The mapped file's (device, inode): names it across processes and paths.
+    pub file: FileId,
+}
+
+/// A file as the kernel names it in /proc/PID/maps: device (major, minor) and inode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FileId {
+    pub dev: (u32, u32),
+    pub inode: u64,
+}
+
+impl FileId {
+    fn parse(dev: &str, inode: &str) -> Option<Self> {
+        let (major, minor) = dev.split_once(':')?;
+        Some(Self {
+            dev: (
+                u32::from_str_radix(major, 16).ok()?,
+                u32::from_str_radix(minor, 16).ok()?,
+            ),
+            inode: inode.parse().ok()?,
+        })
+    }
 }
 
 impl Mapping {
@@ -29,7 +51,7 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
     let mut out = Vec::new();
     for line in text.lines() {
         let mut fields = line.split_ascii_whitespace();
-        let (Some(range), Some(perms), Some(offset), Some(_dev), Some(inode)) = (
+        let (Some(range), Some(perms), Some(offset), Some(dev), Some(inode)) = (
             fields.next(),
             fields.next(),
             fields.next(),
@@ -47,13 +69,19 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
             continue;
         };
         let parse = |s: &str| u64::from_str_radix(s, 16).ok();
-        if let (Some(start), Some(end), Some(offset)) = (parse(start), parse(end), parse(offset)) {
+        if let (Some(start), Some(end), Some(offset), Some(file)) = (
+            parse(start),
+            parse(end),
+            parse(offset),
+            FileId::parse(dev, inode),
+        ) {
             let path = path.strip_suffix(" (deleted)").unwrap_or(&path);
             out.push(Mapping {
                 start,
                 end,
                 offset,
                 path: PathBuf::from(path),
+                file,
             });
         }
     }
@@ -123,5 +151,12 @@ mod tests {
         assert_eq!(maps[0].offset, 0x1000);
         assert_eq!(maps[0].file_offset(0x55d0a0001234), 0x1234);
         assert_eq!(maps[1].path, PathBuf::from("/opt/my lib/libx.so"));
+        assert_eq!(
+            maps[1].file,
+            FileId {
+                dev: (8, 1),
+                inode: 99
+            }
+        );
     }
 }

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer as Blaze};
 use serde::Serialize;
 
-use super::procmaps::ProcessMaps;
+use super::frame_cache::FrameCache;
+use super::procmaps::{FileId, ProcessMaps};
 
 /// One symbolized frame.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
@@ -22,6 +23,10 @@ pub struct Frame {
 }
 
 impl Frame {
+    fn is_named(&self) -> bool {
+        self.module != "[unknown]"
+    }
+
     fn unknown(addr: u64, kernel: bool) -> Self {
         Frame {
             name: format!("[unknown 0x{addr:x}]"),
@@ -54,6 +59,7 @@ impl CodeAddr {
 pub struct Symbolizer {
     blaze: Blaze,
     perf_maps: HashMap<u32, Vec<(u64, u64, String)>>,
+    cache: FrameCache,
 }
 
 impl Default for Symbolizer {
@@ -70,6 +76,12 @@ impl Symbolizer {
     /// Without code info, frames get function names only: no DWARF is parsed, which keeps
     /// time and memory small for a long-running profiler meeting large debug binaries.
     pub fn with_code_info(code_info: bool) -> Self {
+        Self::with_cache(code_info, FrameCache::disabled())
+    }
+
+    /// Names found in `cache` are not looked up again; new ones are added to it.
+    pub fn with_cache(code_info: bool, mut cache: FrameCache) -> Self {
+        cache.start_interval();
         Self {
             blaze: Blaze::builder()
                 .enable_demangling(true)
@@ -77,49 +89,77 @@ impl Symbolizer {
                 .enable_inlined_fns(false)
                 .build(),
             perf_maps: HashMap::new(),
+            cache,
         }
+    }
+
+    /// The cache, for the next interval (the parsed files go with the rest).
+    pub fn into_cache(self) -> FrameCache {
+        self.cache
     }
 
     /// Kernel addresses, in order.
     pub fn kernel(&mut self, addrs: &[CodeAddr]) -> Vec<Frame> {
-        let lookups: Vec<u64> = addrs.iter().map(|a| a.lookup()).collect();
-        let src = source::Source::Kernel(source::Kernel::default());
-        match self
-            .blaze
-            .symbolize(&src, Input::AbsAddr(lookups.as_slice()))
-        {
-            Ok(syms) => syms
-                .into_iter()
-                .zip(addrs)
-                .map(|(s, a)| to_frame(s, a.addr, true, "[kernel]"))
-                .collect(),
-            Err(_) => addrs.iter().map(|a| Frame::unknown(a.addr, true)).collect(),
+        let mut frames: Vec<Option<Frame>> = addrs
+            .iter()
+            .map(|a| self.cache.kernel(a.lookup()))
+            .collect();
+        let missing: Vec<usize> = (0..addrs.len()).filter(|&i| frames[i].is_none()).collect();
+        if !missing.is_empty() {
+            self.cache.stats.kernel_reads += 1;
+            let lookups: Vec<u64> = missing.iter().map(|&i| addrs[i].lookup()).collect();
+            let src = source::Source::Kernel(source::Kernel::default());
+            if let Ok(syms) = self
+                .blaze
+                .symbolize(&src, Input::AbsAddr(lookups.as_slice()))
+            {
+                for (s, &i) in syms.into_iter().zip(&missing) {
+                    let frame = to_frame(s, addrs[i].addr, true, "[kernel]");
+                    if frame.is_named() {
+                        self.cache.put_kernel(addrs[i].lookup(), &frame);
+                    }
+                    frames[i] = Some(frame);
+                }
+            }
         }
+        frames
+            .into_iter()
+            .zip(addrs)
+            .map(|(f, a)| f.unwrap_or_else(|| Frame::unknown(a.addr, true)))
+            .collect()
     }
 
     /// User addresses of one process, in order.
     pub fn user(&mut self, pid: u32, maps: &ProcessMaps, addrs: &[CodeAddr]) -> Vec<Frame> {
         let mut frames: Vec<Option<Frame>> = vec![None; addrs.len()];
         // Batch by binary: one blazesym call per file.
-        let mut by_file: HashMap<PathBuf, Vec<(usize, u64)>> = HashMap::new();
+        let mut by_file: HashMap<PathBuf, Vec<(usize, FileId, u64)>> = HashMap::new();
         for (i, a) in addrs.iter().enumerate() {
             if let Some(m) = maps.find(pid, a.lookup()) {
-                by_file
-                    .entry(m.path.clone())
-                    .or_default()
-                    .push((i, m.file_offset(a.lookup())));
+                let offset = m.file_offset(a.lookup());
+                frames[i] = self.cache.user(m.file, offset);
+                if frames[i].is_none() {
+                    by_file
+                        .entry(m.path.clone())
+                        .or_default()
+                        .push((i, m.file, offset));
+                }
             }
         }
         for (path, items) in by_file {
-            let offsets: Vec<u64> = items.iter().map(|&(_, o)| o).collect();
+            let offsets: Vec<u64> = items.iter().map(|&(_, _, o)| o).collect();
             let module = display_module(&path);
             let src = source::Source::Elf(source::Elf::new(&path));
             if let Ok(syms) = self
                 .blaze
                 .symbolize(&src, Input::FileOffset(offsets.as_slice()))
             {
-                for (s, &(i, _)) in syms.into_iter().zip(&items) {
-                    frames[i] = Some(to_frame(s, addrs[i].addr, false, &module));
+                for (s, &(i, file, offset)) in syms.into_iter().zip(&items) {
+                    let frame = to_frame(s, addrs[i].addr, false, &module);
+                    if frame.is_named() {
+                        self.cache.put_user(file, offset, &frame);
+                    }
+                    frames[i] = Some(frame);
                 }
             }
         }
