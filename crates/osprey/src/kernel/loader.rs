@@ -310,6 +310,9 @@ pub struct LoadedCapability {
 
 impl LoadedCapability {
     pub fn load(spec: CapabilitySpec, options: &LoadOptions) -> Result<Self, LoadError> {
+        // aya parses the kernel BTF again in here (it cannot be told not to): done first,
+        // loaders on other threads do it while one of them parses the shared copy below.
+        let mut loader = EbpfLoader::new();
         let btf = kernel_btf().map_err(|reason| LoadError::Object {
             capability: spec.name,
             reason,
@@ -329,7 +332,6 @@ impl LoadedCapability {
         let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
 
-        let mut loader = EbpfLoader::new();
         loader
             .btf(Some(&btf))
             .map_max_entries("osprey_events", ring_bytes)
