@@ -1,5 +1,6 @@
 //! `osprey agent` and `osprey ctl`.
 
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -115,7 +116,10 @@ pub fn run_ctl(args: CtlArgs) -> Result<ExitCode, Failure> {
             args.socket.display()
         ))
     })?;
-    println!(
+    // A reader that went away (`osprey ctl list | head`) is not an error of ours.
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(
+        stdout,
         "{}",
         serde_json::to_string_pretty(&response).unwrap_or_default()
     );

@@ -114,9 +114,10 @@ impl Symbolizer {
                 .symbolize(&src, Input::AbsAddr(lookups.as_slice()))
             {
                 for (s, &i) in syms.into_iter().zip(&missing) {
+                    let span = function_span(&s, addrs[i].lookup());
                     let frame = to_frame(s, addrs[i].addr, true, "[kernel]");
-                    if frame.is_named() {
-                        self.cache.put_kernel(addrs[i].lookup(), &frame);
+                    if let (true, Some(span)) = (frame.is_named(), span) {
+                        self.cache.put_kernel(span, &frame);
                     }
                     frames[i] = Some(frame);
                 }
@@ -155,9 +156,10 @@ impl Symbolizer {
                 .symbolize(&src, Input::FileOffset(offsets.as_slice()))
             {
                 for (s, &(i, file, offset)) in syms.into_iter().zip(&items) {
+                    let span = function_span(&s, offset);
                     let frame = to_frame(s, addrs[i].addr, false, &module);
-                    if frame.is_named() {
-                        self.cache.put_user(file, offset, &frame);
+                    if let (true, Some(span)) = (frame.is_named(), span) {
+                        self.cache.put_user(file, span, &frame);
                     }
                     frames[i] = Some(frame);
                 }
@@ -196,6 +198,20 @@ fn display_module(path: &Path) -> String {
         },
         None => text.into_owned(),
     }
+}
+
+/// The part of the symbol's function known to hold `lookup`, in the space of `lookup`:
+/// from its first address to its end (when the size is known) or to `lookup`.
+fn function_span(s: &Symbolized<'_>, lookup: u64) -> Option<(u64, u64)> {
+    let Symbolized::Sym(sym) = s else {
+        return None;
+    };
+    let start = lookup.checked_sub(sym.offset as u64)?;
+    let last = match sym.size {
+        Some(size) if size > 0 => start + size as u64 - 1,
+        _ => lookup,
+    };
+    Some((start, last.max(lookup)))
 }
 
 fn to_frame(s: Symbolized<'_>, addr: u64, kernel: bool, module: &str) -> Frame {
