@@ -112,7 +112,6 @@ pub struct DrainTimer {
     interval: Duration,
     backstop: Option<Duration>,
     sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
-    idle: bool,
 }
 
 impl DrainTimer {
@@ -121,18 +120,12 @@ impl DrainTimer {
             interval,
             backstop,
             sleep: Box::pin(tokio::time::sleep(interval)),
-            idle: false,
         }
     }
 
     /// Resolves when the next drain is due.
     pub async fn due(&mut self) {
         self.sleep.as_mut().await;
-    }
-
-    /// True while the reader waits for a wake-up from the kernel rather than its timer.
-    pub fn is_idle(&self) -> bool {
-        self.idle
     }
 
     /// Call after every drain. Returns false when the output closed during the extra drain.
@@ -143,7 +136,7 @@ impl DrainTimer {
     ) -> io::Result<bool> {
         let mut open = true;
         let found = pipeline.last_drain_records > 0 || pipeline.more_pending;
-        self.idle = match self.backstop {
+        let idle = match self.backstop {
             Some(_) if !found => {
                 // The switch first, then one more look: a record queued before the
                 // switch was set woke nobody, and is caught here.
@@ -158,7 +151,7 @@ impl DrainTimer {
             }
             _ => false,
         };
-        let wait = match (self.idle, self.backstop) {
+        let wait = match (idle, self.backstop) {
             (true, Some(backstop)) => backstop,
             _ => self.interval,
         };
