@@ -259,8 +259,10 @@ fn rates_and_heat_map_follow_faults_over_time() {
         .map(|s| count(&s["minor"]))
         .filter(|&n| n > 0)
         .collect();
-    assert!(busy_seconds.len() >= 2, "{m}");
-    assert!(busy_seconds.iter().all(|&n| n >= 100), "{busy_seconds:?}");
+    // The run straddles bucket edges, so the first or last bucket may hold only a few
+    // faults (CI saw [422, 1000, 78]); two well-filled seconds are what the pace promises.
+    let well_filled = busy_seconds.iter().filter(|&&n| n >= 100).count();
+    assert!(well_filled >= 2, "{busy_seconds:?} in {m}");
     assert!(count(&m["minor"]) >= 1500);
 
     let svg = std::fs::read_to_string(&svg_path).unwrap();
