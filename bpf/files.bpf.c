@@ -54,8 +54,31 @@ static __always_inline bool prefilter_inode_hit(struct dentry *d)
 	return bpf_map_lookup_elem(&files_prefilter_inodes, &key) != NULL;
 }
 
-/* Walks from the opened file up to the root (crossing mounts), loop state in map memory
- * as in osprey_walk_path. */
+/* One directory of the walk from the opened file up to the root (crossing mounts), state
+ * in map memory as in osprey_walk_path; non-zero stops it. */
+static long prefilter_step(__u32 i, void *ctx)
+{
+	struct osprey_scratch *s = ((struct osprey_walk *)ctx)->s;
+	struct mount *mnt = (struct mount *)s->walk_mnt;
+	struct dentry *d = (struct dentry *)s->walk_dentry;
+	if (prefilter_inode_hit(d)) {
+		s->walk_done = 1;
+		return 1;
+	}
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == mnt_root || d == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (d != mnt_root || mnt == mnt_parent)
+			return 1;
+		s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		s->walk_mnt = (__u64)mnt_parent;
+		return 0;
+	}
+	s->walk_dentry = (__u64)parent;
+	return 0;
+}
+
 static __always_inline bool prefilter_pass(struct osprey_scratch *s, struct file *f)
 {
 	char name[PREFILTER_NAME_LEN] = {};
@@ -66,25 +89,8 @@ static __always_inline bool prefilter_pass(struct osprey_scratch *s, struct file
 	s->walk_mnt = (__u64)container_of(BPF_CORE_READ(f, f_path.mnt), struct mount, mnt);
 	s->walk_dentry = (__u64)leaf;
 	s->walk_done = 0;
-	for (int i = 0; i < OSPREY_MAX_DEPTH; i++) {
-		struct mount *mnt = (struct mount *)s->walk_mnt;
-		struct dentry *d = (struct dentry *)s->walk_dentry;
-		if (prefilter_inode_hit(d)) {
-			s->walk_done = 1;
-			break;
-		}
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == mnt_root || d == parent) {
-			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (d != mnt_root || mnt == mnt_parent)
-				break;
-			s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
-			s->walk_mnt = (__u64)mnt_parent;
-			continue;
-		}
-		s->walk_dentry = (__u64)parent;
-	}
+	struct osprey_walk w = { .s = s };
+	OSPREY_LOOP(OSPREY_MAX_DEPTH, prefilter_step, &w);
 	return s->walk_done;
 }
 

@@ -47,3 +47,12 @@ int probe_ringbuf(void *ctx)
 	bpf_ringbuf_output(&probe_ring, &ctx, sizeof(ctx), BPF_RB_NO_WAKEUP);
 	return 0;
 }
+
+static long probe_loop_step(__u32 i, void *ctx) { return 1; }
+
+SEC("raw_tp/sys_enter")
+int probe_bpf_loop(void *ctx)
+{
+	bpf_loop(1, probe_loop_step, NULL, 0);
+	return 0;
+}

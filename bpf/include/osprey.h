@@ -248,14 +248,71 @@ static __always_inline void osprey_emit(void *event, __u64 size)
 }
 
 /*
+ * Bounded walks (path components, ancestor directories) run their body through bpf_loop
+ * where the kernel has it (5.17+): the verifier then checks the body once instead of once
+ * per iteration, which was most of the agent's start-up. Elsewhere the same body runs in
+ * a bounded loop. User space sets this from the kernel's BTF.
+ */
+const volatile __u8 osprey_has_bpf_loop = 0;
+
+/* Runs step(i, ctx) for i < n until it returns non-zero. */
+#define OSPREY_LOOP(n, step, ctx)                                                      \
+	do {                                                                           \
+		if (osprey_has_bpf_loop) {                                             \
+			bpf_loop((n), (step), (ctx), 0);                               \
+		} else {                                                               \
+			for (__u32 _i = 0; _i < (n); _i++)                             \
+				if ((step)(_i, (ctx)))                                 \
+					break;                                         \
+		}                                                                      \
+	} while (0)
+
+/*
  * Write the path of (mnt, dentry) into s->data at s->off as NUL-terminated components,
  * leaf first, crossing mount points up to the global root. Loop state lives in the
- * per-CPU map value, not in registers: the verifier then sees the same state at the top
- * of every iteration whichever branch ran, so it verifies linearly instead of per path.
+ * per-CPU map value, not in registers: in the bounded loop the verifier then sees the same
+ * state at the top of every iteration whichever branch ran, so it verifies linearly.
  * Returns the depth written; sets *truncated when the walk did not reach the root.
  */
 #define OSPREY_MAX_DEPTH 64
 #define OSPREY_NAME_MAX 256
+
+struct osprey_walk {
+	struct osprey_scratch *s;
+	__u32 limit;
+};
+
+/* One component (or one mount crossing); non-zero stops the walk. */
+static long osprey_walk_step(__u32 i, void *ctx)
+{
+	struct osprey_walk *w = ctx;
+	struct osprey_scratch *s = w->s;
+	struct mount *mnt = (struct mount *)s->walk_mnt;
+	struct dentry *d = (struct dentry *)s->walk_dentry;
+	struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (d == mnt_root || d == parent) {
+		struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
+		if (d != mnt_root || mnt == mnt_parent) {
+			s->walk_done = 1; /* reached "/" (or a detached root) */
+			return 1;
+		}
+		s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
+		s->walk_mnt = (__u64)mnt_parent;
+		return 0;
+	}
+	__u32 off = s->off;
+	if (off + OSPREY_NAME_MAX > w->limit)
+		return 1;
+	const unsigned char *name = BPF_CORE_READ(d, d_name.name);
+	long n = bpf_probe_read_kernel_str(s->data + OSPREY_MASK(off), OSPREY_NAME_MAX, name);
+	if (n <= 0)
+		return 1;
+	s->off = off + n;
+	s->walk_depth++;
+	s->walk_dentry = (__u64)parent;
+	return 0;
+}
 
 static __always_inline __u16 osprey_walk_path(struct osprey_scratch *s, struct vfsmount *vfsmnt,
 					      struct dentry *dentry, __u32 limit,
@@ -265,32 +322,8 @@ static __always_inline __u16 osprey_walk_path(struct osprey_scratch *s, struct v
 	s->walk_dentry = (__u64)dentry;
 	s->walk_depth = 0;
 	s->walk_done = 0;
-	for (int i = 0; i < OSPREY_MAX_DEPTH; i++) {
-		struct mount *mnt = (struct mount *)s->walk_mnt;
-		struct dentry *d = (struct dentry *)s->walk_dentry;
-		struct dentry *mnt_root = BPF_CORE_READ(mnt, mnt.mnt_root);
-		struct dentry *parent = BPF_CORE_READ(d, d_parent);
-		if (d == mnt_root || d == parent) {
-			struct mount *mnt_parent = BPF_CORE_READ(mnt, mnt_parent);
-			if (d != mnt_root || mnt == mnt_parent) {
-				s->walk_done = 1; /* reached "/" (or a detached root) */
-				break;
-			}
-			s->walk_dentry = (__u64)BPF_CORE_READ(mnt, mnt_mountpoint);
-			s->walk_mnt = (__u64)mnt_parent;
-			continue;
-		}
-		__u32 off = s->off;
-		if (off + OSPREY_NAME_MAX > limit)
-			break;
-		const unsigned char *name = BPF_CORE_READ(d, d_name.name);
-		long n = bpf_probe_read_kernel_str(s->data + OSPREY_MASK(off), OSPREY_NAME_MAX, name);
-		if (n <= 0)
-			break;
-		s->off = off + n;
-		s->walk_depth++;
-		s->walk_dentry = (__u64)parent;
-	}
+	struct osprey_walk w = { .s = s, .limit = limit };
+	OSPREY_LOOP(OSPREY_MAX_DEPTH, osprey_walk_step, &w);
 	*truncated = !s->walk_done;
 	return s->walk_depth;
 }

@@ -97,6 +97,36 @@ fn non_root_user_gets_exit_77_naming_missing_capabilities() {
 }
 
 #[test]
+fn without_bpf_loop_every_capability_still_loads_with_bounded_loops() {
+    if !bpf_available("check_bounded_loops") {
+        return;
+    }
+    let _serial = serial();
+    let out = Command::new(OSPREY)
+        .args(["check", "--output", "json"])
+        .env("OSPREY_NO_BPF_LOOP", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    let bpf_loop = doc["features"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "bpf_loop")
+        .unwrap();
+    assert_eq!(bpf_loop["available"], false, "{bpf_loop}");
+    assert!(
+        bpf_loop["detail"]
+            .as_str()
+            .unwrap()
+            .contains("OSPREY_NO_BPF_LOOP is set"),
+        "{bpf_loop}"
+    );
+}
+
+#[test]
 fn check_reports_chosen_hooks_and_features() {
     if !bpf_available("check") {
         return;
@@ -115,7 +145,14 @@ fn check_reports_chosen_hooks_and_features() {
             .unwrap_or_else(|| panic!("feature {name} missing"))
             .clone()
     };
-    for name in ["btf", "tp_btf", "raw_tp", "ringbuf", "run_time_stats"] {
+    for name in [
+        "btf",
+        "tp_btf",
+        "raw_tp",
+        "ringbuf",
+        "bpf_loop",
+        "run_time_stats",
+    ] {
         assert_eq!(feature(name)["available"], true, "{name}");
     }
     // fentry and kprobe are reported either way, with a reason when unavailable.

@@ -71,6 +71,16 @@ fn open_of_a_unique_path_and_a_failed_open() {
 
 #[test]
 fn relative_opens_from_a_short_lived_child_resolve_to_absolute_paths() {
+    relative_opens_resolve(&[]);
+}
+
+/// The path walks without bpf_loop, as on kernels before 5.17.
+#[test]
+fn relative_opens_resolve_with_bounded_loops() {
+    relative_opens_resolve(&[("OSPREY_NO_BPF_LOOP", "1")]);
+}
+
+fn relative_opens_resolve(env: &[(&str, &str)]) {
     if !bpf_available("relative_opens") {
         return;
     }
@@ -78,7 +88,10 @@ fn relative_opens_from_a_short_lived_child_resolve_to_absolute_paths() {
     let dir = TempDir::new("rel");
     std::fs::create_dir(dir.path().join("sub")).unwrap();
     std::fs::write(dir.path().join("target"), b"x").unwrap();
-    let tracer = Tracer::start(&["files", "--output", "json", "--comm", "osprey-workload"]);
+    let tracer = Tracer::start_with_env(
+        &["files", "--output", "json", "--comm", "osprey-workload"],
+        env,
+    );
     // The child opens and exits at once: resolution must not depend on it still living.
     let (ok_pid, _) = run(Command::new(WORKLOAD)
         .args(["open-relative"])

@@ -62,6 +62,17 @@ fn set(names: &[&str]) -> BTreeSet<String> {
 
 #[test]
 fn every_default_rule_fires_on_its_trigger() {
+    every_default_rule_fires(&[]);
+}
+
+/// The open prefilter's ancestor walk and the path walks without bpf_loop, as on kernels
+/// before 5.17.
+#[test]
+fn every_default_rule_fires_with_bounded_loops() {
+    every_default_rule_fires(&[("OSPREY_NO_BPF_LOOP", "1")]);
+}
+
+fn every_default_rule_fires(env: &[(&str, &str)]) {
     if !bpf_available("every_default_rule_fires_on_its_trigger") {
         return;
     }
@@ -83,7 +94,7 @@ fn every_default_rule_fires_on_its_trigger() {
     let unit = format!("/etc/systemd/system/{unique}.service");
     let log = format!("/var/log/{unique}.log");
 
-    let tracer = Tracer::start(&["secure", "--output", "json"]);
+    let tracer = Tracer::start_with_env(&["secure", "--output", "json"], env);
     let mut expected: Vec<(u32, BTreeSet<String>, &str)> = Vec::new();
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());

@@ -27,6 +27,7 @@ use serde_json::json;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::mpsc;
 
+use crate::kernel::object_loader::SharedLoads;
 use crate::kernel::stats::{RunTimeStats, Snapshot};
 use crate::pipeline::cache::ProcessCache;
 use crate::pipeline::run::{DrainTimer, Pipeline, RingPoller, IDLE_BACKSTOP};
@@ -107,6 +108,8 @@ impl Running<'_> {
             names.iter().partition(|n| modules::is_detached(n));
         let mut results = Vec::new();
         let mut first_error = None;
+        // One aya loader (one kernel BTF parse) for every object, until the modules are in.
+        let shared_loads = SharedLoads::start();
         std::thread::scope(|scope| {
             let threads: Vec<_> = detached
                 .iter()
@@ -132,6 +135,7 @@ impl Running<'_> {
                 results.push((name, loaded));
             }
         });
+        drop(shared_loads);
         for (name, loaded) in results {
             match loaded {
                 Ok(loaded) => self.add_module(name, loaded)?,

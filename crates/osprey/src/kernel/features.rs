@@ -14,6 +14,7 @@ use aya::{
 };
 use serde::Serialize;
 
+use super::object_loader::has_bpf_loop;
 use super::{describe_error, kernel_btf};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
@@ -116,6 +117,7 @@ pub fn probe_all() -> Vec<Feature> {
     out.push(feature("lsm", probe_lsm(&mut ebpf, &btf)));
     out.push(feature("perf_event_cpu_clock", probe_perf_event(&mut ebpf)));
     out.push(feature("ringbuf", probe_ringbuf(&mut ebpf)));
+    out.push(feature("bpf_loop", probe_bpf_loop(&mut ebpf, &btf)));
     out.push(feature("xdp", probe_xdp(&mut ebpf)));
     out.push(feature("tcx", probe_tcx(&mut ebpf)));
     out.push(feature("uprobe", probe_uprobe(&mut ebpf)));
@@ -208,6 +210,21 @@ fn probe_ringbuf(ebpf: &mut Ebpf) -> Result<String, String> {
     let p: &mut RawTracePoint = program(ebpf, "probe_ringbuf")?;
     p.load().map_err(e)?;
     Ok("ring buffer map created and used by a loaded program".into())
+}
+
+/// Loading decides availability; the loaders decide from the kernel BTF (no extra object to
+/// load at start-up), so both are reported.
+fn probe_bpf_loop(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, String> {
+    let p: &mut RawTracePoint = program(ebpf, "probe_bpf_loop")?;
+    p.load()
+        .map_err(|why| format!("{}: path walks run as bounded loops", e(why)))?;
+    if has_bpf_loop(btf) {
+        Ok("loaded a program calling bpf_loop; path walks use it".into())
+    } else if std::env::var_os("OSPREY_NO_BPF_LOOP").is_some() {
+        Err("loads, but OSPREY_NO_BPF_LOOP is set: path walks run as bounded loops".into())
+    } else {
+        Err("loads, but the kernel BTF has no bpf_loop: path walks run as bounded loops".into())
+    }
 }
 
 fn probe_xdp(ebpf: &mut Ebpf) -> Result<String, String> {

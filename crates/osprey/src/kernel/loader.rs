@@ -11,9 +11,10 @@ use aya::{
         BtfTracePoint, FEntry, FExit, KProbe, LinkOrder, PerfEvent, Program, RawTracePoint,
         SchedClassifier, TcAttachType, TracePoint, Xdp, XdpMode,
     },
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 
+use super::object_loader::{load_object, ObjectRequest};
 use super::{core_check::describe_program_error, describe_error, kernel_btf};
 use crate::abi::{self, Counters};
 
@@ -310,13 +311,6 @@ pub struct LoadedCapability {
 
 impl LoadedCapability {
     pub fn load(spec: CapabilitySpec, options: &LoadOptions) -> Result<Self, LoadError> {
-        // aya parses the kernel BTF again in here (it cannot be told not to): done first,
-        // loaders on other threads do it while one of them parses the shared copy below.
-        let mut loader = EbpfLoader::new();
-        let btf = kernel_btf().map_err(|reason| LoadError::Object {
-            capability: spec.name,
-            reason,
-        })?;
         let cfg = &options.config;
         let mut comm = [0u8; abi::COMM_LEN];
         if let Some(c) = &cfg.comm {
@@ -332,27 +326,41 @@ impl LoadedCapability {
         let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
 
-        loader
-            .btf(Some(&btf))
-            .map_max_entries("osprey_events", ring_bytes)
-            .override_global("target_pid", &pid, false)
-            .override_global("target_uid", &uid, false)
-            .override_global("target_comm_set", &comm_set, false)
-            .override_global("target_comm", &comm, false)
-            .override_global("rate_per_process", &rate_process, false)
-            .override_global("rate_global_per_cpu", &rate_global, false);
-        for (name, bytes) in &options.extra_globals {
-            loader.override_global(name, bytes.as_slice(), true);
-        }
-        for (name, entries) in &options.map_max_entries {
-            loader.map_max_entries(name, *entries);
-        }
-        let mut ebpf = loader
-            .load(spec.object.bytes)
-            .map_err(|e| LoadError::Object {
-                capability: spec.name,
-                reason: describe_error(&e),
-            })?;
+        // The filter globals are in every object built from osprey.h, the extras are the
+        // capability's own (and must be in its object).
+        let common = [
+            ("target_pid", pid.to_ne_bytes().to_vec()),
+            ("target_uid", uid.to_ne_bytes().to_vec()),
+            ("target_comm_set", vec![comm_set]),
+            ("target_comm", comm.to_vec()),
+            ("rate_per_process", rate_process.to_ne_bytes().to_vec()),
+            ("rate_global_per_cpu", rate_global.to_ne_bytes().to_vec()),
+        ];
+        let globals = common
+            .into_iter()
+            .map(|(name, value)| (name, value, false))
+            .chain(
+                options
+                    .extra_globals
+                    .iter()
+                    .map(|(name, value)| (*name, value.clone(), true)),
+            )
+            .collect();
+        let mut max_entries = vec![("osprey_events", ring_bytes)];
+        max_entries.extend_from_slice(&options.map_max_entries);
+        let mut ebpf = load_object(ObjectRequest {
+            bytes: spec.object.bytes,
+            globals,
+            max_entries,
+        })
+        .map_err(|reason| LoadError::Object {
+            capability: spec.name,
+            reason,
+        })?;
+        let btf = kernel_btf().map_err(|reason| LoadError::Object {
+            capability: spec.name,
+            reason,
+        })?;
 
         let mut outcomes = Vec::new();
         for role in spec.roles {

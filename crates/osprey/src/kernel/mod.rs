@@ -5,6 +5,7 @@ pub mod cgroup;
 pub mod core_check;
 pub mod features;
 pub mod loader;
+pub mod object_loader;
 pub mod privileges;
 pub mod stats;
 

@@ -1,0 +1,273 @@
+//! Turning an object's bytes into a loaded aya `Ebpf` (maps created, CO-RE relocated;
+//! programs not yet verified), through one shared aya loader while `SharedLoads` lives.
+//!
+//! aya 0.14 parses the whole kernel BTF (about 35 ms and tens of MiB) in every
+//! `EbpfLoader::new`, even when it is then handed a parsed copy. The agent loads five
+//! objects at start-up; with one loader for all of them that is one parse instead of five,
+//! which was a third of its start-up CPU. The shared loader runs on a thread of its own, so
+//! objects are relocated one after another while their programs verify in parallel.
+//!
+//! An aya loader keeps every global and map size it was given. A later object that has a
+//! symbol of such a name and does not set it itself would inherit the earlier value, so it
+//! gets a loader of its own instead (correct, only slower).
+
+use std::collections::HashSet;
+use std::sync::mpsc;
+use std::sync::{Mutex, OnceLock};
+use std::thread::JoinHandle;
+
+use aya::{Btf, Ebpf, EbpfLoader};
+use aya_obj::btf::BtfKind;
+use object::{Object as _, ObjectSymbol as _};
+
+use super::{describe_error, kernel_btf};
+
+/// What to load: the object and what to change in it before its maps are created.
+#[derive(Clone)]
+pub struct ObjectRequest {
+    pub bytes: &'static [u8],
+    /// `.rodata` globals: name, raw value, whether the object must have it.
+    pub globals: Vec<(&'static str, Vec<u8>, bool)>,
+    /// Map sizes to override: name, max_entries.
+    pub max_entries: Vec<(&'static str, u32)>,
+}
+
+impl ObjectRequest {
+    fn names(&self) -> impl Iterator<Item = &'static str> + '_ {
+        let globals = self.globals.iter().map(|(name, _, _)| *name);
+        globals.chain(self.max_entries.iter().map(|(name, _)| *name))
+    }
+}
+
+struct Job {
+    request: ObjectRequest,
+    reply: mpsc::Sender<Result<Ebpf, String>>,
+}
+
+/// Where loads go while a `SharedLoads` lives.
+static SHARED: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+
+/// While this lives, `load_object` on any thread uses one shared aya loader. Dropping it
+/// waits for the loads in flight and frees that loader's copy of the kernel BTF.
+pub struct SharedLoads {
+    thread: Option<JoinHandle<()>>,
+}
+
+impl SharedLoads {
+    pub fn start() -> Self {
+        let (jobs, queue) = mpsc::channel();
+        let thread = std::thread::Builder::new()
+            .name("osprey-loader".into())
+            .spawn(move || serve(queue))
+            .ok();
+        if thread.is_some() {
+            *lock_shared() = Some(jobs);
+        }
+        SharedLoads { thread }
+    }
+}
+
+impl Drop for SharedLoads {
+    fn drop(&mut self) {
+        lock_shared().take();
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn lock_shared() -> std::sync::MutexGuard<'static, Option<mpsc::Sender<Job>>> {
+    SHARED.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Loads `request`'s object: through the shared loader when there is one, else alone.
+pub fn load_object(mut request: ObjectRequest) -> Result<Ebpf, String> {
+    let Some(jobs) = lock_shared().clone() else {
+        return load_alone(request);
+    };
+    // The shared kernel BTF (needed to attach) parses here while the loader thread's aya
+    // parses its own.
+    add_kernel_globals(&mut request, &*kernel_btf()?);
+    let (reply, answer) = mpsc::channel();
+    match jobs.send(Job { request, reply }) {
+        Ok(()) => answer
+            .recv()
+            .unwrap_or_else(|_| Err("the loader thread ended".into())),
+        Err(mpsc::SendError(job)) => load_alone(job.request),
+    }
+}
+
+/// A loader of its own, relocating against the shared kernel BTF.
+fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
+    // aya parses the kernel BTF again in here (it cannot be told not to): done first, so
+    // loaders on other threads do it while one of them parses the shared copy.
+    let mut loader = EbpfLoader::new();
+    let btf = kernel_btf()?;
+    add_kernel_globals(&mut request, &btf);
+    loader.btf(Some(&btf));
+    for (name, value, must_exist) in &request.globals {
+        loader.override_global(name, value.as_slice(), *must_exist);
+    }
+    for (name, entries) in &request.max_entries {
+        loader.map_max_entries(name, *entries);
+    }
+    loader.load(request.bytes).map_err(|e| describe_error(&e))
+}
+
+fn serve(queue: mpsc::Receiver<Job>) {
+    // Declared before the loader, which borrows the values it is given from here.
+    let values = bumpalo::Bump::new();
+    let mut shared = SharedLoader {
+        loader: EbpfLoader::new(),
+        given: HashSet::new(),
+    };
+    let mut pending: Vec<Job> = Vec::new();
+    loop {
+        if pending.is_empty() {
+            let Ok(job) = queue.recv() else { break };
+            pending.push(job);
+        }
+        pending.extend(queue.try_iter());
+        // Largest object first: its programs tend to take longest to verify, and that runs
+        // on the requesting thread in parallel with the next relocation here.
+        let Some(largest) = (0..pending.len()).max_by_key(|&i| pending[i].request.bytes.len())
+        else {
+            continue;
+        };
+        let job = pending.swap_remove(largest);
+        let loaded = shared.load(&values, &job.request);
+        let _ = job.reply.send(loaded);
+    }
+}
+
+struct SharedLoader<'v> {
+    loader: EbpfLoader<'v>,
+    /// Every global and map name the loader holds a value for.
+    given: HashSet<&'static str>,
+}
+
+impl<'v> SharedLoader<'v> {
+    fn load(&mut self, values: &'v bumpalo::Bump, request: &ObjectRequest) -> Result<Ebpf, String> {
+        let symbols = symbol_names(request.bytes)?;
+        // The loader holds the values as optional (they may be meant for another object),
+        // so whether this object has the globals it must have is checked here.
+        if let Some((name, _, _)) = request
+            .globals
+            .iter()
+            .find(|(name, _, must_exist)| *must_exist && !symbols.contains(name))
+        {
+            return Err(format!("the object has no global named {name}"));
+        }
+        if inherited(&self.given, &symbols, request).is_some() {
+            return load_alone(request.clone());
+        }
+        for (name, value, _) in &request.globals {
+            let value: &'v [u8] = values.alloc_slice_copy(value);
+            self.loader.override_global(name, value, false);
+            self.given.insert(name);
+        }
+        for (name, entries) in &request.max_entries {
+            self.loader.map_max_entries(name, *entries);
+            self.given.insert(name);
+        }
+        self.loader
+            .load(request.bytes)
+            .map_err(|e| describe_error(&e))
+    }
+}
+
+/// A value the loader holds for a symbol of this object that the request does not set.
+fn inherited(
+    given: &HashSet<&'static str>,
+    symbols: &HashSet<&str>,
+    request: &ObjectRequest,
+) -> Option<&'static str> {
+    let wanted: HashSet<&str> = request.names().collect();
+    given
+        .iter()
+        .copied()
+        .find(|name| symbols.contains(name) && !wanted.contains(name))
+}
+
+/// Globals every object built from osprey.h has, that describe this kernel.
+fn add_kernel_globals(request: &mut ObjectRequest, btf: &Btf) {
+    if request
+        .globals
+        .iter()
+        .any(|(name, _, _)| *name == HAS_BPF_LOOP)
+    {
+        return;
+    }
+    let has = u8::from(has_bpf_loop(btf));
+    request.globals.push((HAS_BPF_LOOP, vec![has], false));
+}
+
+const HAS_BPF_LOOP: &str = "osprey_has_bpf_loop";
+
+/// Whether the kernel has the bpf_loop helper (5.17+), by its function in the kernel BTF;
+/// OSPREY_NO_BPF_LOOP pretends it has not, to exercise the bounded loops.
+pub fn has_bpf_loop(btf: &Btf) -> bool {
+    static HAS: OnceLock<bool> = OnceLock::new();
+    *HAS.get_or_init(|| {
+        std::env::var_os("OSPREY_NO_BPF_LOOP").is_none()
+            && btf.id_by_type_name_kind("bpf_loop", BtfKind::Func).is_ok()
+    })
+}
+
+/// Names of the object's symbols: its globals and its maps among them.
+fn symbol_names(bytes: &'static [u8]) -> Result<HashSet<&'static str>, String> {
+    let elf = object::File::parse(bytes).map_err(|e| format!("not an ELF object: {e}"))?;
+    Ok(elf.symbols().filter_map(|s| s.name().ok()).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request(object: osprey_bpf::Object, globals: &[&'static str]) -> ObjectRequest {
+        ObjectRequest {
+            bytes: object.bytes,
+            globals: globals.iter().map(|g| (*g, vec![1], true)).collect(),
+            max_entries: vec![("osprey_events", 4096)],
+        }
+    }
+
+    #[test]
+    fn an_object_that_would_inherit_a_value_set_for_another_is_noticed() {
+        let given: HashSet<&'static str> = ["dwarf_unwinding", "osprey_events"].into();
+        let profile = request(osprey_bpf::PROFILE, &[]);
+        let symbols = symbol_names(profile.bytes).unwrap();
+        assert_eq!(
+            inherited(&given, &symbols, &profile),
+            Some("dwarf_unwinding")
+        );
+        // Set again by the request itself, or absent from the object: nothing inherited.
+        let profile = request(osprey_bpf::PROFILE, &["dwarf_unwinding"]);
+        assert_eq!(inherited(&given, &symbols, &profile), None);
+        let process = request(osprey_bpf::PROCESS, &[]);
+        let symbols = symbol_names(process.bytes).unwrap();
+        assert_eq!(inherited(&given, &symbols, &process), None);
+    }
+
+    #[test]
+    fn a_global_the_object_lacks_is_refused_shared_or_alone() {
+        let missing = || request(osprey_bpf::PROCESS, &["no_such_global"]);
+        let Err(alone) = load_object(missing()) else {
+            panic!("loaded alone with a missing global");
+        };
+        assert!(alone.contains("no_such_global"), "{alone}");
+        let _shared = SharedLoads::start();
+        let Err(shared) = load_object(missing()) else {
+            panic!("loaded shared with a missing global");
+        };
+        assert!(shared.contains("no_such_global"), "{shared}");
+    }
+
+    #[test]
+    fn symbols_include_globals_and_maps() {
+        let names = symbol_names(osprey_bpf::PROCESS.bytes).unwrap();
+        assert!(names.contains("osprey_events"), "{names:?}");
+        assert!(names.contains("target_pid"), "{names:?}");
+        assert!(!names.contains("dwarf_unwinding"), "{names:?}");
+    }
+}
