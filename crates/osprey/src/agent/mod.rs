@@ -104,35 +104,32 @@ impl Running<'_> {
     /// rest here meanwhile. Stops at the first failure (what loaded stays loaded).
     fn load_modules(&mut self, names: &[&'static str]) -> Result<(), AgentError> {
         let (config, metrics) = (&self.config, &self.metrics.modules);
-        let (detached, here): (Vec<&'static str>, Vec<&'static str>) =
-            names.iter().partition(|n| modules::is_detached(n));
         let mut results = Vec::new();
         let mut first_error = None;
         // One aya loader (one kernel BTF parse) for every object, until the modules are in.
         let shared_loads = SharedLoads::start();
         std::thread::scope(|scope| {
-            let threads: Vec<_> = detached
-                .iter()
-                .map(|&name| {
-                    let handle = scope.spawn(move || modules::load_detached(name, config, metrics));
-                    (name, handle)
-                })
-                .collect();
+            let mut threads = Vec::new();
+            let mut here = Vec::new();
+            for &name in names {
+                match modules::detached_loader(name, config, metrics) {
+                    Some(load) => threads.push((name, scope.spawn(load))),
+                    None => here.push(name),
+                }
+            }
             let env = ModuleEnv {
                 config,
                 detection: &self.detection,
                 metrics,
             };
-            for &name in &here {
+            for name in here {
                 results.push((name, modules::load(name, &env)));
             }
             for (name, handle) in threads {
-                let loaded = match handle.join() {
-                    Ok(Some(loaded)) => loaded.map(LoadedModule::from),
-                    Ok(None) => continue,
-                    Err(_) => Err(AgentError::Invalid(format!("{name}: loader panicked"))),
-                };
-                results.push((name, loaded));
+                let loaded = handle.join().unwrap_or_else(|_| {
+                    Err(AgentError::Invalid(format!("{name}: loader panicked")))
+                });
+                results.push((name, loaded.map(LoadedModule::from)));
             }
         });
         drop(shared_loads);

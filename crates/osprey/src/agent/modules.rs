@@ -80,8 +80,8 @@ pub fn capability_names(name: &str) -> &'static [&'static str] {
 }
 
 pub fn load(name: &str, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
-    if let Some(loaded) = load_detached(name, env.config, env.metrics) {
-        return loaded.map(LoadedModule::from);
+    if let Some(load) = detached_loader(name, env.config, env.metrics) {
+        return load().map(LoadedModule::from);
     }
     match name {
         "security" => super::security::load(env),
@@ -93,25 +93,23 @@ pub fn load(name: &str, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError>
     }
 }
 
-/// Whether `load_detached` loads the module (on any thread).
-pub fn is_detached(name: &str) -> bool {
-    matches!(name, "process" | "files" | "tcp" | "profile")
-}
+/// Loads a module that needs nothing of the agent's thread (no detection slot).
+pub type DetachedLoad<'a> = Box<dyn FnOnce() -> Result<DetachedModule, AgentError> + Send + 'a>;
 
-/// The modules that need nothing of the agent's thread (no detection slot): at start-up
-/// they load on threads of their own, side by side with the others, since verification
-/// and relocation dominate the time to attached. None for the other modules.
-pub fn load_detached(
+/// The loader of a module that can load on a thread of its own: at start-up those load
+/// side by side with the others, since verification and relocation dominate the time to
+/// attached. None for the other modules.
+pub fn detached_loader<'a>(
     name: &str,
-    config: &AgentConfig,
-    metrics: &ModuleMetrics,
-) -> Option<Result<DetachedModule, AgentError>> {
+    config: &'a AgentConfig,
+    metrics: &'a ModuleMetrics,
+) -> Option<DetachedLoad<'a>> {
     let m = &config.modules;
     Some(match name {
-        "process" => simple(name, process::SPEC, &m.process),
-        "files" => simple(name, files::SPEC, &m.files),
-        "tcp" => simple(name, crate::net::tcp::SPEC, &m.tcp),
-        "profile" => super::profiler::load(config, metrics),
+        "process" => Box::new(move || simple("process", process::SPEC, &m.process)),
+        "files" => Box::new(move || simple("files", files::SPEC, &m.files)),
+        "tcp" => Box::new(move || simple("tcp", crate::net::tcp::SPEC, &m.tcp)),
+        "profile" => Box::new(move || super::profiler::load(config, metrics)),
         _ => return None,
     })
 }
