@@ -251,7 +251,8 @@ static __always_inline void osprey_emit(void *event, __u64 size)
  * Bounded walks (path components, ancestor directories) run their body through bpf_loop
  * where the kernel has it (5.17+): the verifier then checks the body once instead of once
  * per iteration, which was most of the agent's start-up. Elsewhere the same body runs in
- * a bounded loop. User space sets this from the kernel's BTF.
+ * a bounded loop. User space sets this from the kernel's BTF. (Kernels before 5.13 refuse
+ * the callback reference itself, whichever branch runs.)
  */
 const volatile __u8 osprey_has_bpf_loop = 0;
 

@@ -204,11 +204,7 @@ fn write_profile(
         &mut symbolizer,
     );
     let cache = symbolizer.into_cache();
-    let names = FrameCacheStats {
-        hits: cache.stats.hits - before.hits,
-        misses: cache.stats.misses - before.misses,
-        kernel_reads: cache.stats.kernel_reads - before.kernel_reads,
-    };
+    let names = cache.stats.since(before);
     let result = write_symbolized(&profile, names, dir, keep, start_unix_ns, samples);
     (result, cache)
 }

@@ -20,6 +20,17 @@ pub struct FrameCacheStats {
     pub kernel_reads: u64,
 }
 
+impl FrameCacheStats {
+    /// What happened after `before` was taken.
+    pub fn since(self, before: FrameCacheStats) -> FrameCacheStats {
+        FrameCacheStats {
+            hits: self.hits - before.hits,
+            misses: self.misses - before.misses,
+            kernel_reads: self.kernel_reads - before.kernel_reads,
+        }
+    }
+}
+
 /// Code of one kind: the kernel, or one binary (file offsets).
 type Space = Option<FileId>;
 
