@@ -106,7 +106,7 @@ impl Running<'_> {
         let (config, metrics) = (&self.config, &self.metrics.modules);
         let mut results = Vec::new();
         let mut first_error = None;
-        // One aya loader (one kernel BTF parse) for every object, until the modules are in.
+        // Shared aya loaders (two kernel BTF parses, not one per object) until all are in.
         let shared_loads = SharedLoads::start();
         std::thread::scope(|scope| {
             let mut threads = Vec::new();

@@ -1,11 +1,11 @@
 //! Turning an object's bytes into a loaded aya `Ebpf` (maps created, CO-RE relocated;
-//! programs not yet verified), through one shared aya loader while `SharedLoads` lives.
+//! programs not yet verified), through a few shared aya loaders while `SharedLoads` lives.
 //!
 //! aya 0.14 parses the whole kernel BTF (about 35 ms and tens of MiB) in every
 //! `EbpfLoader::new`, even when it is then handed a parsed copy. The agent loads five
-//! objects at start-up; with one loader for all of them that is one parse instead of five,
-//! which was a third of its start-up CPU. The shared loader runs on a thread of its own, so
-//! objects are relocated one after another while their programs verify in parallel.
+//! objects at start-up; two loaders shared by all of them parse twice instead of five
+//! times, which was a third of its start-up CPU. The shared loaders run on threads of their own
+//! and relocate objects while the programs of those already relocated verify.
 //!
 //! An aya loader keeps every global and map size it was given. A later object that has a
 //! symbol of such a name and does not set it itself would inherit the earlier value, so it
@@ -13,7 +13,7 @@
 
 use std::collections::HashSet;
 use std::sync::mpsc;
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::thread::JoinHandle;
 
 use aya::{Btf, Ebpf, EbpfLoader};
@@ -44,56 +44,115 @@ struct Job {
     reply: mpsc::Sender<Result<Ebpf, String>>,
 }
 
-/// Where loads go while a `SharedLoads` lives.
-static SHARED: Mutex<Option<mpsc::Sender<Job>>> = Mutex::new(None);
+/// Jobs waiting for a shared loader.
+#[derive(Default)]
+struct Queue {
+    state: Mutex<Waiting>,
+    ready: Condvar,
+}
 
-/// While this lives, `load_object` on any thread uses one shared aya loader. Dropping it
-/// waits for the loads in flight and frees that loader's copy of the kernel BTF.
+#[derive(Default)]
+struct Waiting {
+    jobs: Vec<Job>,
+    /// No more jobs: the loaders finish those waiting and end.
+    closed: bool,
+}
+
+impl Queue {
+    fn lock(&self) -> MutexGuard<'_, Waiting> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Gives the job back when the loaders have been told to end.
+    fn push(&self, job: Job) -> Result<(), Job> {
+        let mut waiting = self.lock();
+        if waiting.closed {
+            return Err(job);
+        }
+        waiting.jobs.push(job);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The largest object waiting (its programs tend to take longest to verify, which
+    /// then overlaps the next relocations); None once closed and empty.
+    fn next(&self) -> Option<Job> {
+        let mut waiting = self.lock();
+        while waiting.jobs.is_empty() && !waiting.closed {
+            waiting = self.ready.wait(waiting).unwrap_or_else(|e| e.into_inner());
+        }
+        let largest =
+            (0..waiting.jobs.len()).max_by_key(|&i| waiting.jobs[i].request.bytes.len())?;
+        Some(waiting.jobs.swap_remove(largest))
+    }
+
+    fn close(&self) {
+        self.lock().closed = true;
+        self.ready.notify_all();
+    }
+}
+
+/// Where loads go while a `SharedLoads` lives.
+static SHARED: Mutex<Option<Arc<Queue>>> = Mutex::new(None);
+
+/// Shared loaders: each costs a kernel BTF parse, and two keep two cores busy relocating.
+const SHARED_LOADERS: usize = 2;
+
+/// While this lives, `load_object` on any thread uses a few shared aya loaders. Dropping
+/// it waits for the loads in flight and frees the loaders' copies of the kernel BTF.
 pub struct SharedLoads {
-    thread: Option<JoinHandle<()>>,
+    queue: Arc<Queue>,
+    threads: Vec<JoinHandle<()>>,
 }
 
 impl SharedLoads {
     pub fn start() -> Self {
-        let (jobs, queue) = mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name("osprey-loader".into())
-            .spawn(move || serve(queue))
-            .ok();
-        if thread.is_some() {
-            *lock_shared() = Some(jobs);
+        let queue = Arc::new(Queue::default());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let threads: Vec<_> = (0..SHARED_LOADERS.min(cores))
+            .filter_map(|_| {
+                let queue = queue.clone();
+                std::thread::Builder::new()
+                    .name("osprey-loader".into())
+                    .spawn(move || serve(&queue))
+                    .ok()
+            })
+            .collect();
+        if !threads.is_empty() {
+            *lock_shared() = Some(queue.clone());
         }
-        SharedLoads { thread }
+        SharedLoads { queue, threads }
     }
 }
 
 impl Drop for SharedLoads {
     fn drop(&mut self) {
         lock_shared().take();
-        if let Some(thread) = self.thread.take() {
+        self.queue.close();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
 }
 
-fn lock_shared() -> std::sync::MutexGuard<'static, Option<mpsc::Sender<Job>>> {
+fn lock_shared() -> MutexGuard<'static, Option<Arc<Queue>>> {
     SHARED.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Loads `request`'s object: through the shared loader when there is one, else alone.
+/// Loads `request`'s object: through a shared loader when there is one, else alone.
 pub fn load_object(mut request: ObjectRequest) -> Result<Ebpf, String> {
-    let Some(jobs) = lock_shared().clone() else {
+    let Some(queue) = lock_shared().clone() else {
         return load_alone(request);
     };
-    // The shared kernel BTF (needed to attach) parses here while the loader thread's aya
-    // parses its own.
+    // The shared kernel BTF (needed to attach) parses here while the loader threads' aya
+    // parses their own.
     add_kernel_globals(&mut request, &*kernel_btf()?);
     let (reply, answer) = mpsc::channel();
-    match jobs.send(Job { request, reply }) {
+    match queue.push(Job { request, reply }) {
         Ok(()) => answer
             .recv()
             .unwrap_or_else(|_| Err("the loader thread ended".into())),
-        Err(mpsc::SendError(job)) => load_alone(job.request),
+        Err(job) => load_alone(job.request),
     }
 }
 
@@ -114,27 +173,14 @@ fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
     loader.load(request.bytes).map_err(|e| describe_error(&e))
 }
 
-fn serve(queue: mpsc::Receiver<Job>) {
+fn serve(queue: &Queue) {
     // Declared before the loader, which borrows the values it is given from here.
     let values = bumpalo::Bump::new();
     let mut shared = SharedLoader {
         loader: EbpfLoader::new(),
         given: HashSet::new(),
     };
-    let mut pending: Vec<Job> = Vec::new();
-    loop {
-        if pending.is_empty() {
-            let Ok(job) = queue.recv() else { break };
-            pending.push(job);
-        }
-        pending.extend(queue.try_iter());
-        // Largest object first: its programs tend to take longest to verify, and that runs
-        // on the requesting thread in parallel with the next relocation here.
-        let Some(largest) = (0..pending.len()).max_by_key(|&i| pending[i].request.bytes.len())
-        else {
-            continue;
-        };
-        let job = pending.swap_remove(largest);
+    while let Some(job) = queue.next() {
         let loaded = shared.load(&values, &job.request);
         let _ = job.reply.send(loaded);
     }
