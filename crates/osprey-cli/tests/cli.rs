@@ -102,20 +102,10 @@ fn without_bpf_loop_every_capability_still_loads_with_bounded_loops() {
         return;
     }
     let _serial = serial();
-    let out = Command::new(OSPREY)
-        .args(["check", "--output", "json"])
-        .env("OSPREY_NO_BPF_LOOP", "1")
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, stderr, doc) = check_report(&[("OSPREY_NO_BPF_LOOP", "1")]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(doc["ok"], true, "{doc:#}");
-    let bpf_loop = doc["features"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|f| f["name"] == "bpf_loop")
-        .unwrap();
+    let bpf_loop = named(&doc["features"], "bpf_loop");
     assert_eq!(bpf_loop["available"], false, "{bpf_loop}");
     assert!(
         bpf_loop["detail"]
@@ -132,19 +122,10 @@ fn check_reports_chosen_hooks_and_features() {
         return;
     }
     let _serial = serial();
-    let out = osprey(&["check", "--output", "json"]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (code, stderr, doc) = check_report(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(doc["ok"], true);
-    let feature = |name: &str| {
-        doc["features"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|f| f["name"] == name)
-            .unwrap_or_else(|| panic!("feature {name} missing"))
-            .clone()
-    };
+    let feature = |name: &str| named(&doc["features"], name);
     for name in [
         "btf",
         "tp_btf",
@@ -170,12 +151,7 @@ fn check_reports_chosen_hooks_and_features() {
         let f = feature(name);
         assert!(!f["detail"].as_str().unwrap().is_empty(), "{name}");
     }
-    let files = doc["capabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "files")
-        .unwrap();
+    let files = named(&doc["capabilities"], "files");
     let hook = files["roles"][0]["hook"].as_str().unwrap();
     // The loader must pick the best hook the kernel offers, whatever the kernel.
     let preference = [
@@ -214,19 +190,8 @@ fn a_missing_hook_degrades_only_its_capability() {
     }
     let _serial = serial();
     // One alternative gone: the next one is picked and the reason shown.
-    let out = Command::new(OSPREY)
-        .args(["check", "--output", "json"])
-        .env("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_open_btf")
-        .output()
-        .unwrap();
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let files = doc["capabilities"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "files")
-        .unwrap()
-        .clone();
+    let (_, _, doc) = check_report(&[("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_open_btf")]);
+    let files = named(&doc["capabilities"], "files");
     assert_eq!(files["roles"][0]["hook"], "raw_tp/sys_exit");
     let rejected = files["roles"][0]["rejected"].as_array().unwrap();
     assert_eq!(rejected.len(), 2, "{rejected:?}");
@@ -238,16 +203,10 @@ fn a_missing_hook_degrades_only_its_capability() {
 
     // Every alternative gone: files says why, process still works.
     let all = "files_open_fexit,files_open_btf,files_open_raw,files_open_kretprobe,files_open_tp";
-    let out = Command::new(OSPREY)
-        .args(["check", "--output", "json"])
-        .env("OSPREY_DENY_PROGRAMS", all)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(77));
-    let doc: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let caps = doc["capabilities"].as_array().unwrap();
-    let files = caps.iter().find(|c| c["name"] == "files").unwrap();
-    let process = caps.iter().find(|c| c["name"] == "process").unwrap();
+    let (code, _, doc) = check_report(&[("OSPREY_DENY_PROGRAMS", all)]);
+    assert_eq!(code, Some(77));
+    let files = named(&doc["capabilities"], "files");
+    let process = named(&doc["capabilities"], "process");
     assert_eq!(files["ok"], false);
     let why = files["error"].as_str().unwrap();
     for hook in [

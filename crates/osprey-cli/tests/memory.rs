@@ -363,19 +363,8 @@ fn check_shows_the_fault_hooks_and_the_fallback() {
     }
     let _serial = serial();
     let roles = |deny: &str| -> Vec<Value> {
-        let out = Command::new(OSPREY)
-            .args(["check", "--output", "json"])
-            .env("OSPREY_DENY_PROGRAMS", deny)
-            .output()
-            .unwrap();
-        let doc: Value = serde_json::from_slice(&out.stdout).unwrap();
-        let memory = doc["capabilities"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|c| c["name"] == "memory")
-            .unwrap_or_else(|| panic!("no memory capability: {doc}"))
-            .clone();
+        let (_, _, doc) = check_report(&[("OSPREY_DENY_PROGRAMS", deny)]);
+        let memory = named(&doc["capabilities"], "memory").clone();
         assert_eq!(memory["ok"], true, "{memory}");
         memory["roles"].as_array().unwrap().clone()
     };

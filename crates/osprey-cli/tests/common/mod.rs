@@ -369,3 +369,26 @@ pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
                 .is_some_and(|p| std::path::Path::new(p).starts_with(build_dir))
         })
 }
+
+/// `osprey check --output json` with extra environment: its exit code, stderr and report.
+pub fn check_report(env: &[(&str, &str)]) -> (Option<i32>, String, Value) {
+    let out = Command::new(OSPREY)
+        .args(["check", "--output", "json"])
+        .envs(env.iter().copied())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run osprey check");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("check report JSON: {e}; stderr: {stderr}"));
+    (out.status.code(), stderr, report)
+}
+
+/// The element of a report's array (features, capabilities) with this name.
+pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .find(|item| item["name"] == name)
+        .unwrap_or_else(|| panic!("{name} missing from {list}"))
+}
