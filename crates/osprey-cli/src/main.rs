@@ -8,6 +8,7 @@ mod fim;
 mod flows;
 mod memory;
 mod profile;
+mod secs;
 mod secure;
 mod syscalls;
 mod tcp;
@@ -94,16 +95,7 @@ pub struct RunArgs {
     pub ring_mib: Option<u32>,
 }
 
-pub(crate) fn parse_positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` must be a positive number of seconds"))
-    }
-}
+pub(crate) use secs::parse_positive_secs;
 
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     let v: u32 = s
