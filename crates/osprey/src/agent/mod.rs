@@ -8,6 +8,7 @@ pub mod control;
 pub mod eventlog;
 pub mod flows;
 pub mod health;
+pub mod instance;
 pub mod metrics;
 pub mod modules;
 pub mod profiler;
@@ -408,8 +409,8 @@ impl Agent {
         let mut sigint = signal(SignalKind::interrupt()).map_err(io_err("signals"))?;
         let _stats = RunTimeStats::enable();
         let config = self.config.clone();
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
+        // Refuses (naming its pid) while another agent owns the state dir or the socket.
+        let _instance = instance::Instance::claim(&config.state_dir, &config.control_socket)?;
         let log = LogTarget::open(&config.log.path, config.log.max_bytes, config.log.keep)
             .map_err(io_err(format!("event log {}", config.log.path)))?;
         let mut registry = Registry::default();
