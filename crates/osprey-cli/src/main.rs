@@ -7,6 +7,7 @@ mod check;
 mod fim;
 mod flows;
 mod memory;
+mod outfile;
 mod profile;
 mod secs;
 mod secure;

@@ -130,7 +130,12 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
     let deny_marks = enforce::deny_marks(&set).map_err(joined)?;
     let connect_denies = connect_deny::connect_denies(&set).map_err(joined)?;
+    // Before any state is read: a user who may not trace gets 77, not an error about files.
+    require_tracing_privileges("secure")?;
     let baseline_path = BaselineFile::path_in(&args.state_dir);
+    if args.learn.is_some() {
+        crate::outfile::check_writable("--state-dir", &baseline_path, true)?;
+    }
     let learned_before = BaselineFile::load(&baseline_path).map_err(Failure::Usage)?;
     if let Some(file) = &learned_before {
         baseline::validate(file)
@@ -146,7 +151,6 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     } else {
         Some(fim::start_database(&args.watch, &args.state_dir)?)
     };
-    require_tracing_privileges("secure")?;
 
     let denied = LoadOptions::denied_from_env();
     let mut capabilities = vec![load(
@@ -331,9 +335,9 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
             executables: Vec::new(),
         });
         file.merge(learned);
-        file.save(&baseline_path).map_err(|e| {
-            Failure::Runtime(anyhow::anyhow!("writing {}: {e}", baseline_path.display()))
-        })?;
+        if let Err(e) = file.save(&baseline_path) {
+            crate::outfile::rescued("--state-dir", &baseline_path, e, |p| file.save(p))?;
+        }
         eprintln!(
             "osprey: learned syscall baselines of {count} executables; {} in {}",
             file.executables.len(),
