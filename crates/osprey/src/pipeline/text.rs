@@ -32,6 +32,25 @@ pub fn escape_for_terminal(bytes: &[u8]) -> String {
     out
 }
 
+/// Escapes text for XML/SVG character data and attribute values; characters XML 1.0
+/// forbids become U+FFFD.
+pub fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Not allowed in XML 1.0 at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// Text for JSON: the string when valid UTF-8 (serde escapes controls), else a lossy
 /// string plus the exact bytes in base64.
 pub fn json_text(bytes: &[u8]) -> (std::borrow::Cow<'_, str>, Option<String>) {
