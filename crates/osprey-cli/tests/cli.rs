@@ -44,42 +44,6 @@ fn bad_input_exits_2_with_a_clear_message() {
     }
 }
 
-/// Runs osprey as an unprivileged user created for the test.
-fn as_unprivileged_user(args: &[&str]) -> Option<Output> {
-    let user = "osprey-test-nobody";
-    let exists = Command::new("id").arg(user).output().ok()?.status.success();
-    if !exists {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                user,
-            ])
-            .status()
-            .ok()?;
-        assert!(made.success(), "useradd failed");
-    }
-    Some(
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                user,
-                "--regid",
-                user,
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
-            .arg(OSPREY)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("setpriv"),
-    )
-}
-
 #[test]
 fn non_root_user_gets_exit_77_naming_missing_capabilities() {
     if !bpf_available("non_root_user") {

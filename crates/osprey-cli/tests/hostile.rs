@@ -97,3 +97,127 @@ fn a_second_agent_refuses_naming_the_first_and_a_killed_one_is_replaced() {
     signal(&third, libc::SIGTERM);
     assert!(third.wait(Duration::from_secs(5)).status.success());
 }
+
+#[test]
+fn unwritable_outputs_are_refused_before_the_work_starts() {
+    let file = TempDir::new("outputs");
+    let in_the_way = file.path().join("plain-file");
+    std::fs::write(&in_the_way, "x").unwrap();
+    let state_dir = in_the_way.join("state");
+    let cases: &[(&[&str], &str)] = &[
+        (
+            &["profile", "--duration", "30", "--svg", "/nonexistent/x.svg"],
+            "--svg /nonexistent/x.svg",
+        ),
+        (
+            &[
+                "profile",
+                "--duration",
+                "30",
+                "--pprof",
+                "/nonexistent/x.pb.gz",
+            ],
+            "--pprof",
+        ),
+        (
+            &["profile", "--duration", "30", "--folded", "/nonexistent/x"],
+            "--folded",
+        ),
+        (
+            &[
+                "secure",
+                "--learn",
+                "30",
+                "--state-dir",
+                state_dir.to_str().unwrap(),
+            ],
+            "is a file, not a directory",
+        ),
+    ];
+    for (args, needle) in cases {
+        let started = std::time::Instant::now();
+        let out = osprey(args);
+        let err = stderr(&out);
+        // Exit 2 at once: the 30 s of work never started.
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(err.contains(needle), "{args:?}: {err}");
+        assert!(started.elapsed() < Duration::from_secs(10), "{args:?}");
+        assert!(!err.contains("osprey: tracing"), "{args:?} started: {err}");
+    }
+}
+
+#[test]
+fn missing_privilege_exits_77_before_reading_state() {
+    if !bpf_available("privilege_exit_codes") {
+        return;
+    }
+    let a = AgentRun::new("ctl-nobody", "");
+    // A root-only socket (mode 0600) as the agent makes it.
+    let _listener = {
+        std::fs::create_dir_all(a.dir.path()).unwrap();
+        let l = std::os::unix::net::UnixListener::bind(a.socket()).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(a.socket(), std::fs::Permissions::from_mode(0o600)).unwrap();
+        // Others must reach the socket's directory to get as far as the socket.
+        std::fs::set_permissions(a.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        l
+    };
+    let socket = a.socket();
+    let cases: &[&[&str]] = &[
+        &["ctl", "--socket", &socket, "list"],
+        &["secure", "--state-dir", "/root"],
+        &[
+            "secure",
+            "--learn",
+            "5",
+            "--state-dir",
+            "/root/osprey-state",
+        ],
+    ];
+    for args in cases {
+        let out = as_unprivileged_user(args).expect("could not run as another user");
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(77), "{args:?}: {err}");
+    }
+}
+
+#[test]
+fn an_idle_profile_exits_0_with_a_valid_empty_svg_and_pprof() {
+    if !bpf_available("idle_profile") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("idle-profile");
+    let mut sleeper = Command::new("sleep").arg("60").spawn().unwrap();
+    let pid = sleeper.id().to_string();
+    let svg = dir.path().join("z.svg");
+    let pprof = dir.path().join("z.pb.gz");
+    let out = osprey(&[
+        "profile",
+        "--pid",
+        &pid,
+        "--duration",
+        "1",
+        "--svg",
+        svg.to_str().unwrap(),
+        "--pprof",
+        pprof.to_str().unwrap(),
+    ]);
+    let _ = sleeper.kill();
+    let _ = sleeper.wait();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("no samples were taken"), "{err}");
+    let text = std::fs::read_to_string(&svg).unwrap();
+    assert_well_formed_xml(&text);
+    assert!(text.contains("no samples were taken"), "{text}");
+    let mut raw = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(std::fs::read(&pprof).unwrap().as_slice()),
+        &mut raw,
+    )
+    .expect("pprof is gzip");
+    let p = <osprey::profile::pprof::PprofProfile as prost::Message>::decode(raw.as_slice())
+        .expect("pprof decodes");
+    assert!(p.sample.is_empty());
+}
