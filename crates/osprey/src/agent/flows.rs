@@ -53,6 +53,17 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
             reason,
         },
     })?;
+    // Every interface and direction is exposed at zero from the start.
+    for interface in names.values() {
+        for direction in ["ingress", "egress"] {
+            let labels = InterfaceLabels {
+                interface: interface.clone(),
+                direction: direction.into(),
+            };
+            env.metrics.flow_packets.get_or_create(&labels);
+            env.metrics.flow_bytes.get_or_create(&labels);
+        }
+    }
     Ok(LoadedModule {
         notes: degraded_notes(&cap),
         capabilities: vec![cap],
