@@ -60,8 +60,8 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
                 interface: interface.clone(),
                 direction: direction.into(),
             };
-            env.metrics.flow_packets.get_or_create(&labels);
-            env.metrics.flow_bytes.get_or_create(&labels);
+            let _ = env.metrics.flow_packets.get_or_create(&labels);
+            let _ = env.metrics.flow_bytes.get_or_create(&labels);
         }
     }
     Ok(LoadedModule {

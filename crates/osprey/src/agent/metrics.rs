@@ -344,7 +344,7 @@ impl Metrics {
     /// that rates and alerts on the family work from the start.
     fn expose_health_at_zero(&self, snap: &Snapshot) {
         let zero = |capability: &str, kind: &str, reason: &str| {
-            self.health_warnings.get_or_create(&HealthLabels {
+            let _ = self.health_warnings.get_or_create(&HealthLabels {
                 capability: capability.into(),
                 kind: kind.into(),
                 reason: reason.into(),
