@@ -221,3 +221,53 @@ fn an_idle_profile_exits_0_with_a_valid_empty_svg_and_pprof() {
         .expect("pprof decodes");
     assert!(p.sample.is_empty());
 }
+
+#[test]
+fn a_thread_id_given_to_pid_is_refused_naming_its_process() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let thread = std::thread::spawn(move || {
+        // SAFETY: gettid has no preconditions.
+        tx.send(unsafe { libc::gettid() }).unwrap();
+        let _ = done_rx.recv();
+    });
+    let tid = rx.recv().unwrap().to_string();
+    for cmd in ["files", "exec", "profile"] {
+        let out = osprey(&[cmd, "--pid", &tid, "--duration", "1"]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{cmd}: {err}");
+        assert!(
+            err.contains(&format!("thread of process {}", std::process::id())),
+            "{cmd}: {err}"
+        );
+    }
+    done_tx.send(()).unwrap();
+    thread.join().unwrap();
+}
+
+#[test]
+fn files_leaves_its_own_process_out_unless_asked() {
+    if !bpf_available("files_self") {
+        return;
+    }
+    let _serial = serial();
+    for include in [false, true] {
+        let mut args = vec!["files", "--output", "json", "--path-prefix", "/proc/"];
+        if include {
+            args.push("--include-self");
+        }
+        let tracer = Tracer::start(&args);
+        let me = tracer.pid();
+        // osprey reads /proc/PID/stat of each new process it learns about.
+        for _ in 0..3 {
+            run(Command::new(WORKLOAD).args(["open", "1", "/proc/self/stat"]));
+        }
+        let events = tracer.stop().events();
+        let own = of(&events, "file_open", me).len();
+        if include {
+            assert!(own > 0, "--include-self shows osprey's own opens");
+        } else {
+            assert_eq!(own, 0, "osprey's own opens are left out");
+        }
+    }
+}
