@@ -271,3 +271,78 @@ fn files_leaves_its_own_process_out_unless_asked() {
         }
     }
 }
+
+/// Starts `program open COUNT PATH --gate` pinned to `cpu`; it opens once released.
+fn pinned_opener(program: &std::path::Path, cpu: usize, count: &str) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    let mut cmd = Command::new(program);
+    cmd.args(["open", count, "/nonexistent/osprey-global-rate", "--gate"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn().expect("spawn pinned opener")
+}
+
+#[test]
+fn the_global_rate_limit_is_one_limit_for_the_machine() {
+    if !bpf_available("global_rate_limit") {
+        return;
+    }
+    let _serial = serial();
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    // A name of our own, so that the kernel's --comm filter sees only these openers.
+    let dir = TempDir::new("global-rate");
+    let comm = format!("grl{}", std::process::id() % 100_000);
+    let program = dir.path().join(&comm);
+    std::os::unix::fs::symlink(WORKLOAD, &program).unwrap();
+    const LIMIT: u64 = 200;
+    const EACH: u64 = 5000;
+    // One opener alone on one CPU, then one on every CPU at once: both get the whole limit
+    // (one second's burst; a run crossing into the next second may get a second one).
+    for cpu_set in [vec![0], (0..cpus).collect::<Vec<_>>()] {
+        let limit = LIMIT.to_string();
+        let tracer = Tracer::start(&[
+            "files",
+            "--output",
+            "json",
+            "--comm",
+            &comm,
+            "--global-rate-limit",
+            &limit,
+        ]);
+        let mut openers: Vec<_> = cpu_set
+            .iter()
+            .map(|&cpu| pinned_opener(&program, cpu, &EACH.to_string()))
+            .collect();
+        for o in &mut openers {
+            use std::io::Write;
+            o.stdin.take().unwrap().write_all(b"\n").unwrap();
+        }
+        for mut o in openers {
+            assert!(o.wait().unwrap().success());
+        }
+        let done = tracer.stop();
+        let (emitted, dropped, throttled) = done.counters("file_open");
+        let total = EACH * cpu_set.len() as u64;
+        // Each opener's start-up (the dynamic loader) opens a few files of its own.
+        let seen = emitted + dropped + throttled;
+        assert!(
+            (total..total + 100 * cpu_set.len() as u64).contains(&seen),
+            "{seen}"
+        );
+        assert!(
+            (LIMIT * 9 / 10..=2 * LIMIT + 20).contains(&emitted),
+            "CPUs {cpu_set:?}: {emitted} of {total} emitted with a limit of {LIMIT}/s"
+        );
+    }
+}

@@ -321,9 +321,7 @@ impl LoadedCapability {
         let uid = cfg.uid.unwrap_or(u32::MAX);
         let comm_set = u8::from(cfg.comm.is_some());
         let rate_process = cfg.rate_per_process.unwrap_or(0);
-        let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
-        // The global bucket is per CPU (no locks in tracing programs): split the rate.
-        let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
+        let rate_global = cfg.rate_global.unwrap_or(0);
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
 
         // The filter globals are in every object built from osprey.h, the extras are the
@@ -334,7 +332,7 @@ impl LoadedCapability {
             ("target_comm_set", vec![comm_set]),
             ("target_comm", comm.to_vec()),
             ("rate_per_process", rate_process.to_ne_bytes().to_vec()),
-            ("rate_global_per_cpu", rate_global.to_ne_bytes().to_vec()),
+            ("rate_global", rate_global.to_ne_bytes().to_vec()),
         ];
         let globals = common
             .into_iter()
