@@ -346,3 +346,82 @@ fn the_global_rate_limit_is_one_limit_for_the_machine() {
         );
     }
 }
+
+#[test]
+fn tables_keep_their_columns_mark_truncation_and_escape_bidi_controls() {
+    if !bpf_available("table_columns") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("tables");
+    let prefix = dir.path().to_str().unwrap().to_string();
+    let too_long = format!("{prefix}/{}", "a/".repeat(2100));
+    let bidi = format!("{prefix}/evil\u{202e}gnp.exe");
+    let open = |p: &str| run(Command::new(WORKLOAD).args(["open", "1", p]));
+
+    let table = Tracer::start(&[
+        "files",
+        "--comm",
+        "osprey-workload",
+        "--path-prefix",
+        &prefix,
+    ]);
+    open(&too_long);
+    open(&bidi);
+    let text = String::from_utf8(table.stop().stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    let flags_at = lines[0].find("FLAGS").unwrap();
+    let long = lines
+        .iter()
+        .find(|l| l.contains("ENAMETOOLONG"))
+        .expect(&text);
+    assert_eq!(
+        long.find("O_RDONLY"),
+        Some(flags_at),
+        "FLAGS column kept:\n{text}"
+    );
+    assert!(long.ends_with(" [truncated]"), "{long}");
+    assert!(text.contains("evil\\u{202e}gnp.exe"), "{text}");
+    assert!(!text.contains('\u{202e}'), "raw bidi control printed");
+
+    let json = Tracer::start(&[
+        "files",
+        "--output",
+        "json",
+        "--comm",
+        "osprey-workload",
+        "--path-prefix",
+        &prefix,
+    ]);
+    let (pid, _) = open(&too_long);
+    let events = json.stop().events();
+    let e = &of(&events, "file_open", pid)[0];
+    assert_eq!(e["error"], "ENAMETOOLONG");
+    assert_eq!(e["abs_path_truncated"], true, "{e}");
+
+    let exec = Tracer::start(&["exec", "--comm", "osprey-workload"]);
+    open(&format!("{prefix}/sp ace"));
+    let text = String::from_utf8(exec.stop().stdout).unwrap();
+    assert!(
+        text.contains(&format!(" open 1 '{prefix}/sp ace'")),
+        "{text}"
+    );
+
+    // A failed exec: RET holds the errno name without pushing DETAILS out of its column.
+    // The forked child carries this thread's name until its exec.
+    let comm = std::fs::read_to_string("/proc/thread-self/comm").unwrap();
+    let failed = Tracer::start(&["exec", "--failed", "--comm", comm.trim()]);
+    let missing = format!("{prefix}/no-such-program");
+    assert!(Command::new(&missing).status().is_err());
+    let text = String::from_utf8(failed.stop().stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 2, "{text}");
+    let details_at = lines[0].find("DETAILS").unwrap();
+    assert!(lines[1].contains(" ENOENT "), "{text}");
+    assert_eq!(
+        lines[1].find(&missing),
+        Some(details_at),
+        "DETAILS column kept:\n{text}"
+    );
+}

@@ -196,7 +196,7 @@ impl Exec {
             if i > 0 {
                 out.push(' ');
             }
-            out.push_str(&escape_for_terminal(a));
+            out.push_str(&crate::pipeline::text::quote_arg_for_terminal(a));
         }
         if self.args.is_empty() {
             out.push_str(&escape_for_terminal(&self.filename));
