@@ -98,6 +98,30 @@ pub struct RunArgs {
 
 pub(crate) use secs::parse_positive_secs;
 
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_errors_are_not_repeated() {
+        /// Like the library's errors: prints its source and also returns it as the cause.
+        #[derive(Debug)]
+        struct Io(std::io::Error);
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "event log /x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Io {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Io(std::io::Error::from_raw_os_error(libc::EROFS)));
+        let text = super::error_text(&e.context("agent"));
+        assert_eq!(text.matches("os error 30").count(), 1, "{text}");
+        assert!(text.starts_with("agent: event log /x: "), "{text}");
+    }
+}
+
 fn parse_ring_mib(s: &str) -> Result<u32, String> {
     let v: u32 = s
         .parse()
@@ -129,6 +153,22 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// The error and its causes, `: `-joined, leaving out a cause its parent's message already
+/// ends with (errors that print their source: "x: EROFS" not "x: EROFS: EROFS").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -157,7 +197,7 @@ fn main() -> ExitCode {
             ExitCode::from(77)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("osprey: {e:#}");
+            eprintln!("osprey: {}", error_text(&e));
             ExitCode::from(1)
         }
     }

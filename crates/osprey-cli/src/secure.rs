@@ -132,6 +132,9 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     let connect_denies = connect_deny::connect_denies(&set).map_err(joined)?;
     // Before any state is read: a user who may not trace gets 77, not an error about files.
     require_tracing_privileges("secure")?;
+    if let Some(why) = osprey::state_dir::file_in_the_way(&args.state_dir) {
+        return Err(Failure::Usage(why));
+    }
     let baseline_path = BaselineFile::path_in(&args.state_dir);
     if args.learn.is_some() {
         crate::outfile::check_writable("--state-dir", &baseline_path, true)?;

@@ -208,6 +208,8 @@ fn an_idle_profile_exits_0_with_a_valid_empty_svg_and_pprof() {
     let err = stderr(&out);
     assert_eq!(out.status.code(), Some(0), "{err}");
     assert!(err.contains("no samples were taken"), "{err}");
+    assert!(err.contains("losses: none"), "{err}");
+    assert!(!err.contains("{\""), "raw JSON in table mode: {err}");
     let text = std::fs::read_to_string(&svg).unwrap();
     assert_well_formed_xml(&text);
     assert!(text.contains("no samples were taken"), "{text}");
@@ -424,4 +426,41 @@ fn tables_keep_their_columns_mark_truncation_and_escape_bidi_controls() {
         Some(details_at),
         "DETAILS column kept:\n{text}"
     );
+}
+
+#[test]
+fn a_state_dir_that_is_a_file_is_explained_and_os_errors_are_said_once() {
+    if !bpf_available("state_dir_file") {
+        return;
+    }
+    let dir = TempDir::new("statefile");
+    let file = dir.path().join("plain");
+    std::fs::write(&file, "x").unwrap();
+    let socket = dir.path().join("ctl.sock");
+    let (file, socket) = (file.to_str().unwrap(), socket.to_str().unwrap());
+    for args in [
+        &["agent", "--state-dir", file, "--control-socket", socket][..],
+        &["secure", "--watch", "/etc/hostname", "--state-dir", file],
+    ] {
+        let out = osprey(args);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!("{file} is a file, not a directory")),
+            "{err}"
+        );
+    }
+    let state = dir.path().join("state");
+    let out = osprey(&[
+        "agent",
+        "--state-dir",
+        state.to_str().unwrap(),
+        "--control-socket",
+        socket,
+        "--log",
+        "/proc/osprey-no-such/events.jsonl",
+    ]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.matches("os error").count(), 1, "{err}");
 }

@@ -13,6 +13,7 @@ pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod security;
+pub mod state_dir;
 pub mod syscalls;
 
 pub use osprey_bpf::abi;

@@ -22,8 +22,11 @@ impl Instance {
     /// Claims `state_dir` and `control_socket` for this process, or says which live agent
     /// holds them (an [`AgentError::Invalid`]: the command exits 2).
     pub fn claim(state_dir: &Path, control_socket: &Path) -> Result<Self, AgentError> {
+        if let Some(why) = crate::state_dir::file_in_the_way(state_dir) {
+            return Err(AgentError::Invalid(why));
+        }
         std::fs::create_dir_all(state_dir)
-            .map_err(io_err(format!("state dir {}", state_dir.display())))?;
+            .map_err(|e| AgentError::Invalid(crate::state_dir::explain(state_dir, &e)))?;
         let path = state_dir.join("agent.lock");
         let mut lock = OpenOptions::new()
             .read(true)
