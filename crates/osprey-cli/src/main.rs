@@ -98,6 +98,23 @@ pub struct RunArgs {
 
 pub(crate) use secs::parse_positive_secs;
 
+/// Rings above this many MiB get a warning: kernel memory, and seconds to set up.
+const LARGE_RING_MIB: u32 = 256;
+
+impl RunArgs {
+    /// `--ring-mib` in bytes; warns on stderr when it is large.
+    pub fn ring_bytes(&self) -> Option<u32> {
+        let mib = self.ring_mib?;
+        if mib > LARGE_RING_MIB {
+            eprintln!(
+                "osprey: warning: --ring-mib {mib}: each ring buffer takes {mib} MiB of kernel \
+                 memory and seconds to set up; up to {LARGE_RING_MIB} is plenty for bursts"
+            );
+        }
+        Some(mib << 20)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

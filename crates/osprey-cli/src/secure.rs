@@ -203,7 +203,7 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         security::SPEC,
         &LoadOptions {
             config,
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             extra_globals: [
                 if kill_in_kernel {

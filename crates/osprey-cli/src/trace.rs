@@ -168,7 +168,7 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
         files::SPEC,
         &LoadOptions {
             config: kernel_config(&args.target, &args.run),
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             ..Default::default()
         },
@@ -205,7 +205,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     let process = load(
         process::SPEC,
         &LoadOptions {
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: LoadOptions::denied_from_env(),
             ..Default::default()
         },

@@ -464,3 +464,29 @@ fn a_state_dir_that_is_a_file_is_explained_and_os_errors_are_said_once() {
     assert_eq!(out.status.code(), Some(1), "{err}");
     assert_eq!(err.matches("os error").count(), 1, "{err}");
 }
+
+#[test]
+fn a_huge_ring_and_an_unknown_denied_program_are_warned_about() {
+    if !bpf_available("ring_and_deny_warnings") {
+        return;
+    }
+    let _serial = serial();
+    let out = Command::new(OSPREY)
+        .args(["exec", "--ring-mib", "512", "--duration", "0.2"])
+        .env("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_opne_fexit")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("warning: --ring-mib 512"), "{err}");
+    assert!(
+        err.contains("OSPREY_DENY_PROGRAMS names no program of Osprey's: files_opne_fexit ("),
+        "only the unknown name: {err}"
+    );
+    assert_eq!(
+        err.matches("OSPREY_DENY_PROGRAMS").count(),
+        1,
+        "warned once: {err}"
+    );
+}

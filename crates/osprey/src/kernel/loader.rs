@@ -238,9 +238,10 @@ impl PerfSampling {
 }
 
 impl LoadOptions {
-    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment.
+    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment;
+    /// warns once on stderr about a name that is no program of Osprey's.
     pub fn denied_from_env() -> BTreeSet<String> {
-        std::env::var("OSPREY_DENY_PROGRAMS")
+        let denied: BTreeSet<String> = std::env::var("OSPREY_DENY_PROGRAMS")
             .map(|v| {
                 v.split(',')
                     .map(str::trim)
@@ -248,7 +249,19 @@ impl LoadOptions {
                     .map(String::from)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let unknown = super::catalog::unknown_programs(&denied);
+        if !unknown.is_empty() {
+            WARNED.call_once(|| {
+                eprintln!(
+                    "osprey: warning: OSPREY_DENY_PROGRAMS names no program of Osprey's: {} \
+                     (names as in `osprey check --output json`)",
+                    unknown.join(", ")
+                );
+            });
+        }
+        denied
     }
 }
 

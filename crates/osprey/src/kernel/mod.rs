@@ -1,6 +1,7 @@
 //! The kernel layer: what this kernel offers, privileges, loading and attaching
 //! capabilities by their hook alternatives, and the statistics of loaded programs.
 
+pub mod catalog;
 pub mod cgroup;
 pub mod core_check;
 pub mod features;
