@@ -490,3 +490,45 @@ fn a_huge_ring_and_an_unknown_denied_program_are_warned_about() {
         "warned once: {err}"
     );
 }
+
+#[test]
+fn alert_output_is_escaped_like_comm() {
+    use std::os::unix::ffi::OsStrExt;
+    if !bpf_available("alert_escaping") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("alert-escape");
+    let prefix = dir.path().to_str().unwrap();
+    // A program and a file whose names are not UTF-8.
+    let program = dir.path().join(std::ffi::OsStr::from_bytes(b"w\xffx"));
+    std::os::unix::fs::symlink(WORKLOAD, &program).unwrap();
+    let target = dir.path().join(std::ffi::OsStr::from_bytes(b"bad\xffname"));
+    std::fs::write(&target, "x").unwrap();
+    let rules = dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        format!(
+            "- rule: odd_names\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.path glob \"{prefix}/bad*\"\n  output: \"%proc.name opened %file.path\"\n"
+        ),
+    )
+    .unwrap();
+    let tracer = Tracer::start(&[
+        "secure",
+        "--no-default-rules",
+        "--rules",
+        rules.to_str().unwrap(),
+    ]);
+    run(Command::new(&program).arg("open").arg("1").arg(&target));
+    let text = String::from_utf8(tracer.stop().stdout).unwrap();
+    let line = text
+        .lines()
+        .find(|l| l.contains("odd_names"))
+        .unwrap_or_else(|| panic!("no alert:\n{text}"));
+    assert!(!line.contains('\u{fffd}'), "{line}");
+    assert!(line.contains(" w\\xffx "), "COMM: {line}");
+    assert!(
+        line.contains(&format!("w\\xffx opened {prefix}/bad\\xffname")),
+        "OUTPUT: {line}"
+    );
+}
