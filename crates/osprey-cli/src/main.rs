@@ -15,6 +15,7 @@ mod syscalls;
 mod tcp;
 mod top;
 mod trace;
+mod words;
 
 use std::process::ExitCode;
 

@@ -97,6 +97,9 @@ fn cache_miss_notice() -> String {
 
 pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     validate(&args)?;
+    if let Some(path) = &args.heatmap {
+        crate::outfile::check_writable("--heatmap", path, false)?;
+    }
     require_tracing_privileges("memory")?;
     let cache_misses = args.events.contains(&MemoryEvent::CacheMisses);
     let notice = cache_misses.then(cache_miss_notice);
@@ -170,13 +173,12 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         minor_derived,
         ring_dropped: summary.stats.total_dropped(),
     });
-    if let Some(path) = &args.heatmap {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-        let mut out = BufWriter::new(file);
-        heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut out)?;
-        out.flush()?;
-    }
+    // Reported after the summary: the run's figures are printed either way.
+    let heatmap_written = args.heatmap.as_ref().map_or(Ok(()), |path| {
+        crate::outfile::write_or_rescue("--heatmap", path, |mut f| {
+            heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut f)
+        })
+    });
 
     let mut stdout = BufWriter::new(std::io::stdout().lock());
     let mut stderr = std::io::stderr().lock();
@@ -198,7 +200,11 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         Output::Table => {
             write_table(&report, &mut stdout)?;
             let _ = write!(stderr, "{}", summary.render());
-            let _ = writeln!(stderr, "memory: losses: {losses}");
+            let _ = writeln!(
+                stderr,
+                "memory: losses: {}",
+                crate::words::counters_text(&losses)
+            );
         }
     }
     stdout.flush()?;
@@ -209,6 +215,7 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
             report.losses.counts_map_full
         );
     }
+    heatmap_written?;
     Ok(ExitCode::SUCCESS)
 }
 

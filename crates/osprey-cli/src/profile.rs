@@ -246,7 +246,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 profile.total,
                 profile.unit,
                 profile.stacks.len(),
-                losses_text(&losses)
+                crate::words::counters_text(&losses)
             );
         }
     }
@@ -264,22 +264,6 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// The non-zero loss counters for people: `none`, or `ring dropped 3, user stack faults 1`.
-fn losses_text(losses: &serde_json::Value) -> String {
-    let parts: Vec<String> = losses
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter(|(_, v)| v.as_u64().is_some_and(|n| n > 0))
-        .map(|(k, v)| format!("{} {v}", k.replace('_', " ")))
-        .collect();
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(", ")
-    }
 }
 
 fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
@@ -311,18 +295,4 @@ fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
     }
     stdout.flush()?;
     failed
-}
-
-#[cfg(test)]
-mod tests {
-    use super::losses_text;
-
-    #[test]
-    fn losses_read_as_words_not_json() {
-        assert_eq!(losses_text(&serde_json::json!({"ring_dropped": 0})), "none");
-        assert_eq!(
-            losses_text(&serde_json::json!({"ring_dropped": 3, "user_stack_faults": 1, "x": 0})),
-            "ring dropped 3, user stack faults 1"
-        );
-    }
 }

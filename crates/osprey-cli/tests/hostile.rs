@@ -125,6 +125,16 @@ fn unwritable_outputs_are_refused_before_the_work_starts() {
         ),
         (
             &[
+                "memory",
+                "--duration",
+                "30",
+                "--heatmap",
+                "/nonexistent/h.svg",
+            ],
+            "--heatmap /nonexistent/h.svg",
+        ),
+        (
+            &[
                 "secure",
                 "--learn",
                 "30",
