@@ -6,7 +6,7 @@ use clap::Args;
 use osprey::kernel::features::{self, Feature};
 use osprey::kernel::loader::{LoadOptions, LoadedCapability};
 use osprey::kernel::privileges;
-use osprey::{files, memory, net, process, profile, security, syscalls};
+use osprey::net;
 use serde_json::json;
 
 use crate::{Failure, Output};
@@ -92,20 +92,11 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
         Vec::new()
     };
     let capabilities: Vec<CapabilityReport> = if missing.is_empty() {
-        [
-            process::SPEC,
-            files::SPEC,
-            memory::SPEC,
-            profile::SPEC,
-            syscalls::SPEC,
-            security::SPEC,
-            security::connect_deny::SPEC,
-            net::tcp::SPEC,
-            net::flows::SPEC,
-        ]
-        .into_iter()
-        .map(check_capability)
-        .collect()
+        osprey::kernel::catalog::CHECKED
+            .iter()
+            .copied()
+            .map(check_capability)
+            .collect()
     } else {
         Vec::new()
     };

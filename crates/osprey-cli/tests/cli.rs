@@ -2,22 +2,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-
-fn osprey(args: &[&str]) -> Output {
-    Command::new(OSPREY)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run osprey")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {

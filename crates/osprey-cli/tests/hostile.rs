@@ -5,23 +5,11 @@
 mod agent_support;
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
 use agent_support::*;
 use common::*;
-
-fn osprey(args: &[&str]) -> Output {
-    Command::new(OSPREY)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run osprey")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn huge_second_values_exit_2_with_a_range_message() {

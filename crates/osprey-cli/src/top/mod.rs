@@ -212,9 +212,7 @@ mod tests {
         let width: u16 = COLUMNS.iter().map(|(_, w)| w).sum::<u16>() + COLUMNS.len() as u16 - 1;
         assert!(width <= 80, "{width}");
         let cap = COLUMNS.iter().find(|(t, _)| *t == "CAP").unwrap().1 as usize;
-        assert!(osprey::kernel::catalog::ALL
-            .iter()
-            .all(|s| s.name.len() <= cap));
+        assert!(osprey::kernel::catalog::all().all(|s| s.name.len() <= cap));
         let lines = capability_lines(&[row("enforce-connect")], 5);
         assert_eq!(lines[0].len(), lines[1].len(), "{lines:?}");
     }

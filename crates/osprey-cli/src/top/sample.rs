@@ -134,7 +134,7 @@ fn program_owners(response: &Value) -> HashMap<u32, &'static str> {
         .filter_map(|p| {
             let id = u32::try_from(p["id"].as_u64()?).ok()?;
             let capability = p["capability"].as_str()?;
-            let spec = catalog::ALL.iter().find(|s| s.name == capability)?;
+            let spec = catalog::all().find(|s| s.name == capability)?;
             Some((id, spec.name))
         })
         .collect()

@@ -428,3 +428,17 @@ pub fn as_unprivileged_user(args: &[&str]) -> Option<std::process::Output> {
             .expect("setpriv"),
     )
 }
+
+/// Runs `osprey ARGS` to completion (stdin closed) and returns what it printed.
+pub fn osprey(args: &[&str]) -> std::process::Output {
+    Command::new(OSPREY)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run osprey")
+}
+
+/// A finished command's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

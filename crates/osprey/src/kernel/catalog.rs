@@ -4,20 +4,27 @@
 use super::loader::CapabilitySpec;
 use crate::{agent, files, memory, net, process, profile, security, syscalls};
 
-/// Every capability spec, each once.
-pub const ALL: &[CapabilitySpec] = &[
+/// The capabilities `osprey check` reports on, in its order.
+pub const CHECKED: &[CapabilitySpec] = &[
     process::SPEC,
     files::SPEC,
     memory::SPEC,
     profile::SPEC,
     syscalls::SPEC,
     security::SPEC,
-    security::lsm::SPEC,
     security::connect_deny::SPEC,
-    agent::security::OPENS_SPEC,
     net::tcp::SPEC,
     net::flows::SPEC,
 ];
+
+/// The others: the LSM enforcement object, and the files object the security module loads
+/// under a name of its own.
+const OTHERS: &[CapabilitySpec] = &[security::lsm::SPEC, agent::security::OPENS_SPEC];
+
+/// Every capability spec, each once.
+pub fn all() -> impl Iterator<Item = &'static CapabilitySpec> {
+    CHECKED.iter().chain(OTHERS)
+}
 
 /// The names among `names` that are no program of any capability.
 pub fn unknown_programs<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
@@ -25,7 +32,7 @@ pub fn unknown_programs<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<
         .into_iter()
         .map(String::as_str)
         .filter(|name| {
-            !ALL.iter()
+            !all()
                 .flat_map(|spec| spec.roles)
                 .flat_map(|role| role.hooks)
                 .any(|hook| hook.program == *name)
