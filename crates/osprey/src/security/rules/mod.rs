@@ -117,6 +117,18 @@ pub struct Rule {
 }
 
 impl Rule {
+    /// An error about this rule, located where the rule is defined.
+    pub fn error(&self, message: String) -> RuleError {
+        let mut parts = self.origin.rsplitn(3, ':');
+        let col = parts.next().and_then(|c| c.parse().ok()).unwrap_or(0);
+        let line = parts.next().and_then(|l| l.parse().ok()).unwrap_or(0);
+        RuleError {
+            file: parts.next().unwrap_or("").to_string(),
+            pos: Pos { line, col },
+            message,
+        }
+    }
+
     pub fn matches(&self, view: &View<'_>) -> bool {
         self.condition.eval(view) && !self.exceptions.iter().any(|(_, e)| e.eval(view))
     }
