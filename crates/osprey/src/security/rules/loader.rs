@@ -371,41 +371,8 @@ fn build_rule(
         .unwrap_or("")
         .to_string();
     let cond = condition(loader, item, scope);
-    let severity = match loader.scalar(item, "severity", true) {
-        Some(n) => {
-            let s = n.as_str().unwrap_or_default();
-            match Severity::NAMES.iter().find(|x| x.0 == s) {
-                Some(x) => Some(x.1),
-                None => {
-                    let mut msg =
-                        format!("unknown severity `{s}` (critical, high, medium, low, info)");
-                    if let Some(near) = fields::nearest(s, Severity::NAMES.iter().map(|x| x.0)) {
-                        msg = format!("unknown severity `{s}` (did you mean `{near}`?)");
-                    }
-                    loader.error(item.src, n.pos(), msg);
-                    None
-                }
-            }
-        }
-        None => None,
-    };
-    let action = match loader.scalar(item, "action", false) {
-        Some(n) => {
-            let s = n.as_str().unwrap_or_default();
-            match Action::NAMES.iter().find(|x| x.0 == s) {
-                Some(x) => Some(x.1),
-                None => {
-                    loader.error(
-                        item.src,
-                        n.pos(),
-                        format!("unknown action `{s}` (alert, deny, kill)"),
-                    );
-                    None
-                }
-            }
-        }
-        None => Some(Action::Alert),
-    };
+    let severity = severity(loader, item);
+    let action = action(loader, item);
     let tags: Vec<String> = loader
         .string_list(item, "tags")
         .into_iter()
@@ -442,6 +409,49 @@ fn build_rule(
         action: action?,
         condition_node: item.fields["condition"].clone(),
     })
+}
+
+/// The rule's `severity`, which it must have.
+fn severity(loader: &mut Loader<'_>, item: &Item<'_>) -> Option<Severity> {
+    match loader.scalar(item, "severity", true) {
+        Some(n) => {
+            let s = n.as_str().unwrap_or_default();
+            match Severity::NAMES.iter().find(|x| x.0 == s) {
+                Some(x) => Some(x.1),
+                None => {
+                    let mut msg =
+                        format!("unknown severity `{s}` (critical, high, medium, low, info)");
+                    if let Some(near) = fields::nearest(s, Severity::NAMES.iter().map(|x| x.0)) {
+                        msg = format!("unknown severity `{s}` (did you mean `{near}`?)");
+                    }
+                    loader.error(item.src, n.pos(), msg);
+                    None
+                }
+            }
+        }
+        None => None,
+    }
+}
+
+/// The rule's `action`: `alert` unless it says otherwise.
+fn action(loader: &mut Loader<'_>, item: &Item<'_>) -> Option<Action> {
+    match loader.scalar(item, "action", false) {
+        Some(n) => {
+            let s = n.as_str().unwrap_or_default();
+            match Action::NAMES.iter().find(|x| x.0 == s) {
+                Some(x) => Some(x.1),
+                None => {
+                    loader.error(
+                        item.src,
+                        n.pos(),
+                        format!("unknown action `{s}` (alert, deny, kill)"),
+                    );
+                    None
+                }
+            }
+        }
+        None => Some(Action::Alert),
+    }
 }
 
 fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piece>> {
