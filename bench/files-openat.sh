@@ -41,7 +41,7 @@
 #   OPENSNOOP_BIN, BPFTRACE_BIN  comparison tools (default: found on PATH / /usr/sbin)
 #   STRICT=1                     exit 1 if a target is missed
 #
-# Requires root (loads BPF programs). Build first: cargo build --release
+# Requires root (loads BPF programs). Build first: cargo build --release --workspace
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------
@@ -304,8 +304,8 @@ sustain_stage() {
 # Main
 # ---------------------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || { echo "files-openat: must run as root (loads BPF programs)" >&2; exit 77; }
-[[ -x $OSPREY_BIN ]] || die "no $OSPREY_BIN; run: cargo build --release"
-[[ -x $WORKLOAD_BIN ]] || die "no $WORKLOAD_BIN; run: cargo build --release"
+[[ -x $OSPREY_BIN ]] || die "no $OSPREY_BIN; run: cargo build --release --workspace"
+[[ -x $WORKLOAD_BIN ]] || die "no $WORKLOAD_BIN; run: cargo build --release --workspace"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $COUNT =~ ^[1-9][0-9]*$ ]] || die "ROUNDS and COUNT must be positive integers"
 
 WORKDIR=$(mktemp -d /tmp/osprey-bench.XXXXXX)
