@@ -73,10 +73,13 @@ fn default_rules_alert_into_the_log_the_metrics_and_syslog() {
     let reader = copied_program("/bin/cat", "agt-reader");
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(1500));
-    let metrics = a.scrape();
     let alerts = "osprey_alerts_total{rule=\"credential_file_read\",severity=\"high\"}";
-    assert!(metric(&metrics, alerts) >= 1.0, "{alerts} in\n{metrics}");
+    eventually(Duration::from_secs(5), || {
+        let metrics = a.scrape();
+        (metric(&metrics, alerts) >= 1.0)
+            .then_some(())
+            .ok_or(format!("{alerts} in\n{metrics}"))
+    });
 
     // Syslog: the start notice (info, 30) and the alert (high: err, 27).
     let mut datagrams = Vec::new();
@@ -187,11 +190,12 @@ fn continuous_profiles_are_written_per_interval_bounded_and_decode() {
     };
     // Symbolizing takes a while in a debug build on a busy machine: one writer at a time
     // stretches the intervals, so allow for it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while written(&a) < 3 {
-        assert!(Instant::now() < deadline, "3 profiles within 60 s");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually(Duration::from_secs(60), || {
+        let n = written(&a);
+        (n >= 3)
+            .then_some(())
+            .ok_or(format!("{n} of 3 profiles written"))
+    });
     let burner_pid = burner.0.id();
     drop(burner);
     let files = profile_files(&a);
@@ -303,23 +307,35 @@ fn flows_module_counts_packets_on_the_configured_interface() {
     assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
     assert_eq!(module(&list, "flows")["interfaces"][0], net.veth.as_str());
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.a, WORKLOAD, "ping", "10.203.0.2", "5"])
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            WORKLOAD.as_str(),
+            "ping",
+            "10.203.0.2",
+            "5",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "ping: {out:?}");
     // Idle after 1 s, exported at the next scan.
-    std::thread::sleep(Duration::from_millis(3000));
-    let metrics = a.scrape();
-    for direction in ["egress", "ingress"] {
-        let key = format!(
-            "osprey_flow_packets_total{{interface=\"{}\",direction=\"{direction}\"}}",
-            net.veth
-        );
-        assert!(metric(&metrics, &key) >= 5.0, "{key} in\n{metrics}");
-        let bytes = key.replace("flow_packets_total", "flow_bytes_total");
-        assert!(metric(&metrics, &bytes) >= 5.0 * 98.0, "{bytes}");
-    }
-    assert!(metric(&metrics, "osprey_flows_exported_total") >= 2.0);
+    eventually(Duration::from_secs(10), || {
+        let metrics = a.scrape();
+        for direction in ["egress", "ingress"] {
+            let key = format!(
+                "osprey_flow_packets_total{{interface=\"{}\",direction=\"{direction}\"}}",
+                net.veth
+            );
+            let bytes = key.replace("flow_packets_total", "flow_bytes_total");
+            if metric(&metrics, &key) < 5.0 || metric(&metrics, &bytes) < 5.0 * 98.0 {
+                return Err(format!("{key} or {bytes} short in\n{metrics}"));
+            }
+        }
+        (metric(&metrics, "osprey_flows_exported_total") >= 2.0)
+            .then_some(())
+            .ok_or(format!("fewer than 2 flows exported in\n{metrics}"))
+    });
     signal(&agent, libc::SIGTERM);
     assert!(agent.wait(Duration::from_secs(5)).status.success());
     let icmp: Vec<Value> = a
@@ -375,13 +391,20 @@ fn syscall_baselines_in_the_state_dir_are_enforced_again_after_a_restart() {
             .unwrap_or(0);
         assert!(loaded >= 1, "baselines reported as loaded: {list}");
         baseline_helper(false);
-        noisy.push(baseline_helper(true));
-        std::thread::sleep(Duration::from_millis(1500));
-        let metrics = a.scrape();
-        assert_eq!(
-            metric(&metrics, "osprey_baseline_executables"),
-            loaded as f64
-        );
+        let pid = baseline_helper(true);
+        noisy.push(pid);
+        // The alert must be in the log (flushed once a second) before a SIGKILL.
+        eventually(Duration::from_secs(5), || {
+            a.log_lines()
+                .iter()
+                .any(|e| {
+                    e["rule"] == "syscall_outside_baseline" && e["event"]["process"]["pid"] == pid
+                })
+                .then_some(())
+                .ok_or(format!("no baseline alert for {pid} logged yet"))
+        });
+        let got = metric(&a.scrape(), "osprey_baseline_executables");
+        assert_eq!(got, loaded as f64);
         signal(&agent, stop);
         let _ = agent.wait(Duration::from_secs(5));
     }
@@ -443,18 +466,12 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
     // Running: a change is one fim.modify alert with the hashes, in the log and the metric.
     let agent = a.start();
     std::fs::write(&watched, b"v2\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let modified = loop {
-        let found = a
-            .log_lines()
+    let modified = eventually(Duration::from_secs(5), || {
+        a.log_lines()
             .into_iter()
-            .find(|e| e["rule"] == "fim.modify");
-        match found {
-            Some(alert) => break alert,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("no fim.modify alert: {:#?}", a.log_lines()),
-        }
-    };
+            .find(|e| e["rule"] == "fim.modify")
+            .ok_or("no fim.modify alert yet".to_string())
+    });
     assert_eq!(modified["fim"]["path"], watched.to_str().unwrap());
     assert_eq!(modified["fim"]["before"]["sha256"], sha256_hex(b"v1\n"));
     assert_eq!(modified["fim"]["after"]["sha256"], sha256_hex(b"v2\n"));

@@ -14,5 +14,6 @@ pub mod process;
 pub mod profile;
 pub mod security;
 pub mod syscalls;
+pub mod wire;
 
 pub use osprey_bpf::abi;
