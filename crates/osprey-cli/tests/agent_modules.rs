@@ -515,3 +515,68 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
         .count();
     assert_eq!(alerts, 1, "the quiet file and the restart raised nothing");
 }
+
+#[test]
+fn deeply_nested_rules_are_refused_at_start_and_on_reload_and_the_agent_keeps_running() {
+    if !bpf_available("agent_deep_rules") {
+        return;
+    }
+    let _serial = serial();
+    let rules_dir = TempDir::new("agent-deep-rules");
+    let rules = rules_dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.path = /nonexistent-osprey\n",
+    )
+    .unwrap();
+    let a = AgentRun::new(
+        "agent-deep",
+        &format!("[modules.security]\nrules = [\"{}\"]\n", rules.display()),
+    );
+    let agent = a.start();
+    let rules_before = module(&a.ctl(&["list"]), "security")["rules"].clone();
+    assert!(rules_before.as_u64().unwrap() > 1, "{rules_before}");
+    // Issue 18's reproduction: 8,000 levels of brackets.
+    let deep = format!(
+        "- rule: d\n  desc: x\n  severity: high\n  condition: \"{}evt.kind = open{}\"\n  output: x\n",
+        "(".repeat(8_000),
+        ")".repeat(8_000)
+    );
+    std::fs::write(&rules, &deep).unwrap();
+    let at = format!("{}:4:115: condition nested deeper", rules.display());
+    let reload = a.ctl(&["reload"]);
+    assert_eq!(reload["ok"], false, "{reload}");
+    assert!(reload["error"].as_str().unwrap().contains(&at), "{reload}");
+    signal(&agent, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|e| {
+                e["level"] == "error"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("configuration rejected") && m.contains(&at))
+            })
+            .count()
+    };
+    while rejected(&a.log_lines()) < 2 {
+        assert!(Instant::now() < deadline, "SIGHUP's rejection never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = a.ctl(&["list"]);
+    assert_eq!(list["ok"], true, "still answering: {list}");
+    assert_eq!(module(&list, "security")["rules"], rules_before, "{list}");
+    signal(&agent, libc::SIGTERM);
+    let done = agent.wait(Duration::from_secs(5));
+    assert!(done.status.success(), "{}", done.stderr);
+
+    // Started with the file: refused with exit 2 and the position, not aborted.
+    let out = Command::new(OSPREY)
+        .args(["agent", "--config", a.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&at), "{err}");
+}
