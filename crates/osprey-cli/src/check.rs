@@ -41,12 +41,8 @@ fn check_capability(spec: osprey::kernel::loader::CapabilitySpec) -> CapabilityR
         },
         ..Default::default()
     };
-    // A tc clsact fallback adds the qdisc; remove it again where there was none.
-    let without_clsact = net::clsact::interfaces_without_clsact(&options.interfaces);
+    // A qdisc the tc clsact fallback adds goes with the capability.
     let loaded = LoadedCapability::load(spec, &options);
-    for name in &without_clsact {
-        let _ = net::clsact::delete_clsact(name);
-    }
     match loaded {
         Ok(cap) => CapabilityReport {
             name: spec.name,
