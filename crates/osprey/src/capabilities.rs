@@ -1,0 +1,158 @@
+//! The capability registry: every capability declared once, with what each part of Osprey
+//! needs to know about it. `osprey check` probes the entries that say so, `osprey top`
+//! recognises programs by the hooks of every entry, and the agent loads an entry's spec
+//! when the module it names is enabled. Adding a capability is one entry here (and its
+//! module under `agent/modules.rs` if the agent runs it).
+
+use crate::kernel::loader::CapabilitySpec;
+use crate::{agent, files, memory, net, process, profile, security, syscalls};
+
+/// What `osprey check` does with a capability.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probe {
+    /// Not probed on its own (another entry's probe covers it).
+    No,
+    /// Loaded without attaching, to report the hook each role would use.
+    Load,
+    /// Network hooks attach per interface: tried on this one, with a note for the reader.
+    OnInterface {
+        interface: &'static str,
+        note: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Capability {
+    /// Its programs, roles and hooks (the spec's name is the capability's name).
+    pub spec: CapabilitySpec,
+    /// What it observes or does, in a few words.
+    pub display: &'static str,
+    pub probe: Probe,
+    /// The agent module that loads it; none: the agent does not.
+    pub agent_module: Option<&'static str>,
+}
+
+/// Every capability, in the order `osprey check` reports them.
+pub const REGISTRY: &[Capability] = &[
+    Capability {
+        spec: process::SPEC,
+        display: "process lifecycle",
+        probe: Probe::Load,
+        agent_module: Some("process"),
+    },
+    Capability {
+        spec: files::SPEC,
+        display: "file opens",
+        probe: Probe::Load,
+        agent_module: Some("files"),
+    },
+    Capability {
+        spec: memory::SPEC,
+        display: "page faults",
+        probe: Probe::Load,
+        agent_module: None,
+    },
+    Capability {
+        spec: profile::SPEC,
+        display: "CPU profile",
+        probe: Probe::Load,
+        agent_module: Some("profile"),
+    },
+    Capability {
+        spec: syscalls::SPEC,
+        display: "system calls",
+        probe: Probe::Load,
+        agent_module: None,
+    },
+    Capability {
+        spec: security::SPEC,
+        display: "security events",
+        probe: Probe::Load,
+        agent_module: Some("security"),
+    },
+    Capability {
+        spec: agent::security::OPENS_SPEC,
+        display: "file opens for rules",
+        probe: Probe::No,
+        agent_module: Some("security"),
+    },
+    Capability {
+        spec: security::lsm::SPEC,
+        display: "LSM enforcement",
+        probe: Probe::No,
+        agent_module: None,
+    },
+    Capability {
+        spec: security::connect_deny::SPEC,
+        display: "connect enforcement",
+        probe: Probe::Load,
+        agent_module: None,
+    },
+    Capability {
+        spec: net::tcp::SPEC,
+        display: "TCP connections",
+        probe: Probe::Load,
+        agent_module: Some("tcp"),
+    },
+    Capability {
+        spec: net::flows::SPEC,
+        display: "network flows",
+        probe: Probe::OnInterface {
+            interface: "lo",
+            note: "probed on lo, which has no native XDP; `osprey flows` tries native XDP first on each interface (driver support), then generic",
+        },
+        agent_module: Some("flows"),
+    },
+];
+
+/// The kernel keeps BPF_OBJ_NAME_LEN - 1 bytes of a program's name.
+const KERNEL_NAME_LEN: usize = 15;
+
+/// The capability a loaded program belongs to, by the name the kernel reports for it.
+pub fn by_program(kernel_name: &str) -> Option<&'static Capability> {
+    REGISTRY.iter().find(|c| {
+        c.spec.roles.iter().flat_map(|role| role.hooks).any(|hook| {
+            let declared = hook.program.as_bytes();
+            &declared[..declared.len().min(KERNEL_NAME_LEN)] == kernel_name.as_bytes()
+        })
+    })
+}
+
+/// The names of the capabilities an agent module loads, in registry order.
+pub fn of_module(module: &str) -> impl Iterator<Item = &'static str> + '_ {
+    REGISTRY
+        .iter()
+        .filter(move |c| c.agent_module == Some(module))
+        .map(|c| c.spec.name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_match_on_the_kernels_15_byte_prefix() {
+        let name = |n: &str| by_program(n).map(|c| c.spec.name);
+        assert_eq!(name("files_open_btf"), Some("files"));
+        let long = files::SPEC.roles[0].hooks[0].program;
+        if long.len() > KERNEL_NAME_LEN {
+            assert_eq!(name(&long[..KERNEL_NAME_LEN]), Some("files"));
+        }
+        assert_eq!(name("files_open_bt"), None);
+        assert_eq!(name("sd_fw_ingress"), None);
+    }
+
+    #[test]
+    fn names_are_unique() {
+        let mut names: Vec<&str> = REGISTRY.iter().map(|c| c.spec.name).collect();
+        names.sort_unstable();
+        names.dedup();
+        assert_eq!(names.len(), REGISTRY.len());
+    }
+
+    #[test]
+    fn security_module_loads_its_opens() {
+        let names: Vec<&str> = of_module("security").collect();
+        assert_eq!(names, ["security", "security-opens"]);
+    }
+}
