@@ -292,14 +292,6 @@ pub struct ConfigError {
 }
 
 impl AgentConfig {
-    /// One module's section as JSON (to compare old and new on reload, and to list).
-    pub fn module_section(&self, module: &str) -> serde_json::Value {
-        serde_json::to_value(&self.modules)
-            .ok()
-            .and_then(|mut v| v.get_mut(module).map(serde_json::Value::take))
-            .unwrap_or_default()
-    }
-
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let config: AgentConfig = toml::from_str(text).map_err(|e| {
