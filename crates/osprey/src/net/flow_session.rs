@@ -78,7 +78,7 @@ impl FlowSession {
 
     /// Removes and returns flows that ended or went idle; with `all`, every flow.
     pub fn export(&mut self, all: bool) -> Vec<FlowRecord> {
-        export_from(&mut self.table, self.idle_ns, all)
+        self.table.export_due(self.idle_ns, all)
     }
 
     pub fn interface_name(&self, ifindex: u32) -> &str {
@@ -122,7 +122,7 @@ pub fn run(
         Box::new(|_, _| true),
     );
     let summary = run_blocking(pipeline, options, &mut hooks)?;
-    let rest = export_from(hooks.table, hooks.idle_ns, true);
+    let rest = hooks.table.export_due(hooks.idle_ns, true);
     let _ = (hooks.on_scan)(Scan {
         exported: &rest,
         table: hooks.table,
@@ -135,12 +135,6 @@ pub fn run(
     })
 }
 
-fn export_from(table: &mut FlowTable, idle_ns: u64, all: bool) -> Vec<FlowRecord> {
-    // The final ACK follows a FIN: a little grace so it joins the flow, not a new one.
-    let fin_grace_ns = idle_ns.min(1_000_000_000);
-    table.export(flows::flow_clock_now_ns(), idle_ns, fin_grace_ns, all)
-}
-
 struct ScanHooks<'t, F> {
     table: &'t mut FlowTable,
     idle_ns: u64,
@@ -151,7 +145,7 @@ impl<F: FnMut(Scan<'_>) -> io::Result<()>> RunHooks for ScanHooks<'_, F> {
     type Request = ();
 
     fn tick(&mut self, _: &mut Pipeline<'_>) -> ControlFlow<StopReason> {
-        let done = export_from(self.table, self.idle_ns, false);
+        let done = self.table.export_due(self.idle_ns, false);
         let scan = Scan {
             exported: &done,
             table: self.table,
