@@ -6,6 +6,7 @@
 
 pub mod agent;
 pub mod capabilities;
+pub mod check;
 pub mod files;
 pub mod kernel;
 pub mod memory;
@@ -15,5 +16,6 @@ pub mod process;
 pub mod profile;
 pub mod security;
 pub mod syscalls;
+pub mod top;
 
 pub use osprey_bpf::abi;
