@@ -235,6 +235,11 @@ impl<R> Waiters<'_, R> {
 }
 
 impl<'a> Pipeline<'a> {
+    /// `run` on a runtime of its own.
+    pub fn run_blocking(self, options: &RunOptions) -> io::Result<Summary> {
+        run_blocking(self, options, &mut AfterDrain(|_: &[LoadedCapability]| {}))
+    }
+
     pub async fn run(self, options: RunOptions) -> io::Result<Summary> {
         self.run_with_tick(options, |_| {}).await
     }
@@ -365,7 +370,8 @@ impl<'a> Pipeline<'a> {
     }
 }
 
-/// `run` on a runtime of its own, for commands that do nothing else meanwhile.
+/// The run loop with `hooks` on a runtime of its own, then `finish`: for commands that
+/// do nothing else meanwhile.
 pub fn run_blocking<H: RunHooks>(
     mut pipeline: Pipeline<'_>,
     options: &RunOptions,
