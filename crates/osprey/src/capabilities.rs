@@ -29,7 +29,30 @@ pub struct Capability {
     pub display: &'static str,
     pub probe: Probe,
     /// The agent module that loads it; none: the agent does not.
-    pub agent_module: Option<&'static str>,
+    pub agent: Option<AgentModule>,
+}
+
+/// The agent module that loads a capability, and that module's defaults (what a
+/// `[modules.NAME]` section leaves unsaid).
+#[derive(Debug, Clone, Copy)]
+pub struct AgentModule {
+    pub module: &'static str,
+    pub enabled: bool,
+    /// Events per second per process (kernel token bucket); 0: unlimited.
+    pub rate_limit: u64,
+    /// Ring buffer size in MiB; 0: the capability's default.
+    pub ring_mib: u32,
+}
+
+impl AgentModule {
+    const fn on(module: &'static str, ring_mib: u32) -> Option<Self> {
+        Some(Self {
+            module,
+            enabled: true,
+            rate_limit: 0,
+            ring_mib,
+        })
+    }
 }
 
 /// Every capability, in the order `osprey check` reports them.
@@ -38,61 +61,71 @@ pub const REGISTRY: &[Capability] = &[
         spec: process::SPEC,
         display: "process lifecycle",
         probe: Probe::Load,
-        agent_module: Some("process"),
+        agent: AgentModule::on("process", 2),
     },
     Capability {
         spec: files::SPEC,
         display: "file opens",
         probe: Probe::Load,
-        agent_module: Some("files"),
+        // Every open on a busy host is a lot of log: off unless asked, then limited per
+        // process. (The security module sees the opens its rules name either way.)
+        agent: Some(AgentModule {
+            module: "files",
+            enabled: false,
+            rate_limit: 200,
+            ring_mib: 4,
+        }),
     },
     Capability {
         spec: memory::SPEC,
         display: "page faults",
         probe: Probe::Load,
-        agent_module: None,
+        agent: None,
     },
     Capability {
         spec: profile::SPEC,
         display: "CPU profile",
         probe: Probe::Load,
-        agent_module: Some("profile"),
+        agent: AgentModule::on("profile", 0),
     },
     Capability {
         spec: syscalls::SPEC,
         display: "system calls",
         probe: Probe::Load,
-        agent_module: None,
+        agent: None,
     },
     Capability {
         spec: security::SPEC,
         display: "security events",
         probe: Probe::Load,
-        agent_module: Some("security"),
+        // Security events and the rules' prefiltered opens are rare: 1 MiB each.
+        agent: AgentModule::on("security", 1),
     },
     Capability {
         spec: agent::security::OPENS_SPEC,
         display: "file opens for rules",
         probe: Probe::No,
-        agent_module: Some("security"),
+        agent: AgentModule::on("security", 1),
     },
     Capability {
         spec: security::lsm::SPEC,
         display: "LSM enforcement",
         probe: Probe::No,
-        agent_module: None,
+        agent: None,
     },
     Capability {
         spec: security::connect_deny::SPEC,
         display: "connect enforcement",
         probe: Probe::Load,
-        agent_module: None,
+        agent: None,
     },
     Capability {
         spec: net::tcp::SPEC,
         display: "TCP connections",
         probe: Probe::Load,
-        agent_module: Some("tcp"),
+        // Connection events are small and few: 1 MiB holds about 10k of them. Every MiB of
+        // ring is 2 MiB of the agent's RSS (the kernel maps the data twice).
+        agent: AgentModule::on("tcp", 1),
     },
     Capability {
         spec: net::flows::SPEC,
@@ -101,7 +134,7 @@ pub const REGISTRY: &[Capability] = &[
             interface: "lo",
             note: "probed on lo, which has no native XDP; `osprey flows` tries native XDP first on each interface (driver support), then generic",
         },
-        agent_module: Some("flows"),
+        agent: AgentModule::on("flows", 0),
     },
 ];
 
@@ -122,8 +155,24 @@ pub fn by_program(kernel_name: &str) -> Option<&'static Capability> {
 pub fn of_module(module: &str) -> impl Iterator<Item = &'static str> + '_ {
     REGISTRY
         .iter()
-        .filter(move |c| c.agent_module == Some(module))
+        .filter(move |c| c.agent.is_some_and(|a| a.module == module))
         .map(|c| c.spec.name)
+}
+
+/// The agent module that loads a capability.
+pub fn module_of(capability: &str) -> Option<&'static str> {
+    let entry = REGISTRY.iter().find(|c| c.spec.name == capability)?;
+    entry.agent.map(|a| a.module)
+}
+
+/// An agent module's defaults (from its first capability).
+///
+/// Panics on a name no entry gives: module names are compile-time constants.
+pub fn module_defaults(module: &str) -> AgentModule {
+    REGISTRY
+        .iter()
+        .find_map(|c| c.agent.filter(|a| a.module == module))
+        .unwrap_or_else(|| panic!("no capability of agent module {module} in the registry"))
 }
 
 #[cfg(test)]
@@ -148,6 +197,14 @@ mod tests {
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), REGISTRY.len());
+    }
+
+    #[test]
+    fn every_agent_module_has_capabilities_and_defaults() {
+        for m in crate::agent::modules::MODULES {
+            assert!(of_module(m.name()).next().is_some(), "{}", m.name());
+            assert_eq!(module_defaults(m.name()).module, m.name());
+        }
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! `ModuleState` (its periodic work and metrics, its line in `osprey ctl list`, its stop).
 //! The capabilities it loads are those the registry (`crate::capabilities`) gives it.
 //! Adding one (e.g. `fim`) is: a section in `ModulesConfig`, an `AgentModule` in `MODULES`,
-//! its capabilities' `agent_module` in the registry.
+//! its capabilities' `agent` entry (and defaults) in the registry.
 
 use serde_json::{json, Value};
 
@@ -133,10 +133,7 @@ pub fn names() -> Vec<&'static str> {
 
 /// Position of a capability's module in `MODULES` (drain order).
 pub fn drain_rank(capability: &str) -> usize {
-    let module = crate::capabilities::REGISTRY
-        .iter()
-        .find(|c| c.spec.name == capability)
-        .and_then(|c| c.agent_module);
+    let module = crate::capabilities::module_of(capability);
     MODULES
         .iter()
         .position(|m| Some(m.name()) == module)
