@@ -6,7 +6,7 @@
 use std::ffi::CString;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::Failure;
 
@@ -52,11 +52,7 @@ fn access(path: &Path, mode: libc::c_int) -> std::io::Result<()> {
     }
 }
 
-/// Where an output that could not be written at `path` is saved instead.
-pub fn rescue_path(path: &Path) -> PathBuf {
-    let name = path.file_name().unwrap_or_default().to_string_lossy();
-    std::env::temp_dir().join(format!("osprey-{}-{name}", std::process::id()))
-}
+use osprey::state_dir::rescue_path;
 
 /// Writes `path` with `write`; if that fails, writes the same to [`rescue_path`] and
 /// returns an error naming both.

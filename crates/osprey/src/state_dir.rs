@@ -1,5 +1,6 @@
 //! The state directory (baselines, FIM database, agent lock): what is wrong with one that
-//! cannot be used, in words, rather than the bare OS error ("File exists").
+//! cannot be used, in words, rather than the bare OS error ("File exists"); and where
+//! finished work goes when it cannot be written where asked.
 
 use std::path::Path;
 
@@ -25,6 +26,13 @@ pub fn file_in_the_way(dir: &Path) -> Option<String> {
 /// An error about using `dir`, explained when a file is in the way.
 pub fn explain(dir: &Path, error: &std::io::Error) -> String {
     file_in_the_way(dir).unwrap_or_else(|| format!("state directory {}: {error}", dir.display()))
+}
+
+/// Where a file that could not be written at `path` (finished work: learned baselines, a
+/// profile) is saved instead: the temporary directory, under a name with this process's id.
+pub fn rescue_path(path: &Path) -> std::path::PathBuf {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    std::env::temp_dir().join(format!("osprey-{}-{name}", std::process::id()))
 }
 
 #[cfg(test)]

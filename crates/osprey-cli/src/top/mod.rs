@@ -2,7 +2,6 @@
 //! program on the host) from the kernel's run-time statistics, plus event and drop rates
 //! per capability when an agent is running.
 
-mod sample;
 mod ui;
 
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use osprey::kernel::privileges;
 use osprey::kernel::stats::RunTimeStats;
 
 use crate::{parse_positive_secs, Failure, Output};
-use sample::{CapabilityRow, Interval, Row, Sample, SampleError};
+use osprey::top::{CapabilityRow, Interval, Row, Sample, SampleError};
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -212,7 +211,9 @@ mod tests {
         let width: u16 = COLUMNS.iter().map(|(_, w)| w).sum::<u16>() + COLUMNS.len() as u16 - 1;
         assert!(width <= 80, "{width}");
         let cap = COLUMNS.iter().find(|(t, _)| *t == "CAP").unwrap().1 as usize;
-        assert!(osprey::kernel::catalog::all().all(|s| s.name.len() <= cap));
+        assert!(osprey::capabilities::REGISTRY
+            .iter()
+            .all(|c| c.spec.name.len() <= cap));
         let lines = capability_lines(&[row("enforce-connect")], 5);
         assert_eq!(lines[0].len(), lines[1].len(), "{lines:?}");
     }

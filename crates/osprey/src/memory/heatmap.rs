@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use super::{MappingFaults, MemoryReport, HEAT_ROWS};
-use crate::pipeline::text::escape_xml as escape;
+use crate::wire::text::escape_xml as escape;
 
 const PLOT_WIDTH: f64 = 900.0;
 const ROW_HEIGHT: f64 = 5.0;

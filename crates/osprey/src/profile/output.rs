@@ -75,7 +75,7 @@ pub fn write_svg(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
 
 /// A flame graph without stacks: the title and "no samples were taken".
 fn write_empty_svg(title: &str, out: &mut dyn Write) -> io::Result<()> {
-    let title = crate::pipeline::text::escape_xml(title);
+    let title = crate::wire::text::escape_xml(title);
     write!(
         out,
         "<?xml version=\"1.0\" standalone=\"no\"?>\n\
@@ -151,7 +151,7 @@ pub fn write_top(profile: &Profile, n: usize, out: &mut dyn Write) -> io::Result
             "{:>6.2}% {:>6.2}%  {:<48} {module}",
             pct(row.self_value),
             pct(row.total_value),
-            crate::pipeline::text::escape_for_terminal(row.function.as_bytes()),
+            crate::wire::text::escape_for_terminal(row.function.as_bytes()),
         )?;
     }
     Ok(())
