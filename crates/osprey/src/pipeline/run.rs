@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -150,6 +151,23 @@ enum Wake<R> {
     Stop(StopReason),
 }
 
+/// Set by a SIGINT or SIGTERM that arrives before a run loop listens.
+static EARLY_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Remembers a SIGINT or SIGTERM that arrives before any run loop listens (for example
+/// between a command's "tracing" line and the start of its loop), so the loop stops at once
+/// with its final drain and summary instead of the process dying with the default action.
+/// The `osprey` binary calls it first thing.
+pub fn remember_early_stop() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(signal, || EARLY_STOP.store(true, Ordering::SeqCst))
+        }?;
+    }
+    Ok(())
+}
+
 /// The signals the loop answers. Installed before anything else so that a SIGTERM during
 /// a caller's start-up is a clean stop, not the default death.
 pub struct Signals {
@@ -277,6 +295,9 @@ impl<'a> Pipeline<'a> {
             requests,
         };
         let mut next_expiry = Instant::now();
+        if EARLY_STOP.swap(false, Ordering::SeqCst) {
+            return Ok(StopReason::Signal);
+        }
         loop {
             let flow = match waiters.wait(signals, self.more_pending).await {
                 Wake::Stop(reason) => return Ok(reason),
