@@ -200,10 +200,3 @@ fn prepare_baselines(options: &Options) -> Result<Option<BaselineStart>, Session
     };
     Ok(Some(BaselineStart { mode, path, before }))
 }
-
-impl Prepared {
-    /// Deny or kill rules to carry out in the kernel or with fanotify.
-    pub fn enforces(&self) -> bool {
-        self.enforce && self.plan.as_ref().is_some_and(|p| !p.is_empty())
-    }
-}
