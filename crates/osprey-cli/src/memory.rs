@@ -240,7 +240,7 @@ fn write_table(report: &MemoryReport, out: &mut impl Write) -> std::io::Result<(
                 "",
                 m.faults.minor,
                 m.faults.major,
-                osprey::pipeline::text::escape_for_terminal(m.label.as_bytes()),
+                osprey::wire::text::escape_for_terminal(m.label.as_bytes()),
                 m.permissions.as_deref().unwrap_or("")
             )?;
         }

@@ -17,5 +17,6 @@ pub mod profile;
 pub mod security;
 pub mod syscalls;
 pub mod top;
+pub mod wire;
 
 pub use osprey_bpf::abi;

@@ -15,7 +15,7 @@ use aya::{
 };
 
 use super::object_loader::{load_object, ObjectRequest};
-use super::{core_check::describe_program_error, describe_error, kernel_btf};
+use super::{describe_error, kernel_btf, relocation_failure::describe_program_error};
 use crate::abi::{self, Counters};
 
 /// Where a program attaches.
@@ -740,13 +740,7 @@ mod tests {
     /// Needs root: loads a real object whose CO-RE relocation cannot be satisfied.
     #[test]
     fn unsatisfiable_core_relocation_names_the_field() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var("OSPREY_REQUIRE_BPF").is_err(),
-                "OSPREY_REQUIRE_BPF=1 but not root"
-            );
-            eprintln!("SKIPPED unsatisfiable_core_relocation_names_the_field: needs root");
+        if !osprey_workload::bpf_available("unsatisfiable_core_relocation_names_the_field") {
             return;
         }
         const SPEC: CapabilitySpec = CapabilitySpec {

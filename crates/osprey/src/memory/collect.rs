@@ -12,7 +12,7 @@ use super::{
 };
 use crate::abi::{fault_error as ferr, FaultCounts, FaultHeatKey, FaultKey};
 use crate::kernel::loader::{LoadError, LoadedCapability};
-use crate::pipeline::event::Header;
+use crate::wire::Header;
 
 pub struct Collector {
     counts: BpfHashMap<MapData, FaultKey, FaultCounts>,
