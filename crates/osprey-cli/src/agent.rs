@@ -92,10 +92,7 @@ pub fn run_agent(args: AgentArgs) -> Result<ExitCode, Failure> {
         config_path,
         overrides: Box::new(overrides),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match runtime.block_on(agent.run()) {
+    match agent.run_blocking() {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ AgentError::Module { .. }) => Err(Failure::Privilege(e.to_string())),
         Err(e @ AgentError::Invalid(_)) => Err(Failure::Usage(e.to_string())),

@@ -73,6 +73,15 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `run` on a runtime of its own, until SIGTERM or SIGINT.
+    pub fn run_blocking(self) -> Result<(), AgentError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("runtime"))?
+            .block_on(self.run())
+    }
+
     pub async fn run(self) -> Result<(), AgentError> {
         let started = Instant::now();
         share_one_malloc_arena();
