@@ -159,14 +159,36 @@ pub struct Signals {
 }
 
 impl Signals {
+    /// Installs the handlers, then delivers what `hold_stop_signals` kept pending.
     pub fn install(catch_hangup: bool) -> io::Result<Self> {
-        Ok(Self {
+        let signals = Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: catch_hangup
                 .then(|| signal(SignalKind::hangup()))
                 .transpose()?,
-        })
+        };
+        stop_signal_mask(libc::SIG_UNBLOCK);
+        Ok(signals)
+    }
+}
+
+/// Keeps SIGINT and SIGTERM pending until the run loop has its handlers: a stop asked for
+/// right after a command said it is attached then ends the run cleanly (summary, exit 0)
+/// instead of killing the process. Call on the main thread before saying so.
+pub fn hold_stop_signals() {
+    stop_signal_mask(libc::SIG_BLOCK);
+}
+
+fn stop_signal_mask(how: libc::c_int) {
+    // SAFETY: a sigset built with the libc calls meant for it; pthread_sigmask only
+    // changes this thread's mask.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
     }
 }
 
