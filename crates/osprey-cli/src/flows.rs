@@ -124,7 +124,6 @@ fn announce(session: &FlowSession, interfaces: &[String]) {
 pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     let session = load(&args)?;
     let run_time_stats = args.run_time_stats.then(RunTimeStats::enable);
-    osprey::pipeline::run::hold_stop_signals();
     announce(&session, &args.interfaces);
     let names = session.names.clone();
     let mut output = FlowOutput::new(&args, &names);

@@ -109,7 +109,6 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     let cap = load(memory::SPEC, &load_options)?;
     report_degraded(&cap);
     let session = MemorySession::new(cap).map_err(|e| Failure::Runtime(e.into()))?;
-    osprey::pipeline::run::hold_stop_signals();
     let hooks: Vec<String> = session.capability.hook_labels().collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(

@@ -92,7 +92,6 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         drain_interval: Duration::from_millis(200),
         ..Default::default()
     };
-    osprey::pipeline::run::hold_stop_signals();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
         "osprey: tracing syscalls via {}; Ctrl-C to stop",

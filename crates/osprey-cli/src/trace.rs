@@ -246,7 +246,6 @@ pub(crate) fn run_pipeline_into(
         stats_every: run.stats.map(Duration::from_secs_f64),
         ..Default::default()
     };
-    osprey::pipeline::run::hold_stop_signals();
     let pipeline = Pipeline::new(capabilities, cache, sink.as_mut(), filter);
     let hooks: Vec<String> = pipeline
         .capabilities

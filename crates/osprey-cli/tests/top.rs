@@ -289,7 +289,6 @@ fn once_reports_event_rates_of_a_running_agent() {
             "127.0.0.1:0",
         ],
         &[],
-        // The "started" record (its first key): the control socket is up by then.
         "osprey agent: {\"attached_ms\"",
     );
     let (top, opens) = top_while_opening(&["--once", "-o", "json", "--socket", socket], &file);

@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -156,6 +157,23 @@ enum Wake<R> {
     Stop(StopReason),
 }
 
+/// Set by a SIGINT or SIGTERM that arrives before a run loop listens.
+static EARLY_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Remembers a SIGINT or SIGTERM that arrives before any run loop listens (for example
+/// between a command's "tracing" line and the start of its loop), so the loop stops at once
+/// with its final drain and summary instead of the process dying with the default action.
+/// The `osprey` binary calls it first thing.
+pub fn remember_early_stop() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(signal, || EARLY_STOP.store(true, Ordering::SeqCst))
+        }?;
+    }
+    Ok(())
+}
+
 /// The signals the loop answers. Installed before anything else so that a SIGTERM during
 /// a caller's start-up is a clean stop, not the default death.
 pub struct Signals {
@@ -165,36 +183,14 @@ pub struct Signals {
 }
 
 impl Signals {
-    /// Installs the handlers, then delivers what `hold_stop_signals` kept pending.
     pub fn install(catch_hangup: bool) -> io::Result<Self> {
-        let signals = Self {
+        Ok(Self {
             interrupt: signal(SignalKind::interrupt())?,
             terminate: signal(SignalKind::terminate())?,
             hangup: catch_hangup
                 .then(|| signal(SignalKind::hangup()))
                 .transpose()?,
-        };
-        stop_signal_mask(libc::SIG_UNBLOCK);
-        Ok(signals)
-    }
-}
-
-/// Keeps SIGINT and SIGTERM pending until the run loop has its handlers: a stop asked for
-/// right after a command said it is attached then ends the run cleanly (summary, exit 0)
-/// instead of killing the process. Call on the main thread before saying so.
-pub fn hold_stop_signals() {
-    stop_signal_mask(libc::SIG_BLOCK);
-}
-
-fn stop_signal_mask(how: libc::c_int) {
-    // SAFETY: a sigset built with the libc calls meant for it; pthread_sigmask only
-    // changes this thread's mask.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        libc::sigaddset(&mut set, libc::SIGINT);
-        libc::sigaddset(&mut set, libc::SIGTERM);
-        libc::pthread_sigmask(how, &set, std::ptr::null_mut());
+        })
     }
 }
 
@@ -312,6 +308,9 @@ impl<'a> Pipeline<'a> {
             yielding: options.yield_between_passes,
         };
         let mut next_expiry = Instant::now();
+        if EARLY_STOP.swap(false, Ordering::SeqCst) {
+            return Ok(StopReason::Signal);
+        }
         loop {
             let flow = match waiters.wait(signals, self.more_pending).await {
                 Wake::Stop(reason) => return Ok(reason),
