@@ -22,6 +22,8 @@ struct CapabilityReport {
     note: Option<&'static str>,
     ok: bool,
     error: Option<String>,
+    /// The build of the object in use (modern or compat) and why.
+    variant: Option<osprey::kernel::variant::VariantChoice>,
     roles: Vec<serde_json::Value>,
 }
 
@@ -53,6 +55,7 @@ fn check_capability(spec: osprey::kernel::loader::CapabilitySpec) -> CapabilityR
             note: flows_note(spec),
             ok: true,
             error: None,
+            variant: Some(cap.variant.clone()),
             roles: cap
                 .outcomes
                 .iter()
@@ -72,6 +75,7 @@ fn check_capability(spec: osprey::kernel::loader::CapabilitySpec) -> CapabilityR
             note: flows_note(spec),
             ok: false,
             error: Some(e.to_string()),
+            variant: None,
             roles: Vec::new(),
         },
     }
@@ -122,6 +126,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                 "features": features,
                 "capabilities": capabilities.iter().map(|c| json!({
                     "name": c.name, "ok": c.ok, "error": c.error, "roles": c.roles, "note": c.note,
+                    "variant": c.variant,
                 })).collect::<Vec<_>>(),
             });
             println!("{doc}");
@@ -158,6 +163,10 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                 for c in &capabilities {
                     if let Some(note) = c.note {
                         println!("{:<15} {:<13} {:<34} ({note})", c.name, "", "");
+                    }
+                    if let Some(v) = &c.variant {
+                        let build = format!("{} build", v.variant.label());
+                        println!("{:<15} {:<13} {:<34} {}", c.name, "object", build, v.reason);
                     }
                     if let Some(err) = &c.error {
                         println!("{:<15} {:<13} {:<34} {err}", c.name, "-", "unavailable");
