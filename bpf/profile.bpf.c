@@ -265,7 +265,7 @@ static __always_inline int on_switch(void *ctx, bool preempt, struct task_struct
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
-	long state = BPF_CORE_READ(prev, __state);
+	long state = osprey_task_state(prev);
 	struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_OFFCPU);
 	if (!preempt && state != TASK_RUNNING) {
 		if (profile_target(prev_tgid, OSPREY_KIND_OFFCPU)) {

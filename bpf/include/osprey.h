@@ -275,6 +275,18 @@ static __always_inline struct pt_regs *osprey_task_pt_regs(struct task_struct *t
 #endif
 #define osprey_current_pt_regs() osprey_task_pt_regs((struct task_struct *)osprey_current_task())
 
+/* task_struct's state field: `__state` since 5.14, `state` before. */
+struct task_struct___pre_5_14 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline long osprey_task_state(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return BPF_CORE_READ(task, __state);
+	return BPF_CORE_READ((struct task_struct___pre_5_14 *)task, state);
+}
+
 /*
  * Bounded walks (path components, ancestor directories) run their body through bpf_loop
  * where the kernel has it (5.17+): the verifier then checks the body once instead of once
