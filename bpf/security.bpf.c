@@ -445,6 +445,10 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 	off += m + 1;
 	s->off = off;
 
+	/* Read here, on every path: a read hoisted into the branch below loads a stack slot
+	 * that other paths leave unwritten, which verifiers before 6.3 refuse. */
+	long dirfd = l.dirfd >= 0 && l.dirfd < 6 ? (long)(int)args[l.dirfd] : AT_FDCWD;
+	barrier_var(dirfd);
 	bool truncated = false;
 	__u16 depth = 0;
 	if (l.fd >= 0 && l.fd < 6) {
@@ -456,7 +460,6 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 			ev->status |= OSPREY_ST_RESOLVED_FROM_FILE;
 		}
 	} else if (l.path >= 0 && l.dirfd != -2 && n > 0 && s->data[0] != '/') {
-		long dirfd = l.dirfd >= 0 && l.dirfd < 6 ? (long)(int)args[l.dirfd] : AT_FDCWD;
 		depth = walk_base(s, task, dirfd, &truncated);
 		ev->status |= OSPREY_ST_RESOLVED_BASE_DIR;
 	}

@@ -14,7 +14,8 @@
 #
 # Kernels come from Debian's archive through apt with a sources list and package lists of
 # this script's own (the host's apt configuration is not touched). Needs (installed by
-# .ci/run): qemu-system-x86, busybox-static, cpio, iproute2. Uses KVM when /dev/kvm works,
+# .ci/run): qemu-system-x86, busybox-static, cpio, iproute2, debian-archive-keyring, xz-utils,
+# zstd, prometheus (promtool), bpftool. Uses KVM when /dev/kvm works,
 # else software emulation (about 20 times slower). Everything stays under target/vm/.
 set -euo pipefail
 
@@ -140,7 +141,7 @@ install_with_libs() {
 # tcx, Linux 6.6; veth: the flows test's pair), uncompressed for busybox insmod.
 copy_module() {
     local work=$1 root=$2 module=$3 found
-    found=$(find "$work/kernel/lib/modules" -name "$module.ko*" | head -1)
+    found=$(find "$work/kernel" -path "*/modules/*" -name "$module.ko*" | head -1)
     [ -n "$found" ] || return 0 # built in
     case $found in
         *.ko.xz) xz -dc "$found" > "$root/modules/$module.ko" ;;
@@ -170,6 +171,10 @@ build_initramfs() {
     done
     install_with_libs "$root" "$(command -v ip)" /usr/bin/ip
     install_with_libs "$root" "$(command -v tc)" /usr/bin/tc
+    # The agent tests check the metrics with promtool and list programs with bpftool.
+    for tool in promtool bpftool; do
+        ! command -v "$tool" >/dev/null || install_with_libs "$root" "$(command -v "$tool")" "/usr/bin/$tool"
+    done
     cp /bin/busybox "$root/usr/bin/busybox"
     for applet in mount mkdir poweroff sleep env grep ls uname insmod kill wc; do
         ln -s busybox "$root/usr/bin/$applet"
@@ -178,7 +183,8 @@ build_initramfs() {
 
     cat > "$root/init" <<INIT
 #!/usr/bin/busybox sh
-export PATH=/usr/bin:/usr/sbin HOME=/root OSPREY_REQUIRE_BPF=1 RUST_BACKTRACE=1 ${OSPREY_VM_ENV:-}
+# Emulation verifies programs many times slower than the host: tracers may take minutes.
+export PATH=/usr/bin:/usr/sbin HOME=/root OSPREY_REQUIRE_BPF=1 RUST_BACKTRACE=1 OSPREY_TEST_ATTACH_SECS=240 ${OSPREY_VM_ENV:-}
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs dev /dev

@@ -211,7 +211,7 @@ impl Tracer {
     }
 
     fn wait_attached(&mut self, args: &[&str], ready: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + attach_limit();
         let mut seen = Vec::new();
         while Instant::now() < deadline {
             match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
@@ -236,7 +236,8 @@ impl Tracer {
             }
         }
         panic!(
-            "osprey {args:?} did not attach within 20 s: {}",
+            "osprey {args:?} did not attach within {:?}: {}",
+            attach_limit(),
             seen.join("\n")
         );
     }
@@ -368,6 +369,13 @@ pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
                 .as_str()
                 .is_some_and(|p| std::path::Path::new(p).starts_with(build_dir))
         })
+}
+
+/// How long a tracer may take to attach: 20 s, or OSPREY_TEST_ATTACH_SECS (the VM suite's
+/// software emulation verifies programs many times slower).
+pub fn attach_limit() -> Duration {
+    let secs = std::env::var("OSPREY_TEST_ATTACH_SECS").ok();
+    Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(20))
 }
 
 /// `osprey check --output json` with extra environment: its exit code, stderr and report.

@@ -117,8 +117,8 @@ mod tests {
 
     #[test]
     fn objects_with_one_build_and_forced_choices() {
-        let (_, choice) = choose_with(&osprey_bpf::TCP, Some(Variant::Compat), |_| false);
-        assert_eq!(choice.variant, Variant::Modern, "tcp has one build");
+        let (_, choice) = choose_with(&osprey_bpf::ENFORCE, Some(Variant::Compat), |_| false);
+        assert_eq!(choice.variant, Variant::Modern, "enforce has one build");
         let (_, choice) = choose_with(&osprey_bpf::FILES, Some(Variant::Compat), |_| true);
         assert_eq!(choice.variant, Variant::Compat);
         assert_eq!(choice.reason, "OSPREY_BPF_VARIANT=compat");
