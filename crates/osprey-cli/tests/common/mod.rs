@@ -371,11 +371,17 @@ pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
         })
 }
 
-/// How long a tracer may take to attach: 20 s, or OSPREY_TEST_ATTACH_SECS (the VM suite's
-/// software emulation verifies programs many times slower).
+/// How many times slower than the host this machine runs programs: OSPREY_TEST_SLOWDOWN, set
+/// by the VM suite under software emulation (which also verifies BPF programs that much slower);
+/// 1 otherwise. Time limits of the tests scale with it.
+pub fn slowdown() -> u32 {
+    let factor = std::env::var("OSPREY_TEST_SLOWDOWN").ok();
+    factor.and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// How long a tracer may take to attach.
 pub fn attach_limit() -> Duration {
-    let secs = std::env::var("OSPREY_TEST_ATTACH_SECS").ok();
-    Duration::from_secs(secs.and_then(|s| s.parse().ok()).unwrap_or(20))
+    Duration::from_secs(20) * slowdown()
 }
 
 /// `osprey check --output json` with extra environment: its exit code, stderr and report.

@@ -11,7 +11,7 @@ use aya::{
     Ebpf,
 };
 
-use super::hooks::{Attach, Hook, PerfSampling, Role, ATTACH_CONFLICT};
+use super::hooks::{Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, ATTACH_CONFLICT};
 use super::loader::{LoadOptions, RoleOutcome};
 use super::{core_check::describe_program_error, describe_error};
 
@@ -116,13 +116,7 @@ fn attach_hook(
             p.attach().map_err(err)?;
         }
         Attach::Lsm(hook) => {
-            let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
-            if !active.split(',').any(|l| l.trim() == "bpf") {
-                return Err(format!(
-                    "\"bpf\" is not an active LSM (lsm={}); boot with lsm=...,bpf",
-                    active.trim()
-                ));
-            }
+            bpf_lsm_active()?;
             let p: &mut aya::programs::Lsm = program.try_into().map_err(err)?;
             p.load(hook, btf).map_err(err)?;
             p.attach().map_err(err)?;
@@ -140,17 +134,7 @@ fn attach_hook(
         Attach::PerfEvent(event) => {
             let p: &mut PerfEvent = program.try_into().map_err(err)?;
             p.load().map_err(err)?;
-            let cpus =
-                aya::util::online_cpus().map_err(|(what, e)| format!("reading {what}: {e}"))?;
-            for cpu in cpus {
-                p.attach(
-                    event.config(),
-                    PerfEventScope::AllProcessesOneCpu { cpu },
-                    sampling.policy(),
-                    false,
-                )
-                .map_err(|e| format!("cpu {cpu}: {}", describe_error(&e)))?;
-            }
+            attach_every_cpu(p, event, sampling)?;
         }
         Attach::CgroupSockAddr(_) => {
             let p: &mut aya::programs::CgroupSockAddr = program.try_into().map_err(err)?;
@@ -166,6 +150,38 @@ fn attach_hook(
         Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
             return Err("network hooks attach through attach_net_hook".into())
         }
+    }
+    Ok(())
+}
+
+/// BPF LSM programs load wherever the kernel has CONFIG_BPF_LSM, but run only when "bpf" is
+/// among the active LSMs.
+fn bpf_lsm_active() -> Result<(), String> {
+    let active = std::fs::read_to_string("/sys/kernel/security/lsm").unwrap_or_default();
+    if active.split(',').any(|l| l.trim() == "bpf") {
+        return Ok(());
+    }
+    Err(format!(
+        "\"bpf\" is not an active LSM (lsm={}); boot with lsm=...,bpf",
+        active.trim()
+    ))
+}
+
+/// Attaches a loaded perf event program to `event` on every online CPU.
+fn attach_every_cpu(
+    p: &mut PerfEvent,
+    event: SoftwarePerfEvent,
+    sampling: PerfSampling,
+) -> Result<(), String> {
+    let cpus = aya::util::online_cpus().map_err(|(what, e)| format!("reading {what}: {e}"))?;
+    for cpu in cpus {
+        p.attach(
+            event.config(),
+            PerfEventScope::AllProcessesOneCpu { cpu },
+            sampling.policy(),
+            false,
+        )
+        .map_err(|e| format!("cpu {cpu}: {}", describe_error(&e)))?;
     }
     Ok(())
 }
