@@ -13,7 +13,7 @@ use aya::{
 
 use super::hooks::{Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, ATTACH_CONFLICT};
 use super::loader::{LoadOptions, RoleOutcome};
-use super::{core_check::describe_program_error, describe_error};
+use super::{describe_error, relocation_failure::describe_program_error};
 
 pub(super) fn unload(ebpf: &mut Ebpf, program: &str) {
     // Unloading drops the program's links too; errors mean it was not loaded.
@@ -39,6 +39,7 @@ pub(super) fn attach_role(
     options: &LoadOptions,
     btf: &aya::Btf,
     object: &[u8],
+    added_qdiscs: &mut AddedClsact,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
@@ -48,7 +49,7 @@ pub(super) fn attach_role(
         }
         let attached = match hook.attach {
             Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
-                attach_net_hook(ebpf, hook, options)
+                attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
             _ => attach_hook(
                 ebpf,
@@ -188,8 +189,14 @@ fn attach_every_cpu(
 
 /// Attaches an XDP or tc program to every interface in `options.interfaces`. A failure on
 /// any interface fails the hook; the caller then unloads the program, which detaches it
-/// from the interfaces done so far, so nothing stays attached.
-fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Result<(), String> {
+/// from the interfaces done so far, so nothing stays attached. A clsact qdisc it adds is
+/// recorded in `added_qdiscs`, whose owner removes it.
+fn attach_net_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    options: &LoadOptions,
+    added_qdiscs: &mut AddedClsact,
+) -> Result<(), String> {
     if options.interfaces.is_empty() {
         return Err("no interface given".into());
     }
@@ -226,11 +233,18 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
                 let how = if hook.attach == Attach::TcxEgress {
                     TcAttachOptions::TcxOrder(LinkOrder::default())
                 } else {
-                    // EEXIST: the interface already has a clsact qdisc, which is what we need.
-                    if let Err(e) = tc::qdisc_add_clsact(name) {
-                        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-                        if !exists {
-                            return Err(format!("{name}: clsact qdisc: {}", describe_error(&e)));
+                    // EEXIST: the interface already has a clsact qdisc, which is what we need
+                    // (and not ours to remove).
+                    match tc::qdisc_add_clsact(name) {
+                        Ok(()) => added_qdiscs.0.push(name.clone()),
+                        Err(e) => {
+                            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                            if !exists {
+                                return Err(format!(
+                                    "{name}: clsact qdisc: {}",
+                                    describe_error(&e)
+                                ));
+                            }
                         }
                     }
                     TcAttachOptions::Netlink(Default::default())
@@ -242,4 +256,17 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
         _ => return Err("not a network hook".into()),
     }
     Ok(())
+}
+
+/// clsact qdiscs a load added (by interface name), deleted when dropped: an interface
+/// keeps no qdisc it did not have, whoever loaded the capability (command or agent).
+#[derive(Default)]
+pub(super) struct AddedClsact(Vec<String>);
+
+impl Drop for AddedClsact {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = crate::net::clsact::delete_clsact(name);
+        }
+    }
 }

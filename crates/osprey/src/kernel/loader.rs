@@ -10,7 +10,7 @@ use aya::{
     Ebpf,
 };
 
-use super::attach::{attach_role, unload};
+use super::attach::{attach_role, unload, AddedClsact};
 pub use super::hooks::{
     Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, XdpAttachMode, ATTACH_CONFLICT,
 };
@@ -136,6 +136,9 @@ pub struct LoadedCapability {
     /// What this reader last wrote to `reader_idle` (the kernel clears it when it wakes us).
     reader_idle_set: bool,
     ebpf: Ebpf,
+    /// Kernel state the attach added besides links (clsact qdiscs), removed after `ebpf`
+    /// detached the programs: fields drop in declaration order.
+    _added_qdiscs: AddedClsact,
 }
 
 impl LoadedCapability {
@@ -154,6 +157,8 @@ impl LoadedCapability {
             )
         };
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
+        // Declared before the object: on an early return it drops after the programs detach.
+        let mut added_qdiscs = AddedClsact::default();
         let mut ebpf = load_object(object_request(bytes, ring_bytes, options))
             .map_err(|reason| object_error(in_variant(reason)))?;
 
@@ -164,7 +169,7 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, options, &btf, bytes);
+            let outcome = attach_role(&mut ebpf, role, options, &btf, bytes, &mut added_qdiscs);
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -205,6 +210,7 @@ impl LoadedCapability {
             reader_idle,
             reader_idle_set: false,
             ebpf,
+            _added_qdiscs: added_qdiscs,
         })
     }
 
@@ -327,13 +333,7 @@ mod tests {
     /// Needs root: loads a real object whose CO-RE relocation cannot be satisfied.
     #[test]
     fn unsatisfiable_core_relocation_names_the_field() {
-        // SAFETY: geteuid has no preconditions.
-        if unsafe { libc::geteuid() } != 0 {
-            assert!(
-                std::env::var("OSPREY_REQUIRE_BPF").is_err(),
-                "OSPREY_REQUIRE_BPF=1 but not root"
-            );
-            eprintln!("SKIPPED unsatisfiable_core_relocation_names_the_field: needs root");
+        if !osprey_workload::bpf_available("unsatisfiable_core_relocation_names_the_field") {
             return;
         }
         const SPEC: CapabilitySpec = CapabilitySpec {

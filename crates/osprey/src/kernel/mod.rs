@@ -3,12 +3,12 @@
 
 mod attach;
 pub mod cgroup;
-pub mod core_check;
 pub mod features;
 pub mod hooks;
 pub mod loader;
 pub mod object_loader;
 pub mod privileges;
+pub mod relocation_failure;
 pub mod stats;
 pub mod variant;
 
@@ -53,7 +53,7 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
         if std::env::var_os("OSPREY_VERIFIER_LOG").is_some() {
             eprintln!("osprey: verifier log:\n{log}");
         }
-        if core_check::is_poisoned(&log) {
+        if relocation_failure::is_poisoned(&log) {
             return format!(
                 "load refused: a CO-RE relocation could not be satisfied: the program needs a \
                  kernel field or type this kernel lacks ({io_error})"
