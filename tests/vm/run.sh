@@ -112,12 +112,12 @@ EOF
 )
 # Further tests where the budget allows (the 6.1 kernel): whole binaries but for what needs
 # tools the VM lacks (compilers, tmux, useradd, a PMU) or measures the emulator (the flood,
-# per-second fault rates).
+# per-second fault rates) or needs a disk (page cache dropped under a file on the initramfs).
 FULL_TESTS=$(cat <<EOF
 run files-all ${bin[files]} $T --skip two_hundred_thousand
 run files-via-kretprobe env OSPREY_DENY_PROGRAMS=files_open_fexit,files_open_btf,files_open_raw OSPREY_EXPECT_TRACING_VIA=kretprobe/do_sys_openat2 ${bin[files]} $T --exact open_of_a_unique_path_and_a_failed_open
 run exec-all ${bin[exec]} $T
-run memory-all ${bin[memory]} $T --skip cache_misses --skip rates_and_heat_map
+run memory-all ${bin[memory]} $T --skip cache_misses --skip rates_and_heat_map --skip a_file_read_through_mmap
 run syscalls-all ${bin[syscalls]} $T
 run net-all ${bin[net]} $T
 run cli-bounded-loops ${bin[cli]} $T --exact without_bpf_loop_every_capability_still_loads_with_bounded_loops
