@@ -156,8 +156,9 @@ enum osprey_profile_error {
 };
 
 /*
- * A CPU sample whose user stack is unwound in user space (--unwind dwarf): registers
- * at the user-mode boundary and stack_len bytes of stack copied from sp.
+ * A CPU sample with a user stack: registers at the user-mode boundary, the frame-pointer
+ * stack walked by the kernel (user_stack) and stack_len bytes of stack copied from sp:
+ * a few words that fix the first frame, or a whole window for DWARF unwinding.
  */
 struct osprey_profile_user_stack {
 	struct osprey_event_header hdr;
@@ -166,6 +167,8 @@ struct osprey_profile_user_stack {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
+	__s32 user_stack; /* frame-pointer stack id in the stack map, or < 0 */
+	__u32 _pad;
 	char data[];
 };
 

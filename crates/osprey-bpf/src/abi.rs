@@ -340,7 +340,8 @@ pub struct FimEvent {
     pub _pad: u32,
 }
 
-/// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
+/// A sample with a user stack: the kernel's frame-pointer walk (`user_stack` id) and a
+/// copy of `stack_len` bytes from sp (a few words, or a DWARF window), which follow.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProfileUserStack {
@@ -350,6 +351,8 @@ pub struct ProfileUserStack {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    pub user_stack: i32,
+    pub _pad: u32,
 }
 
 /// A mapping of one process: key of `fault_counts`.

@@ -412,7 +412,7 @@ fn rust_structs() -> Vec<RustStruct> {
             resolved2_len, _pad,
         } flexible ["data"]),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
-            hdr, kernel_stack, stack_len, ip, sp, bp,
+            hdr, kernel_stack, stack_len, ip, sp, bp, user_stack, _pad,
         } flexible ["data"]),
         mirror!(FaultKey as "osprey_fault_key" { pid, dev, vma_start, ino }),
         mirror!(FaultCounts as "osprey_fault_counts" { minor, major, untyped, vma_end }),

@@ -21,9 +21,11 @@ use crate::{Failure, Output};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Unwind {
-    /// Frame pointers; processes without them switch to dwarf once recognised.
+    /// Per process: frame pointers where they agree with dwarf on its first samples,
+    /// dwarf otherwise.
     Auto,
-    /// Frame pointers, walked in the kernel (cheapest; truncated without them).
+    /// Frame pointers, walked in the kernel, the first frame checked with .eh_frame
+    /// (cheapest; truncated without frame pointers).
     Fp,
     /// Copy the user stack per sample and unwind with .eh_frame in user space.
     Dwarf,
@@ -129,6 +131,7 @@ fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
             Unwind::Dwarf => UnwindMode::Dwarf,
         },
         user_stack_bytes: args.stack_bytes,
+        fix_first_frame: true,
     })
 }
 
@@ -226,6 +229,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 "unit": profile.unit,
                 "stacks": profile.stacks.len(),
                 "losses": losses,
+                "unwinders": profile.unwinders,
                 "symbolize_and_write_secs": write_secs,
             });
             let _ = writeln!(stderr, "{json}");
@@ -239,6 +243,15 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 profile.unit,
                 profile.stacks.len()
             );
+            for u in &profile.unwinders {
+                let _ = writeln!(
+                    stderr,
+                    "profile: {}: {} ({} samples)",
+                    u.binary,
+                    u.unwinder.label(),
+                    u.samples
+                );
+            }
         }
     }
     if profile.losses.total_lost_samples() > 0 {

@@ -5,74 +5,11 @@ mod common;
 mod profile_workloads;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use profile_workloads::*;
 use prost::Message;
-
-struct Profiled {
-    folded: Vec<(String, u64)>,
-    svg: String,
-    pprof: Vec<u8>,
-    json: serde_json::Value,
-    done: Finished,
-}
-
-/// Profiles one gated run of `program ARG` with extra osprey arguments.
-fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
-    let child = spawn_gated(program, &[arg]);
-    let pid = child.id().to_string();
-    let (f, s, p) = (
-        dir.join("out.folded"),
-        dir.join("out.svg"),
-        dir.join("out.pb.gz"),
-    );
-    let mut args = vec!["profile", "--pid", &pid, "--output", "json"];
-    args.extend_from_slice(extra);
-    let paths = [
-        f.to_str().unwrap(),
-        s.to_str().unwrap(),
-        p.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&["--folded", paths[0], "--svg", paths[1], "--pprof", paths[2]]);
-    let tracer = Tracer::start(&args);
-    release_and_wait(child);
-    let done = tracer.stop();
-    assert!(done.status.success(), "osprey failed: {}", done.stderr);
-    let json: serde_json::Value = serde_json::from_slice(&done.stdout).expect("profile JSON");
-    Profiled {
-        folded: folded(&f),
-        svg: std::fs::read_to_string(&s).unwrap(),
-        pprof: std::fs::read(&p).unwrap(),
-        json,
-        done,
-    }
-}
-
-fn assert_chain(run: &Profiled, chain: &str, leaf: &str) {
-    let total: u64 = run.folded.iter().map(|(_, v)| v).sum();
-    let in_chain: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
-    let in_leaf: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.split(';').any(|f| f == leaf))
-        .map(|(_, v)| v)
-        .sum();
-    assert!(total >= 50, "too few samples ({total}): {:?}", run.folded);
-    assert!(
-        in_chain * 100 >= total * 80 && in_leaf * 100 >= total * 80,
-        "chain {chain}: {in_chain} of {total} samples, {leaf}: {in_leaf}; {:#?}\n{}",
-        run.folded,
-        run.done.stderr
-    );
-}
 
 fn assert_outputs_agree(run: &Profiled, names: &[&str]) {
     let folded_total: u64 = run.folded.iter().map(|(_, v)| v).sum();

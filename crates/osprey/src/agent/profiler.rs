@@ -34,6 +34,8 @@ pub fn load(config: &AgentConfig, metrics: &ModuleMetrics) -> Result<DetachedMod
         kind: ProfileKind::Cpu,
         frequency_hz: cfg.frequency_hz,
         unwind: UnwindMode::FramePointer,
+        // Counted in the kernel: the agent reads no events of its own.
+        fix_first_frame: false,
         ..Default::default()
     };
     let mut load = options.load_options();

@@ -1,19 +1,22 @@
 //! Collects a profile while it runs: reads the kernel's count map periodically to capture
-//! the maps of new processes (so they can be symbolized after they exit) and to switch
-//! frame-pointer-less processes to DWARF unwinding; unwinds copied user stacks as they
-//! arrive; at the end turns stack ids into symbolized, aggregated stacks.
+//! the maps of new processes (so they can be symbolized after they exit); unwinds user
+//! stacks as they arrive (frame-pointer walks with their first frame fixed, copied windows
+//! with DWARF), choosing per process in auto mode; at the end turns stack ids into
+//! symbolized, aggregated stacks.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
 
+use super::auto::{self, AutoUnwind, DwarfEnd, Unwinder};
+use super::frame::{CodeAddr, Frame};
 use super::procmaps::ProcessMaps;
-use super::symbolize::{CodeAddr, Frame, Symbolizer};
+use super::symbolize::Symbolizer;
 use super::unwind::{DwarfUnwinder, StackCopy};
 use super::{
-    Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack,
-    MAX_STACK_WINDOW,
+    BinaryUnwinder, Losses, Profile, ProfileKind, ProfileOptions, StackSample, UserStack,
+    LEAF_BYTES, MAX_STACK_WINDOW,
 };
 use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
 use crate::kernel::loader::{LoadError, LoadedCapability};
@@ -22,10 +25,6 @@ use crate::pipeline::text::until_nul;
 
 /// How often the count map is scanned for new processes.
 const SCAN_EVERY: Duration = Duration::from_millis(100);
-/// Auto unwinding: samples looked at before deciding a process lacks frame pointers.
-const AUTO_DECIDE_AFTER: u64 = 5;
-/// Frame-pointer stacks this shallow (or less) count as truncated.
-const SHALLOW_DEPTH: usize = 3;
 /// DWARF samples of a process looked at before deciding whether its window is too small.
 const WINDOW_DECIDE_AFTER: u64 = 8;
 
@@ -38,7 +37,8 @@ struct Window {
     cut: u64,
 }
 
-type DwarfKey = (u32, [u8; COMM_LEN], i32, Vec<CodeAddr>);
+/// (pid, comm, kernel stack id, user frames (None: lost), unwinder) of event samples.
+type UserKey = (u32, [u8; COMM_LEN], i32, Option<Vec<CodeAddr>>, Unwinder);
 
 pub struct Collector {
     options: ProfileOptions,
@@ -49,12 +49,14 @@ pub struct Collector {
     dwarf_pids: BpfHashMap<MapData, u32, u32>,
     windows: HashMap<u32, Window>,
     cut_by_window: u64,
-    /// User stack depth of every key seen (None: no user stack).
-    key_depths: HashMap<ProfileKey, Option<usize>>,
+    /// Keys of the count map already seen.
+    seen_keys: HashSet<ProfileKey>,
     pub maps: ProcessMaps,
     unwinder: DwarfUnwinder,
-    dwarf_counts: HashMap<DwarfKey, u64>,
-    pub switched_to_dwarf: HashSet<u32>,
+    user_counts: HashMap<UserKey, u64>,
+    /// Frame-pointer walks read from the stack map, by id.
+    fp_stacks: HashMap<i32, Option<Vec<u64>>>,
+    pub auto: AutoUnwind,
     last_scan: Option<Instant>,
     scan_every: Duration,
     /// Samples counted so far (approximate while running: the last scan's view).
@@ -99,11 +101,12 @@ impl Collector {
             dwarf_pids,
             windows: HashMap::new(),
             cut_by_window: 0,
-            key_depths: HashMap::new(),
+            seen_keys: HashSet::new(),
             maps,
             unwinder: DwarfUnwinder::default(),
-            dwarf_counts: HashMap::new(),
-            switched_to_dwarf: HashSet::new(),
+            user_counts: HashMap::new(),
+            fp_stacks: HashMap::new(),
+            auto: AutoUnwind::default(),
             last_scan: None,
             scan_every: SCAN_EVERY,
             samples_seen: 0,
@@ -125,46 +128,14 @@ impl Collector {
             return;
         }
         self.last_scan = Some(Instant::now());
-        let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
-        let auto = self.options.unwind == UnwindMode::Auto && self.options.kind == ProfileKind::Cpu;
-        // Per undecided process: (samples with a user stack, samples with a shallow one).
-        let mut votes: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut total = 0;
-        for (key, value) in entries {
+        for (key, value) in self.counts.iter().filter_map(Result::ok) {
             total += value;
-            if !self.key_depths.contains_key(&key) {
+            if self.seen_keys.insert(key) {
                 self.maps.observe(key.pid);
-                // Depths only decide auto unwinding: no stack lookup otherwise.
-                let depth = if auto && key.user_stack >= 0 {
-                    self.stacks
-                        .get(&(key.user_stack as u32), 0)
-                        .map(|t| t.frames().len())
-                        .ok()
-                } else {
-                    None
-                };
-                self.key_depths.insert(key, depth);
-            }
-            if let (true, Some(depth)) = (auto, self.key_depths[&key]) {
-                if !self.switched_to_dwarf.contains(&key.pid) {
-                    let v = votes.entry(key.pid).or_default();
-                    v.0 += value;
-                    if depth <= SHALLOW_DEPTH {
-                        v.1 += value;
-                    }
-                }
             }
         }
-        for (pid, (samples, shallow)) in votes {
-            // Most stacks stop at once: no frame pointers. Copy its stacks from now on.
-            if samples >= AUTO_DECIDE_AFTER
-                && shallow * 2 > samples
-                && self.set_window(pid, self.options.user_stack_bytes)
-            {
-                self.switched_to_dwarf.insert(pid);
-            }
-        }
-        self.samples_seen = self.dwarf_counts.values().sum::<u64>() + total;
+        self.samples_seen = self.user_counts.values().sum::<u64>() + total;
     }
 
     /// Tells the kernel how much stack to copy for `pid`.
@@ -210,25 +181,82 @@ impl Collector {
     }
 
     pub fn on_user_stack(&mut self, header: &Header, sample: &UserStack) {
-        self.maps.observe(header.pid);
-        let (frames, cut) = self.unwinder.unwind(
-            header.pid,
-            &self.maps,
-            &StackCopy {
-                ip: sample.ip,
-                sp: sample.sp,
-                bp: sample.bp,
-                stack: &sample.stack,
-            },
-        );
-        self.judge_window(header.pid, sample.stack.len(), cut);
+        let pid = header.pid;
+        self.maps.observe(pid);
+        let copy = StackCopy {
+            ip: sample.ip,
+            sp: sample.sp,
+            bp: sample.bp,
+            stack: &sample.stack,
+        };
+        let fp = self
+            .fp_stack(sample.user_stack)
+            .map(|walk| self.unwinder.fix_first_frame(pid, &self.maps, &copy, &walk));
+        let (frames, unwinder) = if sample.stack.len() > LEAF_BYTES as usize {
+            let (dwarf, end) = self.unwinder.unwind(pid, &self.maps, &copy);
+            self.judge_window(pid, sample.stack.len(), end == DwarfEnd::Cut);
+            match fp {
+                Some(fp) => self.judge_auto(pid, fp, dwarf, end),
+                None => (Some(dwarf), Unwinder::Dwarf),
+            }
+        } else {
+            (fp, Unwinder::FramePointer)
+        };
         let mut comm = [0u8; COMM_LEN];
         let n = header.comm.len().min(COMM_LEN);
         comm[..n].copy_from_slice(&header.comm[..n]);
         *self
-            .dwarf_counts
-            .entry((header.pid, comm, sample.kernel_stack, frames))
+            .user_counts
+            .entry((pid, comm, sample.kernel_stack, frames, unwinder))
             .or_default() += 1;
+    }
+
+    /// A sample of a process under trial (auto): both unwinds compared, the DWARF one kept
+    /// (or the frame-pointer one where DWARF stopped short). Once decided, the kernel is
+    /// told what to copy from then on.
+    fn judge_auto(
+        &mut self,
+        pid: u32,
+        fp: Vec<CodeAddr>,
+        dwarf: Vec<CodeAddr>,
+        end: DwarfEnd,
+    ) -> (Option<Vec<CodeAddr>>, Unwinder) {
+        let agreement = auto::agree(&fp, &dwarf, end);
+        match self.auto.judge(pid, agreement) {
+            Some(Unwinder::FramePointer) => {
+                let _ = self.dwarf_pids.insert(pid, LEAF_BYTES, 0);
+                self.windows.remove(&pid);
+            }
+            Some(Unwinder::Dwarf) => {
+                // In the map, the kernel stops walking frame pointers for it.
+                let bytes = self
+                    .windows
+                    .get(&pid)
+                    .map_or(self.options.user_stack_bytes, |w| w.bytes);
+                let _ = self.dwarf_pids.insert(pid, bytes, 0);
+            }
+            None => {}
+        }
+        if agreement.is_none() && fp.len() > dwarf.len() {
+            (Some(fp), Unwinder::FramePointer)
+        } else {
+            (Some(dwarf), Unwinder::Dwarf)
+        }
+    }
+
+    /// The kernel's frame-pointer walk with id `id`, read once per id.
+    fn fp_stack(&mut self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let stacks = &self.stacks;
+        self.fp_stacks
+            .entry(id)
+            .or_insert_with(|| {
+                let trace = stacks.get(&(id as u32), 0).ok()?;
+                Some(trace.frames().iter().map(|f| f.ip).collect())
+            })
+            .clone()
     }
 
     fn stack(&self, id: i32) -> Option<Vec<CodeAddr>> {
@@ -299,7 +327,7 @@ impl Collector {
         self.tick();
         let losses = self.losses(ring_dropped);
         let samples = self.read_samples(true);
-        self.key_depths.clear();
+        self.seen_keys.clear();
         RawProfile {
             samples,
             // Processes still running are looked at again when they are next sampled.
@@ -315,26 +343,30 @@ impl Collector {
         let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
         let mut stack_ids = HashSet::new();
         for (key, value) in &entries {
-            raw.push((
-                key.pid,
-                String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
-                Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
-                Stack::from_id(key.user_stack, self.stack(key.user_stack)),
-                *value,
-            ));
+            raw.push(RawSample {
+                pid: key.pid,
+                comm: String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
+                kernel: Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
+                user: Stack::from_id(key.user_stack, self.stack(key.user_stack)),
+                unwinder: (key.user_stack >= 0).then_some(Unwinder::FramePointer),
+                value: *value,
+            });
             stack_ids.extend([key.kernel_stack, key.user_stack]);
         }
-        for ((pid, comm, kernel_id, user), value) in std::mem::take(&mut self.dwarf_counts) {
-            raw.push((
+        for ((pid, comm, kernel_id, user, unwinder), value) in std::mem::take(&mut self.user_counts)
+        {
+            raw.push(RawSample {
                 pid,
-                String::from_utf8_lossy(until_nul(&comm)).into_owned(),
-                Stack::from_id(kernel_id, self.stack(kernel_id)),
-                Stack::Addrs(user),
+                comm: String::from_utf8_lossy(until_nul(&comm)).into_owned(),
+                kernel: Stack::from_id(kernel_id, self.stack(kernel_id)),
+                user: user.map_or(Stack::Lost, Stack::Addrs),
+                unwinder: Some(unwinder),
                 value,
-            ));
+            });
             stack_ids.insert(kernel_id);
         }
         if reset {
+            stack_ids.extend(self.fp_stacks.drain().map(|(id, _)| id));
             for (key, _) in &entries {
                 let _ = self.counts.remove(key);
             }
@@ -346,8 +378,16 @@ impl Collector {
     }
 }
 
-/// (pid, comm, kernel stack, user stack, value).
-type RawSample = (u32, String, Stack, Stack, u64);
+/// One aggregated row read from the kernel or built from events.
+struct RawSample {
+    pid: u32,
+    comm: String,
+    kernel: Stack,
+    user: Stack,
+    /// None: no user stack.
+    unwinder: Option<Unwinder>,
+    value: u64,
+}
 
 /// Samples read from the kernel with the process maps they need, not yet symbolized.
 pub struct RawProfile {
@@ -359,7 +399,7 @@ pub struct RawProfile {
 
 impl RawProfile {
     pub fn total(&self) -> u64 {
-        self.samples.iter().map(|s| s.4).sum()
+        self.samples.iter().map(|s| s.value).sum()
     }
 
     /// Symbolizes (with file and line from DWARF when `code_info`) and aggregates.
@@ -386,7 +426,7 @@ impl RawProfile {
         } = self;
         let mut kernel_addrs: Vec<CodeAddr> = raw
             .iter()
-            .flat_map(|r| r.2.addrs().iter().copied())
+            .flat_map(|r| r.kernel.addrs().iter().copied())
             .collect();
         kernel_addrs.sort();
         kernel_addrs.dedup();
@@ -397,7 +437,7 @@ impl RawProfile {
             .collect();
         let mut user_addrs: HashMap<u32, Vec<CodeAddr>> = HashMap::new();
         for r in &raw {
-            user_addrs.entry(r.0).or_default().extend(r.3.addrs());
+            user_addrs.entry(r.pid).or_default().extend(r.user.addrs());
         }
         let mut user_frames: HashMap<(u32, CodeAddr), Frame> = HashMap::new();
         for (pid, mut addrs) in user_addrs {
@@ -407,32 +447,33 @@ impl RawProfile {
             user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
         }
 
-        let mut merged: HashMap<(u32, String, Vec<Frame>), u64> = HashMap::new();
-        for (pid, comm, kernel, user, value) in raw {
+        let mut merged: HashMap<(u32, String, Vec<Frame>, Option<Unwinder>), u64> = HashMap::new();
+        for r in raw {
             let mut frames: Vec<Frame> = Vec::new();
-            user.push_frames(&mut frames, false, |a| user_frames[&(pid, a)].clone());
-            kernel.push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
+            r.user
+                .push_frames(&mut frames, false, |a| user_frames[&(r.pid, a)].clone());
+            let user_frames_end = frames.len();
+            r.kernel
+                .push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
             if options.kind == ProfileKind::OffCpu {
-                // Stacks taken at sched_switch end in our own program and its caller.
-                while frames
-                    .last()
-                    .is_some_and(|f| f.kernel && is_bpf_frame(&f.name))
-                {
-                    frames.pop();
-                }
+                trim_switch(&mut frames, user_frames_end);
             }
-            *merged.entry((pid, comm, frames)).or_default() += value;
+            *merged
+                .entry((r.pid, r.comm, frames, r.unwinder))
+                .or_default() += r.value;
         }
         let mut stacks: Vec<StackSample> = merged
             .into_iter()
-            .map(|((pid, comm, frames), value)| StackSample {
+            .map(|((pid, comm, frames, unwinder), value)| StackSample {
                 pid,
                 comm,
                 frames,
+                unwinder,
                 value,
             })
             .collect();
         stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
+        let unwinders = binary_unwinders(&stacks);
         let total = stacks.iter().map(|s| s.value).sum();
         Profile {
             kind: options.kind,
@@ -446,8 +487,55 @@ impl RawProfile {
                 ProfileKind::OffCpu => "nanoseconds",
             },
             losses,
+            unwinders,
             stacks,
         }
+    }
+}
+
+/// Per binary with user frames, the unwinders its samples went through.
+fn binary_unwinders(stacks: &[StackSample]) -> Vec<BinaryUnwinder> {
+    let mut by: HashMap<(&str, Unwinder), u64> = HashMap::new();
+    for s in stacks {
+        let Some(unwinder) = s.unwinder else { continue };
+        let mut modules: Vec<&str> = s
+            .frames
+            .iter()
+            .filter(|f| !f.kernel && f.module.starts_with('/'))
+            .map(|f| f.module.as_str())
+            .collect();
+        modules.sort_unstable();
+        modules.dedup();
+        for m in modules {
+            *by.entry((m, unwinder)).or_default() += s.value;
+        }
+    }
+    let mut out: Vec<BinaryUnwinder> = by
+        .into_iter()
+        .map(|((binary, unwinder), samples)| BinaryUnwinder {
+            binary: binary.to_string(),
+            unwinder,
+            samples,
+        })
+        .collect();
+    out.sort_by(|a, b| (&a.binary, a.unwinder).cmp(&(&b.binary, b.unwinder)));
+    out
+}
+
+/// Off-CPU stacks are taken inside the scheduler by Osprey's own program: the kernel
+/// frames inside the switch (`__schedule`'s callees: the tracepoint, `bpf_trace_run*`,
+/// the program) are dropped, so stacks end in the function that blocked the task.
+fn trim_switch(frames: &mut Vec<Frame>, user_end: usize) {
+    let kernel = &frames[user_end..];
+    if let Some(at) = kernel.iter().rposition(|f| f.name == "__schedule") {
+        frames.truncate(user_end + at + 1);
+        return;
+    }
+    while frames
+        .last()
+        .is_some_and(|f| f.kernel && (is_bpf_frame(&f.name) || !f.is_named()))
+    {
+        frames.pop();
     }
 }
 
