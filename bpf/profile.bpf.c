@@ -19,6 +19,10 @@
 #define STACK_COPY_MAX 65536 /* largest user stack window, power of two */
 #define LEAF_BYTES 128 /* copied for the first frame: return address and saved registers */
 #define LEAF_MIN_BYTES 16 /* near the top of the stack: return address and one word */
+#define PY_MAX_FRAMES 64 /* CPython frames read per sample, innermost first */
+
+/* Anchors the BTF of a type only written through a cast, for the ABI layout test. */
+struct osprey_py_frame *const osprey_abi_py_frame = 0;
 
 const volatile __u8 collect_kernel = 1;
 const volatile __u8 collect_user = 1;
@@ -85,7 +89,8 @@ struct {
  * it to the number of possible CPUs. The extra chunk keeps masked copies in bounds.
  */
 struct stack_copy {
-	char bytes[sizeof(struct osprey_profile_user_stack) + STACK_COPY_MAX + COPY_CHUNK];
+	char bytes[sizeof(struct osprey_profile_user_stack) + STACK_COPY_MAX + COPY_CHUNK +
+		   PY_MAX_FRAMES * sizeof(struct osprey_py_frame)];
 };
 
 struct {
@@ -94,6 +99,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_copy);
 } stack_copies SEC(".maps");
+
+/* CPython processes: where their frame chain is (set from user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct osprey_py_proc);
+} py_procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -204,6 +217,58 @@ static __always_inline __u32 copy_window(char *data, __u64 sp, __u32 window)
 	return len > STACK_COPY_MAX ? STACK_COPY_MAX : len;
 }
 
+static __always_inline __u64 read_user_u64(__u64 addr)
+{
+	__u64 v = 0;
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		return 0;
+	return v;
+}
+
+/*
+ * The CPython frame chain of the current thread, if it runs Python code (it holds the
+ * GIL: the thread state current in the runtime is its own), written `at` bytes into this
+ * CPU's event data. A global function: the verifier checks it once, not once per path
+ * of the stack copy before it.
+ */
+__attribute__((noinline)) int read_py_frames(__u32 at)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct osprey_py_proc *py = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (!py)
+		return 0;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_copy *s = bpf_map_lookup_elem(&stack_copies, &cpu);
+	/* After a full 64 KiB window there is no room left: no Python frames then. */
+	if (!s || at >= STACK_COPY_MAX)
+		return 0;
+	asm volatile("" : "+r"(at)); /* keep the mask below for the verifier */
+	at &= STACK_COPY_MAX - 1;
+	struct osprey_py_frame *out =
+		(struct osprey_py_frame *)(s->bytes + sizeof(struct osprey_profile_user_stack) + at);
+	__u64 tstate = read_user_u64(py->tstate_addr);
+	if (!tstate)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if ((__u32)read_user_u64(tstate + py->ts_native_tid) != tid)
+		return 0;
+	__u64 cframe = read_user_u64(tstate + py->ts_cframe);
+	__u64 frame = cframe ? read_user_u64(cframe + py->cframe_frame) : 0;
+	__u32 n = 0;
+	for (int i = 0; i < PY_MAX_FRAMES; i++) {
+		if (!frame)
+			break;
+		__u64 code = read_user_u64(frame + py->frame_code);
+		__u8 entry = 0;
+		bpf_probe_read_user(&entry, 1, (void *)(frame + py->frame_entry));
+		out[i].code = code | (entry ? 1 : 0);
+		out[i].instr = read_user_u64(frame + py->frame_instr);
+		n = i + 1;
+		frame = read_user_u64(frame + py->frame_previous);
+	}
+	return n;
+}
+
 /* Registers at the user-mode boundary, the frame-pointer stack when `fp_walk`, and
  * `window` bytes of the user stack, to the ring. */
 static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
@@ -221,7 +286,7 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 				   : -1;
 	ev->user_stack = fp_walk ? stack_id(ctx, BPF_F_USER_STACK, OSPREY_PERR_USER_COLLISION)
 				 : -1;
-	ev->_pad = 0;
+	ev->py_frames = 0;
 	if (in_kernel) {
 		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(
 			(struct task_struct *)bpf_get_current_task_btf());
@@ -241,8 +306,18 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 	} else if (!bpf_probe_read_user(ev->data, LEAF_MIN_BYTES, (void *)ev->sp)) {
 		len = LEAF_MIN_BYTES;
 	}
+	if (len > STACK_COPY_MAX)
+		len = STACK_COPY_MAX;
 	ev->stack_len = len;
-	osprey_emit(ev, sizeof(*ev) + len);
+	__u32 py = read_py_frames(len);
+	if (py > PY_MAX_FRAMES)
+		return 0;
+	ev->py_frames = py;
+	__u64 size = len + py * sizeof(struct osprey_py_frame);
+	asm volatile("" : "+r"(size)); /* keep the bound below for the verifier */
+	if (size > STACK_COPY_MAX + PY_MAX_FRAMES * sizeof(struct osprey_py_frame))
+		return 0;
+	osprey_emit(ev, sizeof(*ev) + size);
 	return 0;
 }
 

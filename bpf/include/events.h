@@ -168,8 +168,28 @@ struct osprey_profile_user_stack {
 	__u64 sp;
 	__u64 bp;
 	__s32 user_stack; /* frame-pointer stack id in the stack map, or < 0 */
-	__u32 _pad;
+	__u32 py_frames; /* osprey_py_frame records after the stack_len bytes */
 	char data[];
+};
+
+/* One frame of a CPython interpreter's frame chain, innermost first. */
+struct osprey_py_frame {
+	__u64 code; /* PyCodeObject address; bit 0: the frame was entered from C */
+	__u64 instr; /* address of the last instruction started */
+};
+
+/* Where a CPython process keeps its frame chain: the address of the current thread state
+ * pointer and the offsets of the fields followed (they depend on the version). */
+struct osprey_py_proc {
+	__u64 tstate_addr;
+	__u16 ts_cframe;
+	__u16 ts_native_tid;
+	__u16 cframe_frame;
+	__u16 frame_code;
+	__u16 frame_previous;
+	__u16 frame_instr;
+	__u16 frame_entry;
+	__u16 _pad;
 };
 
 /* What a faulting address belongs to, decided in the kernel at fault time. */

@@ -132,6 +132,7 @@ fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
         },
         user_stack_bytes: args.stack_bytes,
         fix_first_frame: true,
+        python: true,
     })
 }
 

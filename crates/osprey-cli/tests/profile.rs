@@ -87,6 +87,46 @@ fn c_with_frame_pointers_profiles_its_call_chain_in_every_format() {
 }
 
 #[test]
+fn python_functions_are_named_with_file_and_line_between_native_frames() {
+    if !bpf_available("profile_python") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-python");
+    let Some((python, script)) = python_workload(dir.path()) else {
+        eprintln!("SKIP profile_python: no /usr/bin/python3.11");
+        assert!(
+            std::env::var_os("OSPREY_REQUIRE_BPF").is_none(),
+            "python3.11 missing"
+        );
+        return;
+    };
+    let run = profile_run_args(
+        dir.path(),
+        &python,
+        &[script.to_str().unwrap(), "40"],
+        &["--freq", "299"],
+    );
+    assert_chain(&run, "<module>;top;mid;leaf", "leaf");
+    assert_outputs_agree(&run, &["leaf", "mid", "top"]);
+    // Native frames stay around the Python ones: the interpreter's entry below them.
+    assert!(
+        run.folded
+            .iter()
+            .any(|(s, _)| s.contains("main;") && s.contains(";top;mid;leaf")),
+        "{:?}",
+        run.folded
+    );
+    let frames = run.json["stacks"][0]["frames"].as_array().unwrap();
+    for (name, lines) in [("leaf", 4..=7), ("mid", 10..=14), ("top", 17..=21)] {
+        let f = frames.iter().find(|f| f["name"] == name).unwrap();
+        assert!(f["file"].as_str().unwrap().ends_with("chain.py"), "{f}");
+        let line = f["line"].as_u64().unwrap();
+        assert!(lines.contains(&line), "{f}");
+    }
+}
+
+#[test]
 fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
     if !bpf_available("profile_rust_dwarf") {
         return;

@@ -233,7 +233,17 @@ pub struct Profiled {
 
 /// Profiles one gated run of `program ARG` with extra osprey arguments.
 pub fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
-    let child = spawn_gated(program, &[arg]);
+    profile_run_args(dir, program, &[arg], extra)
+}
+
+/// Profiles one gated run of `program ARGS` with extra osprey arguments.
+pub fn profile_run_args(
+    dir: &Path,
+    program: &Path,
+    program_args: &[&str],
+    extra: &[&str],
+) -> Profiled {
+    let child = spawn_gated(program, program_args);
     let pid = child.id().to_string();
     let (f, s, p) = (
         dir.join("out.folded"),
@@ -288,4 +298,45 @@ pub fn assert_chain_share(run: &Profiled, chain: &str, leaf: &str, percent: u64)
         run.folded,
         run.done.stderr
     );
+}
+
+/// A pure-Python chain top → mid → leaf: waits for a line on stdin, then burns N rounds.
+pub const PYTHON_WORKLOAD: &str = r#"import sys
+
+
+def leaf(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+
+
+def mid(n):
+    s = 0
+    for _ in range(10):
+        s += leaf(n)
+    return s
+
+
+def top(n):
+    s = 0
+    for _ in range(10):
+        s += mid(n)
+    return s
+
+
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    top(20000)
+"#;
+
+/// The Python workload as `dir/chain.py`, and the interpreter to run it (Debian's 3.11).
+pub fn python_workload(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let python = PathBuf::from("/usr/bin/python3.11");
+    if !python.exists() {
+        return None;
+    }
+    let script = dir.join("chain.py");
+    std::fs::write(&script, PYTHON_WORKLOAD).unwrap();
+    Some((python, script))
 }

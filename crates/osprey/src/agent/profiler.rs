@@ -15,8 +15,8 @@ use super::config::AgentConfig;
 use super::metrics::ModuleMetrics;
 use super::modules::{degraded_notes, load_capability, DetachedModule, ModuleState};
 use super::AgentError;
-use crate::profile::collect::RawProfile;
 use crate::profile::frame_cache::{FrameCache, FrameCacheStats};
+use crate::profile::raw::RawProfile;
 use crate::profile::symbolize::Symbolizer;
 use crate::profile::{self, pprof, Collector, ProfileKind, ProfileOptions, UnwindMode};
 

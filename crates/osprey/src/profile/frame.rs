@@ -46,3 +46,11 @@ impl CodeAddr {
         }
     }
 }
+
+/// A user frame before symbolization: a native code address, or a frame of interpreted
+/// code already named (see `python`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum RawFrame {
+    Native(CodeAddr),
+    Python(std::sync::Arc<Frame>),
+}

@@ -10,6 +10,8 @@ pub mod frame_cache;
 pub mod output;
 pub mod pprof;
 pub mod procmaps;
+pub mod python;
+pub mod raw;
 pub mod symbolize;
 pub mod unwind;
 
@@ -126,6 +128,8 @@ pub struct ProfileOptions {
     /// Frame-pointer stacks go through the ring with a few words of stack so that their
     /// first frame is checked against the CFI; false: counted in the kernel as walked.
     pub fix_first_frame: bool,
+    /// Name the functions of CPython processes from the interpreter's frame chain.
+    pub python: bool,
 }
 
 impl Default for ProfileOptions {
@@ -142,6 +146,7 @@ impl Default for ProfileOptions {
             unwind: UnwindMode::Auto,
             user_stack_bytes: DEFAULT_STACK_WINDOW,
             fix_first_frame: true,
+            python: true,
         }
     }
 }
@@ -210,6 +215,8 @@ pub struct UserStack {
     pub sp: u64,
     pub bp: u64,
     pub stack: Vec<u8>,
+    /// CPython frames, innermost first: (code object | 1 if entered from C, instruction).
+    pub py_frames: Vec<(u64, u64)>,
 }
 
 impl UserStack {
@@ -230,9 +237,19 @@ pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStack, DecodeError> {
     };
     let raw: abi::ProfileUserStack = abi::read(bytes).ok_or_else(|| malformed("short"))?;
     let fixed = std::mem::size_of::<abi::ProfileUserStack>();
+    let stack_end = fixed + raw.stack_len as usize;
     let stack = bytes
-        .get(fixed..fixed + raw.stack_len as usize)
+        .get(fixed..stack_end)
         .ok_or_else(|| malformed("stack shorter than stack_len"))?;
+    let record = std::mem::size_of::<abi::PyFrame>();
+    let py = bytes
+        .get(stack_end..stack_end + raw.py_frames as usize * record)
+        .ok_or_else(|| malformed("fewer python frames than py_frames"))?;
+    let py_frames = py
+        .chunks_exact(record)
+        .filter_map(abi::read::<abi::PyFrame>)
+        .map(|f| (f.code, f.instr))
+        .collect();
     Ok(UserStack {
         kernel_stack: raw.kernel_stack,
         user_stack: raw.user_stack,
@@ -240,6 +257,7 @@ pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStack, DecodeError> {
         sp: raw.sp,
         bp: raw.bp,
         stack: stack.to_vec(),
+        py_frames,
     })
 }
 
