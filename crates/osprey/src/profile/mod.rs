@@ -12,6 +12,7 @@ pub mod pprof;
 pub mod procmaps;
 pub mod python;
 pub mod raw;
+pub mod session;
 pub mod symbolize;
 pub mod unwind;
 
@@ -27,6 +28,7 @@ pub use crate::kernel::cgroup::cgroup_target;
 pub use auto::Unwinder;
 pub use collect::Collector;
 pub use frame::{CodeAddr, Frame};
+pub use session::{Progress, Session};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "profile",
