@@ -41,7 +41,7 @@
 #   OPENSNOOP_BIN, BPFTRACE_BIN  comparison tools (default: found on PATH / /usr/sbin)
 #   STRICT=1                     exit 1 if a target is missed
 #
-# Requires root (loads BPF programs). Build first: cargo build --release
+# Requires root (loads BPF programs). Build first: cargo build --release --workspace
 set -euo pipefail
 
 # ---------------------------------------------------------------------------------
@@ -185,9 +185,28 @@ run_workload() {
 }
 
 # Print "EMITTED DROPPED THROTTLED" from the file_open row of osprey's exit stats.
+# osprey's exit summary: the JSON line {"kind":"summary",...,"events":[...]} under
+# --output json, the aligned table otherwise. Prints "emitted dropped throttled".
 osprey_file_open_counts() {
-    awk '$1 == "files" && $2 == "file_open" { print $3, $4, $5; found = 1 }
-         END { if (!found) print "? ? ?" }' "$1"
+    python3 - "$1" <<'PY'
+import json, sys
+found = None
+for line in open(sys.argv[1], errors="replace"):
+    line = line.strip()
+    if line.startswith("{"):
+        try:
+            summary = json.loads(line)
+        except ValueError:
+            continue
+        for k in summary.get("events", []):
+            if k.get("capability") == "files" and k.get("kind") == "file_open":
+                found = (k["emitted"], k["dropped"], k["throttled"])
+    else:
+        f = line.split()
+        if len(f) >= 5 and f[0] == "files" and f[1] == "file_open" and f[2].isdigit():
+            found = tuple(f[2:5])
+print(*(found or ("?", "?", "?")))
+PY
 }
 
 # Sum of "Lost N events" lines (opensnoop and bpftrace report perf-buffer losses so).
@@ -304,8 +323,8 @@ sustain_stage() {
 # Main
 # ---------------------------------------------------------------------------------
 [[ $(id -u) -eq 0 ]] || { echo "files-openat: must run as root (loads BPF programs)" >&2; exit 77; }
-[[ -x $OSPREY_BIN ]] || die "no $OSPREY_BIN; run: cargo build --release"
-[[ -x $WORKLOAD_BIN ]] || die "no $WORKLOAD_BIN; run: cargo build --release"
+[[ -x $OSPREY_BIN ]] || die "no $OSPREY_BIN; run: cargo build --release --workspace"
+[[ -x $WORKLOAD_BIN ]] || die "no $WORKLOAD_BIN; run: cargo build --release --workspace"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ && $COUNT =~ ^[1-9][0-9]*$ ]] || die "ROUNDS and COUNT must be positive integers"
 
 WORKDIR=$(mktemp -d /tmp/osprey-bench.XXXXXX)

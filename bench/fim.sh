@@ -21,7 +21,7 @@ TRACER_PID=
 cleanup() { [ -n "$TRACER_PID" ] && kill -INT "$TRACER_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-if [ "$PROFILE" = release ]; then cargo build --release -q -p osprey-cli; else cargo build -q -p osprey-cli; fi
+if [ "$PROFILE" = release ]; then cargo build --release -q -p osprey-cli -p osprey-workload; else cargo build -q -p osprey-cli -p osprey-workload; fi
 OSPREY=target/$PROFILE/osprey
 WORKLOAD=target/$PROFILE/osprey-workload
 mkdir -p "$WORK/watched"

@@ -13,7 +13,7 @@ PAGES=${PAGES:-200000}
 WORK=$(mktemp -d /tmp/osprey-bench-memory.XXXXXX)
 trap 'rm -rf "$WORK"; [ -n "${TRACER:-}" ] && kill "$TRACER" 2>/dev/null || true' EXIT
 
-cargo build --release -q -p osprey-cli
+cargo build --release -q -p osprey-cli -p osprey-workload
 OSPREY=target/release/osprey
 WORKLOAD=target/release/osprey-workload
 

@@ -22,7 +22,7 @@ SECS=${1:-2}
 ROUNDS=${2:-5}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${OSPREY_BIN_DIR:-$ROOT/target/release}
-[ -x "$BIN/osprey" ] || cargo build --release --manifest-path "$ROOT/Cargo.toml" -p osprey-cli >&2
+[ -x "$BIN/osprey" ] || cargo build --release --manifest-path "$ROOT/Cargo.toml" -p osprey-cli -p osprey-workload >&2
 # Copies, so a rebuild during the run does not mix versions.
 TMP=$(mktemp -d)
 cp "$BIN/osprey" "$BIN/osprey-workload" "$ROOT/crates/osprey-bpf/objects/test_pass.bpf.o" "$TMP/"

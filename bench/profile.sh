@@ -17,7 +17,7 @@ PROFILE_SECS=${PROFILE_SECS:-10}
 WORK=$(mktemp -d /tmp/osprey-bench-profile.XXXXXX)
 trap 'rm -rf "$WORK"' EXIT
 
-cargo build --release -q -p osprey-cli
+cargo build --release -q -p osprey-cli -p osprey-workload
 OSPREY=target/release/osprey
 
 cat > "$WORK/burn.c" <<'C'

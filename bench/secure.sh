@@ -17,7 +17,7 @@ TRACER_PID=
 cleanup() { [ -n "$TRACER_PID" ] && kill -INT "$TRACER_PID" 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-cargo build --release -q -p osprey-cli
+cargo build --release -q -p osprey-cli -p osprey-workload
 OSPREY=target/release/osprey
 WORKLOAD=target/release/osprey-workload
 TARGET=/etc/hostname

@@ -2,6 +2,7 @@
 //! mirror of the event ABI in `bpf/include/events.h`.
 
 pub mod abi;
+pub mod btf;
 
 /// One compiled capability object, embedded in the binary.
 #[derive(Debug, Clone, Copy)]

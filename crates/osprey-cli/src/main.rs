@@ -4,7 +4,6 @@
 mod agent;
 mod aggregate;
 mod check;
-mod fim;
 mod flows;
 mod memory;
 mod profile;

@@ -73,10 +73,13 @@ fn default_rules_alert_into_the_log_the_metrics_and_syslog() {
     let reader = copied_program("/bin/cat", "agt-reader");
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(1500));
-    let metrics = a.scrape();
     let alerts = "osprey_alerts_total{rule=\"credential_file_read\",severity=\"high\"}";
-    assert!(metric(&metrics, alerts) >= 1.0, "{alerts} in\n{metrics}");
+    eventually(Duration::from_secs(5), || {
+        let metrics = a.scrape();
+        (metric(&metrics, alerts) >= 1.0)
+            .then_some(())
+            .ok_or(format!("{alerts} in\n{metrics}"))
+    });
 
     // Syslog: the start notice (info, 30) and the alert (high: err, 27).
     let mut datagrams = Vec::new();
@@ -187,11 +190,12 @@ fn continuous_profiles_are_written_per_interval_bounded_and_decode() {
     };
     // Symbolizing takes a while in a debug build on a busy machine: one writer at a time
     // stretches the intervals, so allow for it.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while written(&a) < 3 {
-        assert!(Instant::now() < deadline, "3 profiles within 60 s");
-        std::thread::sleep(Duration::from_millis(250));
-    }
+    eventually(Duration::from_secs(60), || {
+        let n = written(&a);
+        (n >= 3)
+            .then_some(())
+            .ok_or(format!("{n} of 3 profiles written"))
+    });
     let burner_pid = burner.0.id();
     drop(burner);
     let files = profile_files(&a);
@@ -235,6 +239,58 @@ fn continuous_profiles_are_written_per_interval_bounded_and_decode() {
     assert!(metric(&metrics, "osprey_profile_samples_total") > 0.0);
     signal(&agent, libc::SIGTERM);
     assert!(agent.wait(Duration::from_secs(5)).status.success());
+}
+
+/// The qdiscs on `dev` in `ns`, as `tc qdisc show` prints them.
+fn qdiscs(ns: &str, dev: &str) -> String {
+    let out = Command::new("tc")
+        .args(["-n", ns, "qdisc", "show", "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tc qdisc show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The flows module on the tc fallback adds a clsact qdisc; disabling the module and
+/// stopping the agent each remove it again (the interface had none).
+#[test]
+fn flows_module_removes_the_clsact_qdisc_it_added() {
+    if !bpf_available("agent_flows_clsact") {
+        return;
+    }
+    let _serial = serial();
+    let net = Namespaces::new();
+    assert!(!qdiscs(&net.a, &net.veth).contains("clsact"));
+    let a = AgentRun::with(
+        "agent-flows-clsact",
+        "",
+        Some(&net.a),
+        &format!("[modules.flows]\ninterfaces = [\"{}\"]\n", net.veth),
+    );
+    // Denying the tcx program forces the tc clsact one (what kernels before 6.6 get).
+    let agent = a.start_with_env(&[("OSPREY_DENY_PROGRAMS", "flows_egress")]);
+    let list = a.ctl(&["list"]);
+    assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
+    let hooks: Vec<&str> = list["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capability"] == "flows")
+        .filter_map(|p| p["hook"].as_str())
+        .collect();
+    assert!(hooks.contains(&"tc/clsact/egress"), "{list}");
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+
+    assert_eq!(a.ctl(&["disable", "flows"])["ok"], true);
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "disabled module left {left}");
+
+    assert_eq!(a.ctl(&["enable", "flows"])["ok"], true);
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+    signal(&agent, libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(5)).status.success());
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "stopped agent left {left}");
 }
 
 /// Two namespaces joined by a veth pair (agent side `a`), deleted on drop.
@@ -303,23 +359,35 @@ fn flows_module_counts_packets_on_the_configured_interface() {
     assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
     assert_eq!(module(&list, "flows")["interfaces"][0], net.veth.as_str());
     let out = Command::new("ip")
-        .args(["netns", "exec", &net.a, WORKLOAD, "ping", "10.203.0.2", "5"])
+        .args([
+            "netns",
+            "exec",
+            &net.a,
+            WORKLOAD.as_str(),
+            "ping",
+            "10.203.0.2",
+            "5",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success(), "ping: {out:?}");
     // Idle after 1 s, exported at the next scan.
-    std::thread::sleep(Duration::from_millis(3000));
-    let metrics = a.scrape();
-    for direction in ["egress", "ingress"] {
-        let key = format!(
-            "osprey_flow_packets_total{{interface=\"{}\",direction=\"{direction}\"}}",
-            net.veth
-        );
-        assert!(metric(&metrics, &key) >= 5.0, "{key} in\n{metrics}");
-        let bytes = key.replace("flow_packets_total", "flow_bytes_total");
-        assert!(metric(&metrics, &bytes) >= 5.0 * 98.0, "{bytes}");
-    }
-    assert!(metric(&metrics, "osprey_flows_exported_total") >= 2.0);
+    eventually(Duration::from_secs(10), || {
+        let metrics = a.scrape();
+        for direction in ["egress", "ingress"] {
+            let key = format!(
+                "osprey_flow_packets_total{{interface=\"{}\",direction=\"{direction}\"}}",
+                net.veth
+            );
+            let bytes = key.replace("flow_packets_total", "flow_bytes_total");
+            if metric(&metrics, &key) < 5.0 || metric(&metrics, &bytes) < 5.0 * 98.0 {
+                return Err(format!("{key} or {bytes} short in\n{metrics}"));
+            }
+        }
+        (metric(&metrics, "osprey_flows_exported_total") >= 2.0)
+            .then_some(())
+            .ok_or(format!("fewer than 2 flows exported in\n{metrics}"))
+    });
     signal(&agent, libc::SIGTERM);
     assert!(agent.wait(Duration::from_secs(5)).status.success());
     let icmp: Vec<Value> = a
@@ -375,13 +443,20 @@ fn syscall_baselines_in_the_state_dir_are_enforced_again_after_a_restart() {
             .unwrap_or(0);
         assert!(loaded >= 1, "baselines reported as loaded: {list}");
         baseline_helper(false);
-        noisy.push(baseline_helper(true));
-        std::thread::sleep(Duration::from_millis(1500));
-        let metrics = a.scrape();
-        assert_eq!(
-            metric(&metrics, "osprey_baseline_executables"),
-            loaded as f64
-        );
+        let pid = baseline_helper(true);
+        noisy.push(pid);
+        // The alert must be in the log (flushed once a second) before a SIGKILL.
+        eventually(Duration::from_secs(5), || {
+            a.log_lines()
+                .iter()
+                .any(|e| {
+                    e["rule"] == "syscall_outside_baseline" && e["event"]["process"]["pid"] == pid
+                })
+                .then_some(())
+                .ok_or(format!("no baseline alert for {pid} logged yet"))
+        });
+        let got = metric(&a.scrape(), "osprey_baseline_executables");
+        assert_eq!(got, loaded as f64);
         signal(&agent, stop);
         let _ = agent.wait(Duration::from_secs(5));
     }
@@ -443,18 +518,12 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
     // Running: a change is one fim.modify alert with the hashes, in the log and the metric.
     let agent = a.start();
     std::fs::write(&watched, b"v2\n").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(5);
-    let modified = loop {
-        let found = a
-            .log_lines()
+    let modified = eventually(Duration::from_secs(5), || {
+        a.log_lines()
             .into_iter()
-            .find(|e| e["rule"] == "fim.modify");
-        match found {
-            Some(alert) => break alert,
-            None if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(100)),
-            None => panic!("no fim.modify alert: {:#?}", a.log_lines()),
-        }
-    };
+            .find(|e| e["rule"] == "fim.modify")
+            .ok_or("no fim.modify alert yet".to_string())
+    });
     assert_eq!(modified["fim"]["path"], watched.to_str().unwrap());
     assert_eq!(modified["fim"]["before"]["sha256"], sha256_hex(b"v1\n"));
     assert_eq!(modified["fim"]["after"]["sha256"], sha256_hex(b"v2\n"));
@@ -497,4 +566,69 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
         .filter(|e| e["kind"] == "alert" && e["rule"].as_str().unwrap_or("").starts_with("fim."))
         .count();
     assert_eq!(alerts, 1, "the quiet file and the restart raised nothing");
+}
+
+#[test]
+fn deeply_nested_rules_are_refused_at_start_and_on_reload_and_the_agent_keeps_running() {
+    if !bpf_available("agent_deep_rules") {
+        return;
+    }
+    let _serial = serial();
+    let rules_dir = TempDir::new("agent-deep-rules");
+    let rules = rules_dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.path = /nonexistent-osprey\n",
+    )
+    .unwrap();
+    let a = AgentRun::new(
+        "agent-deep",
+        &format!("[modules.security]\nrules = [\"{}\"]\n", rules.display()),
+    );
+    let agent = a.start();
+    let rules_before = module(&a.ctl(&["list"]), "security")["rules"].clone();
+    assert!(rules_before.as_u64().unwrap() > 1, "{rules_before}");
+    // Issue 18's reproduction: 8,000 levels of brackets.
+    let deep = format!(
+        "- rule: d\n  desc: x\n  severity: high\n  condition: \"{}evt.kind = open{}\"\n  output: x\n",
+        "(".repeat(8_000),
+        ")".repeat(8_000)
+    );
+    std::fs::write(&rules, &deep).unwrap();
+    let at = format!("{}:4:115: condition nested deeper", rules.display());
+    let reload = a.ctl(&["reload"]);
+    assert_eq!(reload["ok"], false, "{reload}");
+    assert!(reload["error"].as_str().unwrap().contains(&at), "{reload}");
+    signal(&agent, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|e| {
+                e["level"] == "error"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("configuration rejected") && m.contains(&at))
+            })
+            .count()
+    };
+    while rejected(&a.log_lines()) < 2 {
+        assert!(Instant::now() < deadline, "SIGHUP's rejection never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = a.ctl(&["list"]);
+    assert_eq!(list["ok"], true, "still answering: {list}");
+    assert_eq!(module(&list, "security")["rules"], rules_before, "{list}");
+    signal(&agent, libc::SIGTERM);
+    let done = agent.wait(Duration::from_secs(5));
+    assert!(done.status.success(), "{}", done.stderr);
+
+    // Started with the file: refused with exit 2 and the position, not aborted.
+    let out = Command::new(OSPREY)
+        .args(["agent", "--config", a.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&at), "{err}");
 }

@@ -277,18 +277,12 @@ fn duration_count_and_sigterm_end_the_run() {
     assert_eq!(done.events().len(), 3);
     assert_eq!(done.summary()["reason"], "count");
 
-    let mut child = Command::new(OSPREY)
-        .args(["exec", "--output", "json"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(Duration::from_millis(1500));
+    let tracer = Tracer::start(&["exec", "--output", "json"]);
     let sent = std::time::Instant::now();
     // SAFETY: signalling our own child.
-    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = child.wait().unwrap();
-    assert!(status.success(), "SIGTERM exits 0");
+    unsafe { libc::kill(tracer.pid() as i32, libc::SIGTERM) };
+    let done = tracer.wait(Duration::from_secs(5));
+    assert!(done.status.success(), "SIGTERM exits 0: {}", done.stderr);
     assert!(
         sent.elapsed() < Duration::from_secs(1),
         "exited in {:?}",

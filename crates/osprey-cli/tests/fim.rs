@@ -24,6 +24,12 @@ fn sha256(bytes: &[u8]) -> String {
 }
 
 /// FIM alerts by the path they name.
+fn is_fim_alert(line: &str) -> bool {
+    serde_json::from_str::<Value>(line).is_ok_and(|a| {
+        a["kind"] == "alert" && a["rule"].as_str().is_some_and(|r| r.starts_with("fim."))
+    })
+}
+
 fn fim_alerts(done: &Finished) -> BTreeMap<String, Vec<Value>> {
     let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
     for a in done.events() {
@@ -125,8 +131,8 @@ fn each_change_to_a_watched_file_raises_one_alert_with_its_hashes() {
     perform(&watched, &tmp.path().join("staging-w"));
     perform(&unwatched, &tmp.path().join("staging-u"));
     append(&single, b"two\n");
-    // Past the settle time, so the alerts are raised by the running detector, not the stop.
-    std::thread::sleep(Duration::from_millis(900));
+    // Every alert raised by the running detector (past the settle time), not by the stop.
+    tracer.wait_lines(Duration::from_secs(10), expected.len() + 1, is_fim_alert);
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
 
@@ -227,7 +233,7 @@ fn a_writer_in_a_loop_is_throttled_in_the_kernel_and_alerted_once() {
         file.display()
     )));
     assert!(status.success());
-    std::thread::sleep(Duration::from_millis(700));
+    tracer.wait_lines(Duration::from_secs(10), 1, is_fim_alert);
     let done = tracer.stop();
     let alerts = fim_alerts(&done);
     let got = &alerts[file.to_str().unwrap()];

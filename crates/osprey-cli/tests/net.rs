@@ -19,7 +19,7 @@ fn tcp_server(
     reply: usize,
     expect: Option<usize>,
 ) -> (Child, u16) {
-    let mut cmd = in_netns(netns, WORKLOAD);
+    let mut cmd = in_netns(netns, WORKLOAD.as_str());
     cmd.args(["tcp-serve", addr, &reply.to_string()]);
     if let Some(e) = expect {
         cmd.arg(e.to_string());
@@ -264,7 +264,9 @@ fn flows_idle_timeout_exports_and_full_table_counts_evictions() {
         ],
     );
     net.run(&net.a, &["udp-send", "10.201.0.2", "6001", "3", "100"]);
-    std::thread::sleep(Duration::from_millis(2500));
+    idle.wait_lines(Duration::from_secs(10), 1, |l| {
+        serde_json::from_str::<Value>(l).is_ok_and(|f| f["destination_port"] == 6001)
+    });
     let done = idle.stop();
     let flows = flow_records(&done.events());
     let f = one_flow(&flows, "idle udp", |f| f["destination_port"] == 6001);
@@ -386,7 +388,7 @@ fn tcp_retransmits_match_dropped_segments() {
         "classifier",
     ]);
     let tracer = Tracer::start(&["tcp", "--output", "json", "--port", "4242"]);
-    let mut server = in_netns(Some(&net.a), WORKLOAD)
+    let mut server = in_netns(Some(&net.a), WORKLOAD.as_str())
         .env("TCP_SERVE_PORT", "4242")
         .args(["tcp-serve", "127.0.0.1", "500", "1000"])
         .stdout(Stdio::piped())
@@ -396,7 +398,7 @@ fn tcp_retransmits_match_dropped_segments() {
     BufReader::new(server.stdout.as_mut().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let client = in_netns(Some(&net.a), WORKLOAD)
+    let client = in_netns(Some(&net.a), WORKLOAD.as_str())
         .env("TCP_SEND_KEEP_OPEN", "1")
         .args(["tcp-send", "127.0.0.1", "4242", "1000"])
         .output()

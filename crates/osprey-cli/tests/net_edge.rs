@@ -193,7 +193,7 @@ fn flows_parse_ipv6_destination_options_and_fragments() {
     let on_a = net.flows_json(&net.a, &net.va);
     let send = |port: &str, count: &str, size: &str, dstopts: bool| {
         let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &net.a, WORKLOAD])
+        cmd.args(["netns", "exec", &net.a, WORKLOAD.as_str()])
             .args(["udp-send", "fd77::2", port, count, size]);
         if dstopts {
             cmd.env("UDP_SEND_DSTOPTS", "1");
@@ -368,11 +368,19 @@ fn on_a_terminal_flows_show_a_refreshing_top_table() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("script (util-linux)");
-    std::thread::sleep(std::time::Duration::from_millis(1200));
+    // Attached once the first frame is drawn.
+    let mut shown = shown;
+    let mut screen = std::io::BufReader::new(shown.stdout.take().unwrap());
+    let mut text = Vec::new();
+    while !String::from_utf8_lossy(&text).contains("BYTES/S") {
+        let n = std::io::BufRead::read_until(&mut screen, b'\n', &mut text).unwrap();
+        assert!(n > 0, "no frame: {}", String::from_utf8_lossy(&text));
+    }
     net.run(&net.a, &["udp-send", "10.201.0.2", "5301", "50", "100"]);
-    let out = shown.wait_with_output().unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
+    std::io::Read::read_to_end(&mut screen, &mut text).unwrap();
+    let status = shown.wait().unwrap();
+    let text = String::from_utf8_lossy(&text);
+    assert!(status.success(), "{text}");
     // Redrawn in place every interval: clear-screen sequences, each with the header.
     let frames: Vec<&str> = text.split("\x1b[H\x1b[2J").skip(1).collect();
     assert!(frames.len() >= 3, "{text}");

@@ -173,16 +173,8 @@ impl Drop for Tmux {
 }
 
 fn tmux_available(test: &str) -> bool {
-    if Command::new("tmux").arg("-V").output().is_ok() {
-        return true;
-    }
-    let required = std::env::var("OSPREY_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{test}: OSPREY_REQUIRE_BPF=1 but tmux is missing"
-    );
-    eprintln!("SKIPPED {test}: tmux is not installed");
-    false
+    let found = Command::new("tmux").arg("-V").output().is_ok();
+    osprey_workload::require(test, found, "tmux is not installed")
 }
 
 #[test]

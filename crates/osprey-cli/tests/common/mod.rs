@@ -14,28 +14,13 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
-pub const WORKLOAD: &str = env!("CARGO_BIN_EXE_osprey-workload");
+pub use osprey_workload::{bpf_available, WORKLOAD};
 
 /// BPF tests run one at a time: they count exact events and compete for two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 
 pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-/// True when this process may load BPF. Otherwise skips (or fails under CI).
-pub fn bpf_available(test: &str) -> bool {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    let required = std::env::var("OSPREY_REQUIRE_BPF").is_ok_and(|v| v == "1");
-    assert!(
-        !required,
-        "{test}: OSPREY_REQUIRE_BPF=1 but not running as root; cannot load BPF"
-    );
-    eprintln!("SKIPPED {test}: needs root to load BPF (set OSPREY_REQUIRE_BPF=1 to fail instead)");
-    false
 }
 
 /// A unique scratch directory removed on drop.
@@ -141,9 +126,19 @@ impl Tracer {
 
     /// `start_in_netns`, waiting for a stderr line starting with `ready`.
     pub fn start_in_netns_until(netns: &str, args: &[&str], ready: &str) -> Self {
+        Self::start_in_netns_with_env_until(netns, args, &[], ready)
+    }
+
+    /// `start_in_netns_until` with extra environment variables.
+    pub fn start_in_netns_with_env_until(
+        netns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, OSPREY]);
-        Self::start_command(cmd, args, &[], ready)
+        Self::start_command(cmd, args, env, ready)
     }
 
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
@@ -205,6 +200,21 @@ impl Tracer {
         self.child.id()
     }
 
+    /// Waits at most `limit` until `count` stdout lines satisfying `matches` have arrived since
+    /// the last wait (they are in what `stop` returns as well).
+    pub fn wait_lines(&self, limit: Duration, count: usize, matches: impl Fn(&str) -> bool) {
+        let deadline = Instant::now() + limit;
+        let mut seen = 0;
+        while seen < count {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.stdout_lines.recv_timeout(left) {
+                Ok((_, line)) if matches(&line) => seen += 1,
+                Ok(_) => {}
+                Err(_) => panic!("{seen} of {count} expected output lines within {limit:?}"),
+            }
+        }
+    }
+
     /// The next stdout line and when it arrived, waiting at most `limit`.
     pub fn next_line(&self, limit: Duration) -> Option<(Instant, String)> {
         self.stdout_lines.recv_timeout(limit).ok()
@@ -241,9 +251,9 @@ impl Tracer {
         );
     }
 
-    /// Lets in-flight events reach the rings (drain timer is 10 ms), then SIGINT.
+    /// SIGINT, then waits for the exit. What the kernel wrote before the signal is in the rings
+    /// already (programs run inside the traced syscalls) and the final drain delivers it.
     pub fn stop(mut self) -> Finished {
-        std::thread::sleep(Duration::from_millis(150));
         let sent = Instant::now();
         // SAFETY: signalling our own child by pid.
         unsafe { libc::kill(self.child.id() as i32, libc::SIGINT) };
@@ -284,6 +294,20 @@ impl Drop for Tracer {
         if self.stdout.is_some() {
             let _ = self.child.kill();
             let _ = self.child.wait();
+        }
+    }
+}
+
+/// Polls `check` every 20 ms until it returns `Ok`, failing with its last error after `limit`:
+/// tests wait for the state they need (a log line, a metric, a module's state), never for a
+/// fixed time.
+pub fn eventually<T>(limit: Duration, mut check: impl FnMut() -> Result<T, String>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        match check() {
+            Ok(value) => return value,
+            Err(why) if Instant::now() >= deadline => panic!("not within {limit:?}: {why}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
         }
     }
 }
@@ -361,7 +385,7 @@ pub fn gone_pid() -> String {
 }
 
 pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
-    let build_dir = std::path::Path::new(WORKLOAD).ancestors().nth(2).unwrap();
+    let build_dir = WORKLOAD.path().ancestors().nth(2).unwrap();
     alert["rule"] == "exec_from_temporary_location"
         && ["exe", "filename"].iter().any(|f| {
             alert["event"][f]

@@ -79,7 +79,7 @@ impl NetPair {
 
     pub fn run(&self, ns: &str, args: &[&str]) -> String {
         let out = Command::new("ip")
-            .args(["netns", "exec", ns, WORKLOAD])
+            .args(["netns", "exec", ns, WORKLOAD.as_str()])
             .args(args)
             .output()
             .unwrap();

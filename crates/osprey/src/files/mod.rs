@@ -11,10 +11,10 @@ use serde::ser::SerializeMap;
 
 use crate::abi::{self, kind, open_op, status};
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, Role};
-use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::{
+use crate::wire::text::{
     escape_for_terminal, join_components_leaf_first, join_lexically, write_bytes_field,
 };
+use crate::wire::{split_tail, DecodeError};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "files",

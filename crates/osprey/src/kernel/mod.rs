@@ -2,11 +2,11 @@
 //! capabilities by their hook alternatives, and the statistics of loaded programs.
 
 pub mod cgroup;
-pub mod core_check;
 pub mod features;
 pub mod loader;
 pub mod object_loader;
 pub mod privileges;
+pub mod relocation_failure;
 pub mod stats;
 
 use std::sync::{Arc, Mutex};
@@ -50,7 +50,7 @@ pub fn describe_error(err: &(dyn std::error::Error + 'static)) -> String {
         if std::env::var_os("OSPREY_VERIFIER_LOG").is_some() {
             eprintln!("osprey: verifier log:\n{log}");
         }
-        if core_check::is_poisoned(&log) {
+        if relocation_failure::is_poisoned(&log) {
             return format!(
                 "load refused: a CO-RE relocation could not be satisfied: the program needs a \
                  kernel field or type this kernel lacks ({io_error})"

@@ -12,6 +12,7 @@
 pub mod collect;
 pub mod heatmap;
 pub mod pmu;
+pub mod session;
 
 use serde::Serialize;
 
@@ -19,8 +20,8 @@ use crate::abi::{self, fault_class, kind};
 use crate::kernel::loader::{
     Attach, CapabilitySpec, Hook, KernelConfig, LoadOptions, PerfSampling, Role, SoftwarePerfEvent,
 };
-use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::{join_components_leaf_first, write_bytes_field};
+use crate::wire::text::{join_components_leaf_first, write_bytes_field};
+use crate::wire::{split_tail, DecodeError};
 
 pub use collect::Collector;
 

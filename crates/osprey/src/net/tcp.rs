@@ -15,7 +15,7 @@ use serde::ser::SerializeMap;
 use super::ip_from_bytes;
 use crate::abi::{self, kind};
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, Role};
-use crate::pipeline::event::DecodeError;
+use crate::wire::DecodeError;
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "tcp",

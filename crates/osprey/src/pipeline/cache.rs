@@ -7,7 +7,7 @@ use serde::ser::{SerializeMap, SerializeSeq};
 use serde::Serialize;
 
 use super::event::{Event, Payload};
-use super::text::json_text;
+use crate::wire::text::json_text;
 
 const MAX_ANCESTRY: usize = 32;
 
@@ -273,7 +273,7 @@ fn write_text<M: SerializeMap>(
     b64_name: &'static str,
     bytes: &[u8],
 ) -> Result<(), M::Error> {
-    super::text::write_bytes_field(map, name, b64_name, bytes)
+    crate::wire::text::write_bytes_field(map, name, b64_name, bytes)
 }
 
 impl Serialize for ProcessContext<'_> {
@@ -319,8 +319,8 @@ impl Serialize for AncestorJson<'_> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::pipeline::event::Header;
     use crate::process::{Exit, Fork};
+    use crate::wire::Header;
 
     fn ev(pid: u32, ppid: u32, ts: u64, payload: Payload) -> Event {
         Event {

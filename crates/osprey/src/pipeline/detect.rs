@@ -14,7 +14,7 @@ use chrono::{Local, SecondsFormat};
 use super::cache::ProcessContext;
 use super::event::{Event, JsonEvent};
 use super::sink::{Clock, Sink};
-use super::text::escape_for_terminal;
+use crate::wire::text::escape_for_terminal;
 
 /// One alert about one event.
 #[derive(Debug, Clone)]

@@ -7,9 +7,9 @@ use chrono::{DateTime, Local, SecondsFormat, Utc};
 use super::cache::ProcessContext;
 use super::event::{Event, JsonEvent, Payload};
 use super::process_json::ProcessJsonCache;
-use super::text::escape_for_terminal;
 use crate::files;
 use crate::net::tcp;
+use crate::wire::text::escape_for_terminal;
 
 pub trait Sink {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()>;
@@ -215,7 +215,7 @@ impl<W: Write> Sink for TableSink<W> {
                             "{:#x}-{:#x} {}",
                             m.key.vma_start,
                             m.vma_end,
-                            crate::pipeline::text::escape_for_terminal(
+                            crate::wire::text::escape_for_terminal(
                                 m.path.as_deref().unwrap_or(m.class.label().as_bytes())
                             )
                         ),

@@ -10,8 +10,8 @@ use serde::ser::SerializeMap;
 use crate::abi::{self, kind, status};
 use crate::files::errno_name;
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, Role};
-use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::{escape_for_terminal, join_components_leaf_first, write_bytes_field};
+use crate::wire::text::{escape_for_terminal, join_components_leaf_first, write_bytes_field};
+use crate::wire::{split_tail, DecodeError};
 
 /// Roles the process cache needs; `exec-failed` is only attached by `osprey exec`.
 pub const CACHE_ROLES: &[&str] = &["exec", "fork", "exit"];
@@ -219,7 +219,7 @@ impl serde::Serialize for JsonArgs<'_> {
             match std::str::from_utf8(arg) {
                 Ok(text) => seq.serialize_element(text)?,
                 Err(_) => {
-                    let (text, b64) = crate::pipeline::text::json_text(arg);
+                    let (text, b64) = crate::wire::text::json_text(arg);
                     let mut m = std::collections::BTreeMap::new();
                     m.insert("text", text.into_owned());
                     m.insert("b64", b64.unwrap_or_default());

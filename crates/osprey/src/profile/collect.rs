@@ -20,8 +20,8 @@ use super::{
 };
 use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
 use crate::kernel::loader::{LoadError, LoadedCapability};
-use crate::pipeline::event::Header;
-use crate::pipeline::text::until_nul;
+use crate::wire::text::until_nul;
+use crate::wire::Header;
 
 /// How often the count map is scanned for new processes.
 const SCAN_EVERY: Duration = Duration::from_millis(100);

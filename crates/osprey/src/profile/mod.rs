@@ -22,7 +22,7 @@ use crate::abi::{self, kind};
 use crate::kernel::loader::{
     Attach, CapabilitySpec, Hook, LoadOptions, PerfSampling, Role, SoftwarePerfEvent,
 };
-use crate::pipeline::event::DecodeError;
+use crate::wire::DecodeError;
 
 pub use crate::kernel::cgroup::cgroup_target;
 pub use auto::Unwinder;

@@ -138,7 +138,7 @@ pub fn write_top(profile: &Profile, n: usize, out: &mut dyn Write) -> io::Result
             "{:>6.2}% {:>6.2}%  {:<48} {module}",
             pct(row.self_value),
             pct(row.total_value),
-            crate::pipeline::text::escape_for_terminal(row.function.as_bytes()),
+            crate::wire::text::escape_for_terminal(row.function.as_bytes()),
         )?;
     }
     Ok(())

@@ -5,8 +5,8 @@ use serde::ser::SerializeMap;
 
 use crate::abi::{self, status};
 use crate::files::errno_name;
-use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::write_bytes_field;
+use crate::wire::text::write_bytes_field;
+use crate::wire::{split_tail, DecodeError};
 
 /// (x86-64 number, name, class used as `evt.kind` by rules)
 pub const SYSCALLS: &[(u32, &str, &str)] = &[
@@ -121,10 +121,10 @@ impl SockAddr {
                 // Abstract sockets start with a NUL; shown with a leading '@'.
                 let path = if path.first() == Some(&0) {
                     let mut p = b"@".to_vec();
-                    p.extend_from_slice(crate::pipeline::text::until_nul(&path[1..]));
+                    p.extend_from_slice(crate::wire::text::until_nul(&path[1..]));
                     p
                 } else {
-                    crate::pipeline::text::until_nul(path).to_vec()
+                    crate::wire::text::until_nul(path).to_vec()
                 };
                 SockAddr::Unix(path)
             }
@@ -317,11 +317,11 @@ impl SecSyscall {
         };
         if !shown.is_empty() {
             out.push(' ');
-            out.push_str(&crate::pipeline::text::escape_for_terminal(shown));
+            out.push_str(&crate::wire::text::escape_for_terminal(shown));
         }
         if !self.path2.is_empty() {
             out.push_str(" -> ");
-            out.push_str(&crate::pipeline::text::escape_for_terminal(&self.path2));
+            out.push_str(&crate::wire::text::escape_for_terminal(&self.path2));
         }
         if let Some(a) = &self.addr {
             out.push(' ');

@@ -10,7 +10,7 @@ use serde::Serialize;
 
 use crate::abi::{kind, SyscallErrnoKey, SyscallKey, SyscallStats};
 use crate::kernel::loader::{CapabilitySpec, LoadError, LoadedCapability, Role};
-use crate::pipeline::text::until_nul;
+use crate::wire::text::until_nul;
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "syscalls",

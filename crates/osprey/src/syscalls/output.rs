@@ -3,7 +3,7 @@
 use std::io::{self, Write};
 
 use super::{GroupBy, Row};
-use crate::pipeline::text::escape_for_terminal;
+use crate::wire::text::escape_for_terminal;
 
 /// A row as JSON (`"kind": "syscall_count"`, docs/events.md); fields that do not apply to
 /// the grouping are left out.

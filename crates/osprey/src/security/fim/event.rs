@@ -4,8 +4,8 @@ use serde::ser::SerializeMap;
 
 use crate::abi::{self, fim_op, status};
 use crate::files::absolute_path;
-use crate::pipeline::event::{split_tail, DecodeError};
-use crate::pipeline::text::{escape_for_terminal, write_bytes_field};
+use crate::wire::text::{escape_for_terminal, write_bytes_field};
+use crate::wire::{split_tail, DecodeError};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FimEvent {

@@ -142,15 +142,29 @@ impl<'a> View<'a> {
     }
 
     pub fn get(&self, id: FieldId) -> Option<Value<'a>> {
-        let p = self.process;
+        let field = name(id);
+        match field.split_once('.').map_or(field, |(family, _)| family) {
+            "evt" => self.event_field(field),
+            "proc" => self.process_field(field),
+            "file" => self.file_field(field),
+            "exec" => self.exec_field(field),
+            _ => self.syscall_field(field),
+        }
+    }
+
+    fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
+        match &self.event.payload {
+            Payload::Security(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// `evt.*`: the event itself.
+    fn event_field(&self, field: &str) -> Option<Value<'a>> {
         let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
         let int = |i: i64| Some(Value::Int(i));
         let payload = &self.event.payload;
-        let sec = match payload {
-            Payload::Security(s) => Some(s),
-            _ => None,
-        };
-        match name(id) {
+        match field {
             "evt.kind" => str_(self.kind().as_bytes()),
             "evt.syscall" => match payload {
                 Payload::FileOpen(f) => str_(f.syscall().as_bytes()),
@@ -170,6 +184,16 @@ impl<'a> View<'a> {
                 Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// `proc.*`: the process and its ancestry.
+    fn process_field(&self, field: &str) -> Option<Value<'a>> {
+        let p = self.process;
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let int = |i: i64| Some(Value::Int(i));
+        match field {
             "proc.name" => str_(p.comm),
             "proc.exe" => str_(p.exe),
             "proc.pid" => int(p.pid.into()),
@@ -184,6 +208,17 @@ impl<'a> View<'a> {
             "proc.aexes" => Some(Value::StrList(
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
+            _ => None,
+        }
+    }
+
+    /// `file.*`: the path and the open's flags and mode.
+    fn file_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let int = |i: i64| Some(Value::Int(i));
+        let payload = &self.event.payload;
+        let sec = self.security();
+        match field {
             "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
             "file.name" => self.path().and_then(|b| str_(base_name(b))),
             "file.newpath" => sec
@@ -209,6 +244,14 @@ impl<'a> View<'a> {
             "file.suid" => sec
                 .and_then(|s| s.mode())
                 .map(|m| Value::Bool(m & 0o6000 != 0)),
+            _ => None,
+        }
+    }
+
+    /// `exec.*`: an exec's arguments and standard streams.
+    fn exec_field(&self, field: &str) -> Option<Value<'a>> {
+        let payload = &self.event.payload;
+        match field {
             "exec.args" => match payload {
                 Payload::Exec(x) => Some(Value::Str(Cow::Owned(x.args.join(&b' ')))),
                 _ => None,
@@ -221,6 +264,15 @@ impl<'a> View<'a> {
                 Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// The security syscalls' own fields (setid, chown, ptrace, kill, bpf, ns, net).
+    fn syscall_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let sec = self.security();
+        match field {
             "setid.old_uid" => sec
                 .filter(|s| s.class() == "setid")
                 .map(|s| Value::Int(s.old_uid.into())),

@@ -9,26 +9,13 @@
 use std::collections::BTreeSet;
 
 use object::{Object, ObjectSection, ObjectSymbol, SymbolKind};
+use osprey_bpf::btf::{Btf, Type, Words};
 
 use super::describe_error;
 
 /// How the verifier prints a call to the poison helper 0xbad2310.
 const POISON: &str = "unknown#195896080";
 const KERNEL_BTF: &str = "/sys/kernel/btf/vmlinux";
-
-const KIND_ARRAY: u32 = 3;
-const KIND_STRUCT: u32 = 4;
-const KIND_UNION: u32 = 5;
-const KIND_ENUM: u32 = 6;
-const KIND_FWD: u32 = 7;
-const KIND_TYPEDEF: u32 = 8;
-const KIND_VOLATILE: u32 = 9;
-const KIND_CONST: u32 = 10;
-const KIND_RESTRICT: u32 = 11;
-const KIND_ENUM64: u32 = 19;
-const KIND_PTR: u32 = 2;
-const KIND_INT: u32 = 1;
-const KIND_FLOAT: u32 = 16;
 
 /// True when a verifier log shows a relocation aya could not satisfy.
 pub fn is_poisoned(verifier_log: &str) -> bool {
@@ -46,7 +33,7 @@ pub fn describe_program_error(
         let log = verifier_log.to_string();
         if is_poisoned(&log) {
             let kernel = std::fs::read(KERNEL_BTF).ok();
-            let kernel = kernel.as_deref().and_then(Btf::parse);
+            let kernel = kernel.as_deref().and_then(|k| Btf::parse(k).ok());
             let missing = kernel
                 .map(|k| unsatisfied(object, program, &poisoned_insns(&log), &k))
                 .unwrap_or_default();
@@ -132,7 +119,7 @@ fn object_relocations(object: &[u8], program: &str) -> Option<(Btf, Vec<Located>
     let section = elf.section_by_index(symbol.section_index()?).ok()?;
     let section_name = section.name().ok()?;
     let (start, end) = (symbol.address(), symbol.address() + symbol.size());
-    let btf = Btf::parse(elf.section_by_name(".BTF")?.data().ok()?)?;
+    let btf = Btf::parse(elf.section_by_name(".BTF")?.data().ok()?).ok()?;
     let ext = elf.section_by_name(".BTF.ext")?.data().ok()?;
     let mut found = Vec::new();
     for (section, insn_off, relo) in parse_core_relocations(&btf, ext)? {
@@ -148,7 +135,8 @@ fn object_relocations(object: &[u8], program: &str) -> Option<(Btf, Vec<Located>
 
 /// Reads the CO-RE records of `.BTF.ext`: (ELF section, byte offset of the instruction, record).
 fn parse_core_relocations(btf: &Btf, ext: &[u8]) -> Option<Vec<(String, u32, Relocation)>> {
-    let r = reader(ext)?;
+    let w = Words::new(ext).ok()?;
+    let r = |at: usize| w.at(at).ok();
     let header_len = r(4)? as usize;
     if header_len < 32 {
         return Some(Vec::new()); // written before CO-RE existed
@@ -156,19 +144,19 @@ fn parse_core_relocations(btf: &Btf, ext: &[u8]) -> Option<Vec<(String, u32, Rel
     let start = header_len + r(24)? as usize;
     let end = start + r(28)? as usize;
     let record_size = r(start)? as usize;
-    if record_size < 16 || end > ext.len() {
+    if record_size < 16 || end > w.len() {
         return None;
     }
     let mut found = Vec::new();
     let mut at = start + 4;
     while at + 8 <= end {
-        let section = btf.name(r(at)?).to_string();
+        let section = btf.string(r(at)?).to_string();
         let count = r(at + 4)? as usize;
         at += 8;
         for _ in 0..count {
             let relo = Relocation {
                 type_id: r(at + 4)?,
-                access: btf.name(r(at + 8)?).to_string(),
+                access: btf.string(r(at + 8)?).to_string(),
                 kind: r(at + 12)?,
             };
             found.push((section.clone(), r(at)?, relo));
@@ -190,12 +178,15 @@ fn check(local: &Btf, kernel: &Btf, relo: &Relocation) -> Option<String> {
         0 | 1 | 3 | 4 | 5 => check_field(local, kernel, relo.type_id, &indices),
         // Target type id and type size need the type itself.
         7 | 9 => {
-            let root = local.ty(relo.type_id)?;
-            let name = essential(local.name(root.name));
-            candidates(kernel, root.kind, name)
+            let root = local.get(relo.type_id).ok()?;
+            if !named_family(root) {
+                return None;
+            }
+            let name = essential(root.name());
+            candidates(kernel, root, name)
                 .next()
                 .is_none()
-                .then(|| format!("this kernel has no {} {name}", kind_word(root.kind)))
+                .then(|| format!("this kernel has no {} {name}", kind_word(root)))
         }
         // Enumerator value.
         11 => check_enum_value(local, kernel, relo.type_id, *indices.first()?),
@@ -210,34 +201,34 @@ enum Step<'a> {
 }
 
 fn check_field(local: &Btf, kernel: &Btf, type_id: u32, indices: &[usize]) -> Option<String> {
-    let root_id = local.skip_modifiers(type_id);
-    let root = local.ty(root_id)?;
+    let root_id = local.skip_aliases(type_id);
+    let root = local.get(root_id).ok().filter(|t| named_family(t))?;
     // Anonymous members are left out, as libbpf does: the kernel may nest them differently.
     let mut steps = Vec::new();
     let mut current = root_id;
     for &index in indices.get(1..)? {
-        let t = local.ty(current)?;
-        if t.is_composite() {
-            let member = t.members.get(index)?;
-            current = local.skip_modifiers(member.target);
-            let name = local.name(member.name);
-            if !name.is_empty() {
-                steps.push(Step::Member {
-                    name,
-                    local_type: current,
-                });
+        match local.get(current).ok()? {
+            Type::Struct { members, .. } => {
+                let member = members.get(index)?;
+                current = local.skip_aliases(member.ty);
+                if !member.name.is_empty() {
+                    steps.push(Step::Member {
+                        name: &member.name,
+                        local_type: current,
+                    });
+                }
             }
-        } else if t.kind == KIND_ARRAY {
-            current = local.skip_modifiers(t.target);
-            steps.push(Step::Element);
-        } else {
-            return None;
+            Type::Array { elem, .. } => {
+                current = local.skip_aliases(*elem);
+                steps.push(Step::Element);
+            }
+            _ => return None,
         }
     }
-    let root_name = essential(local.name(root.name));
-    let owner = format!("this kernel's {} {root_name}", kind_word(root.kind));
+    let root_name = essential(root.name());
+    let owner = format!("this kernel's {} {root_name}", kind_word(root));
     let mut first_failure = None;
-    for candidate in candidates(kernel, root.kind, root_name) {
+    for candidate in candidates(kernel, root, root_name) {
         match walk(local, kernel, candidate, &steps) {
             Ok(()) => return None,
             Err(why) => {
@@ -247,16 +238,16 @@ fn check_field(local: &Btf, kernel: &Btf, type_id: u32, indices: &[usize]) -> Op
     }
     Some(
         first_failure
-            .unwrap_or_else(|| format!("this kernel has no {} {root_name}", kind_word(root.kind))),
+            .unwrap_or_else(|| format!("this kernel has no {} {root_name}", kind_word(root))),
     )
 }
 
 /// Follows `steps` through kernel type `root`; on failure says what is missing.
 fn walk(local: &Btf, kernel: &Btf, root: u32, steps: &[Step]) -> Result<(), String> {
-    let mut current = kernel.skip_modifiers(root);
+    let mut current = kernel.skip_aliases(root);
     let mut path = String::new();
     for step in steps {
-        let t = kernel.ty(current).ok_or("has a broken type")?;
+        let t = kernel.get(current).map_err(|_| "has a broken type")?;
         match step {
             Step::Member { name, local_type } => {
                 if !path.is_empty() {
@@ -271,76 +262,94 @@ fn walk(local: &Btf, kernel: &Btf, root: u32, steps: &[Step]) -> Result<(), Stri
                 current = target;
             }
             Step::Element => {
-                if t.kind != KIND_ARRAY {
+                let Type::Array { elem, .. } = t else {
                     return Err(format!("has field {path} but it is not an array"));
-                }
+                };
                 path.push_str("[]");
-                current = kernel.skip_modifiers(t.target);
+                current = kernel.skip_aliases(*elem);
             }
         }
     }
     Ok(())
 }
 
-/// The (modifier-skipped) type of member `name` of composite `id`, looking inside anonymous
+/// The (alias-skipped) type of member `name` of composite `id`, looking inside anonymous
 /// members as libbpf does.
 fn find_member(btf: &Btf, id: u32, name: &str) -> Option<u32> {
-    let t = btf.ty(id)?;
-    if !t.is_composite() {
+    let Ok(Type::Struct { members, .. }) = btf.get(id) else {
         return None;
-    }
-    t.members.iter().find_map(|m| {
-        let member_name = btf.name(m.name);
-        let target = btf.skip_modifiers(m.target);
-        if member_name.is_empty() {
+    };
+    members.iter().find_map(|m| {
+        let target = btf.skip_aliases(m.ty);
+        if m.name.is_empty() {
             find_member(btf, target, name)
         } else {
-            (member_name == name).then_some(target)
+            (m.name == name).then_some(target)
         }
     })
 }
 
 /// libbpf's field compatibility, loosely: same shape of type, sizes free to differ.
 fn compatible(local: &Btf, local_id: u32, kernel: &Btf, kernel_id: u32) -> bool {
-    let (Some(l), Some(k)) = (local.ty(local_id), kernel.ty(kernel_id)) else {
+    let (Ok(l), Ok(k)) = (local.get(local_id), kernel.get(kernel_id)) else {
         return false;
     };
-    let enumish = |kind| kind == KIND_ENUM || kind == KIND_ENUM64;
-    match (l.kind, k.kind) {
-        _ if l.is_composite() && k.is_composite() => true,
-        (a, b) if enumish(a) && enumish(b) => true,
-        (KIND_ARRAY, KIND_ARRAY) => compatible(
+    match (l, k) {
+        (Type::Struct { .. }, Type::Struct { .. }) | (Type::Enum { .. }, Type::Enum { .. }) => true,
+        (Type::Array { elem: le, .. }, Type::Array { elem: ke, .. }) => compatible(
             local,
-            local.skip_modifiers(l.target),
+            local.skip_aliases(*le),
             kernel,
-            kernel.skip_modifiers(k.target),
+            kernel.skip_aliases(*ke),
         ),
-        (a, b) => a == b && matches!(a, KIND_INT | KIND_PTR | KIND_FLOAT | KIND_FWD),
+        (Type::Int { .. }, Type::Int { .. })
+        | (Type::Ptr { .. }, Type::Ptr { .. })
+        | (Type::Float { .. }, Type::Float { .. })
+        | (Type::Fwd { .. }, Type::Fwd { .. }) => true,
+        _ => false,
     }
 }
 
 fn check_enum_value(local: &Btf, kernel: &Btf, type_id: u32, index: usize) -> Option<String> {
-    let root = local.ty(local.skip_modifiers(type_id))?;
-    let name = essential(local.name(root.name));
-    let value = essential(local.name(root.members.get(index)?.name));
-    let mut enums = candidates(kernel, root.kind, name).peekable();
+    let root = local.get(local.skip_aliases(type_id)).ok()?;
+    let Type::Enum { values, .. } = root else {
+        return None;
+    };
+    let name = essential(root.name());
+    let value = essential(&values.get(index)?.0);
+    let mut enums = candidates(kernel, root, name).peekable();
     if enums.peek().is_none() {
         return Some(format!("this kernel has no enum {name}"));
     }
-    let found = enums.filter_map(|id| kernel.ty(id)).any(|t| {
-        t.members
-            .iter()
-            .any(|m| essential(kernel.name(m.name)) == value)
+    let found = enums.any(|id| match kernel.get(id) {
+        Ok(Type::Enum { values, .. }) => values.iter().any(|(v, _)| essential(v) == value),
+        _ => false,
     });
     (!found).then(|| format!("this kernel's enum {name} has no value {value}"))
 }
 
-/// Kernel types of the same kind whose name, without a `___flavor` suffix, is `name`.
-fn candidates<'a>(kernel: &'a Btf, kind: u32, name: &'a str) -> impl Iterator<Item = u32> + 'a {
-    let family = |k| if k == KIND_ENUM64 { KIND_ENUM } else { k };
+/// Which kinds of type may stand for each other when matched by name (enum and enum64 are
+/// one family, struct and union are not).
+fn family(t: &Type) -> (u8, bool) {
+    match t {
+        Type::Struct { union, .. } => (1, *union),
+        Type::Enum { .. } => (2, false),
+        Type::Fwd { union, .. } => (3, *union),
+        _ => (0, false),
+    }
+}
+
+/// Whether types like `t` are matched by name (structs, unions, enums, declarations).
+fn named_family(t: &Type) -> bool {
+    family(t).0 != 0
+}
+
+/// Kernel types of `local`'s family whose name, without a `___flavor` suffix, is `name`.
+fn candidates<'a>(kernel: &'a Btf, local: &Type, name: &'a str) -> impl Iterator<Item = u32> + 'a {
+    let wanted = family(local);
     (1..kernel.types.len() as u32).filter(move |&id| {
         let t = &kernel.types[id as usize];
-        family(t.kind) == family(kind) && essential(kernel.name(t.name)) == name
+        family(t) == wanted && essential(t.name()) == name
     })
 }
 
@@ -349,128 +358,12 @@ fn essential(name: &str) -> &str {
     name.find("___").map_or(name, |at| &name[..at])
 }
 
-fn kind_word(kind: u32) -> &'static str {
-    match kind {
-        KIND_STRUCT => "struct",
-        KIND_UNION => "union",
-        KIND_ENUM | KIND_ENUM64 => "enum",
+fn kind_word(t: &Type) -> &'static str {
+    match t {
+        Type::Struct { union: false, .. } => "struct",
+        Type::Struct { union: true, .. } => "union",
+        Type::Enum { .. } => "enum",
         _ => "type",
-    }
-}
-
-/// Reads a u32 at byte `at` of a BTF blob (whose 0xeb9f magic is checked first), in host
-/// order: objects built for the other byte order cannot load here anyway.
-fn reader(data: &[u8]) -> Option<impl Fn(usize) -> Option<u32> + '_> {
-    let magic = u16::from_ne_bytes(data.get(..2)?.try_into().ok()?);
-    (magic == 0xeb9f).then_some(move |at: usize| {
-        let bytes = data.get(at..at.checked_add(4)?)?;
-        Some(u32::from_ne_bytes(bytes.try_into().ok()?))
-    })
-}
-
-/// A BTF type, reduced to what relocations look at.
-struct Type {
-    kind: u32,
-    name: u32,
-    /// Referred type: pointee, element, typedef or modifier target.
-    target: u32,
-    /// Struct/union members, or enumerators (target unused).
-    members: Vec<Member>,
-}
-
-impl Type {
-    fn new(kind: u32, name: u32, target: u32) -> Self {
-        let members = Vec::new();
-        Self {
-            kind,
-            name,
-            target,
-            members,
-        }
-    }
-
-    fn is_composite(&self) -> bool {
-        self.kind == KIND_STRUCT || self.kind == KIND_UNION
-    }
-}
-
-struct Member {
-    name: u32,
-    target: u32,
-}
-
-/// The types and names of one BTF blob (kernel or object); type ids index `types`.
-struct Btf {
-    types: Vec<Type>,
-    strings: Vec<u8>,
-}
-
-impl Btf {
-    fn parse(data: &[u8]) -> Option<Self> {
-        let r = reader(data)?;
-        let header_len = r(4)? as usize;
-        let types_start = header_len + r(8)? as usize;
-        let types_end = types_start + r(12)? as usize;
-        let strings_start = header_len + r(16)? as usize;
-        let strings_end = strings_start + r(20)? as usize;
-        let strings = data.get(strings_start..strings_end)?.to_vec();
-        let mut types = vec![Type::new(0, 0, 0)]; // id 0 is void
-        let mut at = types_start;
-        while at < types_end {
-            let (name, info, size_or_type) = (r(at)?, r(at + 4)?, r(at + 8)?);
-            let kind = (info >> 24) & 0x1f;
-            let count = (info & 0xffff) as usize;
-            at += 12;
-            let mut t = Type::new(kind, name, size_or_type);
-            let (extra, stride) = match kind {
-                1 | 14 | 17 => (4, 0),               // int, var, decl tag
-                KIND_ARRAY => (12, 0),               // element, index type, count
-                KIND_STRUCT | KIND_UNION => (0, 12), // name, type, offset
-                KIND_ENUM | 13 => (0, 8),            // enumerators; function parameters
-                15 | KIND_ENUM64 => (0, 12),         // datasec variables; 64-bit enumerators
-                0..=19 => (0, 0),
-                _ => return None,
-            };
-            if kind == KIND_ARRAY {
-                t.target = r(at)?;
-            }
-            if matches!(kind, KIND_STRUCT | KIND_UNION | KIND_ENUM | KIND_ENUM64) {
-                for i in 0..count {
-                    let m = at + i * stride;
-                    let target = if t.is_composite() { r(m + 4)? } else { 0 };
-                    t.members.push(Member {
-                        name: r(m)?,
-                        target,
-                    });
-                }
-            }
-            at += extra + count * stride;
-            types.push(t);
-        }
-        Some(Self { types, strings })
-    }
-
-    fn ty(&self, id: u32) -> Option<&Type> {
-        self.types.get(id as usize)
-    }
-
-    fn name(&self, offset: u32) -> &str {
-        let tail = self.strings.get(offset as usize..).unwrap_or_default();
-        let end = tail.iter().position(|&b| b == 0).unwrap_or(tail.len());
-        std::str::from_utf8(&tail[..end]).unwrap_or("")
-    }
-
-    /// Skips typedefs and const/volatile/restrict/type-tag modifiers.
-    fn skip_modifiers(&self, mut id: u32) -> u32 {
-        const MODIFIERS: [u32; 5] = [KIND_TYPEDEF, KIND_VOLATILE, KIND_CONST, KIND_RESTRICT, 18];
-        // Bounded: a malformed blob could loop.
-        for _ in 0..64 {
-            match self.ty(id) {
-                Some(t) if MODIFIERS.contains(&t.kind) => id = t.target,
-                _ => break,
-            }
-        }
-        id
     }
 }
 
@@ -493,8 +386,8 @@ mod tests {
             panic!("expected one relocation at instruction 1: {relocations:?}");
         };
         assert_eq!((relo.kind, relo.access.as_str()), (0, "0:0"));
-        let root = btf.ty(relo.type_id).expect("root type");
-        assert_eq!(btf.name(root.name), "task_struct___osprey_future");
+        let root = btf.get(relo.type_id).expect("root type");
+        assert_eq!(root.name(), "task_struct___osprey_future");
     }
 
     #[test]
@@ -512,12 +405,23 @@ mod tests {
 
     #[test]
     fn names_the_field_this_kernel_lacks() {
-        let Some(kernel) = std::fs::read(KERNEL_BTF).ok() else {
-            eprintln!("SKIPPED names_the_field_this_kernel_lacks: no {KERNEL_BTF}");
+        let kernel = std::fs::read(KERNEL_BTF);
+        if !osprey_workload::require(
+            "names_the_field_this_kernel_lacks",
+            kernel.is_ok(),
+            &format!("no {KERNEL_BTF}"),
+        ) {
             return;
-        };
+        }
+        let kernel = kernel.unwrap();
         let kernel = Btf::parse(&kernel).expect("kernel BTF parses");
-        assert!(candidates(&kernel, KIND_STRUCT, "task_struct")
+        let task_struct = Type::Struct {
+            name: "task_struct".into(),
+            union: false,
+            size: 0,
+            members: Vec::new(),
+        };
+        assert!(candidates(&kernel, &task_struct, "task_struct")
             .next()
             .is_some());
         let missing = unsatisfied(fixture(), "broken_core", &poisoned_insns(LOG), &kernel);
@@ -543,22 +447,31 @@ mod tests {
     #[test]
     fn finds_members_inside_anonymous_members() {
         // struct outer { union { int inner; }; } built by hand: ids 1 int, 2 union, 3 struct.
+        let member = |name: &str, ty| osprey_bpf::btf::Member {
+            name: name.into(),
+            ty,
+            bit_offset: 0,
+            bitfield_size: 0,
+        };
+        let composite = |name: &str, union, members| Type::Struct {
+            name: name.into(),
+            union,
+            size: 4,
+            members,
+        };
         let btf = Btf {
             types: vec![
-                Type::new(0, 0, 0),
-                Type::new(KIND_INT, 1, 0),
-                with_member(Type::new(KIND_UNION, 0, 0), 5, 1),
-                with_member(Type::new(KIND_STRUCT, 11, 0), 0, 2),
+                Type::Void,
+                Type::Int {
+                    size: 4,
+                    signed: true,
+                },
+                composite("", true, vec![member("inner", 1)]),
+                composite("outer", false, vec![member("", 2)]),
             ],
-            strings: b"\0int\0inner\0outer\0".to_vec(),
+            strings: Vec::new(),
         };
-        assert_eq!(btf.name(11), "outer");
         assert_eq!(find_member(&btf, 3, "inner"), Some(1));
         assert_eq!(find_member(&btf, 3, "missing"), None);
-    }
-
-    fn with_member(mut t: Type, name: u32, target: u32) -> Type {
-        t.members.push(Member { name, target });
-        t
     }
 }
