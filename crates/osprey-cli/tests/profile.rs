@@ -156,23 +156,13 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
         "6",
         &["--freq", "299", "--unwind", "fp"],
     );
-    let fp_chain: u64 = fp
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
+    let fp_chain = sum_where(&fp.folded, |s| s.contains(chain));
     assert_eq!(fp_chain, 0, "{:?}", fp.folded);
 
     // The default recognises the missing frame pointers and switches to dwarf.
     let auto = profile_run(dir.path(), &program, "12", &["--freq", "299"]);
-    let total: u64 = auto.folded.iter().map(|(_, v)| v).sum();
-    let recovered: u64 = auto
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
+    let total = sum_where(&auto.folded, |_| true);
+    let recovered = sum_where(&auto.folded, |s| s.contains(chain));
     assert!(
         recovered * 100 >= total * 70,
         "auto: {recovered} of {total}: {:?}",
@@ -237,14 +227,7 @@ fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
     let child = spawn_gated(&program, &["sleep"]);
     let pid = child.id().to_string();
     let out = dir.path().join("off.folded");
-    let tracer = Tracer::start(&[
-        "profile",
-        "--off-cpu",
-        "--pid",
-        &pid,
-        "--folded",
-        out.to_str().unwrap(),
-    ]);
+    let tracer = off_cpu_tracer(&pid, &out);
     release_and_wait(child);
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);

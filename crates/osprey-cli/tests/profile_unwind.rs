@@ -77,14 +77,7 @@ fn off_cpu_stacks_of_a_blocked_read_end_in_the_wait_without_osprey_frames() {
     let mut child = spawn_gated(&program, &["read"]);
     let pid = child.id().to_string();
     let out = dir.path().join("off.folded");
-    let tracer = Tracer::start(&[
-        "profile",
-        "--off-cpu",
-        "--pid",
-        &pid,
-        "--folded",
-        out.to_str().unwrap(),
-    ]);
+    let tracer = off_cpu_tracer(&pid, &out);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(b"go\n").unwrap();
     // The workload: blocked in read for about half a second, then let go.

@@ -236,6 +236,18 @@ pub fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Pro
     profile_run_args(dir, program, &[arg], extra)
 }
 
+/// `osprey profile --off-cpu --pid PID --folded OUT`, attached.
+pub fn off_cpu_tracer(pid: &str, out: &Path) -> Tracer {
+    Tracer::start(&[
+        "profile",
+        "--off-cpu",
+        "--pid",
+        pid,
+        "--folded",
+        out.to_str().unwrap(),
+    ])
+}
+
 /// Profiles one gated run of `program ARGS` with extra osprey arguments.
 pub fn profile_run_args(
     dir: &Path,
@@ -278,19 +290,9 @@ pub fn assert_chain(run: &Profiled, chain: &str, leaf: &str) {
 
 /// `chain` in at least `percent`% of the samples, `leaf` as a frame in as many.
 pub fn assert_chain_share(run: &Profiled, chain: &str, leaf: &str, percent: u64) {
-    let total: u64 = run.folded.iter().map(|(_, v)| v).sum();
-    let in_chain: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
-    let in_leaf: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.split(';').any(|f| f == leaf))
-        .map(|(_, v)| v)
-        .sum();
+    let total = sum_where(&run.folded, |_| true);
+    let in_chain = sum_where(&run.folded, |s| s.contains(chain));
+    let in_leaf = sum_where(&run.folded, |s| s.split(';').any(|f| f == leaf));
     assert!(total >= 50, "too few samples ({total}): {:?}", run.folded);
     assert!(
         in_chain * 100 >= total * percent && in_leaf * 100 >= total * percent,
