@@ -23,8 +23,11 @@ use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::wire::text::until_nul;
 use crate::wire::Header;
 
-/// How often the count map is scanned for new processes.
-const SCAN_EVERY: Duration = Duration::from_millis(100);
+/// How often the count map is scanned for new processes. Samples with a user stack come
+/// as events (their process's maps are captured then): the count map holds only kernel
+/// threads and `--kernel-only` samples, which need no maps, or frame-pointer stacks
+/// counted in the kernel when the first frame is not fixed (the agent sets its own pace).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// DWARF samples of a process looked at before deciding whether its window is too small.
 const WINDOW_DECIDE_AFTER: u64 = 8;
 
