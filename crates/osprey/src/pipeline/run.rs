@@ -6,6 +6,7 @@
 
 use std::io;
 use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -31,13 +32,18 @@ pub struct RunOptions {
     pub idle_backstop: Option<Duration>,
     /// Longest time the final drain may take after a stop request.
     pub final_drain_budget: Duration,
-    /// How often `RunHooks::tick` runs; none: never.
+    /// How often `RunHooks::tick` runs, the first time at once; none: never.
     pub tick_every: Option<Duration>,
     /// Flush the sink after every drain that wrote (a person watching sees each batch at
     /// once); otherwise the caller flushes (the agent, once a second).
     pub flush_each_batch: bool,
     /// SIGHUP goes to `RunHooks::hangup` instead of ending the process.
     pub catch_hangup: bool,
+    /// Between two drains that stopped at their budget, let the runtime run timers and
+    /// other tasks (the agent's tick, metrics and control socket). Otherwise the next drain
+    /// follows at once and a stop is noticed when the rings are empty: a command delivers
+    /// everything queued before the stop.
+    pub yield_between_passes: bool,
 }
 
 impl Default for RunOptions {
@@ -52,6 +58,7 @@ impl Default for RunOptions {
             tick_every: None,
             flush_each_batch: true,
             catch_hangup: false,
+            yield_between_passes: false,
         }
     }
 }
@@ -150,6 +157,23 @@ enum Wake<R> {
     Stop(StopReason),
 }
 
+/// Set by a SIGINT or SIGTERM that arrives before a run loop listens.
+static EARLY_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Remembers a SIGINT or SIGTERM that arrives before any run loop listens (for example
+/// between a command's "tracing" line and the start of its loop), so the loop stops at once
+/// with its final drain and summary instead of the process dying with the default action.
+/// The `osprey` binary calls it first thing.
+pub fn remember_early_stop() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(signal, || EARLY_STOP.store(true, Ordering::SeqCst))
+        }?;
+    }
+    Ok(())
+}
+
 /// The signals the loop answers. Installed before anything else so that a SIGTERM during
 /// a caller's start-up is a clean stop, not the default death.
 pub struct Signals {
@@ -170,9 +194,11 @@ impl Signals {
     }
 }
 
-fn every(period: Option<Duration>) -> Option<Interval> {
+/// Ticks every `period`, the first after `first` (an agent's health needs a baseline taken
+/// at once; a stats line after a whole period).
+fn every(period: Option<Duration>, first: Duration) -> Option<Interval> {
     period.map(|d| {
-        let mut i = interval_at(tokio::time::Instant::now() + d, d);
+        let mut i = interval_at(tokio::time::Instant::now() + first, d);
         i.set_missed_tick_behavior(MissedTickBehavior::Delay);
         i
     })
@@ -203,6 +229,7 @@ struct Waiters<'r, R> {
     stats: Option<Interval>,
     deadline: Option<tokio::time::Instant>,
     requests: Option<&'r mut mpsc::Receiver<R>>,
+    yielding: bool,
 }
 
 impl<R> Waiters<'_, R> {
@@ -220,7 +247,10 @@ impl<R> Waiters<'_, R> {
             }
         };
         tokio::select! {
-            _ = std::future::ready(()), if more_pending => Wake::Drain,
+            _ = std::future::ready(()), if more_pending && !self.yielding => Wake::Drain,
+            // Yielding once lets the runtime fire timers and serve its other tasks
+            // (metrics, control socket) while a flood keeps the rings full.
+            _ = tokio::task::yield_now(), if more_pending && self.yielding => Wake::Drain,
             _ = self.poller.ready() => Wake::Drain,
             _ = self.timer.due() => Wake::Drain,
             _ = next_tick(&mut self.ticks) => Wake::Tick,
@@ -271,12 +301,16 @@ impl<'a> Pipeline<'a> {
             poller: RingPoller::new(&self.capabilities)?,
             generation: self.generation(),
             timer: DrainTimer::new(options.drain_interval, options.idle_backstop),
-            ticks: every(options.tick_every),
-            stats: every(options.stats_every),
+            ticks: every(options.tick_every, Duration::ZERO),
+            stats: every(options.stats_every, options.stats_every.unwrap_or_default()),
             deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
             requests,
+            yielding: options.yield_between_passes,
         };
         let mut next_expiry = Instant::now();
+        if EARLY_STOP.swap(false, Ordering::SeqCst) {
+            return Ok(StopReason::Signal);
+        }
         loop {
             let flow = match waiters.wait(signals, self.more_pending).await {
                 Wake::Stop(reason) => return Ok(reason),
