@@ -43,6 +43,19 @@ pub enum Op {
     EndsWith,
     Contains,
     Glob,
+    /// Case-insensitive forms (the literal is stored lowercased): Sigma's default matching
+    /// and Falco's `icontains`.
+    IEq,
+    IStartsWith,
+    IEndsWith,
+    IContains,
+    IGlob,
+    /// The literal is a [`Literal::Regex`], searched anywhere in the value.
+    Regex,
+    /// The literal is a [`Literal::Cidr`]; the value is an IP address.
+    Cidr,
+    /// The field has a value on this event (literal ignored).
+    Exists,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +63,59 @@ pub enum Literal {
     Str(Vec<u8>),
     Int(i64),
     Bool(bool),
+    Regex(Pattern),
+    Cidr(Cidr),
+}
+
+/// A compiled regular expression, compared by its source.
+#[derive(Debug, Clone)]
+pub struct Pattern(pub regex::bytes::Regex);
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.as_str() == other.0.as_str()
+    }
+}
+
+impl Eq for Pattern {}
+
+/// An IP network: the address as 128 bits (IPv4 mapped into IPv6) and the prefix length
+/// counted on those 128 bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    pub addr: u128,
+    pub prefix: u8,
+}
+
+impl Cidr {
+    /// `a.b.c.d/n`, `x::y/n` or a bare address.
+    pub fn parse(text: &str) -> Option<Cidr> {
+        let (addr, len) = match text.split_once('/') {
+            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
+            None => (text, None),
+        };
+        let ip: std::net::IpAddr = addr.parse().ok()?;
+        let (bits, max, offset) = match ip {
+            std::net::IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 32, 96),
+            std::net::IpAddr::V6(v6) => (u128::from(v6), 128, 0),
+        };
+        let len = len.unwrap_or(max);
+        (len <= max).then_some(Cidr {
+            addr: bits,
+            prefix: len + offset,
+        })
+    }
+
+    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
+        let bits = match ip {
+            std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
+            std::net::IpAddr::V6(v6) => u128::from(v6),
+        };
+        let mask = u128::MAX
+            .checked_shl(128 - u32::from(self.prefix))
+            .unwrap_or(0);
+        bits & mask == self.addr & mask
+    }
 }
 
 /// A type-checked condition, macros and lists expanded.
@@ -74,7 +140,46 @@ pub enum Expr {
 pub struct Scope {
     pub macros: HashMap<String, Expr>,
     pub lists: HashMap<String, Vec<String>>,
+    /// Macros that cannot be used and why (Falco macros that need what Osprey lacks).
+    pub unusable: HashMap<String, String>,
 }
+
+/// What a field name means in a dialect.
+pub enum FieldRef {
+    Known(FieldId, Type),
+    /// A field of the dialect that Osprey's events cannot provide, and why.
+    Unsupported(String),
+    Unknown,
+}
+
+/// The condition language spoken: Osprey's own, or Falco's (its field names mapped onto
+/// Osprey's, its extra operators, `=` on a list field meaning any element).
+pub struct Dialect<'d> {
+    pub field: &'d dyn Fn(&str) -> FieldRef,
+    pub falco: bool,
+}
+
+/// Why a condition did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A macro that exists but has not been parsed yet.
+    Pending(String),
+    Error(ExprError),
+    /// Well formed, but needs what Osprey cannot provide.
+    Unsupported(String),
+}
+
+fn osprey_field(name: &str) -> FieldRef {
+    match fields::lookup(name) {
+        Some((id, ty)) => FieldRef::Known(id, ty),
+        None => FieldRef::Unknown,
+    }
+}
+
+pub const OSPREY: Dialect<'static> = Dialect {
+    field: &osprey_field,
+    falco: false,
+};
 
 struct Parser<'s> {
     toks: Vec<Token>,
@@ -86,6 +191,9 @@ struct Parser<'s> {
     depth: usize,
     /// Nodes of the condition built so far (macros and lists expanded).
     nodes: usize,
+    dialect: &'s Dialect<'s>,
+    /// Set when the condition needs what Osprey cannot provide.
+    unsupported: Option<String>,
 }
 
 const STR_OPS: &[(&str, Op)] = &[
@@ -93,6 +201,19 @@ const STR_OPS: &[(&str, Op)] = &[
     ("endswith", Op::EndsWith),
     ("contains", Op::Contains),
     ("glob", Op::Glob),
+];
+
+/// Falco's operators beyond Osprey's own (`exists` takes no value; `pmatch` and
+/// `intersects` take a set).
+const FALCO_OPS: &[(&str, Op)] = &[
+    ("icontains", Op::IContains),
+    ("iglob", Op::IGlob),
+    ("regex", Op::Regex),
+    ("bcontains", Op::Contains),
+    ("bstartswith", Op::StartsWith),
+    ("exists", Op::Exists),
+    ("pmatch", Op::StartsWith),
+    ("intersects", Op::Eq),
 ];
 
 /// Parses and type-checks a condition. `pending(name)` says whether `name` is a macro that
@@ -103,7 +224,21 @@ pub fn parse(
     scope: &Scope,
     pending: &dyn Fn(&str) -> bool,
 ) -> Result<Expr, Result<String, ExprError>> {
-    let toks = lex(src).map_err(Err)?;
+    parse_in(src, scope, pending, &OSPREY).map_err(|f| match f {
+        Failure::Pending(name) => Ok(name),
+        Failure::Error(e) => Err(e),
+        Failure::Unsupported(message) => Err(ExprError { offset: 0, message }),
+    })
+}
+
+/// [`parse`] in a dialect, telling unsupported fields and macros from errors.
+pub fn parse_in(
+    src: &str,
+    scope: &Scope,
+    pending: &dyn Fn(&str) -> bool,
+    dialect: &Dialect<'_>,
+) -> Result<Expr, Failure> {
+    let toks = lex(src).map_err(Failure::Error)?;
     let mut p = Parser {
         toks,
         i: 0,
@@ -111,19 +246,28 @@ pub fn parse(
         pending,
         depth: 0,
         nodes: 0,
+        dialect,
+        unsupported: None,
     };
-    let e = p.or()?;
-    let t = p.peek();
-    if t.tok != Tok::End {
-        return Err(Err(ExprError {
-            offset: t.at,
-            message: format!(
-                "expected `and`, `or` or the end, found {}",
-                describe(&t.tok)
-            ),
-        }));
+    let parsed = p.or().and_then(|e| {
+        let t = p.peek();
+        if t.tok != Tok::End {
+            return perr(
+                t.at,
+                format!(
+                    "expected `and`, `or` or the end, found {}",
+                    describe(&t.tok)
+                ),
+            );
+        }
+        Ok(e)
+    });
+    match (parsed, p.unsupported) {
+        (Ok(e), _) => Ok(e),
+        (Err(_), Some(reason)) => Err(Failure::Unsupported(reason)),
+        (Err(Ok(name)), None) => Err(Failure::Pending(name)),
+        (Err(Err(e)), None) => Err(Failure::Error(e)),
     }
-    Ok(e)
 }
 
 fn describe(t: &Tok) -> String {
@@ -238,8 +382,11 @@ impl Parser<'_> {
             }),
             Tok::Word(w) => {
                 let next = self.peek();
+                let falco = self.dialect.falco;
                 let is_comparison = matches!(&next.tok, Tok::Op(_))
-                    || matches!(&next.tok, Tok::Word(x) if x == "in" || STR_OPS.iter().any(|s| s.0 == x));
+                    || matches!(&next.tok, Tok::Word(x) if x == "in"
+                        || STR_OPS.iter().any(|s| s.0 == x)
+                        || (falco && FALCO_OPS.iter().any(|s| s.0 == x)));
                 if is_comparison {
                     self.comparison(&w, t.at)
                 } else {
@@ -268,6 +415,10 @@ impl Parser<'_> {
         if (self.pending)(name) {
             return Err(Ok(name.to_string()));
         }
+        if let Some(reason) = self.scope.unusable.get(name) {
+            self.unsupported = Some(format!("macro `{name}`: {reason}"));
+            return perr(at, "unusable macro");
+        }
         if fields::lookup(name).is_some() {
             return perr(at, format!("field `{name}` must be compared with an operator (= != < > in startswith endswith contains glob)"));
         }
@@ -283,13 +434,32 @@ impl Parser<'_> {
     }
 
     fn comparison(&mut self, name: &str, at: usize) -> PResult<Expr> {
-        let Some((field, ty)) = fields::lookup(name) else {
-            let mut msg = format!("unknown field `{name}`");
-            if let Some(s) = fields::nearest(name, fields::FIELDS.iter().map(|f| f.0)) {
-                msg.push_str(&format!(" (did you mean `{s}`?)"));
+        let (field, ty) = match (self.dialect.field)(name) {
+            FieldRef::Known(field, ty) => (field, ty),
+            FieldRef::Unsupported(reason) => {
+                self.unsupported = Some(reason);
+                return perr(at, "unsupported field");
             }
-            return perr(at, msg);
+            FieldRef::Unknown if self.dialect.falco => {
+                self.unsupported = Some(format!("field `{name}` is not provided by Osprey"));
+                return perr(at, "unsupported field");
+            }
+            FieldRef::Unknown => {
+                let mut msg = format!("unknown field `{name}`");
+                if let Some(s) = fields::nearest(name, fields::FIELDS.iter().map(|f| f.0)) {
+                    msg.push_str(&format!(" (did you mean `{s}`?)"));
+                }
+                return perr(at, msg);
+            }
         };
+        if self.dialect.falco {
+            if let Tok::Word(w) = &self.peek().tok {
+                if let Some(&(word, op)) = FALCO_OPS.iter().find(|s| s.0 == w) {
+                    self.next();
+                    return self.falco_comparison(field, ty, word, op, at);
+                }
+            }
+        }
         let op_tok = self.next();
         let op = match &op_tok.tok {
             Tok::Op("=") => Op::Eq,
@@ -311,10 +481,10 @@ impl Parser<'_> {
             _ => unreachable!("checked by the caller"),
         };
         let allowed = match op {
-            Op::Eq | Op::Ne => ty != Type::StrList,
+            Op::Eq | Op::Ne => ty != Type::StrList || self.dialect.falco,
             Op::Lt | Op::Gt | Op::Le | Op::Ge => ty == Type::Int,
             Op::Contains => matches!(ty, Type::Str | Type::StrList),
-            Op::StartsWith | Op::EndsWith | Op::Glob => ty == Type::Str,
+            _ => ty == Type::Str,
         };
         if !allowed {
             return perr(
@@ -331,6 +501,58 @@ impl Parser<'_> {
         let value = self.literal(&v, value_ty, name)?;
         self.grow(at, 1)?;
         Ok(Expr::Cmp { field, op, value })
+    }
+
+    /// Falco's operators: `exists`, set operators (`pmatch`, `intersects`) and string ones.
+    fn falco_comparison(
+        &mut self,
+        field: FieldId,
+        ty: Type,
+        word: &str,
+        op: Op,
+        at: usize,
+    ) -> PResult<Expr> {
+        self.grow(at, 1)?;
+        let cmp = |op, value| Expr::Cmp { field, op, value };
+        match word {
+            "exists" => return Ok(cmp(Op::Exists, Literal::Bool(true))),
+            "intersects" => {
+                let set = self.set(ty)?;
+                return Ok(Expr::In { field, set });
+            }
+            "pmatch" => {
+                // Path prefix match: the directory itself or anything below it.
+                let set = self.set(ty)?;
+                let mut any = Vec::new();
+                for l in set {
+                    let Literal::Str(mut dir) = l else { continue };
+                    while dir.len() > 1 && dir.ends_with(b"/") {
+                        dir.pop();
+                    }
+                    any.push(cmp(Op::Eq, Literal::Str(dir.clone())));
+                    dir.push(b'/');
+                    any.push(cmp(Op::StartsWith, Literal::Str(dir)));
+                }
+                return Ok(Expr::Or(any));
+            }
+            _ => {}
+        }
+        if ty != Type::Str {
+            return perr(at, format!("operator `{word}` applies to strings"));
+        }
+        let v = self.next();
+        let Literal::Str(bytes) = self.literal(&v, Type::Str, word)? else {
+            unreachable!("a string field's literal is a string")
+        };
+        Ok(match op {
+            Op::Regex => match regex::bytes::Regex::new(&String::from_utf8_lossy(&bytes)) {
+                Ok(re) => cmp(Op::Regex, Literal::Regex(Pattern(re))),
+                Err(e) => return perr(v.at, format!("bad regular expression: {e}")),
+            },
+            Op::IContains | Op::IGlob => cmp(op, Literal::Str(bytes.to_ascii_lowercase())),
+            _ if word.starts_with('b') => cmp(op, Literal::Str(hex_bytes(&bytes, v.at)?)),
+            _ => cmp(op, Literal::Str(bytes)),
+        })
     }
 
     fn set(&mut self, ty: Type) -> PResult<Vec<Literal>> {
@@ -408,6 +630,26 @@ impl Parser<'_> {
             ),
         }
     }
+}
+
+/// The bytes of a `bcontains`/`bstartswith` operand written in hex.
+fn hex_bytes(text: &[u8], at: usize) -> PResult<Vec<u8>> {
+    let digits: Vec<u8> = text
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace())
+        .collect();
+    let value = |d: u8| (d as char).to_digit(16);
+    if digits.len() % 2 != 0 {
+        return perr(at, "a byte string is an even number of hex digits");
+    }
+    digits
+        .chunks(2)
+        .map(|p| match (value(p[0]), value(p[1])) {
+            (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
+            _ => perr(at, "a byte string is written in hex digits"),
+        })
+        .collect()
 }
 
 fn parse_literal(text: &str, ty: Type) -> Option<Literal> {

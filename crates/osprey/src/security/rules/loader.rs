@@ -7,7 +7,7 @@ use super::expr::{self, Expr, ExprError, Scope};
 use super::fields;
 use super::limits::{MAX_FILE_BYTES, MAX_LIST_ITEMS, MAX_NESTING};
 use super::yaml::{self, Node, Pos};
-use super::{Action, Piece, Rule, RuleError, Severity};
+use super::{Action, Meta, Piece, Rule, RuleError, RuleReport, Severity, Status};
 
 /// One parsed file: its name, text and YAML tree.
 struct Source<'a> {
@@ -133,14 +133,16 @@ impl<'a> Loader<'a> {
         exceptions
     }
 
-    /// The enabled rules; every rule is checked, enabled or not.
+    /// The enabled rules and a report line for each rule; every rule is checked, enabled
+    /// or not.
     pub fn rules(
         &mut self,
         items: &[Item<'_>],
         scope: &Scope,
         exceptions: &HashMap<String, Expr>,
-    ) -> Vec<Rule> {
+    ) -> (Vec<Rule>, Vec<RuleReport>) {
         let mut rules = Vec::new();
+        let mut report = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for item in items.iter().filter(|i| i.fields.contains_key("rule")) {
             let Some(rule) = build_rule(self, item, scope, exceptions) else {
@@ -150,11 +152,24 @@ impl<'a> Loader<'a> {
                 let message = format!("rule `{}` defined twice", rule.name);
                 self.error(item.src, item.node.pos(), message);
             }
-            if item.fields.get("enabled").and_then(|n| n.as_str()) != Some("false") {
+            let enabled = item.fields.get("enabled").and_then(|n| n.as_str()) != Some("false");
+            report.push(RuleReport {
+                source: super::Source::Osprey,
+                file: self.sources[item.src].name.to_string(),
+                rule: rule.name.clone(),
+                id: None,
+                status: if enabled {
+                    Status::Loaded
+                } else {
+                    Status::Disabled
+                },
+                reason: (!enabled).then(|| "enabled: false".to_string()),
+            });
+            if enabled {
                 rules.push(rule);
             }
         }
-        rules
+        (rules, report)
     }
 
     fn error(&mut self, src: usize, pos: Pos, message: impl Into<String>) {
@@ -408,6 +423,7 @@ fn build_rule(
         output,
         action: action?,
         condition_node: item.fields["condition"].clone(),
+        meta: Meta::default(),
     })
 }
 

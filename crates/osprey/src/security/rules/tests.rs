@@ -101,6 +101,7 @@ fn context(event: &Event) -> ProcessContext<'_> {
         gid: event.header.gid,
         comm: &event.header.comm,
         exe: b"/usr/bin/x",
+        cmdline: b"",
         cgroup_id: 0,
         ancestry: Vec::new(),
     }
