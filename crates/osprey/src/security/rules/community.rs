@@ -21,6 +21,21 @@ const FALCO_ONLY_KEYS: &[&str] = &[
     "override",
 ];
 
+/// `text` with every line that only closes a flow collection (`]`, `}`) indented two more
+/// spaces: yaml-cpp, which Falco uses, accepts such a bracket at its key's indentation, which
+/// YAML parsers stricter about flow indentation refuse. Line numbers are unchanged.
+pub(super) fn indent_flow_closers(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 64);
+    for line in text.split_inclusive('\n') {
+        let body = line.trim_start();
+        if matches!(body.trim_end(), "]" | "}") {
+            out.push_str("  ");
+        }
+        out.push_str(line);
+    }
+    out
+}
+
 /// The format of a file; one that does not parse is Osprey's (whose loader reports why).
 pub(super) fn classify(text: &str) -> Format {
     let Ok(Some(doc)) = yaml::parse(text) else {

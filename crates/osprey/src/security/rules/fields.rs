@@ -85,6 +85,22 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("file.target", Type::Str, "path a file is created at: an O_CREAT open's path, a rename/link/symlink target"),
     ("file.typechar", Type::Str, "f (file open), 4 / 6 (inet socket), u (unix socket)"),
     ("evt.dir", Type::Str, "`<`: every event is seen at syscall exit"),
+    ("evt.res", Type::Str, "SUCCESS, or the error's name (ENOENT, EPERM, ...)"),
+    ("evt.num", Type::Int, "the event's boot-time timestamp in ns (never 0)"),
+    ("file.flagnames", Type::Str, "open flags by name: O_WRONLY|O_CREAT|O_TRUNC ..."),
+    ("ptrace.request_name", Type::Str, "ptrace request by name: PTRACE_ATTACH, PTRACE_POKETEXT, ..."),
+    ("proc.is_exe_from_memfd", Type::Bool, "the executable is a memfd (exe path /memfd:...)"),
+    ("proc.is_exe_upper_layer", Type::Bool, "the executable is on a container's writable layer (false for host processes)"),
+    ("proc.tty", Type::Int, "controlling terminal number, 0 for none (read from /proc when asked: absent once the process has exited)"),
+    ("proc.cwd", Type::Str, "working directory with a trailing / (read from /proc when asked)"),
+    ("proc.duration", Type::Int, "ns since the process started (read from /proc when asked)"),
+    ("proc.cap_effective", Type::Str, "effective capabilities by name, space separated (read from /proc when asked)"),
+    ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
+    ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
+    ("container.name", Type::Str, "container name; `host` for host processes"),
+    ("container.image", Type::Str, "container image; empty for host processes"),
+    ("container.image.repository", Type::Str, "container image repository; empty for host processes"),
+    ("container.privileged", Type::Bool, "privileged container; false for host processes"),
 ];
 
 /// Index into FIELDS.
@@ -204,7 +220,7 @@ impl<'a> View<'a> {
                 Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
                 _ => None,
             },
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 

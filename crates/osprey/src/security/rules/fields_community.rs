@@ -68,7 +68,36 @@ impl<'a> View<'a> {
             }
             "proc.pcmdline" => p.ancestry.first().and_then(|a| str_(&a.cmdline)),
             "user.name" => user_name(p.uid).map(|n| Value::Str(Cow::Owned(n))),
-            "container.id" => str_(b"host"),
+            "container.id" | "container.name" => str_(b"host"),
+            "container.image" | "container.image.repository" => str_(b""),
+            "container.privileged" | "proc.is_exe_upper_layer" => Some(Value::Bool(false)),
+            "proc.is_exe_from_memfd" => Some(Value::Bool(p.exe.starts_with(b"/memfd:"))),
+            "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns as i64)),
+            "file.flagnames" => match &self.event.payload {
+                Payload::FileOpen(f) => Some(Value::Str(Cow::Owned(
+                    super::fields_proc::open_flag_names(f.flags),
+                ))),
+                _ => None,
+            },
+            "ptrace.request_name" => self.security().filter(|s| s.name() == "ptrace").map(|s| {
+                Value::Str(Cow::Owned(super::fields_proc::ptrace_request_name(
+                    s.args[0],
+                )))
+            }),
+            "evt.res" => {
+                let ret = match &self.event.payload {
+                    Payload::FileOpen(f) => f.ret,
+                    Payload::Exec(x) => x.ret,
+                    Payload::Security(s) => s.ret,
+                    _ => return None,
+                };
+                let name = if ret >= 0 {
+                    "SUCCESS"
+                } else {
+                    crate::files::errno_name(i32::try_from(-ret).unwrap_or(0))
+                };
+                str_(name.as_bytes())
+            }
             "net.ip" => match self.security().and_then(|s| s.addr.as_ref()) {
                 Some(SockAddr::Inet { ip, .. }) => {
                     Some(Value::Str(Cow::Owned(ip.to_string().into_bytes())))
@@ -80,6 +109,9 @@ impl<'a> View<'a> {
                 p.ancestry
                     .get(n.checked_sub(1)?)
                     .and_then(|a| str_(&a.comm))
+            }
+            _ if field.starts_with("proc.") || field == "user.loginuid" => {
+                super::fields_proc::live(p.pid, self.event.header.ts_boot_ns, field)
             }
             _ => self.created_field(field),
         }

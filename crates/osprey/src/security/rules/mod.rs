@@ -25,6 +25,7 @@ pub mod expr;
 mod falco;
 pub mod fields;
 mod fields_community;
+mod fields_proc;
 mod lex;
 pub mod limits;
 mod loader;
@@ -344,7 +345,21 @@ pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     let mut own = Vec::new();
     let mut sigma_files = Vec::new();
     let mut falco_files = Vec::new();
-    for &(name, text) in sources {
+    // Community files that only parse with flow closers indented (see indent_flow_closers).
+    let lenient: Vec<Option<String>> = sources
+        .iter()
+        .map(|(_, text)| {
+            let fixed = yaml::parse(text)
+                .is_err()
+                .then(|| community::indent_flow_closers(text))?;
+            yaml::parse(&fixed).is_ok().then_some(fixed)
+        })
+        .collect();
+    for (&(name, original), fixed) in sources.iter().zip(&lenient) {
+        let text = match fixed {
+            Some(f) if !matches!(community::classify(f), community::Format::Osprey) => f.as_str(),
+            _ => original,
+        };
         match community::classify(text) {
             community::Format::Osprey => own.push((name, text)),
             community::Format::Sigma(doc) => sigma_files.push((name, text, doc)),
