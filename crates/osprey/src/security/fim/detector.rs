@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::abi::{fim_op, status};
 use crate::pipeline::cache::{Entry, ProcessContext};
-use crate::pipeline::detect::{Alert, AlertWriter, Detector};
+use crate::pipeline::detect::{Alert, AlertOrigin, AlertWriter, Detector};
 use crate::pipeline::event::{Event, Payload};
 
 use super::db::{FileKind, FileState, FimDatabase};
@@ -513,6 +513,7 @@ impl FimDetector {
             outcome: "alerted",
             note: None,
             output,
+            origin: AlertOrigin::OSPREY,
         };
         alerts.write_with(&alert, &p.event, &ctx, Some(("fim", details)))
     }
