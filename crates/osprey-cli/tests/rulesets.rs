@@ -54,7 +54,10 @@ fn file_name(r: &Value) -> String {
 fn assert_reasons(report: &[Value]) {
     for r in report {
         let status = r["status"].as_str().unwrap();
-        assert!(["loaded", "unsupported", "disabled"].contains(&status), "{r}");
+        assert!(
+            ["loaded", "unsupported", "disabled"].contains(&status),
+            "{r}"
+        );
         if status == "loaded" {
             assert!(r["reason"].is_null(), "{r}");
         } else {
@@ -66,14 +69,35 @@ fn assert_reasons(report: &[Value]) {
 
 /// The Sigma rules Osprey cannot run, by file, with a word their reason must name.
 const SIGMA_UNSUPPORTED: &[(&str, &str)] = &[
-    ("net_connection_lnx_crypto_mining_indicators.yml", "DestinationHostname"),
-    ("net_connection_lnx_domain_localtonet_tunnel.yml", "DestinationHostname"),
+    (
+        "net_connection_lnx_crypto_mining_indicators.yml",
+        "DestinationHostname",
+    ),
+    (
+        "net_connection_lnx_domain_localtonet_tunnel.yml",
+        "DestinationHostname",
+    ),
     ("net_connection_lnx_ngrok_tunnel.yml", "DestinationHostname"),
-    ("proc_creation_lnx_omigod_scx_runasprovider_executescript.yml", "LogonId"),
-    ("proc_creation_lnx_omigod_scx_runasprovider_executeshellcommand.yml", "LogonId"),
-    ("proc_creation_lnx_sap_netweaver_susp_child_process.yml", "CurrentDirectory"),
-    ("web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell.yml", "webserver"),
-    ("web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell_uploaded.yml", "webserver"),
+    (
+        "proc_creation_lnx_omigod_scx_runasprovider_executescript.yml",
+        "LogonId",
+    ),
+    (
+        "proc_creation_lnx_omigod_scx_runasprovider_executeshellcommand.yml",
+        "LogonId",
+    ),
+    (
+        "proc_creation_lnx_sap_netweaver_susp_child_process.yml",
+        "CurrentDirectory",
+    ),
+    (
+        "web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell.yml",
+        "webserver",
+    ),
+    (
+        "web_lnx_exploit_cve_2025_31324_sap_netviewer_webshell_uploaded.yml",
+        "webserver",
+    ),
 ];
 
 #[test]
@@ -100,7 +124,10 @@ fn every_sigma_rule_file_loads_or_says_why() {
         }
     }
     let loaded = report.iter().filter(|r| r["status"] == "loaded").count();
-    assert_eq!(loaded, 161, "Sigma rules loaded (target: at least 160 of 169)");
+    assert_eq!(
+        loaded, 161,
+        "Sigma rules loaded (target: at least 160 of 169)"
+    );
 }
 
 fn walk(dir: &std::path::Path) -> Vec<PathBuf> {
@@ -144,7 +171,10 @@ fn every_falco_rules_file_loads_with_the_expected_counts() {
     let alone = check(&[dir.join("falco_rules.yaml")]);
     assert_eq!(alone.iter().filter(|r| r["status"] == "loaded").count(), 21);
     let all = check(&[dir.clone()]);
-    assert_eq!(all.iter().filter(|r| r["status"] == "loaded").count(), 21 + 17 + 18);
+    assert_eq!(
+        all.iter().filter(|r| r["status"] == "loaded").count(),
+        21 + 17 + 18
+    );
 }
 
 #[test]
@@ -173,8 +203,16 @@ fn table_ends_with_counts_per_source_and_status() {
         .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
-    for line in ["sigma: 161 loaded", "sigma: 8 unsupported", "falco: 21 loaded", "falco: 4 unsupported"] {
-        assert!(text.lines().any(|l| l == line), "missing `{line}` in:\n{text}");
+    for line in [
+        "sigma: 161 loaded",
+        "sigma: 8 unsupported",
+        "falco: 21 loaded",
+        "falco: 4 unsupported",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "missing `{line}` in:\n{text}"
+        );
     }
 }
 
@@ -188,9 +226,22 @@ fn a_broken_sigma_condition_is_an_error_at_file_line_col() {
         "title: t\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  selection:\n    Image|endswith: /x\n  condition: selection and nothing\n",
     )
     .unwrap();
-    let out = Command::new(OSPREY).args(["rules", "check"]).arg(&bad).output().unwrap();
+    let out = Command::new(OSPREY)
+        .args(["rules", "check"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&format!("{}:8:28: no search named `nothing`", bad.display())), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}:8:28: no search named `nothing`",
+            bad.display()
+        )),
+        "{err}"
+    );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[path = "rulesets/live.rs"]
+mod live;
