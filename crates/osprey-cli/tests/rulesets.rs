@@ -170,7 +170,7 @@ fn every_falco_rules_file_loads_with_the_expected_counts() {
     // directory lists them): the same counts.
     let alone = check(&[dir.join("falco_rules.yaml")]);
     assert_eq!(alone.iter().filter(|r| r["status"] == "loaded").count(), 21);
-    let all = check(&[dir.clone()]);
+    let all = check(std::slice::from_ref(&dir));
     assert_eq!(
         all.iter().filter(|r| r["status"] == "loaded").count(),
         21 + 17 + 18

@@ -640,7 +640,7 @@ fn hex_bytes(text: &[u8], at: usize) -> PResult<Vec<u8>> {
         .filter(|b| !b.is_ascii_whitespace())
         .collect();
     let value = |d: u8| (d as char).to_digit(16);
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return perr(at, "a byte string is an even number of hex digits");
     }
     digits

@@ -253,7 +253,7 @@ fn one_value(field: &str, kind: Kind, mods: &[&str], v: &Node) -> Result<Search,
             "Initiated: false (accepted connections) is not traced; connects are".into(),
         )),
         Kind::Int => int_value(field, mods, text, v.pos()),
-        Kind::Str => Ok(str_value(field, mods, text).map_err(|e| e)),
+        Kind::Str => Ok(str_value(field, mods, text)),
     }
 }
 
