@@ -72,7 +72,7 @@ impl<'a> View<'a> {
             "container.image" | "container.image.repository" => str_(b""),
             "container.privileged" | "proc.is_exe_upper_layer" => Some(Value::Bool(false)),
             "proc.is_exe_from_memfd" => Some(Value::Bool(p.exe.starts_with(b"/memfd:"))),
-            "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns as i64)),
+            "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns.max(1) as i64)),
             "file.flagnames" => match &self.event.payload {
                 Payload::FileOpen(f) => Some(Value::Str(Cow::Owned(
                     super::fields_proc::open_flag_names(f.flags),

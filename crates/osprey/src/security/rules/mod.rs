@@ -414,4 +414,6 @@ fn load_own(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
 }
 
 #[cfg(test)]
+mod community_tests;
+#[cfg(test)]
 mod tests;

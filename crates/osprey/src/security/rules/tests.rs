@@ -75,7 +75,7 @@ fn yaml_errors_unknown_keys_and_values() {
     assert!(e.message.contains("refers to itself"), "{e}");
 }
 
-fn view_event(comm: &str, payload: Payload) -> Event {
+pub(super) fn view_event(comm: &str, payload: Payload) -> Event {
     Event {
         header: Header {
             kind: 0,
@@ -92,7 +92,7 @@ fn view_event(comm: &str, payload: Payload) -> Event {
     }
 }
 
-fn context(event: &Event) -> ProcessContext<'_> {
+pub(super) fn context(event: &Event) -> ProcessContext<'_> {
     ProcessContext {
         pid: event.header.pid,
         tid: event.header.tid,
@@ -107,7 +107,7 @@ fn context(event: &Event) -> ProcessContext<'_> {
     }
 }
 
-fn open_event(comm: &str, path: &str, flags: u64) -> Event {
+pub(super) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
     view_event(
         comm,
         Payload::FileOpen(crate::files::FileOpen {
