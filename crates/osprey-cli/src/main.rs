@@ -136,6 +136,10 @@ impl From<std::io::Error> for Failure {
 }
 
 fn main() -> ExitCode {
+    if let Err(e) = osprey::pipeline::run::remember_early_stop() {
+        eprintln!("osprey: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check::run(&args),

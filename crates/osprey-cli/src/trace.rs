@@ -246,9 +246,6 @@ pub(crate) fn run_pipeline_into(
         stats_every: run.stats.map(Duration::from_secs_f64),
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let pipeline = Pipeline::new(capabilities, cache, sink.as_mut(), filter);
     let hooks: Vec<String> = pipeline
         .capabilities
@@ -260,7 +257,7 @@ pub(crate) fn run_pipeline_into(
         "osprey: tracing {what} via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let summary = runtime.block_on(pipeline.run(options))?;
+    let summary = pipeline.run_blocking(&options)?;
     drop(sink);
     let mut stderr = std::io::stderr().lock();
     let _ = match run.output {

@@ -297,7 +297,12 @@ fn overload_is_counted_and_warned_while_exec_and_exit_all_arrive() {
         let m = a.scrape();
         (metric(&m, &dropped) > 0.0 && metric(&m, warned) >= 1.0 && metric(&m, fill) == 0.0)
             .then_some(m.clone())
-            .ok_or(format!("not quiet yet: {}", metric(&m, fill)))
+            .ok_or(format!(
+                "not quiet yet: {dropped} {}, {warned} {}, {fill} {}",
+                metric(&m, &dropped),
+                metric(&m, warned),
+                metric(&m, fill)
+            ))
     });
     // One more tick (seen by an exec it counts), still without new drops.
     let execs = events("process", "exec", "emitted");

@@ -241,6 +241,58 @@ fn continuous_profiles_are_written_per_interval_bounded_and_decode() {
     assert!(agent.wait(Duration::from_secs(5)).status.success());
 }
 
+/// The qdiscs on `dev` in `ns`, as `tc qdisc show` prints them.
+fn qdiscs(ns: &str, dev: &str) -> String {
+    let out = Command::new("tc")
+        .args(["-n", ns, "qdisc", "show", "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tc qdisc show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The flows module on the tc fallback adds a clsact qdisc; disabling the module and
+/// stopping the agent each remove it again (the interface had none).
+#[test]
+fn flows_module_removes_the_clsact_qdisc_it_added() {
+    if !bpf_available("agent_flows_clsact") {
+        return;
+    }
+    let _serial = serial();
+    let net = Namespaces::new();
+    assert!(!qdiscs(&net.a, &net.veth).contains("clsact"));
+    let a = AgentRun::with(
+        "agent-flows-clsact",
+        "",
+        Some(&net.a),
+        &format!("[modules.flows]\ninterfaces = [\"{}\"]\n", net.veth),
+    );
+    // Denying the tcx program forces the tc clsact one (what kernels before 6.6 get).
+    let agent = a.start_with_env(&[("OSPREY_DENY_PROGRAMS", "flows_egress")]);
+    let list = a.ctl(&["list"]);
+    assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
+    let hooks: Vec<&str> = list["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capability"] == "flows")
+        .filter_map(|p| p["hook"].as_str())
+        .collect();
+    assert!(hooks.contains(&"tc/clsact/egress"), "{list}");
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+
+    assert_eq!(a.ctl(&["disable", "flows"])["ok"], true);
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "disabled module left {left}");
+
+    assert_eq!(a.ctl(&["enable", "flows"])["ok"], true);
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+    signal(&agent, libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(5)).status.success());
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "stopped agent left {left}");
+}
+
 /// Two namespaces joined by a veth pair (agent side `a`), deleted on drop.
 struct Namespaces {
     a: String,

@@ -289,7 +289,7 @@ fn once_reports_event_rates_of_a_running_agent() {
             "127.0.0.1:0",
         ],
         &[],
-        "osprey agent: {",
+        "osprey agent: {\"attached_ms\"",
     );
     let (top, opens) = top_while_opening(&["--once", "-o", "json", "--socket", socket], &file);
     let done = agent.stop();

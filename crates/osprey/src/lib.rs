@@ -5,6 +5,8 @@
 //! `process`) declares its hooks, decodes its records and describes how to present them.
 
 pub mod agent;
+pub mod capabilities;
+pub mod check;
 pub mod files;
 pub mod kernel;
 pub mod memory;
@@ -14,6 +16,7 @@ pub mod process;
 pub mod profile;
 pub mod security;
 pub mod syscalls;
+pub mod top;
 pub mod wire;
 
 pub use osprey_bpf::abi;

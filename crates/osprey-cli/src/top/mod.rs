@@ -2,7 +2,6 @@
 //! program on the host) from the kernel's run-time statistics, plus event and drop rates
 //! per capability when an agent is running.
 
-mod sample;
 mod ui;
 
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use osprey::kernel::privileges;
 use osprey::kernel::stats::RunTimeStats;
 
 use crate::{parse_positive_secs, Failure, Output};
-use sample::{CapabilityRow, Interval, Row, Sample, SampleError};
+use osprey::top::{CapabilityRow, Interval, Row, Sample, SampleError};
 
 #[derive(Args, Debug)]
 pub struct TopArgs {

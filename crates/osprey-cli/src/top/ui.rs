@@ -13,9 +13,9 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::sample::{Interval, Sort};
 use super::{capability_lines, cells, numeric, take, TopArgs, COLUMNS};
 use crate::Failure;
+use osprey::top::{Interval, Sort};
 
 /// Samples kept for the graph: more than the widest terminal shows.
 const HISTORY: usize = 512;

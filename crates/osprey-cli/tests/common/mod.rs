@@ -126,9 +126,19 @@ impl Tracer {
 
     /// `start_in_netns`, waiting for a stderr line starting with `ready`.
     pub fn start_in_netns_until(netns: &str, args: &[&str], ready: &str) -> Self {
+        Self::start_in_netns_with_env_until(netns, args, &[], ready)
+    }
+
+    /// `start_in_netns_until` with extra environment variables.
+    pub fn start_in_netns_with_env_until(
+        netns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, OSPREY]);
-        Self::start_command(cmd, args, &[], ready)
+        Self::start_command(cmd, args, env, ready)
     }
 
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.

@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::module_defaults;
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -206,27 +208,10 @@ fn tcp_module<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModuleConfig, D:
 impl Default for ModulesConfig {
     fn default() -> Self {
         Self {
-            process: ModuleConfig {
-                enabled: true,
-                rate_limit: 0,
-                ring_mib: 2,
-                comm: None,
-            },
+            process: ModuleConfig::defaults_of("process"),
             security: SecurityConfig::default(),
-            // Every open on a busy host is a lot of log: off unless asked, then limited per
-            // process. (The security module sees the opens its rules name either way.)
-            files: ModuleConfig {
-                enabled: false,
-                rate_limit: 200,
-                ring_mib: 4,
-                comm: None,
-            },
-            // Connection events are small and few: 1 MiB holds about 10k of them. Every
-            // MiB of ring is 2 MiB of the agent's RSS (the kernel maps the data twice).
-            tcp: ModuleConfig {
-                ring_mib: 1,
-                ..ModuleConfig::default()
-            },
+            files: ModuleConfig::defaults_of("files"),
+            tcp: ModuleConfig::defaults_of("tcp"),
             profile: ProfileConfig::default(),
             flows: FlowsConfig::default(),
         }
@@ -235,15 +220,15 @@ impl Default for ModulesConfig {
 
 impl Default for SecurityConfig {
     fn default() -> Self {
+        let registry = module_defaults("security");
         Self {
-            enabled: true,
+            enabled: registry.enabled,
             default_rules: true,
             rules: Vec::new(),
             baselines: true,
             watch: Vec::new(),
-            rate_limit: 0,
-            // Security events and the rules' prefiltered opens are rare: 1 MiB each.
-            ring_mib: 1,
+            rate_limit: registry.rate_limit,
+            ring_mib: registry.ring_mib,
         }
     }
 }
@@ -251,7 +236,7 @@ impl Default for SecurityConfig {
 impl Default for ProfileConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: module_defaults("profile").enabled,
             frequency_hz: 19,
             interval_secs: 60,
             keep: 60,
@@ -262,7 +247,7 @@ impl Default for ProfileConfig {
 impl Default for FlowsConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: module_defaults("flows").enabled,
             interfaces: Vec::new(),
             idle_timeout_secs: 15,
             max_flows: 65536,
@@ -282,6 +267,19 @@ impl Default for ModuleConfig {
     }
 }
 
+impl ModuleConfig {
+    /// A module's defaults as the capability registry declares them.
+    fn defaults_of(module: &str) -> Self {
+        let d = module_defaults(module);
+        Self {
+            enabled: d.enabled,
+            rate_limit: d.rate_limit,
+            ring_mib: d.ring_mib,
+            comm: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{file}:{line}:{col}: {message}")]
 pub struct ConfigError {
@@ -292,14 +290,6 @@ pub struct ConfigError {
 }
 
 impl AgentConfig {
-    /// One module's section as JSON (to compare old and new on reload, and to list).
-    pub fn module_section(&self, module: &str) -> serde_json::Value {
-        serde_json::to_value(&self.modules)
-            .ok()
-            .and_then(|mut v| v.get_mut(module).map(serde_json::Value::take))
-            .unwrap_or_default()
-    }
-
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let config: AgentConfig = toml::from_str(text).map_err(|e| {

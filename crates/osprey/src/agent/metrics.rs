@@ -140,6 +140,25 @@ pub struct EventMetrics {
 }
 
 impl EventMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "tcp_connections",
+            "TCP connections closed, by who opened them",
+            self.tcp_connections.clone(),
+        );
+        r.register_with_unit(
+            "tcp",
+            "TCP payload bytes of closed connections",
+            Unit::Bytes,
+            self.tcp_bytes.clone(),
+        );
+        r.register(
+            "tcp_retransmits",
+            "TCP segments retransmitted (closed connections)",
+            self.tcp_retransmits.clone(),
+        );
+    }
+
     pub fn observe(&self, event: &crate::pipeline::event::Event) {
         if let crate::pipeline::event::Payload::TcpClose(c) = &event.payload {
             let dir = |d: &str| DirectionLabels {
@@ -164,6 +183,7 @@ impl EventMetrics {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Handles to every metric; the registry is shared with the HTTP server for encoding.
+#[derive(Default)]
 pub struct Metrics {
     pub program_runs: Family<ProgramLabels, Counter>,
     pub program_run_time: Family<ProgramLabels, FloatCounter>,
@@ -187,24 +207,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            program_runs: Family::default(),
-            program_run_time: Family::default(),
-            events: Family::default(),
-            ring_fill: Family::default(),
-            cache_entries: Gauge::default(),
-            cache_evictions: Counter::default(),
-            events_written: Counter::default(),
-            health_warnings: Family::default(),
-            probe_healthy: Family::default(),
-            module_enabled: Family::default(),
-            agent_rss: Gauge::default(),
-            agent_cpu: FloatCounter::default(),
-            events_measured: EventMetrics::default(),
-            modules: ModuleMetrics::default(),
-            last: HashMap::new(),
-            last_cpu_ticks: 0,
-        };
+        let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("osprey");
         r.register(
             "program_runs",
@@ -269,23 +272,7 @@ impl Metrics {
             Unit::Seconds,
             m.agent_cpu.clone(),
         );
-        let e = &m.events_measured;
-        r.register(
-            "tcp_connections",
-            "TCP connections closed, by who opened them",
-            e.tcp_connections.clone(),
-        );
-        r.register_with_unit(
-            "tcp",
-            "TCP payload bytes of closed connections",
-            Unit::Bytes,
-            e.tcp_bytes.clone(),
-        );
-        r.register(
-            "tcp_retransmits",
-            "TCP segments retransmitted (closed connections)",
-            e.tcp_retransmits.clone(),
-        );
+        m.events_measured.register(r);
         m.modules.register(r);
         m
     }

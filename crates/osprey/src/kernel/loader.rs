@@ -307,6 +307,9 @@ pub struct LoadedCapability {
     /// What this reader last wrote to `reader_idle` (the kernel clears it when it wakes us).
     reader_idle_set: bool,
     ebpf: Ebpf,
+    /// Kernel state the attach added besides links (clsact qdiscs), removed after `ebpf`
+    /// detached the programs: fields drop in declaration order.
+    _added_qdiscs: AddedClsact,
 }
 
 impl LoadedCapability {
@@ -346,6 +349,8 @@ impl LoadedCapability {
                     .map(|(name, value)| (*name, value.clone(), true)),
             )
             .collect();
+        // Declared before the object: on an early return it drops after the programs detach.
+        let mut added_qdiscs = AddedClsact::default();
         let mut max_entries = vec![("osprey_events", ring_bytes)];
         max_entries.extend_from_slice(&options.map_max_entries);
         let mut ebpf = load_object(ObjectRequest {
@@ -369,7 +374,14 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, options, &btf, spec.object.bytes);
+            let outcome = attach_role(
+                &mut ebpf,
+                role,
+                options,
+                &btf,
+                spec.object.bytes,
+                &mut added_qdiscs,
+            );
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -409,6 +421,7 @@ impl LoadedCapability {
             reader_idle,
             reader_idle_set: false,
             ebpf,
+            _added_qdiscs: added_qdiscs,
         })
     }
 
@@ -499,6 +512,7 @@ fn attach_role(
     options: &LoadOptions,
     btf: &aya::Btf,
     object: &[u8],
+    added_qdiscs: &mut AddedClsact,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
@@ -508,7 +522,7 @@ fn attach_role(
         }
         let attached = match hook.attach {
             Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
-                attach_net_hook(ebpf, hook, options)
+                attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
             _ => attach_hook(
                 ebpf,
@@ -632,8 +646,14 @@ fn attach_hook(
 
 /// Attaches an XDP or tc program to every interface in `options.interfaces`. A failure on
 /// any interface fails the hook; the caller then unloads the program, which detaches it
-/// from the interfaces done so far, so nothing stays attached.
-fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Result<(), String> {
+/// from the interfaces done so far, so nothing stays attached. A clsact qdisc it adds is
+/// recorded in `added_qdiscs`, whose owner removes it.
+fn attach_net_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    options: &LoadOptions,
+    added_qdiscs: &mut AddedClsact,
+) -> Result<(), String> {
     if options.interfaces.is_empty() {
         return Err("no interface given".into());
     }
@@ -670,11 +690,18 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
                 let how = if hook.attach == Attach::TcxEgress {
                     TcAttachOptions::TcxOrder(LinkOrder::default())
                 } else {
-                    // EEXIST: the interface already has a clsact qdisc, which is what we need.
-                    if let Err(e) = tc::qdisc_add_clsact(name) {
-                        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-                        if !exists {
-                            return Err(format!("{name}: clsact qdisc: {}", describe_error(&e)));
+                    // EEXIST: the interface already has a clsact qdisc, which is what we need
+                    // (and not ours to remove).
+                    match tc::qdisc_add_clsact(name) {
+                        Ok(()) => added_qdiscs.0.push(name.clone()),
+                        Err(e) => {
+                            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                            if !exists {
+                                return Err(format!(
+                                    "{name}: clsact qdisc: {}",
+                                    describe_error(&e)
+                                ));
+                            }
                         }
                     }
                     TcAttachOptions::Netlink(Default::default())
@@ -686,6 +713,19 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
         _ => return Err("not a network hook".into()),
     }
     Ok(())
+}
+
+/// clsact qdiscs a load added (by interface name), deleted when dropped: an interface
+/// keeps no qdisc it did not have, whoever loaded the capability (command or agent).
+#[derive(Default)]
+struct AddedClsact(Vec<String>);
+
+impl Drop for AddedClsact {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = crate::net::clsact::delete_clsact(name);
+        }
+    }
 }
 
 /// True when loading failed because an interface already has someone else's program.

@@ -2,6 +2,7 @@
 
 pub mod cache;
 pub mod detect;
+pub mod drain;
 pub mod event;
 pub mod process_json;
 pub mod run;

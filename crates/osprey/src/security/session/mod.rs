@@ -202,9 +202,46 @@ fn prepare_baselines(options: &Options) -> Result<Option<BaselineStart>, Session
     Ok(Some(BaselineStart { mode, path, before }))
 }
 
-impl Prepared {
-    /// Deny or kill rules to carry out in the kernel or with fanotify.
-    pub fn enforces(&self) -> bool {
-        self.enforce && self.plan.as_ref().is_some_and(|p| !p.is_empty())
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(dir: &std::path::Path, rules: PathBuf, enforcement: Enforcement) -> Options {
+        Options {
+            default_rules: false,
+            rule_files: vec![rules],
+            state_dir: dir.to_path_buf(),
+            baselines: Baselines::Detect,
+            watch: Vec::new(),
+            enforcement,
+        }
+    }
+
+    #[test]
+    fn only_sessions_that_may_enforce_refuse_rules_the_kernel_cannot_carry_out() {
+        let dir = std::env::temp_dir().join(format!("osprey-session-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("k.yaml");
+        std::fs::write(
+            &file,
+            "- rule: k\n  desc: d\n  severity: high\n  action: kill\n  condition: evt.kind = ptrace and file.path = /x\n",
+        )
+        .unwrap();
+        let report = prepare(&options(&dir, file.clone(), Enforcement::ReportOnly)).unwrap();
+        assert!(report.plan.is_none());
+        assert!(
+            report.baselines.is_none(),
+            "no baseline file: nothing to detect"
+        );
+        let Err(SessionError::Invalid(e)) =
+            prepare(&options(&dir, file.clone(), Enforcement::Checked))
+        else {
+            panic!("checked sessions compile the plan")
+        };
+        assert!(
+            e.starts_with(&format!("{}:1:9: kill rule", file.display())),
+            "{e}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

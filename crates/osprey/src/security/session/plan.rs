@@ -165,3 +165,52 @@ impl EnforcementPlan {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const HEAD: &str = "  desc: d\n  severity: high\n";
+
+    fn rule(name: &str, action: &str, condition: &str) -> String {
+        format!("- rule: {name}\n{HEAD}  action: {action}\n  condition: {condition}\n")
+    }
+
+    #[test]
+    fn each_rule_goes_to_exactly_one_mechanism() {
+        let src = [
+            rule("a", "alert", "evt.kind = open"),
+            rule("f", "deny", "evt.kind = open and file.path = /srv/x"),
+            rule("c", "deny", "evt.kind = connect and net.port = 25"),
+            rule("k", "kill", "evt.syscall = chmod"),
+        ]
+        .concat();
+        let set = crate::security::rules::load_for_test("p.yaml", &src);
+        let plan = EnforcementPlan::compile(&set).unwrap();
+        assert_eq!(plan.file_marks, vec!["/srv/x".to_string()]);
+        let names: Vec<&str> = plan.file_rules.iter().map(|r| r.name.as_str()).collect();
+        assert_eq!(names, ["f"], "the connect rule is not fanotify's");
+        assert_eq!(plan.lsm.as_ref().map(Vec::len), Some(1));
+        assert_eq!(plan.lsm.unwrap()[0].rule, 1, "indices are the rule set's");
+        assert_eq!(plan.connect.len(), 2, "port 25 on both families");
+        assert!(plan.connect.iter().all(|c| c.rule == 2));
+        assert_eq!(plan.kill, vec![(90, Vec::new())]);
+    }
+
+    #[test]
+    fn errors_of_every_mechanism_are_reported_together() {
+        let src = [
+            rule("f", "deny", "evt.kind = open and proc.name = x"),
+            rule("c", "deny", "evt.kind = connect and proc.name = curl"),
+            rule("k", "kill", "evt.kind = ptrace and file.path = /x"),
+        ]
+        .concat();
+        let set = crate::security::rules::load_for_test("p.yaml", &src);
+        let errors = EnforcementPlan::compile(&set).err().unwrap();
+        let lines: Vec<usize> = errors.iter().map(|e| e.pos.line).collect();
+        assert_eq!(lines.len(), 3, "{errors:?}");
+        for line in [1, 6, 11] {
+            assert!(lines.contains(&line), "{errors:?}");
+        }
+    }
+}

@@ -1,42 +1,18 @@
 //! What `osprey top` measures: BPF run-time statistics of loaded programs sampled at two
-//! instants, plus (when an agent answers) its per-capability event counters, turned into
-//! per-second rates.
+//! instants, matched to capabilities through the registry, plus (when an agent answers) its
+//! per-capability event counters, turned into per-second rates.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use osprey::agent::control::{self, Request};
-use osprey::kernel::loader::CapabilitySpec;
-use osprey::{files, net, process, profile, security};
 use serde_json::{json, Value};
 
-/// Every capability whose programs count as Osprey's.
-const SPECS: &[CapabilitySpec] = &[
-    files::SPEC,
-    process::SPEC,
-    security::SPEC,
-    security::lsm::SPEC,
-    profile::SPEC,
-    net::tcp::SPEC,
-    net::flows::SPEC,
-];
-
-/// The kernel keeps BPF_OBJ_NAME_LEN - 1 bytes of a program's name.
-const KERNEL_NAME_LEN: usize = 15;
+use crate::agent::control::{self, Request};
 
 /// The capability a kernel program name belongs to, if it is one of Osprey's.
 pub fn capability_of(kernel_name: &str) -> Option<&'static str> {
-    SPECS.iter().find_map(|spec| {
-        spec.roles
-            .iter()
-            .flat_map(|role| role.hooks)
-            .any(|hook| {
-                let declared = hook.program.as_bytes();
-                &declared[..declared.len().min(KERNEL_NAME_LEN)] == kernel_name.as_bytes()
-            })
-            .then_some(spec.name)
-    })
+    crate::capabilities::by_program(kernel_name).map(|c| c.spec.name)
 }
 
 /// One loaded program's cumulative counters.
@@ -300,17 +276,6 @@ mod tests {
                 .collect(),
             agent: None,
         }
-    }
-
-    #[test]
-    fn names_match_on_the_kernels_15_byte_prefix() {
-        assert_eq!(capability_of("files_open_btf"), Some("files"));
-        let long = files::SPEC.roles[0].hooks[0].program;
-        if long.len() > KERNEL_NAME_LEN {
-            assert_eq!(capability_of(&long[..KERNEL_NAME_LEN]), Some("files"));
-        }
-        assert_eq!(capability_of("files_open_bt"), None);
-        assert_eq!(capability_of("sd_fw_ingress"), None);
     }
 
     #[test]
