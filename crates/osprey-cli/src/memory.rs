@@ -94,6 +94,9 @@ fn cache_miss_notice() -> String {
 
 pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     validate(&args)?;
+    if let Some(path) = &args.heatmap {
+        crate::outfile::check_writable("--heatmap", path, false)?;
+    }
     require_tracing_privileges("memory")?;
     let cache_misses = args.events.contains(&MemoryEvent::CacheMisses);
     let notice = cache_misses.then(cache_miss_notice);
@@ -131,14 +134,14 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     if progress {
         eprintln!();
     }
-    if let Some(path) = &args.heatmap {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-        let mut out = BufWriter::new(file);
-        heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut out)?;
-        out.flush()?;
-    }
-    write_report(&args, &report, &summary, notice)
+    // Reported after the summary: the run's figures are printed either way.
+    let heatmap_written = args.heatmap.as_ref().map_or(Ok(()), |path| {
+        crate::outfile::write_or_rescue("--heatmap", path, |mut f| {
+            heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut f)
+        })
+    });
+    let code = write_report(&args, &report, &summary, notice)?;
+    heatmap_written.map(|()| code)
 }
 
 fn write_report(
@@ -167,7 +170,11 @@ fn write_report(
         Output::Table => {
             write_table(report, &mut stdout)?;
             let _ = write!(stderr, "{}", summary.render());
-            let _ = writeln!(stderr, "memory: losses: {losses}");
+            let _ = writeln!(
+                stderr,
+                "memory: losses: {}",
+                crate::words::counters_text(&losses)
+            );
         }
     }
     stdout.flush()?;

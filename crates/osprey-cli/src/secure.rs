@@ -173,7 +173,7 @@ fn load_plan(args: &SecureArgs) -> LoadPlan {
         },
         security: LoadOptions {
             config,
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             ..Default::default()
         },
@@ -192,13 +192,21 @@ pub(crate) fn render_notes(notes: &[Note]) {
 
 /// Checks, loads and starts the session, saying what it did.
 fn start(args: &SecureArgs) -> Result<Session, Failure> {
+    // Before any state is read: a user who may not trace gets 77, not an error about files.
+    require_tracing_privileges("secure")?;
+    if let Some(why) = osprey::state_dir::file_in_the_way(&args.state_dir) {
+        return Err(Failure::Usage(why));
+    }
+    if args.learn.is_some() {
+        let baselines = osprey::security::baseline::BaselineFile::path_in(&args.state_dir);
+        crate::outfile::check_writable("--state-dir", &baselines, true)?;
+    }
     let prepared = session::prepare(&session_options(args)).map_err(failure)?;
     if prepared.rules.rules.is_empty() && args.watch.is_empty() {
         return Err(Failure::Usage(
             "no rules to run (--no-default-rules and no --rules or --watch)".into(),
         ));
     }
-    require_tracing_privileges("secure")?;
     let session = prepared.start(load_plan(args)).map_err(failure)?;
     render_notes(&session.notes);
     if let Some(secs) = args.learn {

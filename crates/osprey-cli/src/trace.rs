@@ -43,6 +43,9 @@ pub struct FilesArgs {
     /// Only successful opens.
     #[arg(long)]
     pub succeeded: bool,
+    /// Also show Osprey's own opens (left out by default, like its reads of /proc).
+    #[arg(long)]
+    pub include_self: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -70,6 +73,12 @@ pub(crate) fn validate_pids_and_comm(pids: &[u32], comm: Option<&str>) -> Result
     for pid in pids {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(Failure::Usage(format!("--pid {pid}: no such process")));
+        }
+        // Events carry the process (thread group) id: a thread's own id would match nothing.
+        if let Some(tgid) = osprey::process::thread_group_of(*pid).filter(|t| t != pid) {
+            return Err(Failure::Usage(format!(
+                "--pid {pid} is a thread of process {tgid}; give the process id (--pid {tgid})"
+            )));
         }
     }
     if let Some(comm) = comm {
@@ -159,18 +168,20 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
         files::SPEC,
         &LoadOptions {
             config: kernel_config(&args.target, &args.run),
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             ..Default::default()
         },
     )?;
     let prefix = args.path_prefix.clone().map(String::into_bytes);
     let (failed, succeeded) = (args.failed, args.succeeded);
-    let filter: EventFilter = Box::new(move |event, _ctx| match &event.payload {
+    let me = (!args.include_self).then(std::process::id);
+    let filter: EventFilter = Box::new(move |event, ctx| match &event.payload {
         Payload::FileOpen(f) => {
-            prefix
-                .as_ref()
-                .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
+            me != Some(ctx.pid)
+                && prefix
+                    .as_ref()
+                    .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
                 && (!failed || f.failed())
                 && (!succeeded || !f.failed())
         }
@@ -194,7 +205,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     let process = load(
         process::SPEC,
         &LoadOptions {
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: LoadOptions::denied_from_env(),
             ..Default::default()
         },

@@ -358,6 +358,18 @@ fn flows_module_counts_packets_on_the_configured_interface() {
     let list = a.ctl(&["list"]);
     assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
     assert_eq!(module(&list, "flows")["interfaces"][0], net.veth.as_str());
+    // Before the traffic: every interface and direction exposed (IPv6 neighbour discovery
+    // may already have counted a few packets).
+    let at_start = a.scrape();
+    for family in ["flow_packets_total", "flow_bytes_total"] {
+        for direction in ["egress", "ingress"] {
+            let key = format!(
+                "osprey_{family}{{interface=\"{}\",direction=\"{direction}\"}} ",
+                net.veth
+            );
+            assert!(at_start.contains(&key), "{key} in\n{at_start}");
+        }
+    }
     let out = Command::new("ip")
         .args([
             "netns",

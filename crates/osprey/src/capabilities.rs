@@ -151,6 +151,22 @@ pub fn by_program(kernel_name: &str) -> Option<&'static Capability> {
     })
 }
 
+/// The names among `names` that are no program of any capability (an OSPREY_DENY_PROGRAMS
+/// entry that names none is a typo).
+pub fn unknown_programs<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<&'a str> {
+    names
+        .into_iter()
+        .map(String::as_str)
+        .filter(|name| {
+            !REGISTRY
+                .iter()
+                .flat_map(|c| c.spec.roles)
+                .flat_map(|role| role.hooks)
+                .any(|hook| hook.program == *name)
+        })
+        .collect()
+}
+
 /// The names of the capabilities an agent module loads, in registry order.
 pub fn of_module(module: &str) -> impl Iterator<Item = &'static str> + '_ {
     REGISTRY

@@ -15,6 +15,7 @@ pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod security;
+pub mod state_dir;
 pub mod syscalls;
 pub mod top;
 pub mod wire;

@@ -215,10 +215,9 @@ impl View {
                 "no agent: events/s and drops need `osprey agent`",
             )];
         };
-        // Header plus at most four capabilities: the program table needs the rows.
-        capability_lines(caps)
+        // Five lines at most (the program table needs the rows); the last says what is left out.
+        capability_lines(caps, 5)
             .into_iter()
-            .take(5)
             .map(Line::from)
             .collect()
     }

@@ -416,3 +416,53 @@ pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .find(|item| item["name"] == name)
         .unwrap_or_else(|| panic!("{name} missing from {list}"))
 }
+
+/// Runs osprey as an unprivileged user created for the test.
+pub fn as_unprivileged_user(args: &[&str]) -> Option<std::process::Output> {
+    let user = "osprey-test-nobody";
+    let exists = Command::new("id").arg(user).output().ok()?.status.success();
+    if !exists {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .status()
+            .ok()?;
+        assert!(made.success(), "useradd failed");
+    }
+    Some(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                user,
+                "--regid",
+                user,
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .arg(OSPREY)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv"),
+    )
+}
+
+/// Runs `osprey ARGS` to completion (stdin closed) and returns what it printed.
+pub fn osprey(args: &[&str]) -> std::process::Output {
+    Command::new(OSPREY)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run osprey")
+}
+
+/// A finished command's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}

@@ -46,6 +46,17 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
         module: "flows",
         source,
     })?;
+    // Every interface and direction is exposed at zero from the start.
+    for interface in names.values() {
+        for direction in ["ingress", "egress"] {
+            let labels = InterfaceLabels {
+                interface: interface.clone(),
+                direction: direction.into(),
+            };
+            let _ = env.metrics.flow_packets.get_or_create(&labels);
+            let _ = env.metrics.flow_bytes.get_or_create(&labels);
+        }
+    }
     Ok(LoadedModule {
         notes: degraded_notes(&capability),
         capabilities: vec![capability],

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::kernel::stats::Snapshot;
 
 /// Roles whose programs run on every syscall exit: silence means they are not attached.
-const ALWAYS_ACTIVE: &[(&str, &str)] = &[("files", "open-exit"), ("process", "exec-failed")];
+pub(crate) const ALWAYS_ACTIVE: &[(&str, &str)] =
+    &[("files", "open-exit"), ("process", "exec-failed")];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Warning {

@@ -293,6 +293,7 @@ impl Metrics {
 
     /// Folds a statistics snapshot into the counters.
     pub fn observe(&mut self, snap: &Snapshot) {
+        self.expose_health_at_zero(snap);
         for p in &snap.programs {
             let labels = ProgramLabels {
                 capability: p.capability.into(),
@@ -322,6 +323,26 @@ impl Metrics {
                         outcome: outcome.into(),
                     })
                     .inc_by(d);
+            }
+        }
+    }
+
+    /// Every health warning the snapshot's probes could raise, at zero until raised, so
+    /// that rates and alerts on the family work from the start.
+    fn expose_health_at_zero(&self, snap: &Snapshot) {
+        let zero = |capability: &str, kind: &str, reason: &str| {
+            let _ = self.health_warnings.get_or_create(&HealthLabels {
+                capability: capability.into(),
+                kind: kind.into(),
+                reason: reason.into(),
+            });
+        };
+        for k in &snap.kinds {
+            zero(k.capability, k.kind, "drops");
+        }
+        for p in &snap.programs {
+            if super::health::ALWAYS_ACTIVE.contains(&(p.capability, p.role)) {
+                zero(p.capability, p.role, "silent");
             }
         }
     }
@@ -391,6 +412,29 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_warnings_are_exposed_at_zero_before_the_first() {
+        let mut registry = Registry::default();
+        let mut m = Metrics::new(&mut registry);
+        let snap = Snapshot {
+            kinds: vec![crate::kernel::stats::KindStats {
+                capability: "files",
+                kind: "file_open",
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m.observe(&snap);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "osprey_health_warnings_total{capability=\"files\",kind=\"file_open\",reason=\"drops\"} 0"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_format_names_counters_with_total() {

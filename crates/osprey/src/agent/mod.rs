@@ -8,6 +8,7 @@ pub mod control;
 pub mod eventlog;
 pub mod flows;
 pub mod health;
+pub mod instance;
 pub mod metrics;
 pub mod modules;
 mod observe;
@@ -72,6 +73,15 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// `run` on a runtime of its own, until SIGTERM or SIGINT.
+    pub fn run_blocking(self) -> Result<(), AgentError> {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(io_err("runtime"))?
+            .block_on(self.run())
+    }
+
     pub async fn run(self) -> Result<(), AgentError> {
         let started = Instant::now();
         share_one_malloc_arena();
@@ -81,8 +91,8 @@ impl Agent {
         let mut signals = Signals::install(options.catch_hangup).map_err(io_err("signals"))?;
         let _stats = RunTimeStats::enable();
         let config = self.config.clone();
-        std::fs::create_dir_all(&config.state_dir)
-            .map_err(io_err(format!("state dir {}", config.state_dir.display())))?;
+        // Refuses (naming its pid) while another agent owns the state dir or the socket.
+        let _instance = instance::Instance::claim(&config.state_dir, &config.control_socket)?;
         let mut registry = Registry::default();
         let metrics = Metrics::new(&mut registry);
         let mut sink = open_sink(&config, &metrics)?;

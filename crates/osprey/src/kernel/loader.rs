@@ -238,9 +238,10 @@ impl PerfSampling {
 }
 
 impl LoadOptions {
-    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment.
+    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment;
+    /// warns once on stderr about a name that is no program of Osprey's.
     pub fn denied_from_env() -> BTreeSet<String> {
-        std::env::var("OSPREY_DENY_PROGRAMS")
+        let denied: BTreeSet<String> = std::env::var("OSPREY_DENY_PROGRAMS")
             .map(|v| {
                 v.split(',')
                     .map(str::trim)
@@ -248,7 +249,19 @@ impl LoadOptions {
                     .map(String::from)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let unknown = crate::capabilities::unknown_programs(&denied);
+        if !unknown.is_empty() {
+            WARNED.call_once(|| {
+                eprintln!(
+                    "osprey: warning: OSPREY_DENY_PROGRAMS names no program of Osprey's: {} \
+                     (names as in `osprey check --output json`)",
+                    unknown.join(", ")
+                );
+            });
+        }
+        denied
     }
 }
 
@@ -324,9 +337,7 @@ impl LoadedCapability {
         let uid = cfg.uid.unwrap_or(u32::MAX);
         let comm_set = u8::from(cfg.comm.is_some());
         let rate_process = cfg.rate_per_process.unwrap_or(0);
-        let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
-        // The global bucket is per CPU (no locks in tracing programs): split the rate.
-        let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
+        let rate_global = cfg.rate_global.unwrap_or(0);
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
 
         // The filter globals are in every object built from osprey.h, the extras are the
@@ -337,7 +348,7 @@ impl LoadedCapability {
             ("target_comm_set", vec![comm_set]),
             ("target_comm", comm.to_vec()),
             ("rate_per_process", rate_process.to_ne_bytes().to_vec()),
-            ("rate_global_per_cpu", rate_global.to_ne_bytes().to_vec()),
+            ("rate_global", rate_global.to_ne_bytes().to_vec()),
         ];
         let globals = common
             .into_iter()

@@ -32,7 +32,7 @@ pub struct RunOptions {
     pub idle_backstop: Option<Duration>,
     /// Longest time the final drain may take after a stop request.
     pub final_drain_budget: Duration,
-    /// How often `RunHooks::tick` runs; none: never.
+    /// How often `RunHooks::tick` runs, the first time at once; none: never.
     pub tick_every: Option<Duration>,
     /// Flush the sink after every drain that wrote (a person watching sees each batch at
     /// once); otherwise the caller flushes (the agent, once a second).
@@ -188,9 +188,11 @@ impl Signals {
     }
 }
 
-fn every(period: Option<Duration>) -> Option<Interval> {
+/// Ticks every `period`, the first after `first` (an agent's health needs a baseline taken
+/// at once; a stats line after a whole period).
+fn every(period: Option<Duration>, first: Duration) -> Option<Interval> {
     period.map(|d| {
-        let mut i = interval_at(tokio::time::Instant::now() + d, d);
+        let mut i = interval_at(tokio::time::Instant::now() + first, d);
         i.set_missed_tick_behavior(MissedTickBehavior::Delay);
         i
     })
@@ -238,7 +240,9 @@ impl<R> Waiters<'_, R> {
             }
         };
         tokio::select! {
-            _ = std::future::ready(()), if more_pending => Wake::Drain,
+            // Not `ready()`: yielding once lets the runtime fire timers and serve its
+            // other tasks (metrics, control socket) while a flood keeps the rings full.
+            _ = tokio::task::yield_now(), if more_pending => Wake::Drain,
             _ = self.poller.ready() => Wake::Drain,
             _ = self.timer.due() => Wake::Drain,
             _ = next_tick(&mut self.ticks) => Wake::Tick,
@@ -289,8 +293,8 @@ impl<'a> Pipeline<'a> {
             poller: RingPoller::new(&self.capabilities)?,
             generation: self.generation(),
             timer: DrainTimer::new(options.drain_interval, options.idle_backstop),
-            ticks: every(options.tick_every),
-            stats: every(options.stats_every),
+            ticks: every(options.tick_every, Duration::ZERO),
+            stats: every(options.stats_every, options.stats_every.unwrap_or_default()),
             deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
             requests,
         };

@@ -160,8 +160,9 @@ impl<W: Write> Sink for TableSink<W> {
                     "COMM",
                     tcp::TABLE_HEADER
                 ),
+                // RET fits the longest errno name (ENAMETOOLONG).
                 Layout::Exec => format!(
-                    "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:>4} {}",
+                    "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:<12} {}",
                     "TIME", "EVENT", "PID", "PPID", "UID", "COMM", "RET", "DETAILS"
                 ),
             };
@@ -232,7 +233,7 @@ impl<W: Write> Sink for TableSink<W> {
                 };
                 writeln!(
                     self.out,
-                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm:<16} {ret:>4} {details}",
+                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm:<16} {ret:<12} {details}",
                     payload.kind_name(),
                     p.pid,
                     p.ppid,

@@ -203,13 +203,16 @@ impl Rule {
         self.condition.eval(view) && !self.exceptions.iter().any(|(_, e)| e.eval(view))
     }
 
+    /// The alert's message: the output template with the event's fields, escaped as tables
+    /// escape (`\xff`, `\n`, `\u{202e}`), so that OUTPUT reads like COMM and is safe to print.
     pub fn render_output(&self, view: &View<'_>) -> String {
+        use crate::wire::text::escape_for_terminal;
         let mut out = String::new();
         for piece in &self.output {
             match piece {
-                Piece::Text(t) => out.push_str(t),
+                Piece::Text(t) => out.push_str(&escape_for_terminal(t.as_bytes())),
                 Piece::Field(f) => match view.get(*f) {
-                    Some(fields::Value::Str(s)) => out.push_str(&String::from_utf8_lossy(&s)),
+                    Some(fields::Value::Str(s)) => out.push_str(&escape_for_terminal(&s)),
                     Some(fields::Value::Int(i)) if fields::name(*f) == "file.mode" => {
                         out.push_str(&format!("{i:04o}"))
                     }
@@ -217,7 +220,7 @@ impl Rule {
                     Some(fields::Value::Bool(b)) => out.push_str(&b.to_string()),
                     Some(fields::Value::StrList(l)) => out.push_str(
                         &l.iter()
-                            .map(|s| String::from_utf8_lossy(s))
+                            .map(|s| escape_for_terminal(s))
                             .collect::<Vec<_>>()
                             .join(","),
                     ),

@@ -313,9 +313,18 @@ impl Session {
             executables: Vec::new(),
         });
         file.merge(learned);
-        file.save(&learning.path).map_err(|e| {
-            SessionError::Runtime(format!("writing {}: {e}", learning.path.display()))
-        })?;
+        // What was learned is never lost: saved elsewhere, and the error says where.
+        if let Err(e) = file.save(&learning.path) {
+            let rescue = crate::state_dir::rescue_path(&learning.path);
+            let outcome = match file.save(&rescue) {
+                Ok(()) => format!("the baselines were saved to {} instead", rescue.display()),
+                Err(e2) => format!("saving them to {} failed too: {e2}", rescue.display()),
+            };
+            return Err(SessionError::Runtime(format!(
+                "writing {}: {e}; {outcome}",
+                learning.path.display()
+            )));
+        }
         Ok(Some(Learned {
             executables,
             total: file.executables.len(),
