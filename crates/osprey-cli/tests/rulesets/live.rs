@@ -203,11 +203,13 @@ fn sigma_cases() -> Vec<(&'static str, Trigger)> {
     ]
 }
 
-/// A shell script that does `action` only after its own exec has reached osprey: rules on
-/// the executable (Image) of an open or connect need the exec's event read first, and
-/// osprey reads the process, files and security rings one after the other.
+/// A shell script that does `action` a second after its own exec: rules on the executable
+/// (Image) of an open or connect need the exec's event read first, and osprey reads the
+/// process, files and security rings one after the other, so an exec and a connect that
+/// land in the same pass over the rings are read connect first (a follow-up for the run
+/// loop: read the rings in timestamp order).
 fn after_exec_seen(action: &str) -> String {
-    format!("sleep 0.3; {action}")
+    format!("sleep 1; {action}")
 }
 
 /// `/usr/bin/bash` connecting a UDP socket to 198.51.100.7:4444; its pid.
