@@ -352,3 +352,45 @@ fn falco_stable_rules_fire_on_their_behaviour() {
         done.stderr
     );
 }
+
+/// Whether the alert's process is this test's child or a descendant of it.
+fn ours(alert: &Value) -> bool {
+    let me = u64::from(std::process::id());
+    let p = &alert["event"]["process"];
+    p["ppid"] == me
+        || p["ancestry"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x["pid"] == me))
+}
+
+#[test]
+fn benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma() {
+    if !bpf_available("benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma") {
+        return;
+    }
+    let _serial = serial();
+    let sets = rulesets();
+    let tracer = secure(&[sets.join("sigma"), sets.join("falco/falco_rules.yaml")]);
+    benign::run_benign_workload();
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let alerts: Vec<Value> = alerts(&done).into_iter().filter(ours).collect();
+    let falco: Vec<&Value> = alerts.iter().filter(|a| a["source"] == "falco").collect();
+    assert!(
+        falco.is_empty(),
+        "Falco stable rules alerted on the benign corpus: {falco:#?}"
+    );
+    let mut serious: Vec<String> = alerts
+        .iter()
+        .filter(|a| a["source"] == "sigma" && (a["level"] == "high" || a["level"] == "critical"))
+        .map(|a| format!("{} ({})", a["rule"], a["level"]))
+        .collect();
+    serious.sort();
+    serious.dedup();
+    eprintln!("Sigma rules of level high or critical on the benign corpus: {serious:?}");
+    let (exec_emitted, _, _) = done.counters("exec");
+    assert!(
+        exec_emitted >= 8,
+        "the run saw the corpus: {exec_emitted} execs"
+    );
+}
