@@ -2,7 +2,7 @@
 //! lists, macros, append/override, exceptions and operators, and what is reported.
 
 use super::fields::View;
-use super::tests::{context, open_event, view_event};
+use super::tests::{context, matching as fired, open_event, view_event};
 use super::*;
 use crate::pipeline::event::{Event, Payload};
 
@@ -22,20 +22,6 @@ fn exec_event(comm: &str, exe: &str, args: &[&str]) -> Event {
             stdio_sockets: 0,
         }),
     )
-}
-
-/// Names of the rules of `set` that match `event`.
-fn fired(set: &RuleSet, event: &Event) -> Vec<String> {
-    let ctx = context(event);
-    let view = View {
-        event,
-        process: &ctx,
-    };
-    set.rules
-        .iter()
-        .filter(|r| r.matches(&view))
-        .map(|r| r.name.clone())
-        .collect()
 }
 
 const SIGMA: &str = r#"

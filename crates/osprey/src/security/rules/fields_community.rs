@@ -75,7 +75,7 @@ impl<'a> View<'a> {
             "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns.max(1) as i64)),
             "file.flagnames" => match &self.event.payload {
                 Payload::FileOpen(f) => Some(Value::Str(Cow::Owned(
-                    super::fields_proc::open_flag_names(f.flags),
+                    crate::files::open_flags_text(f.flags).into_bytes(),
                 ))),
                 _ => None,
             },

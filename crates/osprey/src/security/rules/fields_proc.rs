@@ -1,5 +1,5 @@
 //! Fields read from /proc when a rule asks for them (terminal, working directory, age,
-//! capabilities, login uid), and numbers shown by name (open flags, ptrace requests).
+//! capabilities, login uid), and ptrace requests by name.
 //! A /proc field of a process that has already exited is absent.
 
 use std::borrow::Cow;
@@ -100,30 +100,6 @@ pub fn live(pid: u32, ts_boot_ns: u64, field: &str) -> Option<Value<'static>> {
         }
         _ => None,
     }
-}
-
-/// Open flags by name, access mode first.
-pub fn open_flag_names(flags: u64) -> Vec<u8> {
-    const NAMES: &[(u64, &str)] = &[
-        (0o100, "O_CREAT"),
-        (0o200, "O_EXCL"),
-        (0o400, "O_NOCTTY"),
-        (0o1000, "O_TRUNC"),
-        (0o2000, "O_APPEND"),
-        (0o4000, "O_NONBLOCK"),
-        (0o40000, "O_DIRECT"),
-        (0o200000, "O_DIRECTORY"),
-        (0o400000, "O_NOFOLLOW"),
-        (0o2000000, "O_CLOEXEC"),
-        (0o20200000, "O_TMPFILE"),
-    ];
-    let mut names = vec![match flags & 0o3 {
-        0 => "O_RDONLY",
-        1 => "O_WRONLY",
-        _ => "O_RDWR",
-    }];
-    names.extend(NAMES.iter().filter(|n| flags & n.0 == n.0).map(|n| n.1));
-    names.join("|").into_bytes()
 }
 
 /// A ptrace request by name (the number when unknown).

@@ -470,12 +470,23 @@ fn action(loader: &mut Loader<'_>, item: &Item<'_>) -> Option<Action> {
     }
 }
 
-fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piece>> {
-    let text = node.as_str().unwrap_or_default();
+/// Part of a `%field` output template.
+pub(super) enum TemplatePart {
+    Text(String),
+    /// A field name and the byte offset of its `%`.
+    Field(String, usize),
+}
+
+/// Splits an output template into text and `%field` names; `name_char(c, name)` says
+/// whether `c` continues `name`. A trailing dot ends the sentence, not the field name; a
+/// `%` without a name is text.
+pub(super) fn split_template(
+    text: &str,
+    name_char: impl Fn(char, &str) -> bool,
+) -> Vec<TemplatePart> {
     let mut out = Vec::new();
     let mut literal = String::new();
     let mut rest = text.char_indices().peekable();
-    let mut ok = true;
     while let Some((i, c)) = rest.next() {
         if c != '%' {
             literal.push(c);
@@ -483,45 +494,57 @@ fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piec
         }
         let mut name = String::new();
         while let Some(&(_, d)) = rest.peek() {
-            if d.is_ascii_alphanumeric() || d == '_' || (d == '.' && !name.is_empty()) {
-                name.push(d);
-                rest.next();
-            } else {
+            if !name_char(d, &name) {
                 break;
             }
+            name.push(d);
+            rest.next();
         }
-        // A trailing dot ends the sentence, not the field name.
         let trailing_dot = name.ends_with('.');
         if trailing_dot {
             name.pop();
         }
         if name.is_empty() {
             literal.push('%');
-            continue;
-        }
-        match fields::lookup(&name) {
-            Some((id, _)) => {
-                if !literal.is_empty() {
-                    out.push(Piece::Text(std::mem::take(&mut literal)));
-                }
-                out.push(Piece::Field(id));
+        } else {
+            if !literal.is_empty() {
+                out.push(TemplatePart::Text(std::mem::take(&mut literal)));
             }
-            None => {
-                let mut msg = format!("unknown field `%{name}` in output");
-                if let Some(s) = fields::nearest(&name, fields::FIELDS.iter().map(|f| f.0)) {
-                    msg.push_str(&format!(" (did you mean `%{s}`?)"));
-                }
-                let pos = yaml::locate_in_scalar(loader.sources[src].text, node, i);
-                loader.error(src, pos, msg);
-                ok = false;
-            }
+            out.push(TemplatePart::Field(name, i));
         }
         if trailing_dot {
             literal.push('.');
         }
     }
     if !literal.is_empty() {
-        out.push(Piece::Text(literal));
+        out.push(TemplatePart::Text(literal));
+    }
+    out
+}
+
+fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piece>> {
+    let text = node.as_str().unwrap_or_default();
+    let name_char = |d: char, name: &str| {
+        d.is_ascii_alphanumeric() || d == '_' || (d == '.' && !name.is_empty())
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for part in split_template(text, name_char) {
+        match part {
+            TemplatePart::Text(t) => out.push(Piece::Text(t)),
+            TemplatePart::Field(name, i) => match fields::lookup(&name) {
+                Some((id, _)) => out.push(Piece::Field(id)),
+                None => {
+                    let mut msg = format!("unknown field `%{name}` in output");
+                    if let Some(s) = fields::nearest(&name, fields::FIELDS.iter().map(|f| f.0)) {
+                        msg.push_str(&format!(" (did you mean `%{s}`?)"));
+                    }
+                    let pos = yaml::locate_in_scalar(loader.sources[src].text, node, i);
+                    loader.error(src, pos, msg);
+                    ok = false;
+                }
+            },
+        }
     }
     ok.then_some(out)
 }

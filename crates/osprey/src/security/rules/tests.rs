@@ -107,6 +107,20 @@ pub(super) fn context(event: &Event) -> ProcessContext<'_> {
     }
 }
 
+/// Names of the rules of `set` that match `event`.
+pub(super) fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
+    let ctx = context(event);
+    let view = View {
+        event,
+        process: &ctx,
+    };
+    set.rules
+        .iter()
+        .filter(|r| r.matches(&view))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
 pub(super) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
     view_event(
         comm,
@@ -129,18 +143,7 @@ pub(super) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
 #[test]
 fn default_rules_match_and_exceptions_apply() {
     let set = load(&[(DEFAULT_RULES_NAME, DEFAULT_RULES)]).unwrap();
-    let fired = |e: &Event| -> Vec<String> {
-        let ctx = context(e);
-        let view = View {
-            event: e,
-            process: &ctx,
-        };
-        set.rules
-            .iter()
-            .filter(|r| r.matches(&view))
-            .map(|r| r.name.clone())
-            .collect()
-    };
+    let fired = |e: &Event| -> Vec<String> { matching(&set, e) };
     assert_eq!(
         fired(&open_event("evil", "/etc/shadow", 0)),
         ["credential_file_read"]

@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use super::super::community::{error, get, get_str, strings};
 use super::super::expr::{self, Dialect, Expr, Failure, Literal, Op, Scope};
 use super::super::limits::MAX_NESTING;
+use super::super::loader::{split_template, TemplatePart};
 use super::super::yaml::{self, Node};
 use super::super::RuleReport;
 use super::super::{fields as osprey_fields, Action, Meta, Piece, Rule, Severity, Source, Status};
@@ -322,42 +323,21 @@ fn exception(node: &Node, scope: &Scope) -> Result<Option<(String, Expr)>, Refus
 /// An output template: `%field` resolved through Falco's names, `<NA>` for fields Osprey
 /// does not provide (as Falco prints missing values).
 fn template(text: &str) -> Vec<Piece> {
-    let mut out = Vec::new();
-    let mut literal = String::new();
-    let mut rest = text.chars().peekable();
-    while let Some(c) = rest.next() {
-        if c != '%' {
-            literal.push(c);
-            continue;
+    let name_char = |d: char, _: &str| d.is_ascii_alphanumeric() || "_.[]".contains(d);
+    let mut out: Vec<Piece> = Vec::new();
+    for part in split_template(text, name_char) {
+        let piece = match part {
+            TemplatePart::Text(t) => Piece::Text(t),
+            TemplatePart::Field(name, _) => match fields::resolve(&name) {
+                expr::FieldRef::Known(id, _) => Piece::Field(id),
+                _ => Piece::Text("<NA>".into()),
+            },
+        };
+        // Adjacent text pieces are joined.
+        match (out.last_mut(), piece) {
+            (Some(Piece::Text(prev)), Piece::Text(t)) => prev.push_str(&t),
+            (_, piece) => out.push(piece),
         }
-        let mut name = String::new();
-        while let Some(&d) = rest.peek() {
-            if d.is_ascii_alphanumeric() || "_.[]".contains(d) {
-                name.push(d);
-                rest.next();
-            } else {
-                break;
-            }
-        }
-        let trailing_dot = name.ends_with('.');
-        if trailing_dot {
-            name.pop();
-        }
-        match fields::resolve(&name) {
-            expr::FieldRef::Known(id, _) => {
-                if !literal.is_empty() {
-                    out.push(Piece::Text(std::mem::take(&mut literal)));
-                }
-                out.push(Piece::Field(id));
-            }
-            _ => literal.push_str("<NA>"),
-        }
-        if trailing_dot {
-            literal.push('.');
-        }
-    }
-    if !literal.is_empty() {
-        out.push(Piece::Text(literal));
     }
     out
 }
