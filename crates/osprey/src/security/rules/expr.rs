@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use super::fields::{self, FieldId, Type};
 use super::lex::{lex, Tok, Token};
 use super::limits::{MAX_CONDITION_NODES, MAX_NESTING};
+pub use super::literal::{Cidr, Pattern};
+
+mod falco_ops;
+use falco_ops::FALCO_OPS;
 
 /// A located error inside one condition string: `offset` is a byte offset into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,57 +69,6 @@ pub enum Literal {
     Bool(bool),
     Regex(Pattern),
     Cidr(Cidr),
-}
-
-/// A compiled regular expression, compared by its source.
-#[derive(Debug, Clone)]
-pub struct Pattern(pub regex::bytes::Regex);
-
-impl PartialEq for Pattern {
-    fn eq(&self, other: &Self) -> bool {
-        self.0.as_str() == other.0.as_str()
-    }
-}
-
-impl Eq for Pattern {}
-
-/// An IP network: the address as 128 bits (IPv4 mapped into IPv6) and the prefix length
-/// counted on those 128 bits.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Cidr {
-    pub addr: u128,
-    pub prefix: u8,
-}
-
-impl Cidr {
-    /// `a.b.c.d/n`, `x::y/n` or a bare address.
-    pub fn parse(text: &str) -> Option<Cidr> {
-        let (addr, len) = match text.split_once('/') {
-            Some((a, l)) => (a, Some(l.parse::<u8>().ok()?)),
-            None => (text, None),
-        };
-        let ip: std::net::IpAddr = addr.parse().ok()?;
-        let (bits, max, offset) = match ip {
-            std::net::IpAddr::V4(v4) => (u128::from(v4.to_ipv6_mapped()), 32, 96),
-            std::net::IpAddr::V6(v6) => (u128::from(v6), 128, 0),
-        };
-        let len = len.unwrap_or(max);
-        (len <= max).then_some(Cidr {
-            addr: bits,
-            prefix: len + offset,
-        })
-    }
-
-    pub fn contains(&self, ip: std::net::IpAddr) -> bool {
-        let bits = match ip {
-            std::net::IpAddr::V4(v4) => u128::from(v4.to_ipv6_mapped()),
-            std::net::IpAddr::V6(v6) => u128::from(v6),
-        };
-        let mask = u128::MAX
-            .checked_shl(128 - u32::from(self.prefix))
-            .unwrap_or(0);
-        bits & mask == self.addr & mask
-    }
 }
 
 /// A type-checked condition, macros and lists expanded.
@@ -201,19 +154,6 @@ const STR_OPS: &[(&str, Op)] = &[
     ("endswith", Op::EndsWith),
     ("contains", Op::Contains),
     ("glob", Op::Glob),
-];
-
-/// Falco's operators beyond Osprey's own (`exists` takes no value; `pmatch` and
-/// `intersects` take a set).
-const FALCO_OPS: &[(&str, Op)] = &[
-    ("icontains", Op::IContains),
-    ("iglob", Op::IGlob),
-    ("regex", Op::Regex),
-    ("bcontains", Op::Contains),
-    ("bstartswith", Op::StartsWith),
-    ("exists", Op::Exists),
-    ("pmatch", Op::StartsWith),
-    ("intersects", Op::Eq),
 ];
 
 /// Parses and type-checks a condition. `pending(name)` says whether `name` is a macro that
@@ -503,58 +443,6 @@ impl Parser<'_> {
         Ok(Expr::Cmp { field, op, value })
     }
 
-    /// Falco's operators: `exists`, set operators (`pmatch`, `intersects`) and string ones.
-    fn falco_comparison(
-        &mut self,
-        field: FieldId,
-        ty: Type,
-        word: &str,
-        op: Op,
-        at: usize,
-    ) -> PResult<Expr> {
-        self.grow(at, 1)?;
-        let cmp = |op, value| Expr::Cmp { field, op, value };
-        match word {
-            "exists" => return Ok(cmp(Op::Exists, Literal::Bool(true))),
-            "intersects" => {
-                let set = self.set(ty)?;
-                return Ok(Expr::In { field, set });
-            }
-            "pmatch" => {
-                // Path prefix match: the directory itself or anything below it.
-                let set = self.set(ty)?;
-                let mut any = Vec::new();
-                for l in set {
-                    let Literal::Str(mut dir) = l else { continue };
-                    while dir.len() > 1 && dir.ends_with(b"/") {
-                        dir.pop();
-                    }
-                    any.push(cmp(Op::Eq, Literal::Str(dir.clone())));
-                    dir.push(b'/');
-                    any.push(cmp(Op::StartsWith, Literal::Str(dir)));
-                }
-                return Ok(Expr::Or(any));
-            }
-            _ => {}
-        }
-        if ty != Type::Str {
-            return perr(at, format!("operator `{word}` applies to strings"));
-        }
-        let v = self.next();
-        let Literal::Str(bytes) = self.literal(&v, Type::Str, word)? else {
-            unreachable!("a string field's literal is a string")
-        };
-        Ok(match op {
-            Op::Regex => match regex::bytes::Regex::new(&String::from_utf8_lossy(&bytes)) {
-                Ok(re) => cmp(Op::Regex, Literal::Regex(Pattern(re))),
-                Err(e) => return perr(v.at, format!("bad regular expression: {e}")),
-            },
-            Op::IContains | Op::IGlob => cmp(op, Literal::Str(bytes.to_ascii_lowercase())),
-            _ if word.starts_with('b') => cmp(op, Literal::Str(hex_bytes(&bytes, v.at)?)),
-            _ => cmp(op, Literal::Str(bytes)),
-        })
-    }
-
     fn set(&mut self, ty: Type) -> PResult<Vec<Literal>> {
         let item_ty = if ty == Type::StrList { Type::Str } else { ty };
         if ty == Type::Bool {
@@ -630,26 +518,6 @@ impl Parser<'_> {
             ),
         }
     }
-}
-
-/// The bytes of a `bcontains`/`bstartswith` operand written in hex.
-fn hex_bytes(text: &[u8], at: usize) -> PResult<Vec<u8>> {
-    let digits: Vec<u8> = text
-        .iter()
-        .copied()
-        .filter(|b| !b.is_ascii_whitespace())
-        .collect();
-    let value = |d: u8| (d as char).to_digit(16);
-    if !digits.len().is_multiple_of(2) {
-        return perr(at, "a byte string is an even number of hex digits");
-    }
-    digits
-        .chunks(2)
-        .map(|p| match (value(p[0]), value(p[1])) {
-            (Some(h), Some(l)) => Ok((h * 16 + l) as u8),
-            _ => perr(at, "a byte string is written in hex digits"),
-        })
-        .collect()
 }
 
 fn parse_literal(text: &str, ty: Type) -> Option<Literal> {

@@ -28,6 +28,7 @@ mod fields_community;
 mod fields_proc;
 mod lex;
 pub mod limits;
+mod literal;
 mod loader;
 pub mod prefilter;
 mod sigma;
