@@ -179,8 +179,7 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 				   ? stack_id(ctx, 0, OSPREY_PERR_KERNEL_COLLISION)
 				   : -1;
 	if (in_kernel) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(
-			(struct task_struct *)bpf_get_current_task_btf());
+		struct pt_regs *regs = osprey_current_pt_regs();
 		ev->ip = BPF_CORE_READ(regs, ip);
 		ev->sp = BPF_CORE_READ(regs, sp);
 		ev->bp = BPF_CORE_READ(regs, bp);
@@ -266,7 +265,7 @@ static __always_inline int on_switch(void *ctx, bool preempt, struct task_struct
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
-	long state = BPF_CORE_READ(prev, __state);
+	long state = osprey_task_state(prev);
 	struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_OFFCPU);
 	if (!preempt && state != TASK_RUNNING) {
 		if (profile_target(prev_tgid, OSPREY_KIND_OFFCPU)) {

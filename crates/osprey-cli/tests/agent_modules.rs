@@ -74,7 +74,7 @@ fn default_rules_alert_into_the_log_the_metrics_and_syslog() {
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());
     let alerts = "osprey_alerts_total{rule=\"credential_file_read\",severity=\"high\"}";
-    eventually(Duration::from_secs(5), || {
+    eventually(Duration::from_secs(20), || {
         let metrics = a.scrape();
         (metric(&metrics, alerts) >= 1.0)
             .then_some(())
@@ -384,7 +384,7 @@ fn flows_module_counts_packets_on_the_configured_interface() {
         .unwrap();
     assert!(out.status.success(), "ping: {out:?}");
     // Idle after 1 s, exported at the next scan.
-    eventually(Duration::from_secs(10), || {
+    eventually(Duration::from_secs(20), || {
         let metrics = a.scrape();
         for direction in ["egress", "ingress"] {
             let key = format!(
@@ -458,7 +458,7 @@ fn syscall_baselines_in_the_state_dir_are_enforced_again_after_a_restart() {
         let pid = baseline_helper(true);
         noisy.push(pid);
         // The alert must be in the log (flushed once a second) before a SIGKILL.
-        eventually(Duration::from_secs(5), || {
+        eventually(Duration::from_secs(20), || {
             a.log_lines()
                 .iter()
                 .any(|e| {
@@ -530,7 +530,7 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
     // Running: a change is one fim.modify alert with the hashes, in the log and the metric.
     let agent = a.start();
     std::fs::write(&watched, b"v2\n").unwrap();
-    let modified = eventually(Duration::from_secs(5), || {
+    let modified = eventually(Duration::from_secs(20), || {
         a.log_lines()
             .into_iter()
             .find(|e| e["rule"] == "fim.modify")

@@ -173,6 +173,8 @@ fn run_options() -> RunOptions {
         tick_every: Some(Duration::from_secs(1)),
         flush_each_batch: false,
         catch_hangup: true,
+        // Metrics, control requests and the health tick keep running through a flood.
+        yield_between_passes: true,
         ..Default::default()
     }
 }

@@ -39,6 +39,11 @@ pub struct RunOptions {
     pub flush_each_batch: bool,
     /// SIGHUP goes to `RunHooks::hangup` instead of ending the process.
     pub catch_hangup: bool,
+    /// Between two drains that stopped at their budget, let the runtime run timers and
+    /// other tasks (the agent's tick, metrics and control socket). Otherwise the next drain
+    /// follows at once and a stop is noticed when the rings are empty: a command delivers
+    /// everything queued before the stop.
+    pub yield_between_passes: bool,
 }
 
 impl Default for RunOptions {
@@ -53,6 +58,7 @@ impl Default for RunOptions {
             tick_every: None,
             flush_each_batch: true,
             catch_hangup: false,
+            yield_between_passes: false,
         }
     }
 }
@@ -223,6 +229,7 @@ struct Waiters<'r, R> {
     stats: Option<Interval>,
     deadline: Option<tokio::time::Instant>,
     requests: Option<&'r mut mpsc::Receiver<R>>,
+    yielding: bool,
 }
 
 impl<R> Waiters<'_, R> {
@@ -240,9 +247,10 @@ impl<R> Waiters<'_, R> {
             }
         };
         tokio::select! {
-            // Not `ready()`: yielding once lets the runtime fire timers and serve its
-            // other tasks (metrics, control socket) while a flood keeps the rings full.
-            _ = tokio::task::yield_now(), if more_pending => Wake::Drain,
+            _ = std::future::ready(()), if more_pending && !self.yielding => Wake::Drain,
+            // Yielding once lets the runtime fire timers and serve its other tasks
+            // (metrics, control socket) while a flood keeps the rings full.
+            _ = tokio::task::yield_now(), if more_pending && self.yielding => Wake::Drain,
             _ = self.poller.ready() => Wake::Drain,
             _ = self.timer.due() => Wake::Drain,
             _ = next_tick(&mut self.ticks) => Wake::Tick,
@@ -297,6 +305,7 @@ impl<'a> Pipeline<'a> {
             stats: every(options.stats_every, options.stats_every.unwrap_or_default()),
             deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
             requests,
+            yielding: options.yield_between_passes,
         };
         let mut next_expiry = Instant::now();
         if EARLY_STOP.swap(false, Ordering::SeqCst) {
