@@ -106,6 +106,7 @@ mod tests {
             gid: 0,
             comm: b"w",
             exe: b"/bin/w",
+            cmdline: b"",
             cgroup_id: 1,
             ancestry: vec![ancestor],
         };

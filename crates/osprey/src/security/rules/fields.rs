@@ -67,6 +67,40 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("net.addr", Type::Str, "connect/bind address (ip:port or unix path)"),
     ("net.port", Type::Int, "connect/bind port"),
     ("net.family", Type::Str, "inet, inet6, unix"),
+    ("net.ip", Type::Str, "connect/bind IP address"),
+    ("proc.cmdline", Type::Str, "argv joined by spaces: of this exec, else of the process's last exec"),
+    ("proc.args", Type::Str, "proc.cmdline without argv[0]"),
+    ("proc.pcmdline", Type::Str, "parent's command line"),
+    ("proc.aname[2]", Type::Str, "grandparent's command name"),
+    ("proc.aname[3]", Type::Str, "command name of the 3rd ancestor"),
+    ("proc.aname[4]", Type::Str, "command name of the 4th ancestor"),
+    ("proc.aname[5]", Type::Str, "command name of the 5th ancestor"),
+    ("proc.aname[6]", Type::Str, "command name of the 6th ancestor"),
+    ("proc.aname[7]", Type::Str, "command name of the 7th ancestor"),
+    ("user.name", Type::Str, "name of proc.uid in the passwd database"),
+    ("container.id", Type::Str, "container id; `host` for host processes"),
+    ("file.directory", Type::Str, "directory of file.path"),
+    ("file.create", Type::Bool, "opened with O_CREAT"),
+    ("file.read", Type::Bool, "opened for reading"),
+    ("file.target", Type::Str, "path a file is created at: an O_CREAT open's path, a rename/link/symlink target"),
+    ("file.typechar", Type::Str, "f (file open), 4 / 6 (inet socket), u (unix socket)"),
+    ("evt.dir", Type::Str, "`<`: every event is seen at syscall exit"),
+    ("evt.res", Type::Str, "SUCCESS, or the error's name (ENOENT, EPERM, ...)"),
+    ("evt.num", Type::Int, "the event's boot-time timestamp in ns (never 0)"),
+    ("file.flagnames", Type::Str, "open flags by name: O_WRONLY|O_CREAT|O_TRUNC ..."),
+    ("ptrace.request_name", Type::Str, "ptrace request by name: PTRACE_ATTACH, PTRACE_POKETEXT, ..."),
+    ("proc.is_exe_from_memfd", Type::Bool, "the executable is a memfd (exe path /memfd:...)"),
+    ("proc.is_exe_upper_layer", Type::Bool, "the executable is on a container's writable layer (false for host processes)"),
+    ("proc.tty", Type::Int, "controlling terminal number, 0 for none (read from /proc when asked: absent once the process has exited)"),
+    ("proc.cwd", Type::Str, "working directory with a trailing / (read from /proc when asked)"),
+    ("proc.duration", Type::Int, "ns since the process started (read from /proc when asked)"),
+    ("proc.cap_effective", Type::Str, "effective capabilities by name, space separated (read from /proc when asked)"),
+    ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
+    ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
+    ("container.name", Type::Str, "container name; `host` for host processes"),
+    ("container.image", Type::Str, "container image; empty for host processes"),
+    ("container.image.repository", Type::Str, "container image repository; empty for host processes"),
+    ("container.privileged", Type::Bool, "privileged container; false for host processes"),
 ];
 
 /// Index into FIELDS.
@@ -130,7 +164,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn path(&self) -> Option<&'a [u8]> {
+    pub(super) fn path(&self) -> Option<&'a [u8]> {
         match &self.event.payload {
             Payload::FileOpen(f) if !f.abs_path.is_empty() => Some(&f.abs_path),
             Payload::FileOpen(f) => Some(&f.path),
@@ -148,11 +182,12 @@ impl<'a> View<'a> {
             "proc" => self.process_field(field),
             "file" => self.file_field(field),
             "exec" => self.exec_field(field),
+            "user" | "container" => self.community_field(field),
             _ => self.syscall_field(field),
         }
     }
 
-    fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
+    pub(super) fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
         match &self.event.payload {
             Payload::Security(s) => Some(s),
             _ => None,
@@ -178,13 +213,14 @@ impl<'a> View<'a> {
                 Payload::Security(s) => int(s.ret),
                 _ => None,
             },
+            "evt.dir" => str_(b"<"),
             "evt.failed" => match payload {
                 Payload::FileOpen(f) => Some(Value::Bool(f.ret < 0)),
                 Payload::Exec(x) => Some(Value::Bool(x.ret < 0)),
                 Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
                 _ => None,
             },
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
@@ -208,7 +244,7 @@ impl<'a> View<'a> {
             "proc.aexes" => Some(Value::StrList(
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
@@ -244,7 +280,7 @@ impl<'a> View<'a> {
             "file.suid" => sec
                 .and_then(|s| s.mode())
                 .map(|m| Value::Bool(m & 0o6000 != 0)),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
@@ -312,7 +348,7 @@ impl<'a> View<'a> {
             "net.family" => sec
                 .and_then(|s| s.addr.as_ref())
                 .and_then(|a| str_(a.family().as_bytes())),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 }
