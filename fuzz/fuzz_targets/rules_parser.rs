@@ -51,6 +51,17 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     check("fuzz.yaml", text);
+    // The same text as a Sigma condition and as a Falco condition and output (the loaders
+    // are told apart by content, so these reach the community rule loaders).
+    let sigma = format!(
+        "title: f\nlogsource:\n  product: linux\n  category: process_creation\ndetection:\n  \
+         selection:\n    Image|endswith: /x\n  condition: {text:?}\nlevel: high\n"
+    );
+    check("fuzz.sigma.yml", &sigma);
+    let falco = format!(
+        "- rule: f\n  desc: d\n  condition: {text:?}\n  output: {text:?}\n  priority: WARNING\n"
+    );
+    check("fuzz.falco.yaml", &falco);
     // Conditions alone, with the default lists and macros in scope.
     let wrapped = format!("- rule: f\n  desc: d\n  severity: low\n  condition: {text:?}\n");
     let _ = rules::load(&[
