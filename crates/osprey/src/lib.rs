@@ -5,6 +5,7 @@
 //! `process`) declares its hooks, decodes its records and describes how to present them.
 
 pub mod agent;
+pub mod container;
 pub mod files;
 pub mod kernel;
 pub mod memory;

@@ -72,6 +72,15 @@ pub fn cgroup2_root() -> Result<PathBuf, String> {
         .map_err(|e| format!("no cgroup2 hierarchy is mounted and mounting one failed: {e}"))
 }
 
+/// Where the root of the v2 hierarchy is mounted, if it is (never mounts one).
+pub fn cgroup2_mount_point() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mounts(&mountinfo)
+        .into_iter()
+        .find(|m| m.root == Path::new("/"))
+        .map(|m| m.mount_point)
+}
+
 /// Level of `canonical` in the v2 hierarchy (root cgroup = 0), from the mount holding it.
 fn level_in(mounts: &[Cgroup2Mount], canonical: &Path) -> Option<u32> {
     let mount = mounts

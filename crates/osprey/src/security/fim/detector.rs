@@ -183,6 +183,7 @@ struct OwnedContext {
     comm: Vec<u8>,
     exe: Vec<u8>,
     cgroup_id: u64,
+    container: Option<std::sync::Arc<crate::container::Container>>,
     ancestry: Vec<Entry>,
 }
 
@@ -197,6 +198,7 @@ impl OwnedContext {
             comm: ctx.comm.to_vec(),
             exe: ctx.exe.to_vec(),
             cgroup_id: ctx.cgroup_id,
+            container: ctx.container.cloned(),
             ancestry: ctx.ancestry.iter().map(|e| (*e).clone()).collect(),
         }
     }
@@ -211,6 +213,7 @@ impl OwnedContext {
             comm: &self.comm,
             exe: &self.exe,
             cgroup_id: self.cgroup_id,
+            container: self.container.as_ref(),
             ancestry: self.ancestry.iter().collect(),
         }
     }

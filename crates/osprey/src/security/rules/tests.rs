@@ -102,6 +102,7 @@ fn context(event: &Event) -> ProcessContext<'_> {
         comm: &event.header.comm,
         exe: b"/usr/bin/x",
         cgroup_id: 0,
+        container: None,
         ancestry: Vec::new(),
     }
 }

@@ -1,0 +1,288 @@
+//! Container and Kubernetes context: which container each event's cgroup belongs to
+//! (decided at once, from the cgroup path), and what its runtime says about it (name,
+//! image, labels, pod), fetched by a background thread and cached. Events never wait for
+//! a runtime: until its answer arrives a container shows its id and `"metadata": "pending"`.
+
+pub mod cgroup_path;
+pub mod metadata;
+pub mod resolve;
+mod runtimes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, LazyLock};
+
+use serde::ser::SerializeMap;
+use serde::Serialize;
+
+pub use metadata::{Metadata, Sources};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    Docker,
+    Podman,
+    Containerd,
+    CriO,
+    /// Under `kubepods` without a runtime prefix: containerd or CRI-O.
+    Cri,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Cri => "cri",
+        }
+    }
+}
+
+/// What is known of the runtime's description of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataState {
+    Pending,
+    Known(Arc<Metadata>),
+    /// No runtime answered for it (the reason, for the JSON).
+    Unavailable(Arc<str>),
+}
+
+/// One container (or the host, id `host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub runtime: Option<Runtime>,
+    pub pod_uid: Option<String>,
+    pub metadata: MetadataState,
+}
+
+/// Falco's convention: host processes are in container `host`.
+pub const HOST_ID: &str = "host";
+
+static HOST: LazyLock<Arc<Container>> = LazyLock::new(|| {
+    Arc::new(Container {
+        id: HOST_ID.to_string(),
+        runtime: None,
+        pod_uid: None,
+        metadata: MetadataState::Pending,
+    })
+});
+
+impl Container {
+    pub fn is_host(&self) -> bool {
+        self.runtime.is_none()
+    }
+
+    pub fn known(&self) -> Option<&Metadata> {
+        match &self.metadata {
+            MetadataState::Known(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Falco's `container.id`: the first 12 hex digits (or `host`).
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.known()
+            .map(|m| m.name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The name if known, else the short id: what tables show.
+    pub fn label(&self) -> &str {
+        self.name().unwrap_or(self.short_id())
+    }
+
+    /// `--container NAME|ID`: the name, the full id, or an id prefix of 12 or more digits.
+    pub fn matches(&self, wanted: &str) -> bool {
+        self.name() == Some(wanted)
+            || (wanted.len() >= 12 && self.id.starts_with(wanted))
+            || self.id == wanted
+    }
+
+    pub fn pod_name(&self) -> Option<&str> {
+        self.known()
+            .and_then(|m| m.k8s.as_ref())
+            .map(|k| k.pod.as_str())
+    }
+
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.known()
+            .and_then(|m| m.k8s.as_ref())
+            .map(|k| k.namespace.as_str())
+    }
+}
+
+impl Serialize for Container {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        let Some(runtime) = self.runtime else {
+            return map.end();
+        };
+        match &self.metadata {
+            MetadataState::Known(m) => {
+                map.serialize_entry("name", &m.name)?;
+                map.serialize_entry("image", &m.image)?;
+                map.serialize_entry("image_id", &m.image_id)?;
+                map.serialize_entry("runtime", m.runtime.unwrap_or(runtime).name())?;
+                map.serialize_entry("labels", &m.labels)?;
+            }
+            MetadataState::Pending => {
+                map.serialize_entry("runtime", runtime.name())?;
+                map.serialize_entry("metadata", "pending")?;
+            }
+            MetadataState::Unavailable(why) => {
+                map.serialize_entry("runtime", runtime.name())?;
+                map.serialize_entry("metadata", "unavailable")?;
+                map.serialize_entry("metadata_error", &**why)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `process.k8s`: what is known of the pod (`None` outside Kubernetes).
+pub fn k8s_json(c: &Container) -> Option<BTreeMap<&'static str, &str>> {
+    let k8s = c.known().and_then(|m| m.k8s.as_ref());
+    if k8s.is_none() && c.pod_uid.is_none() {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    if let Some(k) = k8s {
+        out.insert("pod", k.pod.as_str());
+        out.insert("namespace", k.namespace.as_str());
+        out.insert("container", k.container.as_str());
+        out.insert("pod_uid", k.pod_uid.as_str());
+    }
+    if let Some(uid) = &c.pod_uid {
+        out.entry("pod_uid").or_insert(uid.as_str());
+    }
+    Some(out)
+}
+
+#[derive(Debug)]
+enum Slot {
+    Host,
+    Container(Arc<Container>),
+    /// The cgroup could not be resolved (gone before we looked).
+    Unknown,
+}
+
+/// Bound on remembered cgroups; the map is cleared (and rebuilt lazily) when reached.
+const MAX_CGROUPS: usize = 16384;
+
+/// The per-pipeline registry: cgroup id → container, metadata kept current from the
+/// background lookup thread.
+#[derive(Debug)]
+pub struct Containers {
+    by_cgroup: HashMap<u64, Slot>,
+    by_id: HashMap<String, Arc<Container>>,
+    sources: Sources,
+    lookups: Option<(Sender<runtimes::Request>, Receiver<runtimes::Update>)>,
+    /// Containers other than the host seen so far.
+    pub seen: u64,
+}
+
+impl Default for Containers {
+    fn default() -> Self {
+        Self::new(Sources::from_env())
+    }
+}
+
+impl Containers {
+    pub fn new(sources: Sources) -> Self {
+        Self {
+            by_cgroup: HashMap::new(),
+            by_id: HashMap::new(),
+            sources,
+            lookups: None,
+            seen: 0,
+        }
+    }
+
+    /// Learns the container of a cgroup seen for the first time (one /proc read), and
+    /// takes any metadata the lookup thread has found since the last call.
+    pub fn note(&mut self, cgroup_id: u64, pid: u32) {
+        self.poll();
+        if cgroup_id == 0 || self.by_cgroup.contains_key(&cgroup_id) {
+            return;
+        }
+        if self.by_cgroup.len() >= MAX_CGROUPS {
+            self.by_cgroup.clear();
+        }
+        let slot = match resolve::path_of(cgroup_id, pid) {
+            None => Slot::Unknown,
+            Some(path) => match cgroup_path::identify(&path) {
+                None => Slot::Host,
+                Some(identity) => Slot::Container(self.container(identity)),
+            },
+        };
+        self.by_cgroup.insert(cgroup_id, slot);
+    }
+
+    fn container(&mut self, identity: cgroup_path::Identity) -> Arc<Container> {
+        if let Some(c) = self.by_id.get(&identity.id) {
+            return c.clone();
+        }
+        self.seen += 1;
+        let c = Arc::new(Container {
+            id: identity.id.clone(),
+            runtime: Some(identity.runtime),
+            pod_uid: identity.pod_uid,
+            metadata: MetadataState::Pending,
+        });
+        if self.by_id.len() >= MAX_CGROUPS {
+            self.by_id.clear();
+        }
+        self.by_id.insert(identity.id.clone(), c.clone());
+        let (requests, _) = self
+            .lookups
+            .get_or_insert_with(|| runtimes::spawn(self.sources.clone()));
+        let _ = requests.send(runtimes::Request {
+            id: identity.id,
+            runtime: identity.runtime,
+        });
+        c
+    }
+
+    /// Applies the lookup thread's answers (cheap when there are none).
+    pub fn poll(&mut self) {
+        let Some((_, updates)) = &self.lookups else {
+            return;
+        };
+        while let Ok(update) = updates.try_recv() {
+            let Some(old) = self.by_id.get(&update.id) else {
+                continue;
+            };
+            let new = Arc::new(Container {
+                metadata: update.state,
+                ..(**old).clone()
+            });
+            for slot in self.by_cgroup.values_mut() {
+                if matches!(slot, Slot::Container(c) if c.id == new.id) {
+                    *slot = Slot::Container(new.clone());
+                }
+            }
+            self.by_id.insert(new.id.clone(), new);
+        }
+    }
+
+    /// The container of a cgroup noted before (`None`: unknown cgroup).
+    pub fn get(&self, cgroup_id: u64) -> Option<&Arc<Container>> {
+        match self.by_cgroup.get(&cgroup_id)? {
+            Slot::Host => Some(LazyLock::force(&HOST)),
+            Slot::Container(c) => Some(c),
+            Slot::Unknown => None,
+        }
+    }
+
+    /// Every container known, for `osprey check` and filters.
+    pub fn containers(&self) -> impl Iterator<Item = &Arc<Container>> {
+        self.by_id.values()
+    }
+}
