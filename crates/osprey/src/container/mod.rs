@@ -4,6 +4,7 @@
 //! a runtime: until its answer arrives a container shows its id and `"metadata": "pending"`.
 
 pub mod cgroup_path;
+pub mod filter;
 pub mod metadata;
 pub mod resolve;
 mod runtimes;

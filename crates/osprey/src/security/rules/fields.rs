@@ -43,6 +43,13 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("proc.pexe", Type::Str, "parent's executable path"),
     ("proc.anames", Type::StrList, "command names of all ancestors"),
     ("proc.aexes", Type::StrList, "executable paths of all ancestors"),
+    ("container.id", Type::Str, "container id, first 12 digits (`host` outside containers)"),
+    ("container.full_id", Type::Str, "container id, all 64 digits (`host` outside containers)"),
+    ("container.name", Type::Str, "container name (`host` outside containers)"),
+    ("container.image", Type::Str, "image the container was created from (repo:tag)"),
+    ("container.image.repository", Type::Str, "image without its tag or digest"),
+    ("k8s.pod.name", Type::Str, "Kubernetes pod name"),
+    ("k8s.ns.name", Type::Str, "Kubernetes namespace"),
     ("file.path", Type::Str, "absolute path (open, exec, chmod, chown, unlink, rename source, truncate, link, symlink, mount target)"),
     ("file.name", Type::Str, "last component of file.path"),
     ("file.newpath", Type::Str, "rename/link target, symlink contents, mount source"),
@@ -184,6 +191,30 @@ impl<'a> View<'a> {
             "proc.aexes" => Some(Value::StrList(
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
+            "container.id" => p.container.and_then(|c| str_(c.short_id().as_bytes())),
+            "container.full_id" => p.container.and_then(|c| str_(c.id.as_bytes())),
+            "container.name" => p.container.and_then(|c| {
+                if c.is_host() {
+                    str_(c.id.as_bytes())
+                } else {
+                    c.name().and_then(|n| str_(n.as_bytes()))
+                }
+            }),
+            "container.image" => p
+                .container
+                .and_then(|c| c.known())
+                .and_then(|m| str_(m.image.as_bytes())),
+            "container.image.repository" => p.container.and_then(|c| c.known()).and_then(|m| {
+                str_(crate::container::metadata::image_repository(&m.image).as_bytes())
+            }),
+            "k8s.pod.name" => p
+                .container
+                .and_then(|c| c.pod_name())
+                .and_then(|n| str_(n.as_bytes())),
+            "k8s.ns.name" => p
+                .container
+                .and_then(|c| c.pod_namespace())
+                .and_then(|n| str_(n.as_bytes())),
             "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
             "file.name" => self.path().and_then(|b| str_(base_name(b))),
             "file.newpath" => sec
