@@ -111,6 +111,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
     };
     let all_ok = missing.is_empty() && capabilities.iter().all(|c| c.ok);
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let runtimes = osprey::container::probe::probe(&osprey::container::Sources::from_env());
 
     match args.output {
         Output::Json => {
@@ -123,6 +124,7 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                 "capabilities": capabilities.iter().map(|c| json!({
                     "name": c.name, "ok": c.ok, "error": c.error, "roles": c.roles, "note": c.note,
                 })).collect::<Vec<_>>(),
+                "container_runtimes": runtimes,
             });
             println!("{doc}");
         }
@@ -149,6 +151,21 @@ pub fn run(args: &CheckArgs) -> Result<ExitCode, Failure> {
                         f.detail
                     );
                 }
+            }
+            println!(
+                "\n{:<11} {:<36} {:<5} {:<7} DETAIL",
+                "RUNTIME", "ENDPOINT", "FOUND", "REACHED"
+            );
+            for r in &runtimes {
+                let yes = |b: bool| if b { "yes" } else { "no" };
+                println!(
+                    "{:<11} {:<36} {:<5} {:<7} {}",
+                    r.runtime,
+                    r.endpoint,
+                    yes(r.found),
+                    yes(r.reached),
+                    r.detail
+                );
             }
             if !capabilities.is_empty() {
                 println!(

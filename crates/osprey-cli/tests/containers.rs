@@ -438,6 +438,27 @@ fn docker_containers_with_pod_labels_and_unreachable_sockets() {
 
     let (exec, files, secure) = (exec.stop(), files.stop(), secure.stop());
     let (silent, missing) = (silent.stop(), missing.stop());
+    for (host, reached) in [
+        (docker_host.as_str(), true),
+        ("unix:///nonexistent/d.sock", false),
+    ] {
+        let (_, _, report) = check_report(&[("DOCKER_HOST", host)]);
+        let probe = report["container_runtimes"]
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["runtime"] == "docker"))
+            .unwrap_or_else(|| panic!("no docker in {report}"))
+            .clone();
+        assert_eq!(
+            probe["endpoint"],
+            host.trim_start_matches("unix://"),
+            "{probe}"
+        );
+        assert_eq!(
+            (probe["found"].clone(), probe["reached"].clone()),
+            (json!(reached), json!(reached)),
+            "{probe}"
+        );
+    }
     let expected = json!({
         "id": id, "name": name, "image": image, "image_id": image_id, "runtime": "docker",
         "labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),

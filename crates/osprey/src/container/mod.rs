@@ -6,6 +6,7 @@
 pub mod cgroup_path;
 pub mod filter;
 pub mod metadata;
+pub mod probe;
 pub mod resolve;
 mod runtimes;
 

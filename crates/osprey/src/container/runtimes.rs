@@ -128,7 +128,7 @@ async fn inspect(socket: &Path, id: &str) -> Result<Option<Metadata>, String> {
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// One HTTP/1.1 GET over a Unix socket: the body on success, `None` on 404.
-async fn get(socket: &Path, path: &str) -> Result<Option<Vec<u8>>, BoxError> {
+pub(super) async fn get(socket: &Path, path: &str) -> Result<Option<Vec<u8>>, BoxError> {
     let stream = tokio::net::UnixStream::connect(socket).await?;
     let (mut sender, connection) =
         hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
