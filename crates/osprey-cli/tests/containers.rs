@@ -215,6 +215,7 @@ fn podman_containers_on_exec_open_events_and_alerts() {
         &format!("evt.kind = open and file.path = /etc/passwd and container.name = {name} and container.image.repository = localhost/{IMAGE_REPO}"),
     );
     let exec = Tracer::start(&["exec", "--output", "json"]);
+    let tcp = Tracer::start(&["tcp", "--output", "json"]);
     let files = Tracer::start(&["files", "--output", "json", "--container", &name]);
     let secure = Tracer::start(&[
         "secure",
@@ -243,7 +244,45 @@ fn podman_containers_on_exec_open_events_and_alerts() {
     };
     exec_until_named(&exec, &name, &exec_cat);
     exec_cat();
+    // A TCP connection inside the container's network namespace.
+    out(podman().args([
+        "exec",
+        "-d",
+        &name,
+        "/bin/busybox",
+        "nc",
+        "-l",
+        "-p",
+        "7000",
+    ]));
+    eventually(Duration::from_secs(10), || {
+        let o = podman()
+            .args(["exec", &name, "/bin/busybox", "nc", "127.0.0.1", "7000"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        o.status
+            .success()
+            .then_some(())
+            .ok_or("nc refused".to_string())
+    });
+    let tcp_id = id.clone();
+    assert!(
+        saw(&tcp, Duration::from_secs(10), |l| l.contains(&tcp_id)
+            && l.contains("7000")),
+        "tcp record from the container"
+    );
     let (exec, files, secure) = (exec.stop(), files.stop(), secure.stop());
+    let tcp = tcp.stop();
+    let records: Vec<Value> = tcp
+        .events()
+        .into_iter()
+        .filter(|e| container_of(e)["id"] == id)
+        .collect();
+    assert!(!records.is_empty(), "no tcp record from {id}");
+    for r in &records {
+        assert_eq!(container_of(r)["name"], name, "{r}");
+    }
     let expected = json!({
         "id": id, "name": name, "image": image, "image_id": image_id,
         "runtime": "podman", "labels": {},
