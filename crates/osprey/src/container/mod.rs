@@ -288,3 +288,106 @@ impl Containers {
         self.by_id.values()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "8dba030acfef3aff9cedf93ae3b3941ce9d86222ff249413eda7ca9216738a34";
+
+    /// A registry whose lookup thread is replaced by channels the test drives.
+    fn registry() -> (
+        Containers,
+        Receiver<runtimes::Request>,
+        Sender<runtimes::Update>,
+    ) {
+        let (requests, asked) = std::sync::mpsc::channel();
+        let (answer, updates) = std::sync::mpsc::channel();
+        let mut c = Containers::new(Sources::from_env());
+        c.lookups = Some((requests, updates));
+        (c, asked, answer)
+    }
+
+    #[test]
+    fn pending_until_the_runtime_answers_then_known_on_every_cgroup() {
+        let (mut c, asked, answer) = registry();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let first = c.container(identity.clone());
+        c.by_cgroup.insert(7, Slot::Container(first));
+        let again = c.container(identity);
+        c.by_cgroup.insert(8, Slot::Container(again));
+        c.by_cgroup.insert(1, Slot::Host);
+        assert_eq!(asked.try_iter().count(), 1, "one question per container");
+        assert_eq!(c.seen, 1);
+        let json = |c: &Containers, cg| serde_json::to_value(&**c.get(cg).unwrap()).unwrap();
+        assert_eq!(
+            json(&c, 7),
+            serde_json::json!({"id": ID, "runtime": "docker", "metadata": "pending"})
+        );
+        assert_eq!(json(&c, 1), serde_json::json!({"id": "host"}));
+        let meta = Metadata {
+            name: "web".into(),
+            image: "nginx:1".into(),
+            image_id: "abc".into(),
+            ..Default::default()
+        };
+        answer
+            .send(runtimes::Update {
+                id: ID.into(),
+                state: MetadataState::Known(Arc::new(meta)),
+            })
+            .unwrap();
+        c.note(1, 1); // known cgroup: only takes the answers
+        for cg in [7, 8] {
+            assert_eq!(
+                json(&c, cg),
+                serde_json::json!({"id": ID, "name": "web", "image": "nginx:1",
+                    "image_id": "abc", "runtime": "docker", "labels": {}})
+            );
+        }
+        assert_eq!(c.get(9), None, "never noted");
+    }
+}
+
+/// `cargo test --release -p osprey --lib -- --ignored --nocapture container::bench`
+#[cfg(test)]
+mod bench {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn steady_state_and_first_sight_costs() {
+        let mut c = Containers::new(Sources::from_env());
+        let (requests, _asked) = std::sync::mpsc::channel();
+        let (_answer, updates) = std::sync::mpsc::channel();
+        c.lookups = Some((requests, updates));
+        // 200 known containers, as on a busy node.
+        for i in 0..200u64 {
+            let id = format!("{i:064x}");
+            let container = c.container(cgroup_path::identify(&format!("/docker/{id}")).unwrap());
+            c.by_cgroup.insert(1000 + i, Slot::Container(container));
+        }
+        let n = 10_000_000u64;
+        let start = Instant::now();
+        let mut found = 0u64;
+        for i in 0..n {
+            let cg = 1000 + (i % 200);
+            c.note(cg, 1);
+            found += u64::from(c.get(cg).is_some());
+        }
+        let per_event = start.elapsed().as_nanos() as f64 / n as f64;
+        assert_eq!(found, n);
+        let me = std::process::id();
+        let own = resolve::id_of_path(&resolve::v2_path_of_pid(me).unwrap_or_default()).unwrap_or(1);
+        let start = Instant::now();
+        let rounds = 2000u32;
+        for _ in 0..rounds {
+            c.by_cgroup.remove(&own);
+            c.note(own, me);
+        }
+        let first_sight = start.elapsed() / rounds;
+        println!("steady state: {per_event:.1} ns per event (note + get, 200 containers); first sight of a cgroup: {first_sight:?}");
+    }
+}
