@@ -135,6 +135,17 @@ fn assert_opens(events: &[Value], id: &str, name: &str) {
             && e["errno"] == 0),
         "cat's open of /etc/passwd"
     );
+    // The same file as the host sees it (the container's root filesystem).
+    let host_path = events
+        .iter()
+        .find(|e| e["process"]["comm"] == "cat" && e["path"] == "/etc/passwd")
+        .and_then(|e| e["host_path"].as_str())
+        .unwrap_or_else(|| panic!("no host_path on cat's open: {events:?}"));
+    assert_ne!(host_path, "/etc/passwd");
+    assert_eq!(
+        std::fs::read_to_string(host_path).unwrap(),
+        "root:x:0:0:root:/:/bin/sh\n"
+    );
 }
 
 fn assert_alerts(alerts: &[Value], rule: &str, id: &str, name: &str) {

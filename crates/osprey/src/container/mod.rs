@@ -6,6 +6,7 @@
 pub mod cgroup_path;
 pub mod filter;
 pub mod metadata;
+pub mod paths;
 pub mod probe;
 pub mod resolve;
 mod runtimes;
@@ -380,7 +381,8 @@ mod bench {
         let per_event = start.elapsed().as_nanos() as f64 / n as f64;
         assert_eq!(found, n);
         let me = std::process::id();
-        let own = resolve::id_of_path(&resolve::v2_path_of_pid(me).unwrap_or_default()).unwrap_or(1);
+        let own =
+            resolve::id_of_path(&resolve::v2_path_of_pid(me).unwrap_or_default()).unwrap_or(1);
         let start = Instant::now();
         let rounds = 2000u32;
         for _ in 0..rounds {

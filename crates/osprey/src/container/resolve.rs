@@ -39,6 +39,24 @@ pub fn path_of(cgroup_id: u64, pid: u32) -> Option<String> {
     path_by_handle(cgroup_id)
 }
 
+/// The processes in cgroup `cgroup_id` now.
+pub fn procs_of(cgroup_id: u64) -> Vec<u32> {
+    let Some(path) = path_by_handle(cgroup_id) else {
+        return Vec::new();
+    };
+    let Some(mount) = mount_point() else {
+        return Vec::new();
+    };
+    let procs = mount
+        .join(path.trim_start_matches('/'))
+        .join("cgroup.procs");
+    std::fs::read_to_string(procs)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect()
+}
+
 /// `struct file_handle` with the 8-byte kernfs handle (the cgroup id) inline.
 #[repr(C)]
 struct KernfsHandle {

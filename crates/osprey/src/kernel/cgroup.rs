@@ -15,7 +15,7 @@ struct Cgroup2Mount {
 }
 
 /// `\040`-style escapes of /proc/self/mountinfo fields.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -74,6 +74,15 @@ pub struct JsonSink<W: Write> {
     out: W,
     clock: Clock,
     processes: ProcessJsonCache,
+    host_paths: crate::container::paths::HostPaths,
+}
+
+/// An event with the host's path of the file a container process opened.
+#[derive(serde::Serialize)]
+struct WithHostPath<E: serde::Serialize> {
+    #[serde(flatten)]
+    event: E,
+    host_path: String,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -82,6 +91,7 @@ impl<W: Write> JsonSink<W> {
             out,
             clock,
             processes: ProcessJsonCache::default(),
+            host_paths: Default::default(),
         }
     }
 }
@@ -92,15 +102,28 @@ impl<W: Write> Sink for JsonSink<W> {
             .clock
             .wall(event.header.ts_boot_ns)
             .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let host_path = match &event.payload {
+            Payload::FileOpen(f) if process.container.is_some_and(|c| !c.is_host()) => self
+                .host_paths
+                .resolve(process.cgroup_id, process.pid, &f.abs_path),
+            _ => None,
+        };
         let process = self.processes.get(process)?;
-        serde_json::to_writer(
-            &mut self.out,
-            &JsonEvent {
-                time: &time,
-                event,
-                process,
-            },
-        )?;
+        let json = JsonEvent {
+            time: &time,
+            event,
+            process,
+        };
+        match host_path {
+            Some(p) => serde_json::to_writer(
+                &mut self.out,
+                &WithHostPath {
+                    event: json,
+                    host_path: p.to_string_lossy().into_owned(),
+                },
+            )?,
+            None => serde_json::to_writer(&mut self.out, &json)?,
+        }
         self.out.write_all(b"\n")
     }
 
