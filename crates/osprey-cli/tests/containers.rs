@@ -173,6 +173,19 @@ fn rule_file(dir: &Path, rule: &str, condition: &str) -> String {
     path.display().to_string()
 }
 
+/// `osprey secure` with only the rules of `rules`.
+fn start_secure(rules: &str, env: &[(&str, &str)]) -> Tracer {
+    let args = [
+        "secure",
+        "--no-default-rules",
+        "--rules",
+        rules,
+        "--output",
+        "json",
+    ];
+    Tracer::start_with_env(&args, env)
+}
+
 /// Removes a container when the test ends, however it ends.
 struct Cleanup(Vec<Command>);
 
@@ -228,14 +241,7 @@ fn podman_containers_on_exec_open_events_and_alerts() {
     let exec = Tracer::start(&["exec", "--output", "json"]);
     let tcp = Tracer::start(&["tcp", "--output", "json"]);
     let files = Tracer::start(&["files", "--output", "json", "--container", &name]);
-    let secure = Tracer::start(&[
-        "secure",
-        "--no-default-rules",
-        "--rules",
-        &rules,
-        "--output",
-        "json",
-    ]);
+    let secure = start_secure(&rules, &[]);
     // The default open-file and process limits are refused by the kernel policy of some hosts.
     let id = out(podman().args([
         "run",
@@ -426,17 +432,7 @@ fn docker_containers_with_pod_labels_and_unreachable_sockets() {
         ],
         &env,
     );
-    let secure = Tracer::start_with_env(
-        &[
-            "secure",
-            "--no-default-rules",
-            "--rules",
-            &rules,
-            "--output",
-            "json",
-        ],
-        &env,
-    );
+    let secure = start_secure(&rules, &env);
     let mut run = docker.cli();
     run.args(["run", "-d", "--name", &name]);
     for (k, v) in labels {
@@ -541,5 +537,137 @@ fn docker_containers_with_pod_labels_and_unreachable_sockets() {
             assert_eq!(c["runtime"], "docker", "{e}");
             assert!(c.get("name").is_none(), "{e}");
         }
+    }
+}
+
+/// containerd with a configuration of its own (root, state and socket in a scratch
+/// directory), stopped at the end.
+struct Containerd {
+    dir: PathBuf,
+    daemon: Child,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("containerd.toml");
+        let d = dir.display();
+        std::fs::write(
+            &config,
+            format!("version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let daemon = Command::new(installed("containerd").unwrap())
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd {
+            dir: dir.to_path_buf(),
+            daemon,
+        };
+        eventually(Duration::from_secs(30), || {
+            c.ctr()
+                .arg("version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| ())
+                .ok_or_else(|| {
+                    std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+                })
+        });
+        c
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new(installed("ctr").unwrap());
+        c.arg("-a")
+            .arg(self.dir.join("c.sock"))
+            .args(["-n", "osprey"]);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: signalling the daemon this test started, by its pid.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn containerd_containers_are_recognised_by_id() {
+    if !bpf_available("containerd_containers") {
+        return;
+    }
+    if installed("containerd").is_none() || installed("ctr").is_none() {
+        osprey_workload::require(
+            "containerd_containers",
+            false,
+            "containerd is not installed",
+        );
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("containerd");
+    let containerd = Containerd::start(dir.path());
+    let root = dir.path().join("rootfs");
+    out(Command::new("tar")
+        .arg("-xf")
+        .arg(busybox_tar(dir.path()))
+        .arg("-C")
+        .arg({
+            std::fs::create_dir_all(&root).unwrap();
+            &root
+        }));
+    let id = format!("{:x}", std::process::id()).repeat(64)[..64].to_string();
+    let _cleanup = Cleanup(vec![
+        {
+            let mut c = containerd.ctr();
+            c.args(["tasks", "kill", "-s", "KILL", &id]);
+            c
+        },
+        {
+            let mut c = containerd.ctr();
+            c.args(["containers", "delete", &id]);
+            c
+        },
+    ]);
+    let exec = Tracer::start(&["exec", "--output", "json"]);
+    let mut run = containerd.ctr();
+    run.args(["run", "-d", "--rootfs"]).arg(&root);
+    out(run.args([id.as_str(), "/bin/sleep", "600"]));
+    out(containerd.ctr().args([
+        "tasks",
+        "exec",
+        "--exec-id",
+        "cat1",
+        &id,
+        "/bin/cat",
+        "/etc/passwd",
+    ]));
+    assert!(
+        saw(&exec, Duration::from_secs(10), |l| l.contains(&id)
+            && l.contains("\"comm\":\"cat\"")),
+        "exec from the containerd container"
+    );
+    let exec = exec.stop();
+    let cats: Vec<Value> = exec
+        .events()
+        .into_iter()
+        .filter(|e| e["process"]["comm"] == "cat" && container_of(e)["id"] == id)
+        .collect();
+    assert!(!cats.is_empty());
+    for e in &cats {
+        let c = container_of(e);
+        assert_eq!(c["runtime"], "containerd", "{e}");
+        assert!(
+            c["metadata"] == "pending" || c["metadata"] == "unavailable",
+            "{e}"
+        );
     }
 }
