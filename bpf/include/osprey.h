@@ -21,7 +21,7 @@ const volatile __u32 target_uid = (__u32)-1; /* -1: every user */
 const volatile __u8 target_comm_set = 0;
 const volatile char target_comm[OSPREY_COMM_LEN] = {};
 const volatile __u64 rate_per_process = 0;  /* events/s per process; 0: off */
-const volatile __u64 rate_global_per_cpu = 0; /* events/s per CPU for all processes */
+const volatile __u64 rate_global = 0;       /* events/s over all processes and CPUs */
 const volatile __u64 wake_threshold = 256 * 1024; /* bytes queued before a wake-up */
 
 /* Never read: keeps every event struct in the object's BTF, so the ABI layout test
@@ -91,12 +91,18 @@ struct {
 	__type(value, struct osprey_bucket);
 } osprey_buckets SEC(".maps");
 
+/* The machine-wide limit: events let through in the current second, over all CPUs. */
+struct osprey_window {
+	__u64 second; /* bpf_ktime_get_ns() / 1e9 of the second being counted */
+	__u64 count;
+};
+
 struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
 	__type(key, __u32);
-	__type(value, struct osprey_bucket);
-} osprey_global_bucket SEC(".maps");
+	__type(value, struct osprey_window);
+} osprey_global_window SEC(".maps");
 
 #define OSPREY_MASK(x) ((x) & (OSPREY_DATA_CAP - 1))
 
@@ -157,15 +163,29 @@ static __always_inline bool osprey_bucket_take(struct osprey_bucket *b, __u64 ra
 	return true;
 }
 
+/* One limit for the machine (no locks in tracing programs): a counter per second that
+ * every CPU adds to atomically. CPUs racing at the turn of a second or on the last
+ * tokens make it approximate by a few events; every event is still counted once. */
+static __always_inline bool osprey_global_allow(__u64 now)
+{
+	__u32 zero = 0;
+	struct osprey_window *w = bpf_map_lookup_elem(&osprey_global_window, &zero);
+	if (!w)
+		return true;
+	__u64 second = now / 1000000000ULL;
+	if (*(volatile __u64 *)&w->second != second) {
+		w->second = second;
+		w->count = 0;
+	}
+	__sync_fetch_and_add(&w->count, 1);
+	return *(volatile __u64 *)&w->count <= rate_global;
+}
+
 static __always_inline bool osprey_rate_allow(void)
 {
 	__u64 now = bpf_ktime_get_ns();
-	if (rate_global_per_cpu) {
-		__u32 zero = 0;
-		struct osprey_bucket *g = bpf_map_lookup_elem(&osprey_global_bucket, &zero);
-		if (g && !osprey_bucket_take(g, rate_global_per_cpu, now))
-			return false;
-	}
+	if (rate_global && !osprey_global_allow(now))
+		return false;
 	if (rate_per_process) {
 		__u32 tgid = bpf_get_current_pid_tgid() >> 32;
 		struct osprey_bucket *b = bpf_map_lookup_elem(&osprey_buckets, &tgid);
@@ -191,7 +211,7 @@ static __always_inline bool osprey_should_emit(__u32 kind)
 			c->filtered++;
 		return false;
 	}
-	if ((rate_per_process || rate_global_per_cpu) && !osprey_rate_allow()) {
+	if ((rate_per_process || rate_global) && !osprey_rate_allow()) {
 		if (c)
 			c->throttled++;
 		return false;

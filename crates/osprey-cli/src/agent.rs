@@ -92,10 +92,7 @@ pub fn run_agent(args: AgentArgs) -> Result<ExitCode, Failure> {
         config_path,
         overrides: Box::new(overrides),
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    match runtime.block_on(agent.run()) {
+    match agent.run_blocking() {
         Ok(()) => Ok(ExitCode::SUCCESS),
         Err(e @ AgentError::Module { .. }) => Err(Failure::Privilege(e.to_string())),
         Err(e @ AgentError::Invalid(_)) => Err(Failure::Usage(e.to_string())),
@@ -111,10 +108,13 @@ pub fn run_ctl(args: CtlArgs) -> Result<ExitCode, Failure> {
         CtlAction::Reload => Request::Reload,
     };
     let response = control::call(&args.socket, &request).map_err(|e| {
-        Failure::Runtime(anyhow::anyhow!(
-            "cannot reach the agent at {}: {e}",
-            args.socket.display()
-        ))
+        let msg = format!("cannot reach the agent at {}: {e}", args.socket.display());
+        // The socket is root's (mode 0600): anyone else lacks the privilege, exit 77.
+        if e.kind() == std::io::ErrorKind::PermissionDenied {
+            Failure::Privilege(format!("{msg}; osprey ctl needs root"))
+        } else {
+            Failure::Runtime(anyhow::anyhow!(msg))
+        }
     })?;
     // A reader that went away (`osprey ctl list | head`) is not an error of ours.
     let mut stdout = std::io::stdout().lock();

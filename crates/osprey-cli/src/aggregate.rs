@@ -1,6 +1,6 @@
-//! The run of a capability that aggregates in the kernel (`profile`, `memory`): the shared
-//! pipeline over its ring until `--duration` or a signal, events handed to a closure, and a
-//! tick after every drain for reading the kernel's maps.
+//! The run of a capability that aggregates in the kernel (`profile`): the shared pipeline
+//! over its ring until `--duration` or a signal, events handed to a closure, and a tick
+//! after every drain for reading the kernel's maps.
 
 use std::time::Duration;
 
@@ -8,7 +8,7 @@ use osprey::kernel::loader::LoadedCapability;
 use osprey::kernel::stats::RunTimeStats;
 use osprey::pipeline::cache::ProcessCache;
 use osprey::pipeline::event::Event;
-use osprey::pipeline::run::{Pipeline, RunOptions, Summary};
+use osprey::pipeline::run::{run_blocking, AfterDrain, Pipeline, RunOptions, Summary};
 use osprey::pipeline::sink::EventFn;
 
 use crate::Failure;
@@ -33,8 +33,5 @@ pub(crate) fn run(
         idle_backstop: None,
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    Ok(runtime.block_on(pipeline.run_with_tick(run_options, tick))?)
+    Ok(run_blocking(pipeline, &run_options, &mut AfterDrain(tick))?)
 }

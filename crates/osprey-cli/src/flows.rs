@@ -7,13 +7,13 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
-use osprey::kernel::loader::{is_attach_conflict, LoadOptions, LoadedCapability, XdpAttachMode};
+use osprey::kernel::loader::{is_attach_conflict, XdpAttachMode};
 use osprey::kernel::privileges;
-use osprey::kernel::stats::{RunTimeStats, Snapshot};
-use osprey::net::clsact;
+use osprey::kernel::stats::RunTimeStats;
+use osprey::net::flow_session::{self, FlowOptions, FlowSession, Scan};
 use osprey::net::flows::{self, FlowRecord, FlowTable, RateTracker};
+use osprey::pipeline::run::RunOptions;
 use osprey::pipeline::sink::Clock;
-use tokio::signal::unix::{signal, SignalKind};
 
 use crate::trace::require_tracing_privileges;
 use crate::{Failure, Output};
@@ -59,26 +59,7 @@ pub struct FlowsArgs {
     pub duration: Option<f64>,
 }
 
-/// Interface names by index, checked before anything is loaded.
-fn resolve_interfaces(names: &[String]) -> Result<BTreeMap<u32, String>, Failure> {
-    let mut out = BTreeMap::new();
-    for name in names {
-        let c = std::ffi::CString::new(name.as_str())
-            .map_err(|_| Failure::Usage(format!("--interface {name:?}: not a valid name")))?;
-        // SAFETY: valid NUL-terminated name.
-        let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-        if index == 0 {
-            return Err(Failure::Usage(format!(
-                "--interface {name}: no such network interface in this network namespace"
-            )));
-        }
-        out.insert(index, name.clone());
-    }
-    Ok(out)
-}
-
-pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
-    let names = resolve_interfaces(&args.interfaces)?;
+fn require_net_admin() -> Result<(), Failure> {
     require_tracing_privileges("flows")?;
     let caps = privileges::effective();
     if !privileges::has(caps, privileges::CAP_NET_ADMIN)
@@ -88,33 +69,27 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
             "osprey flows needs CAP_NET_ADMIN to attach XDP and tc programs to interfaces (run as root or grant it)".into(),
         ));
     }
-    let skb_backed: Vec<String> = names
-        .values()
-        .filter_map(|n| flows::skb_backed_xdp_driver(n).map(|d| format!("{n} ({d})")))
-        .collect();
-    let options = LoadOptions {
+    Ok(())
+}
+
+fn load(args: &FlowsArgs) -> Result<FlowSession, Failure> {
+    let names = flow_session::resolve_interfaces(&args.interfaces).map_err(|name| {
+        Failure::Usage(format!(
+            "--interface {name}: no such network interface in this network namespace"
+        ))
+    })?;
+    require_net_admin()?;
+    let options = FlowOptions {
         interfaces: names.values().cloned().collect(),
         xdp_mode: match args.xdp_mode {
             XdpModeArg::Auto => None,
             XdpModeArg::Native => Some(XdpAttachMode::Native),
             XdpModeArg::Generic => Some(XdpAttachMode::Generic),
         },
-        map_max_entries: vec![("flows", args.max_flows)],
-        denied_programs: LoadOptions::denied_from_env(),
-        ..Default::default()
+        max_flows: args.max_flows,
+        idle_timeout: Duration::from_secs_f64(args.idle_timeout),
     };
-    // The tc fallback adds a clsact qdisc where there is none: those get it removed at exit.
-    let without_clsact = clsact::interfaces_without_clsact(&options.interfaces);
-    let remove_added_clsact = || {
-        for name in &without_clsact {
-            let _ = clsact::delete_clsact(name);
-        }
-    };
-    let loaded = LoadedCapability::load(flows::SPEC, &options);
-    if loaded.is_err() {
-        remove_added_clsact();
-    }
-    let mut cap = loaded.map_err(|e| {
+    FlowSession::load(&options, names).map_err(|e| {
         if is_attach_conflict(&e) {
             Failure::Usage(format!(
                 "{e} (detach it first, e.g. `ip link set dev IF xdp off`)"
@@ -122,10 +97,16 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
         } else {
             Failure::Privilege(e.to_string())
         }
-    })?;
-    let mut table =
-        FlowTable::take_from(&mut cap).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
-    let run_time_stats = args.run_time_stats.then(RunTimeStats::enable);
+    })
+}
+
+fn announce(session: &FlowSession, interfaces: &[String]) {
+    let skb_backed: Vec<String> = session
+        .names
+        .values()
+        .filter_map(|n| flows::skb_backed_xdp_driver(n).map(|d| format!("{n} ({d})")))
+        .collect();
+    let cap = &session.capability;
     if cap.hook_labels().any(|h| h == "xdp/native") && !skb_backed.is_empty() {
         eprintln!(
             "osprey: note: native XDP on {} converts every received packet and turns GSO off on the peer (costly: see bench/net.sh); --xdp-mode generic is cheaper there but counts a GRO/GSO aggregate as one packet",
@@ -135,93 +116,30 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     let hooks: Vec<String> = cap.hook_labels().collect();
     eprintln!(
         "osprey: tracing flows on {} via {}; Ctrl-C to stop",
-        args.interfaces.join(", "),
+        interfaces.join(", "),
         hooks.join(", ")
     );
+}
 
-    let clock = Clock::now();
-    let wall = move |ns: u64| {
-        clock
-            .wall(ns)
-            .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
+    let session = load(&args)?;
+    let run_time_stats = args.run_time_stats.then(RunTimeStats::enable);
+    announce(&session, &args.interfaces);
+    let names = session.names.clone();
+    let mut output = FlowOutput::new(&args, &names);
+    let options = RunOptions {
+        duration: args.duration.map(Duration::from_secs_f64),
+        tick_every: Some(Duration::from_secs_f64(args.interval)),
+        ..Default::default()
     };
-    let live_table = args.output == Output::Table && std::io::stdout().is_terminal();
-    let idle_ns = (args.idle_timeout * 1e9) as u64;
-    // The final ACK follows a FIN: wait a little so it joins the flow, not a new one.
-    let fin_grace_ns = idle_ns.min(1_000_000_000);
-    let mut stdout = std::io::stdout().lock();
-    let mut header_written = false;
-    let mut emit = |records: &[FlowRecord], out: &mut dyn Write| -> std::io::Result<()> {
-        for r in records {
-            let ifname = names.get(&r.key.ifindex).map_or("?", String::as_str);
-            match args.output {
-                Output::Json => writeln!(out, "{}", r.to_json(&wall, ifname))?,
-                Output::Table if !live_table => {
-                    if !header_written {
-                        writeln!(out, "{:<8} {}", "END", flows::TABLE_HEADER)?;
-                        header_written = true;
-                    }
-                    writeln!(out, "{:<8} {}", short_reason(r), r.table_columns(ifname))?
-                }
-                Output::Table => {}
-            }
-        }
-        out.flush()
-    };
-
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    let started = Instant::now();
-    let deadline = args.duration.map(|d| started + Duration::from_secs_f64(d));
-    let interval = Duration::from_secs_f64(args.interval);
-    let mut rates = RateTracker::default();
-    let mut last_scan = Instant::now();
-    let reason = runtime.block_on(async {
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        loop {
-            let wake = deadline.map_or(Instant::now() + interval, |d| {
-                d.min(Instant::now() + interval)
-            });
-            tokio::select! {
-                _ = sigint.recv() => return Ok::<_, std::io::Error>("signal"),
-                _ = sigterm.recv() => return Ok("signal"),
-                _ = tokio::time::sleep_until(wake.into()) => {}
-            }
-            if deadline.is_some_and(|d| Instant::now() >= d) {
-                return Ok("duration");
-            }
-            let now = flows::flow_clock_now_ns();
-            let done = table.export(now, idle_ns, fin_grace_ns, false);
-            if emit(&done, &mut stdout).is_err() {
-                return Ok("output_closed");
-            }
-            if live_table {
-                let secs = last_scan.elapsed().as_secs_f64();
-                last_scan = Instant::now();
-                let top = rates.top(&table.live(), secs, args.top);
-                let _ = write!(stdout, "\x1b[H\x1b[2J{}", render_top(&top, &names, &table));
-                let _ = stdout.flush();
-            }
-        }
-    })?;
-    // Every flow still in the table is exported: none disappears uncounted.
-    let rest = table.export(flows::flow_clock_now_ns(), idle_ns, fin_grace_ns, true);
-    let _ = emit(&rest, &mut stdout);
-    let totals = table.totals();
-    let stats = Snapshot::take(std::slice::from_ref(&cap));
-    let used_clsact = cap.hook_labels().any(|h| h == "tc/clsact/egress");
-    drop(cap); // detach before reporting
-    if used_clsact {
-        remove_added_clsact();
-    }
+    let run = flow_session::run(session, &options, |scan| output.scan(scan))?;
     let mut stderr = std::io::stderr().lock();
+    let (totals, stats) = (run.totals, run.stats);
     let _ = match args.output {
         Output::Json => writeln!(
             stderr,
             "{}",
-            serde_json::json!({"kind": "summary", "reason": reason, "flows": totals, "programs": stats.programs,
+            serde_json::json!({"kind": "summary", "reason": run.reason, "flows": totals, "programs": stats.programs,
                 "run_time_stats": run_time_stats.as_ref().is_some_and(|s| s.enabled)})
         ),
         Output::Table => writeln!(
@@ -244,6 +162,73 @@ pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Renders each scan: exported records as JSON lines or table rows, or on a terminal a
+/// refreshing top-N table by bytes/s.
+struct FlowOutput<'a> {
+    output: Output,
+    live_table: bool,
+    top: usize,
+    names: &'a BTreeMap<u32, String>,
+    wall: Box<dyn Fn(u64) -> String>,
+    header_written: bool,
+    rates: RateTracker,
+    last_scan: Instant,
+    stdout: std::io::StdoutLock<'static>,
+}
+
+impl<'a> FlowOutput<'a> {
+    fn new(args: &FlowsArgs, names: &'a BTreeMap<u32, String>) -> Self {
+        let clock = Clock::now();
+        Self {
+            output: args.output,
+            live_table: args.output == Output::Table && std::io::stdout().is_terminal(),
+            top: args.top,
+            names,
+            wall: Box::new(move |ns: u64| {
+                clock
+                    .wall(ns)
+                    .to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+            }),
+            header_written: false,
+            rates: RateTracker::default(),
+            last_scan: Instant::now(),
+            stdout: std::io::stdout().lock(),
+        }
+    }
+
+    fn ifname(&self, ifindex: u32) -> &'a str {
+        self.names.get(&ifindex).map_or("?", String::as_str)
+    }
+
+    fn scan(&mut self, scan: Scan<'_>) -> std::io::Result<()> {
+        for r in scan.exported {
+            let ifname = self.ifname(r.key.ifindex);
+            match self.output {
+                Output::Json => writeln!(self.stdout, "{}", r.to_json(&self.wall, ifname))?,
+                Output::Table if !self.live_table => {
+                    if !self.header_written {
+                        writeln!(self.stdout, "{:<8} {}", "END", flows::TABLE_HEADER)?;
+                        self.header_written = true;
+                    }
+                    let columns = r.table_columns(ifname);
+                    writeln!(self.stdout, "{:<8} {columns}", short_reason(r))?
+                }
+                Output::Table => {}
+            }
+        }
+        self.stdout.flush()?;
+        if self.live_table && !scan.last {
+            let secs = self.last_scan.elapsed().as_secs_f64();
+            self.last_scan = Instant::now();
+            let top = self.rates.top(&scan.table.live(), secs, self.top);
+            let screen = render_top(&top, self.names, scan.table);
+            let _ = write!(self.stdout, "\x1b[H\x1b[2J{screen}");
+            let _ = self.stdout.flush();
+        }
+        Ok(())
+    }
 }
 
 fn short_reason(r: &FlowRecord) -> &'static str {

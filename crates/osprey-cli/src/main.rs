@@ -4,15 +4,17 @@
 mod agent;
 mod aggregate;
 mod check;
-mod fim;
 mod flows;
 mod memory;
+mod outfile;
 mod profile;
+mod secs;
 mod secure;
 mod syscalls;
 mod tcp;
 mod top;
 mod trace;
+mod words;
 
 use std::process::ExitCode;
 
@@ -94,14 +96,46 @@ pub struct RunArgs {
     pub ring_mib: Option<u32>,
 }
 
-pub(crate) fn parse_positive_secs(s: &str) -> Result<f64, String> {
-    let v: f64 = s
-        .parse()
-        .map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if v.is_finite() && v > 0.0 {
-        Ok(v)
-    } else {
-        Err(format!("`{s}` must be a positive number of seconds"))
+pub(crate) use secs::parse_positive_secs;
+
+/// Rings above this many MiB get a warning: kernel memory, and seconds to set up.
+const LARGE_RING_MIB: u32 = 256;
+
+impl RunArgs {
+    /// `--ring-mib` in bytes; warns on stderr when it is large.
+    pub fn ring_bytes(&self) -> Option<u32> {
+        let mib = self.ring_mib?;
+        if mib > LARGE_RING_MIB {
+            eprintln!(
+                "osprey: warning: --ring-mib {mib}: each ring buffer takes {mib} MiB of kernel \
+                 memory and seconds to set up; up to {LARGE_RING_MIB} is plenty for bursts"
+            );
+        }
+        Some(mib << 20)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn os_errors_are_not_repeated() {
+        /// Like the library's errors: prints its source and also returns it as the cause.
+        #[derive(Debug)]
+        struct Io(std::io::Error);
+        impl std::fmt::Display for Io {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                write!(f, "event log /x: {}", self.0)
+            }
+        }
+        impl std::error::Error for Io {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let e = anyhow::Error::new(Io(std::io::Error::from_raw_os_error(libc::EROFS)));
+        let text = super::error_text(&e.context("agent"));
+        assert_eq!(text.matches("os error 30").count(), 1, "{text}");
+        assert!(text.starts_with("agent: event log /x: "), "{text}");
     }
 }
 
@@ -136,7 +170,27 @@ impl From<std::io::Error> for Failure {
     }
 }
 
+/// The error and its causes, `: `-joined, leaving out a cause its parent's message already
+/// ends with (errors that print their source: "x: EROFS" not "x: EROFS: EROFS").
+fn error_text(e: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in e.chain() {
+        let part = cause.to_string();
+        if text.is_empty() {
+            text = part;
+        } else if !text.ends_with(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+    }
+    text
+}
+
 fn main() -> ExitCode {
+    if let Err(e) = osprey::pipeline::run::remember_early_stop() {
+        eprintln!("osprey: cannot handle SIGINT/SIGTERM: {e}");
+        return ExitCode::from(1);
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Check(args) => check::run(&args),
@@ -164,7 +218,7 @@ fn main() -> ExitCode {
             ExitCode::from(77)
         }
         Err(Failure::Runtime(e)) => {
-            eprintln!("osprey: {e:#}");
+            eprintln!("osprey: {}", error_text(&e));
             ExitCode::from(1)
         }
     }

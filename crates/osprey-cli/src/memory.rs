@@ -2,19 +2,16 @@
 //! path, vDSO) with per-second rates, as a table or JSON, and an SVG heat map of faulting
 //! addresses over time.
 
-use std::cell::RefCell;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use clap::{Args, ValueEnum};
-use osprey::kernel::loader::{LoadOptions, LoadedCapability};
-use osprey::memory::{
-    self, collect::ReportOptions, heatmap, pmu, Collector, MemoryOptions, MemoryReport,
-};
-use osprey::pipeline::event::{Event, Payload};
+use osprey::kernel::loader::LoadOptions;
+use osprey::memory::session::{MemoryRun, MemorySession};
+use osprey::memory::{self, heatmap, pmu, MemoryOptions, MemoryReport};
+use osprey::pipeline::run::Summary;
 
 use crate::trace::{load, report_degraded, require_tracing_privileges};
 use crate::{Failure, Output};
@@ -97,6 +94,9 @@ fn cache_miss_notice() -> String {
 
 pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     validate(&args)?;
+    if let Some(path) = &args.heatmap {
+        crate::outfile::check_writable("--heatmap", path, false)?;
+    }
     require_tracing_privileges("memory")?;
     let cache_misses = args.events.contains(&MemoryEvent::CacheMisses);
     let notice = cache_misses.then(cache_miss_notice);
@@ -107,83 +107,55 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
         pid: args.pid,
         comm: args.comm.clone(),
     };
-    let start_ns = osprey::kernel::boot_time_ns();
-    let mut load_options = options.load_options(start_ns);
+    let mut load_options = options.load_options(osprey::kernel::boot_time_ns());
     load_options.denied_programs = LoadOptions::denied_from_env();
-    let mut cap: LoadedCapability = load(memory::SPEC, &load_options)?;
+    let cap = load(memory::SPEC, &load_options)?;
     report_degraded(&cap);
-    let source = |role: &str| {
-        cap.outcomes
-            .iter()
-            .find(|o| o.role == role)
-            .and_then(|o| o.chosen)
-            .map(|h| h.attach.label())
-    };
-    let minor_source = source("minor-faults");
-    let major_source = source("major-faults");
-    let minor_derived = minor_source
-        .as_deref()
-        .is_some_and(|s| !s.starts_with("perf_event/"));
-    let collector = Rc::new(RefCell::new(
-        Collector::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?,
-    ));
-
-    let hooks: Vec<String> = cap.hook_labels().collect();
+    let session = MemorySession::new(cap).map_err(|e| Failure::Runtime(e.into()))?;
+    let hooks: Vec<String> = session.capability.hook_labels().collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
         "osprey: tracing page faults via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
-    let mut next_progress = started + Duration::from_secs(1);
-    let tick_collector = collector.clone();
-    let mappings = collector.clone();
-    let on_event = move |event: &Event| {
-        if let Payload::FaultMapping(mapping) = &event.payload {
-            mappings.borrow_mut().on_mapping(&event.header, mapping);
-        }
-    };
-    let summary = crate::aggregate::run(cap, args.duration, on_event, move |_| {
-        if progress && Instant::now() >= next_progress {
-            next_progress += Duration::from_secs(1);
-            let total = tick_collector.borrow().total();
+    let mut show = |elapsed: Duration, total: memory::Faults| {
+        if progress {
             eprint!(
                 "\rosprey: {:.0} s, {} minor, {} major faults   ",
-                started.elapsed().as_secs_f64(),
+                elapsed.as_secs_f64(),
                 total.minor,
                 total.major
             );
         }
-    })?;
+    };
+    let duration = args.duration.map(Duration::from_secs_f64);
+    let MemoryRun { report, summary } = session.run(duration, args.top as usize, &mut show)?;
     if progress {
         eprintln!();
     }
-    let collector = Rc::try_unwrap(collector)
-        .map_err(|_| Failure::Runtime(anyhow::anyhow!("memory collector still shared")))?
-        .into_inner();
-    let report = collector.finish(&ReportOptions {
-        duration_secs: started.elapsed().as_secs_f64(),
-        top: Some(args.top as usize),
-        minor_source,
-        major_source,
-        minor_derived,
-        ring_dropped: summary.stats.total_dropped(),
+    // Reported after the summary: the run's figures are printed either way.
+    let heatmap_written = args.heatmap.as_ref().map_or(Ok(()), |path| {
+        crate::outfile::write_or_rescue("--heatmap", path, |mut f| {
+            heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut f)
+        })
     });
-    if let Some(path) = &args.heatmap {
-        let file = std::fs::File::create(path)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))?;
-        let mut out = BufWriter::new(file);
-        heatmap::write_svg(&report, args.heatmap_mappings as usize, &mut out)?;
-        out.flush()?;
-    }
+    let code = write_report(&args, &report, &summary, notice)?;
+    heatmap_written.map(|()| code)
+}
 
+fn write_report(
+    args: &MemoryArgs,
+    report: &MemoryReport,
+    summary: &Summary,
+    notice: Option<String>,
+) -> Result<ExitCode, Failure> {
     let mut stdout = BufWriter::new(std::io::stdout().lock());
     let mut stderr = std::io::stderr().lock();
     let losses = serde_json::to_value(&report.losses).unwrap_or_default();
     match args.output {
         Output::Json => {
-            serde_json::to_writer(&mut stdout, &report).map_err(|e| Failure::Runtime(e.into()))?;
+            serde_json::to_writer(&mut stdout, report).map_err(|e| Failure::Runtime(e.into()))?;
             writeln!(stdout)?;
             let mut json = summary.to_json();
             json["memory"] = serde_json::json!({
@@ -196,9 +168,13 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
             let _ = writeln!(stderr, "{json}");
         }
         Output::Table => {
-            write_table(&report, &mut stdout)?;
+            write_table(report, &mut stdout)?;
             let _ = write!(stderr, "{}", summary.render());
-            let _ = writeln!(stderr, "memory: losses: {losses}");
+            let _ = writeln!(
+                stderr,
+                "memory: losses: {}",
+                crate::words::counters_text(&losses)
+            );
         }
     }
     stdout.flush()?;

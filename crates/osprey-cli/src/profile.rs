@@ -145,14 +145,22 @@ fn target_label(args: &ProfileArgs) -> String {
     }
 }
 
-fn create(path: &PathBuf) -> Result<BufWriter<std::fs::File>, Failure> {
-    std::fs::File::create(path)
-        .map(BufWriter::new)
-        .map_err(|e| Failure::Runtime(anyhow::anyhow!("{}: {e}", path.display())))
+/// The output files and their flags.
+fn output_files(args: &ProfileArgs) -> impl Iterator<Item = (&'static str, &PathBuf)> {
+    [
+        ("--folded", &args.folded),
+        ("--svg", &args.svg),
+        ("--pprof", &args.pprof),
+    ]
+    .into_iter()
+    .filter_map(|(flag, path)| Some((flag, path.as_ref()?)))
 }
 
 pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
     let opts = options(&args)?;
+    for (flag, path) in output_files(&args) {
+        crate::outfile::check_writable(flag, path, false)?;
+    }
     require_tracing_privileges("profile")?;
     let mut load_options = opts.load_options();
     load_options.denied_programs = osprey::kernel::loader::LoadOptions::denied_from_env();
@@ -234,12 +242,19 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
             let _ = write!(stderr, "{}", summary.render());
             let _ = writeln!(
                 stderr,
-                "profile: {} {} in {} stacks over {elapsed:.1} s; losses: {losses}",
+                "profile: {} {} in {} stacks over {elapsed:.1} s; losses: {}",
                 profile.total,
                 profile.unit,
-                profile.stacks.len()
+                profile.stacks.len(),
+                crate::words::counters_text(&losses)
             );
         }
+    }
+    if profile.stacks.is_empty() {
+        let _ = writeln!(
+            stderr,
+            "osprey: no samples were taken (the target did not run on a CPU while profiled)"
+        );
     }
     if profile.losses.total_lost_samples() > 0 {
         let _ = writeln!(
@@ -252,24 +267,23 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
 }
 
 fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
-    if let Some(path) = &args.folded {
-        let mut f = create(path)?;
-        output::write_folded(profile, &mut f)?;
-        f.flush()?;
-    }
-    if let Some(path) = &args.svg {
-        let mut f = create(path)?;
-        output::write_svg(profile, &mut f)?;
-        f.flush()?;
-    }
-    if let Some(path) = &args.pprof {
-        let start_ns = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_nanos() as i64 - (profile.duration_secs * 1e9) as i64)
-            .unwrap_or(0);
-        let mut f = create(path)?;
-        pprof::write(profile, start_ns, &mut f)?;
-        f.flush()?;
+    let start_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64 - (profile.duration_secs * 1e9) as i64)
+        .unwrap_or(0);
+    // Every output is attempted; the first failure is reported after the others.
+    let mut failed = Ok(());
+    for (flag, path) in output_files(args) {
+        let written = crate::outfile::write_or_rescue(flag, path, |f| match flag {
+            "--folded" => output::write_folded(profile, f),
+            "--svg" => output::write_svg(profile, f),
+            _ => pprof::write(profile, start_ns, f),
+        });
+        if failed.is_ok() {
+            failed = written;
+        } else if let Err(Failure::Runtime(e)) = written {
+            eprintln!("osprey: {e:#}");
+        }
     }
     let mut stdout = BufWriter::new(std::io::stdout().lock());
     match args.output {
@@ -280,5 +294,5 @@ fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
         Output::Table => output::write_top(profile, args.top, &mut stdout)?,
     }
     stdout.flush()?;
-    Ok(())
+    failed
 }

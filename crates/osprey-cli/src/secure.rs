@@ -5,19 +5,17 @@ use std::io::BufWriter;
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use osprey::kernel::loader::LoadOptions;
+use osprey::kernel::loader::{KernelConfig, LoadError, LoadOptions};
 use osprey::pipeline::detect::{AlertFormat, AlertWriter, DetectSink};
 use osprey::pipeline::event::Payload;
 use osprey::pipeline::run::EventFilter;
 use osprey::pipeline::sink::Clock;
-use osprey::security::baseline::{self, BaselineDetector, BaselineFile};
-use osprey::security::kernel_maps::RuleOpens;
-use osprey::security::rules::{self, RuleSet, DEFAULT_RULES, DEFAULT_RULES_NAME};
-use osprey::security::{connect_deny, detect::RulesDetector, enforce, kernel_maps, lsm};
-use osprey::{files, process, security};
+use osprey::security::rules::{DEFAULT_RULES, DEFAULT_RULES_NAME};
+use osprey::security::session::{
+    self, Baselines, Enforcement, EnforcementPlan, Level, LoadPlan, Note, Session, SessionError,
+};
 
-use crate::fim;
-use crate::trace::{load, report_degraded, require_tracing_privileges, run_pipeline_into};
+use crate::trace::{require_tracing_privileges, run_pipeline_into};
 use crate::{Failure, Output, RunArgs};
 
 #[derive(Args, Debug)]
@@ -62,38 +60,15 @@ pub enum RulesCommand {
     Show,
 }
 
-fn read_sources(
-    paths: &[std::path::PathBuf],
-    defaults: bool,
-) -> Result<Vec<(String, String)>, Failure> {
-    let mut sources = Vec::new();
-    if defaults {
-        sources.push((DEFAULT_RULES_NAME.to_string(), DEFAULT_RULES.to_string()));
+/// The exit a session error calls for: bad input 2, a missing kernel feature 77.
+fn failure(e: SessionError) -> Failure {
+    match e {
+        SessionError::Invalid(m) => Failure::Usage(m),
+        SessionError::Load(e @ LoadError::Map { .. }) => Failure::Runtime(e.into()),
+        SessionError::Load(e) => Failure::Privilege(e.to_string()),
+        SessionError::Unsupported(m) => Failure::Privilege(m),
+        SessionError::Runtime(m) => Failure::Runtime(anyhow::anyhow!(m)),
     }
-    for p in paths {
-        let text = std::fs::read_to_string(p)
-            .map_err(|e| Failure::Usage(format!("{}: {e}", p.display())))?;
-        sources.push((p.display().to_string(), text));
-    }
-    Ok(sources)
-}
-
-fn load_rules(sources: &[(String, String)]) -> Result<RuleSet, Failure> {
-    let refs: Vec<(&str, &str)> = sources
-        .iter()
-        .map(|(n, t)| (n.as_str(), t.as_str()))
-        .collect();
-    rules::load(&refs).map_err(|e| Failure::Usage(format!("invalid rules:\n{e}")))
-}
-
-fn joined(errors: Vec<rules::RuleError>) -> Failure {
-    Failure::Usage(
-        errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("\n"),
-    )
 }
 
 pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
@@ -103,11 +78,12 @@ pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
             Ok(ExitCode::SUCCESS)
         }
         RulesCommand::Check { files } => {
-            let sources = read_sources(&files, true)?;
-            let set = load_rules(&sources)?;
-            enforce::kill_entries(&set).map_err(joined)?;
-            enforce::deny_marks(&set).map_err(joined)?;
-            connect_deny::connect_denies(&set).map_err(joined)?;
+            let sources = session::read_rule_sources(&files, true).map_err(failure)?;
+            let set = session::load_rules(&sources).map_err(failure)?;
+            EnforcementPlan::compile(&set).map_err(|errors| {
+                let lines: Vec<String> = errors.iter().map(ToString::to_string).collect();
+                Failure::Usage(lines.join("\n"))
+            })?;
             let own = set
                 .rules
                 .iter()
@@ -119,122 +95,90 @@ pub fn run_rules(cmd: RulesCommand) -> Result<ExitCode, Failure> {
     }
 }
 
-pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
-    let sources = read_sources(&args.rules, !args.no_default_rules)?;
-    let set = load_rules(&sources)?;
-    if set.rules.is_empty() && args.watch.is_empty() {
-        return Err(Failure::Usage(
-            "no rules to run (--no-default-rules and no --rules or --watch)".into(),
-        ));
-    }
-    let kill_entries = enforce::kill_entries(&set).map_err(joined)?;
-    let deny_marks = enforce::deny_marks(&set).map_err(joined)?;
-    let connect_denies = connect_deny::connect_denies(&set).map_err(joined)?;
-    let baseline_path = BaselineFile::path_in(&args.state_dir);
-    let learned_before = BaselineFile::load(&baseline_path).map_err(Failure::Usage)?;
-    if let Some(file) = &learned_before {
-        baseline::validate(file)
-            .map_err(|e| Failure::Usage(format!("{}: {e}", baseline_path.display())))?;
-    }
-    let baseline_mode = match (&args.learn, &learned_before) {
-        (Some(_), _) => Some(baseline::Mode::Learn),
-        (None, Some(_)) if !args.no_baselines => Some(baseline::Mode::Detect),
-        _ => None,
-    };
-    let fim_db = if args.watch.is_empty() {
-        None
-    } else {
-        Some(fim::start_database(&args.watch, &args.state_dir)?)
-    };
-    require_tracing_privileges("secure")?;
-
-    let denied = LoadOptions::denied_from_env();
-    let mut capabilities = vec![load(
-        process::SPEC,
-        &LoadOptions {
-            // Enforcing: failed execs too, so an exec denied in the kernel raises its alert.
-            roles: (!args.enforce).then(|| process::CACHE_ROLES.to_vec()),
-            denied_programs: denied.clone(),
-            ..Default::default()
+fn session_options(args: &SecureArgs) -> session::Options {
+    session::Options {
+        default_rules: !args.no_default_rules,
+        rule_files: args.rules.clone(),
+        state_dir: args.state_dir.clone(),
+        baselines: match (args.learn, args.no_baselines) {
+            (Some(_), _) => Baselines::Learn,
+            (None, true) => Baselines::Off,
+            (None, false) => Baselines::Detect,
         },
-    )?];
-    let config = osprey::kernel::loader::KernelConfig {
+        watch: args.watch.clone(),
+        enforcement: if args.enforce {
+            Enforcement::Enforce
+        } else {
+            Enforcement::Checked
+        },
+    }
+}
+
+fn load_plan(args: &SecureArgs) -> LoadPlan {
+    let denied = LoadOptions::denied_from_env();
+    let config = KernelConfig {
         rate_per_process: args.run.rate_limit,
         rate_global: args.run.global_rate_limit,
         ..Default::default()
     };
-    let opens = kernel_maps::load_rule_opens(
-        &set,
-        files::SPEC,
-        LoadOptions {
+    LoadPlan {
+        process: Some(LoadOptions {
+            denied_programs: denied.clone(),
+            ..Default::default()
+        }),
+        opens_spec: osprey::files::SPEC,
+        opens: LoadOptions {
             config: config.clone(),
             denied_programs: denied.clone(),
             ..Default::default()
         },
-    )
-    .map_err(|e| match e {
-        osprey::kernel::loader::LoadError::Map { .. } => Failure::Runtime(e.into()),
-        e => Failure::Privilege(e.to_string()),
-    })?;
-    match opens {
-        RuleOpens::NotNeeded => {
-            eprintln!("osprey: no rule looks at file opens: not tracing them");
-        }
-        RuleOpens::Prefiltered { cap, inodes, names } => {
-            eprintln!(
-                "osprey: file opens prefiltered in the kernel by {inodes} inodes and {names} names from the rules"
-            );
-            capabilities.push(cap);
-        }
-        RuleOpens::Unfiltered { cap, rule } => {
-            eprintln!("osprey: note: rule `{rule}` may match an open of any path: every file open reaches user space");
-            capabilities.push(cap);
-        }
-    }
-    let kill_in_kernel = args.enforce && !kill_entries.is_empty();
-    let mut security_cap = load(
-        security::SPEC,
-        &LoadOptions {
+        security: LoadOptions {
             config,
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
-            extra_globals: [
-                if kill_in_kernel {
-                    kernel_maps::kill_globals()
-                } else {
-                    Vec::new()
-                },
-                baseline_mode.map(baseline::globals).unwrap_or_default(),
-                if fim_db.is_some() {
-                    security::fim::kernel::globals()
-                } else {
-                    Vec::new()
-                },
-            ]
-            .concat(),
             ..Default::default()
         },
-    )?;
-    report_degraded(&security_cap);
-    let baseline_map = match baseline_mode {
-        Some(mode) => Some(start_baselines(
-            &mut security_cap,
-            mode,
-            learned_before.as_ref(),
-            &args,
-        )?),
-        None => None,
-    };
-    let fim_detector = match fim_db {
-        Some(start) => Some(fim::start_detector(&mut security_cap, start)?),
-        None => None,
-    };
-    if kill_in_kernel {
-        kernel_maps::fill_kill_map(&mut security_cap, &kill_entries)
-            .map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?;
+        baselines_need_enter: true,
     }
-    capabilities.push(security_cap);
+}
 
+pub(crate) fn render_notes(notes: &[Note]) {
+    for note in notes {
+        match note.level {
+            Level::Info => eprintln!("osprey: {}", note.text),
+            Level::Warning => eprintln!("osprey: warning: {}", note.text),
+        }
+    }
+}
+
+/// Checks, loads and starts the session, saying what it did.
+fn start(args: &SecureArgs) -> Result<Session, Failure> {
+    // Before any state is read: a user who may not trace gets 77, not an error about files.
+    require_tracing_privileges("secure")?;
+    if let Some(why) = osprey::state_dir::file_in_the_way(&args.state_dir) {
+        return Err(Failure::Usage(why));
+    }
+    if args.learn.is_some() {
+        let baselines = osprey::security::baseline::BaselineFile::path_in(&args.state_dir);
+        crate::outfile::check_writable("--state-dir", &baselines, true)?;
+    }
+    let prepared = session::prepare(&session_options(args)).map_err(failure)?;
+    if prepared.rules.rules.is_empty() && args.watch.is_empty() {
+        return Err(Failure::Usage(
+            "no rules to run (--no-default-rules and no --rules or --watch)".into(),
+        ));
+    }
+    let session = prepared.start(load_plan(args)).map_err(failure)?;
+    render_notes(&session.notes);
+    if let Some(secs) = args.learn {
+        eprintln!("osprey: learning syscall baselines for {secs} s");
+    }
+    eprintln!("osprey: {} rules loaded", session.summary.rules);
+    Ok(session)
+}
+
+pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
+    let mut session = start(&args)?;
     let format = match args.run.output {
         Output::Json => AlertFormat::Json,
         Output::Table => AlertFormat::Table,
@@ -245,76 +189,8 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
         format,
     )
     .shared();
-    // Deny in the kernel with BPF LSM where it loads and every deny rule is decidable there;
-    // otherwise fanotify permission events.
-    let mut kernel_deny = false;
-    if args.enforce && !deny_marks.is_empty() {
-        match lsm::kernel_denies(&set) {
-            None => eprintln!(
-                "osprey: deny rules use conditions the kernel cannot decide alone: fanotify enforces them"
-            ),
-            Some(denies) => match lsm::start(&denies) {
-                Ok(cap) => {
-                    let paths: Vec<&str> = denies.iter().map(|d| d.path.as_str()).collect();
-                    eprintln!(
-                        "osprey: enforcing deny rules with BPF LSM on {}",
-                        paths.join(", ")
-                    );
-                    capabilities.push(cap);
-                    kernel_deny = true;
-                }
-                Err(why) => eprintln!("osprey: BPF LSM unavailable ({why}): fanotify enforces deny rules"),
-            },
-        }
-    }
-    if args.enforce && !deny_marks.is_empty() && !kernel_deny {
-        let fan = enforce::Fanotify::new(&deny_marks).map_err(|e| {
-            Failure::Privilege(format!("deny rules need fanotify permission events: {e}"))
-        })?;
-        eprintln!(
-            "osprey: enforcing deny rules with fanotify on {}",
-            fan.marked.join(", ")
-        );
-        fan.spawn(set.clone(), alerts.clone());
-    }
-    if args.enforce && !connect_denies.is_empty() {
-        let cap = connect_deny::start(&connect_denies).map_err(|why| {
-            Failure::Runtime(anyhow::anyhow!(
-                "deny rules on connect need cgroup connect4/connect6 programs: {why}"
-            ))
-        })?;
-        eprintln!(
-            "osprey: enforcing {} connect deny entries with cgroup connect4/connect6",
-            connect_denies.len()
-        );
-        capabilities.push(cap);
-    }
-    if args.enforce && !kill_entries.is_empty() {
-        eprintln!("osprey: enforcing {} kill rule entries with SIGKILL from the kernel (after the syscall completes)", kill_entries.len());
-    }
-    eprintln!("osprey: {} rules loaded", set.rules.len());
-    let paths = baseline::SharedPaths::default();
-    if let (Some(baseline::Mode::Detect), Some(file)) = (baseline_mode, &learned_before) {
-        let mut known = paths.borrow_mut();
-        for exe in &file.executables {
-            known.insert(exe.key(), exe.path.clone());
-        }
-    }
-    let mut detectors: Vec<Box<dyn osprey::pipeline::detect::Detector>> =
-        vec![Box::new(RulesDetector {
-            rules: set,
-            enforcing: args.enforce,
-            kernel_deny,
-        })];
-    if let Some(mode) = baseline_mode {
-        detectors.push(Box::new(BaselineDetector {
-            mode,
-            paths: paths.clone(),
-        }));
-    }
-    if let Some(d) = fim_detector {
-        detectors.push(Box::new(d));
-    }
+    session.spawn_enforcers(&alerts);
+    let detectors = std::mem::take(&mut session.detectors);
     let sink = Box::new(DetectSink { detectors, alerts });
     let filter: EventFilter =
         Box::new(|event, _| !matches!(event.payload, Payload::Fork(_) | Payload::Exit(_)));
@@ -322,61 +198,15 @@ pub fn run_secure(args: SecureArgs) -> Result<ExitCode, Failure> {
     if let Some(secs) = args.learn {
         run.duration = Some(secs);
     }
+    let capabilities = std::mem::take(&mut session.capabilities);
     let code = run_pipeline_into(capabilities, filter, &run, sink, "security events")?;
-    if let (Some(baseline::Mode::Learn), Some(map)) = (baseline_mode, baseline_map) {
-        let learned = baseline::harvest(&map, &paths.borrow());
-        let count = learned.len();
-        let mut file = learned_before.unwrap_or(BaselineFile {
-            version: 1,
-            executables: Vec::new(),
-        });
-        file.merge(learned);
-        file.save(&baseline_path).map_err(|e| {
-            Failure::Runtime(anyhow::anyhow!("writing {}: {e}", baseline_path.display()))
-        })?;
+    if let Some(learned) = session.finish().map_err(failure)? {
         eprintln!(
-            "osprey: learned syscall baselines of {count} executables; {} in {}",
-            file.executables.len(),
-            baseline_path.display()
+            "osprey: learned syscall baselines of {} executables; {} in {}",
+            learned.executables,
+            learned.total,
+            learned.path.display()
         );
     }
     Ok(code)
-}
-
-/// Takes the baseline map out of the security object and, to detect, fills it.
-fn start_baselines(
-    security_cap: &mut osprey::kernel::loader::LoadedCapability,
-    mode: baseline::Mode,
-    file: Option<&BaselineFile>,
-    args: &SecureArgs,
-) -> Result<baseline::BaselineMap, Failure> {
-    let entered = security_cap
-        .outcomes
-        .iter()
-        .any(|o| o.role == "setid-enter" && o.chosen.is_some());
-    if !entered {
-        return Err(Failure::Privilege(
-            "syscall baselines need a sys_enter hook (tp_btf or raw_tp), unavailable here; run with --no-baselines".into(),
-        ));
-    }
-    let mut map = baseline::take_map(security_cap).map_err(|e| Failure::Runtime(e.into()))?;
-    match (mode, file) {
-        (baseline::Mode::Detect, Some(file)) => {
-            for warning in
-                baseline::fill(&mut map, file).map_err(|e| Failure::Runtime(anyhow::anyhow!(e)))?
-            {
-                eprintln!("osprey: warning: {warning}");
-            }
-            eprintln!(
-                "osprey: syscall baselines of {} executables loaded from {}",
-                file.executables.len(),
-                BaselineFile::path_in(&args.state_dir).display()
-            );
-        }
-        _ => eprintln!(
-            "osprey: learning syscall baselines for {} s",
-            args.learn.unwrap_or_default()
-        ),
-    }
-    Ok(map)
 }

@@ -92,15 +92,12 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         drain_interval: Duration::from_millis(200),
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
         "osprey: tracing syscalls via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let summary = runtime.block_on(pipeline.run(run_options))?;
+    let summary = pipeline.run_blocking(&run_options)?;
 
     let by = match args.by {
         By::ProcessSyscall => GroupBy::ProcessSyscall,

@@ -47,7 +47,7 @@ pub fn run_tcp(args: TcpArgs) -> Result<ExitCode, Failure> {
     let tcp_cap = load(
         tcp::SPEC,
         &LoadOptions {
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             extra_globals: vec![tcp::states_global(args.states)],
             ..Default::default()

@@ -70,6 +70,9 @@ pub struct FilesArgs {
     /// Only successful opens.
     #[arg(long)]
     pub succeeded: bool,
+    /// Also show Osprey's own opens (left out by default, like its reads of /proc).
+    #[arg(long)]
+    pub include_self: bool,
     #[command(flatten)]
     pub run: RunArgs,
 }
@@ -99,6 +102,12 @@ pub(crate) fn validate_pids_and_comm(pids: &[u32], comm: Option<&str>) -> Result
     for pid in pids {
         if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
             return Err(Failure::Usage(format!("--pid {pid}: no such process")));
+        }
+        // Events carry the process (thread group) id: a thread's own id would match nothing.
+        if let Some(tgid) = osprey::process::thread_group_of(*pid).filter(|t| t != pid) {
+            return Err(Failure::Usage(format!(
+                "--pid {pid} is a thread of process {tgid}; give the process id (--pid {tgid})"
+            )));
         }
     }
     if let Some(comm) = comm {
@@ -188,17 +197,19 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
         files::SPEC,
         &LoadOptions {
             config: kernel_config(&args.target, &args.run),
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             ..Default::default()
         },
     )?;
     let prefix = args.path_prefix.clone().map(String::into_bytes);
     let (failed, succeeded) = (args.failed, args.succeeded);
+    let me = (!args.include_self).then(std::process::id);
     let containers = args.containers.filter();
     let filter: EventFilter = Box::new(move |event, ctx| match &event.payload {
         Payload::FileOpen(f) => {
-            containers.matches(ctx.container.map(|c| &**c))
+            me != Some(ctx.pid)
+                && containers.matches(ctx.container.map(|c| &**c))
                 && prefix
                     .as_ref()
                     .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
@@ -225,7 +236,7 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     let process = load(
         process::SPEC,
         &LoadOptions {
-            ring_bytes: args.run.ring_mib.map(|m| m << 20),
+            ring_bytes: args.run.ring_bytes(),
             denied_programs: LoadOptions::denied_from_env(),
             ..Default::default()
         },
@@ -280,9 +291,6 @@ pub(crate) fn run_pipeline_into(
         stats_every: run.stats.map(Duration::from_secs_f64),
         ..Default::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
     let pipeline = Pipeline::new(capabilities, cache, sink.as_mut(), filter);
     let hooks: Vec<String> = pipeline
         .capabilities
@@ -294,7 +302,7 @@ pub(crate) fn run_pipeline_into(
         "osprey: tracing {what} via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let summary = runtime.block_on(pipeline.run(options))?;
+    let summary = pipeline.run_blocking(&options)?;
     drop(sink);
     let mut stderr = std::io::stderr().lock();
     let _ = match run.output {

@@ -74,7 +74,7 @@ fn default_rules_alert_into_the_log_the_metrics_and_syslog() {
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());
     let alerts = "osprey_alerts_total{rule=\"credential_file_read\",severity=\"high\"}";
-    eventually(Duration::from_secs(5), || {
+    eventually(Duration::from_secs(20), || {
         let metrics = a.scrape();
         (metric(&metrics, alerts) >= 1.0)
             .then_some(())
@@ -241,6 +241,58 @@ fn continuous_profiles_are_written_per_interval_bounded_and_decode() {
     assert!(agent.wait(Duration::from_secs(5)).status.success());
 }
 
+/// The qdiscs on `dev` in `ns`, as `tc qdisc show` prints them.
+fn qdiscs(ns: &str, dev: &str) -> String {
+    let out = Command::new("tc")
+        .args(["-n", ns, "qdisc", "show", "dev", dev])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "tc qdisc show: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The flows module on the tc fallback adds a clsact qdisc; disabling the module and
+/// stopping the agent each remove it again (the interface had none).
+#[test]
+fn flows_module_removes_the_clsact_qdisc_it_added() {
+    if !bpf_available("agent_flows_clsact") {
+        return;
+    }
+    let _serial = serial();
+    let net = Namespaces::new();
+    assert!(!qdiscs(&net.a, &net.veth).contains("clsact"));
+    let a = AgentRun::with(
+        "agent-flows-clsact",
+        "",
+        Some(&net.a),
+        &format!("[modules.flows]\ninterfaces = [\"{}\"]\n", net.veth),
+    );
+    // Denying the tcx program forces the tc clsact one (what kernels before 6.6 get).
+    let agent = a.start_with_env(&[("OSPREY_DENY_PROGRAMS", "flows_egress")]);
+    let list = a.ctl(&["list"]);
+    assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
+    let hooks: Vec<&str> = list["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["capability"] == "flows")
+        .filter_map(|p| p["hook"].as_str())
+        .collect();
+    assert!(hooks.contains(&"tc/clsact/egress"), "{list}");
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+
+    assert_eq!(a.ctl(&["disable", "flows"])["ok"], true);
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "disabled module left {left}");
+
+    assert_eq!(a.ctl(&["enable", "flows"])["ok"], true);
+    assert!(qdiscs(&net.a, &net.veth).contains("clsact"));
+    signal(&agent, libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(5)).status.success());
+    let left = qdiscs(&net.a, &net.veth);
+    assert!(!left.contains("clsact"), "stopped agent left {left}");
+}
+
 /// Two namespaces joined by a veth pair (agent side `a`), deleted on drop.
 struct Namespaces {
     a: String,
@@ -306,6 +358,18 @@ fn flows_module_counts_packets_on_the_configured_interface() {
     let list = a.ctl(&["list"]);
     assert_eq!(module(&list, "flows")["enabled"], true, "{list}");
     assert_eq!(module(&list, "flows")["interfaces"][0], net.veth.as_str());
+    // Before the traffic: every interface and direction exposed (IPv6 neighbour discovery
+    // may already have counted a few packets).
+    let at_start = a.scrape();
+    for family in ["flow_packets_total", "flow_bytes_total"] {
+        for direction in ["egress", "ingress"] {
+            let key = format!(
+                "osprey_{family}{{interface=\"{}\",direction=\"{direction}\"}} ",
+                net.veth
+            );
+            assert!(at_start.contains(&key), "{key} in\n{at_start}");
+        }
+    }
     let out = Command::new("ip")
         .args([
             "netns",
@@ -320,7 +384,7 @@ fn flows_module_counts_packets_on_the_configured_interface() {
         .unwrap();
     assert!(out.status.success(), "ping: {out:?}");
     // Idle after 1 s, exported at the next scan.
-    eventually(Duration::from_secs(10), || {
+    eventually(Duration::from_secs(20), || {
         let metrics = a.scrape();
         for direction in ["egress", "ingress"] {
             let key = format!(
@@ -394,7 +458,7 @@ fn syscall_baselines_in_the_state_dir_are_enforced_again_after_a_restart() {
         let pid = baseline_helper(true);
         noisy.push(pid);
         // The alert must be in the log (flushed once a second) before a SIGKILL.
-        eventually(Duration::from_secs(5), || {
+        eventually(Duration::from_secs(20), || {
             a.log_lines()
                 .iter()
                 .any(|e| {
@@ -466,7 +530,7 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
     // Running: a change is one fim.modify alert with the hashes, in the log and the metric.
     let agent = a.start();
     std::fs::write(&watched, b"v2\n").unwrap();
-    let modified = eventually(Duration::from_secs(5), || {
+    let modified = eventually(Duration::from_secs(20), || {
         a.log_lines()
             .into_iter()
             .find(|e| e["rule"] == "fim.modify")
@@ -514,4 +578,69 @@ fn fim_alerts_while_running_and_reports_changes_made_while_stopped() {
         .filter(|e| e["kind"] == "alert" && e["rule"].as_str().unwrap_or("").starts_with("fim."))
         .count();
     assert_eq!(alerts, 1, "the quiet file and the restart raised nothing");
+}
+
+#[test]
+fn deeply_nested_rules_are_refused_at_start_and_on_reload_and_the_agent_keeps_running() {
+    if !bpf_available("agent_deep_rules") {
+        return;
+    }
+    let _serial = serial();
+    let rules_dir = TempDir::new("agent-deep-rules");
+    let rules = rules_dir.path().join("rules.yaml");
+    std::fs::write(
+        &rules,
+        "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = open and file.path = /nonexistent-osprey\n",
+    )
+    .unwrap();
+    let a = AgentRun::new(
+        "agent-deep",
+        &format!("[modules.security]\nrules = [\"{}\"]\n", rules.display()),
+    );
+    let agent = a.start();
+    let rules_before = module(&a.ctl(&["list"]), "security")["rules"].clone();
+    assert!(rules_before.as_u64().unwrap() > 1, "{rules_before}");
+    // Issue 18's reproduction: 8,000 levels of brackets.
+    let deep = format!(
+        "- rule: d\n  desc: x\n  severity: high\n  condition: \"{}evt.kind = open{}\"\n  output: x\n",
+        "(".repeat(8_000),
+        ")".repeat(8_000)
+    );
+    std::fs::write(&rules, &deep).unwrap();
+    let at = format!("{}:4:115: condition nested deeper", rules.display());
+    let reload = a.ctl(&["reload"]);
+    assert_eq!(reload["ok"], false, "{reload}");
+    assert!(reload["error"].as_str().unwrap().contains(&at), "{reload}");
+    signal(&agent, libc::SIGHUP);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let rejected = |lines: &[Value]| {
+        lines
+            .iter()
+            .filter(|e| {
+                e["level"] == "error"
+                    && e["message"]
+                        .as_str()
+                        .is_some_and(|m| m.starts_with("configuration rejected") && m.contains(&at))
+            })
+            .count()
+    };
+    while rejected(&a.log_lines()) < 2 {
+        assert!(Instant::now() < deadline, "SIGHUP's rejection never logged");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let list = a.ctl(&["list"]);
+    assert_eq!(list["ok"], true, "still answering: {list}");
+    assert_eq!(module(&list, "security")["rules"], rules_before, "{list}");
+    signal(&agent, libc::SIGTERM);
+    let done = agent.wait(Duration::from_secs(5));
+    assert!(done.status.success(), "{}", done.stderr);
+
+    // Started with the file: refused with exit 2 and the position, not aborted.
+    let out = Command::new(OSPREY)
+        .args(["agent", "--config", a.config().to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains(&at), "{err}");
 }

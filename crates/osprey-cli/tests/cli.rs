@@ -2,22 +2,10 @@
 
 mod common;
 
-use std::process::{Command, Output, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
-
-fn osprey(args: &[&str]) -> Output {
-    Command::new(OSPREY)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .expect("run osprey")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 #[test]
 fn bad_input_exits_2_with_a_clear_message() {
@@ -42,42 +30,6 @@ fn bad_input_exits_2_with_a_clear_message() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
         assert!(stderr(&out).contains(needle), "{args:?}: {}", stderr(&out));
     }
-}
-
-/// Runs osprey as an unprivileged user created for the test.
-fn as_unprivileged_user(args: &[&str]) -> Option<Output> {
-    let user = "osprey-test-nobody";
-    let exists = Command::new("id").arg(user).output().ok()?.status.success();
-    if !exists {
-        let made = Command::new("useradd")
-            .args([
-                "--system",
-                "--no-create-home",
-                "--shell",
-                "/usr/sbin/nologin",
-                user,
-            ])
-            .status()
-            .ok()?;
-        assert!(made.success(), "useradd failed");
-    }
-    Some(
-        Command::new("setpriv")
-            .args([
-                "--reuid",
-                user,
-                "--regid",
-                user,
-                "--clear-groups",
-                "--inh-caps=-all",
-                "--",
-            ])
-            .arg(OSPREY)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("setpriv"),
-    )
 }
 
 #[test]

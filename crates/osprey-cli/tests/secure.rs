@@ -557,3 +557,57 @@ fn rules_check_reports_bad_rules_with_file_line_col() {
     assert!(show.status.success());
     assert!(String::from_utf8_lossy(&show.stdout).contains("- rule: reverse_shell"));
 }
+
+/// Issue 18's reproduction: a condition nested `n` brackets deep.
+fn bracketed_rule(n: usize) -> String {
+    format!(
+        "- rule: d\n  desc: x\n  severity: high\n  condition: \"{}evt.kind = open{}\"\n  output: x\n",
+        "(".repeat(n),
+        ")".repeat(n)
+    )
+}
+
+#[test]
+fn deeply_nested_conditions_are_refused_with_exit_2_not_a_stack_overflow() {
+    let (code, err) = rules_check(&bracketed_rule(10_000));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("FILE:4:115: condition nested deeper than 100 levels"),
+        "{err}"
+    );
+    let nots = format!(
+        "- rule: d\n  desc: x\n  severity: high\n  condition: \"{}evt.kind = open\"\n  output: x\n",
+        "not ".repeat(100_000)
+    );
+    let (code, err) = rules_check(&nots);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FILE:4:415: condition nested deeper"), "{err}");
+    let (code, err) = rules_check(&format!("{}x\n", "- ".repeat(100_000)));
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("FILE:1:") && err.contains("nested deeper than 32"),
+        "{err}"
+    );
+    // `osprey secure` refuses the file before it needs any privilege.
+    let dir = TempDir::new("secure-deep");
+    let file = dir.path().join("deep.yaml");
+    std::fs::write(&file, bracketed_rule(10_000)).unwrap();
+    let out = Command::new(OSPREY)
+        .args(["secure", "--no-baselines", "--rules"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains(&format!("{}:4:115: ", file.display())),
+        "{err}"
+    );
+}
+
+#[test]
+fn oversized_rule_files_are_refused_before_reading_them_whole() {
+    let (code, err) = rules_check(&format!("# {}\n", "x".repeat(5 << 20)));
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("FILE:1:1: rule file larger than"), "{err}");
+}

@@ -90,10 +90,7 @@ fn once_shows_the_files_program_running() {
     );
     assert!(row["avg_ns"].as_u64().unwrap() > 0, "{row}");
     assert!(row["cpu_percent"].as_f64().unwrap() > 0.0, "{row}");
-    assert!(
-        snapshot["capabilities"].is_null() || snapshot["capabilities"].is_array(),
-        "{snapshot}"
-    );
+    assert!(snapshot["capabilities"].is_array(), "{snapshot}");
 
     assert!(
         text.status.success(),
@@ -267,7 +264,12 @@ fn once_reports_event_rates_of_a_running_agent() {
     let (alone, _) = top_while_opening(&["--once", "-o", "json", "--socket", socket], &file);
     assert!(alone.status.success());
     let alone: Value = serde_json::from_slice(&alone.stdout).unwrap();
-    assert!(alone["capabilities"].is_null(), "no agent yet: {alone}");
+    assert_eq!(
+        alone["capabilities"],
+        serde_json::json!([]),
+        "no agent yet: {alone}"
+    );
+    assert_eq!(alone["agent"], false, "{alone}");
 
     let state = dir.path().join("state");
     let log = dir.path().join("events.jsonl");
@@ -289,7 +291,7 @@ fn once_reports_event_rates_of_a_running_agent() {
             "127.0.0.1:0",
         ],
         &[],
-        "osprey agent: {",
+        "osprey agent: {\"attached_ms\"",
     );
     let (top, opens) = top_while_opening(&["--once", "-o", "json", "--socket", socket], &file);
     let done = agent.stop();
@@ -318,6 +320,20 @@ fn once_reports_event_rates_of_a_running_agent() {
     assert_eq!(files["drops_per_sec"], 0.0, "{snapshot}");
     assert!(
         caps.iter().any(|c| c["capability"] == "process"),
+        "{snapshot}"
+    );
+    // The security module (on by default) loads the files programs too: the agent says
+    // whose each one is.
+    let owners: Vec<&Value> = snapshot["programs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["name"].as_str().unwrap().starts_with("files_open_"))
+        .map(|p| &p["capability"])
+        .collect();
+    assert!(owners.contains(&&Value::from("files")), "{snapshot}");
+    assert!(
+        owners.contains(&&Value::from("security-opens")),
         "{snapshot}"
     );
 }

@@ -5,6 +5,7 @@
 //! osprey-workload open-relative DIR REL       chdir(DIR), open(2) REL, exit at once
 //! osprey-workload openat2 PATH                openat2(AT_FDCWD, PATH, O_RDONLY)
 //! osprey-workload bench-open COUNT PATH       like open, then print ns per call
+//! osprey-workload bench-getppid COUNT         COUNT raw getppid syscalls; prints ns per call
 //!
 //! Harmless triggers for the security rules (tests/secure.rs):
 //! osprey-workload setuid-escalate             as root: drop the real uid to 1000 keeping saved
@@ -108,6 +109,16 @@ fn main() {
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
             let start = Instant::now();
             open_loop(count, &path);
+            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+        }
+        Some("bench-getppid") => {
+            let count = number(args.get(1));
+            let start = Instant::now();
+            for _ in 0..count {
+                // SAFETY: getppid has no arguments and no side effects. The raw syscall, so no
+                // libc cache can answer it.
+                std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+            }
             println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
         }
         Some("open-relative") => {

@@ -5,6 +5,8 @@
 //! `process`) declares its hooks, decodes its records and describes how to present them.
 
 pub mod agent;
+pub mod capabilities;
+pub mod check;
 pub mod container;
 pub mod files;
 pub mod kernel;
@@ -14,7 +16,9 @@ pub mod pipeline;
 pub mod process;
 pub mod profile;
 pub mod security;
+pub mod state_dir;
 pub mod syscalls;
+pub mod top;
 pub mod wire;
 
 pub use osprey_bpf::abi;

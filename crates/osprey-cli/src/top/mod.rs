@@ -2,7 +2,6 @@
 //! program on the host) from the kernel's run-time statistics, plus event and drop rates
 //! per capability when an agent is running.
 
-mod sample;
 mod ui;
 
 use std::path::PathBuf;
@@ -14,7 +13,7 @@ use osprey::kernel::privileges;
 use osprey::kernel::stats::RunTimeStats;
 
 use crate::{parse_positive_secs, Failure, Output};
-use sample::{CapabilityRow, Interval, Row, Sample, SampleError};
+use osprey::top::{CapabilityRow, Interval, Row, Sample, SampleError};
 
 #[derive(Args, Debug)]
 pub struct TopArgs {
@@ -74,14 +73,14 @@ fn take(args: &TopArgs) -> Result<Sample, Failure> {
 }
 
 /// Column titles and widths shared by the text snapshot and the terminal UI (the widths
-/// add up to 80 columns with the separating spaces).
+/// add up to 80 columns with the separating spaces; CAP fits every capability name).
 const COLUMNS: [(&str, u16); 7] = [
     ("ID", 6),
     ("TYPE", 13),
     ("NAME", 15),
-    ("CAP", 8),
+    ("CAP", 15),
     ("CPU%", 7),
-    ("RUNS/s", 11),
+    ("RUNS/s", 10),
     ("AVG ns", 8),
 ];
 
@@ -131,7 +130,7 @@ fn render_text(snapshot: &Interval) -> String {
         None => out.push_str("(no agent: events/s and drops per capability need `osprey agent`)\n"),
         Some(caps) => {
             out.push('\n');
-            for line in capability_lines(caps) {
+            for line in capability_lines(caps, usize::MAX) {
                 out.push_str(&line);
                 out.push('\n');
             }
@@ -140,17 +139,82 @@ fn render_text(snapshot: &Interval) -> String {
     out
 }
 
-/// The per-capability table (from the agent), header first.
-fn capability_lines(caps: &[CapabilityRow]) -> Vec<String> {
+/// The per-capability table (from the agent), header first, in at most `max_lines` lines:
+/// when the rows do not all fit, the last line says how many were left out.
+fn capability_lines(caps: &[CapabilityRow], max_lines: usize) -> Vec<String> {
     let mut lines = vec![format!(
-        "{:<12} {:>12} {:>10} {:>12}",
+        "{:<15} {:>12} {:>10} {:>12}",
         "CAPABILITY", "EVENTS/s", "DROPS/s", "THROTTLED/s"
     )];
-    lines.extend(caps.iter().map(|c| {
+    let room = max_lines.saturating_sub(1).max(1);
+    let shown = if caps.len() > room {
+        room - 1
+    } else {
+        caps.len()
+    };
+    lines.extend(caps[..shown].iter().map(|c| {
         format!(
-            "{:<12} {:>12.0} {:>10.0} {:>12.0}",
+            "{:<15} {:>12.0} {:>10.0} {:>12.0}",
             c.capability, c.events_per_sec, c.drops_per_sec, c.throttled_per_sec
         )
     }));
+    if shown < caps.len() {
+        lines.push(format!(
+            "... {} more capabilities (osprey top --once shows all)",
+            caps.len() - shown
+        ));
+    }
     lines
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(name: &str) -> CapabilityRow {
+        CapabilityRow {
+            capability: name.into(),
+            events_per_sec: 1.0,
+            drops_per_sec: 0.0,
+            throttled_per_sec: 0.0,
+        }
+    }
+
+    #[test]
+    fn rows_that_do_not_fit_are_counted_not_dropped() {
+        let caps: Vec<_> = [
+            "files",
+            "process",
+            "security",
+            "security-opens",
+            "tcp",
+            "flows",
+        ]
+        .map(row)
+        .to_vec();
+        let lines = capability_lines(&caps, 5);
+        assert_eq!(lines.len(), 5);
+        assert_eq!(
+            lines[4],
+            "... 3 more capabilities (osprey top --once shows all)"
+        );
+        assert_eq!(
+            capability_lines(&caps[..4], 5).len(),
+            5,
+            "four fit with the header"
+        );
+        assert_eq!(capability_lines(&caps, usize::MAX).len(), 7);
+    }
+
+    #[test]
+    fn columns_fit_80_and_the_longest_capability_name() {
+        let width: u16 = COLUMNS.iter().map(|(_, w)| w).sum::<u16>() + COLUMNS.len() as u16 - 1;
+        assert!(width <= 80, "{width}");
+        let cap = COLUMNS.iter().find(|(t, _)| *t == "CAP").unwrap().1 as usize;
+        assert!(osprey::capabilities::REGISTRY
+            .iter()
+            .all(|c| c.spec.name.len() <= cap));
+        let lines = capability_lines(&[row("enforce-connect")], 5);
+        assert_eq!(lines[0].len(), lines[1].len(), "{lines:?}");
+    }
 }

@@ -13,9 +13,9 @@ use ratatui::widgets::{
 };
 use ratatui::Frame;
 
-use super::sample::{Interval, Sort};
 use super::{capability_lines, cells, numeric, take, TopArgs, COLUMNS};
 use crate::Failure;
+use osprey::top::{Interval, Sort};
 
 /// Samples kept for the graph: more than the widest terminal shows.
 const HISTORY: usize = 512;
@@ -215,10 +215,9 @@ impl View {
                 "no agent: events/s and drops need `osprey agent`",
             )];
         };
-        // Header plus at most four capabilities: the program table needs the rows.
-        capability_lines(caps)
+        // Five lines at most (the program table needs the rows); the last says what is left out.
+        capability_lines(caps, 5)
             .into_iter()
-            .take(5)
             .map(Line::from)
             .collect()
     }

@@ -78,11 +78,16 @@ impl AgentRun {
     }
 
     pub fn start(&self) -> Tracer {
+        self.start_with_env(&[])
+    }
+
+    /// `start` with extra environment variables (`OSPREY_DENY_PROGRAMS`).
+    pub fn start_with_env(&self, env: &[(&str, &str)]) -> Tracer {
         let config = self.config();
         let args = ["agent", "--config", config.to_str().unwrap()];
         match &self.netns {
-            Some(ns) => Tracer::start_in_netns_until(ns, &args, READY),
-            None => Tracer::start_until(&args, &[], READY),
+            Some(ns) => Tracer::start_in_netns_with_env_until(ns, &args, env, READY),
+            None => Tracer::start_until(&args, env, READY),
         }
     }
 

@@ -126,9 +126,19 @@ impl Tracer {
 
     /// `start_in_netns`, waiting for a stderr line starting with `ready`.
     pub fn start_in_netns_until(netns: &str, args: &[&str], ready: &str) -> Self {
+        Self::start_in_netns_with_env_until(netns, args, &[], ready)
+    }
+
+    /// `start_in_netns_until` with extra environment variables.
+    pub fn start_in_netns_with_env_until(
+        netns: &str,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, OSPREY]);
-        Self::start_command(cmd, args, &[], ready)
+        Self::start_command(cmd, args, env, ready)
     }
 
     /// Starts `osprey ARGS` and waits for a stderr line starting with `ready`.
@@ -405,4 +415,54 @@ pub fn named<'a>(list: &'a Value, name: &str) -> &'a Value {
         .iter()
         .find(|item| item["name"] == name)
         .unwrap_or_else(|| panic!("{name} missing from {list}"))
+}
+
+/// Runs osprey as an unprivileged user created for the test.
+pub fn as_unprivileged_user(args: &[&str]) -> Option<std::process::Output> {
+    let user = "osprey-test-nobody";
+    let exists = Command::new("id").arg(user).output().ok()?.status.success();
+    if !exists {
+        let made = Command::new("useradd")
+            .args([
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                user,
+            ])
+            .status()
+            .ok()?;
+        assert!(made.success(), "useradd failed");
+    }
+    Some(
+        Command::new("setpriv")
+            .args([
+                "--reuid",
+                user,
+                "--regid",
+                user,
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--",
+            ])
+            .arg(OSPREY)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("setpriv"),
+    )
+}
+
+/// Runs `osprey ARGS` to completion (stdin closed) and returns what it printed.
+pub fn osprey(args: &[&str]) -> std::process::Output {
+    Command::new(OSPREY)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run osprey")
+}
+
+/// A finished command's stderr as text.
+pub fn stderr(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
 }

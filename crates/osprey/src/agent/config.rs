@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::capabilities::module_defaults;
+
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields, default)]
 pub struct AgentConfig {
@@ -206,27 +208,10 @@ fn tcp_module<'de, D: serde::Deserializer<'de>>(d: D) -> Result<ModuleConfig, D:
 impl Default for ModulesConfig {
     fn default() -> Self {
         Self {
-            process: ModuleConfig {
-                enabled: true,
-                rate_limit: 0,
-                ring_mib: 2,
-                comm: None,
-            },
+            process: ModuleConfig::defaults_of("process"),
             security: SecurityConfig::default(),
-            // Every open on a busy host is a lot of log: off unless asked, then limited per
-            // process. (The security module sees the opens its rules name either way.)
-            files: ModuleConfig {
-                enabled: false,
-                rate_limit: 200,
-                ring_mib: 4,
-                comm: None,
-            },
-            // Connection events are small and few: 1 MiB holds about 10k of them. Every
-            // MiB of ring is 2 MiB of the agent's RSS (the kernel maps the data twice).
-            tcp: ModuleConfig {
-                ring_mib: 1,
-                ..ModuleConfig::default()
-            },
+            files: ModuleConfig::defaults_of("files"),
+            tcp: ModuleConfig::defaults_of("tcp"),
             profile: ProfileConfig::default(),
             flows: FlowsConfig::default(),
         }
@@ -235,15 +220,15 @@ impl Default for ModulesConfig {
 
 impl Default for SecurityConfig {
     fn default() -> Self {
+        let registry = module_defaults("security");
         Self {
-            enabled: true,
+            enabled: registry.enabled,
             default_rules: true,
             rules: Vec::new(),
             baselines: true,
             watch: Vec::new(),
-            rate_limit: 0,
-            // Security events and the rules' prefiltered opens are rare: 1 MiB each.
-            ring_mib: 1,
+            rate_limit: registry.rate_limit,
+            ring_mib: registry.ring_mib,
         }
     }
 }
@@ -251,7 +236,7 @@ impl Default for SecurityConfig {
 impl Default for ProfileConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: module_defaults("profile").enabled,
             frequency_hz: 19,
             interval_secs: 60,
             keep: 60,
@@ -262,7 +247,7 @@ impl Default for ProfileConfig {
 impl Default for FlowsConfig {
     fn default() -> Self {
         Self {
-            enabled: true,
+            enabled: module_defaults("flows").enabled,
             interfaces: Vec::new(),
             idle_timeout_secs: 15,
             max_flows: 65536,
@@ -282,6 +267,19 @@ impl Default for ModuleConfig {
     }
 }
 
+impl ModuleConfig {
+    /// A module's defaults as the capability registry declares them.
+    fn defaults_of(module: &str) -> Self {
+        let d = module_defaults(module);
+        Self {
+            enabled: d.enabled,
+            rate_limit: d.rate_limit,
+            ring_mib: d.ring_mib,
+            comm: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error, PartialEq)]
 #[error("{file}:{line}:{col}: {message}")]
 pub struct ConfigError {
@@ -292,14 +290,6 @@ pub struct ConfigError {
 }
 
 impl AgentConfig {
-    /// One module's section as JSON (to compare old and new on reload, and to list).
-    pub fn module_section(&self, module: &str) -> serde_json::Value {
-        serde_json::to_value(&self.modules)
-            .ok()
-            .and_then(|mut v| v.get_mut(module).map(serde_json::Value::take))
-            .unwrap_or_default()
-    }
-
     /// Parses TOML text; `file` names it in errors.
     pub fn parse(text: &str, file: &str) -> Result<Self, ConfigError> {
         let config: AgentConfig = toml::from_str(text).map_err(|e| {
@@ -325,14 +315,11 @@ impl AgentConfig {
         Self::parse(&text, &path.display().to_string())
     }
 
-    /// Checks values serde cannot, pointing at the offending key.
+    /// Checks values serde cannot, pointing at the offending value (the span the TOML
+    /// parser gives it; its table when the key was left at its default).
     fn validate(&self, text: &str, file: &str) -> Result<(), ConfigError> {
         let at = |key: &str, message: String| {
-            let offset = text
-                .find(&format!("{key} "))
-                .or_else(|| text.find(key))
-                .unwrap_or(0);
-            let (line, col) = line_col(text, offset);
+            let (line, col) = line_col(text, value_offset(text, key));
             ConfigError {
                 file: file.to_string(),
                 line,
@@ -349,26 +336,26 @@ impl AgentConfig {
         ] {
             if ring_mib != 0 && (!ring_mib.is_power_of_two() || ring_mib > 1024) {
                 return Err(at(
-                    "ring_mib",
+                    &format!("modules.{name}.ring_mib"),
                     format!("modules.{name}.ring_mib must be a power of two from 1 to 1024"),
                 ));
             }
         }
         if !(0.0..=1.0).contains(&self.health.max_drop_ratio) {
             return Err(at(
-                "max_drop_ratio",
+                "health.max_drop_ratio",
                 "health.max_drop_ratio must be within 0..1".into(),
             ));
         }
         if self.health.window_secs == 0 {
             return Err(at(
-                "window_secs",
+                "health.window_secs",
                 "health.window_secs must be at least 1".into(),
             ));
         }
         if !(1..=crate::profile::MAX_FREQUENCY_HZ).contains(&m.profile.frequency_hz) {
             return Err(at(
-                "frequency_hz",
+                "modules.profile.frequency_hz",
                 format!(
                     "modules.profile.frequency_hz must be 1 to {}",
                     crate::profile::MAX_FREQUENCY_HZ
@@ -377,9 +364,9 @@ impl AgentConfig {
         }
         if m.profile.interval_secs == 0 || m.profile.keep == 0 {
             let key = if m.profile.keep == 0 {
-                "keep"
+                "modules.profile.keep"
             } else {
-                "interval_secs"
+                "modules.profile.interval_secs"
             };
             return Err(at(
                 key,
@@ -387,19 +374,67 @@ impl AgentConfig {
             ));
         }
         if m.flows.idle_timeout_secs == 0 || m.flows.max_flows == 0 {
+            let key = if m.flows.max_flows == 0 {
+                "modules.flows.max_flows"
+            } else {
+                "modules.flows.idle_timeout_secs"
+            };
             return Err(at(
-                "idle_timeout_secs",
+                key,
                 "modules.flows.idle_timeout_secs and max_flows must be at least 1".into(),
             ));
         }
         if self.log.max_bytes < 4096 {
             return Err(at(
-                "max_bytes",
+                "log.max_bytes",
                 "log.max_bytes must be at least 4096".into(),
             ));
         }
+        // Watched paths must exist: named here with the file and line they come from.
+        if m.security.enabled {
+            for (i, path) in m.security.watch.iter().enumerate() {
+                if let Err(e) = std::fs::canonicalize(path) {
+                    return Err(at(
+                        &format!("modules.security.watch.{i}"),
+                        format!("modules.security.watch: {}: {e}", path.display()),
+                    ));
+                }
+            }
+        }
         Ok(())
     }
+}
+
+/// Byte offset of the value at dotted `key` (array elements by index): the parser's span
+/// of the value, else of the deepest table on the way that is there, else 0.
+fn value_offset(text: &str, key: &str) -> usize {
+    use toml::de::{DeTable, DeValue};
+    let Ok(doc) = DeTable::parse(text) else {
+        return 0;
+    };
+    let mut offset = 0;
+    let mut current: Option<&DeValue> = None;
+    let mut table = Some(doc.get_ref());
+    for part in key.split('.') {
+        let next = match (table, current) {
+            (Some(t), _) => t
+                .iter()
+                .find(|(k, _)| k.get_ref().as_ref() == part)
+                .map(|(_, v)| v),
+            (None, Some(DeValue::Array(a))) => part.parse::<usize>().ok().and_then(|i| a.get(i)),
+            _ => None,
+        };
+        let Some(next) = next else {
+            break;
+        };
+        offset = next.span().start;
+        current = Some(next.get_ref());
+        table = match next.get_ref() {
+            DeValue::Table(t) => Some(t),
+            _ => None,
+        };
+    }
+    offset
 }
 
 fn line_col(text: &str, offset: usize) -> (usize, usize) {
@@ -428,9 +463,28 @@ mod tests {
         assert_eq!((err.file.as_str(), err.line, err.col), ("a.toml", 3, 1));
         assert!(err.message.contains("bogus"), "{}", err.message);
         let err = AgentConfig::parse("[modules.files]\nring_mib = 3\n", "b.toml").unwrap_err();
-        assert_eq!((err.line, err.col), (2, 1));
+        assert_eq!((err.line, err.col), (2, 12), "the value");
         let err = AgentConfig::parse("[log]\nkeep = \"many\"\n", "c.toml").unwrap_err();
         assert_eq!((err.line, err.col), (2, 8));
+    }
+
+    #[test]
+    fn checked_values_point_at_their_own_span() {
+        // The same key in a comment and in another table comes first in the text.
+        let text = "# ring_mib = 3 would be wrong\n[modules.process]\nring_mib = 8\n\n[modules.files]\nring_mib = 3\n";
+        let err = AgentConfig::parse(text, "r.toml").unwrap_err();
+        assert_eq!((err.line, err.col), (6, 12), "{err}");
+        let text = "[modules.security]\nwatch = [\"/etc/hostname\",\n  \"/nonexistent/osprey\"]\n";
+        let err = AgentConfig::parse(text, "w.toml").unwrap_err();
+        assert_eq!(
+            (err.file.as_str(), err.line, err.col),
+            ("w.toml", 3, 3),
+            "{err}"
+        );
+        assert!(err.message.contains("/nonexistent/osprey"), "{err}");
+        assert!(!err.message.contains("--watch"), "{err}");
+        let err = AgentConfig::parse("[health]\nmax_drop_ratio = 2.0\n", "h.toml").unwrap_err();
+        assert_eq!((err.line, err.col), (2, 18), "{err}");
     }
 
     #[test]

@@ -4,7 +4,8 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::path::PathBuf;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 
 pub enum LogTarget {
     Stdout(io::Stdout),
@@ -55,7 +56,7 @@ impl RotatingFile {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
-        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        let file = open_private(&path, false)?;
         let size = file.metadata()?.len();
         Ok(Self {
             path,
@@ -76,17 +77,14 @@ impl RotatingFile {
 
     fn rotate(&mut self) -> io::Result<()> {
         if self.keep == 0 {
-            self.file = File::create(&self.path)?;
+            self.file = open_private(&self.path, true)?;
         } else {
             let _ = std::fs::remove_file(self.rotated(self.keep));
             for n in (1..self.keep).rev() {
                 let _ = std::fs::rename(self.rotated(n), self.rotated(n + 1));
             }
             std::fs::rename(&self.path, self.rotated(1))?;
-            self.file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&self.path)?;
+            self.file = open_private(&self.path, false)?;
         }
         self.size = 0;
         self.rotations += 1;
@@ -126,6 +124,22 @@ impl RotatingFile {
         }
         Ok(())
     }
+}
+
+/// Opens the log for appending (or truncated), readable by its owner only: the log holds
+/// command lines, paths and alerts. A file left with wider permissions is narrowed.
+fn open_private(path: &Path, truncate: bool) -> io::Result<File> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(!truncate)
+        .write(true)
+        .truncate(truncate)
+        .mode(0o600)
+        .open(path)?;
+    if file.metadata()?.permissions().mode() & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    }
+    Ok(file)
 }
 
 impl Write for RotatingFile {
@@ -172,6 +186,30 @@ mod tests {
         writeln!(again, "more").unwrap();
         again.flush().unwrap();
         assert!(read(&path).ends_with("more\n") && read(&path).starts_with(&current));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn log_and_rotated_files_are_owner_only() {
+        let dir = std::env::temp_dir().join(format!("osprey-rot-mode-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("events.jsonl");
+        // A log left world-readable by an earlier run is narrowed too.
+        std::fs::write(&path, "old\n").unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        for keep in [2, 0] {
+            let mut log = RotatingFile::open(path.clone(), 40, keep).unwrap();
+            for i in 0..10 {
+                writeln!(log, "{{\"n\":{i:>10}}}").unwrap();
+                log.flush().unwrap();
+            }
+            assert!(log.rotations > 0);
+        }
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(&dir.join("events.jsonl.1")), 0o600);
+        assert_eq!(mode(&dir.join("events.jsonl.2")), 0o600);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

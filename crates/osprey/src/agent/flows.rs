@@ -5,17 +5,18 @@
 //! from those metrics (and counted in osprey_flows_evicted_total).
 
 use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
 
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use serde_json::{json, Value};
 
 use super::metrics::{InterfaceLabels, ModuleMetrics};
-use super::modules::{degraded_notes, load_capability, LoadedModule, ModuleEnv, ModuleState};
+use super::modules::{degraded_notes, LoadedModule, ModuleEnv, ModuleState};
 use super::AgentError;
 use crate::abi::{flow_direction, FlowKey};
-use crate::kernel::loader::LoadOptions;
-use crate::net::flows::{self, FlowTable, FlowTotals};
+use crate::net::flow_session::{self, FlowOptions, FlowSession};
+use crate::net::flows::{FlowTable, FlowTotals};
 use crate::pipeline::sink::Clock;
 
 pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
@@ -25,37 +26,40 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
             "flows: no interfaces configured ([modules.flows] interfaces)".into(),
         ));
     }
-    let mut names = BTreeMap::new();
-    for name in &cfg.interfaces {
-        let index = std::ffi::CString::new(name.as_str())
-            .ok()
-            // SAFETY: a valid NUL-terminated name.
-            .map(|c| unsafe { libc::if_nametoindex(c.as_ptr()) })
-            .unwrap_or(0);
-        if index == 0 {
-            return Err(AgentError::Invalid(format!(
-                "modules.flows.interfaces: no interface `{name}` in the agent's network namespace"
-            )));
-        }
-        names.insert(index, name.clone());
-    }
-    let options = LoadOptions {
-        interfaces: cfg.interfaces.clone(),
-        map_max_entries: vec![("flows", cfg.max_flows)],
-        denied_programs: LoadOptions::denied_from_env(),
-        ..Default::default()
-    };
-    let mut cap = load_capability("flows", flows::SPEC, &options)?;
-    let table = FlowTable::take_from(&mut cap).map_err(|reason| AgentError::Module {
-        module: "flows",
-        source: crate::kernel::loader::LoadError::Map {
-            capability: "flows",
-            reason,
-        },
+    let names = flow_session::resolve_interfaces(&cfg.interfaces).map_err(|name| {
+        AgentError::Invalid(format!(
+            "modules.flows.interfaces: no interface `{name}` in the agent's network namespace"
+        ))
     })?;
+    let options = FlowOptions {
+        interfaces: cfg.interfaces.clone(),
+        xdp_mode: None,
+        max_flows: cfg.max_flows,
+        idle_timeout: Duration::from_secs(cfg.idle_timeout_secs),
+    };
+    let FlowSession {
+        capability,
+        table,
+        names,
+        ..
+    } = FlowSession::load(&options, names).map_err(|source| AgentError::Module {
+        module: "flows",
+        source,
+    })?;
+    // Every interface and direction is exposed at zero from the start.
+    for interface in names.values() {
+        for direction in ["ingress", "egress"] {
+            let labels = InterfaceLabels {
+                interface: interface.clone(),
+                direction: direction.into(),
+            };
+            let _ = env.metrics.flow_packets.get_or_create(&labels);
+            let _ = env.metrics.flow_bytes.get_or_create(&labels);
+        }
+    }
     Ok(LoadedModule {
-        notes: degraded_notes(&cap),
-        capabilities: vec![cap],
+        notes: degraded_notes(&capability),
+        capabilities: vec![capability],
         state: Some(Box::new(Flows {
             table,
             names,
@@ -113,9 +117,7 @@ impl Flows {
 
     fn export(&mut self, all: bool, record: &mut dyn FnMut(Value)) {
         let now = crate::kernel::boot_time_ns();
-        // The final ACK follows a FIN: a little grace so it joins the flow, not a new one.
-        let fin_grace_ns = self.idle_ns.min(1_000_000_000);
-        let done = self.table.export(now, self.idle_ns, fin_grace_ns, all);
+        let done = self.table.export_due(self.idle_ns, all);
         for r in &done {
             self.count(&r.key, r.stats.packets, r.stats.bytes, true);
             if self.log_records {

@@ -9,7 +9,8 @@ use serde::Serialize;
 use crate::kernel::stats::Snapshot;
 
 /// Roles whose programs run on every syscall exit: silence means they are not attached.
-const ALWAYS_ACTIVE: &[(&str, &str)] = &[("files", "open-exit"), ("process", "exec-failed")];
+pub(crate) const ALWAYS_ACTIVE: &[(&str, &str)] =
+    &[("files", "open-exit"), ("process", "exec-failed")];
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Warning {
@@ -31,6 +32,9 @@ pub struct Health {
     /// (capability, role) → samples of (time, runs)
     runs: HashMap<ProbeKey, VecDeque<(Instant, u64)>>,
     unhealthy: HashMap<ProbeKey, &'static str>,
+    /// The previous `observe` (or the start): a probe first seen now had zero counts then,
+    /// so drops in its first second (an agent started under load) are judged too.
+    last_observed: Instant,
 }
 
 impl Health {
@@ -41,6 +45,7 @@ impl Health {
             events: HashMap::new(),
             runs: HashMap::new(),
             unhealthy: HashMap::new(),
+            last_observed: Instant::now(),
         }
     }
 
@@ -63,7 +68,11 @@ impl Health {
         let window = self.window;
         for k in &snap.kinds {
             let key = (k.capability.to_string(), k.kind.to_string());
-            let samples = self.events.entry(key.clone()).or_default();
+            let since = self.last_observed;
+            let samples = self
+                .events
+                .entry(key.clone())
+                .or_insert_with(|| VecDeque::from([(since, 0, 0)]));
             samples.push_back((now, k.emitted, k.dropped));
             while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
                 samples.pop_front();
@@ -91,7 +100,11 @@ impl Health {
                 continue;
             }
             let key = (p.capability.to_string(), p.role.to_string());
-            let samples = self.runs.entry(key.clone()).or_default();
+            let since = self.last_observed;
+            let samples = self
+                .runs
+                .entry(key.clone())
+                .or_insert_with(|| VecDeque::from([(since, 0)]));
             samples.push_back((now, p.run_count));
             while samples.len() > 2 && now.duration_since(samples[1].0) >= window {
                 samples.pop_front();
@@ -109,6 +122,7 @@ impl Health {
             );
             self.transition(&mut out, key, silent, "silent", detail);
         }
+        self.last_observed = now;
         out
     }
 
@@ -162,6 +176,16 @@ mod tests {
                 filtered: 0,
             }],
         }
+    }
+
+    #[test]
+    fn drops_before_the_first_observation_are_judged() {
+        // An agent started under load: its first tick already sees the drops.
+        let mut h = Health::new(Duration::from_secs(2), 0.1);
+        let t = Instant::now();
+        let w = h.observe(&snap(100, 500), t + Duration::from_millis(1100));
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert_eq!(w[0].reason, "drops");
     }
 
     #[test]

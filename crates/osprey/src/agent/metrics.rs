@@ -140,6 +140,25 @@ pub struct EventMetrics {
 }
 
 impl EventMetrics {
+    fn register(&self, r: &mut Registry) {
+        r.register(
+            "tcp_connections",
+            "TCP connections closed, by who opened them",
+            self.tcp_connections.clone(),
+        );
+        r.register_with_unit(
+            "tcp",
+            "TCP payload bytes of closed connections",
+            Unit::Bytes,
+            self.tcp_bytes.clone(),
+        );
+        r.register(
+            "tcp_retransmits",
+            "TCP segments retransmitted (closed connections)",
+            self.tcp_retransmits.clone(),
+        );
+    }
+
     pub fn observe(&self, event: &crate::pipeline::event::Event) {
         if let crate::pipeline::event::Payload::TcpClose(c) = &event.payload {
             let dir = |d: &str| DirectionLabels {
@@ -164,6 +183,7 @@ impl EventMetrics {
 type FloatGauge = Gauge<f64, AtomicU64>;
 
 /// Handles to every metric; the registry is shared with the HTTP server for encoding.
+#[derive(Default)]
 pub struct Metrics {
     pub program_runs: Family<ProgramLabels, Counter>,
     pub program_run_time: Family<ProgramLabels, FloatCounter>,
@@ -187,24 +207,7 @@ pub struct Metrics {
 
 impl Metrics {
     pub fn new(registry: &mut Registry) -> Self {
-        let m = Metrics {
-            program_runs: Family::default(),
-            program_run_time: Family::default(),
-            events: Family::default(),
-            ring_fill: Family::default(),
-            cache_entries: Gauge::default(),
-            cache_evictions: Counter::default(),
-            events_written: Counter::default(),
-            health_warnings: Family::default(),
-            probe_healthy: Family::default(),
-            module_enabled: Family::default(),
-            agent_rss: Gauge::default(),
-            agent_cpu: FloatCounter::default(),
-            events_measured: EventMetrics::default(),
-            modules: ModuleMetrics::default(),
-            last: HashMap::new(),
-            last_cpu_ticks: 0,
-        };
+        let m = Metrics::default();
         let r = registry.sub_registry_with_prefix("osprey");
         r.register(
             "program_runs",
@@ -269,23 +272,7 @@ impl Metrics {
             Unit::Seconds,
             m.agent_cpu.clone(),
         );
-        let e = &m.events_measured;
-        r.register(
-            "tcp_connections",
-            "TCP connections closed, by who opened them",
-            e.tcp_connections.clone(),
-        );
-        r.register_with_unit(
-            "tcp",
-            "TCP payload bytes of closed connections",
-            Unit::Bytes,
-            e.tcp_bytes.clone(),
-        );
-        r.register(
-            "tcp_retransmits",
-            "TCP segments retransmitted (closed connections)",
-            e.tcp_retransmits.clone(),
-        );
+        m.events_measured.register(r);
         m.modules.register(r);
         m
     }
@@ -306,6 +293,7 @@ impl Metrics {
 
     /// Folds a statistics snapshot into the counters.
     pub fn observe(&mut self, snap: &Snapshot) {
+        self.expose_health_at_zero(snap);
         for p in &snap.programs {
             let labels = ProgramLabels {
                 capability: p.capability.into(),
@@ -335,6 +323,26 @@ impl Metrics {
                         outcome: outcome.into(),
                     })
                     .inc_by(d);
+            }
+        }
+    }
+
+    /// Every health warning the snapshot's probes could raise, at zero until raised, so
+    /// that rates and alerts on the family work from the start.
+    fn expose_health_at_zero(&self, snap: &Snapshot) {
+        let zero = |capability: &str, kind: &str, reason: &str| {
+            let _ = self.health_warnings.get_or_create(&HealthLabels {
+                capability: capability.into(),
+                kind: kind.into(),
+                reason: reason.into(),
+            });
+        };
+        for k in &snap.kinds {
+            zero(k.capability, k.kind, "drops");
+        }
+        for p in &snap.programs {
+            if super::health::ALWAYS_ACTIVE.contains(&(p.capability, p.role)) {
+                zero(p.capability, p.role, "silent");
             }
         }
     }
@@ -404,6 +412,29 @@ pub fn openmetrics_to_text(openmetrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn health_warnings_are_exposed_at_zero_before_the_first() {
+        let mut registry = Registry::default();
+        let mut m = Metrics::new(&mut registry);
+        let snap = Snapshot {
+            kinds: vec![crate::kernel::stats::KindStats {
+                capability: "files",
+                kind: "file_open",
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        m.observe(&snap);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "osprey_health_warnings_total{capability=\"files\",kind=\"file_open\",reason=\"drops\"} 0"
+            ),
+            "{text}"
+        );
+    }
 
     #[test]
     fn text_format_names_counters_with_total() {

@@ -1,7 +1,9 @@
-//! The agent's modules. A module is a name, a config section under `[modules.NAME]` and a
-//! load function returning its capabilities (drained by the pipeline) and, optionally, a
-//! state it keeps while loaded (maps it reads, files it writes, detectors). Adding one
-//! (e.g. `fim`) is: a section in `ModulesConfig`, a name in `MODULES`, an arm in `load`.
+//! The agent's modules. Each implements `AgentModule` (whether its configuration asks for
+//! it, whether a reload must restart it, how it loads) and, once loaded, keeps a
+//! `ModuleState` (its periodic work and metrics, its line in `osprey ctl list`, its stop).
+//! The capabilities it loads are those the registry (`crate::capabilities`) gives it.
+//! Adding one (e.g. `fim`) is: a section in `ModulesConfig`, an `AgentModule` in `MODULES`,
+//! its capabilities' `agent` entry (and defaults) in the registry.
 
 use serde_json::{json, Value};
 
@@ -12,9 +14,6 @@ use super::AgentError;
 use crate::kernel::loader::{CapabilitySpec, KernelConfig, LoadOptions, LoadedCapability};
 use crate::{files, process};
 
-/// The modules the agent knows, in drain order (process first: it feeds the cache).
-pub const MODULES: &[&str] = &["process", "security", "files", "tcp", "profile", "flows"];
-
 /// What modules may use while loading.
 pub struct ModuleEnv<'a> {
     pub config: &'a AgentConfig,
@@ -22,9 +21,51 @@ pub struct ModuleEnv<'a> {
     pub metrics: &'a ModuleMetrics,
 }
 
+/// One agent module, as the agent drives it: enabled from the configuration, loaded (on a
+/// thread of its own where it can), restarted on a reload that changed it, stopped by
+/// dropping its `ModuleState` and capabilities.
+pub trait AgentModule: Sync {
+    fn name(&self) -> &'static str;
+    /// Its section's `enabled`.
+    fn enabled(&self, config: &AgentConfig) -> bool;
+    /// Its settings differ: a reload restarts it.
+    fn changed(&self, old: &AgentConfig, new: &AgentConfig) -> bool;
+    /// Why it cannot run although enabled (said in `osprey ctl list`); none: it can.
+    fn unusable(&self, config: &AgentConfig) -> Option<&'static str> {
+        let _ = config;
+        None
+    }
+    /// Checks its files and settings; a reload that fails here changes nothing.
+    fn prepare(&self, config: &AgentConfig) -> Result<(), AgentError> {
+        let _ = config;
+        Ok(())
+    }
+    /// Whether `load_detached` can run on another thread (it needs nothing of the agent's).
+    fn detached(&self) -> bool {
+        false
+    }
+    /// Loads on another thread; only called when `detached`.
+    fn load_detached(
+        &self,
+        config: &AgentConfig,
+        metrics: &ModuleMetrics,
+    ) -> Result<DetachedModule, AgentError> {
+        let _ = (config, metrics);
+        Err(AgentError::Invalid(format!(
+            "{}: does not load on a thread of its own",
+            self.name()
+        )))
+    }
+    /// Loads on the agent's thread.
+    fn load(&self, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
+        self.load_detached(env.config, env.metrics)
+            .map(LoadedModule::from)
+    }
+}
+
 /// What a loaded module keeps besides its capabilities.
 pub trait ModuleState {
-    /// Once a second; `record` writes a line to the event log.
+    /// Once a second (its work and metrics); `record` writes a line to the event log.
     fn tick(&mut self, record: &mut dyn FnMut(Value)) {
         let _ = record;
     }
@@ -58,60 +99,161 @@ impl From<DetachedModule> for LoadedModule {
     }
 }
 
-/// Whether the configuration asks for the module (flows also needs interfaces).
-pub fn wanted(config: &AgentConfig, name: &str) -> bool {
-    match name {
-        "flows" => config.modules.flows.enabled && !config.modules.flows.interfaces.is_empty(),
-        _ => config.module_section(name)["enabled"] == true,
+/// The modules the agent knows, in drain order (process first: it feeds the cache).
+pub static MODULES: &[&dyn AgentModule] = &[
+    &Simple {
+        name: "process",
+        spec: process::SPEC,
+        settings: |c| &c.modules.process,
+    },
+    &Security,
+    &Simple {
+        name: "files",
+        spec: files::SPEC,
+        settings: |c| &c.modules.files,
+    },
+    &Simple {
+        name: "tcp",
+        spec: crate::net::tcp::SPEC,
+        settings: |c| &c.modules.tcp,
+    },
+    &Profile,
+    &Flows,
+];
+
+/// A module by name.
+pub fn find(name: &str) -> Option<&'static dyn AgentModule> {
+    MODULES.iter().copied().find(|m| m.name() == name)
+}
+
+/// The names of all modules, for messages.
+pub fn names() -> Vec<&'static str> {
+    MODULES.iter().map(|m| m.name()).collect()
+}
+
+/// Position of a capability's module in `MODULES` (drain order).
+pub fn drain_rank(capability: &str) -> usize {
+    let module = crate::capabilities::module_of(capability);
+    MODULES
+        .iter()
+        .position(|m| Some(m.name()) == module)
+        .unwrap_or(MODULES.len())
+}
+
+/// A module of one event capability with the common settings (ring, rate, comm).
+struct Simple {
+    name: &'static str,
+    spec: CapabilitySpec,
+    settings: fn(&AgentConfig) -> &ModuleConfig,
+}
+
+impl Simple {
+    fn settings<'c>(&self, config: &'c AgentConfig) -> &'c ModuleConfig {
+        (self.settings)(config)
     }
 }
 
-/// The capability names a module loads (for drain order and forgetting counters).
-pub fn capability_names(name: &str) -> &'static [&'static str] {
-    match name {
-        "process" => &["process"],
-        "security" => &["security", super::security::OPENS_SPEC.name],
-        "files" => &["files"],
-        "tcp" => &["tcp"],
-        "profile" => &["profile"],
-        "flows" => &["flows"],
-        _ => &[],
+impl AgentModule for Simple {
+    fn name(&self) -> &'static str {
+        self.name
+    }
+    fn enabled(&self, config: &AgentConfig) -> bool {
+        self.settings(config).enabled
+    }
+    fn changed(&self, old: &AgentConfig, new: &AgentConfig) -> bool {
+        self.settings(old) != self.settings(new)
+    }
+    fn detached(&self) -> bool {
+        true
+    }
+    fn load_detached(
+        &self,
+        config: &AgentConfig,
+        _: &ModuleMetrics,
+    ) -> Result<DetachedModule, AgentError> {
+        let module = self.settings(config);
+        let options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
+        let cap = load_capability(self.name, self.spec, &options)?;
+        Ok(LoadedModule {
+            notes: degraded_notes(&cap),
+            capabilities: vec![cap],
+            state: None,
+        })
     }
 }
 
-pub fn load(name: &str, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
-    if let Some(load) = detached_loader(name, env.config, env.metrics) {
-        return load().map(LoadedModule::from);
+struct Security;
+
+impl AgentModule for Security {
+    fn name(&self) -> &'static str {
+        "security"
     }
-    match name {
-        "security" => super::security::load(env),
-        "flows" => super::flows::load(env),
-        _ => Err(AgentError::Io {
-            what: format!("module {name}"),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "unknown module"),
-        }),
+    fn enabled(&self, config: &AgentConfig) -> bool {
+        config.modules.security.enabled
+    }
+    fn changed(&self, old: &AgentConfig, new: &AgentConfig) -> bool {
+        old.modules.security != new.modules.security || old.state_dir != new.state_dir
+    }
+    fn prepare(&self, config: &AgentConfig) -> Result<(), AgentError> {
+        super::security::prepare(config).map(drop)
+    }
+    fn load(&self, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
+        super::security::load(env)
     }
 }
 
-/// Loads a module that needs nothing of the agent's thread (no detection slot).
-pub type DetachedLoad<'a> = Box<dyn FnOnce() -> Result<DetachedModule, AgentError> + Send + 'a>;
+struct Profile;
 
-/// The loader of a module that can load on a thread of its own: at start-up those load
-/// side by side with the others, since verification and relocation dominate the time to
-/// attached. None for the other modules.
-pub fn detached_loader<'a>(
-    name: &str,
-    config: &'a AgentConfig,
-    metrics: &'a ModuleMetrics,
-) -> Option<DetachedLoad<'a>> {
-    let m = &config.modules;
-    Some(match name {
-        "process" => Box::new(move || simple("process", process::SPEC, &m.process)),
-        "files" => Box::new(move || simple("files", files::SPEC, &m.files)),
-        "tcp" => Box::new(move || simple("tcp", crate::net::tcp::SPEC, &m.tcp)),
-        "profile" => Box::new(move || super::profiler::load(config, metrics)),
-        _ => return None,
-    })
+impl AgentModule for Profile {
+    fn name(&self) -> &'static str {
+        "profile"
+    }
+    fn enabled(&self, config: &AgentConfig) -> bool {
+        config.modules.profile.enabled
+    }
+    fn changed(&self, old: &AgentConfig, new: &AgentConfig) -> bool {
+        old.modules.profile != new.modules.profile
+    }
+    fn detached(&self) -> bool {
+        true
+    }
+    fn load_detached(
+        &self,
+        config: &AgentConfig,
+        metrics: &ModuleMetrics,
+    ) -> Result<DetachedModule, AgentError> {
+        super::profiler::load(config, metrics)
+    }
+}
+
+struct Flows;
+
+impl AgentModule for Flows {
+    fn name(&self) -> &'static str {
+        "flows"
+    }
+    fn enabled(&self, config: &AgentConfig) -> bool {
+        config.modules.flows.enabled
+    }
+    fn changed(&self, old: &AgentConfig, new: &AgentConfig) -> bool {
+        old.modules.flows != new.modules.flows
+    }
+    fn unusable(&self, config: &AgentConfig) -> Option<&'static str> {
+        config
+            .modules
+            .flows
+            .interfaces
+            .is_empty()
+            .then_some("no interfaces configured ([modules.flows] interfaces)")
+    }
+    fn load(&self, env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
+        super::flows::load(env)
+    }
+}
+
+/// Whether the configuration asks for the module and it can run.
+pub fn wanted(module: &dyn AgentModule, config: &AgentConfig) -> bool {
+    module.enabled(config) && module.unusable(config).is_none()
 }
 
 /// Ring size and kernel filters common to the event modules.
@@ -146,19 +288,4 @@ pub fn degraded_notes(cap: &LoadedCapability) -> Vec<(&'static str, String)> {
             ("warning", message)
         })
         .collect()
-}
-
-fn simple(
-    name: &str,
-    spec: CapabilitySpec,
-    module: &ModuleConfig,
-) -> Result<DetachedModule, AgentError> {
-    let name = MODULES.iter().find(|m| **m == name).copied().unwrap_or("?");
-    let options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
-    let cap = load_capability(name, spec, &options)?;
-    Ok(LoadedModule {
-        notes: degraded_notes(&cap),
-        capabilities: vec![cap],
-        state: None,
-    })
 }

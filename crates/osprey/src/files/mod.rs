@@ -158,10 +158,20 @@ impl FileOpen {
             "path_truncated",
             &(self.status & status::PATH_TRUNCATED != 0),
         )?;
-        if self.status & status::RESOLVED_TRUNCATED != 0 {
+        if self.abs_path_truncated() {
             map.serialize_entry("abs_path_truncated", &true)?;
         }
         Ok(())
+    }
+
+    /// The absolute path is incomplete: the kernel's walk stopped early, or it was built
+    /// from a path as passed that was itself cut (ENAMETOOLONG: longer than the kernel takes).
+    pub fn abs_path_truncated(&self) -> bool {
+        let from_passed_path = self.status & status::RESOLVED_FROM_FILE == 0;
+        self.status & status::RESOLVED_TRUNCATED != 0
+            || (from_passed_path
+                && (self.status & status::PATH_TRUNCATED != 0
+                    || self.errno() == Some(libc::ENAMETOOLONG)))
     }
 
     /// FD, ERR, FLAGS and PATH columns of the table.
@@ -170,20 +180,25 @@ impl FileOpen {
             Some(e) => ("-1".to_string(), errno_name(e).to_string()),
             None => (self.ret.to_string(), "0".to_string()),
         };
-        let shown = if self.abs_path.is_empty() {
-            &self.path
+        let (shown, cut) = if self.abs_path.is_empty() {
+            (&self.path, self.status & status::PATH_TRUNCATED != 0)
         } else {
-            &self.abs_path
+            (&self.abs_path, self.abs_path_truncated())
         };
         format!(
-            "{fd:>4} {err:<7} {:<22} {}",
+            "{fd:>4} {err:<12} {:<22} {}{}",
             open_flags_text(self.flags),
-            escape_for_terminal(shown)
+            escape_for_terminal(shown),
+            if cut { TRUNCATED_MARK } else { "" }
         )
     }
 }
 
-pub const TABLE_HEADER: &str = "  FD ERR     FLAGS                  PATH";
+/// Follows a path in a table that is not all of the real one.
+pub const TRUNCATED_MARK: &str = " [truncated]";
+
+/// ERR fits the longest errno name (ENAMETOOLONG).
+pub const TABLE_HEADER: &str = "  FD ERR          FLAGS                  PATH";
 
 /// O_* flag names, `|`-joined, like strace.
 pub fn open_flags_text(flags: u64) -> String {

@@ -238,9 +238,10 @@ impl PerfSampling {
 }
 
 impl LoadOptions {
-    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment.
+    /// Reads OSPREY_DENY_PROGRAMS (comma-separated program names) from the environment;
+    /// warns once on stderr about a name that is no program of Osprey's.
     pub fn denied_from_env() -> BTreeSet<String> {
-        std::env::var("OSPREY_DENY_PROGRAMS")
+        let denied: BTreeSet<String> = std::env::var("OSPREY_DENY_PROGRAMS")
             .map(|v| {
                 v.split(',')
                     .map(str::trim)
@@ -248,7 +249,19 @@ impl LoadOptions {
                     .map(String::from)
                     .collect()
             })
-            .unwrap_or_default()
+            .unwrap_or_default();
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        let unknown = crate::capabilities::unknown_programs(&denied);
+        if !unknown.is_empty() {
+            WARNED.call_once(|| {
+                eprintln!(
+                    "osprey: warning: OSPREY_DENY_PROGRAMS names no program of Osprey's: {} \
+                     (names as in `osprey check --output json`)",
+                    unknown.join(", ")
+                );
+            });
+        }
+        denied
     }
 }
 
@@ -307,6 +320,9 @@ pub struct LoadedCapability {
     /// What this reader last wrote to `reader_idle` (the kernel clears it when it wakes us).
     reader_idle_set: bool,
     ebpf: Ebpf,
+    /// Kernel state the attach added besides links (clsact qdiscs), removed after `ebpf`
+    /// detached the programs: fields drop in declaration order.
+    _added_qdiscs: AddedClsact,
 }
 
 impl LoadedCapability {
@@ -321,9 +337,7 @@ impl LoadedCapability {
         let uid = cfg.uid.unwrap_or(u32::MAX);
         let comm_set = u8::from(cfg.comm.is_some());
         let rate_process = cfg.rate_per_process.unwrap_or(0);
-        let cpus = aya::util::nr_cpus().unwrap_or(1).max(1) as u64;
-        // The global bucket is per CPU (no locks in tracing programs): split the rate.
-        let rate_global = cfg.rate_global.map(|r| (r / cpus).max(1)).unwrap_or(0);
+        let rate_global = cfg.rate_global.unwrap_or(0);
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
 
         // The filter globals are in every object built from osprey.h, the extras are the
@@ -334,7 +348,7 @@ impl LoadedCapability {
             ("target_comm_set", vec![comm_set]),
             ("target_comm", comm.to_vec()),
             ("rate_per_process", rate_process.to_ne_bytes().to_vec()),
-            ("rate_global_per_cpu", rate_global.to_ne_bytes().to_vec()),
+            ("rate_global", rate_global.to_ne_bytes().to_vec()),
         ];
         let globals = common
             .into_iter()
@@ -346,6 +360,8 @@ impl LoadedCapability {
                     .map(|(name, value)| (*name, value.clone(), true)),
             )
             .collect();
+        // Declared before the object: on an early return it drops after the programs detach.
+        let mut added_qdiscs = AddedClsact::default();
         let mut max_entries = vec![("osprey_events", ring_bytes)];
         max_entries.extend_from_slice(&options.map_max_entries);
         let mut ebpf = load_object(ObjectRequest {
@@ -369,7 +385,14 @@ impl LoadedCapability {
                     continue;
                 }
             }
-            let outcome = attach_role(&mut ebpf, role, options, &btf, spec.object.bytes);
+            let outcome = attach_role(
+                &mut ebpf,
+                role,
+                options,
+                &btf,
+                spec.object.bytes,
+                &mut added_qdiscs,
+            );
             if role.required && outcome.chosen.is_none() {
                 return Err(LoadError::NoHook {
                     capability: spec.name,
@@ -409,6 +432,7 @@ impl LoadedCapability {
             reader_idle,
             reader_idle_set: false,
             ebpf,
+            _added_qdiscs: added_qdiscs,
         })
     }
 
@@ -499,6 +523,7 @@ fn attach_role(
     options: &LoadOptions,
     btf: &aya::Btf,
     object: &[u8],
+    added_qdiscs: &mut AddedClsact,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
     for hook in role.hooks {
@@ -508,7 +533,7 @@ fn attach_role(
         }
         let attached = match hook.attach {
             Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
-                attach_net_hook(ebpf, hook, options)
+                attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
             _ => attach_hook(
                 ebpf,
@@ -632,8 +657,14 @@ fn attach_hook(
 
 /// Attaches an XDP or tc program to every interface in `options.interfaces`. A failure on
 /// any interface fails the hook; the caller then unloads the program, which detaches it
-/// from the interfaces done so far, so nothing stays attached.
-fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Result<(), String> {
+/// from the interfaces done so far, so nothing stays attached. A clsact qdisc it adds is
+/// recorded in `added_qdiscs`, whose owner removes it.
+fn attach_net_hook(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    options: &LoadOptions,
+    added_qdiscs: &mut AddedClsact,
+) -> Result<(), String> {
     if options.interfaces.is_empty() {
         return Err("no interface given".into());
     }
@@ -670,11 +701,18 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
                 let how = if hook.attach == Attach::TcxEgress {
                     TcAttachOptions::TcxOrder(LinkOrder::default())
                 } else {
-                    // EEXIST: the interface already has a clsact qdisc, which is what we need.
-                    if let Err(e) = tc::qdisc_add_clsact(name) {
-                        let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
-                        if !exists {
-                            return Err(format!("{name}: clsact qdisc: {}", describe_error(&e)));
+                    // EEXIST: the interface already has a clsact qdisc, which is what we need
+                    // (and not ours to remove).
+                    match tc::qdisc_add_clsact(name) {
+                        Ok(()) => added_qdiscs.0.push(name.clone()),
+                        Err(e) => {
+                            let exists = matches!(&e, tc::TcError::NetlinkError(n) if n.raw_os_error() == Some(libc::EEXIST));
+                            if !exists {
+                                return Err(format!(
+                                    "{name}: clsact qdisc: {}",
+                                    describe_error(&e)
+                                ));
+                            }
                         }
                     }
                     TcAttachOptions::Netlink(Default::default())
@@ -686,6 +724,19 @@ fn attach_net_hook(ebpf: &mut Ebpf, hook: &Hook, options: &LoadOptions) -> Resul
         _ => return Err("not a network hook".into()),
     }
     Ok(())
+}
+
+/// clsact qdiscs a load added (by interface name), deleted when dropped: an interface
+/// keeps no qdisc it did not have, whoever loaded the capability (command or agent).
+#[derive(Default)]
+struct AddedClsact(Vec<String>);
+
+impl Drop for AddedClsact {
+    fn drop(&mut self) {
+        for name in &self.0 {
+            let _ = crate::net::clsact::delete_clsact(name);
+        }
+    }
 }
 
 /// True when loading failed because an interface already has someone else's program.

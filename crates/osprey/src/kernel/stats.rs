@@ -92,29 +92,51 @@ impl Snapshot {
         self.kinds.iter().map(|k| k.dropped).sum()
     }
 
-    /// A human-readable report for stderr.
+    /// A human-readable report for stderr: programs, then event counters.
     pub fn render(&self) -> String {
-        let mut out = String::new();
-        out.push_str(&format!(
-            "{:<10} {:<12} {:<28} {:>12} {:>10}\n",
-            "CAPABILITY", "ROLE", "HOOK", "RUNS", "AVG_NS"
-        ));
-        for p in &self.programs {
-            out.push_str(&format!(
-                "{:<10} {:<12} {:<28} {:>12} {:>10}\n",
-                p.capability, p.role, p.hook, p.run_count, p.avg_ns_per_run
-            ));
-        }
-        out.push_str(&format!(
-            "{:<10} {:<12} {:>12} {:>10} {:>10} {:>10}\n",
-            "CAPABILITY", "KIND", "EMITTED", "DROPPED", "THROTTLED", "FILTERED"
-        ));
-        for k in &self.kinds {
-            out.push_str(&format!(
-                "{:<10} {:<12} {:>12} {:>10} {:>10} {:>10}\n",
-                k.capability, k.kind, k.emitted, k.dropped, k.throttled, k.filtered
-            ));
-        }
-        out
+        use crate::pipeline::table::{render, Align::*};
+        let programs: Vec<Vec<String>> = self
+            .programs
+            .iter()
+            .map(|p| {
+                vec![
+                    p.capability.to_string(),
+                    p.role.to_string(),
+                    p.hook.clone(),
+                    p.run_count.to_string(),
+                    p.avg_ns_per_run.to_string(),
+                ]
+            })
+            .collect();
+        let kinds: Vec<Vec<String>> = self
+            .kinds
+            .iter()
+            .map(|k| {
+                vec![
+                    k.capability.to_string(),
+                    k.kind.to_string(),
+                    k.emitted.to_string(),
+                    k.dropped.to_string(),
+                    k.throttled.to_string(),
+                    k.filtered.to_string(),
+                ]
+            })
+            .collect();
+        let program_header = [
+            ("CAPABILITY", Left),
+            ("ROLE", Left),
+            ("HOOK", Left),
+            ("RUNS", Right),
+            ("AVG_NS", Right),
+        ];
+        let kind_header = [
+            ("CAPABILITY", Left),
+            ("KIND", Left),
+            ("EMITTED", Right),
+            ("DROPPED", Right),
+            ("THROTTLED", Right),
+            ("FILTERED", Right),
+        ];
+        render(&program_header, &programs) + &render(&kind_header, &kinds)
     }
 }

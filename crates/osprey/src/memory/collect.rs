@@ -150,33 +150,7 @@ impl Collector {
 
         let mut processes: Vec<ProcessFaults> = by_pid
             .into_iter()
-            .map(|(pid, rows)| {
-                let mut mappings = merge_stacks(rows);
-                let mut faults = Faults::default();
-                let mut per_second = vec![Faults::default(); seconds];
-                for m in &mut mappings {
-                    faults.add(m.faults);
-                    let mut mine = vec![Faults::default(); seconds];
-                    for cell in &m.heat {
-                        mine[cell.second as usize].add(cell.faults);
-                        per_second[cell.second as usize].add(cell.faults);
-                    }
-                    m.per_second = numbered(&mine);
-                }
-                mappings.sort_by(|a, b| {
-                    b.faults
-                        .total()
-                        .cmp(&a.faults.total())
-                        .then(a.start.cmp(&b.start))
-                });
-                ProcessFaults {
-                    pid,
-                    comm: self.comm(pid),
-                    faults,
-                    per_second: numbered(&per_second),
-                    mappings,
-                }
-            })
+            .map(|(pid, rows)| self.process_row(pid, rows, seconds))
             .collect();
         processes.sort_by(|a, b| {
             b.faults
@@ -213,6 +187,38 @@ impl Collector {
             process_count,
             processes,
             losses: self.losses(options.ring_dropped),
+        }
+    }
+}
+
+impl Collector {
+    /// One process: its mappings (stacks merged, busiest first) with per-second faults,
+    /// and its totals.
+    fn process_row(&self, pid: u32, rows: Vec<MappingFaults>, seconds: usize) -> ProcessFaults {
+        let mut mappings = merge_stacks(rows);
+        let mut faults = Faults::default();
+        let mut per_second = vec![Faults::default(); seconds];
+        for m in &mut mappings {
+            faults.add(m.faults);
+            let mut mine = vec![Faults::default(); seconds];
+            for cell in &m.heat {
+                mine[cell.second as usize].add(cell.faults);
+                per_second[cell.second as usize].add(cell.faults);
+            }
+            m.per_second = numbered(&mine);
+        }
+        mappings.sort_by(|a, b| {
+            b.faults
+                .total()
+                .cmp(&a.faults.total())
+                .then(a.start.cmp(&b.start))
+        });
+        ProcessFaults {
+            pid,
+            comm: self.comm(pid),
+            faults,
+            per_second: numbered(&per_second),
+            mappings,
         }
     }
 }

@@ -6,6 +6,7 @@ use std::fmt::Write as _;
 use std::io::{self, Write};
 
 use super::{MappingFaults, MemoryReport, HEAT_ROWS};
+use crate::wire::text::escape_xml as escape;
 
 const PLOT_WIDTH: f64 = 900.0;
 const ROW_HEIGHT: f64 = 5.0;
@@ -36,23 +37,6 @@ pub fn busiest(report: &MemoryReport, panels: usize) -> Vec<(u32, &str, &Mapping
     all.retain(|m| m.2.faults.total() >= floor.max(1));
     all.truncate(panels);
     all
-}
-
-fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            // Not allowed in XML 1.0 at all.
-            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
 }
 
 /// Light yellow (few) to dark red (most), by the fraction `t` in 0..=1.

@@ -12,6 +12,7 @@
 pub mod collect;
 pub mod heatmap;
 pub mod pmu;
+pub mod session;
 
 use serde::Serialize;
 

@@ -1,28 +1,11 @@
-//! The tc clsact qdisc that the egress fallback (kernels without tcx) needs: Osprey adds it
-//! where it is missing, so it must also remove it again, or an interface keeps a qdisc it
-//! did not have. aya can add one but not delete it; deleting is one rtnetlink request.
-
-use aya::programs::tc;
+//! The tc clsact qdisc that the egress fallback (kernels without tcx) needs: the loader
+//! adds it where it is missing, and the loaded capability removes it again when dropped, or
+//! an interface keeps a qdisc it did not have. aya can add one but not delete it; deleting
+//! is one rtnetlink request.
 
 const RTM_DELQDISC: u16 = 37;
 const TC_H_CLSACT: u32 = 0xFFFF_FFF1;
 const CLSACT_HANDLE: u32 = 0xFFFF_0000;
-
-/// Interfaces (of `names`) that have no clsact qdisc now. Found by adding one and removing
-/// it again where the add succeeds (aya has no query), so the state is left as it was.
-pub fn interfaces_without_clsact(names: &[String]) -> Vec<String> {
-    names
-        .iter()
-        .filter(|name| {
-            let added = tc::qdisc_add_clsact(name).is_ok();
-            if added {
-                let _ = delete_clsact(name);
-            }
-            added
-        })
-        .cloned()
-        .collect()
-}
 
 /// `tc qdisc del dev IF clsact`, over rtnetlink.
 pub fn delete_clsact(ifname: &str) -> std::io::Result<()> {

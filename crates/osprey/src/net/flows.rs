@@ -337,6 +337,13 @@ impl FlowTable {
         out
     }
 
+    /// `export` now, with a FIN grace of at most a second: the final ACK follows a FIN,
+    /// and waiting a little lets it join the flow rather than start a new one.
+    pub fn export_due(&mut self, idle_ns: u64, all: bool) -> Vec<FlowRecord> {
+        let fin_grace_ns = idle_ns.min(1_000_000_000);
+        self.export(flow_clock_now_ns(), idle_ns, fin_grace_ns, all)
+    }
+
     pub fn totals(&self) -> FlowTotals {
         let mut t = FlowTotals {
             exported: self.exported,

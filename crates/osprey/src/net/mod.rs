@@ -2,6 +2,7 @@
 //! `osprey flows` (XDP + tcx flow accounting). Shared here: addresses and CIDR filters.
 
 pub mod clsact;
+pub mod flow_session;
 pub mod flows;
 pub mod tcp;
 

@@ -124,7 +124,8 @@ impl AlertWriter {
                     ctx.pid,
                     escape_for_terminal(ctx.comm),
                     alert.outcome,
-                    escape_for_terminal(alert.output.as_bytes()),
+                    // Escaped already, as COMM is (Rule::render_output).
+                    alert.output,
                     alert.note.map(|n| format!(" ({n})")).unwrap_or_default(),
                 )
             }

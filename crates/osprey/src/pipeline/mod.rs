@@ -2,10 +2,12 @@
 
 pub mod cache;
 pub mod detect;
+pub mod drain;
 pub mod event;
 pub mod process_json;
 pub mod run;
 pub mod sink;
+pub mod table;
 
 pub use event::{decode, DecodeError, Event, Header, Payload};
 // MERGE-SHIM: removed once every branch imports crate::wire::text.

@@ -1,22 +1,23 @@
-//! The run loop: waits for a ring wake-up (sent by the kernel only once a batch is queued)
-//! or the drain timer, drains every ring, enriches and writes events, and stops on a
-//! signal, `--duration`, `--count` or a closed output, draining what is left first.
+//! The run loop every command and the agent share: waits for a ring wake-up (sent by the
+//! kernel only once a batch is queued), the drain timer, a periodic tick, a control request
+//! or a signal; drains every ring, enriches and writes events; stops on a signal,
+//! `--duration`, `--count`, a closed output or a hook's say-so, then drains what is left
+//! within a budget. What differs between callers is in their `RunHooks`.
 
-use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::ops::ControlFlow;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
+use tokio::sync::mpsc;
+use tokio::time::{interval_at, Interval, MissedTickBehavior};
 
-use super::cache::{ProcessCache, ProcessContext};
-use super::event::{decode, Event};
-use super::sink::Sink;
+pub use super::drain::{
+    DrainTimer, EventFilter, Pipeline, PipelineCounters, RingPoller, IDLE_BACKSTOP,
+};
 use crate::kernel::loader::LoadedCapability;
 use crate::kernel::stats::Snapshot;
-
-pub type EventFilter = Box<dyn Fn(&Event, &ProcessContext<'_>) -> bool>;
 
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -31,6 +32,18 @@ pub struct RunOptions {
     pub idle_backstop: Option<Duration>,
     /// Longest time the final drain may take after a stop request.
     pub final_drain_budget: Duration,
+    /// How often `RunHooks::tick` runs, the first time at once; none: never.
+    pub tick_every: Option<Duration>,
+    /// Flush the sink after every drain that wrote (a person watching sees each batch at
+    /// once); otherwise the caller flushes (the agent, once a second).
+    pub flush_each_batch: bool,
+    /// SIGHUP goes to `RunHooks::hangup` instead of ending the process.
+    pub catch_hangup: bool,
+    /// Between two drains that stopped at their budget, let the runtime run timers and
+    /// other tasks (the agent's tick, metrics and control socket). Otherwise the next drain
+    /// follows at once and a stop is noticed when the rings are empty: a command delivers
+    /// everything queued before the stop.
+    pub yield_between_passes: bool,
 }
 
 impl Default for RunOptions {
@@ -42,6 +55,10 @@ impl Default for RunOptions {
             drain_interval: Duration::from_millis(10),
             idle_backstop: Some(IDLE_BACKSTOP),
             final_drain_budget: Duration::from_millis(500),
+            tick_every: None,
+            flush_each_batch: true,
+            catch_hangup: false,
+            yield_between_passes: false,
         }
     }
 }
@@ -53,14 +70,6 @@ pub enum StopReason {
     Duration,
     Count,
     OutputClosed,
-}
-
-#[derive(Debug, Default, serde::Serialize)]
-pub struct PipelineCounters {
-    pub decoded: u64,
-    pub undecodable: u64,
-    pub written: u64,
-    pub filtered: u64,
 }
 
 pub struct Summary {
@@ -98,197 +107,167 @@ impl Summary {
     }
 }
 
-/// Longest sleep of an idle reader between drains. A record only misses its wake-up when
-/// it is emitted in the instant between the kernel reading the idle switch and the
-/// reader's last look (see `DrainTimer::after_drain`); this bounds how long it waits.
-pub const IDLE_BACKSTOP: Duration = Duration::from_secs(1);
+/// What a caller of the run loop does besides draining. Every method has a default that
+/// does nothing; `ControlFlow::Break` stops the loop with that reason.
+pub trait RunHooks {
+    /// A request from outside the process (the agent's control socket).
+    type Request;
 
-/// When to drain next. While rings deliver, every `interval` (the kernel wakes the reader
-/// only for large batches). Once a drain finds nothing, the rings are told to wake the
-/// reader with their next record and the timer stretches to the backstop: an idle reader
-/// then costs no periodic wake-ups, and a first event after a quiet spell is drained at
-/// once instead of at the next tick.
-pub struct DrainTimer {
-    interval: Duration,
-    backstop: Option<Duration>,
-    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// After every drain (capabilities that aggregate in the kernel read their maps here).
+    fn after_drain(&mut self, pipeline: &mut Pipeline<'_>) -> ControlFlow<StopReason> {
+        let _ = pipeline;
+        ControlFlow::Continue(())
+    }
+
+    /// Every `RunOptions::tick_every`, before that pass's drain.
+    fn tick(&mut self, pipeline: &mut Pipeline<'_>) -> ControlFlow<StopReason> {
+        let _ = pipeline;
+        ControlFlow::Continue(())
+    }
+
+    fn request(&mut self, pipeline: &mut Pipeline<'_>, request: Self::Request) {
+        let _ = (pipeline, request);
+    }
+
+    /// SIGHUP, when `RunOptions::catch_hangup`.
+    fn hangup(&mut self, pipeline: &mut Pipeline<'_>) {
+        let _ = pipeline;
+    }
 }
 
-impl DrainTimer {
-    pub fn new(interval: Duration, backstop: Option<Duration>) -> Self {
-        Self {
-            interval,
-            backstop,
-            sleep: Box::pin(tokio::time::sleep(interval)),
+/// Hooks that only read the capabilities' maps after every drain.
+pub struct AfterDrain<F>(pub F);
+
+impl<F: FnMut(&[LoadedCapability])> RunHooks for AfterDrain<F> {
+    type Request = ();
+
+    fn after_drain(&mut self, pipeline: &mut Pipeline<'_>) -> ControlFlow<StopReason> {
+        (self.0)(&pipeline.capabilities);
+        ControlFlow::Continue(())
+    }
+}
+
+/// What woke the loop.
+enum Wake<R> {
+    Drain,
+    Tick,
+    Stats,
+    Request(R),
+    Hangup,
+    Stop(StopReason),
+}
+
+/// Set by a SIGINT or SIGTERM that arrives before a run loop listens.
+static EARLY_STOP: AtomicBool = AtomicBool::new(false);
+
+/// Remembers a SIGINT or SIGTERM that arrives before any run loop listens (for example
+/// between a command's "tracing" line and the start of its loop), so the loop stops at once
+/// with its final drain and summary instead of the process dying with the default action.
+/// The `osprey` binary calls it first thing.
+pub fn remember_early_stop() -> io::Result<()> {
+    for signal in [libc::SIGINT, libc::SIGTERM] {
+        // SAFETY: the action only stores to an atomic, which is async-signal-safe.
+        unsafe {
+            signal_hook_registry::register(signal, || EARLY_STOP.store(true, Ordering::SeqCst))
+        }?;
+    }
+    Ok(())
+}
+
+/// The signals the loop answers. Installed before anything else so that a SIGTERM during
+/// a caller's start-up is a clean stop, not the default death.
+pub struct Signals {
+    interrupt: Signal,
+    terminate: Signal,
+    hangup: Option<Signal>,
+}
+
+impl Signals {
+    pub fn install(catch_hangup: bool) -> io::Result<Self> {
+        Ok(Self {
+            interrupt: signal(SignalKind::interrupt())?,
+            terminate: signal(SignalKind::terminate())?,
+            hangup: catch_hangup
+                .then(|| signal(SignalKind::hangup()))
+                .transpose()?,
+        })
+    }
+}
+
+/// Ticks every `period`, the first after `first` (an agent's health needs a baseline taken
+/// at once; a stats line after a whole period).
+fn every(period: Option<Duration>, first: Duration) -> Option<Interval> {
+    period.map(|d| {
+        let mut i = interval_at(tokio::time::Instant::now() + first, d);
+        i.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        i
+    })
+}
+
+async fn next_tick(interval: &mut Option<Interval>) {
+    match interval {
+        Some(i) => {
+            i.tick().await;
         }
+        None => std::future::pending().await,
     }
+}
 
-    /// Resolves when the next drain is due.
-    pub async fn due(&mut self) {
-        self.sleep.as_mut().await;
+async fn next_request<R>(requests: &mut Option<&mut mpsc::Receiver<R>>) -> Option<R> {
+    match requests {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
     }
+}
 
-    /// Call after every drain. Returns false when the output closed during the extra drain.
-    pub fn after_drain(
-        &mut self,
-        pipeline: &mut Pipeline<'_>,
-        count_limit: Option<u64>,
-    ) -> io::Result<bool> {
-        let mut open = true;
-        let found = pipeline.last_drain_records > 0 || pipeline.more_pending;
-        let idle = match self.backstop {
-            Some(_) if !found => {
-                // The switch first, then one more look: a record queued before the
-                // switch was set woke nobody, and is caught here.
-                pipeline
-                    .capabilities
-                    .iter_mut()
-                    .all(|c| c.set_reader_idle())
-                    && {
-                        open = pipeline.drain(count_limit)?;
-                        pipeline.last_drain_records == 0 && !pipeline.more_pending
-                    }
+/// The loop's timers and wake-up sources.
+struct Waiters<'r, R> {
+    poller: RingPoller,
+    generation: u64,
+    timer: DrainTimer,
+    ticks: Option<Interval>,
+    stats: Option<Interval>,
+    deadline: Option<tokio::time::Instant>,
+    requests: Option<&'r mut mpsc::Receiver<R>>,
+    yielding: bool,
+}
+
+impl<R> Waiters<'_, R> {
+    async fn wait(&mut self, signals: &mut Signals, more_pending: bool) -> Wake<R> {
+        let hangup = async {
+            match &mut signals.hangup {
+                Some(s) => s.recv().await,
+                None => std::future::pending().await,
             }
-            _ => false,
         };
-        let wait = match (idle, self.backstop) {
-            (true, Some(backstop)) => backstop,
-            _ => self.interval,
-        };
-        self.sleep
-            .as_mut()
-            .reset(tokio::time::Instant::now() + wait);
-        Ok(open)
-    }
-}
-
-/// An epoll set over every ring, so one readiness future covers them all.
-pub struct RingPoller {
-    fd: AsyncFd<OwnedFd>,
-}
-
-impl RingPoller {
-    pub fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
-        // SAFETY: plain syscall; the result is checked.
-        let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `raw` is a fresh fd we own.
-        let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
-        for cap in capabilities {
-            let ring_fd = cap.ring.as_raw_fd();
-            let mut ev = libc::epoll_event {
-                events: libc::EPOLLIN as u32,
-                u64: ring_fd as u64,
-            };
-            // SAFETY: valid epoll and ring fds, valid event pointer.
-            if unsafe { libc::epoll_ctl(raw, libc::EPOLL_CTL_ADD, ring_fd, &mut ev) } < 0 {
-                return Err(io::Error::last_os_error());
+        let deadline = async {
+            match self.deadline {
+                Some(d) => tokio::time::sleep_until(d).await,
+                None => std::future::pending().await,
             }
-        }
-        // SAFETY: the epoll fd is owned by the AsyncFd and outlives its registration.
-        let fd = unsafe { AsyncFd::register(epoll) }.map_err(io::Error::from)?;
-        Ok(Self { fd })
-    }
-
-    /// Resolves when the kernel woke a ring (it does so once a batch is queued).
-    pub async fn ready(&self) {
-        if let Ok(mut guard) = self.fd.readable().await {
-            guard.clear_ready();
+        };
+        tokio::select! {
+            _ = std::future::ready(()), if more_pending && !self.yielding => Wake::Drain,
+            // Yielding once lets the runtime fire timers and serve its other tasks
+            // (metrics, control socket) while a flood keeps the rings full.
+            _ = tokio::task::yield_now(), if more_pending && self.yielding => Wake::Drain,
+            _ = self.poller.ready() => Wake::Drain,
+            _ = self.timer.due() => Wake::Drain,
+            _ = next_tick(&mut self.ticks) => Wake::Tick,
+            _ = next_tick(&mut self.stats) => Wake::Stats,
+            Some(r) = next_request(&mut self.requests) => Wake::Request(r),
+            _ = hangup => Wake::Hangup,
+            _ = signals.interrupt.recv() => Wake::Stop(StopReason::Signal),
+            _ = signals.terminate.recv() => Wake::Stop(StopReason::Signal),
+            _ = deadline => Wake::Stop(StopReason::Duration),
         }
     }
 }
-
-pub struct Pipeline<'a> {
-    /// Drained in this order: put lifecycle (process) first so the cache is current.
-    pub capabilities: Vec<LoadedCapability>,
-    pub cache: ProcessCache,
-    pub sink: &'a mut dyn Sink,
-    pub filter: EventFilter,
-    pub counters: PipelineCounters,
-    /// Per capability: the most bytes found queued in its ring at one drain (ring fill).
-    pub ring_peak_bytes: HashMap<&'static str, u64>,
-    /// The last drain stopped at its budget with records still queued: drain again at once.
-    pub more_pending: bool,
-    /// Records the last drain took from all rings (decodable or not).
-    pub last_drain_records: u64,
-}
-
-/// Records taken from one ring per drain. Under a flood that never pauses a ring would
-/// otherwise never empty, and signals, the control socket and other rings would starve.
-const DRAIN_BUDGET: u32 = 32 * 1024;
 
 impl<'a> Pipeline<'a> {
-    pub fn new(
-        capabilities: Vec<LoadedCapability>,
-        cache: ProcessCache,
-        sink: &'a mut dyn Sink,
-        filter: EventFilter,
-    ) -> Self {
-        Self {
-            capabilities,
-            cache,
-            sink,
-            filter,
-            counters: PipelineCounters::default(),
-            ring_peak_bytes: HashMap::new(),
-            more_pending: false,
-            last_drain_records: 0,
-        }
-    }
-
-    /// Drains every ring once. Returns false when the output is closed.
-    pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
-        self.more_pending = false;
-        self.last_drain_records = 0;
-        for cap in &mut self.capabilities {
-            let mut queued_bytes = 0u64;
-            let mut budget = DRAIN_BUDGET;
-            self.sink.begin_capability(cap.spec.name);
-            loop {
-                if budget == 0 {
-                    self.more_pending = true;
-                    break;
-                }
-                let Some(record) = cap.ring.next() else {
-                    break;
-                };
-                budget -= 1;
-                self.last_drain_records += 1;
-                // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
-                queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
-                let event = match decode(&record) {
-                    Ok(e) => e,
-                    Err(_) => {
-                        self.counters.undecodable += 1;
-                        continue;
-                    }
-                };
-                drop(record);
-                self.counters.decoded += 1;
-                self.cache.observe(&event);
-                if count_limit.is_some_and(|n| self.counters.written >= n) {
-                    continue; // keep draining for accounting, stop writing
-                }
-                let ctx = self.cache.context(&event);
-                if !(self.filter)(&event, &ctx) {
-                    self.counters.filtered += 1;
-                    continue;
-                }
-                match self.sink.write(&event, &ctx) {
-                    Ok(()) => self.counters.written += 1,
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-                    Err(e) => return Err(e),
-                }
-            }
-            if budget < DRAIN_BUDGET {
-                cap.reader_woke();
-            }
-            let peak = self.ring_peak_bytes.entry(cap.spec.name).or_default();
-            *peak = (*peak).max(queued_bytes);
-        }
-        Ok(true)
+    /// `run` on a runtime of its own.
+    pub fn run_blocking(self, options: &RunOptions) -> io::Result<Summary> {
+        run_blocking(self, options, &mut AfterDrain(|_: &[LoadedCapability]| {}))
     }
 
     pub async fn run(self, options: RunOptions) -> io::Result<Summary> {
@@ -300,72 +279,144 @@ impl<'a> Pipeline<'a> {
     pub async fn run_with_tick(
         mut self,
         options: RunOptions,
-        mut tick: impl FnMut(&[LoadedCapability]),
+        tick: impl FnMut(&[LoadedCapability]),
     ) -> io::Result<Summary> {
-        let poller = RingPoller::new(&self.capabilities)?;
-        let mut sigint = signal(SignalKind::interrupt())?;
-        let mut sigterm = signal(SignalKind::terminate())?;
-        let started = Instant::now();
-        let deadline = options.duration.map(|d| started + d);
-        let mut next_stats = options.stats_every.map(|d| started + d);
-        let mut timer = DrainTimer::new(options.drain_interval, options.idle_backstop);
-        let far = started + Duration::from_secs(86400 * 365);
+        let mut signals = Signals::install(options.catch_hangup)?;
+        let reason = self
+            .run_loop(&options, &mut signals, &mut AfterDrain(tick), None)
+            .await?;
+        Ok(self.finish(reason, options.final_drain_budget, options.count))
+    }
 
-        let reason = loop {
-            let sleep_until = deadline.unwrap_or(far);
-            let more = self.more_pending;
-            tokio::select! {
-                _ = std::future::ready(()), if more => {}
-                _ = poller.ready() => {}
-                _ = timer.due() => {}
-                _ = tokio::time::sleep_until(next_stats.unwrap_or(far).into()), if next_stats.is_some() => {}
-                _ = sigint.recv() => break StopReason::Signal,
-                _ = sigterm.recv() => break StopReason::Signal,
-                _ = tokio::time::sleep_until(sleep_until.into()) => break StopReason::Duration,
-            }
-            let written_before = self.counters.written;
-            if !self.drain(options.count)? || !timer.after_drain(&mut self, options.count)? {
-                break StopReason::OutputClosed;
-            }
-            tick(&self.capabilities);
-            if self.sink.tick(crate::kernel::boot_time_ns()).is_err() {
-                break StopReason::OutputClosed;
-            }
-            // A person watching a table sees each batch at once, not when a buffer fills.
-            if self.counters.written != written_before && self.sink.flush().is_err() {
-                break StopReason::OutputClosed;
-            }
-            if options.count.is_some_and(|n| self.counters.written >= n) {
-                break StopReason::Count;
-            }
-            self.cache.expire(crate::kernel::boot_time_ns());
-            if let (Some(at), Some(every)) = (next_stats, options.stats_every) {
-                if Instant::now() >= at {
-                    eprint!("{}", Snapshot::take(&self.capabilities).render());
-                    next_stats = Some(at + every);
-                }
-            }
+    /// Runs until a stop; the caller then calls `finish`. `requests` feed
+    /// `RunHooks::request`.
+    pub async fn run_loop<H: RunHooks>(
+        &mut self,
+        options: &RunOptions,
+        signals: &mut Signals,
+        hooks: &mut H,
+        requests: Option<&mut mpsc::Receiver<H::Request>>,
+    ) -> io::Result<StopReason> {
+        let mut waiters = Waiters {
+            poller: RingPoller::new(&self.capabilities)?,
+            generation: self.generation(),
+            timer: DrainTimer::new(options.drain_interval, options.idle_backstop),
+            ticks: every(options.tick_every, Duration::ZERO),
+            stats: every(options.stats_every, options.stats_every.unwrap_or_default()),
+            deadline: options.duration.map(|d| tokio::time::Instant::now() + d),
+            requests,
+            yielding: options.yield_between_passes,
         };
+        let mut next_expiry = Instant::now();
+        if EARLY_STOP.swap(false, Ordering::SeqCst) {
+            return Ok(StopReason::Signal);
+        }
+        loop {
+            let flow = match waiters.wait(signals, self.more_pending).await {
+                Wake::Stop(reason) => return Ok(reason),
+                Wake::Drain => ControlFlow::Continue(()),
+                Wake::Tick => hooks.tick(self),
+                Wake::Stats => {
+                    eprint!("{}", Snapshot::take(&self.capabilities).render());
+                    ControlFlow::Continue(())
+                }
+                Wake::Request(r) => {
+                    hooks.request(self, r);
+                    ControlFlow::Continue(())
+                }
+                Wake::Hangup => {
+                    hooks.hangup(self);
+                    ControlFlow::Continue(())
+                }
+            };
+            if let ControlFlow::Break(reason) = flow {
+                return Ok(reason);
+            }
+            if waiters.generation != self.generation() {
+                waiters.poller = RingPoller::new(&self.capabilities)?;
+                waiters.generation = self.generation();
+            }
+            if let ControlFlow::Break(reason) = self.pass(options, &mut waiters.timer, hooks)? {
+                return Ok(reason);
+            }
+            // Exited processes leave the cache once their grace is over.
+            if Instant::now() >= next_expiry {
+                self.cache.expire(crate::kernel::boot_time_ns());
+                next_expiry = Instant::now() + Duration::from_secs(1);
+            }
+        }
+    }
 
-        // Final drain: what the kernel queued before we stopped is still delivered.
-        let budget_end = Instant::now() + options.final_drain_budget;
+    /// One drain with what follows it: the timer, the hooks, the sink's tick and flush.
+    fn pass<H: RunHooks>(
+        &mut self,
+        options: &RunOptions,
+        timer: &mut DrainTimer,
+        hooks: &mut H,
+    ) -> io::Result<ControlFlow<StopReason>> {
+        let written_before = self.counters.written;
+        let closed = ControlFlow::Break(StopReason::OutputClosed);
+        if !self.drain(options.count)? || !timer.after_drain(self, options.count)? {
+            return Ok(closed);
+        }
+        if let ControlFlow::Break(reason) = hooks.after_drain(self) {
+            return Ok(ControlFlow::Break(reason));
+        }
+        if self.sink.tick(crate::kernel::boot_time_ns()).is_err() {
+            return Ok(closed);
+        }
+        let wrote = self.counters.written != written_before;
+        if options.flush_each_batch && wrote && self.sink.flush().is_err() {
+            return Ok(closed);
+        }
+        if options.count.is_some_and(|n| self.counters.written >= n) {
+            return Ok(ControlFlow::Break(StopReason::Count));
+        }
+        Ok(ControlFlow::Continue(()))
+    }
+
+    /// After a stop: what the kernel queued before it is still delivered (within
+    /// `budget`), what waits to settle is written now rather than lost, the sink flushed.
+    pub fn final_drain(&mut self, reason: StopReason, budget: Duration, count: Option<u64>) {
+        let budget_end = Instant::now() + budget;
         if reason != StopReason::OutputClosed {
             while Instant::now() < budget_end {
                 let before = self.counters.decoded;
-                if !self.drain(options.count)? || self.counters.decoded == before {
+                if !self.drain(count).unwrap_or(false) || self.counters.decoded == before {
                     break;
                 }
             }
         }
-        // What waits to settle is written now rather than lost.
         let _ = self.sink.tick(u64::MAX);
         let _ = self.sink.flush();
-        Ok(Summary {
+    }
+
+    /// `final_drain`, then the summary.
+    pub fn finish(mut self, reason: StopReason, budget: Duration, count: Option<u64>) -> Summary {
+        self.final_drain(reason, budget, count);
+        Summary {
             reason,
             stats: Snapshot::take(&self.capabilities),
             cache_size: self.cache.len(),
             cache_evictions: self.cache.evictions,
-            counters: self.counters,
-        })
+            counters: std::mem::take(&mut self.counters),
+        }
     }
+}
+
+/// The run loop with `hooks` on a runtime of its own, then `finish`: for commands that
+/// do nothing else meanwhile.
+pub fn run_blocking<H: RunHooks>(
+    mut pipeline: Pipeline<'_>,
+    options: &RunOptions,
+    hooks: &mut H,
+) -> io::Result<Summary> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let reason = runtime.block_on(async {
+        let mut signals = Signals::install(options.catch_hangup)?;
+        pipeline.run_loop(options, &mut signals, hooks, None).await
+    })?;
+    Ok(pipeline.finish(reason, options.final_drain_budget, options.count))
 }

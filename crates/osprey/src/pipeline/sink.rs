@@ -198,8 +198,9 @@ impl<W: Write> Sink for TableSink<W> {
                     "PID",
                     tcp::TABLE_HEADER
                 ),
+                // RET fits the longest errno name (ENAMETOOLONG).
                 Layout::Exec => format!(
-                    "{:<12} {:<5} {:>7} {:>7} {:>5} {comm_header} {:>4} {}",
+                    "{:<12} {:<5} {:>7} {:>7} {:>5} {comm_header} {:<12} {}",
                     "TIME", "EVENT", "PID", "PPID", "UID", "RET", "DETAILS"
                 ),
             };
@@ -274,7 +275,7 @@ impl<W: Write> Sink for TableSink<W> {
                 };
                 writeln!(
                     self.out,
-                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm} {ret:>4} {details}",
+                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm} {ret:<12} {details}",
                     payload.kind_name(),
                     p.pid,
                     p.ppid,

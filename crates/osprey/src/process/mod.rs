@@ -196,7 +196,7 @@ impl Exec {
             if i > 0 {
                 out.push(' ');
             }
-            out.push_str(&escape_for_terminal(a));
+            out.push_str(&crate::wire::text::quote_arg_for_terminal(a));
         }
         if self.args.is_empty() {
             out.push_str(&escape_for_terminal(&self.filename));
@@ -274,6 +274,16 @@ impl Exit {
     }
 }
 
+/// The process (thread group) a task id belongs to, from /proc/ID/status; `None` if
+/// there is no such task.
+pub fn thread_group_of(id: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{id}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("Tgid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
 pub fn signal_name(sig: u32) -> &'static str {
     const NAMES: [&str; 32] = [
         "0",
@@ -315,6 +325,25 @@ pub fn signal_name(sig: u32) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_thread_belongs_to_its_process() {
+        let me = std::process::id();
+        assert_eq!(thread_group_of(me), Some(me));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+        let t = std::thread::spawn(move || {
+            // SAFETY: gettid has no preconditions.
+            tx.send(unsafe { libc::gettid() } as u32).unwrap();
+            let _ = done_rx.recv();
+        });
+        let tid = rx.recv().unwrap();
+        assert_ne!(tid, me);
+        assert_eq!(thread_group_of(tid), Some(me));
+        done_tx.send(()).unwrap();
+        t.join().unwrap();
+        assert_eq!(thread_group_of(u32::MAX), None);
+    }
 
     #[test]
     fn exit_status_decodes_code_and_signal() {

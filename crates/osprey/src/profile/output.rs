@@ -65,13 +65,26 @@ pub fn write_svg(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
     };
     let lines = folded_lines(profile);
     if lines.is_empty() {
-        // inferno refuses empty input; an empty profile is still a valid (empty) graph.
-        options.subtitle = Some("no samples".into());
-        return inferno::flamegraph::from_lines(&mut options, std::iter::once("no-samples 0"), out)
-            .map_err(io::Error::other);
+        // inferno refuses empty input; an idle target is a normal result: a valid SVG
+        // that says no samples were taken.
+        return write_empty_svg(&options.title, out);
     }
     inferno::flamegraph::from_lines(&mut options, lines.iter().map(String::as_str), out)
         .map_err(io::Error::other)
+}
+
+/// A flame graph without stacks: the title and "no samples were taken".
+fn write_empty_svg(title: &str, out: &mut dyn Write) -> io::Result<()> {
+    let title = crate::wire::text::escape_xml(title);
+    write!(
+        out,
+        "<?xml version=\"1.0\" standalone=\"no\"?>\n\
+         <svg version=\"1.1\" width=\"1200\" height=\"70\" viewBox=\"0 0 1200 70\" \
+         xmlns=\"http://www.w3.org/2000/svg\">\n\
+         <text x=\"600\" y=\"24\" text-anchor=\"middle\" font-size=\"17\">{title}</text>\n\
+         <text x=\"600\" y=\"52\" text-anchor=\"middle\" font-size=\"14\">no samples were taken</text>\n\
+         </svg>\n"
+    )
 }
 
 /// One row of the top-N table.
@@ -185,6 +198,23 @@ pub(crate) mod tests {
             losses: Losses::default(),
             stacks,
         }
+    }
+
+    #[test]
+    fn an_empty_profile_gives_an_svg_and_pprof_saying_no_samples() {
+        let mut profile = sample_profile();
+        profile.stacks.clear();
+        profile.total = 0;
+        profile.command = "idle <&> target".into();
+        let mut svg = Vec::new();
+        write_svg(&profile, &mut svg).expect("an idle target is not an error");
+        let svg = String::from_utf8(svg).unwrap();
+        assert!(svg.contains("no samples were taken"), "{svg}");
+        assert!(svg.contains("idle &lt;&amp;&gt; target"), "{svg}");
+        assert!(svg.trim_end().ends_with("</svg>"));
+        let mut gz = Vec::new();
+        crate::profile::pprof::write(&profile, 1, &mut gz).expect("empty pprof");
+        assert!(!gz.is_empty());
     }
 
     #[test]

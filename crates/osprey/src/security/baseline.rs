@@ -375,7 +375,7 @@ impl Detector for BaselineDetector {
         let exe = self.path_of(&b.key, ctx.pid);
         let who = format!(
             "{} (pid {}, exe {exe})",
-            String::from_utf8_lossy(ctx.comm),
+            crate::wire::text::escape_for_terminal(ctx.comm),
             ctx.pid,
         );
         let (rule, severity, output) = match (self.mode, b.finding) {

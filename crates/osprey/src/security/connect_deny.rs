@@ -7,7 +7,7 @@
 use std::net::IpAddr;
 
 use super::rules::expr::Literal;
-use super::rules::{Action, Rule, RuleError, RuleSet};
+use super::rules::{Rule, RuleError};
 use crate::abi::kind;
 use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role};
 
@@ -36,10 +36,6 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     default_ring_bytes: 64 * 1024,
 };
 
-/// Said in every alert of a connect the kernel refused.
-pub const CONNECT_NOTE: &str =
-    "refused in the kernel before any packet was sent (cgroup connect4/connect6)";
-
 /// One (address, port) the kernel refuses; `None` is any address, port 0 any port.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectDeny {
@@ -61,28 +57,11 @@ struct ConnectDenyKey {
 // SAFETY: plain integers; any bit pattern is valid.
 unsafe impl aya::Pod for ConnectDenyKey {}
 
-/// True for a deny rule about connect (`evt.kind = connect` or `evt.syscall = connect`):
-/// these are enforced here, not by fanotify or the file LSM hooks.
-pub fn is_connect_rule(rule: &Rule) -> bool {
-    rule.action == Action::Deny
-        && rule.condition.conjuncts().iter().any(|t| {
-            t.equality().is_some_and(|(f, values)| {
-                (f == "evt.kind" || f == "evt.syscall")
-                    && values
-                        .iter()
-                        .any(|v| v.text().as_deref() == Some("connect"))
-            })
-        })
-}
-
 fn error(rule: &Rule, why: &str) -> RuleError {
-    super::enforce::rule_error(
-        rule,
-        format!(
+    rule.error(format!(
             "deny rule `{}` on connect must be decidable in the kernel (evt.kind = connect with net.port and/or net.addr literals joined by `and`): {why}",
-            rule.name
-        ),
-    )
+        rule.name
+    ))
 }
 
 fn parse_addr(s: &str) -> Option<(IpAddr, u16)> {
@@ -90,14 +69,11 @@ fn parse_addr(s: &str) -> Option<(IpAddr, u16)> {
     Some((sa.ip(), sa.port()))
 }
 
-/// What the connect deny rules ask of the kernel.
-pub fn connect_denies(rules: &RuleSet) -> Result<Vec<ConnectDeny>, Vec<RuleError>> {
+/// What the deny rules on connect (each with its index in the rule set) ask of the kernel.
+pub fn connect_denies(rules: &[(usize, &Rule)]) -> Result<Vec<ConnectDeny>, Vec<RuleError>> {
     let mut out = Vec::new();
     let mut errors = Vec::new();
-    for (index, rule) in rules.rules.iter().enumerate() {
-        if !is_connect_rule(rule) {
-            continue;
-        }
+    for &(index, rule) in rules {
         match rule_denies(index, rule) {
             Ok(d) => out.extend(d),
             Err(e) => errors.push(e),
@@ -213,7 +189,7 @@ fn key(deny: &ConnectDeny) -> ConnectDenyKey {
 
 /// Loads and attaches the connect programs and fills their map.
 pub fn start(denies: &[ConnectDeny]) -> Result<LoadedCapability, String> {
-    super::lsm::load_enforce(
+    super::enforce_object::load(
         SPEC,
         "connect_denies",
         denies.iter().map(|d| Ok((key(d), d.rule, 0))),
@@ -224,14 +200,14 @@ pub fn start(denies: &[ConnectDeny]) -> Result<LoadedCapability, String> {
 mod tests {
     use super::*;
 
-    fn rules(src: &str) -> RuleSet {
-        super::super::rules::load_for_test("c.yaml", src)
+    fn connect_denies(src: &str) -> Result<Vec<ConnectDeny>, Vec<RuleError>> {
+        let set = super::super::rules::load_for_test("c.yaml", src);
+        super::connect_denies(&set.rules.iter().enumerate().collect::<Vec<_>>())
     }
 
     #[test]
     fn ports_and_addresses_compile_to_kernel_keys() {
-        let set = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.port in (25, 6667)\n- rule: a\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.addr = \"[::1]:9\"\n");
-        let d = connect_denies(&set).unwrap();
+        let d = connect_denies("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.port in (25, 6667)\n- rule: a\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and net.addr = \"[::1]:9\"\n").unwrap();
         assert_eq!(d.len(), 5, "{d:?}");
         assert_eq!(
             d[4],
@@ -248,12 +224,11 @@ mod tests {
 
     #[test]
     fn undecidable_connect_rules_are_rejected_with_position() {
-        let set = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and proc.name = curl\n");
-        let e = connect_denies(&set).unwrap_err();
+        let e = connect_denies("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect and proc.name = curl\n").unwrap_err();
         assert!(e[0].to_string().starts_with("c.yaml:1:"), "{}", e[0]);
         assert!(e[0].message.contains("`proc.name`"), "{}", e[0]);
-        let none = rules("- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect\n");
-        assert!(connect_denies(&none).unwrap_err()[0]
+        let none = "- rule: c\n  desc: d\n  severity: high\n  action: deny\n  condition: evt.kind = connect\n";
+        assert!(connect_denies(none).unwrap_err()[0]
             .message
             .contains("no net.port"));
     }

@@ -1,4 +1,6 @@
-//! The rules detector: evaluates every loaded rule on every enriched event.
+//! The rules detector: evaluates every loaded rule on every enriched event, and says what
+//! became of each match (the outcome and note of its alert). It knows the enforcement
+//! mechanisms only by what they leave in events (EPERM, a denied connect, a kill).
 
 use crate::pipeline::cache::ProcessContext;
 use crate::pipeline::detect::{Alert, Detector};
@@ -21,6 +23,13 @@ pub struct RulesDetector {
 /// Said in every alert of a deny the kernel enforced.
 pub const LSM_NOTE: &str = "denied in the kernel before it happened (BPF LSM)";
 
+/// Said in every alert of a connect the kernel refused.
+pub const CONNECT_NOTE: &str =
+    "refused in the kernel before any packet was sent (cgroup connect4/connect6)";
+
+/// Said in every alert of an open or exec fanotify refused.
+pub const FANOTIFY_NOTE: &str = "denied before it happened (fanotify)";
+
 fn denied_with_eperm(event: &Event) -> bool {
     let eperm = -i64::from(libc::EPERM);
     match &event.payload {
@@ -41,9 +50,7 @@ pub fn outcome(
         Action::Deny => {
             let eperm = -i64::from(libc::EPERM);
             match &event.payload {
-                Payload::Security(s) if s.denied() => {
-                    return Some(("blocked", Some(super::connect_deny::CONNECT_NOTE)))
-                }
+                Payload::Security(s) if s.denied() => return Some(("blocked", Some(CONNECT_NOTE))),
                 // The fanotify path and the connect programs already reported what they
                 // blocked; this is the failed call seen again at syscall exit.
                 Payload::FileOpen(f) if f.ret == eperm && enforcing => return None,

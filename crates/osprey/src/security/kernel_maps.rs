@@ -1,5 +1,5 @@
-//! What `osprey secure` writes into kernel maps: the files prefilter (inodes and names from
-//! the rules' literal paths) and the kill map of enforceable `kill` rules.
+//! The files prefilter: the inodes and names of the rules' literal paths, written into the
+//! files object so that only opens the rules can match reach user space.
 
 use std::collections::BTreeSet;
 
@@ -7,7 +7,6 @@ use aya::maps::HashMap;
 
 use crate::kernel::loader::{CapabilitySpec, LoadError, LoadOptions, LoadedCapability};
 
-use super::enforce::KillEntry;
 use super::rules::prefilter::{self, inode_key, OpenPrefilter, PathPattern, NAME_MAX};
 use super::rules::RuleSet;
 
@@ -22,24 +21,9 @@ struct PrefilterInode {
 // SAFETY: plain integers, no padding beyond the explicit field.
 unsafe impl aya::Pod for PrefilterInode {}
 
-#[repr(C)]
-#[derive(Clone, Copy)]
-struct KillKey {
-    nr: u32,
-    comm: [u8; 16],
-}
-
-// SAFETY: integers and bytes; 20 bytes, no implicit padding.
-unsafe impl aya::Pod for KillKey {}
-
 /// `.rodata` settings that turn the files prefilter on.
 pub fn prefilter_globals() -> Vec<(&'static str, Vec<u8>)> {
     vec![("prefilter_enabled", vec![1])]
-}
-
-/// `.rodata` settings that turn the kill map on.
-pub fn kill_globals() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("kill_rules_enabled", vec![1])]
 }
 
 /// Fills the files prefilter maps; returns how many inodes and names went in.
@@ -133,22 +117,4 @@ pub fn load_rule_opens(
             rule: rule.to_string(),
         }),
     }
-}
-
-pub fn fill_kill_map(security: &mut LoadedCapability, entries: &[KillEntry]) -> Result<(), String> {
-    let map = security
-        .map_mut("sec_kill_rules")
-        .ok_or("sec_kill_rules missing from the security object")?;
-    let mut map: HashMap<_, KillKey, u32> = HashMap::try_from(map).map_err(|e| e.to_string())?;
-    for (i, (nr, comm)) in entries.iter().enumerate() {
-        let mut key = KillKey {
-            nr: *nr,
-            comm: [0; 16],
-        };
-        let n = comm.len().min(15);
-        key.comm[..n].copy_from_slice(&comm[..n]);
-        map.insert(key, i as u32, 0)
-            .map_err(|e| format!("kill map: {e}"))?;
-    }
-    Ok(())
 }

@@ -1,16 +1,14 @@
 //! Deny through BPF LSM where the kernel offers it (`lsm=...,bpf`, BPF LSM programs allowed):
 //! the open or exec fails with EPERM inside the kernel, before it happens, and for every
 //! process at once. Only `deny` rules the kernel can decide alone qualify: `evt.kind`
-//! open/exec and literal paths joined by `and`. Otherwise (or where BPF LSM is missing, as
-//! on our 6.18 machines) `osprey secure` falls back to fanotify permission events.
+//! open/exec and literal paths joined by `and`. Where they do not, or BPF LSM does not
+//! load, the enforcement plan falls back to fanotify permission events.
 
 use std::os::unix::fs::MetadataExt;
 
-use aya::maps::HashMap;
-
 use super::rules::expr::{Expr, Literal, Op};
-use super::rules::{fields, Action, RuleSet};
-use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadOptions, LoadedCapability, Role};
+use super::rules::{fields, Rule};
+use crate::kernel::loader::{Attach, CapabilitySpec, Hook, LoadedCapability, Role};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "enforce",
@@ -49,19 +47,8 @@ struct DenyKey {
     _pad: u32,
 }
 
-/// Value of the enforce object's deny maps (file and connect).
-#[repr(C)]
-#[derive(Debug, Clone, Copy)]
-struct DenyValue {
-    flags: u32,
-    rule: u32,
-    denied: u64,
-}
-
 // SAFETY: plain integers; any bit pattern is valid.
 unsafe impl aya::Pod for DenyKey {}
-// SAFETY: plain integers; any bit pattern is valid.
-unsafe impl aya::Pod for DenyValue {}
 
 /// One path the kernel denies, with what it denies.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,13 +58,11 @@ pub struct KernelDeny {
     pub flags: u32,
 }
 
-/// What the deny rules ask, if the kernel can decide every one of them alone.
-pub fn kernel_denies(rules: &RuleSet) -> Option<Vec<KernelDeny>> {
+/// What the deny rules on opens and execs ask (each with its index in the rule set), if
+/// the kernel can decide every one of them alone.
+pub fn kernel_denies(rules: &[(usize, &Rule)]) -> Option<Vec<KernelDeny>> {
     let mut out = Vec::new();
-    for (index, rule) in rules.rules.iter().enumerate() {
-        if rule.action != Action::Deny || super::connect_deny::is_connect_rule(rule) {
-            continue;
-        }
+    for &(index, rule) in rules {
         let terms = rule.condition.conjuncts();
         let mut ops = DENY_OPEN | DENY_EXEC;
         let mut paths: Vec<(String, u32)> = Vec::new();
@@ -129,41 +114,10 @@ fn kernel_dev(st_dev: u64) -> u32 {
     (major << 20) | minor
 }
 
-/// Loads `spec` (a part of the enforce object), never denying Osprey itself, and fills
-/// `map` with (key, rule index, flags) entries.
-pub(super) fn load_enforce<K: aya::Pod>(
-    spec: CapabilitySpec,
-    map: &str,
-    entries: impl IntoIterator<Item = Result<(K, usize, u32), String>>,
-) -> Result<LoadedCapability, String> {
-    let options = LoadOptions {
-        extra_globals: vec![("osprey_tgid", std::process::id().to_ne_bytes().to_vec())],
-        denied_programs: LoadOptions::denied_from_env(),
-        roles: Some(spec.roles.iter().map(|r| r.name).collect()),
-        ..Default::default()
-    };
-    let mut cap = LoadedCapability::load(spec, &options).map_err(|e| e.to_string())?;
-    let target = cap
-        .map_mut(map)
-        .ok_or_else(|| format!("{map} missing from the enforce object"))?;
-    let mut target: HashMap<_, K, DenyValue> =
-        HashMap::try_from(target).map_err(|e| e.to_string())?;
-    for entry in entries {
-        let (key, rule, flags) = entry?;
-        let value = DenyValue {
-            flags,
-            rule: rule as u32,
-            denied: 0,
-        };
-        target.insert(key, value, 0).map_err(|e| e.to_string())?;
-    }
-    Ok(cap)
-}
-
 /// Loads and attaches the LSM programs and fills their deny map. Errors say why BPF LSM
 /// cannot be used (the caller falls back to fanotify).
 pub fn start(denies: &[KernelDeny]) -> Result<LoadedCapability, String> {
-    load_enforce(
+    super::enforce_object::load(
         SPEC,
         "deny_inodes",
         denies.iter().map(|deny| {
@@ -182,17 +136,18 @@ pub fn start(denies: &[KernelDeny]) -> Result<LoadedCapability, String> {
 mod tests {
     use super::*;
 
-    fn rules(src: &str) -> RuleSet {
-        super::super::rules::load_for_test("t.yaml", src)
+    fn denies(src: &str) -> Option<Vec<KernelDeny>> {
+        let set = super::super::rules::load_for_test("t.yaml", src);
+        kernel_denies(&set.rules.iter().enumerate().collect::<Vec<_>>())
     }
 
     #[test]
     fn only_path_and_kind_rules_are_decided_in_the_kernel() {
-        let kernel = rules(
+        let kernel = denies(
             "- rule: a\n  desc: d\n  severity: high\n  condition: evt.kind = open and file.path = /etc/x\n  action: deny\n- rule: b\n  desc: d\n  severity: high\n  condition: file.path startswith /srv/\n  action: deny\n",
         );
         assert_eq!(
-            kernel_denies(&kernel).unwrap(),
+            kernel.unwrap(),
             vec![
                 KernelDeny {
                     rule: 0,
@@ -206,9 +161,9 @@ mod tests {
                 },
             ]
         );
-        let user = rules(
+        let user = denies(
             "- rule: c\n  desc: d\n  severity: high\n  condition: evt.kind = open and file.path = /etc/x and proc.name != cat\n  action: deny\n",
         );
-        assert_eq!(kernel_denies(&user), None, "proc.name needs user space");
+        assert_eq!(user, None, "proc.name needs user space");
     }
 }

@@ -1,19 +1,27 @@
-//! Runtime security (`osprey secure`): security-relevant syscall events, the rules engine,
-//! the detect stage that turns matching events into alerts, and enforcement.
+//! Runtime security (`osprey secure`, the agent's security module): security-relevant
+//! syscall events, the rules engine, the detect stage that turns matching events into
+//! alerts, and enforcement; `session` puts them together once for both users.
 
 pub mod baseline;
 pub mod connect_deny;
 pub mod detect;
 pub mod enforce;
+mod enforce_object;
 pub mod fim;
 pub mod kernel_maps;
+pub mod kill;
 pub mod lsm;
 pub mod rules;
+pub mod session;
 pub mod state;
 pub mod syscall;
 
 use crate::abi::kind;
 use crate::kernel::loader::{CapabilitySpec, Role};
+
+/// The security object's sys_enter role: setid ids before the call, and what syscall
+/// baselines need.
+pub const SETID_ENTER: &str = "setid-enter";
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "security",
@@ -26,7 +34,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         },
         // Without it setid events still arrive, but without the ids from before the call.
         Role {
-            name: "setid-enter",
+            name: SETID_ENTER,
             required: false,
             hooks: crate::sys_enter_hooks!("security_enter"),
         },

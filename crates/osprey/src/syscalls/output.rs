@@ -64,38 +64,76 @@ fn errnos_text(row: &Row) -> String {
 }
 
 pub fn write_table(rows: &[Row], by: GroupBy, out: &mut dyn Write) -> io::Result<()> {
-    let who = |r: &Row| {
-        format!(
-            "{:>7} {:<16} ",
-            r.pid,
-            escape_for_terminal(r.comm.as_bytes())
-        )
-    };
-    let head = match by {
-        GroupBy::Syscall => format!("{:<20} ", "SYSCALL"),
-        GroupBy::Process => format!("{:>7} {:<16} ", "PID", "COMM"),
-        GroupBy::ProcessSyscall => format!("{:>7} {:<16} {:<20} ", "PID", "COMM", "SYSCALL"),
-    };
-    writeln!(
-        out,
-        "{head}{:>10} {:>8} {:>10} {:>10} ERRNOS",
-        "COUNT", "ERRORS", "AVG_US", "MAX_US"
-    )?;
-    for r in rows {
-        let lead = match by {
-            GroupBy::Syscall => format!("{:<20} ", r.syscall),
-            GroupBy::Process => who(r),
-            GroupBy::ProcessSyscall => format!("{}{:<20} ", who(r), r.syscall),
-        };
-        writeln!(
-            out,
-            "{lead}{:>10} {:>8} {:>10} {:>10} {}",
-            r.count,
-            r.errors,
-            micros(r, r.avg_ns()),
-            micros(r, r.max_ns),
-            errnos_text(r)
-        )?;
+    use crate::pipeline::table::{render, Align::*};
+    let mut header = Vec::new();
+    if by != GroupBy::Syscall {
+        header.extend([("PID", Right), ("COMM", Left)]);
     }
-    Ok(())
+    if by != GroupBy::Process {
+        header.push(("SYSCALL", Left));
+    }
+    header.extend([
+        ("COUNT", Right),
+        ("ERRORS", Right),
+        ("AVG_US", Right),
+        ("MAX_US", Right),
+        ("ERRNOS", Left),
+    ]);
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            let mut row = Vec::new();
+            if by != GroupBy::Syscall {
+                row.push(r.pid.to_string());
+                row.push(escape_for_terminal(r.comm.as_bytes()));
+            }
+            if by != GroupBy::Process {
+                row.push(r.syscall.clone());
+            }
+            row.extend([
+                r.count.to_string(),
+                r.errors.to_string(),
+                micros(r, r.avg_ns()),
+                micros(r, r.max_ns),
+                errnos_text(r),
+            ]);
+            row
+        })
+        .collect();
+    out.write_all(render(&header, &cells).as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_average_keeps_the_columns_in_line() {
+        let row = |syscall: &str, max_ns: u64| Row {
+            pid: 1,
+            comm: "c".into(),
+            nr: 0,
+            syscall: syscall.into(),
+            count: 1,
+            errors: 0,
+            errnos: Default::default(),
+            timed: 1,
+            total_ns: max_ns,
+            max_ns,
+        };
+        let rows = [row("read", 1_000), row("futex", 987_654_321_000_000)];
+        let mut out = Vec::new();
+        write_table(&rows, GroupBy::Syscall, &mut out).unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        let end = |l: &str, what: &str| l.find(what).unwrap() + what.len();
+        assert_eq!(
+            end(lines[0], "AVG_US"),
+            end(lines[2], "987654321000.000"),
+            "{text}"
+        );
+        // Without errnos a row ends with MAX_US.
+        assert_eq!(end(lines[0], "MAX_US"), lines[1].len(), "{text}");
+        assert_eq!(lines[1].len(), lines[2].len(), "{text}");
+    }
 }

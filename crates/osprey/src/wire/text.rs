@@ -5,7 +5,8 @@
 use base64::Engine;
 
 /// Escapes for a terminal: printable text as is; `\\`, `\n`, `\t`, `\r`, `\e`; other control
-/// characters and invalid UTF-8 bytes as `\xNN`; C1 controls as `\u{..}`.
+/// characters and invalid UTF-8 bytes as `\xNN`; C1 controls and the Unicode bidirectional
+/// controls (which reorder what follows them on screen) as `\u{..}`.
 pub fn escape_for_terminal(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
@@ -19,7 +20,7 @@ pub fn escape_for_terminal(bytes: &[u8]) -> String {
                 c if (c as u32) < 0x20 || c == '\x7f' => {
                     out.push_str(&format!("\\x{:02x}", c as u32));
                 }
-                c if ('\u{80}'..='\u{9f}').contains(&c) => {
+                c if ('\u{80}'..='\u{9f}').contains(&c) || is_bidi_control(c) => {
                     out.push_str(&format!("\\u{{{:x}}}", c as u32));
                 }
                 c => out.push(c),
@@ -30,6 +31,46 @@ pub fn escape_for_terminal(bytes: &[u8]) -> String {
         }
     }
     out
+}
+
+/// Escapes text for XML/SVG character data and attribute values; characters XML 1.0
+/// forbids become U+FFFD.
+pub fn escape_xml(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&apos;"),
+            // Not allowed in XML 1.0 at all.
+            c if (c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r') => out.push('\u{fffd}'),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Unicode bidirectional formatting characters (ALM, LRM, RLM, LRE..RLO, LRI..PDI).
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{61c}' | '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// One argument of a command line for a table: escaped as [`escape_for_terminal`], and
+/// single-quoted (shell style) when empty or holding spaces, quotes or shell syntax, so
+/// that `"sp ace"` reads as one argument.
+pub fn quote_arg_for_terminal(arg: &[u8]) -> String {
+    let escaped = escape_for_terminal(arg);
+    let plain = !escaped.is_empty()
+        && escaped
+            .chars()
+            .all(|c| !c.is_ascii() || c.is_ascii_alphanumeric() || "_@%+=:,./-".contains(c));
+    if plain {
+        escaped
+    } else {
+        format!("'{}'", escaped.replace('\'', "'\\''"))
+    }
 }
 
 /// Text for JSON: the string when valid UTF-8 (serde escapes controls), else a lossy
@@ -116,6 +157,30 @@ mod tests {
         );
         assert_eq!(escape_for_terminal("é".as_bytes()), "é");
         assert_eq!(escape_for_terminal("\u{85}".as_bytes()), "\\u{85}");
+    }
+
+    #[test]
+    fn escapes_bidirectional_controls() {
+        assert_eq!(
+            escape_for_terminal("evil\u{202e}gnp.exe".as_bytes()),
+            "evil\\u{202e}gnp.exe"
+        );
+        for c in [
+            '\u{61c}', '\u{200e}', '\u{200f}', '\u{202a}', '\u{2066}', '\u{2069}',
+        ] {
+            let shown = escape_for_terminal(c.to_string().as_bytes());
+            assert_eq!(shown, format!("\\u{{{:x}}}", c as u32));
+        }
+    }
+
+    #[test]
+    fn arguments_that_need_it_are_quoted() {
+        assert_eq!(quote_arg_for_terminal(b"--flag=a/b.c"), "--flag=a/b.c");
+        assert_eq!(quote_arg_for_terminal("é".as_bytes()), "é");
+        assert_eq!(quote_arg_for_terminal(b"sp ace"), "'sp ace'");
+        assert_eq!(quote_arg_for_terminal(b""), "''");
+        assert_eq!(quote_arg_for_terminal(b"it's"), "'it'\\''s'");
+        assert_eq!(quote_arg_for_terminal(b"a\nb"), "'a\\nb'");
     }
 
     #[test]

@@ -13,7 +13,9 @@
 
 use std::collections::HashMap;
 
-use super::fields::{self, FieldId, Type, Value, View};
+use super::fields::{self, FieldId, Type};
+use super::lex::{lex, Tok, Token};
+use super::limits::{MAX_CONDITION_NODES, MAX_NESTING};
 
 /// A located error inside one condition string: `offset` is a byte offset into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,112 +24,11 @@ pub struct ExprError {
     pub message: String,
 }
 
-fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, ExprError> {
+pub(super) fn err<T>(offset: usize, message: impl Into<String>) -> Result<T, ExprError> {
     Err(ExprError {
         offset,
         message: message.into(),
     })
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
-    LParen,
-    RParen,
-    Comma,
-    Op(&'static str),
-    Word(String),
-    Quoted(String),
-    End,
-}
-
-#[derive(Debug, Clone)]
-struct Token {
-    tok: Tok,
-    at: usize,
-}
-
-fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || "_.:/-*?~+@[]%{}$#^".contains(c)
-}
-
-fn lex(src: &str) -> Result<Vec<Token>, ExprError> {
-    let mut out = Vec::new();
-    let mut chars = src.char_indices().peekable();
-    while let Some(&(i, c)) = chars.peek() {
-        let single = |t| Token { tok: t, at: i };
-        match c {
-            c if c.is_whitespace() => {
-                chars.next();
-            }
-            '(' | ')' | ',' => {
-                chars.next();
-                out.push(single(match c {
-                    '(' => Tok::LParen,
-                    ')' => Tok::RParen,
-                    _ => Tok::Comma,
-                }));
-            }
-            '=' => {
-                chars.next();
-                out.push(single(Tok::Op("=")));
-            }
-            '!' | '<' | '>' => {
-                chars.next();
-                if chars.peek().map(|p| p.1) == Some('=') {
-                    chars.next();
-                    out.push(single(Tok::Op(match c {
-                        '!' => "!=",
-                        '<' => "<=",
-                        _ => ">=",
-                    })));
-                } else if c == '!' {
-                    return err(i, "`!` must be followed by `=` (use `not` for negation)");
-                } else {
-                    out.push(single(Tok::Op(if c == '<' { "<" } else { ">" })));
-                }
-            }
-            '"' | '\'' => {
-                chars.next();
-                let mut text = String::new();
-                let mut closed = false;
-                while let Some((_, d)) = chars.next() {
-                    if d == c {
-                        closed = true;
-                        break;
-                    }
-                    if d == '\\' && c == '"' {
-                        match chars.next() {
-                            Some((_, e)) => text.push(e),
-                            None => break,
-                        }
-                    } else {
-                        text.push(d);
-                    }
-                }
-                if !closed {
-                    return err(i, "unterminated string");
-                }
-                out.push(single(Tok::Quoted(text)));
-            }
-            c if is_word_char(c) => {
-                let mut word = String::new();
-                while let Some(&(_, d)) = chars.peek() {
-                    if !is_word_char(d) {
-                        break;
-                    }
-                    word.push(d);
-                    chars.next();
-                }
-                out.push(single(Tok::Word(word)));
-            }
-            other => return err(i, format!("unexpected character `{other}`")),
-        }
-    }
-    out.push(Token {
-        tok: Tok::End,
-        at: src.len(),
-    });
-    Ok(out)
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -181,6 +82,10 @@ struct Parser<'s> {
     scope: &'s Scope,
     /// Names of macros that are defined but not yet parsed, for ordering in the caller.
     pending: &'s dyn Fn(&str) -> bool,
+    /// Open brackets and `not`s around the current token.
+    depth: usize,
+    /// Nodes of the condition built so far (macros and lists expanded).
+    nodes: usize,
 }
 
 const STR_OPS: &[(&str, Op)] = &[
@@ -204,6 +109,8 @@ pub fn parse(
         i: 0,
         scope,
         pending,
+        depth: 0,
+        nodes: 0,
     };
     let e = p.or()?;
     let t = p.peek();
@@ -281,13 +188,46 @@ impl Parser<'_> {
         })
     }
 
+    /// Runs `inner` one nesting level deeper, refusing to go past the limit.
+    fn nested(
+        &mut self,
+        at: usize,
+        inner: impl FnOnce(&mut Self) -> PResult<Expr>,
+    ) -> PResult<Expr> {
+        if self.depth >= MAX_NESTING {
+            return perr(
+                at,
+                format!("condition nested deeper than {MAX_NESTING} levels (brackets, `not` and macros)"),
+            );
+        }
+        self.depth += 1;
+        let e = inner(self);
+        self.depth -= 1;
+        e
+    }
+
+    /// Counts `n` more nodes, refusing to go past the limit.
+    fn grow(&mut self, at: usize, n: usize) -> PResult<()> {
+        self.nodes = self.nodes.saturating_add(n);
+        if self.nodes > MAX_CONDITION_NODES {
+            return perr(
+                at,
+                format!("condition larger than {MAX_CONDITION_NODES} terms once macros and lists are expanded"),
+            );
+        }
+        Ok(())
+    }
+
     fn unary(&mut self) -> PResult<Expr> {
         let t = self.next();
         match t.tok {
-            Tok::Word(w) if w == "not" => Ok(Expr::Not(Box::new(self.unary()?))),
-            Tok::LParen => {
-                let e = self.or()?;
-                let close = self.next();
+            Tok::Word(w) if w == "not" => {
+                self.grow(t.at, 1)?;
+                self.nested(t.at, |p| Ok(Expr::Not(Box::new(p.unary()?))))
+            }
+            Tok::LParen => self.nested(t.at, |p| {
+                let e = p.or()?;
+                let close = p.next();
                 if close.tok != Tok::RParen {
                     return perr(
                         close.at,
@@ -295,7 +235,7 @@ impl Parser<'_> {
                     );
                 }
                 Ok(e)
-            }
+            }),
             Tok::Word(w) => {
                 let next = self.peek();
                 let is_comparison = matches!(&next.tok, Tok::Op(_))
@@ -315,6 +255,14 @@ impl Parser<'_> {
 
     fn macro_ref(&mut self, name: &str, at: usize) -> PResult<Expr> {
         if let Some(e) = self.scope.macros.get(name) {
+            // Every stored macro is within the limits, so measuring it recurses boundedly.
+            if self.depth + e.depth() > MAX_NESTING {
+                return perr(
+                    at,
+                    format!("macro `{name}` nests this condition deeper than {MAX_NESTING} levels"),
+                );
+            }
+            self.grow(at, e.nodes())?;
             return Ok(e.clone());
         }
         if (self.pending)(name) {
@@ -352,6 +300,7 @@ impl Parser<'_> {
             Tok::Op(">=") => Op::Ge,
             Tok::Word(w) if w == "in" => {
                 let set = self.set(ty)?;
+                self.grow(at, 1 + set.len())?;
                 return Ok(Expr::In { field, set });
             }
             Tok::Word(w) => STR_OPS
@@ -380,6 +329,7 @@ impl Parser<'_> {
         let value_ty = if ty == Type::StrList { Type::Str } else { ty };
         let v = self.next();
         let value = self.literal(&v, value_ty, name)?;
+        self.grow(at, 1)?;
         Ok(Expr::Cmp { field, op, value })
     }
 
@@ -490,107 +440,9 @@ pub fn parse_int(text: &str) -> Option<i64> {
     Some(if neg { -v } else { v })
 }
 
-/// `*` any run of bytes (including `/`), `?` one byte; everything else literal.
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
-    let (mut p, mut t) = (0, 0);
-    let mut star: Option<(usize, usize)> = None;
-    while t < text.len() {
-        if p < pattern.len() && (pattern[p] == b'?' || pattern[p] == text[t]) {
-            p += 1;
-            t += 1;
-        } else if p < pattern.len() && pattern[p] == b'*' {
-            star = Some((p, t));
-            p += 1;
-        } else if let Some((sp, st)) = star {
-            p = sp + 1;
-            t = st + 1;
-            star = Some((sp, st + 1));
-        } else {
-            return false;
-        }
-    }
-    pattern[p..].iter().all(|&c| c == b'*')
-}
-
-fn literal_eq(v: &Value<'_>, l: &Literal) -> bool {
-    match (v, l) {
-        (Value::Str(s), Literal::Str(x)) => s.as_ref() == x.as_slice(),
-        (Value::Int(i), Literal::Int(x)) => i == x,
-        (Value::Bool(b), Literal::Bool(x)) => b == x,
-        (Value::StrList(items), Literal::Str(x)) => items.contains(&x.as_slice()),
-        _ => false,
-    }
-}
-
-impl Literal {
-    /// A string literal as UTF-8 text (paths, names, addresses).
-    pub fn text(&self) -> Option<String> {
-        match self {
-            Literal::Str(s) => String::from_utf8(s.clone()).ok(),
-            _ => None,
-        }
-    }
-}
-
-impl Expr {
-    /// The terms of a top-level `and` (the expression itself otherwise): what the compilers
-    /// of rules for the kernel (kill, deny) decide term by term.
-    pub fn conjuncts(&self) -> Vec<&Expr> {
-        match self {
-            Expr::And(parts) => parts.iter().collect(),
-            e => vec![e],
-        }
-    }
-
-    /// `field = x` or `field in (...)`: the field's name and the literals it must equal.
-    pub fn equality(&self) -> Option<(&'static str, Vec<&Literal>)> {
-        match self {
-            Expr::Cmp {
-                field,
-                op: Op::Eq,
-                value,
-            } => Some((super::fields::name(*field), vec![value])),
-            Expr::In { field, set } => Some((super::fields::name(*field), set.iter().collect())),
-            _ => None,
-        }
-    }
-
-    pub fn eval(&self, view: &View<'_>) -> bool {
-        match self {
-            Expr::And(parts) => parts.iter().all(|p| p.eval(view)),
-            Expr::Or(parts) => parts.iter().any(|p| p.eval(view)),
-            Expr::Not(e) => !e.eval(view),
-            Expr::In { field, set } => match view.get(*field) {
-                Some(v) => set.iter().any(|l| literal_eq(&v, l)),
-                None => false,
-            },
-            Expr::Cmp { field, op, value } => {
-                let Some(v) = view.get(*field) else {
-                    return false;
-                };
-                match (op, &v, value) {
-                    (Op::Eq, _, _) => literal_eq(&v, value),
-                    (Op::Ne, _, _) => !literal_eq(&v, value),
-                    (Op::Lt, Value::Int(a), Literal::Int(b)) => a < b,
-                    (Op::Gt, Value::Int(a), Literal::Int(b)) => a > b,
-                    (Op::Le, Value::Int(a), Literal::Int(b)) => a <= b,
-                    (Op::Ge, Value::Int(a), Literal::Int(b)) => a >= b,
-                    (Op::StartsWith, Value::Str(s), Literal::Str(x)) => s.starts_with(x),
-                    (Op::EndsWith, Value::Str(s), Literal::Str(x)) => s.ends_with(x),
-                    (Op::Contains, Value::Str(s), Literal::Str(x)) => {
-                        x.is_empty() || s.windows(x.len()).any(|w| w == x.as_slice())
-                    }
-                    (Op::Contains, Value::StrList(_), _) => literal_eq(&v, value),
-                    (Op::Glob, Value::Str(s), Literal::Str(x)) => glob_match(x, s),
-                    _ => false,
-                }
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::super::eval::glob_match;
     use super::*;
 
     fn p(src: &str) -> Result<Expr, ExprError> {

@@ -149,15 +149,30 @@ impl<'a> View<'a> {
     }
 
     pub fn get(&self, id: FieldId) -> Option<Value<'a>> {
-        let p = self.process;
+        let field = name(id);
+        match field.split_once('.').map_or(field, |(family, _)| family) {
+            "evt" => self.event_field(field),
+            "proc" => self.process_field(field),
+            "file" => self.file_field(field),
+            "exec" => self.exec_field(field),
+            "container" | "k8s" => self.container_field(field),
+            _ => self.syscall_field(field),
+        }
+    }
+
+    fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
+        match &self.event.payload {
+            Payload::Security(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// `evt.*`: the event itself.
+    fn event_field(&self, field: &str) -> Option<Value<'a>> {
         let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
         let int = |i: i64| Some(Value::Int(i));
         let payload = &self.event.payload;
-        let sec = match payload {
-            Payload::Security(s) => Some(s),
-            _ => None,
-        };
-        match name(id) {
+        match field {
             "evt.kind" => str_(self.kind().as_bytes()),
             "evt.syscall" => match payload {
                 Payload::FileOpen(f) => str_(f.syscall().as_bytes()),
@@ -177,6 +192,16 @@ impl<'a> View<'a> {
                 Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// `proc.*`: the process and its ancestry.
+    fn process_field(&self, field: &str) -> Option<Value<'a>> {
+        let p = self.process;
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let int = |i: i64| Some(Value::Int(i));
+        match field {
             "proc.name" => str_(p.comm),
             "proc.exe" => str_(p.exe),
             "proc.pid" => int(p.pid.into()),
@@ -191,30 +216,37 @@ impl<'a> View<'a> {
             "proc.aexes" => Some(Value::StrList(
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
-            "container.id" => p.container.and_then(|c| str_(c.short_id().as_bytes())),
-            "container.full_id" => p.container.and_then(|c| str_(c.id.as_bytes())),
-            "container.name" => p.container.and_then(|c| {
-                if c.is_host() {
-                    str_(c.id.as_bytes())
-                } else {
-                    c.name().and_then(|n| str_(n.as_bytes()))
-                }
-            }),
-            "container.image" => p
-                .container
-                .and_then(|c| c.known())
-                .and_then(|m| str_(m.image.as_bytes())),
-            "container.image.repository" => p.container.and_then(|c| c.known()).and_then(|m| {
-                str_(crate::container::metadata::image_repository(&m.image).as_bytes())
-            }),
-            "k8s.pod.name" => p
-                .container
-                .and_then(|c| c.pod_name())
-                .and_then(|n| str_(n.as_bytes())),
-            "k8s.ns.name" => p
-                .container
-                .and_then(|c| c.pod_namespace())
-                .and_then(|n| str_(n.as_bytes())),
+            _ => None,
+        }
+    }
+
+    /// `container.*` and `k8s.*`: the process's container and pod.
+    fn container_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a str| Some(Value::Str(Cow::Borrowed(b.as_bytes())));
+        let c = self.process.container?;
+        let known = c.known();
+        match field {
+            "container.id" => str_(c.short_id()),
+            "container.full_id" => str_(&c.id),
+            "container.name" if c.is_host() => str_(&c.id),
+            "container.name" => c.name().and_then(str_),
+            "container.image" => known.and_then(|m| str_(&m.image)),
+            "container.image.repository" => {
+                known.and_then(|m| str_(crate::container::metadata::image_repository(&m.image)))
+            }
+            "k8s.pod.name" => c.pod_name().and_then(str_),
+            "k8s.ns.name" => c.pod_namespace().and_then(str_),
+            _ => None,
+        }
+    }
+
+    /// `file.*`: the path and the open's flags and mode.
+    fn file_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let int = |i: i64| Some(Value::Int(i));
+        let payload = &self.event.payload;
+        let sec = self.security();
+        match field {
             "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
             "file.name" => self.path().and_then(|b| str_(base_name(b))),
             "file.newpath" => sec
@@ -240,6 +272,14 @@ impl<'a> View<'a> {
             "file.suid" => sec
                 .and_then(|s| s.mode())
                 .map(|m| Value::Bool(m & 0o6000 != 0)),
+            _ => None,
+        }
+    }
+
+    /// `exec.*`: an exec's arguments and standard streams.
+    fn exec_field(&self, field: &str) -> Option<Value<'a>> {
+        let payload = &self.event.payload;
+        match field {
             "exec.args" => match payload {
                 Payload::Exec(x) => Some(Value::Str(Cow::Owned(x.args.join(&b' ')))),
                 _ => None,
@@ -252,6 +292,15 @@ impl<'a> View<'a> {
                 Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
                 _ => None,
             },
+            _ => None,
+        }
+    }
+
+    /// The security syscalls' own fields (setid, chown, ptrace, kill, bpf, ns, net).
+    fn syscall_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a [u8]| Some(Value::Str(Cow::Borrowed(b)));
+        let sec = self.security();
+        match field {
             "setid.old_uid" => sec
                 .filter(|s| s.class() == "setid")
                 .map(|s| Value::Int(s.old_uid.into())),

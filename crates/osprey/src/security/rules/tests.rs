@@ -209,3 +209,92 @@ fn mutated_rules_never_panic_and_errors_point_inside() {
         }
     }
 }
+
+/// The rule of issue 18's reproductions: `condition` written between double quotes.
+fn quoted_condition(condition: &str) -> String {
+    format!("- rule: d\n  desc: x\n  severity: high\n  condition: \"{condition}\"\n  output: x\n")
+}
+
+#[test]
+fn ten_thousand_brackets_are_refused_at_the_first_too_deep() {
+    let n = 10_000;
+    let src = quoted_condition(&format!(
+        "{}evt.kind = open{}",
+        "(".repeat(n),
+        ")".repeat(n)
+    ));
+    let e = first_error(&src);
+    // The condition's first character is at column 15; the 101st bracket is too deep.
+    assert_eq!((e.pos.line, e.pos.col), (4, 15 + 100), "{e}");
+    assert!(e.message.contains("nested deeper than 100 levels"), "{e}");
+}
+
+#[test]
+fn a_hundred_thousand_nots_are_refused() {
+    let src = quoted_condition(&format!("{}evt.kind = open", "not ".repeat(100_000)));
+    let e = first_error(&src);
+    assert_eq!((e.pos.line, e.pos.col), (4, 15 + 400), "{e}");
+    assert!(e.message.contains("nested deeper"), "{e}");
+    // At the limit it loads.
+    let ok = quoted_condition(&format!("{}evt.kind = open", "not ".repeat(100)));
+    load_one(&ok).unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[test]
+fn macros_cannot_nest_or_grow_past_the_limits() {
+    // A chain of macros, each using the next.
+    let mut chain = String::new();
+    for i in 0..5_000 {
+        chain.push_str(&format!("- macro: m{i}\n  condition: m{}\n", i + 1));
+    }
+    chain.push_str("- macro: m5000\n  condition: evt.kind = open\n");
+    let e = first_error(&chain);
+    assert!(
+        e.message
+            .contains("refer to one another more than 100 deep"),
+        "{e}"
+    );
+    // Each macro used twice by the next: the expansion doubles at each step.
+    let mut doubling = "- macro: d0\n  condition: proc.name = a\n".to_string();
+    for i in 1..40 {
+        doubling.push_str(&format!(
+            "- macro: d{i}\n  condition: d{0} or d{0}\n",
+            i - 1
+        ));
+    }
+    let e = first_error(&doubling);
+    assert!(e.message.contains("larger than 100000 terms"), "{e}");
+    // Deep macros used inside brackets count their own depth.
+    let mut deep = format!(
+        "- macro: deep\n  condition: {}proc.name = a\n",
+        "not ".repeat(60)
+    );
+    deep.push_str(&quoted_condition(&format!(
+        "{}deep{}",
+        "(".repeat(60),
+        ")".repeat(60)
+    )));
+    let e = first_error(&deep);
+    assert!(
+        e.message
+            .contains("macro `deep` nests this condition deeper"),
+        "{e}"
+    );
+}
+
+#[test]
+fn deep_yaml_long_lists_and_large_files_are_refused() {
+    let block = format!("{}x\n", "- ".repeat(100_000));
+    let e = first_error(&block);
+    assert!(e.message.contains("nested deeper than 32 levels"), "{e}");
+    assert_eq!(e.pos.line, 1, "{e}");
+    let flow = format!("- list: l\n  items: {}\n", "[".repeat(200));
+    assert!(load_one(&flow).is_err());
+    let items = vec!["a"; limits::MAX_LIST_ITEMS + 1].join(", ");
+    let e = first_error(&format!("- list: l\n  items: [{items}]\n"));
+    assert!(e.message.contains("list longer than"), "{e}");
+    let big = format!("# {}\n", "x".repeat(limits::MAX_FILE_BYTES));
+    let e = first_error(&big);
+    assert_eq!((e.pos.line, e.pos.col), (1, 1), "{e}");
+    assert!(e.message.contains("rule file larger than"), "{e}");
+}

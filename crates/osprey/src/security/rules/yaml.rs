@@ -4,6 +4,8 @@
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
+use super::limits::MAX_YAML_DEPTH;
+
 /// 1-based line and column in the source file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Pos {
@@ -54,6 +56,8 @@ struct Builder {
     docs: Vec<Node>,
     /// Char index → byte offset (yaml-rust2 markers count chars).
     char_to_byte: Vec<usize>,
+    /// Where a collection opened beyond [`MAX_YAML_DEPTH`] (parsing stops there).
+    too_deep_at: Option<Pos>,
 }
 
 impl Builder {
@@ -91,6 +95,11 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let (pos, offset) = self.pos(&mark);
+        let opens = matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..));
+        if opens && self.stack.len() >= MAX_YAML_DEPTH {
+            self.too_deep_at = Some(pos);
+            return;
+        }
         match ev {
             Event::Scalar(text, style, _, _) => self.push_value(Node::Scalar {
                 text,
@@ -133,17 +142,28 @@ pub fn parse(source: &str) -> Result<Option<Node>, (Pos, String)> {
             .collect(),
         ..Default::default()
     };
+    // Events are pulled one by one: yaml-rust2's own `load` recurses once per level.
     let mut parser = Parser::new_from_str(source);
-    parser.load(&mut builder, false).map_err(|e| {
-        let m = e.marker();
-        (
-            Pos {
-                line: m.line(),
-                col: m.col() + 1,
-            },
-            e.info().to_string(),
-        )
-    })?;
+    loop {
+        let (ev, mark) = parser.next_token().map_err(|e| {
+            let m = e.marker();
+            (
+                Pos {
+                    line: m.line(),
+                    col: m.col() + 1,
+                },
+                e.info().to_string(),
+            )
+        })?;
+        let done = matches!(ev, Event::DocumentEnd | Event::StreamEnd);
+        builder.on_event(ev, mark);
+        if let Some(pos) = builder.too_deep_at {
+            return Err((pos, format!("nested deeper than {MAX_YAML_DEPTH} levels")));
+        }
+        if done {
+            break;
+        }
+    }
     Ok(builder.docs.into_iter().next())
 }
 

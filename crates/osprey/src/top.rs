@@ -1,42 +1,18 @@
 //! What `osprey top` measures: BPF run-time statistics of loaded programs sampled at two
-//! instants, plus (when an agent answers) its per-capability event counters, turned into
-//! per-second rates.
+//! instants, matched to capabilities through the registry, plus (when an agent answers) its
+//! per-capability event counters, turned into per-second rates.
 
 use std::collections::HashMap;
 use std::path::Path;
 use std::time::Instant;
 
-use osprey::agent::control::{self, Request};
-use osprey::kernel::loader::CapabilitySpec;
-use osprey::{files, net, process, profile, security};
 use serde_json::{json, Value};
 
-/// Every capability whose programs count as Osprey's.
-const SPECS: &[CapabilitySpec] = &[
-    files::SPEC,
-    process::SPEC,
-    security::SPEC,
-    security::lsm::SPEC,
-    profile::SPEC,
-    net::tcp::SPEC,
-    net::flows::SPEC,
-];
-
-/// The kernel keeps BPF_OBJ_NAME_LEN - 1 bytes of a program's name.
-const KERNEL_NAME_LEN: usize = 15;
+use crate::agent::control::{self, Request};
 
 /// The capability a kernel program name belongs to, if it is one of Osprey's.
 pub fn capability_of(kernel_name: &str) -> Option<&'static str> {
-    SPECS.iter().find_map(|spec| {
-        spec.roles
-            .iter()
-            .flat_map(|role| role.hooks)
-            .any(|hook| {
-                let declared = hook.program.as_bytes();
-                &declared[..declared.len().min(KERNEL_NAME_LEN)] == kernel_name.as_bytes()
-            })
-            .then_some(spec.name)
-    })
+    crate::capabilities::by_program(kernel_name).map(|c| c.spec.name)
 }
 
 /// One loaded program's cumulative counters.
@@ -63,6 +39,9 @@ pub struct Sample {
     pub programs: HashMap<u32, Program>,
     /// None: no agent answered on the control socket.
     pub agent: Option<HashMap<String, Events>>,
+    /// The capability the agent loaded each program id for (names alone are ambiguous:
+    /// the security module loads the files programs too, as `security-opens`).
+    pub owners: HashMap<u32, &'static str>,
 }
 
 /// Why sampling failed.
@@ -105,10 +84,12 @@ impl Sample {
                 },
             );
         }
+        let response = control::call(&agent_socket.to_path_buf(), &Request::List).ok();
         Ok(Sample {
             at: Instant::now(),
             programs,
-            agent: agent_events(agent_socket),
+            agent: response.as_ref().and_then(agent_events),
+            owners: response.as_ref().map(program_owners).unwrap_or_default(),
         })
     }
 }
@@ -121,9 +102,23 @@ fn type_label(debug: &str) -> String {
         .to_ascii_lowercase()
 }
 
-/// Per-capability totals from the agent's `list` answer; None when no agent answers.
-fn agent_events(socket: &Path) -> Option<HashMap<String, Events>> {
-    let response = control::call(&socket.to_path_buf(), &Request::List).ok()?;
+/// Program id to capability from the agent's `list` answer.
+fn program_owners(response: &Value) -> HashMap<u32, &'static str> {
+    let programs = response["programs"].as_array().into_iter().flatten();
+    programs
+        .filter_map(|p| {
+            let id = u32::try_from(p["id"].as_u64()?).ok()?;
+            let capability = p["capability"].as_str()?;
+            let entry = crate::capabilities::REGISTRY
+                .iter()
+                .find(|c| c.spec.name == capability)?;
+            Some((id, entry.spec.name))
+        })
+        .collect()
+}
+
+/// Per-capability totals from the agent's `list` answer.
+fn agent_events(response: &Value) -> Option<HashMap<String, Events>> {
     let kinds = response.get("events")?.as_array()?;
     let mut totals: HashMap<String, Events> = HashMap::new();
     for kind in kinds {
@@ -179,7 +174,11 @@ impl Interval {
             .iter()
             .filter_map(|(&id, now)| {
                 let then = before.programs.get(&id)?;
-                let capability = capability_of(&now.name);
+                let capability = after
+                    .owners
+                    .get(&id)
+                    .copied()
+                    .or_else(|| capability_of(&now.name));
                 if !all && capability.is_none() {
                     return None;
                 }
@@ -240,12 +239,14 @@ impl Interval {
                 "runs_per_sec": r.runs_per_sec,
                 "avg_ns": r.avg_ns,
             })).collect::<Vec<_>>(),
-            "capabilities": self.capabilities.as_ref().map(|caps| caps.iter().map(|c| json!({
+            // Always a list (empty without an agent); `agent` says whether one answered.
+            "agent": self.capabilities.is_some(),
+            "capabilities": self.capabilities.iter().flatten().map(|c| json!({
                 "capability": c.capability,
                 "events_per_sec": c.events_per_sec,
                 "drops_per_sec": c.drops_per_sec,
                 "throttled_per_sec": c.throttled_per_sec,
-            })).collect::<Vec<_>>()),
+            })).collect::<Vec<_>>(),
         })
     }
 }
@@ -299,18 +300,39 @@ mod tests {
                 })
                 .collect(),
             agent: None,
+            owners: HashMap::new(),
         }
     }
 
     #[test]
-    fn names_match_on_the_kernels_15_byte_prefix() {
-        assert_eq!(capability_of("files_open_btf"), Some("files"));
-        let long = files::SPEC.roles[0].hooks[0].program;
-        if long.len() > KERNEL_NAME_LEN {
-            assert_eq!(capability_of(&long[..KERNEL_NAME_LEN]), Some("files"));
-        }
-        assert_eq!(capability_of("files_open_bt"), None);
-        assert_eq!(capability_of("sd_fw_ingress"), None);
+    fn the_agent_names_the_capability_of_a_shared_program_name() {
+        let t0 = Instant::now();
+        let before = sample(
+            t0,
+            &[(7, "files_open_btf", 0, 0), (8, "files_open_btf", 0, 0)],
+        );
+        let mut after = sample(
+            t0 + std::time::Duration::from_secs(1),
+            &[(7, "files_open_btf", 1, 1), (8, "files_open_btf", 1, 1)],
+        );
+        let response = json!({"programs": [
+            {"id": 7, "capability": "files"},
+            {"id": 8, "capability": "security-opens"},
+        ]});
+        after.owners = program_owners(&response);
+        let mut rows = Interval::between(&before, &after, false).rows;
+        rows.sort_by_key(|r| r.id);
+        assert_eq!(rows[0].capability, Some("files"));
+        assert_eq!(rows[1].capability, Some("security-opens"));
+    }
+
+    #[test]
+    fn without_an_agent_capabilities_are_an_empty_list() {
+        let t0 = Instant::now();
+        let s = sample(t0, &[]);
+        let json = Interval::between(&s, &s, true).to_json();
+        assert_eq!(json["capabilities"], json!([]));
+        assert_eq!(json["agent"], false);
     }
 
     #[test]
