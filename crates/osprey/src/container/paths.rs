@@ -54,7 +54,18 @@ impl MountTable {
 }
 
 /// Where `path` of a process with mount table `inside` is for the host (`host`'s view).
+/// A path already under the container's root as the host sees it (opened by the runtime
+/// before it moved the root) is its own host path.
 pub fn host_path(inside: &MountTable, host: &MountTable, path: &Path) -> Option<PathBuf> {
+    if let Some(root) = map(inside, host, Path::new("/")).filter(|r| r != Path::new("/")) {
+        if path.starts_with(&root) {
+            return Some(path.to_path_buf());
+        }
+    }
+    map(inside, host, path)
+}
+
+fn map(inside: &MountTable, host: &MountTable, path: &Path) -> Option<PathBuf> {
     let m = inside.holding(path)?;
     let in_fs = m.root.join(path.strip_prefix(&m.point).ok()?);
     let h = host
@@ -74,7 +85,7 @@ pub fn host_path(inside: &MountTable, host: &MountTable, path: &Path) -> Option<
 #[derive(Debug, Default)]
 pub struct HostPaths {
     host: Option<(MountTable, (u64, u64))>,
-    tables: HashMap<(u64, u64, u64), Option<Arc<MountTable>>>,
+    tables: HashMap<(u64, u64, u64), Arc<MountTable>>,
     by_cgroup: HashMap<u64, Arc<MountTable>>,
 }
 
@@ -122,10 +133,14 @@ impl HostPaths {
         if (root.dev(), root.ino()) == host_root {
             return None;
         }
-        self.tables
-            .entry((ns.ino(), root.dev(), root.ino()))
-            .or_insert_with(|| MountTable::of_pid(pid).map(Arc::new))
-            .clone()
+        let key = (ns.ino(), root.dev(), root.ino());
+        if let Some(table) = self.tables.get(&key) {
+            return Some(table.clone());
+        }
+        // Not remembered when unreadable: the process may just have exited.
+        let table = Arc::new(MountTable::of_pid(pid)?);
+        self.tables.insert(key, table.clone());
+        Some(table)
     }
 }
 
@@ -158,5 +173,7 @@ mod tests {
         );
         assert_eq!(h("/data/x").as_deref(), Some("/srv/my data/x"));
         assert_eq!(h("/proc/1/status"), None, "not mounted on the host");
+        let before_pivot = "/var/lib/docker/overlay2/abc/merged/etc/hostname";
+        assert_eq!(h(before_pivot).as_deref(), Some(before_pivot));
     }
 }
