@@ -4,8 +4,9 @@
 # bpftrace measured in the same run (medians of REPS interleaved runs), and the time from
 # the end of a profile to a written flame graph (osprey vs perf script | inferno).
 #
-#   bench/profile.sh            REPS=5 PROFILE_SECS=10 SVG_REPS=3 by default (60 s for the
-#                               issue's figure: PROFILE_SECS=60)
+#   bench/profile.sh            REPS=5 PROFILE_SECS=10 SVG_REPS=3 OWN_SECS=10 OWN_REPS=3 by
+#                               default (60 s for the issue's figure: PROFILE_SECS=60);
+#                               SKIP_RUNTIME=1, SKIP_OWN=1, SKIP_SVG=1 leave parts out
 # Needs root, cc, perf (apt-get install linux-perf), bpftrace, and for the SVG comparison
 # inferno-collapse-perf/inferno-flamegraph (installed with cargo install inferno when
 # missing); other missing tools are skipped.
@@ -62,6 +63,7 @@ CONFIGS=(bare osprey99 osprey99fp osprey999)
 command -v perf >/dev/null && CONFIGS+=(perf) || echo "perf missing: skipped (apt-get install linux-perf)"
 command -v bpftrace >/dev/null && CONFIGS+=(bpftrace) || echo "bpftrace missing: skipped"
 for c in "${CONFIGS[@]}"; do : > "$WORK/$c.times"; done
+[ "${SKIP_RUNTIME:-0}" = 1 ] && REPS=0 && CONFIGS=(bare) && ITER=1 && runtime > "$WORK/bare.times"
 for _ in $(seq "$REPS"); do
     for c in "${CONFIGS[@]}"; do
         PROF_PID=
@@ -76,6 +78,51 @@ for c in "${CONFIGS[@]}"; do
     m=$(median < "$WORK/$c.times")
     printf "%-10s %10.3f %8.4f\n" "$c" "$m" "$(echo "$m / $BARE" | bc -l)"
 done
+
+# The profiler's own CPU, in % of one core, while it profiles the whole system at 99 Hz
+# with a C burner and a CPython burner running (Python frames read at every sample of the
+# latter): osprey (auto unwinding) against perf record -g, OWN_SECS of steady state after
+# start-up (utime + stime of the profiler process), medians of OWN_REPS.
+own_cpu() { # NAME: prints the profiler's CPU % of one core over OWN_SECS
+    start_profiler "$1"
+    local hz t0 t1 c0 c1
+    hz=$(getconf CLK_TCK)
+    c0=$(awk '{print $14 + $15}' "/proc/$PROF_PID/stat"); t0=$(date +%s.%N)
+    sleep "$OWN_SECS" # the measured interval
+    c1=$(awk '{print $14 + $15}' "/proc/$PROF_PID/stat"); t1=$(date +%s.%N)
+    kill -INT "$PROF_PID"; wait "$PROF_PID" 2>/dev/null || true
+    echo "100 * ($c1 - $c0) / $hz / ($t1 - $t0)" | bc -l
+}
+OWN_SECS=${OWN_SECS:-10}
+OWN_REPS=${OWN_REPS:-3}
+if [ "${SKIP_OWN:-0}" != 1 ]; then
+    cat > "$WORK/burn.py" <<'PY'
+def leaf(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+def mid(n):
+    return sum(leaf(n) for _ in range(10))
+while True:
+    mid(20000)
+PY
+    PYTHON=$(command -v python3.11 || command -v python3)
+    "$WORK/burn" 1000000000 & CBURN=$!
+    "$PYTHON" "$WORK/burn.py" & PYBURN=$!
+    OWN=(osprey99)
+    command -v perf >/dev/null && OWN+=(perf)
+    for c in "${OWN[@]}"; do : > "$WORK/$c.own"; done
+    for _ in $(seq "$OWN_REPS"); do
+        for c in "${OWN[@]}"; do own_cpu "$c" >> "$WORK/$c.own"; done
+    done
+    kill "$CBURN" "$PYBURN" 2>/dev/null; wait "$CBURN" "$PYBURN" 2>/dev/null || true
+    for c in "${OWN[@]}"; do
+        printf "%-10s own CPU at 99 Hz: median %.3f %% of one core (rounds: %s)\n" "$c" \
+            "$(median < "$WORK/$c.own")" "$(tr '\n' ' ' < "$WORK/$c.own")"
+    done
+fi
+[ "${SKIP_SVG:-0}" = 1 ] && exit 0
 
 # Time from the end of a PROFILE_SECS system-wide profile of the same workload to a written
 # SVG: osprey's own measure (symbolize + write every output) against perf record's data

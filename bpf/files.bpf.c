@@ -221,13 +221,13 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 SEC("fexit/do_sys_openat2")
 int BPF_PROG(files_open_fexit, int dfd, const char *filename, struct open_how *how, long ret)
 {
-	return on_open_exit((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), ret);
+	return on_open_exit(osprey_current_pt_regs(), ret);
 }
 
 SEC("kretprobe/do_sys_openat2")
 int BPF_KRETPROBE(files_open_kretprobe, long ret)
 {
-	return on_open_exit((struct pt_regs *)bpf_task_pt_regs(bpf_get_current_task_btf()), ret);
+	return on_open_exit(osprey_current_pt_regs(), ret);
 }
 
 OSPREY_SYS_EXIT_PROGS(files_open, on_open_exit)

@@ -189,7 +189,11 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 	__u64 segs = gso_segs > 1 ? gso_segs : 1;
 	__u64 bytes = len + (segs - 1) * p.hdr_len;
 	__u64 payload = len > p.hdr_len ? len - p.hdr_len : 0;
+#ifdef OSPREY_COMPAT
+	__u64 now = bpf_ktime_get_ns(); /* the same clock, precise: the coarse read is 5.11 */
+#else
 	__u64 now = bpf_ktime_get_coarse_ns(); /* see events.h: osprey_flow_stats */
+#endif
 
 	struct osprey_flow_stats *v = bpf_map_lookup_elem(&flows, &k);
 	if (!v) {
@@ -221,7 +225,7 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 	__sync_fetch_and_add(&v->payload_bytes, payload);
 	v->last_mono_ns = now;
 	if (p.tcp_flags & ~v->tcp_flags)
-		__sync_fetch_and_or(&v->tcp_flags, p.tcp_flags);
+		OSPREY_ATOMIC_OR(&v->tcp_flags, p.tcp_flags);
 }
 
 SEC("xdp")

@@ -196,6 +196,47 @@ static long on_vma(struct task_struct *task, struct vm_area_struct *vma, struct 
 	return 0;
 }
 
+#ifdef OSPREY_COMPAT
+/* Before bpf_find_vma (5.17) and the maple tree (6.1): the mm's VMAs are in an rb-tree
+ * keyed by range (mm->mm_rb, linked through vma->vm_rb). Walked without the mmap lock,
+ * through reads that cannot fault: a VMA changing meanwhile may be missed or misread. */
+struct mm_struct___rb {
+	struct rb_root mm_rb;
+} __attribute__((preserve_access_index));
+
+struct vm_area_struct___rb {
+	struct rb_node vm_rb;
+} __attribute__((preserve_access_index));
+
+#define RB_MAX_DEPTH 48
+
+/* bpf_find_vma's contract: calls on_vma for the VMA holding addr; 0, or -ENOENT. */
+static __always_inline long find_vma_rb(struct task_struct *task, __u64 addr,
+					struct vma_info *info)
+{
+	struct mm_struct___rb *mm = (void *)BPF_CORE_READ(task, mm);
+	if (!mm || !bpf_core_field_exists(mm->mm_rb))
+		return -ENOENT;
+	__u64 link = bpf_core_field_offset(struct vm_area_struct___rb, vm_rb);
+	struct rb_node *node = BPF_CORE_READ(mm, mm_rb.rb_node);
+	for (int i = 0; i < RB_MAX_DEPTH && node; i++) {
+		struct vm_area_struct *vma = (void *)((char *)node - link);
+		if (BPF_CORE_READ(vma, vm_end) <= addr) {
+			node = BPF_CORE_READ(node, rb_right);
+		} else if (BPF_CORE_READ(vma, vm_start) > addr) {
+			node = BPF_CORE_READ(node, rb_left);
+		} else {
+			on_vma(task, vma, info);
+			return 0;
+		}
+	}
+	return -ENOENT;
+}
+#define FIND_VMA(task, addr, info) find_vma_rb((task), (addr), (info))
+#else
+#define FIND_VMA(task, addr, info) bpf_find_vma((task), (addr), on_vma, (info), 0)
+#endif
+
 static __always_inline bool still_mapped(struct vma_cache *last)
 {
 	struct vm_area_struct *vma = (struct vm_area_struct *)last->vma;
@@ -214,7 +255,7 @@ static __always_inline int on_fault(__u64 addr, __u32 type)
 			c->filtered++;
 		return 0;
 	}
-	struct task_struct *task = bpf_get_current_task_btf();
+	struct task_struct *task = osprey_current_task();
 	struct vma_info info = {.addr = addr, .type = type, .pid = tgid};
 	__u64 mm = (__u64)BPF_CORE_READ(task, mm);
 	__u32 zero = 0;
@@ -230,7 +271,7 @@ static __always_inline int on_fault(__u64 addr, __u32 type)
 		info.ino = last->ino;
 		info.dev = last->dev;
 		info.counted = count(&fault_counts, &key, type, 0) < 0 ? -1 : 0;
-	} else if ((err = bpf_find_vma(task, addr, on_vma, &info, 0)) == 0) {
+	} else if ((err = FIND_VMA(task, addr, &info)) == 0) {
 		if (last) {
 			last->vma = info.vma;
 			last->mm = mm;

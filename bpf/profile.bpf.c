@@ -1,8 +1,11 @@
 /* SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause) */
 /*
- * CPU profile: cpu-clock samples counted per (process, kernel stack, user stack) in the
- * kernel; user stacks of frame-pointer-less code copied to the ring for unwinding in user
- * space; off-CPU time per stack from sched_switch. Every lost stack is counted.
+ * CPU profile: every sample with a user stack goes to the ring with the kernel's
+ * frame-pointer walk and a copy of the stack from sp: a few words that let user space fix
+ * the first frame (a frameless leaf, a prologue or an epilogue hides its caller from the
+ * frame-pointer walk), or a whole window for DWARF unwinding. Samples without a user stack
+ * are counted per (process, kernel stack) in the kernel; off-CPU time per stack from
+ * sched_switch. Every lost stack is counted.
  */
 #include "osprey.h"
 
@@ -14,13 +17,25 @@
 #define COPY_CHUNK 512
 #define COPY_TAIL_CHUNK 64
 #define STACK_COPY_MAX 65536 /* largest user stack window, power of two */
+#define LEAF_BYTES 128 /* copied for the first frame: return address and saved registers */
+#define LEAF_MIN_BYTES 16 /* near the top of the stack: return address and one word */
+#define PY_MAX_FRAMES 64 /* CPython frames read per sample, innermost first */
+
+/* Anchors the BTF of a type only written through a cast, for the ABI layout test. */
+struct osprey_py_frame *const osprey_abi_py_frame = 0;
 
 const volatile __u8 collect_kernel = 1;
 const volatile __u8 collect_user = 1;
 const volatile __u8 filter_pids = 0;        /* only processes in profile_pids */
 const volatile __u64 target_cgroup_id = 0;  /* 0: any cgroup */
 const volatile __u32 target_cgroup_level = 0;
-const volatile __u8 unwind_all_dwarf = 0;   /* copy user stacks of every process */
+/* Processes not in dwarf_pids get a user_stack_bytes window (--unwind dwarf, and the
+ * first samples of auto mode, which also walk frame pointers to compare the two). */
+const volatile __u8 unwind_all_dwarf = 0;
+const volatile __u8 auto_unwind = 0;
+/* 0: frame-pointer user stacks are counted in the kernel as walked (no ring traffic, the
+ * first frame unchecked); 1: they go to the ring with the words that fix the first frame. */
+const volatile __u8 fix_first_frame = 1;
 /* 0 (frame pointers only): the verifier then drops the stack copy, which dominates the
  * program's load time. */
 const volatile __u8 dwarf_unwinding = 1;
@@ -57,8 +72,9 @@ struct {
 } profile_pids SEC(".maps");
 
 /*
- * Processes whose user stacks are copied for DWARF unwinding, with the bytes of stack to
- * copy (set from user space, which widens the window of a process whose stacks get cut).
+ * Bytes of user stack to copy per process (set from user space, which widens the window
+ * of a process whose stacks get cut). At most LEAF_BYTES: frame pointers, with the words
+ * that fix the first frame; more: a DWARF window.
  */
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -73,7 +89,8 @@ struct {
  * it to the number of possible CPUs. The extra chunk keeps masked copies in bounds.
  */
 struct stack_copy {
-	char bytes[sizeof(struct osprey_profile_user_stack) + STACK_COPY_MAX + COPY_CHUNK];
+	char bytes[sizeof(struct osprey_profile_user_stack) + STACK_COPY_MAX + COPY_CHUNK +
+		   PY_MAX_FRAMES * sizeof(struct osprey_py_frame)];
 };
 
 struct {
@@ -82,6 +99,14 @@ struct {
 	__type(key, __u32);
 	__type(value, struct stack_copy);
 } stack_copies SEC(".maps");
+
+/* CPython processes: where their frame chain is (set from user space). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 4096);
+	__type(key, __u32);
+	__type(value, struct osprey_py_proc);
+} py_procs SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
@@ -165,9 +190,90 @@ static __always_inline bool has_user_memory(struct task_struct *task)
 	return collect_user && BPF_CORE_READ(task, mm) != NULL;
 }
 
-/* Registers at the user-mode boundary and `window` bytes of the user stack, to the ring. */
+/* Copies `window` bytes of user stack from sp (up to STACK_COPY_MAX), in chunks; fewer
+ * near the top of the stack. */
+static __always_inline __u32 copy_window(char *data, __u64 sp, __u32 window)
+{
+	__u32 len = 0;
+	for (int i = 0; i < STACK_COPY_MAX / COPY_CHUNK; i++) {
+		if (len + COPY_CHUNK > window)
+			break;
+		if (bpf_probe_read_user(data + (len & (STACK_COPY_MAX - 1)), COPY_CHUNK,
+					(void *)(sp + len)))
+			break;
+		len += COPY_CHUNK;
+	}
+	/* Near the top of the stack a big chunk fails: finish with small ones. */
+	for (int i = 0; i < COPY_CHUNK / COPY_TAIL_CHUNK; i++) {
+		if (len + COPY_TAIL_CHUNK > window)
+			break;
+		if (bpf_probe_read_user(data + (len & (STACK_COPY_MAX - 1)), COPY_TAIL_CHUNK,
+					(void *)(sp + len)))
+			break;
+		len += COPY_TAIL_CHUNK;
+	}
+	if (len < window && len < 1024)
+		count_error(OSPREY_PERR_STACK_COPY_SHORT);
+	return len > STACK_COPY_MAX ? STACK_COPY_MAX : len;
+}
+
+static __always_inline __u64 read_user_u64(__u64 addr)
+{
+	__u64 v = 0;
+	if (bpf_probe_read_user(&v, sizeof(v), (void *)addr))
+		return 0;
+	return v;
+}
+
+/*
+ * The CPython frame chain of the current thread, if it runs Python code (it holds the
+ * GIL: the thread state current in the runtime is its own), written `at` bytes into this
+ * CPU's event data. A global function: the verifier checks it once, not once per path
+ * of the stack copy before it.
+ */
+__attribute__((noinline)) int read_py_frames(__u32 at)
+{
+	__u32 tgid = bpf_get_current_pid_tgid() >> 32;
+	struct osprey_py_proc *py = bpf_map_lookup_elem(&py_procs, &tgid);
+	if (!py)
+		return 0;
+	__u32 cpu = bpf_get_smp_processor_id();
+	struct stack_copy *s = bpf_map_lookup_elem(&stack_copies, &cpu);
+	/* After a full 64 KiB window there is no room left: no Python frames then. */
+	if (!s || at >= STACK_COPY_MAX)
+		return 0;
+	asm volatile("" : "+r"(at)); /* keep the mask below for the verifier */
+	at &= STACK_COPY_MAX - 1;
+	struct osprey_py_frame *out =
+		(struct osprey_py_frame *)(s->bytes + sizeof(struct osprey_profile_user_stack) + at);
+	__u64 tstate = read_user_u64(py->tstate_addr);
+	if (!tstate)
+		return 0;
+	__u32 tid = (__u32)bpf_get_current_pid_tgid();
+	if ((__u32)read_user_u64(tstate + py->ts_native_tid) != tid)
+		return 0;
+	__u64 cframe = read_user_u64(tstate + py->ts_cframe);
+	__u64 frame = cframe ? read_user_u64(cframe + py->cframe_frame) : 0;
+	__u32 n = 0;
+	for (int i = 0; i < PY_MAX_FRAMES; i++) {
+		if (!frame)
+			break;
+		__u64 code = read_user_u64(frame + py->frame_code);
+		__u8 entry = 0;
+		bpf_probe_read_user(&entry, 1, (void *)(frame + py->frame_entry));
+		out[i].code = code | (entry ? 1 : 0);
+		out[i].instr = read_user_u64(frame + py->frame_instr);
+		n = i + 1;
+		frame = read_user_u64(frame + py->frame_previous);
+	}
+	return n;
+}
+
+/* Registers at the user-mode boundary, the frame-pointer stack when `fp_walk`, and
+ * `window` bytes of the user stack, to the ring. */
 static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
-					   struct task_struct *task, bool in_kernel, __u32 window)
+					   struct task_struct *task, bool in_kernel, __u32 window,
+					   bool fp_walk)
 {
 	__u32 cpu = bpf_get_smp_processor_id();
 	struct stack_copy *s = bpf_map_lookup_elem(&stack_copies, &cpu);
@@ -178,9 +284,11 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 	ev->kernel_stack = (collect_kernel && in_kernel)
 				   ? stack_id(ctx, 0, OSPREY_PERR_KERNEL_COLLISION)
 				   : -1;
+	ev->user_stack = fp_walk ? stack_id(ctx, BPF_F_USER_STACK, OSPREY_PERR_USER_COLLISION)
+				 : -1;
+	ev->py_frames = 0;
 	if (in_kernel) {
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(
-			(struct task_struct *)bpf_get_current_task_btf());
+		struct pt_regs *regs = osprey_current_pt_regs();
 		ev->ip = BPF_CORE_READ(regs, ip);
 		ev->sp = BPF_CORE_READ(regs, sp);
 		ev->bp = BPF_CORE_READ(regs, bp);
@@ -190,29 +298,25 @@ static __always_inline int emit_user_stack(struct bpf_perf_event_data *ctx,
 		ev->bp = ctx->regs.bp;
 	}
 	__u32 len = 0;
-	for (int i = 0; i < STACK_COPY_MAX / COPY_CHUNK; i++) {
-		if (len + COPY_CHUNK > window)
-			break;
-		if (bpf_probe_read_user(ev->data + (len & (STACK_COPY_MAX - 1)), COPY_CHUNK,
-					(void *)(ev->sp + len)))
-			break;
-		len += COPY_CHUNK;
+	if (dwarf_unwinding && window > LEAF_BYTES) {
+		len = copy_window(ev->data, ev->sp, window);
+	} else if (!bpf_probe_read_user(ev->data, LEAF_BYTES, (void *)ev->sp)) {
+		len = LEAF_BYTES;
+	} else if (!bpf_probe_read_user(ev->data, LEAF_MIN_BYTES, (void *)ev->sp)) {
+		len = LEAF_MIN_BYTES;
 	}
-	/* Near the top of the stack a big chunk fails: finish with small ones. */
-	for (int i = 0; i < COPY_CHUNK / COPY_TAIL_CHUNK; i++) {
-		if (len + COPY_TAIL_CHUNK > window)
-			break;
-		if (bpf_probe_read_user(ev->data + (len & (STACK_COPY_MAX - 1)), COPY_TAIL_CHUNK,
-					(void *)(ev->sp + len)))
-			break;
-		len += COPY_TAIL_CHUNK;
-	}
-	if (len < window && len < 1024)
-		count_error(OSPREY_PERR_STACK_COPY_SHORT);
 	if (len > STACK_COPY_MAX)
 		len = STACK_COPY_MAX;
 	ev->stack_len = len;
-	osprey_emit(ev, sizeof(*ev) + len);
+	__u32 py = read_py_frames(len);
+	if (py > PY_MAX_FRAMES)
+		return 0;
+	ev->py_frames = py;
+	__u64 size = len + py * sizeof(struct osprey_py_frame);
+	asm volatile("" : "+r"(size)); /* keep the bound below for the verifier */
+	if (size > STACK_COPY_MAX + PY_MAX_FRAMES * sizeof(struct osprey_py_frame))
+		return 0;
+	osprey_emit(ev, sizeof(*ev) + size);
 	return 0;
 }
 
@@ -241,12 +345,14 @@ int profile_cpu(struct bpf_perf_event_data *ctx)
 			c->filtered++; /* --kernel-only and a sample in user mode */
 		return 0;
 	}
-	if (user && dwarf_unwinding) {
-		__u32 *window = bpf_map_lookup_elem(&dwarf_pids, &tgid);
+	if (user) {
+		__u32 *window = dwarf_unwinding ? bpf_map_lookup_elem(&dwarf_pids, &tgid) : NULL;
 		if (window)
-			return emit_user_stack(ctx, task, in_kernel, *window);
-		if (unwind_all_dwarf)
-			return emit_user_stack(ctx, task, in_kernel, user_stack_bytes);
+			return emit_user_stack(ctx, task, in_kernel, *window, *window <= LEAF_BYTES);
+		if (dwarf_unwinding && unwind_all_dwarf)
+			return emit_user_stack(ctx, task, in_kernel, user_stack_bytes, auto_unwind);
+		if (fix_first_frame)
+			return emit_user_stack(ctx, task, in_kernel, LEAF_BYTES, true);
 	}
 
 	struct osprey_profile_key key = {};
@@ -266,7 +372,7 @@ static __always_inline int on_switch(void *ctx, bool preempt, struct task_struct
 {
 	__u64 now = bpf_ktime_get_ns();
 	__u32 prev_tgid = BPF_CORE_READ(prev, tgid);
-	long state = BPF_CORE_READ(prev, __state);
+	long state = osprey_task_state(prev);
 	struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_OFFCPU);
 	if (!preempt && state != TASK_RUNNING) {
 		if (profile_target(prev_tgid, OSPREY_KIND_OFFCPU)) {

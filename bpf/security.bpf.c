@@ -254,17 +254,17 @@ static __always_inline void baseline_check(struct pt_regs *regs, long nr)
 		return;
 	if ((__u32)(bpf_get_current_pid_tgid() >> 32) == baseline_self_tgid)
 		return;
-	struct task_struct *task = bpf_get_current_task_btf();
-	struct mm_struct *mm = task->mm;
+	struct task_struct *task = osprey_current_task();
+	struct mm_struct *mm = BPF_CORE_READ(task, mm);
 	if (!mm) /* kernel thread */
 		return;
-	struct file *exe = mm->exe_file;
+	struct file *exe = BPF_CORE_READ(mm, exe_file);
 	if (!exe)
 		return;
-	struct inode *inode = exe->f_inode;
+	struct inode *inode = BPF_CORE_READ(exe, f_inode);
 	struct osprey_baseline_key key = {
-		.ino = inode->i_ino,
-		.dev = inode->i_sb->s_dev,
+		.ino = BPF_CORE_READ(inode, i_ino),
+		.dev = BPF_CORE_READ(inode, i_sb, s_dev),
 	};
 	struct osprey_baseline *b = bpf_map_lookup_elem(&sec_baselines, &key);
 	if (!b) {
@@ -276,7 +276,7 @@ static __always_inline void baseline_check(struct pt_regs *regs, long nr)
 	__u64 bit = 1ULL << (idx & 63);
 	__u64 *word = &b->allowed[idx >> 6];
 	if (!(*word & bit)) {
-		__sync_fetch_and_or(word, bit);
+		OSPREY_ATOMIC_OR(word, bit);
 		if (baseline_mode == BASELINE_DETECT)
 			baseline_emit(regs, &key, nr, OSPREY_BL_OUTSIDE, 0, 0);
 	}
@@ -445,6 +445,10 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 	off += m + 1;
 	s->off = off;
 
+	/* Read here, on every path: a read hoisted into the branch below loads a stack slot
+	 * that other paths leave unwritten, which verifiers before 6.3 refuse. */
+	long dirfd = l.dirfd >= 0 && l.dirfd < 6 ? (long)(int)args[l.dirfd] : AT_FDCWD;
+	barrier_var(dirfd);
 	bool truncated = false;
 	__u16 depth = 0;
 	if (l.fd >= 0 && l.fd < 6) {
@@ -456,7 +460,6 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 			ev->status |= OSPREY_ST_RESOLVED_FROM_FILE;
 		}
 	} else if (l.path >= 0 && l.dirfd != -2 && n > 0 && s->data[0] != '/') {
-		long dirfd = l.dirfd >= 0 && l.dirfd < 6 ? (long)(int)args[l.dirfd] : AT_FDCWD;
 		depth = walk_base(s, task, dirfd, &truncated);
 		ev->status |= OSPREY_ST_RESOLVED_BASE_DIR;
 	}

@@ -156,8 +156,9 @@ enum osprey_profile_error {
 };
 
 /*
- * A CPU sample whose user stack is unwound in user space (--unwind dwarf): registers
- * at the user-mode boundary and stack_len bytes of stack copied from sp.
+ * A CPU sample with a user stack: registers at the user-mode boundary, the frame-pointer
+ * stack walked by the kernel (user_stack) and stack_len bytes of stack copied from sp:
+ * a few words that fix the first frame, or a whole window for DWARF unwinding.
  */
 struct osprey_profile_user_stack {
 	struct osprey_event_header hdr;
@@ -166,7 +167,29 @@ struct osprey_profile_user_stack {
 	__u64 ip;
 	__u64 sp;
 	__u64 bp;
+	__s32 user_stack; /* frame-pointer stack id in the stack map, or < 0 */
+	__u32 py_frames; /* osprey_py_frame records after the stack_len bytes */
 	char data[];
+};
+
+/* One frame of a CPython interpreter's frame chain, innermost first. */
+struct osprey_py_frame {
+	__u64 code; /* PyCodeObject address; bit 0: the frame was entered from C */
+	__u64 instr; /* address of the last instruction started */
+};
+
+/* Where a CPython process keeps its frame chain: the address of the current thread state
+ * pointer and the offsets of the fields followed (they depend on the version). */
+struct osprey_py_proc {
+	__u64 tstate_addr;
+	__u16 ts_cframe;
+	__u16 ts_native_tid;
+	__u16 cframe_frame;
+	__u16 frame_code;
+	__u16 frame_previous;
+	__u16 frame_instr;
+	__u16 frame_entry;
+	__u16 _pad;
 };
 
 /* What a faulting address belongs to, decided in the kernel at fault time. */

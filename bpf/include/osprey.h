@@ -268,25 +268,74 @@ static __always_inline void osprey_emit(void *event, __u64 size)
 }
 
 /*
+ * Two builds of every capability object from the same sources (bpf/Makefile):
+ *   modern: needs the kernel's bpf_get_current_task_btf (5.11), atomic or/fetch
+ *           instructions (5.12) and callback references (5.13), e.g. bpf_loop's;
+ *   compat (OSPREY_COMPAT): none of those, for 5.10-class kernels. The task comes from
+ *           bpf_get_current_task (fields read through CO-RE), walks are bounded loops,
+ *           atomic ORs are plain read-modify-writes.
+ * User space loads the compat object where the kernel lacks what the modern one needs
+ * (crates/osprey/src/kernel/variant.rs).
+ */
+#ifdef OSPREY_COMPAT
+#define osprey_current_task() ((struct task_struct *)bpf_get_current_task())
+/* x86-64 task_pt_regs() (bpf_task_pt_regs is 5.15): the user registers sit at the top of
+ * the task's 16 KiB kernel stack. Read them through CO-RE only. */
+static __always_inline struct pt_regs *osprey_task_pt_regs(struct task_struct *task)
+{
+	char *stack = BPF_CORE_READ(task, stack);
+	return (struct pt_regs *)(stack + 16384) - 1;
+}
+/* OR into a shared word; a racing update may be lost (callers tolerate that). */
+#define OSPREY_ATOMIC_OR(ptr, bits) (*(ptr) |= (bits))
+#else
+#define osprey_current_task() bpf_get_current_task_btf()
+#define osprey_task_pt_regs(task) ((struct pt_regs *)bpf_task_pt_regs(task))
+#define OSPREY_ATOMIC_OR(ptr, bits) __sync_fetch_and_or((ptr), (bits))
+#endif
+#define osprey_current_pt_regs() osprey_task_pt_regs((struct task_struct *)osprey_current_task())
+
+/* task_struct's state field: `__state` since 5.14, `state` before. */
+struct task_struct___pre_5_14 {
+	long state;
+} __attribute__((preserve_access_index));
+
+static __always_inline long osprey_task_state(struct task_struct *task)
+{
+	if (bpf_core_field_exists(task->__state))
+		return BPF_CORE_READ(task, __state);
+	return BPF_CORE_READ((struct task_struct___pre_5_14 *)task, state);
+}
+
+/*
  * Bounded walks (path components, ancestor directories) run their body through bpf_loop
  * where the kernel has it (5.17+): the verifier then checks the body once instead of once
  * per iteration, which was most of the agent's start-up. Elsewhere the same body runs in
  * a bounded loop. User space sets this from the kernel's BTF. (Kernels before 5.13 refuse
- * the callback reference itself, whichever branch runs.)
+ * the callback reference itself, whichever branch runs: the compat build has none.)
  */
 const volatile __u8 osprey_has_bpf_loop = 0;
 
 /* Runs step(i, ctx) for i < n until it returns non-zero. */
+#define OSPREY_BOUNDED_LOOP(n, step, ctx)                                              \
+	for (__u32 _i = 0; _i < (n); _i++)                                             \
+		if ((step)(_i, (ctx)))                                                 \
+			break;
+#ifdef OSPREY_COMPAT
+#define OSPREY_LOOP(n, step, ctx)                                                      \
+	do {                                                                           \
+		OSPREY_BOUNDED_LOOP(n, step, ctx)                                      \
+	} while (0)
+#else
 #define OSPREY_LOOP(n, step, ctx)                                                      \
 	do {                                                                           \
 		if (osprey_has_bpf_loop) {                                             \
 			bpf_loop((n), (step), (ctx), 0);                               \
 		} else {                                                               \
-			for (__u32 _i = 0; _i < (n); _i++)                             \
-				if ((step)(_i, (ctx)))                                 \
-					break;                                         \
+			OSPREY_BOUNDED_LOOP(n, step, ctx)                              \
 		}                                                                      \
 	} while (0)
+#endif
 
 /*
  * Write the path of (mnt, dentry) into s->data at s->off as NUL-terminated components,
@@ -380,8 +429,7 @@ static __always_inline struct file *osprey_fd_file(struct task_struct *task, lon
 	SEC("tracepoint/raw_syscalls/sys_enter")                                       \
 	int prefix##_tp(struct trace_event_raw_sys_enter *ctx)                         \
 	{                                                                              \
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(             \
-			(struct task_struct *)bpf_get_current_task_btf());             \
+		struct pt_regs *regs = osprey_current_pt_regs();                       \
 		return fn(regs, ctx->id);                                              \
 	}
 
@@ -399,8 +447,7 @@ static __always_inline struct file *osprey_fd_file(struct task_struct *task, lon
 	SEC("tracepoint/raw_syscalls/sys_exit")                                        \
 	int prefix##_tp(struct trace_event_raw_sys_exit *ctx)                          \
 	{                                                                              \
-		struct pt_regs *regs = (struct pt_regs *)bpf_task_pt_regs(             \
-			(struct task_struct *)bpf_get_current_task_btf());             \
+		struct pt_regs *regs = osprey_current_pt_regs();                       \
 		return fn(regs, ctx->ret);                                             \
 	}
 

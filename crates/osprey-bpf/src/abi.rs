@@ -222,6 +222,8 @@ pub struct ProfileKey {
 
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for ProfileKey {}
+// SAFETY: plain integers, no padding.
+unsafe impl aya::Pod for PyProc {}
 
 /// Key of the `syscall_counts` and (with `err`) `syscall_errnos` maps.
 #[repr(C)]
@@ -340,7 +342,8 @@ pub struct FimEvent {
     pub _pad: u32,
 }
 
-/// A sample with a copy of the user stack (`--unwind dwarf`); `stack_len` bytes follow.
+/// A sample with a user stack: the kernel's frame-pointer walk (`user_stack` id) and a
+/// copy of `stack_len` bytes from sp (a few words, or a DWARF window), which follow.
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ProfileUserStack {
@@ -350,6 +353,31 @@ pub struct ProfileUserStack {
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
+    pub user_stack: i32,
+    pub py_frames: u32,
+}
+
+/// One CPython frame: code object (bit 0: entered from C) and last instruction.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PyFrame {
+    pub code: u64,
+    pub instr: u64,
+}
+
+/// Where a CPython process keeps its frame chain (value of `py_procs`).
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PyProc {
+    pub tstate_addr: u64,
+    pub ts_cframe: u16,
+    pub ts_native_tid: u16,
+    pub cframe_frame: u16,
+    pub frame_code: u16,
+    pub frame_previous: u16,
+    pub frame_instr: u16,
+    pub frame_entry: u16,
+    pub _pad: u16,
 }
 
 /// A mapping of one process: key of `fault_counts`.
@@ -535,6 +563,8 @@ unsafe impl Plain for Exec {}
 unsafe impl Plain for Fork {}
 unsafe impl Plain for Exit {}
 unsafe impl Plain for ProfileUserStack {}
+unsafe impl Plain for PyFrame {}
+unsafe impl Plain for PyProc {}
 unsafe impl Plain for FaultMapping {}
 unsafe impl Plain for SecSyscall {}
 unsafe impl Plain for TcpState {}

@@ -207,8 +207,13 @@ fn rust_structs() -> Vec<RustStruct> {
             resolved2_len, _pad,
         } flexible ["data"]),
         mirror!(ProfileUserStack as "osprey_profile_user_stack" {
-            hdr, kernel_stack, stack_len, ip, sp, bp,
+            hdr, kernel_stack, stack_len, ip, sp, bp, user_stack, py_frames,
         } flexible ["data"]),
+        mirror!(PyFrame as "osprey_py_frame" { code, instr }),
+        mirror!(PyProc as "osprey_py_proc" {
+            tstate_addr, ts_cframe, ts_native_tid, cframe_frame, frame_code, frame_previous,
+            frame_instr, frame_entry, _pad,
+        }),
         mirror!(FaultKey as "osprey_fault_key" { pid, dev, vma_start, ino }),
         mirror!(FaultCounts as "osprey_fault_counts" { minor, major, untyped, vma_end }),
         mirror!(FaultHeatKey as "osprey_fault_heat_key" { mapping, second, row }),

@@ -80,6 +80,10 @@ fn print_capability(c: &CapabilityReport) {
     if let Some(note) = c.note {
         println!("{:<15} {:<13} {:<34} ({note})", c.name, "", "");
     }
+    if let Some(v) = &c.variant {
+        let build = format!("{} build", v.variant.label());
+        println!("{:<15} {:<13} {:<34} {}", c.name, "object", build, v.reason);
+    }
     if let Some(err) = &c.error {
         println!("{:<15} {:<13} {:<34} {err}", c.name, "-", "unavailable");
     }

@@ -6,14 +6,12 @@ use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use clap::{Args, ValueEnum};
-use osprey::abi::kind;
 use osprey::kernel::loader::LoadedCapability;
-use osprey::pipeline::event::{Event, Payload};
 use osprey::profile::{
-    self, output, pprof, Collector, Profile, ProfileKind, ProfileOptions, UnwindMode,
+    self, output, pprof, Profile, ProfileKind, ProfileOptions, Session, UnwindMode,
 };
 
 use crate::trace::{load, require_tracing_privileges};
@@ -21,9 +19,11 @@ use crate::{Failure, Output};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Unwind {
-    /// Frame pointers; processes without them switch to dwarf once recognised.
+    /// Per process: frame pointers where they agree with dwarf on its first samples,
+    /// dwarf otherwise.
     Auto,
-    /// Frame pointers, walked in the kernel (cheapest; truncated without them).
+    /// Frame pointers, walked in the kernel, the first frame checked with .eh_frame
+    /// (cheapest; truncated without frame pointers).
     Fp,
     /// Copy the user stack per sample and unwind with .eh_frame in user space.
     Dwarf,
@@ -129,6 +129,8 @@ fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
             Unwind::Dwarf => UnwindMode::Dwarf,
         },
         user_stack_bytes: args.stack_bytes,
+        fix_first_frame: true,
+        python: true,
     })
 }
 
@@ -165,62 +167,42 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
     let mut load_options = opts.load_options();
     load_options.denied_programs = osprey::kernel::loader::LoadOptions::denied_from_env();
     let mut cap: LoadedCapability = load(profile::SPEC, &load_options)?;
-    let collector = Rc::new(RefCell::new(
-        Collector::new(&mut cap, opts.clone()).map_err(|e| Failure::Runtime(e.into()))?,
-    ));
     let hooks: Vec<String> = cap.hook_labels().collect();
     // Named now: a target process may be gone by the end.
     let label = target_label(&args);
-
     let what = match opts.kind {
         ProfileKind::Cpu => format!("CPU samples at {} Hz", opts.frequency_hz),
         ProfileKind::OffCpu => "off-CPU time".to_string(),
     };
+    let session = Rc::new(RefCell::new(
+        Session::new(&mut cap, opts).map_err(|e| Failure::Runtime(e.into()))?,
+    ));
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
         "osprey: tracing {what} via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let started = Instant::now();
     let progress = std::io::stderr().is_terminal();
-    let mut next_progress = started + Duration::from_secs(1);
-    let tick_collector = collector.clone();
-    let stacks = collector.clone();
-    let on_event = move |event: &Event| {
-        if let Payload::ProfileUserStack(sample) = &event.payload {
-            stacks.borrow_mut().on_user_stack(&event.header, sample);
-        }
-    };
-    let summary = crate::aggregate::run(cap, args.duration, on_event, move |caps| {
-        let mut c = tick_collector.borrow_mut();
-        c.tick();
-        if progress && Instant::now() >= next_progress {
-            next_progress += Duration::from_secs(1);
-            let ring_dropped: u64 = caps
-                .iter()
-                .flat_map(|cap| {
-                    [kind::PROFILE_SAMPLE, kind::PROFILE_USER_STACK, kind::OFFCPU]
-                        .map(|k| cap.counters_for(k).dropped)
-                })
-                .sum();
-            eprint!(
-                "\rosprey: {:.0} s, {} samples, {} lost   ",
-                started.elapsed().as_secs_f64(),
-                c.samples_seen,
-                ring_dropped + c.count_map_full()
-            );
-        }
-    })?;
+    let (events, ticks) = (session.clone(), session.clone());
+    let summary = crate::aggregate::run(
+        cap,
+        args.duration,
+        move |event| events.borrow_mut().on_event(event),
+        move |caps| {
+            if let Some(p) = ticks.borrow_mut().tick(caps).filter(|_| progress) {
+                eprint!("\r{p}   ");
+            }
+        },
+    )?;
     if progress {
         eprintln!();
     }
-    let elapsed = started.elapsed().as_secs_f64();
-    let ring_dropped = summary.stats.total_dropped();
-    let collector = Rc::try_unwrap(collector)
-        .map_err(|_| Failure::Runtime(anyhow::anyhow!("profile collector still shared")))?
+    let session = Rc::try_unwrap(session)
+        .map_err(|_| Failure::Runtime(anyhow::anyhow!("profile session still shared")))?
         .into_inner();
+    let elapsed = session.elapsed_secs();
     let finishing = Instant::now();
-    let profile = collector.finish(label, elapsed, ring_dropped);
+    let profile = session.finish(label, summary.stats.total_dropped());
     write_outputs(&args, &profile)?;
     let write_secs = finishing.elapsed().as_secs_f64();
 
@@ -234,6 +216,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 "unit": profile.unit,
                 "stacks": profile.stacks.len(),
                 "losses": losses,
+                "unwinders": profile.unwinders,
                 "symbolize_and_write_secs": write_secs,
             });
             let _ = writeln!(stderr, "{json}");
@@ -248,6 +231,15 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
                 profile.stacks.len(),
                 crate::words::counters_text(&losses)
             );
+            for u in &profile.unwinders {
+                let _ = writeln!(
+                    stderr,
+                    "profile: {}: {} ({} samples)",
+                    u.binary,
+                    u.unwinder.label(),
+                    u.samples
+                );
+            }
         }
     }
     if profile.stacks.is_empty() {

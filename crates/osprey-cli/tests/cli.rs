@@ -68,6 +68,36 @@ fn without_bpf_loop_every_capability_still_loads_with_bounded_loops() {
     );
 }
 
+/// The builds for 5.10-class kernels (bpf/Makefile's compat objects) load here too, and
+/// check names the build each capability uses and why.
+#[test]
+fn compat_builds_of_every_capability_load_and_check_names_them() {
+    if !bpf_available("check_compat_builds") {
+        return;
+    }
+    let _serial = serial();
+    let (code, stderr, doc) = check_report(&[("OSPREY_BPF_VARIANT", "compat")]);
+    assert_eq!(code, Some(0), "{stderr}");
+    assert_eq!(doc["ok"], true, "{doc:#}");
+    let capabilities = &doc["capabilities"];
+    let compat = [
+        "process", "files", "memory", "profile", "security", "flows", "syscalls", "tcp",
+    ];
+    for name in compat {
+        let variant = &named(capabilities, name)["variant"];
+        assert_eq!(variant["variant"], "compat", "{name}: {variant}");
+        assert_eq!(variant["reason"], "OSPREY_BPF_VARIANT=compat", "{name}");
+    }
+    let enforce = &named(capabilities, "enforce-connect")["variant"];
+    assert_eq!(enforce["variant"], "modern", "one build: {enforce}");
+    // Left to itself, each capability says why it took the build it did.
+    let (code, stderr, doc) = check_report(&[]);
+    assert_eq!(code, Some(0), "{stderr}");
+    let files = &named(&doc["capabilities"], "files")["variant"];
+    let reason = files["reason"].as_str().unwrap_or_default();
+    assert!(reason.contains("bpf_get_current_task_btf"), "{files}");
+}
+
 #[test]
 fn check_reports_chosen_hooks_and_features() {
     if !bpf_available("check") {
@@ -78,18 +108,13 @@ fn check_reports_chosen_hooks_and_features() {
     assert_eq!(code, Some(0), "{stderr}");
     assert_eq!(doc["ok"], true);
     let feature = |name: &str| named(&doc["features"], name);
-    for name in [
-        "btf",
-        "tp_btf",
-        "raw_tp",
-        "ringbuf",
-        "bpf_loop",
-        "run_time_stats",
-    ] {
+    for name in ["btf", "tp_btf", "raw_tp", "ringbuf", "run_time_stats"] {
         assert_eq!(feature(name)["available"], true, "{name}");
     }
-    // fentry and kprobe are reported either way, with a reason when unavailable.
+    // fentry, kprobe and bpf_loop (5.17) are reported either way, with a reason when
+    // unavailable.
     for name in [
+        "bpf_loop",
         "fentry",
         "kprobe",
         "lsm",

@@ -5,74 +5,11 @@ mod common;
 mod profile_workloads;
 
 use std::io::Read;
-use std::path::Path;
 use std::process::Command;
 
 use common::*;
 use profile_workloads::*;
 use prost::Message;
-
-struct Profiled {
-    folded: Vec<(String, u64)>,
-    svg: String,
-    pprof: Vec<u8>,
-    json: serde_json::Value,
-    done: Finished,
-}
-
-/// Profiles one gated run of `program ARG` with extra osprey arguments.
-fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
-    let child = spawn_gated(program, &[arg]);
-    let pid = child.id().to_string();
-    let (f, s, p) = (
-        dir.join("out.folded"),
-        dir.join("out.svg"),
-        dir.join("out.pb.gz"),
-    );
-    let mut args = vec!["profile", "--pid", &pid, "--output", "json"];
-    args.extend_from_slice(extra);
-    let paths = [
-        f.to_str().unwrap(),
-        s.to_str().unwrap(),
-        p.to_str().unwrap(),
-    ];
-    args.extend_from_slice(&["--folded", paths[0], "--svg", paths[1], "--pprof", paths[2]]);
-    let tracer = Tracer::start(&args);
-    release_and_wait(child);
-    let done = tracer.stop();
-    assert!(done.status.success(), "osprey failed: {}", done.stderr);
-    let json: serde_json::Value = serde_json::from_slice(&done.stdout).expect("profile JSON");
-    Profiled {
-        folded: folded(&f),
-        svg: std::fs::read_to_string(&s).unwrap(),
-        pprof: std::fs::read(&p).unwrap(),
-        json,
-        done,
-    }
-}
-
-fn assert_chain(run: &Profiled, chain: &str, leaf: &str) {
-    let total: u64 = run.folded.iter().map(|(_, v)| v).sum();
-    let in_chain: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
-    let in_leaf: u64 = run
-        .folded
-        .iter()
-        .filter(|(s, _)| s.split(';').any(|f| f == leaf))
-        .map(|(_, v)| v)
-        .sum();
-    assert!(total >= 50, "too few samples ({total}): {:?}", run.folded);
-    assert!(
-        in_chain * 100 >= total * 80 && in_leaf * 100 >= total * 80,
-        "chain {chain}: {in_chain} of {total} samples, {leaf}: {in_leaf}; {:#?}\n{}",
-        run.folded,
-        run.done.stderr
-    );
-}
 
 fn assert_outputs_agree(run: &Profiled, names: &[&str]) {
     let folded_total: u64 = run.folded.iter().map(|(_, v)| v).sum();
@@ -150,6 +87,46 @@ fn c_with_frame_pointers_profiles_its_call_chain_in_every_format() {
 }
 
 #[test]
+fn python_functions_are_named_with_file_and_line_between_native_frames() {
+    if !bpf_available("profile_python") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("profile-python");
+    let Some((python, script)) = python_workload(dir.path()) else {
+        eprintln!("SKIP profile_python: no /usr/bin/python3.11");
+        assert!(
+            std::env::var_os("OSPREY_REQUIRE_BPF").is_none(),
+            "python3.11 missing"
+        );
+        return;
+    };
+    let run = profile_run_args(
+        dir.path(),
+        &python,
+        &[script.to_str().unwrap(), "40"],
+        &["--freq", "299"],
+    );
+    assert_chain(&run, "<module>;top;mid;leaf", "leaf");
+    assert_outputs_agree(&run, &["leaf", "mid", "top"]);
+    // Native frames stay around the Python ones: the interpreter's entry below them.
+    assert!(
+        run.folded
+            .iter()
+            .any(|(s, _)| s.contains("main;") && s.contains(";top;mid;leaf")),
+        "{:?}",
+        run.folded
+    );
+    let frames = run.json["stacks"][0]["frames"].as_array().unwrap();
+    for (name, lines) in [("leaf", 4..=7), ("mid", 10..=14), ("top", 17..=21)] {
+        let f = frames.iter().find(|f| f["name"] == name).unwrap();
+        assert!(f["file"].as_str().unwrap().ends_with("chain.py"), "{f}");
+        let line = f["line"].as_u64().unwrap();
+        assert!(lines.contains(&line), "{f}");
+    }
+}
+
+#[test]
 fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
     if !bpf_available("profile_rust_dwarf") {
         return;
@@ -179,23 +156,13 @@ fn rust_without_frame_pointers_needs_and_gets_dwarf_unwinding() {
         "6",
         &["--freq", "299", "--unwind", "fp"],
     );
-    let fp_chain: u64 = fp
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
+    let fp_chain = sum_where(&fp.folded, |s| s.contains(chain));
     assert_eq!(fp_chain, 0, "{:?}", fp.folded);
 
     // The default recognises the missing frame pointers and switches to dwarf.
     let auto = profile_run(dir.path(), &program, "12", &["--freq", "299"]);
-    let total: u64 = auto.folded.iter().map(|(_, v)| v).sum();
-    let recovered: u64 = auto
-        .folded
-        .iter()
-        .filter(|(s, _)| s.contains(chain))
-        .map(|(_, v)| v)
-        .sum();
+    let total = sum_where(&auto.folded, |_| true);
+    let recovered = sum_where(&auto.folded, |s| s.contains(chain));
     assert!(
         recovered * 100 >= total * 70,
         "auto: {recovered} of {total}: {:?}",
@@ -260,14 +227,7 @@ fn off_cpu_time_of_a_sleeping_function_is_about_one_second() {
     let child = spawn_gated(&program, &["sleep"]);
     let pid = child.id().to_string();
     let out = dir.path().join("off.folded");
-    let tracer = Tracer::start(&[
-        "profile",
-        "--off-cpu",
-        "--pid",
-        &pid,
-        "--folded",
-        out.to_str().unwrap(),
-    ]);
+    let tracer = off_cpu_tracer(&pid, &out);
     release_and_wait(child);
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);

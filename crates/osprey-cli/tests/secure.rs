@@ -224,20 +224,15 @@ fn every_default_rule_fires(env: &[(&str, &str)]) {
         shell["event"]["process"]["ancestry"][0]["comm"],
         "osprey-workload"
     );
-    let memfd = alerts
+    alerts
         .iter()
         .find(|a| {
+            // Newer kernels name the process after the memfd ("memfd:..."), older ones after
+            // the fd ("3", exec of /dev/fd/3): the workload's child is the one either way.
             a["rule"] == "exec_from_temporary_location"
-                && a["event"]["process"]["comm"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("memfd:")
+                && a["event"]["process"]["ancestry"][0]["comm"] == "osprey-workload"
         })
-        .expect("memfd exec alert");
-    assert_eq!(
-        memfd["event"]["process"]["ancestry"][0]["comm"],
-        "osprey-workload"
-    );
+        .unwrap_or_else(|| panic!("memfd exec alert in {alerts:#?}"));
 
     // Every default rule was exercised.
     let fired: BTreeSet<&str> = alerts.iter().map(|a| a["rule"].as_str().unwrap()).collect();
@@ -261,7 +256,8 @@ fn every_default_rule_fires(env: &[(&str, &str)]) {
         .iter()
         .map(|a| a["detect_latency_ns"].as_f64().unwrap() / 1e6)
         .collect();
-    assert!(latency_ms.iter().all(|&l| l < 1000.0), "{latency_ms:?}");
+    let limit_ms = 1000.0 * f64::from(slowdown());
+    assert!(latency_ms.iter().all(|&l| l < limit_ms), "{latency_ms:?}");
 }
 
 #[test]

@@ -313,8 +313,10 @@ fn once_reports_event_rates_of_a_running_agent() {
     // The agent's files module limits each process to 200 events/s by default: the rest
     // of our opens show up as throttled, none may vanish.
     assert!(events > 0.0 && throttled > 0.0, "{snapshot}");
+    // `opens` also counts what the loop did while top started and after it sampled, so only
+    // a share of them falls in the interval: a quarter leaves room for a loaded machine.
     assert!(
-        (events + throttled) * interval >= opens as f64 * 0.5,
+        (events + throttled) * interval >= opens as f64 * 0.25,
         "{events} events/s + {throttled} throttled/s over {interval} s for {opens} opens: {snapshot}"
     );
     assert_eq!(files["drops_per_sec"], 0.0, "{snapshot}");

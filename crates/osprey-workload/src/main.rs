@@ -172,6 +172,15 @@ fn main() {
             attr[1] = 4;
             attr[2] = 8;
             attr[3] = 1;
+            // Before 5.11 maps are charged to RLIMIT_MEMLOCK, against everything the user
+            // has locked (a running osprey's maps too): lift it, as BPF tools do. Failing
+            // to is not fatal (newer kernels do not need it).
+            let unlimited = libc::rlimit {
+                rlim_cur: libc::RLIM_INFINITY,
+                rlim_max: libc::RLIM_INFINITY,
+            };
+            // SAFETY: a valid rlimit for the call.
+            unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &unlimited) };
             // SAFETY: attr is large enough for the command.
             let fd = unsafe { libc::syscall(libc::SYS_bpf, 0, attr.as_ptr(), 128) };
             check(fd as i32, "bpf(BPF_MAP_CREATE)");

@@ -9,12 +9,15 @@ use crate::capabilities::{Capability, Probe, REGISTRY};
 use crate::kernel::features::{self, Feature};
 use crate::kernel::loader::{LoadOptions, LoadedCapability};
 use crate::kernel::privileges;
+use crate::kernel::variant::VariantChoice;
 
 #[derive(Debug, Serialize)]
 pub struct CapabilityReport {
     pub name: &'static str,
     pub ok: bool,
     pub error: Option<String>,
+    /// The build of the object in use (modern or compat) and why.
+    pub variant: Option<VariantChoice>,
     /// Per role: hook and program chosen, hooks rejected with the reason.
     pub roles: Vec<Value>,
     pub note: Option<&'static str>,
@@ -93,14 +96,18 @@ fn probe(capability: &Capability) -> Option<CapabilityReport> {
         interfaces,
         ..Default::default()
     };
-    let (ok, error, roles) = match LoadedCapability::load(spec, &options) {
-        Ok(cap) => (true, None, cap.outcomes.iter().map(role_json).collect()),
-        Err(e) => (false, Some(e.to_string()), Vec::new()),
+    let (ok, error, variant, roles) = match LoadedCapability::load(spec, &options) {
+        Ok(cap) => {
+            let roles = cap.outcomes.iter().map(role_json).collect();
+            (true, None, Some(cap.variant.clone()), roles)
+        }
+        Err(e) => (false, Some(e.to_string()), None, Vec::new()),
     };
     Some(CapabilityReport {
         name: spec.name,
         ok,
         error,
+        variant,
         roles,
         note,
     })

@@ -221,7 +221,7 @@ impl Tracer {
     }
 
     fn wait_attached(&mut self, args: &[&str], ready: &str) {
-        let deadline = Instant::now() + Duration::from_secs(20);
+        let deadline = Instant::now() + attach_limit();
         let mut seen = Vec::new();
         while Instant::now() < deadline {
             match self.stderr_lines.recv_timeout(Duration::from_millis(100)) {
@@ -246,7 +246,8 @@ impl Tracer {
             }
         }
         panic!(
-            "osprey {args:?} did not attach within 20 s: {}",
+            "osprey {args:?} did not attach within {:?}: {}",
+            attach_limit(),
             seen.join("\n")
         );
     }
@@ -392,6 +393,19 @@ pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
                 .as_str()
                 .is_some_and(|p| std::path::Path::new(p).starts_with(build_dir))
         })
+}
+
+/// How many times slower than the host this machine runs programs: OSPREY_TEST_SLOWDOWN, set
+/// by the VM suite under software emulation (which also verifies BPF programs that much slower);
+/// 1 otherwise. Time limits of the tests scale with it.
+pub fn slowdown() -> u32 {
+    let factor = std::env::var("OSPREY_TEST_SLOWDOWN").ok();
+    factor.and_then(|s| s.parse().ok()).unwrap_or(1).max(1)
+}
+
+/// How long a tracer may take to attach.
+pub fn attach_limit() -> Duration {
+    Duration::from_secs(20) * slowdown()
 }
 
 /// `osprey check --output json` with extra environment: its exit code, stderr and report.

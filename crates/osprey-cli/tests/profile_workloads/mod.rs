@@ -7,6 +7,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use crate::common::{Finished, Tracer};
+
 /// Waits for a line on stdin, then by mode:
 /// - `N`: burns CPU in leaf ← mid ← top ← main N times;
 /// - `sleep`: blocks 1 s in sleepy_leaf ← sleepy_top (a raw syscall: no libc frame hides
@@ -179,4 +181,164 @@ pub fn folded(path: &Path) -> Vec<(String, u64)> {
 /// Sum of the values of the folded stacks that satisfy `keep`.
 pub fn sum_where(stacks: &[(String, u64)], keep: impl Fn(&str) -> bool) -> u64 {
     stacks.iter().filter(|(s, _)| keep(s)).map(|(_, v)| v).sum()
+}
+
+/// main → top_fn → mid_fn → leaf_fn, leaf_fn without calls: gcc gives it no frame. Waits
+/// for a line on stdin; then `N` burns N rounds, `read` blocks in blocked_reader reading
+/// stdin until a second line comes.
+pub const CHAIN_WORKLOAD: &str = r#"
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+volatile uint64_t sink;
+__attribute__((noinline)) void leaf_fn(uint64_t n) { uint64_t x = 0; for (uint64_t i = 0; i < n; i++) x += i * i ^ (x >> 3); sink = x; }
+__attribute__((noinline)) void mid_fn(uint64_t n) { for (int i = 0; i < 10; i++) leaf_fn(n); sink++; }
+__attribute__((noinline)) void top_fn(uint64_t n) { for (int i = 0; i < 10; i++) mid_fn(n); sink++; }
+__attribute__((noinline)) void blocked_reader(void) { char c; if (read(0, &c, 1) != 1) exit(3); sink++; }
+int main(int argc, char **argv) {
+    char line[16];
+    if (read(0, line, 3) != 3) return 2;
+    if (argc > 1 && strcmp(argv[1], "read") == 0) { blocked_reader(); return 0; }
+    int reps = argc > 1 ? atoi(argv[1]) : 10;
+    for (int i = 0; i < reps; i++) top_fn(1000000);
+    return 0;
+}
+"#;
+
+/// The chain workload built by gcc with `flags` as `dir/name`.
+pub fn build_chain(dir: &Path, name: &str, flags: &[&str]) -> PathBuf {
+    let src = dir.join("chain.c");
+    std::fs::write(&src, CHAIN_WORKLOAD).unwrap();
+    let out = dir.join(name);
+    let status = Command::new("gcc")
+        .args(flags)
+        .args(["-g", "-o"])
+        .arg(&out)
+        .arg(&src)
+        .status()
+        .expect("gcc is needed for the profile tests");
+    assert!(status.success());
+    out
+}
+
+pub struct Profiled {
+    pub folded: Vec<(String, u64)>,
+    pub svg: String,
+    pub pprof: Vec<u8>,
+    pub json: serde_json::Value,
+    pub done: Finished,
+}
+
+/// Profiles one gated run of `program ARG` with extra osprey arguments.
+pub fn profile_run(dir: &Path, program: &Path, arg: &str, extra: &[&str]) -> Profiled {
+    profile_run_args(dir, program, &[arg], extra)
+}
+
+/// `osprey profile --off-cpu --pid PID --folded OUT`, attached.
+pub fn off_cpu_tracer(pid: &str, out: &Path) -> Tracer {
+    Tracer::start(&[
+        "profile",
+        "--off-cpu",
+        "--pid",
+        pid,
+        "--folded",
+        out.to_str().unwrap(),
+    ])
+}
+
+/// Profiles one gated run of `program ARGS` with extra osprey arguments.
+pub fn profile_run_args(
+    dir: &Path,
+    program: &Path,
+    program_args: &[&str],
+    extra: &[&str],
+) -> Profiled {
+    let child = spawn_gated(program, program_args);
+    let pid = child.id().to_string();
+    let (f, s, p) = (
+        dir.join("out.folded"),
+        dir.join("out.svg"),
+        dir.join("out.pb.gz"),
+    );
+    let mut args = vec!["profile", "--pid", &pid, "--output", "json"];
+    args.extend_from_slice(extra);
+    let paths = [
+        f.to_str().unwrap(),
+        s.to_str().unwrap(),
+        p.to_str().unwrap(),
+    ];
+    args.extend_from_slice(&["--folded", paths[0], "--svg", paths[1], "--pprof", paths[2]]);
+    let tracer = Tracer::start(&args);
+    release_and_wait(child);
+    let done = tracer.stop();
+    assert!(done.status.success(), "osprey failed: {}", done.stderr);
+    let json: serde_json::Value = serde_json::from_slice(&done.stdout).expect("profile JSON");
+    Profiled {
+        folded: folded(&f),
+        svg: std::fs::read_to_string(&s).unwrap(),
+        pprof: std::fs::read(&p).unwrap(),
+        json,
+        done,
+    }
+}
+
+pub fn assert_chain(run: &Profiled, chain: &str, leaf: &str) {
+    assert_chain_share(run, chain, leaf, 80);
+}
+
+/// `chain` in at least `percent`% of the samples, `leaf` as a frame in as many.
+pub fn assert_chain_share(run: &Profiled, chain: &str, leaf: &str, percent: u64) {
+    let total = sum_where(&run.folded, |_| true);
+    let in_chain = sum_where(&run.folded, |s| s.contains(chain));
+    let in_leaf = sum_where(&run.folded, |s| s.split(';').any(|f| f == leaf));
+    assert!(total >= 50, "too few samples ({total}): {:?}", run.folded);
+    assert!(
+        in_chain * 100 >= total * percent && in_leaf * 100 >= total * percent,
+        "chain {chain}: {in_chain} of {total} samples, {leaf}: {in_leaf}; {:#?}\n{}",
+        run.folded,
+        run.done.stderr
+    );
+}
+
+/// A pure-Python chain top → mid → leaf: waits for a line on stdin, then burns N rounds.
+pub const PYTHON_WORKLOAD: &str = r#"import sys
+
+
+def leaf(n):
+    x = 0
+    for i in range(n):
+        x += i * i
+    return x
+
+
+def mid(n):
+    s = 0
+    for _ in range(10):
+        s += leaf(n)
+    return s
+
+
+def top(n):
+    s = 0
+    for _ in range(10):
+        s += mid(n)
+    return s
+
+
+sys.stdin.readline()
+for _ in range(int(sys.argv[1])):
+    top(20000)
+"#;
+
+/// The Python workload as `dir/chain.py`, and the interpreter to run it (Debian's 3.11).
+pub fn python_workload(dir: &Path) -> Option<(PathBuf, PathBuf)> {
+    let python = PathBuf::from("/usr/bin/python3.11");
+    if !python.exists() {
+        return None;
+    }
+    let script = dir.join("chain.py");
+    std::fs::write(&script, PYTHON_WORKLOAD).unwrap();
+    Some((python, script))
 }

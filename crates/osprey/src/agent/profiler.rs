@@ -15,8 +15,8 @@ use super::config::AgentConfig;
 use super::metrics::ModuleMetrics;
 use super::modules::{degraded_notes, load_capability, DetachedModule, ModuleState};
 use super::AgentError;
-use crate::profile::collect::RawProfile;
 use crate::profile::frame_cache::{FrameCache, FrameCacheStats};
+use crate::profile::raw::RawProfile;
 use crate::profile::symbolize::Symbolizer;
 use crate::profile::{self, pprof, Collector, ProfileKind, ProfileOptions, UnwindMode};
 
@@ -34,6 +34,8 @@ pub fn load(config: &AgentConfig, metrics: &ModuleMetrics) -> Result<DetachedMod
         kind: ProfileKind::Cpu,
         frequency_hz: cfg.frequency_hz,
         unwind: UnwindMode::FramePointer,
+        // Counted in the kernel: the agent reads no events of its own.
+        fix_first_frame: false,
         ..Default::default()
     };
     let mut load = options.load_options();

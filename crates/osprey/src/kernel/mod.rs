@@ -1,13 +1,16 @@
 //! The kernel layer: what this kernel offers, privileges, loading and attaching
 //! capabilities by their hook alternatives, and the statistics of loaded programs.
 
+mod attach;
 pub mod cgroup;
 pub mod features;
+pub mod hooks;
 pub mod loader;
 pub mod object_loader;
 pub mod privileges;
 pub mod relocation_failure;
 pub mod stats;
+pub mod variant;
 
 use std::sync::{Arc, Mutex};
 

@@ -1,31 +1,33 @@
 //! Collects a profile while it runs: reads the kernel's count map periodically to capture
-//! the maps of new processes (so they can be symbolized after they exit) and to switch
-//! frame-pointer-less processes to DWARF unwinding; unwinds copied user stacks as they
-//! arrive; at the end turns stack ids into symbolized, aggregated stacks.
+//! the maps of new processes (so they can be symbolized after they exit); unwinds user
+//! stacks as they arrive (frame-pointer walks with their first frame fixed, copied windows
+//! with DWARF), choosing per process in auto mode; at the end turns stack ids into
+//! symbolized, aggregated stacks.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray, StackTraceMap};
 
+use super::auto::{self, AutoUnwind, DwarfEnd, Unwinder};
+use super::frame::{CodeAddr, RawFrame};
 use super::procmaps::ProcessMaps;
-use super::symbolize::{CodeAddr, Frame, Symbolizer};
+use super::python::Python;
+use super::raw::{RawProfile, RawSample, Stack};
 use super::unwind::{DwarfUnwinder, StackCopy};
 use super::{
-    Losses, Profile, ProfileKind, ProfileOptions, StackSample, UnwindMode, UserStack,
-    MAX_STACK_WINDOW,
+    Losses, Profile, ProfileKind, ProfileOptions, UserStack, LEAF_BYTES, MAX_STACK_WINDOW,
 };
 use crate::abi::{profile_error as perr, ProfileKey, COMM_LEN};
 use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::wire::text::until_nul;
 use crate::wire::Header;
 
-/// How often the count map is scanned for new processes.
-const SCAN_EVERY: Duration = Duration::from_millis(100);
-/// Auto unwinding: samples looked at before deciding a process lacks frame pointers.
-const AUTO_DECIDE_AFTER: u64 = 5;
-/// Frame-pointer stacks this shallow (or less) count as truncated.
-const SHALLOW_DEPTH: usize = 3;
+/// How often the count map is scanned for new processes. Samples with a user stack come
+/// as events (their process's maps are captured then): the count map holds only kernel
+/// threads and `--kernel-only` samples, which need no maps, or frame-pointer stacks
+/// counted in the kernel when the first frame is not fixed (the agent sets its own pace).
+const SCAN_EVERY: Duration = Duration::from_secs(1);
 /// DWARF samples of a process looked at before deciding whether its window is too small.
 const WINDOW_DECIDE_AFTER: u64 = 8;
 
@@ -38,7 +40,8 @@ struct Window {
     cut: u64,
 }
 
-type DwarfKey = (u32, [u8; COMM_LEN], i32, Vec<CodeAddr>);
+/// (pid, comm, kernel stack id, user frames (None: lost), unwinder) of event samples.
+type UserKey = (u32, [u8; COMM_LEN], i32, Option<Vec<RawFrame>>, Unwinder);
 
 pub struct Collector {
     options: ProfileOptions,
@@ -47,14 +50,19 @@ pub struct Collector {
     errors: PerCpuArray<MapData, u64>,
     /// pid → bytes of user stack the kernel copies per sample.
     dwarf_pids: BpfHashMap<MapData, u32, u32>,
+    /// pid → where the kernel finds its CPython frame chain.
+    py_procs: BpfHashMap<MapData, u32, crate::abi::PyProc>,
+    python: Python,
     windows: HashMap<u32, Window>,
     cut_by_window: u64,
-    /// User stack depth of every key seen (None: no user stack).
-    key_depths: HashMap<ProfileKey, Option<usize>>,
+    /// Keys of the count map already seen.
+    seen_keys: HashSet<ProfileKey>,
     pub maps: ProcessMaps,
     unwinder: DwarfUnwinder,
-    dwarf_counts: HashMap<DwarfKey, u64>,
-    pub switched_to_dwarf: HashSet<u32>,
+    user_counts: HashMap<UserKey, u64>,
+    /// Frame-pointer walks read from the stack map, by id.
+    fp_stacks: HashMap<i32, Option<Vec<u64>>>,
+    pub auto: AutoUnwind,
     last_scan: Option<Instant>,
     scan_every: Duration,
     /// Samples counted so far (approximate while running: the last scan's view).
@@ -82,6 +90,8 @@ impl Collector {
             .map_err(|e| map_error(cap, "profile_errors", e))?;
         let dwarf_pids = BpfHashMap::try_from(cap.take_map("dwarf_pids")?)
             .map_err(|e| map_error(cap, "dwarf_pids", e))?;
+        let py_procs = BpfHashMap::try_from(cap.take_map("py_procs")?)
+            .map_err(|e| map_error(cap, "py_procs", e))?;
         let mut pids: BpfHashMap<MapData, u32, u8> =
             BpfHashMap::try_from(cap.take_map("profile_pids")?)
                 .map_err(|e| map_error(cap, "profile_pids", e))?;
@@ -97,13 +107,16 @@ impl Collector {
             stacks,
             errors,
             dwarf_pids,
+            py_procs,
+            python: Python::default(),
             windows: HashMap::new(),
             cut_by_window: 0,
-            key_depths: HashMap::new(),
+            seen_keys: HashSet::new(),
             maps,
             unwinder: DwarfUnwinder::default(),
-            dwarf_counts: HashMap::new(),
-            switched_to_dwarf: HashSet::new(),
+            user_counts: HashMap::new(),
+            fp_stacks: HashMap::new(),
+            auto: AutoUnwind::default(),
             last_scan: None,
             scan_every: SCAN_EVERY,
             samples_seen: 0,
@@ -125,46 +138,14 @@ impl Collector {
             return;
         }
         self.last_scan = Some(Instant::now());
-        let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
-        let auto = self.options.unwind == UnwindMode::Auto && self.options.kind == ProfileKind::Cpu;
-        // Per undecided process: (samples with a user stack, samples with a shallow one).
-        let mut votes: HashMap<u32, (u64, u64)> = HashMap::new();
         let mut total = 0;
-        for (key, value) in entries {
+        for (key, value) in self.counts.iter().filter_map(Result::ok) {
             total += value;
-            if !self.key_depths.contains_key(&key) {
+            if self.seen_keys.insert(key) {
                 self.maps.observe(key.pid);
-                // Depths only decide auto unwinding: no stack lookup otherwise.
-                let depth = if auto && key.user_stack >= 0 {
-                    self.stacks
-                        .get(&(key.user_stack as u32), 0)
-                        .map(|t| t.frames().len())
-                        .ok()
-                } else {
-                    None
-                };
-                self.key_depths.insert(key, depth);
-            }
-            if let (true, Some(depth)) = (auto, self.key_depths[&key]) {
-                if !self.switched_to_dwarf.contains(&key.pid) {
-                    let v = votes.entry(key.pid).or_default();
-                    v.0 += value;
-                    if depth <= SHALLOW_DEPTH {
-                        v.1 += value;
-                    }
-                }
             }
         }
-        for (pid, (samples, shallow)) in votes {
-            // Most stacks stop at once: no frame pointers. Copy its stacks from now on.
-            if samples >= AUTO_DECIDE_AFTER
-                && shallow * 2 > samples
-                && self.set_window(pid, self.options.user_stack_bytes)
-            {
-                self.switched_to_dwarf.insert(pid);
-            }
-        }
-        self.samples_seen = self.dwarf_counts.values().sum::<u64>() + total;
+        self.samples_seen = self.user_counts.values().sum::<u64>() + total;
     }
 
     /// Tells the kernel how much stack to copy for `pid`.
@@ -210,25 +191,88 @@ impl Collector {
     }
 
     pub fn on_user_stack(&mut self, header: &Header, sample: &UserStack) {
-        self.maps.observe(header.pid);
-        let (frames, cut) = self.unwinder.unwind(
-            header.pid,
-            &self.maps,
-            &StackCopy {
-                ip: sample.ip,
-                sp: sample.sp,
-                bp: sample.bp,
-                stack: &sample.stack,
-            },
-        );
-        self.judge_window(header.pid, sample.stack.len(), cut);
+        let pid = header.pid;
+        self.maps.observe(pid);
+        if self.options.python {
+            if let Some(config) = self.python.discover(pid, &self.maps) {
+                let _ = self.py_procs.insert(pid, config, 0);
+            }
+        }
+        let copy = StackCopy {
+            ip: sample.ip,
+            sp: sample.sp,
+            bp: sample.bp,
+            stack: &sample.stack,
+        };
+        let fp = self
+            .fp_stack(sample.user_stack)
+            .map(|walk| self.unwinder.fix_first_frame(pid, &self.maps, &copy, &walk));
+        let (frames, unwinder) = if sample.stack.len() > LEAF_BYTES as usize {
+            let (dwarf, end) = self.unwinder.unwind(pid, &self.maps, &copy);
+            self.judge_window(pid, sample.stack.len(), end == DwarfEnd::Cut);
+            match fp {
+                Some(fp) => self.judge_auto(pid, fp, dwarf, end),
+                None => (Some(dwarf), Unwinder::Dwarf),
+            }
+        } else {
+            (fp, Unwinder::FramePointer)
+        };
+        let frames = frames.map(|f| self.python.interleave(pid, f, &sample.py_frames));
         let mut comm = [0u8; COMM_LEN];
         let n = header.comm.len().min(COMM_LEN);
         comm[..n].copy_from_slice(&header.comm[..n]);
         *self
-            .dwarf_counts
-            .entry((header.pid, comm, sample.kernel_stack, frames))
+            .user_counts
+            .entry((pid, comm, sample.kernel_stack, frames, unwinder))
             .or_default() += 1;
+    }
+
+    /// A sample of a process under trial (auto): both unwinds compared, the DWARF one kept
+    /// (or the frame-pointer one where DWARF stopped short). Once decided, the kernel is
+    /// told what to copy from then on.
+    fn judge_auto(
+        &mut self,
+        pid: u32,
+        fp: Vec<CodeAddr>,
+        dwarf: Vec<CodeAddr>,
+        end: DwarfEnd,
+    ) -> (Option<Vec<CodeAddr>>, Unwinder) {
+        let agreement = auto::agree(&fp, &dwarf, end);
+        match self.auto.judge(pid, agreement) {
+            Some(Unwinder::FramePointer) => {
+                let _ = self.dwarf_pids.insert(pid, LEAF_BYTES, 0);
+                self.windows.remove(&pid);
+            }
+            Some(Unwinder::Dwarf) => {
+                // In the map, the kernel stops walking frame pointers for it.
+                let bytes = self
+                    .windows
+                    .get(&pid)
+                    .map_or(self.options.user_stack_bytes, |w| w.bytes);
+                let _ = self.dwarf_pids.insert(pid, bytes, 0);
+            }
+            None => {}
+        }
+        if agreement.is_none() && fp.len() > dwarf.len() {
+            (Some(fp), Unwinder::FramePointer)
+        } else {
+            (Some(dwarf), Unwinder::Dwarf)
+        }
+    }
+
+    /// The kernel's frame-pointer walk with id `id`, read once per id.
+    fn fp_stack(&mut self, id: i32) -> Option<Vec<u64>> {
+        if id < 0 {
+            return None;
+        }
+        let stacks = &self.stacks;
+        self.fp_stacks
+            .entry(id)
+            .or_insert_with(|| {
+                let trace = stacks.get(&(id as u32), 0).ok()?;
+                Some(trace.frames().iter().map(|f| f.ip).collect())
+            })
+            .clone()
     }
 
     fn stack(&self, id: i32) -> Option<Vec<CodeAddr>> {
@@ -299,7 +343,7 @@ impl Collector {
         self.tick();
         let losses = self.losses(ring_dropped);
         let samples = self.read_samples(true);
-        self.key_depths.clear();
+        self.seen_keys.clear();
         RawProfile {
             samples,
             // Processes still running are looked at again when they are next sampled.
@@ -315,26 +359,30 @@ impl Collector {
         let entries: Vec<(ProfileKey, u64)> = self.counts.iter().filter_map(Result::ok).collect();
         let mut stack_ids = HashSet::new();
         for (key, value) in &entries {
-            raw.push((
-                key.pid,
-                String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
-                Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
-                Stack::from_id(key.user_stack, self.stack(key.user_stack)),
-                *value,
-            ));
+            raw.push(RawSample {
+                pid: key.pid,
+                comm: String::from_utf8_lossy(until_nul(&key.comm)).into_owned(),
+                kernel: Stack::from_id(key.kernel_stack, self.stack(key.kernel_stack)),
+                user: Stack::from_id(key.user_stack, self.stack(key.user_stack)),
+                unwinder: (key.user_stack >= 0).then_some(Unwinder::FramePointer),
+                value: *value,
+            });
             stack_ids.extend([key.kernel_stack, key.user_stack]);
         }
-        for ((pid, comm, kernel_id, user), value) in std::mem::take(&mut self.dwarf_counts) {
-            raw.push((
+        for ((pid, comm, kernel_id, user, unwinder), value) in std::mem::take(&mut self.user_counts)
+        {
+            raw.push(RawSample {
                 pid,
-                String::from_utf8_lossy(until_nul(&comm)).into_owned(),
-                Stack::from_id(kernel_id, self.stack(kernel_id)),
-                Stack::Addrs(user),
+                comm: String::from_utf8_lossy(until_nul(&comm)).into_owned(),
+                kernel: Stack::from_id(kernel_id, self.stack(kernel_id)),
+                user: user.map_or(Stack::Lost, Stack::Addrs),
+                unwinder: Some(unwinder),
                 value,
-            ));
+            });
             stack_ids.insert(kernel_id);
         }
         if reset {
+            stack_ids.extend(self.fp_stacks.drain().map(|(id, _)| id));
             for (key, _) in &entries {
                 let _ = self.counts.remove(key);
             }
@@ -343,160 +391,5 @@ impl Collector {
             }
         }
         raw
-    }
-}
-
-/// (pid, comm, kernel stack, user stack, value).
-type RawSample = (u32, String, Stack, Stack, u64);
-
-/// Samples read from the kernel with the process maps they need, not yet symbolized.
-pub struct RawProfile {
-    samples: Vec<RawSample>,
-    maps: ProcessMaps,
-    options: ProfileOptions,
-    pub losses: Losses,
-}
-
-impl RawProfile {
-    pub fn total(&self) -> u64 {
-        self.samples.iter().map(|s| s.4).sum()
-    }
-
-    /// Symbolizes (with file and line from DWARF when `code_info`) and aggregates.
-    pub fn symbolize(self, command: String, duration_secs: f64, code_info: bool) -> Profile {
-        self.symbolize_with(
-            command,
-            duration_secs,
-            &mut Symbolizer::with_code_info(code_info),
-        )
-    }
-
-    /// Like `symbolize`, through a given symbolizer (one that carries a frame cache).
-    pub fn symbolize_with(
-        self,
-        command: String,
-        duration_secs: f64,
-        symbolizer: &mut Symbolizer,
-    ) -> Profile {
-        let RawProfile {
-            samples: raw,
-            maps,
-            options,
-            losses,
-        } = self;
-        let mut kernel_addrs: Vec<CodeAddr> = raw
-            .iter()
-            .flat_map(|r| r.2.addrs().iter().copied())
-            .collect();
-        kernel_addrs.sort();
-        kernel_addrs.dedup();
-        let kernel_frames: HashMap<CodeAddr, Frame> = kernel_addrs
-            .iter()
-            .copied()
-            .zip(symbolizer.kernel(&kernel_addrs))
-            .collect();
-        let mut user_addrs: HashMap<u32, Vec<CodeAddr>> = HashMap::new();
-        for r in &raw {
-            user_addrs.entry(r.0).or_default().extend(r.3.addrs());
-        }
-        let mut user_frames: HashMap<(u32, CodeAddr), Frame> = HashMap::new();
-        for (pid, mut addrs) in user_addrs {
-            addrs.sort();
-            addrs.dedup();
-            let frames = symbolizer.user(pid, &maps, &addrs);
-            user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
-        }
-
-        let mut merged: HashMap<(u32, String, Vec<Frame>), u64> = HashMap::new();
-        for (pid, comm, kernel, user, value) in raw {
-            let mut frames: Vec<Frame> = Vec::new();
-            user.push_frames(&mut frames, false, |a| user_frames[&(pid, a)].clone());
-            kernel.push_frames(&mut frames, true, |a| kernel_frames[&a].clone());
-            if options.kind == ProfileKind::OffCpu {
-                // Stacks taken at sched_switch end in our own program and its caller.
-                while frames
-                    .last()
-                    .is_some_and(|f| f.kernel && is_bpf_frame(&f.name))
-                {
-                    frames.pop();
-                }
-            }
-            *merged.entry((pid, comm, frames)).or_default() += value;
-        }
-        let mut stacks: Vec<StackSample> = merged
-            .into_iter()
-            .map(|((pid, comm, frames), value)| StackSample {
-                pid,
-                comm,
-                frames,
-                value,
-            })
-            .collect();
-        stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
-        let total = stacks.iter().map(|s| s.value).sum();
-        Profile {
-            kind: options.kind,
-            command,
-            duration_secs,
-            frequency_hz: options.frequency_hz,
-            unwind: options.unwind,
-            total,
-            unit: match options.kind {
-                ProfileKind::Cpu => "samples",
-                ProfileKind::OffCpu => "nanoseconds",
-            },
-            losses,
-            stacks,
-        }
-    }
-}
-
-fn is_bpf_frame(name: &str) -> bool {
-    name.starts_with("bpf_prog_")
-        || name.starts_with("bpf_trace_run")
-        || name.starts_with("__bpf_trace")
-}
-
-/// One side (kernel or user) of a sampled stack.
-enum Stack {
-    NotCollected,
-    /// bpf_get_stackid failed (counted in the losses).
-    Lost,
-    Addrs(Vec<CodeAddr>),
-}
-
-impl Stack {
-    fn from_id(id: i32, addrs: Option<Vec<CodeAddr>>) -> Self {
-        match addrs {
-            Some(a) => Stack::Addrs(a),
-            None if id == -1 => Stack::NotCollected,
-            None => Stack::Lost,
-        }
-    }
-
-    fn addrs(&self) -> &[CodeAddr] {
-        match self {
-            Stack::Addrs(a) => a,
-            _ => &[],
-        }
-    }
-
-    /// Appends outermost first.
-    fn push_frames(&self, out: &mut Vec<Frame>, kernel: bool, frame: impl Fn(CodeAddr) -> Frame) {
-        match self {
-            Stack::NotCollected => {}
-            Stack::Lost => out.push(Frame {
-                name: if kernel {
-                    "[kernel stack lost]".into()
-                } else {
-                    "[user stack lost]".into()
-                },
-                module: "[unknown]".into(),
-                file: None,
-                line: None,
-                kernel,
-            }),
-            Stack::Addrs(addrs) => out.extend(addrs.iter().rev().map(|&a| frame(a))),
-        }
     }
 }

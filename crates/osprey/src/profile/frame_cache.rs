@@ -8,8 +8,8 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use super::frame::Frame;
 use super::procmaps::FileId;
-use super::symbolize::Frame;
 
 /// What the cache saved and what it did not, for the agent's log line.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]

@@ -3,11 +3,16 @@
 //! the kernel or from copied stacks with DWARF CFI in user space, symbolized with blazesym
 //! and written as folded stacks, flame graph SVG, pprof, JSON or a top-N table.
 
+pub mod auto;
 pub mod collect;
+pub mod frame;
 pub mod frame_cache;
 pub mod output;
 pub mod pprof;
 pub mod procmaps;
+pub mod python;
+pub mod raw;
+pub mod session;
 pub mod symbolize;
 pub mod unwind;
 
@@ -20,8 +25,10 @@ use crate::kernel::loader::{
 use crate::wire::DecodeError;
 
 pub use crate::kernel::cgroup::cgroup_target;
+pub use auto::Unwinder;
 pub use collect::Collector;
-pub use symbolize::Frame;
+pub use frame::{CodeAddr, Frame};
+pub use session::{Progress, Session};
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "profile",
@@ -75,6 +82,10 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
 /// Highest accepted sampling frequency: above this the profiler itself dominates.
 pub const MAX_FREQUENCY_HZ: u64 = 10_000;
 
+/// Bytes copied at sp with a frame-pointer sample to fix its first frame (LEAF_BYTES in
+/// profile.bpf.c); a larger copy is a DWARF window.
+pub const LEAF_BYTES: u32 = 128;
+
 /// Largest window of user stack copied per sample (STACK_COPY_MAX in profile.bpf.c).
 pub const MAX_STACK_WINDOW: u32 = 65536;
 /// First window of a process unwound with DWARF: most stacks fit, and it is cheap to copy.
@@ -84,9 +95,10 @@ pub const DEFAULT_STACK_WINDOW: u32 = 8192;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum UnwindMode {
-    /// Frame pointers in the kernel; a process whose stacks stay shallow (no frame
-    /// pointers) is switched to DWARF unwinding once recognised.
+    /// Per process, from evidence: its first samples are unwound both ways (frame
+    /// pointers, DWARF); where they agree it keeps frame pointers, otherwise DWARF.
     Auto,
+    /// Frame pointers walked in the kernel, the first frame fixed with the binary's CFI.
     FramePointer,
     Dwarf,
 }
@@ -115,6 +127,11 @@ pub struct ProfileOptions {
     /// Bytes of user stack first copied per sample for DWARF unwinding; a process whose
     /// stacks are cut by the window gets it doubled, up to MAX_STACK_WINDOW.
     pub user_stack_bytes: u32,
+    /// Frame-pointer stacks go through the ring with a few words of stack so that their
+    /// first frame is checked against the CFI; false: counted in the kernel as walked.
+    pub fix_first_frame: bool,
+    /// Name the functions of CPython processes from the interpreter's frame chain.
+    pub python: bool,
 }
 
 impl Default for ProfileOptions {
@@ -130,6 +147,8 @@ impl Default for ProfileOptions {
             user: true,
             unwind: UnwindMode::Auto,
             user_stack_bytes: DEFAULT_STACK_WINDOW,
+            fix_first_frame: true,
+            python: true,
         }
     }
 }
@@ -145,7 +164,9 @@ impl ProfileOptions {
             roles.push("children");
         }
         let (cgroup_id, cgroup_level) = self.cgroup.unwrap_or((0, 0));
-        let unwind_all = self.kind == ProfileKind::Cpu && self.unwind == UnwindMode::Dwarf;
+        let cpu = self.kind == ProfileKind::Cpu;
+        // Auto copies a window for the first samples of every process too, to compare.
+        let unwind_all = cpu && self.unwind != UnwindMode::FramePointer;
         LoadOptions {
             config: crate::kernel::loader::KernelConfig {
                 comm: self.comm.clone(),
@@ -165,6 +186,11 @@ impl ProfileOptions {
                 ("target_cgroup_id", cgroup_id.to_ne_bytes().to_vec()),
                 ("target_cgroup_level", cgroup_level.to_ne_bytes().to_vec()),
                 ("unwind_all_dwarf", vec![u8::from(unwind_all)]),
+                ("fix_first_frame", vec![u8::from(self.fix_first_frame)]),
+                (
+                    "auto_unwind",
+                    vec![u8::from(cpu && self.unwind == UnwindMode::Auto)],
+                ),
                 (
                     "dwarf_unwinding",
                     vec![u8::from(
@@ -181,19 +207,24 @@ impl ProfileOptions {
     }
 }
 
-/// A sample whose user stack was copied for unwinding in user space.
+/// A sample with a user stack: the kernel's frame-pointer walk and/or a copy of the stack.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserStack {
     pub kernel_stack: i32,
+    /// The kernel's frame-pointer walk (a stack map id), or < 0 when not walked.
+    pub user_stack: i32,
     pub ip: u64,
     pub sp: u64,
     pub bp: u64,
     pub stack: Vec<u8>,
+    /// CPython frames, innermost first: (code object | 1 if entered from C, instruction).
+    pub py_frames: Vec<(u64, u64)>,
 }
 
 impl UserStack {
     pub fn write_json<M: serde::ser::SerializeMap>(&self, map: &mut M) -> Result<(), M::Error> {
         map.serialize_entry("kernel_stack", &self.kernel_stack)?;
+        map.serialize_entry("user_stack", &self.user_stack)?;
         map.serialize_entry("ip", &self.ip)?;
         map.serialize_entry("sp", &self.sp)?;
         map.serialize_entry("stack_bytes", &self.stack.len())
@@ -208,15 +239,27 @@ pub fn decode_user_stack(bytes: &[u8]) -> Result<UserStack, DecodeError> {
     };
     let raw: abi::ProfileUserStack = abi::read(bytes).ok_or_else(|| malformed("short"))?;
     let fixed = std::mem::size_of::<abi::ProfileUserStack>();
+    let stack_end = fixed + raw.stack_len as usize;
     let stack = bytes
-        .get(fixed..fixed + raw.stack_len as usize)
+        .get(fixed..stack_end)
         .ok_or_else(|| malformed("stack shorter than stack_len"))?;
+    let record = std::mem::size_of::<abi::PyFrame>();
+    let py = bytes
+        .get(stack_end..stack_end + raw.py_frames as usize * record)
+        .ok_or_else(|| malformed("fewer python frames than py_frames"))?;
+    let py_frames = py
+        .chunks_exact(record)
+        .filter_map(abi::read::<abi::PyFrame>)
+        .map(|f| (f.code, f.instr))
+        .collect();
     Ok(UserStack {
         kernel_stack: raw.kernel_stack,
+        user_stack: raw.user_stack,
         ip: raw.ip,
         sp: raw.sp,
         bp: raw.bp,
         stack: stack.to_vec(),
+        py_frames,
     })
 }
 
@@ -227,6 +270,8 @@ pub struct StackSample {
     pub comm: String,
     /// Outermost first: user frames, then kernel frames.
     pub frames: Vec<Frame>,
+    /// How the user frames were unwound (None: no user stack).
+    pub unwinder: Option<Unwinder>,
     pub value: u64,
 }
 
@@ -266,5 +311,15 @@ pub struct Profile {
     pub total: u64,
     pub unit: &'static str,
     pub losses: Losses,
+    /// Which unwinder the samples of each binary went through.
+    pub unwinders: Vec<BinaryUnwinder>,
     pub stacks: Vec<StackSample>,
+}
+
+/// Samples with frames of `binary` unwound by `unwinder`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BinaryUnwinder {
+    pub binary: String,
+    pub unwinder: Unwinder,
+    pub samples: u64,
 }

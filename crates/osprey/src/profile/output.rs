@@ -180,6 +180,7 @@ pub(crate) mod tests {
                 .iter()
                 .map(|n| frame(n.trim_end_matches("_k"), n.ends_with("_k")))
                 .collect(),
+            unwinder: None,
             value,
         };
         let stacks = vec![
@@ -196,6 +197,7 @@ pub(crate) mod tests {
             total: 100,
             unit: "samples",
             losses: Losses::default(),
+            unwinders: Vec::new(),
             stacks,
         }
     }

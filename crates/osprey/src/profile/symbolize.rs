@@ -6,55 +6,10 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use blazesym::symbolize::{source, Input, Symbolized, Symbolizer as Blaze};
-use serde::Serialize;
 
+use super::frame::{CodeAddr, Frame};
 use super::frame_cache::FrameCache;
 use super::procmaps::{FileId, ProcessMaps};
-
-/// One symbolized frame.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub struct Frame {
-    pub name: String,
-    /// Binary path, `[kernel]`, `[perf-map]` or `[unknown]`.
-    pub module: String,
-    pub file: Option<String>,
-    pub line: Option<u32>,
-    pub kernel: bool,
-}
-
-impl Frame {
-    fn is_named(&self) -> bool {
-        self.module != "[unknown]"
-    }
-
-    fn unknown(addr: u64, kernel: bool) -> Self {
-        Frame {
-            name: format!("[unknown 0x{addr:x}]"),
-            module: "[unknown]".into(),
-            file: None,
-            line: None,
-            kernel,
-        }
-    }
-}
-
-/// A code address as sampled: the first frame is the interrupted instruction, the others
-/// return addresses (symbolized one byte earlier, inside the call).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct CodeAddr {
-    pub addr: u64,
-    pub is_return: bool,
-}
-
-impl CodeAddr {
-    fn lookup(self) -> u64 {
-        if self.is_return {
-            self.addr.saturating_sub(1)
-        } else {
-            self.addr
-        }
-    }
-}
 
 pub struct Symbolizer {
     blaze: Blaze,

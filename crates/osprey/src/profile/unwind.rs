@@ -1,5 +1,6 @@
-//! User-space unwinding of copied user stacks (`--unwind dwarf`) with framehop, from the
-//! .eh_frame / .eh_frame_hdr CFI of the binaries mapped in the process.
+//! User-space unwinding with framehop, from the .eh_frame / .eh_frame_hdr CFI of the
+//! binaries mapped in the process: whole copied stacks (DWARF unwinding), and the first
+//! frame of frame-pointer stacks.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -9,8 +10,9 @@ use framehop::x86_64::{CacheX86_64, UnwindRegsX86_64, UnwinderX86_64};
 use framehop::{ExplicitModuleSectionInfo, FrameAddress, Module, Unwinder as _};
 use object::{Object as _, ObjectSection as _, ObjectSegment as _};
 
+use super::auto::DwarfEnd;
+use super::frame::CodeAddr;
 use super::procmaps::{Mapping, ProcessMaps};
-use super::symbolize::CodeAddr;
 
 const MAX_FRAMES: usize = 128;
 
@@ -141,6 +143,15 @@ pub struct StackCopy<'a> {
     pub stack: &'a [u8],
 }
 
+impl StackCopy<'_> {
+    /// The word at `addr`, if the copy holds it.
+    fn read(&self, addr: u64) -> Result<u64, ()> {
+        let at = usize::try_from(addr.checked_sub(self.sp).ok_or(())?).map_err(|_| ())?;
+        let bytes = self.stack.get(at..at.checked_add(8).ok_or(())?).ok_or(())?;
+        Ok(u64::from_le_bytes(bytes.try_into().map_err(|_| ())?))
+    }
+}
+
 impl DwarfUnwinder {
     fn unwinder(&mut self, pid: u32, maps: &ProcessMaps) -> &UnwinderX86_64<Data> {
         let elves = &mut self.elves;
@@ -163,14 +174,59 @@ impl DwarfUnwinder {
         self.processes.remove(&pid);
     }
 
-    /// User frames, innermost first, and whether the unwind failed because it needed
-    /// stack beyond the copied window.
+    /// The kernel's frame-pointer walk `fp` (innermost first, `fp[0]` the sampled
+    /// instruction) with its first frame checked against the CFI: where the sampled
+    /// instruction has no frame set up (a frameless leaf, a prologue, an epilogue), the
+    /// walk started at the caller's frame and skipped the caller; its return address,
+    /// found through the CFI in the words copied at sp, is put back.
+    pub fn fix_first_frame(
+        &mut self,
+        pid: u32,
+        maps: &ProcessMaps,
+        copy: &StackCopy<'_>,
+        fp: &[u64],
+    ) -> Vec<CodeAddr> {
+        let mut frames: Vec<CodeAddr> = fp
+            .iter()
+            .enumerate()
+            .map(|(i, &addr)| CodeAddr {
+                addr,
+                is_return: i > 0,
+            })
+            .collect();
+        if fp.first() != Some(&copy.ip) {
+            return frames;
+        }
+        let mut cache = self.cache.take().unwrap_or_default();
+        let unwinder = self.unwinder(pid, maps);
+        let mut read_stack = |addr: u64| copy.read(addr);
+        let regs = UnwindRegsX86_64::new(copy.ip, copy.sp, copy.bp);
+        let mut iter = unwinder.iter_frames(copy.ip, regs, &mut cache, &mut read_stack);
+        let caller = match (iter.next(), iter.next()) {
+            (Ok(Some(_)), Ok(Some(FrameAddress::ReturnAddress(ra)))) => Some(ra.get()),
+            _ => None,
+        };
+        self.cache = Some(cache);
+        // The same return address as the walk's: the frame was set up, nothing is missing.
+        if let Some(ra) = caller.filter(|&ra| fp.get(1) != Some(&ra)) {
+            frames.insert(
+                1,
+                CodeAddr {
+                    addr: ra,
+                    is_return: true,
+                },
+            );
+        }
+        frames
+    }
+
+    /// User frames, innermost first, and how the unwind ended.
     pub fn unwind(
         &mut self,
         pid: u32,
         maps: &ProcessMaps,
         copy: &StackCopy<'_>,
-    ) -> (Vec<CodeAddr>, bool) {
+    ) -> (Vec<CodeAddr>, DwarfEnd) {
         let mut cache = self.cache.take().unwrap_or_default();
         let unwinder = self.unwinder(pid, maps);
         let end = copy.sp + copy.stack.len() as u64;
@@ -179,12 +235,7 @@ impl DwarfUnwinder {
             if addr >= end {
                 read_past_window = true;
             }
-            if addr < copy.sp || addr + 8 > end {
-                return Err(());
-            }
-            let at = (addr - copy.sp) as usize;
-            let bytes: [u8; 8] = copy.stack[at..at + 8].try_into().map_err(|_| ())?;
-            Ok(u64::from_le_bytes(bytes))
+            copy.read(addr)
         };
         let regs = UnwindRegsX86_64::new(copy.ip, copy.sp, copy.bp);
         let mut iter = unwinder.iter_frames(copy.ip, regs, &mut cache, &mut read_stack);
@@ -211,6 +262,11 @@ impl DwarfUnwinder {
         if failed {
             self.failed += 1;
         }
-        (frames, failed && read_past_window)
+        let end = match (failed, read_past_window) {
+            (false, _) => DwarfEnd::Complete,
+            (true, true) => DwarfEnd::Cut,
+            (true, false) => DwarfEnd::Failed,
+        };
+        (frames, end)
     }
 }
