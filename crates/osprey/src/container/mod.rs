@@ -176,6 +176,30 @@ enum Slot {
     Unknown,
 }
 
+/// Hashes a cgroup id (an inode number, not chosen by users) with one multiplication:
+/// the registry is consulted twice per event, and SipHash was most of that cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct CgroupIdHasher(u64);
+
+impl std::hash::Hasher for CgroupIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing spreads small ids over the high bits the table looks at.
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ByCgroup<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CgroupIdHasher>>;
+
 /// Bound on remembered cgroups; the map is cleared (and rebuilt lazily) when reached.
 const MAX_CGROUPS: usize = 16384;
 
@@ -183,7 +207,7 @@ const MAX_CGROUPS: usize = 16384;
 /// background lookup thread.
 #[derive(Debug)]
 pub struct Containers {
-    by_cgroup: HashMap<u64, Slot>,
+    by_cgroup: ByCgroup<Slot>,
     by_id: HashMap<String, Arc<Container>>,
     sources: Sources,
     lookups: Option<(Sender<runtimes::Request>, Receiver<runtimes::Update>)>,
@@ -200,7 +224,7 @@ impl Default for Containers {
 impl Containers {
     pub fn new(sources: Sources) -> Self {
         Self {
-            by_cgroup: HashMap::new(),
+            by_cgroup: ByCgroup::default(),
             by_id: HashMap::new(),
             sources,
             lookups: None,
