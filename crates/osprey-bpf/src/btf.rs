@@ -169,57 +169,18 @@ impl Btf {
                 pos += 12;
                 Type::Array { elem, len }
             }
-            4 | 5 => {
-                let mut members = Vec::with_capacity(vlen.min(4096));
-                for _ in 0..vlen {
-                    let offset = w.at(pos + 8)?;
-                    let (bit_offset, bitfield_size) = if kflag {
-                        (offset & 0xff_ffff, offset >> 24)
-                    } else {
-                        (offset, 0)
-                    };
-                    members.push(Member {
-                        name: self.string(w.at(pos)?).to_string(),
-                        ty: w.at(pos + 4)?,
-                        bit_offset,
-                        bitfield_size,
-                    });
-                    pos += 12;
-                }
-                Type::Struct {
-                    name,
-                    union: kind == 5,
-                    size: size_or_type,
-                    members,
-                }
-            }
-            6 | 19 => {
-                let step = if kind == 6 { 8 } else { 12 };
-                let mut values = Vec::with_capacity(vlen.min(4096));
-                for _ in 0..vlen {
-                    let lo = w.at(pos + 4)?;
-                    let value = match (kind, kflag) {
-                        (6, true) => i128::from(lo as i32),
-                        (6, false) => i128::from(lo),
-                        (_, signed) => {
-                            let v = (u64::from(w.at(pos + 8)?) << 32) | u64::from(lo);
-                            if signed {
-                                i128::from(v as i64)
-                            } else {
-                                i128::from(v)
-                            }
-                        }
-                    };
-                    values.push((self.string(w.at(pos)?).to_string(), value));
-                    pos += step;
-                }
-                Type::Enum {
-                    name,
-                    size: size_or_type,
-                    signed: kflag,
-                    values,
-                }
-            }
+            4 | 5 => Type::Struct {
+                name,
+                union: kind == 5,
+                size: size_or_type,
+                members: self.parse_members(w, &mut pos, vlen, kflag)?,
+            },
+            6 | 19 => Type::Enum {
+                name,
+                size: size_or_type,
+                signed: kflag,
+                values: self.parse_enum_values(w, &mut pos, vlen, kind == 19, kflag)?,
+            },
             7 => Type::Fwd { name, union: kflag },
             16 => Type::Float { size: size_or_type },
             8..=11 | 18 => Type::Alias {
@@ -246,6 +207,65 @@ impl Btf {
             }
         };
         Ok((ty, pos))
+    }
+
+    /// The `vlen` members of a struct or union starting at `*pos` (advanced past them);
+    /// `kflag`: offsets carry bitfield sizes.
+    fn parse_members(
+        &self,
+        w: &Words,
+        pos: &mut usize,
+        vlen: usize,
+        kflag: bool,
+    ) -> Result<Vec<Member>, String> {
+        let mut members = Vec::with_capacity(vlen.min(4096));
+        for _ in 0..vlen {
+            let offset = w.at(*pos + 8)?;
+            let (bit_offset, bitfield_size) = if kflag {
+                (offset & 0xff_ffff, offset >> 24)
+            } else {
+                (offset, 0)
+            };
+            members.push(Member {
+                name: self.string(w.at(*pos)?).to_string(),
+                ty: w.at(*pos + 4)?,
+                bit_offset,
+                bitfield_size,
+            });
+            *pos += 12;
+        }
+        Ok(members)
+    }
+
+    /// The `vlen` enumerators of an enum (or, `wide`, enum64) starting at `*pos` (advanced
+    /// past them); `signed` from the type's kflag.
+    fn parse_enum_values(
+        &self,
+        w: &Words,
+        pos: &mut usize,
+        vlen: usize,
+        wide: bool,
+        signed: bool,
+    ) -> Result<Vec<(String, i128)>, String> {
+        let mut values = Vec::with_capacity(vlen.min(4096));
+        for _ in 0..vlen {
+            let lo = w.at(*pos + 4)?;
+            let value = match (wide, signed) {
+                (false, true) => i128::from(lo as i32),
+                (false, false) => i128::from(lo),
+                (true, _) => {
+                    let v = (u64::from(w.at(*pos + 8)?) << 32) | u64::from(lo);
+                    if signed {
+                        i128::from(v as i64)
+                    } else {
+                        i128::from(v)
+                    }
+                }
+            };
+            values.push((self.string(w.at(*pos)?).to_string(), value));
+            *pos += if wide { 12 } else { 8 };
+        }
+        Ok(values)
     }
 
     pub fn get(&self, id: u32) -> Result<&Type, String> {

@@ -47,8 +47,8 @@ pub struct FlowsArgs {
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = crate::parse_positive_secs)]
     pub interval: f64,
     /// Enable BPF run-time statistics (ns per run of each program, in the summary). They
-    /// cost every BPF program on the machine two clock reads per run (~40 ns measured
-    /// here), so they are off unless asked for.
+    /// cost every BPF program on the machine two clock reads per run (bench/net.sh measures
+    /// it), so they are off unless asked for.
     #[arg(long)]
     pub run_time_stats: bool,
     /// Output format.

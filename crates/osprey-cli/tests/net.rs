@@ -33,6 +33,17 @@ fn tcp_server(
     (child, port)
 }
 
+/// What `tcp-send` and `tcp-serve` print last: bytes received and the kernel's count of
+/// segments the connection retransmitted (TCP_INFO, read once nothing more can be).
+fn transfer(out: &str) -> (usize, u64) {
+    let last = out.lines().last().unwrap_or_default();
+    let mut words = last
+        .split_whitespace()
+        .map(|w| w.parse::<u64>().expect("a number"));
+    let bytes = words.next().expect("bytes received") as usize;
+    (bytes, words.next().expect("retransmits"))
+}
+
 fn in_netns(netns: Option<&str>, program: &str) -> Command {
     match netns {
         Some(ns) => {
@@ -66,7 +77,7 @@ fn tcp_transfer_gives_one_exact_record_per_side() {
     const REPLY: usize = 70_000;
     let mut runs = Vec::new();
     for addr in ["127.0.0.1", "::1"] {
-        let (mut server, port) = tcp_server(None, addr, REPLY, None);
+        let (server, port) = tcp_server(None, addr, REPLY, None);
         let started = Instant::now();
         let client = Command::new(WORKLOAD)
             .args(["tcp-send", addr, &port.to_string(), &SENT.to_string()])
@@ -76,18 +87,26 @@ fn tcp_transfer_gives_one_exact_record_per_side() {
         let client_pid = client.id();
         let out = client.wait_with_output().unwrap();
         let elapsed = started.elapsed();
-        assert_eq!(
-            String::from_utf8_lossy(&out.stdout).trim(),
-            REPLY.to_string()
-        );
-        assert!(server.wait().unwrap().success());
-        runs.push((addr, port, server.id(), client_pid, elapsed));
+        let (received, client_retransmits) = transfer(&String::from_utf8_lossy(&out.stdout));
+        assert_eq!(received, REPLY);
+        let server_pid = server.id();
+        let served = server.wait_with_output().unwrap();
+        assert!(served.status.success());
+        let (_, server_retransmits) = transfer(&String::from_utf8_lossy(&served.stdout));
+        runs.push((
+            addr,
+            port,
+            server_pid,
+            client_pid,
+            elapsed,
+            [client_retransmits, server_retransmits],
+        ));
     }
     let done = tracer.stop();
     let filtered = v4_only.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let events = done.events();
-    for (addr, port, server_pid, client_pid, elapsed) in &runs {
+    for (addr, port, server_pid, client_pid, elapsed, retransmits) in &runs {
         let closes = tcp_closes(&events, *port);
         assert_eq!(closes.len(), 2, "{addr}: {closes:#?}");
         let client = closes.iter().find(|e| e["direction"] == "connect").unwrap();
@@ -96,11 +115,12 @@ fn tcp_transfer_gives_one_exact_record_per_side() {
         assert_eq!(client["process"]["comm"], "tcp-client");
         assert_eq!(server["process"]["pid"], *server_pid, "{server}");
         assert_eq!(server["process"]["comm"], "tcp-server");
-        for rec in [client, server] {
+        for (rec, kernel_count) in [client, server].into_iter().zip(retransmits) {
             assert_eq!(rec["owner_known"], true);
             assert_eq!(rec["local_addr"], *addr);
             assert_eq!(rec["remote_addr"], *addr);
-            assert_eq!(rec["retransmits"], 0);
+            // Loopback rarely retransmits, but a starved machine can: what the kernel says.
+            assert_eq!(rec["retransmits"], *kernel_count, "{rec}");
             let duration = Duration::from_nanos(rec["duration_ns"].as_u64().unwrap());
             // The connection lives inside the client's run (plus scheduling slack).
             assert!(
@@ -153,7 +173,7 @@ fn flows_count_udp_tcp_and_ping_exactly_in_both_directions() {
             &net.a,
             &["tcp-send", dst_b, &port.to_string(), &TCP_BYTES.to_string()],
         );
-        assert_eq!(got.trim(), TCP_REPLY.to_string());
+        assert_eq!(transfer(&got).0, TCP_REPLY);
         assert!(server.wait().unwrap().success());
     }
     let done_a = on_a.stop();
@@ -406,7 +426,7 @@ fn tcp_retransmits_match_dropped_segments() {
         .args(["tcp-send", "127.0.0.1", "4242", "1000"])
         .output()
         .unwrap();
-    assert_eq!(String::from_utf8_lossy(&client.stdout).trim(), "500");
+    assert_eq!(transfer(&String::from_utf8_lossy(&client.stdout)).0, 500);
     assert!(server.wait().unwrap().success());
     let done = tracer.stop();
     let closes = tcp_closes(&done.events(), 4242);
@@ -453,7 +473,7 @@ fn tcp_pid_filter_and_rtt_histogram() {
             .args(["tcp-send", "127.0.0.1", &port.to_string(), "1000"])
             .output()
             .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "100");
+        assert_eq!(transfer(&String::from_utf8_lossy(&out.stdout)).0, 100);
     }
     for (mut server, _) in servers {
         assert!(server.wait().unwrap().success());

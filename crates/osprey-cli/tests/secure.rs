@@ -7,7 +7,7 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use common::*;
 use serde_json::Value;
@@ -266,64 +266,9 @@ fn benign_workload_raises_no_alerts() {
         return;
     }
     let _serial = serial();
-    let build = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("benign-{}", std::process::id()));
-    std::fs::create_dir_all(&build).unwrap();
-    let repo = TempDir::new("benign-git");
     let tracer = Tracer::start(&["secure", "--output", "json"]);
-    let quiet = |c: &mut Command| {
-        let s = c
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(s.success(), "{c:?}: {s}");
-    };
-    std::fs::write(
-        build.join("hello.c"),
-        "#include <stdio.h>\nint main(void){puts(\"hi\");return 0;}\n",
-    )
-    .unwrap();
-    quiet(
-        Command::new("cc")
-            .arg("-o")
-            .arg(build.join("hello"))
-            .arg(build.join("hello.c")),
-    );
-    quiet(&mut Command::new(build.join("hello")));
-    quiet(
-        Command::new("git")
-            .args(["init", "-q"])
-            .current_dir(repo.path()),
-    );
-    std::fs::write(repo.path().join("f.txt"), b"x").unwrap();
-    quiet(
-        Command::new("git")
-            .args(["add", "f.txt"])
-            .current_dir(repo.path()),
-    );
-    quiet(
-        Command::new("git")
-            .args([
-                "-c",
-                "user.name=o",
-                "-c",
-                "user.email=o@example.invalid",
-                "commit",
-                "-qm",
-                "m",
-            ])
-            .current_dir(repo.path()),
-    );
-    quiet(Command::new("python3").arg("-c").arg(
-        "import sqlite3,tempfile,os\nd=tempfile.mkdtemp()\nc=sqlite3.connect(os.path.join(d,'t.db'))\nc.execute('create table t(x)')\nc.execute('insert into t values (1)')\nc.commit()\nc.close()",
-    ));
-    quiet(Command::new("python3").arg("-c").arg(
-        "import http.server,threading,urllib.request\ns=http.server.HTTPServer(('127.0.0.1',0),http.server.SimpleHTTPRequestHandler)\nt=threading.Thread(target=s.handle_request);t.start()\nurllib.request.urlopen('http://127.0.0.1:%d/'%s.server_port).read()\nt.join()",
-    ));
-    quiet(Command::new("dpkg").arg("-l"));
+    benign::run_benign_workload();
     let done = tracer.stop();
-    let _ = std::fs::remove_dir_all(&build);
     assert!(done.status.success(), "{}", done.stderr);
     let alerts = alerts(&done);
     assert!(

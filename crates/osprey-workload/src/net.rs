@@ -255,8 +255,30 @@ fn tcp_serve(addr: IpAddr, reply: usize, expect: Option<&OsString>) {
         }
     }
     conn.write_all(&vec![0x42u8; reply]).expect("reply");
-    drop(conn);
-    println!("{got}");
+    // Our FIN, then the client's: once both are through, nothing of ours is retransmitted.
+    conn.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    while conn.read(&mut buf).is_ok_and(|n| n > 0) {}
+    println!("{got} {}", total_retransmits(&conn));
+}
+
+/// The kernel's count of segments this connection retransmitted (TCP_INFO).
+fn total_retransmits(conn: &TcpStream) -> u32 {
+    use std::os::fd::AsRawFd;
+    // SAFETY: tcp_info is plain data; zeroed is a valid value.
+    let mut info: libc::tcp_info = unsafe { std::mem::zeroed() };
+    let mut len = std::mem::size_of::<libc::tcp_info>() as libc::socklen_t;
+    // SAFETY: a valid socket fd and a buffer of `len` bytes.
+    let rc = unsafe {
+        libc::getsockopt(
+            conn.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_INFO,
+            (&mut info as *mut libc::tcp_info).cast(),
+            &mut len,
+        )
+    };
+    assert_eq!(rc, 0, "TCP_INFO: {}", std::io::Error::last_os_error());
+    info.tcpi_total_retrans
 }
 
 fn tcp_send(to: SocketAddr, bytes: usize) {
@@ -268,7 +290,8 @@ fn tcp_send(to: SocketAddr, bytes: usize) {
     }
     let mut reply = Vec::new();
     conn.read_to_end(&mut reply).expect("read reply");
-    println!("{}", reply.len());
+    // Everything sent is acknowledged by now (the server read to our FIN before replying).
+    println!("{} {}", reply.len(), total_retransmits(&conn));
 }
 
 fn checksum(data: &[u8]) -> u16 {

@@ -16,6 +16,8 @@ use serde_json::Value;
 pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
 pub use osprey_workload::{bpf_available, WORKLOAD};
 
+pub mod benign;
+
 /// BPF tests run one at a time: they count exact events and compete for two cores.
 static SERIAL: Mutex<()> = Mutex::new(());
 

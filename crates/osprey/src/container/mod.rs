@@ -72,6 +72,11 @@ static HOST: LazyLock<Arc<Container>> = LazyLock::new(|| {
     })
 });
 
+/// The host's container (id `host`).
+pub fn host() -> &'static Arc<Container> {
+    LazyLock::force(&HOST)
+}
+
 impl Container {
     pub fn is_host(&self) -> bool {
         self.runtime.is_none()

@@ -1,5 +1,5 @@
 //! The cgroup v2 hierarchy is wherever it is mounted (/sys/fs/cgroup on unified systems,
-//! /sys/fs/cgroup/unified on hybrid ones like ours), so the mount table decides: where
+//! /sys/fs/cgroup/unified on hybrid ones), so the mount table decides: where
 //! cgroup programs attach, and the (id, level) of a `--cgroup PATH` filter.
 
 use std::os::unix::fs::MetadataExt;

@@ -21,6 +21,9 @@ pub struct Entry {
     pub gid: u32,
     pub comm: Vec<u8>,
     pub exe: Vec<u8>,
+    /// argv of the last exec joined by spaces (`/proc/PID/cmdline` for processes seen first
+    /// in /proc); a fork inherits its parent's.
+    pub cmdline: Vec<u8>,
     pub cgroup_id: u64,
     /// CLOCK_BOOTTIME ns at which the exit was seen.
     pub exited_at: Option<u64>,
@@ -48,6 +51,8 @@ pub struct ProcessContext<'a> {
     pub gid: u32,
     pub comm: &'a [u8],
     pub exe: &'a [u8],
+    /// See [`Entry::cmdline`].
+    pub cmdline: &'a [u8],
     pub cgroup_id: u64,
     /// The container (id `host` outside any); `None` when the cgroup is unknown.
     pub container: Option<&'a Arc<Container>>,
@@ -138,6 +143,7 @@ impl ProcessCache {
                     gid: h.gid,
                     comm: h.comm.clone(),
                     exe: parent.map(|p| p.exe.clone()).unwrap_or_default(),
+                    cmdline: parent.map(|p| p.cmdline.clone()).unwrap_or_default(),
                     cgroup_id: h.cgroup_id,
                     exited_at: None,
                 };
@@ -156,6 +162,7 @@ impl ProcessCache {
                     gid: h.gid,
                     comm: h.comm.clone(),
                     exe,
+                    cmdline: x.args.join(&b' '),
                     cgroup_id: h.cgroup_id,
                     exited_at: None,
                 });
@@ -226,6 +233,7 @@ impl ProcessCache {
             gid: h.gid,
             comm: &h.comm,
             exe: self.entries.get(&h.pid).map_or(&[][..], |e| &e.exe),
+            cmdline: self.entries.get(&h.pid).map_or(&[][..], |e| &e.cmdline),
             cgroup_id: h.cgroup_id,
             container: self.containers.get(h.cgroup_id),
             ancestry,
@@ -254,6 +262,14 @@ fn read_proc(pid: u32) -> Option<Entry> {
     let exe = std::fs::read_link(format!("/proc/{pid}/exe"))
         .map(|p| p.into_os_string().into_encoded_bytes())
         .unwrap_or_default();
+    let mut cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    if cmdline.last() == Some(&0) {
+        cmdline.pop();
+    }
+    cmdline
+        .iter_mut()
+        .filter(|b| **b == 0)
+        .for_each(|b| *b = b' ');
     Some(Entry {
         pid,
         ppid,
@@ -261,6 +277,7 @@ fn read_proc(pid: u32) -> Option<Entry> {
         gid: id_field("Gid:"),
         comm,
         exe,
+        cmdline,
         cgroup_id: cgroup_id(pid).unwrap_or(0),
         exited_at: None,
     })

@@ -29,6 +29,29 @@ pub struct Alert<'r> {
     /// Extra truth about the outcome (e.g. that a killed syscall had completed).
     pub note: Option<&'static str>,
     pub output: String,
+    /// Where the rule comes from (osprey, sigma, falco) and, for community rules, its id,
+    /// level or priority as written, and references.
+    pub origin: AlertOrigin<'r>,
+}
+
+/// The provenance an alert carries in JSON (`source`, and `id`, `level`, `references`
+/// for Sigma and Falco rules).
+#[derive(Debug, Clone, Copy)]
+pub struct AlertOrigin<'r> {
+    pub source: &'static str,
+    pub id: Option<&'r str>,
+    pub level: Option<&'r str>,
+    pub references: &'r [String],
+}
+
+impl AlertOrigin<'_> {
+    /// Osprey's own detections.
+    pub const OSPREY: AlertOrigin<'static> = AlertOrigin {
+        source: "osprey",
+        id: None,
+        level: None,
+        references: &[],
+    };
 }
 
 pub trait Detector {
@@ -148,10 +171,11 @@ pub fn alert_json(
     let time = clock
         .wall(event.header.ts_boot_ns)
         .to_rfc3339_opts(SecondsFormat::Nanos, true);
-    serde_json::json!({
+    let mut line = serde_json::json!({
         "time": time,
         "kind": "alert",
         "rule": alert.rule,
+        "source": alert.origin.source,
         "severity": alert.severity,
         "tags": alert.tags,
         "action": alert.action,
@@ -160,7 +184,18 @@ pub fn alert_json(
         "output": alert.output,
         "detect_latency_ns": latency_ns,
         "event": JsonEvent { time: &time, event, process: ctx },
-    })
+    });
+    if alert.origin.source != AlertOrigin::OSPREY.source {
+        if let Some(obj) = line.as_object_mut() {
+            obj.insert("id".into(), serde_json::json!(alert.origin.id));
+            obj.insert("level".into(), serde_json::json!(alert.origin.level));
+            obj.insert(
+                "references".into(),
+                serde_json::json!(alert.origin.references),
+            );
+        }
+    }
+    line
 }
 
 /// Runs detectors on every event and writes their alerts; the events themselves are not

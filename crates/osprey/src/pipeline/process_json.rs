@@ -116,6 +116,7 @@ mod tests {
             gid: 0,
             comm: b"w",
             exe: b"/bin/w",
+            cmdline: b"",
             cgroup_id: 1,
             container: None,
             ancestry: vec![ancestor],

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::abi::{self, baseline_op, Baseline, BaselineKey, BASELINE_NR_MAX};
 use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::detect::{Alert, Detector};
+use crate::pipeline::detect::{Alert, AlertOrigin, Detector};
 use crate::pipeline::event::{DecodeError, Event, Payload};
 use crate::syscalls::{syscall_name, syscall_number};
 
@@ -410,6 +410,7 @@ impl Detector for BaselineDetector {
             outcome: "alerted",
             note: None,
             output,
+            origin: AlertOrigin::OSPREY,
         });
     }
 }

@@ -1,6 +1,6 @@
 //! `deny` on connect: cgroup/connect4 and connect6 programs on the root cgroup refuse the
 //! (address, port) pairs that deny rules name, so connect() fails with EPERM before any
-//! packet leaves. This works on every kernel with cgroup v2 (ours included), unlike BPF LSM.
+//! packet leaves. This works on every kernel with cgroup v2, unlike BPF LSM.
 //! Each refusal comes back on the enforce object's ring as a connect with status DENIED,
 //! which the rules detector reports as `blocked`.
 

@@ -3,7 +3,7 @@
 //! mechanisms only by what they leave in events (EPERM, a denied connect, a kill).
 
 use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::detect::{Alert, Detector};
+use crate::pipeline::detect::{Alert, AlertOrigin, Detector};
 use crate::pipeline::event::{Event, Payload};
 
 use super::rules::fields::View;
@@ -89,6 +89,12 @@ pub fn alert_for<'r>(
         outcome: outcome.0,
         note: outcome.1,
         output: rule.render_output(view),
+        origin: AlertOrigin {
+            source: rule.meta.source.name(),
+            id: rule.meta.id.as_deref(),
+            level: rule.meta.level.as_deref(),
+            references: &rule.meta.references,
+        },
     }
 }
 

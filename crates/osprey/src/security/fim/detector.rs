@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::abi::{fim_op, status};
 use crate::pipeline::cache::{Entry, ProcessContext};
-use crate::pipeline::detect::{Alert, AlertWriter, Detector};
+use crate::pipeline::detect::{Alert, AlertOrigin, AlertWriter, Detector};
 use crate::pipeline::event::{Event, Payload};
 
 use super::db::{FileKind, FileState, FimDatabase};
@@ -182,6 +182,7 @@ struct OwnedContext {
     gid: u32,
     comm: Vec<u8>,
     exe: Vec<u8>,
+    cmdline: Vec<u8>,
     cgroup_id: u64,
     container: Option<std::sync::Arc<crate::container::Container>>,
     ancestry: Vec<Entry>,
@@ -197,6 +198,7 @@ impl OwnedContext {
             gid: ctx.gid,
             comm: ctx.comm.to_vec(),
             exe: ctx.exe.to_vec(),
+            cmdline: ctx.cmdline.to_vec(),
             cgroup_id: ctx.cgroup_id,
             container: ctx.container.cloned(),
             ancestry: ctx.ancestry.iter().map(|e| (*e).clone()).collect(),
@@ -212,6 +214,7 @@ impl OwnedContext {
             gid: self.gid,
             comm: &self.comm,
             exe: &self.exe,
+            cmdline: &self.cmdline,
             cgroup_id: self.cgroup_id,
             container: self.container.as_ref(),
             ancestry: self.ancestry.iter().collect(),
@@ -513,6 +516,7 @@ impl FimDetector {
             outcome: "alerted",
             note: None,
             output,
+            origin: AlertOrigin::OSPREY,
         };
         alerts.write_with(&alert, &p.event, &ctx, Some(("fim", details)))
     }

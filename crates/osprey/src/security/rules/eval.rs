@@ -117,6 +117,25 @@ impl Expr {
                     }
                     (Op::Contains, Value::StrList(_), _) => literal_eq(&v, value),
                     (Op::Glob, Value::Str(s), Literal::Str(x)) => glob_match(x, s),
+                    (Op::Exists, _, _) => true,
+                    (Op::Regex, Value::Str(s), Literal::Regex(re)) => re.0.is_match(s),
+                    (Op::Cidr, Value::Str(s), Literal::Cidr(net)) => std::str::from_utf8(s)
+                        .ok()
+                        .and_then(|t| t.parse().ok())
+                        .is_some_and(|ip| net.contains(ip)),
+                    (Op::IEq, Value::Str(s), Literal::Str(x)) => s.eq_ignore_ascii_case(x),
+                    (Op::IStartsWith, Value::Str(s), Literal::Str(x)) => {
+                        s.len() >= x.len() && s[..x.len()].eq_ignore_ascii_case(x)
+                    }
+                    (Op::IEndsWith, Value::Str(s), Literal::Str(x)) => {
+                        s.len() >= x.len() && s[s.len() - x.len()..].eq_ignore_ascii_case(x)
+                    }
+                    (Op::IContains, Value::Str(s), Literal::Str(x)) => {
+                        x.is_empty() || s.windows(x.len()).any(|w| w.eq_ignore_ascii_case(x))
+                    }
+                    (Op::IGlob, Value::Str(s), Literal::Str(x)) => {
+                        glob_match(x, &s.to_ascii_lowercase())
+                    }
                     _ => false,
                 }
             }

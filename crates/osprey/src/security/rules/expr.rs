@@ -16,6 +16,10 @@ use std::collections::HashMap;
 use super::fields::{self, FieldId, Type};
 use super::lex::{lex, Tok, Token};
 use super::limits::{MAX_CONDITION_NODES, MAX_NESTING};
+pub use super::literal::{Cidr, Pattern};
+
+mod falco_ops;
+use falco_ops::FALCO_OPS;
 
 /// A located error inside one condition string: `offset` is a byte offset into it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +47,19 @@ pub enum Op {
     EndsWith,
     Contains,
     Glob,
+    /// Case-insensitive forms (the literal is stored lowercased): Sigma's default matching
+    /// and Falco's `icontains`.
+    IEq,
+    IStartsWith,
+    IEndsWith,
+    IContains,
+    IGlob,
+    /// The literal is a [`Literal::Regex`], searched anywhere in the value.
+    Regex,
+    /// The literal is a [`Literal::Cidr`]; the value is an IP address.
+    Cidr,
+    /// The field has a value on this event (literal ignored).
+    Exists,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,6 +67,8 @@ pub enum Literal {
     Str(Vec<u8>),
     Int(i64),
     Bool(bool),
+    Regex(Pattern),
+    Cidr(Cidr),
 }
 
 /// A type-checked condition, macros and lists expanded.
@@ -74,7 +93,46 @@ pub enum Expr {
 pub struct Scope {
     pub macros: HashMap<String, Expr>,
     pub lists: HashMap<String, Vec<String>>,
+    /// Macros that cannot be used and why (Falco macros that need what Osprey lacks).
+    pub unusable: HashMap<String, String>,
 }
+
+/// What a field name means in a dialect.
+pub enum FieldRef {
+    Known(FieldId, Type),
+    /// A field of the dialect that Osprey's events cannot provide, and why.
+    Unsupported(String),
+    Unknown,
+}
+
+/// The condition language spoken: Osprey's own, or Falco's (its field names mapped onto
+/// Osprey's, its extra operators, `=` on a list field meaning any element).
+pub struct Dialect<'d> {
+    pub field: &'d dyn Fn(&str) -> FieldRef,
+    pub falco: bool,
+}
+
+/// Why a condition did not parse.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// A macro that exists but has not been parsed yet.
+    Pending(String),
+    Error(ExprError),
+    /// Well formed, but needs what Osprey cannot provide.
+    Unsupported(String),
+}
+
+fn osprey_field(name: &str) -> FieldRef {
+    match fields::lookup(name) {
+        Some((id, ty)) => FieldRef::Known(id, ty),
+        None => FieldRef::Unknown,
+    }
+}
+
+pub const OSPREY: Dialect<'static> = Dialect {
+    field: &osprey_field,
+    falco: false,
+};
 
 struct Parser<'s> {
     toks: Vec<Token>,
@@ -86,6 +144,9 @@ struct Parser<'s> {
     depth: usize,
     /// Nodes of the condition built so far (macros and lists expanded).
     nodes: usize,
+    dialect: &'s Dialect<'s>,
+    /// Set when the condition needs what Osprey cannot provide.
+    unsupported: Option<String>,
 }
 
 const STR_OPS: &[(&str, Op)] = &[
@@ -103,7 +164,21 @@ pub fn parse(
     scope: &Scope,
     pending: &dyn Fn(&str) -> bool,
 ) -> Result<Expr, Result<String, ExprError>> {
-    let toks = lex(src).map_err(Err)?;
+    parse_in(src, scope, pending, &OSPREY).map_err(|f| match f {
+        Failure::Pending(name) => Ok(name),
+        Failure::Error(e) => Err(e),
+        Failure::Unsupported(message) => Err(ExprError { offset: 0, message }),
+    })
+}
+
+/// [`parse`] in a dialect, telling unsupported fields and macros from errors.
+pub fn parse_in(
+    src: &str,
+    scope: &Scope,
+    pending: &dyn Fn(&str) -> bool,
+    dialect: &Dialect<'_>,
+) -> Result<Expr, Failure> {
+    let toks = lex(src).map_err(Failure::Error)?;
     let mut p = Parser {
         toks,
         i: 0,
@@ -111,19 +186,28 @@ pub fn parse(
         pending,
         depth: 0,
         nodes: 0,
+        dialect,
+        unsupported: None,
     };
-    let e = p.or()?;
-    let t = p.peek();
-    if t.tok != Tok::End {
-        return Err(Err(ExprError {
-            offset: t.at,
-            message: format!(
-                "expected `and`, `or` or the end, found {}",
-                describe(&t.tok)
-            ),
-        }));
+    let parsed = p.or().and_then(|e| {
+        let t = p.peek();
+        if t.tok != Tok::End {
+            return perr(
+                t.at,
+                format!(
+                    "expected `and`, `or` or the end, found {}",
+                    describe(&t.tok)
+                ),
+            );
+        }
+        Ok(e)
+    });
+    match (parsed, p.unsupported) {
+        (Ok(e), _) => Ok(e),
+        (Err(_), Some(reason)) => Err(Failure::Unsupported(reason)),
+        (Err(Ok(name)), None) => Err(Failure::Pending(name)),
+        (Err(Err(e)), None) => Err(Failure::Error(e)),
     }
-    Ok(e)
 }
 
 fn describe(t: &Tok) -> String {
@@ -238,8 +322,11 @@ impl Parser<'_> {
             }),
             Tok::Word(w) => {
                 let next = self.peek();
+                let falco = self.dialect.falco;
                 let is_comparison = matches!(&next.tok, Tok::Op(_))
-                    || matches!(&next.tok, Tok::Word(x) if x == "in" || STR_OPS.iter().any(|s| s.0 == x));
+                    || matches!(&next.tok, Tok::Word(x) if x == "in"
+                        || STR_OPS.iter().any(|s| s.0 == x)
+                        || (falco && FALCO_OPS.iter().any(|s| s.0 == x)));
                 if is_comparison {
                     self.comparison(&w, t.at)
                 } else {
@@ -268,6 +355,10 @@ impl Parser<'_> {
         if (self.pending)(name) {
             return Err(Ok(name.to_string()));
         }
+        if let Some(reason) = self.scope.unusable.get(name) {
+            self.unsupported = Some(format!("macro `{name}`: {reason}"));
+            return perr(at, "unusable macro");
+        }
         if fields::lookup(name).is_some() {
             return perr(at, format!("field `{name}` must be compared with an operator (= != < > in startswith endswith contains glob)"));
         }
@@ -283,13 +374,32 @@ impl Parser<'_> {
     }
 
     fn comparison(&mut self, name: &str, at: usize) -> PResult<Expr> {
-        let Some((field, ty)) = fields::lookup(name) else {
-            let mut msg = format!("unknown field `{name}`");
-            if let Some(s) = fields::nearest(name, fields::FIELDS.iter().map(|f| f.0)) {
-                msg.push_str(&format!(" (did you mean `{s}`?)"));
+        let (field, ty) = match (self.dialect.field)(name) {
+            FieldRef::Known(field, ty) => (field, ty),
+            FieldRef::Unsupported(reason) => {
+                self.unsupported = Some(reason);
+                return perr(at, "unsupported field");
             }
-            return perr(at, msg);
+            FieldRef::Unknown if self.dialect.falco => {
+                self.unsupported = Some(format!("field `{name}` is not provided by Osprey"));
+                return perr(at, "unsupported field");
+            }
+            FieldRef::Unknown => {
+                let mut msg = format!("unknown field `{name}`");
+                if let Some(s) = fields::nearest(name, fields::FIELDS.iter().map(|f| f.0)) {
+                    msg.push_str(&format!(" (did you mean `{s}`?)"));
+                }
+                return perr(at, msg);
+            }
         };
+        if self.dialect.falco {
+            if let Tok::Word(w) = &self.peek().tok {
+                if let Some(&(word, op)) = FALCO_OPS.iter().find(|s| s.0 == w) {
+                    self.next();
+                    return self.falco_comparison(field, ty, word, op, at);
+                }
+            }
+        }
         let op_tok = self.next();
         let op = match &op_tok.tok {
             Tok::Op("=") => Op::Eq,
@@ -311,10 +421,10 @@ impl Parser<'_> {
             _ => unreachable!("checked by the caller"),
         };
         let allowed = match op {
-            Op::Eq | Op::Ne => ty != Type::StrList,
+            Op::Eq | Op::Ne => ty != Type::StrList || self.dialect.falco,
             Op::Lt | Op::Gt | Op::Le | Op::Ge => ty == Type::Int,
             Op::Contains => matches!(ty, Type::Str | Type::StrList),
-            Op::StartsWith | Op::EndsWith | Op::Glob => ty == Type::Str,
+            _ => ty == Type::Str,
         };
         if !allowed {
             return perr(

@@ -46,8 +46,8 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("container.id", Type::Str, "container id, first 12 digits (`host` outside containers)"),
     ("container.full_id", Type::Str, "container id, all 64 digits (`host` outside containers)"),
     ("container.name", Type::Str, "container name (`host` outside containers)"),
-    ("container.image", Type::Str, "image the container was created from (repo:tag)"),
-    ("container.image.repository", Type::Str, "image without its tag or digest"),
+    ("container.image", Type::Str, "image the container was created from (repo:tag); empty for host processes"),
+    ("container.image.repository", Type::Str, "image without its tag or digest; empty for host processes"),
     ("k8s.pod.name", Type::Str, "Kubernetes pod name"),
     ("k8s.ns.name", Type::Str, "Kubernetes namespace"),
     ("file.path", Type::Str, "absolute path (open, exec, chmod, chown, unlink, rename source, truncate, link, symlink, mount target)"),
@@ -74,6 +74,36 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("net.addr", Type::Str, "connect/bind address (ip:port or unix path)"),
     ("net.port", Type::Int, "connect/bind port"),
     ("net.family", Type::Str, "inet, inet6, unix"),
+    ("net.ip", Type::Str, "connect/bind IP address"),
+    ("proc.cmdline", Type::Str, "argv joined by spaces: of this exec, else of the process's last exec"),
+    ("proc.args", Type::Str, "proc.cmdline without argv[0]"),
+    ("proc.pcmdline", Type::Str, "parent's command line"),
+    ("proc.aname[2]", Type::Str, "grandparent's command name"),
+    ("proc.aname[3]", Type::Str, "command name of the 3rd ancestor"),
+    ("proc.aname[4]", Type::Str, "command name of the 4th ancestor"),
+    ("proc.aname[5]", Type::Str, "command name of the 5th ancestor"),
+    ("proc.aname[6]", Type::Str, "command name of the 6th ancestor"),
+    ("proc.aname[7]", Type::Str, "command name of the 7th ancestor"),
+    ("user.name", Type::Str, "name of proc.uid in the passwd database"),
+    ("file.directory", Type::Str, "directory of file.path"),
+    ("file.create", Type::Bool, "opened with O_CREAT"),
+    ("file.read", Type::Bool, "opened for reading"),
+    ("file.target", Type::Str, "path a file is created at: an O_CREAT open's path, a rename/link/symlink target"),
+    ("file.typechar", Type::Str, "f (file open), 4 / 6 (inet socket), u (unix socket)"),
+    ("evt.dir", Type::Str, "`<`: every event is seen at syscall exit"),
+    ("evt.res", Type::Str, "SUCCESS, or the error's name (ENOENT, EPERM, ...)"),
+    ("evt.num", Type::Int, "the event's boot-time timestamp in ns (never 0)"),
+    ("file.flagnames", Type::Str, "open flags by name: O_WRONLY|O_CREAT|O_TRUNC ..."),
+    ("ptrace.request_name", Type::Str, "ptrace request by name: PTRACE_ATTACH, PTRACE_POKETEXT, ..."),
+    ("proc.is_exe_from_memfd", Type::Bool, "the executable is a memfd (exe path /memfd:...)"),
+    ("proc.is_exe_upper_layer", Type::Bool, "the executable is on a container's writable layer (false for host processes)"),
+    ("proc.tty", Type::Int, "controlling terminal number, 0 for none (read from /proc when asked: absent once the process has exited)"),
+    ("proc.cwd", Type::Str, "working directory with a trailing / (read from /proc when asked)"),
+    ("proc.duration", Type::Int, "ns since the process started (read from /proc when asked)"),
+    ("proc.cap_effective", Type::Str, "effective capabilities by name, space separated (read from /proc when asked)"),
+    ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
+    ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
+    ("container.privileged", Type::Bool, "privileged container; false for host processes"),
 ];
 
 /// Index into FIELDS.
@@ -137,7 +167,7 @@ impl<'a> View<'a> {
         }
     }
 
-    fn path(&self) -> Option<&'a [u8]> {
+    pub(super) fn path(&self) -> Option<&'a [u8]> {
         match &self.event.payload {
             Payload::FileOpen(f) if !f.abs_path.is_empty() => Some(&f.abs_path),
             Payload::FileOpen(f) => Some(&f.path),
@@ -155,12 +185,15 @@ impl<'a> View<'a> {
             "proc" => self.process_field(field),
             "file" => self.file_field(field),
             "exec" => self.exec_field(field),
-            "container" | "k8s" => self.container_field(field),
+            "container" | "k8s" => self
+                .container_field(field)
+                .or_else(|| self.community_field(field)),
+            "user" => self.community_field(field),
             _ => self.syscall_field(field),
         }
     }
 
-    fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
+    pub(super) fn security(&self) -> Option<&'a crate::security::syscall::SecSyscall> {
         match &self.event.payload {
             Payload::Security(s) => Some(s),
             _ => None,
@@ -186,13 +219,14 @@ impl<'a> View<'a> {
                 Payload::Security(s) => int(s.ret),
                 _ => None,
             },
+            "evt.dir" => str_(b"<"),
             "evt.failed" => match payload {
                 Payload::FileOpen(f) => Some(Value::Bool(f.ret < 0)),
                 Payload::Exec(x) => Some(Value::Bool(x.ret < 0)),
                 Payload::Security(s) => Some(Value::Bool(s.ret < 0)),
                 _ => None,
             },
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
@@ -216,20 +250,23 @@ impl<'a> View<'a> {
             "proc.aexes" => Some(Value::StrList(
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
     /// `container.*` and `k8s.*`: the process's container and pod.
     fn container_field(&self, field: &str) -> Option<Value<'a>> {
         let str_ = |b: &'a str| Some(Value::Str(Cow::Borrowed(b.as_bytes())));
-        let c = self.process.container?;
+        // An unresolved cgroup (gone before it was looked up) counts as the host, as before
+        // containers were known.
+        let c = self.process.container.unwrap_or(crate::container::host());
         let known = c.known();
         match field {
             "container.id" => str_(c.short_id()),
             "container.full_id" => str_(&c.id),
             "container.name" if c.is_host() => str_(&c.id),
             "container.name" => c.name().and_then(str_),
+            "container.image" | "container.image.repository" if c.is_host() => str_(""),
             "container.image" => known.and_then(|m| str_(&m.image)),
             "container.image.repository" => {
                 known.and_then(|m| str_(crate::container::metadata::image_repository(&m.image)))
@@ -272,7 +309,7 @@ impl<'a> View<'a> {
             "file.suid" => sec
                 .and_then(|s| s.mode())
                 .map(|m| Value::Bool(m & 0o6000 != 0)),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 
@@ -340,7 +377,7 @@ impl<'a> View<'a> {
             "net.family" => sec
                 .and_then(|s| s.addr.as_ref())
                 .and_then(|a| str_(a.family().as_bytes())),
-            _ => None,
+            _ => self.community_field(field),
         }
     }
 }

@@ -21,7 +21,7 @@ pub(super) struct Token {
 }
 
 fn is_word_char(c: char) -> bool {
-    c.is_alphanumeric() || "_.:/-*?~+@[]%{}$#^".contains(c)
+    c.is_alphanumeric() || "_.:/-*?~+@[]%{}$#^\\".contains(c)
 }
 
 pub(super) fn lex(src: &str) -> Result<Vec<Token>, ExprError> {

@@ -7,7 +7,7 @@ use super::expr::{self, Expr, ExprError, Scope};
 use super::fields;
 use super::limits::{MAX_FILE_BYTES, MAX_LIST_ITEMS, MAX_NESTING};
 use super::yaml::{self, Node, Pos};
-use super::{Action, Piece, Rule, RuleError, Severity};
+use super::{Action, Meta, Piece, Rule, RuleError, RuleReport, Severity, Status};
 
 /// One parsed file: its name, text and YAML tree.
 struct Source<'a> {
@@ -133,14 +133,16 @@ impl<'a> Loader<'a> {
         exceptions
     }
 
-    /// The enabled rules; every rule is checked, enabled or not.
+    /// The enabled rules and a report line for each rule; every rule is checked, enabled
+    /// or not.
     pub fn rules(
         &mut self,
         items: &[Item<'_>],
         scope: &Scope,
         exceptions: &HashMap<String, Expr>,
-    ) -> Vec<Rule> {
+    ) -> (Vec<Rule>, Vec<RuleReport>) {
         let mut rules = Vec::new();
+        let mut report = Vec::new();
         let mut seen: HashSet<String> = HashSet::new();
         for item in items.iter().filter(|i| i.fields.contains_key("rule")) {
             let Some(rule) = build_rule(self, item, scope, exceptions) else {
@@ -150,11 +152,24 @@ impl<'a> Loader<'a> {
                 let message = format!("rule `{}` defined twice", rule.name);
                 self.error(item.src, item.node.pos(), message);
             }
-            if item.fields.get("enabled").and_then(|n| n.as_str()) != Some("false") {
+            let enabled = item.fields.get("enabled").and_then(|n| n.as_str()) != Some("false");
+            report.push(RuleReport {
+                source: super::Source::Osprey,
+                file: self.sources[item.src].name.to_string(),
+                rule: rule.name.clone(),
+                id: None,
+                status: if enabled {
+                    Status::Loaded
+                } else {
+                    Status::Disabled
+                },
+                reason: (!enabled).then(|| "enabled: false".to_string()),
+            });
+            if enabled {
                 rules.push(rule);
             }
         }
-        rules
+        (rules, report)
     }
 
     fn error(&mut self, src: usize, pos: Pos, message: impl Into<String>) {
@@ -408,6 +423,7 @@ fn build_rule(
         output,
         action: action?,
         condition_node: item.fields["condition"].clone(),
+        meta: Meta::default(),
     })
 }
 
@@ -454,12 +470,23 @@ fn action(loader: &mut Loader<'_>, item: &Item<'_>) -> Option<Action> {
     }
 }
 
-fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piece>> {
-    let text = node.as_str().unwrap_or_default();
+/// Part of a `%field` output template.
+pub(super) enum TemplatePart {
+    Text(String),
+    /// A field name and the byte offset of its `%`.
+    Field(String, usize),
+}
+
+/// Splits an output template into text and `%field` names; `name_char(c, name)` says
+/// whether `c` continues `name`. A trailing dot ends the sentence, not the field name; a
+/// `%` without a name is text.
+pub(super) fn split_template(
+    text: &str,
+    name_char: impl Fn(char, &str) -> bool,
+) -> Vec<TemplatePart> {
     let mut out = Vec::new();
     let mut literal = String::new();
     let mut rest = text.char_indices().peekable();
-    let mut ok = true;
     while let Some((i, c)) = rest.next() {
         if c != '%' {
             literal.push(c);
@@ -467,45 +494,57 @@ fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piec
         }
         let mut name = String::new();
         while let Some(&(_, d)) = rest.peek() {
-            if d.is_ascii_alphanumeric() || d == '_' || (d == '.' && !name.is_empty()) {
-                name.push(d);
-                rest.next();
-            } else {
+            if !name_char(d, &name) {
                 break;
             }
+            name.push(d);
+            rest.next();
         }
-        // A trailing dot ends the sentence, not the field name.
         let trailing_dot = name.ends_with('.');
         if trailing_dot {
             name.pop();
         }
         if name.is_empty() {
             literal.push('%');
-            continue;
-        }
-        match fields::lookup(&name) {
-            Some((id, _)) => {
-                if !literal.is_empty() {
-                    out.push(Piece::Text(std::mem::take(&mut literal)));
-                }
-                out.push(Piece::Field(id));
+        } else {
+            if !literal.is_empty() {
+                out.push(TemplatePart::Text(std::mem::take(&mut literal)));
             }
-            None => {
-                let mut msg = format!("unknown field `%{name}` in output");
-                if let Some(s) = fields::nearest(&name, fields::FIELDS.iter().map(|f| f.0)) {
-                    msg.push_str(&format!(" (did you mean `%{s}`?)"));
-                }
-                let pos = yaml::locate_in_scalar(loader.sources[src].text, node, i);
-                loader.error(src, pos, msg);
-                ok = false;
-            }
+            out.push(TemplatePart::Field(name, i));
         }
         if trailing_dot {
             literal.push('.');
         }
     }
     if !literal.is_empty() {
-        out.push(Piece::Text(literal));
+        out.push(TemplatePart::Text(literal));
+    }
+    out
+}
+
+fn template(loader: &mut Loader<'_>, src: usize, node: &Node) -> Option<Vec<Piece>> {
+    let text = node.as_str().unwrap_or_default();
+    let name_char = |d: char, name: &str| {
+        d.is_ascii_alphanumeric() || d == '_' || (d == '.' && !name.is_empty())
+    };
+    let mut out = Vec::new();
+    let mut ok = true;
+    for part in split_template(text, name_char) {
+        match part {
+            TemplatePart::Text(t) => out.push(Piece::Text(t)),
+            TemplatePart::Field(name, i) => match fields::lookup(&name) {
+                Some((id, _)) => out.push(Piece::Field(id)),
+                None => {
+                    let mut msg = format!("unknown field `%{name}` in output");
+                    if let Some(s) = fields::nearest(&name, fields::FIELDS.iter().map(|f| f.0)) {
+                        msg.push_str(&format!(" (did you mean `%{s}`?)"));
+                    }
+                    let pos = yaml::locate_in_scalar(loader.sources[src].text, node, i);
+                    loader.error(src, pos, msg);
+                    ok = false;
+                }
+            },
+        }
     }
     ok.then_some(out)
 }

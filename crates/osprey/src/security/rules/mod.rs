@@ -19,13 +19,19 @@
 //!   action: alert             # alert | deny (fanotify, --enforce) | kill (SIGKILL, --enforce)
 //! ```
 
+mod community;
 mod eval;
 pub mod expr;
+mod falco;
 pub mod fields;
+mod fields_community;
+mod fields_proc;
 mod lex;
 pub mod limits;
+mod literal;
 mod loader;
 pub mod prefilter;
+mod sigma;
 pub mod yaml;
 
 use std::fmt;
@@ -99,6 +105,70 @@ pub enum Piece {
     Field(fields::FieldId),
 }
 
+/// Where a rule comes from: Osprey's own format or a community format loaded unchanged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    #[default]
+    Osprey,
+    Sigma,
+    Falco,
+}
+
+impl Source {
+    pub fn name(self) -> &'static str {
+        match self {
+            Source::Osprey => "osprey",
+            Source::Sigma => "sigma",
+            Source::Falco => "falco",
+        }
+    }
+}
+
+/// What became of one rule of a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    Loaded,
+    /// Needs a field, event or modifier Osprey cannot provide (the reason says which).
+    Unsupported,
+    /// Turned off by the file itself (`enabled: false`, a deprecated Sigma rule).
+    Disabled,
+}
+
+impl Status {
+    pub fn name(self) -> &'static str {
+        match self {
+            Status::Loaded => "loaded",
+            Status::Unsupported => "unsupported",
+            Status::Disabled => "disabled",
+        }
+    }
+}
+
+/// One line of `osprey rules check`: every rule of every file, loaded or not.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RuleReport {
+    pub source: Source,
+    pub file: String,
+    pub rule: String,
+    /// The Sigma rule's id.
+    pub id: Option<String>,
+    pub status: Status,
+    pub reason: Option<String>,
+}
+
+/// What a community rule brings beyond Osprey's own fields.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub source: Source,
+    /// Sigma's `id`.
+    pub id: Option<String>,
+    /// Sigma's `level` or Falco's `priority`, as written.
+    pub level: Option<String>,
+    pub references: Vec<String>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Rule {
     pub name: String,
@@ -114,6 +184,7 @@ pub struct Rule {
     pub origin: String,
     /// The condition as written (for in-kernel compilation errors).
     pub condition_node: Node,
+    pub meta: Meta,
 }
 
 impl Rule {
@@ -165,6 +236,8 @@ impl Rule {
 #[derive(Debug, Clone, Default)]
 pub struct RuleSet {
     pub rules: Vec<Rule>,
+    /// Every rule read, in file order, with what became of it.
+    pub report: Vec<RuleReport>,
 }
 
 /// A load error at a position in a rules file.
@@ -230,9 +303,101 @@ pub fn read_file(path: &std::path::Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// The rule files `paths` name: files as given, directories walked recursively for
+/// `*.yaml` and `*.yml` files (in name order). A missing path is an error naming it.
+pub fn expand_paths(paths: &[std::path::PathBuf]) -> Result<Vec<std::path::PathBuf>, String> {
+    let mut out = Vec::new();
+    for path in paths {
+        let meta = std::fs::metadata(path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if !meta.is_dir() {
+            out.push(path.clone());
+            continue;
+        }
+        let mut pending = vec![path.clone()];
+        let mut found = Vec::new();
+        while let Some(dir) = pending.pop() {
+            let entries = std::fs::read_dir(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+            for entry in entries.flatten() {
+                let p = entry.path();
+                if p.is_dir() {
+                    pending.push(p);
+                } else if p.extension().is_some_and(|e| e == "yaml" || e == "yml") {
+                    found.push(p);
+                }
+            }
+        }
+        found.sort();
+        out.extend(found);
+    }
+    Ok(out)
+}
+
+/// How many of `reports` of each source ended in each status.
+pub fn counts<'a>(
+    reports: impl Iterator<Item = &'a RuleReport>,
+) -> std::collections::BTreeMap<(Source, Status), usize> {
+    let mut counts = std::collections::BTreeMap::new();
+    for r in reports {
+        *counts.entry((r.source, r.status)).or_insert(0) += 1;
+    }
+    counts
+}
+
 /// Loads rule files (name, text) into one set; lists, macros and exceptions of earlier
 /// files are visible to later ones.
 pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
+    let mut own = Vec::new();
+    let mut sigma_files = Vec::new();
+    let mut falco_files = Vec::new();
+    // Community files that only parse with flow closers indented (see indent_flow_closers).
+    let lenient: Vec<Option<String>> = sources
+        .iter()
+        .map(|(_, text)| {
+            let fixed = yaml::parse(text)
+                .is_err()
+                .then(|| community::indent_flow_closers(text))?;
+            yaml::parse(&fixed).is_ok().then_some(fixed)
+        })
+        .collect();
+    for (&(name, original), fixed) in sources.iter().zip(&lenient) {
+        let text = match fixed {
+            Some(f) if !matches!(community::classify(f), community::Format::Osprey) => f.as_str(),
+            _ => original,
+        };
+        match community::classify(text) {
+            community::Format::Osprey => own.push((name, text)),
+            community::Format::Sigma(doc) => sigma_files.push((name, text, doc)),
+            community::Format::Falco(doc) => falco_files.push((name, text, doc)),
+        }
+    }
+    let own_set = load_own(&own);
+    let mut errors = match &own_set {
+        Ok(_) => Vec::new(),
+        Err(e) => e.0.clone(),
+    };
+    let mut set = own_set.unwrap_or_default();
+    for (name, text, doc) in &sigma_files {
+        match sigma::load(name, text, doc) {
+            Ok((rule, report)) => {
+                set.rules.extend(rule);
+                set.report.push(report);
+            }
+            Err(e) => errors.push(e),
+        }
+    }
+    let falco_set = falco::load(&falco_files);
+    errors.extend(falco_set.errors);
+    set.rules.extend(falco_set.rules);
+    set.report.extend(falco_set.report);
+    if errors.is_empty() {
+        Ok(set)
+    } else {
+        Err(RuleErrors(errors))
+    }
+}
+
+/// Loads files of Osprey's own format into one set.
+fn load_own(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     let mut loader = Loader::new(sources);
     let docs = loader.parse_files();
     let mut items = Vec::new();
@@ -244,13 +409,15 @@ pub fn load(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
     loader.lists(&items, &mut scope);
     loader.macros(&items, &mut scope);
     let exceptions = loader.exceptions(&items, &scope);
-    let rules = loader.rules(&items, &scope, &exceptions);
+    let (rules, report) = loader.rules(&items, &scope, &exceptions);
     if loader.errors.is_empty() {
-        Ok(RuleSet { rules })
+        Ok(RuleSet { rules, report })
     } else {
         Err(RuleErrors(loader.errors))
     }
 }
 
+#[cfg(test)]
+mod community_tests;
 #[cfg(test)]
 mod tests;

@@ -94,8 +94,9 @@ fn path_pattern(op: Op, value: &str) -> Constraint {
             under(value.trim_end_matches('/').to_string().max("/".into()))
         }
         Op::StartsWith => under(parent_dir(value)),
-        Op::EndsWith => match value.strip_prefix('/') {
-            Some(name) => name_pattern(name),
+        // Ending in `/dir/name` means the file is called `name`.
+        Op::EndsWith => match value.rsplit_once('/') {
+            Some((_, name)) => name_pattern(name),
             None => Constraint::Any,
         },
         Op::Glob => {
@@ -108,6 +109,29 @@ fn path_pattern(op: Op, value: &str) -> Constraint {
             }
         }
         _ => Constraint::Any,
+    }
+}
+
+/// The kernel's prefilter compares paths as written: a case-insensitive comparison (Sigma's
+/// default) prefilters like its case-sensitive form, Linux paths being case-sensitive.
+fn case_sensitive(op: Op) -> Op {
+    match op {
+        Op::IEq => Op::Eq,
+        Op::IStartsWith => Op::StartsWith,
+        Op::IEndsWith => Op::EndsWith,
+        Op::IGlob => Op::Glob,
+        other => other,
+    }
+}
+
+/// `evt.syscall = name` (Falco's `evt.type`): an open-family name may be an open.
+fn syscall_constraint(name: Option<&str>, kinds: &[&str]) -> Constraint {
+    let open = matches!(name, Some("open" | "openat" | "openat2" | "creat"));
+    let exec = matches!(name, Some("execve" | "execveat"));
+    if (open && kinds.contains(&"open")) || (exec && kinds.contains(&"exec")) {
+        Constraint::Any
+    } else {
+        Constraint::NotOpen
     }
 }
 
@@ -126,10 +150,16 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
                     Constraint::NotOpen
                 }
             }
-            ("file.path", op) => text(value).map_or(Constraint::Any, |v| path_pattern(*op, v)),
+            ("file.path" | "file.target", op) => {
+                text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(*op), v))
+            }
+            ("evt.syscall", Op::Eq) => syscall_constraint(text(value), kinds),
             ("file.name", Op::Eq) => text(value).map_or(Constraint::Any, name_pattern),
             _ => Constraint::Any,
         },
+        Expr::In { field: f, set } if field(*f) == "evt.syscall" => {
+            union(set.iter().map(|l| syscall_constraint(text(l), kinds)))
+        }
         Expr::In { field: f, set } => match field(*f) {
             "evt.kind" => {
                 if set

@@ -75,7 +75,7 @@ fn yaml_errors_unknown_keys_and_values() {
     assert!(e.message.contains("refers to itself"), "{e}");
 }
 
-fn view_event(comm: &str, payload: Payload) -> Event {
+pub(super) fn view_event(comm: &str, payload: Payload) -> Event {
     Event {
         header: Header {
             kind: 0,
@@ -92,7 +92,7 @@ fn view_event(comm: &str, payload: Payload) -> Event {
     }
 }
 
-fn context(event: &Event) -> ProcessContext<'_> {
+pub(super) fn context(event: &Event) -> ProcessContext<'_> {
     ProcessContext {
         pid: event.header.pid,
         tid: event.header.tid,
@@ -101,13 +101,28 @@ fn context(event: &Event) -> ProcessContext<'_> {
         gid: event.header.gid,
         comm: &event.header.comm,
         exe: b"/usr/bin/x",
+        cmdline: b"",
         cgroup_id: 0,
         container: None,
         ancestry: Vec::new(),
     }
 }
 
-fn open_event(comm: &str, path: &str, flags: u64) -> Event {
+/// Names of the rules of `set` that match `event`.
+pub(super) fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
+    let ctx = context(event);
+    let view = View {
+        event,
+        process: &ctx,
+    };
+    set.rules
+        .iter()
+        .filter(|r| r.matches(&view))
+        .map(|r| r.name.clone())
+        .collect()
+}
+
+pub(super) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
     view_event(
         comm,
         Payload::FileOpen(crate::files::FileOpen {
@@ -129,18 +144,7 @@ fn open_event(comm: &str, path: &str, flags: u64) -> Event {
 #[test]
 fn default_rules_match_and_exceptions_apply() {
     let set = load(&[(DEFAULT_RULES_NAME, DEFAULT_RULES)]).unwrap();
-    let fired = |e: &Event| -> Vec<String> {
-        let ctx = context(e);
-        let view = View {
-            event: e,
-            process: &ctx,
-        };
-        set.rules
-            .iter()
-            .filter(|r| r.matches(&view))
-            .map(|r| r.name.clone())
-            .collect()
-    };
+    let fired = |e: &Event| -> Vec<String> { matching(&set, e) };
     assert_eq!(
         fired(&open_event("evil", "/etc/shadow", 0)),
         ["credential_file_read"]

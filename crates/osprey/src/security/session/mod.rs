@@ -129,7 +129,8 @@ struct BaselineStart {
     before: Option<BaselineFile>,
 }
 
-/// Reads rule files (each within the size limit) after the embedded defaults if asked.
+/// Reads rule files (each within the size limit; directories for their `*.yaml`/`*.yml`
+/// files) after the embedded defaults if asked.
 pub fn read_rule_sources(
     files: &[PathBuf],
     defaults: bool,
@@ -138,7 +139,7 @@ pub fn read_rule_sources(
     if defaults {
         sources.push((DEFAULT_RULES_NAME.to_string(), DEFAULT_RULES.to_string()));
     }
-    for path in files {
+    for path in &rules::expand_paths(files).map_err(SessionError::Invalid)? {
         let text = rules::read_file(path).map_err(SessionError::Invalid)?;
         sources.push((path.display().to_string(), text));
     }

@@ -1,0 +1,128 @@
+//! Fields read from /proc when a rule asks for them (terminal, working directory, age,
+//! capabilities, login uid), and ptrace requests by name.
+//! A /proc field of a process that has already exited is absent.
+
+use std::borrow::Cow;
+
+use super::fields::Value;
+
+/// `/proc/PID/stat` fields after the command name (field 3 is index 0).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = &stat[stat.rfind(')')? + 2..];
+    Some(after.split(' ').map(str::to_string).collect())
+}
+
+const CAPS: &[&str] = &[
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// A capability set from /proc/PID/status (`CapEff:` or `CapPrm:`) by name.
+fn caps(pid: u32, key: &str) -> Option<String> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
+    let bits = u64::from_str_radix(hex, 16).ok()?;
+    let names: Vec<&str> = CAPS
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| bits & (1 << i) != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    Some(names.join(" "))
+}
+
+/// A field read from /proc for `pid` at the time of an event at `ts_boot_ns`.
+pub fn live(pid: u32, ts_boot_ns: u64, field: &str) -> Option<Value<'static>> {
+    let owned = |s: String| Value::Str(Cow::Owned(s.into_bytes()));
+    match field {
+        "proc.tty" => stat_fields(pid)?.get(4)?.parse().ok().map(Value::Int),
+        "proc.cwd" => {
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+            let mut text = cwd.to_string_lossy().into_owned();
+            if !text.ends_with('/') {
+                text.push('/');
+            }
+            Some(owned(text))
+        }
+        "proc.duration" => {
+            let ticks: u64 = stat_fields(pid)?.get(19)?.parse().ok()?;
+            // SAFETY: sysconf has no memory effects.
+            let hz = u64::try_from(unsafe { libc::sysconf(libc::_SC_CLK_TCK) }).ok()?;
+            let start_ns = ticks.checked_mul(1_000_000_000)? / hz.max(1);
+            Some(Value::Int(ts_boot_ns.saturating_sub(start_ns) as i64))
+        }
+        "proc.cap_effective" => caps(pid, "CapEff:").map(owned),
+        "proc.cap_permitted" => caps(pid, "CapPrm:").map(owned),
+        "user.loginuid" => {
+            let text = std::fs::read_to_string(format!("/proc/{pid}/loginuid")).ok()?;
+            let uid: u32 = text.trim().parse().ok()?;
+            Some(Value::Int(if uid == u32::MAX { -1 } else { uid.into() }))
+        }
+        _ => None,
+    }
+}
+
+/// A ptrace request by name (the number when unknown).
+pub fn ptrace_request_name(request: u64) -> Vec<u8> {
+    let name = match request {
+        0 => "PTRACE_TRACEME",
+        1 => "PTRACE_PEEKTEXT",
+        2 => "PTRACE_PEEKDATA",
+        3 => "PTRACE_PEEKUSR",
+        4 => "PTRACE_POKETEXT",
+        5 => "PTRACE_POKEDATA",
+        6 => "PTRACE_POKEUSR",
+        7 => "PTRACE_CONT",
+        8 => "PTRACE_KILL",
+        9 => "PTRACE_SINGLESTEP",
+        12 => "PTRACE_GETREGS",
+        13 => "PTRACE_SETREGS",
+        16 => "PTRACE_ATTACH",
+        17 => "PTRACE_DETACH",
+        24 => "PTRACE_SYSCALL",
+        0x4200 => "PTRACE_SETOPTIONS",
+        0x4206 => "PTRACE_SEIZE",
+        _ => return request.to_string().into_bytes(),
+    };
+    name.as_bytes().to_vec()
+}
