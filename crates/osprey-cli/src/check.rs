@@ -53,6 +53,18 @@ fn print_table(report: &CheckReport) {
             println!("{:<22} {ok:<4} {}", f.name, f.detail);
         }
     }
+    println!(
+        "\n{:<11} {:<36} {:<5} {:<7} DETAIL",
+        "RUNTIME", "ENDPOINT", "FOUND", "REACHED"
+    );
+    for r in &report.container_runtimes {
+        let yes = |b: bool| if b { "yes" } else { "no" };
+        let (found, reached) = (yes(r.found), yes(r.reached));
+        println!(
+            "{:<11} {:<36} {found:<5} {reached:<7} {}",
+            r.runtime, r.endpoint, r.detail
+        );
+    }
     if !report.capabilities.is_empty() {
         println!(
             "\n{:<15} {:<13} {:<34} WHY NOT BETTER / WHY NOT AT ALL",

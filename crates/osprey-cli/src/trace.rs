@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
+use osprey::container::filter::ContainerFilter;
 use osprey::kernel::loader::{KernelConfig, LoadOptions, LoadedCapability};
 use osprey::kernel::{privileges, stats::RunTimeStats};
 use osprey::pipeline::cache::ProcessCache;
@@ -30,10 +31,36 @@ pub struct TargetArgs {
     pub uid: Option<u32>,
 }
 
+/// Which containers to trace (decided in user space on each event's cgroup).
+#[derive(Args, Debug, Clone, Default)]
+pub struct ContainerArgs {
+    /// Only this container: its name, full id or an id prefix of 12+ digits (repeatable).
+    #[arg(long = "container", value_name = "NAME|ID")]
+    pub containers: Vec<String>,
+    /// Only containers of this Kubernetes pod (repeatable).
+    #[arg(long = "pod", value_name = "NAME")]
+    pub pods: Vec<String>,
+    /// Only containers in this Kubernetes namespace (repeatable).
+    #[arg(long = "namespace", value_name = "NAME")]
+    pub namespaces: Vec<String>,
+}
+
+impl ContainerArgs {
+    pub fn filter(&self) -> ContainerFilter {
+        ContainerFilter {
+            containers: self.containers.clone(),
+            pods: self.pods.clone(),
+            namespaces: self.namespaces.clone(),
+        }
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct FilesArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub containers: ContainerArgs,
     /// Only opens whose absolute path starts with this prefix.
     #[arg(long, value_name = "PREFIX")]
     pub path_prefix: Option<String>,
@@ -54,6 +81,8 @@ pub struct FilesArgs {
 pub struct ExecArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    #[command(flatten)]
+    pub containers: ContainerArgs,
     /// Only failed execs (no forks or exits).
     #[arg(long)]
     pub failed: bool,
@@ -176,9 +205,11 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
     let prefix = args.path_prefix.clone().map(String::into_bytes);
     let (failed, succeeded) = (args.failed, args.succeeded);
     let me = (!args.include_self).then(std::process::id);
+    let containers = args.containers.filter();
     let filter: EventFilter = Box::new(move |event, ctx| match &event.payload {
         Payload::FileOpen(f) => {
             me != Some(ctx.pid)
+                && containers.matches(ctx.container.map(|c| &**c))
                 && prefix
                     .as_ref()
                     .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))
@@ -213,13 +244,16 @@ pub fn run_exec(args: ExecArgs) -> Result<ExitCode, Failure> {
     report_degraded(&process);
     let target = args.target.clone();
     let (failed, lifecycle) = (args.failed, args.lifecycle);
+    let containers = args.containers.filter();
     let filter: EventFilter = Box::new(move |event, ctx| {
         let kind_wanted = match &event.payload {
             Payload::Exec(x) => !failed || x.ret < 0,
             Payload::Fork(_) | Payload::Exit(_) => lifecycle,
             _ => false,
         };
-        kind_wanted && user_target_matches(&target, ctx)
+        kind_wanted
+            && user_target_matches(&target, ctx)
+            && containers.matches(ctx.container.map(|c| &**c))
     });
     run_pipeline(vec![process], filter, &args.run, Layout::Exec, "execs")
 }

@@ -39,6 +39,8 @@ pub struct CheckReport {
     pub missing_privileges: Vec<&'static str>,
     pub features: Vec<Feature>,
     pub capabilities: Vec<CapabilityReport>,
+    /// Container runtimes found on the host and whether their metadata is reachable.
+    pub container_runtimes: Vec<crate::container::probe::RuntimeProbe>,
 }
 
 impl CheckReport {
@@ -72,6 +74,9 @@ impl CheckReport {
             missing_privileges: missing,
             features,
             capabilities,
+            container_runtimes: crate::container::probe::probe(
+                &crate::container::Sources::from_env(),
+            ),
         }
     }
 }

@@ -7,6 +7,7 @@
 pub mod agent;
 pub mod capabilities;
 pub mod check;
+pub mod container;
 pub mod files;
 pub mod kernel;
 pub mod memory;

@@ -15,7 +15,7 @@ struct Cgroup2Mount {
 }
 
 /// `\040`-style escapes of /proc/self/mountinfo fields.
-fn unescape(field: &str) -> String {
+pub(crate) fn unescape(field: &str) -> String {
     let bytes = field.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -70,6 +70,15 @@ pub fn cgroup2_root() -> Result<PathBuf, String> {
     super::features::mount(c"cgroup2", c"/run/osprey/cgroup2")
         .map(|()| target.to_path_buf())
         .map_err(|e| format!("no cgroup2 hierarchy is mounted and mounting one failed: {e}"))
+}
+
+/// Where the root of the v2 hierarchy is mounted, if it is (never mounts one).
+pub fn cgroup2_mount_point() -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    cgroup2_mounts(&mountinfo)
+        .into_iter()
+        .find(|m| m.root == Path::new("/"))
+        .map(|m| m.mount_point)
 }
 
 /// Level of `canonical` in the v2 hierarchy (root cgroup = 0), from the mount holding it.

@@ -2,11 +2,13 @@
 //! bounded, and keeping exited processes for a grace period so late events still resolve.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeSeq};
 use serde::Serialize;
 
 use super::event::{Event, Payload};
+use crate::container::{Container, Containers};
 use crate::wire::text::json_text;
 
 const MAX_ANCESTRY: usize = 32;
@@ -34,6 +36,8 @@ pub struct ProcessCache {
     grace_ns: u64,
     pub evictions: u64,
     pub misses: u64,
+    /// Which container each cgroup is, and what its runtime says about it.
+    pub containers: Containers,
 }
 
 /// The process context attached to every event, borrowed from the event and the cache
@@ -50,6 +54,8 @@ pub struct ProcessContext<'a> {
     /// See [`Entry::cmdline`].
     pub cmdline: &'a [u8],
     pub cgroup_id: u64,
+    /// The container (id `host` outside any); `None` when the cgroup is unknown.
+    pub container: Option<&'a Arc<Container>>,
     /// Parent first, up to init or an unknown process.
     pub ancestry: Vec<&'a Entry>,
 }
@@ -90,6 +96,7 @@ impl ProcessCache {
     }
 
     fn insert(&mut self, entry: Entry) {
+        self.containers.note(entry.cgroup_id, entry.pid);
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&entry.pid) {
             self.evict_one();
         }
@@ -125,6 +132,7 @@ impl ProcessCache {
     /// Updates the cache from an event (lifecycle events change it; all refresh identity).
     pub fn observe(&mut self, event: &Event) {
         let h = &event.header;
+        self.containers.note(h.cgroup_id, h.pid);
         match &event.payload {
             Payload::Fork(f) => {
                 let parent = self.entries.get(&h.pid);
@@ -227,6 +235,7 @@ impl ProcessCache {
             exe: self.entries.get(&h.pid).map_or(&[][..], |e| &e.exe),
             cmdline: self.entries.get(&h.pid).map_or(&[][..], |e| &e.cmdline),
             cgroup_id: h.cgroup_id,
+            container: self.containers.get(h.cgroup_id),
             ancestry,
         }
     }
@@ -274,14 +283,9 @@ fn read_proc(pid: u32) -> Option<Entry> {
     })
 }
 
-/// cgroup v2 id = inode of the cgroup's directory.
+/// cgroup v2 id = inode of the cgroup's directory (wherever the hierarchy is mounted).
 fn cgroup_id(pid: u32) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
-    let path = text.lines().find_map(|l| l.strip_prefix("0::"))?;
-    std::fs::metadata(format!("/sys/fs/cgroup{path}"))
-        .ok()
-        .map(|m| m.ino())
+    crate::container::resolve::id_of_path(&crate::container::resolve::v2_path_of_pid(pid)?)
 }
 
 fn write_text<M: SerializeMap>(
@@ -304,6 +308,12 @@ impl Serialize for ProcessContext<'_> {
         write_text(&mut map, "comm", "comm_b64", self.comm)?;
         write_text(&mut map, "exe", "exe_b64", self.exe)?;
         map.serialize_entry("cgroup_id", &self.cgroup_id)?;
+        if let Some(c) = self.container {
+            map.serialize_entry("container", &**c)?;
+            if let Some(k8s) = crate::container::k8s_json(c) {
+                map.serialize_entry("k8s", &k8s)?;
+            }
+        }
         map.serialize_entry("ancestry", &AncestryJson(&self.ancestry))?;
         map.end()
     }

@@ -3,10 +3,12 @@
 //! times a second, and escaping those strings was half of the JSON reader's time.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::value::RawValue;
 
 use super::cache::{Entry, ProcessContext};
+use crate::container::Container;
 
 /// Bound on cached processes; the map is simply cleared when it is reached.
 const MAX_CACHED: usize = 4096;
@@ -20,6 +22,8 @@ pub struct ProcessJsonCache {
 struct Cached {
     ids: [u32; 5],
     cgroup_id: u64,
+    /// Held so that a container whose metadata changed is a new pointer, never a reused one.
+    container: Option<Arc<Container>>,
     comm: Vec<u8>,
     exe: Vec<u8>,
     /// (pid, comm, exe) of each ancestor: what the JSON shows of them.
@@ -39,6 +43,11 @@ impl Cached {
     fn matches(&self, p: &ProcessContext<'_>) -> bool {
         self.ids == ids(p)
             && self.cgroup_id == p.cgroup_id
+            && match (&self.container, p.container) {
+                (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+                (None, None) => true,
+                _ => false,
+            }
             && self.comm == p.comm
             && self.exe == p.exe
             && self.ancestry.len() == p.ancestry.len()
@@ -66,6 +75,7 @@ impl ProcessJsonCache {
                 Cached {
                     ids: ids(p),
                     cgroup_id: p.cgroup_id,
+                    container: p.container.cloned(),
                     comm: p.comm.to_vec(),
                     exe: p.exe.to_vec(),
                     ancestry: p
@@ -108,6 +118,7 @@ mod tests {
             exe: b"/bin/w",
             cmdline: b"",
             cgroup_id: 1,
+            container: None,
             ancestry: vec![ancestor],
         };
         let parent: &'static Entry = Box::leak(Box::new(parent));

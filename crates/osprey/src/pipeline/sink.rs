@@ -74,6 +74,15 @@ pub struct JsonSink<W: Write> {
     out: W,
     clock: Clock,
     processes: ProcessJsonCache,
+    host_paths: crate::container::paths::HostPaths,
+}
+
+/// An event with the host's path of the file a container process opened.
+#[derive(serde::Serialize)]
+struct WithHostPath<E: serde::Serialize> {
+    #[serde(flatten)]
+    event: E,
+    host_path: String,
 }
 
 impl<W: Write> JsonSink<W> {
@@ -82,6 +91,7 @@ impl<W: Write> JsonSink<W> {
             out,
             clock,
             processes: ProcessJsonCache::default(),
+            host_paths: Default::default(),
         }
     }
 }
@@ -92,15 +102,28 @@ impl<W: Write> Sink for JsonSink<W> {
             .clock
             .wall(event.header.ts_boot_ns)
             .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let host_path = match &event.payload {
+            Payload::FileOpen(f) if process.container.is_some_and(|c| !c.is_host()) => self
+                .host_paths
+                .resolve(process.cgroup_id, process.pid, &f.abs_path),
+            _ => None,
+        };
         let process = self.processes.get(process)?;
-        serde_json::to_writer(
-            &mut self.out,
-            &JsonEvent {
-                time: &time,
-                event,
-                process,
-            },
-        )?;
+        let json = JsonEvent {
+            time: &time,
+            event,
+            process,
+        };
+        match host_path {
+            Some(p) => serde_json::to_writer(
+                &mut self.out,
+                &WithHostPath {
+                    event: json,
+                    host_path: p.to_string_lossy().into_owned(),
+                },
+            )?,
+            None => serde_json::to_writer(&mut self.out, &json)?,
+        }
         self.out.write_all(b"\n")
     }
 
@@ -127,6 +150,9 @@ pub struct TableSink<W: Write> {
     clock: Clock,
     layout: Layout,
     header_written: bool,
+    /// A CONTAINER column follows COMM once an event from a container was seen (the
+    /// header is written again when it appears).
+    container_column: bool,
 }
 
 impl<W: Write> TableSink<W> {
@@ -136,34 +162,46 @@ impl<W: Write> TableSink<W> {
             clock,
             layout,
             header_written: false,
+            container_column: false,
         }
     }
 }
 
 impl<W: Write> Sink for TableSink<W> {
     fn write(&mut self, event: &Event, p: &ProcessContext<'_>) -> io::Result<()> {
+        let container = p.container.filter(|c| !c.is_host());
+        if container.is_some() && !self.container_column {
+            self.container_column = true;
+            self.header_written = false;
+        }
+        let with_container = |comm: &str, label: &str| {
+            if self.container_column {
+                format!("{comm:<16} {label:<16}")
+            } else {
+                format!("{comm:<16}")
+            }
+        };
         if !self.header_written {
             self.header_written = true;
+            let comm_header = with_container("COMM", "CONTAINER");
             let header = match self.layout {
                 Layout::Files => format!(
-                    "{:<12} {:>7} {:<16} {}",
+                    "{:<12} {:>7} {comm_header} {}",
                     "TIME",
                     "PID",
-                    "COMM",
                     files::TABLE_HEADER
                 ),
                 Layout::Tcp => format!(
-                    "{:<12} {:<5} {:>7} {:<16} {}",
+                    "{:<12} {:<5} {:>7} {comm_header} {}",
                     "TIME",
                     "EVENT",
                     "PID",
-                    "COMM",
                     tcp::TABLE_HEADER
                 ),
                 // RET fits the longest errno name (ENAMETOOLONG).
                 Layout::Exec => format!(
-                    "{:<12} {:<5} {:>7} {:>7} {:>5} {:<16} {:<12} {}",
-                    "TIME", "EVENT", "PID", "PPID", "UID", "COMM", "RET", "DETAILS"
+                    "{:<12} {:<5} {:>7} {:>7} {:>5} {comm_header} {:<12} {}",
+                    "TIME", "EVENT", "PID", "PPID", "UID", "RET", "DETAILS"
                 ),
             };
             writeln!(self.out, "{header}")?;
@@ -173,24 +211,28 @@ impl<W: Write> Sink for TableSink<W> {
             .wall(event.header.ts_boot_ns)
             .with_timezone(&Local)
             .format("%H:%M:%S%.3f");
-        let comm = escape_for_terminal(p.comm);
+        let label = container.map_or("-", |c| c.label());
+        let comm = with_container(
+            &escape_for_terminal(p.comm),
+            &escape_for_terminal(label.as_bytes()),
+        );
         match (&event.payload, self.layout) {
             (Payload::FileOpen(f), _) => writeln!(
                 self.out,
-                "{time:<12} {:>7} {comm:<16} {}",
+                "{time:<12} {:>7} {comm} {}",
                 p.pid,
                 f.table_columns()
             ),
             (Payload::TcpClose(c), _) => writeln!(
                 self.out,
-                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "{time:<12} {:<5} {:>7} {comm} {}",
                 "close",
                 p.pid,
                 c.table_details()
             ),
             (Payload::TcpState(t), _) => writeln!(
                 self.out,
-                "{time:<12} {:<5} {:>7} {comm:<16} {}",
+                "{time:<12} {:<5} {:>7} {comm} {}",
                 "state",
                 p.pid,
                 t.table_details()
@@ -233,7 +275,7 @@ impl<W: Write> Sink for TableSink<W> {
                 };
                 writeln!(
                     self.out,
-                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm:<16} {ret:<12} {details}",
+                    "{time:<12} {:<5} {:>7} {:>7} {:>5} {comm} {ret:<12} {details}",
                     payload.kind_name(),
                     p.pid,
                     p.ppid,

@@ -39,6 +39,15 @@ pub fn fill_prefilter(
                 if let Some((ino, dev)) = inode_key(path) {
                     inodes.insert((ino, dev));
                 }
+                // The same file inside a container (another root, another inode) passes by
+                // its name; the rule still compares the whole path.
+                if !std::path::Path::new(path).is_dir() {
+                    if let Some(n) = path.rsplit('/').next().filter(|n| !n.is_empty()) {
+                        if n.len() <= NAME_MAX {
+                            names.insert(n.to_string());
+                        }
+                    }
+                }
             }
             PathPattern::Name(n) if n.len() <= NAME_MAX => {
                 names.insert(n.clone());

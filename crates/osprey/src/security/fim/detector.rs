@@ -184,6 +184,7 @@ struct OwnedContext {
     exe: Vec<u8>,
     cmdline: Vec<u8>,
     cgroup_id: u64,
+    container: Option<std::sync::Arc<crate::container::Container>>,
     ancestry: Vec<Entry>,
 }
 
@@ -199,6 +200,7 @@ impl OwnedContext {
             exe: ctx.exe.to_vec(),
             cmdline: ctx.cmdline.to_vec(),
             cgroup_id: ctx.cgroup_id,
+            container: ctx.container.cloned(),
             ancestry: ctx.ancestry.iter().map(|e| (*e).clone()).collect(),
         }
     }
@@ -214,6 +216,7 @@ impl OwnedContext {
             exe: &self.exe,
             cmdline: &self.cmdline,
             cgroup_id: self.cgroup_id,
+            container: self.container.as_ref(),
             ancestry: self.ancestry.iter().collect(),
         }
     }

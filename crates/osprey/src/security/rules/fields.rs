@@ -43,6 +43,13 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("proc.pexe", Type::Str, "parent's executable path"),
     ("proc.anames", Type::StrList, "command names of all ancestors"),
     ("proc.aexes", Type::StrList, "executable paths of all ancestors"),
+    ("container.id", Type::Str, "container id, first 12 digits (`host` outside containers)"),
+    ("container.full_id", Type::Str, "container id, all 64 digits (`host` outside containers)"),
+    ("container.name", Type::Str, "container name (`host` outside containers)"),
+    ("container.image", Type::Str, "image the container was created from (repo:tag); empty for host processes"),
+    ("container.image.repository", Type::Str, "image without its tag or digest; empty for host processes"),
+    ("k8s.pod.name", Type::Str, "Kubernetes pod name"),
+    ("k8s.ns.name", Type::Str, "Kubernetes namespace"),
     ("file.path", Type::Str, "absolute path (open, exec, chmod, chown, unlink, rename source, truncate, link, symlink, mount target)"),
     ("file.name", Type::Str, "last component of file.path"),
     ("file.newpath", Type::Str, "rename/link target, symlink contents, mount source"),
@@ -78,7 +85,6 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("proc.aname[6]", Type::Str, "command name of the 6th ancestor"),
     ("proc.aname[7]", Type::Str, "command name of the 7th ancestor"),
     ("user.name", Type::Str, "name of proc.uid in the passwd database"),
-    ("container.id", Type::Str, "container id; `host` for host processes"),
     ("file.directory", Type::Str, "directory of file.path"),
     ("file.create", Type::Bool, "opened with O_CREAT"),
     ("file.read", Type::Bool, "opened for reading"),
@@ -97,9 +103,6 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("proc.cap_effective", Type::Str, "effective capabilities by name, space separated (read from /proc when asked)"),
     ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
     ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
-    ("container.name", Type::Str, "container name; `host` for host processes"),
-    ("container.image", Type::Str, "container image; empty for host processes"),
-    ("container.image.repository", Type::Str, "container image repository; empty for host processes"),
     ("container.privileged", Type::Bool, "privileged container; false for host processes"),
 ];
 
@@ -182,7 +185,10 @@ impl<'a> View<'a> {
             "proc" => self.process_field(field),
             "file" => self.file_field(field),
             "exec" => self.exec_field(field),
-            "user" | "container" => self.community_field(field),
+            "container" | "k8s" => self
+                .container_field(field)
+                .or_else(|| self.community_field(field)),
+            "user" => self.community_field(field),
             _ => self.syscall_field(field),
         }
     }
@@ -245,6 +251,29 @@ impl<'a> View<'a> {
                 p.ancestry.iter().map(|a| a.exe.as_slice()).collect(),
             )),
             _ => self.community_field(field),
+        }
+    }
+
+    /// `container.*` and `k8s.*`: the process's container and pod.
+    fn container_field(&self, field: &str) -> Option<Value<'a>> {
+        let str_ = |b: &'a str| Some(Value::Str(Cow::Borrowed(b.as_bytes())));
+        // An unresolved cgroup (gone before it was looked up) counts as the host, as before
+        // containers were known.
+        let c = self.process.container.unwrap_or(crate::container::host());
+        let known = c.known();
+        match field {
+            "container.id" => str_(c.short_id()),
+            "container.full_id" => str_(&c.id),
+            "container.name" if c.is_host() => str_(&c.id),
+            "container.name" => c.name().and_then(str_),
+            "container.image" | "container.image.repository" if c.is_host() => str_(""),
+            "container.image" => known.and_then(|m| str_(&m.image)),
+            "container.image.repository" => {
+                known.and_then(|m| str_(crate::container::metadata::image_repository(&m.image)))
+            }
+            "k8s.pod.name" => c.pod_name().and_then(str_),
+            "k8s.ns.name" => c.pod_namespace().and_then(str_),
+            _ => None,
         }
     }
 

@@ -68,8 +68,6 @@ impl<'a> View<'a> {
             }
             "proc.pcmdline" => p.ancestry.first().and_then(|a| str_(&a.cmdline)),
             "user.name" => user_name(p.uid).map(|n| Value::Str(Cow::Owned(n))),
-            "container.id" | "container.name" => str_(b"host"),
-            "container.image" | "container.image.repository" => str_(b""),
             "container.privileged" | "proc.is_exe_upper_layer" => Some(Value::Bool(false)),
             "proc.is_exe_from_memfd" => Some(Value::Bool(p.exe.starts_with(b"/memfd:"))),
             "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns.max(1) as i64)),

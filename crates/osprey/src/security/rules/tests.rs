@@ -103,6 +103,7 @@ pub(super) fn context(event: &Event) -> ProcessContext<'_> {
         exe: b"/usr/bin/x",
         cmdline: b"",
         cgroup_id: 0,
+        container: None,
         ancestry: Vec::new(),
     }
 }

@@ -1,0 +1,682 @@
+//! Real runtimes: containers started with podman and docker (Debian's packages) from a
+//! busybox image built here (no registry), and the container context Osprey puts on exec
+//! and open events and alerts from inside them: exact ids, names, images, labels, pod and
+//! namespace. A runtime socket that is missing or never answers leaves events flowing with
+//! the id alone.
+
+mod common;
+
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+const IMAGE_REPO: &str = "osprey-busybox";
+
+/// A busybox root filesystem as a tarball (`podman import` / `docker import` take it).
+fn busybox_tar(dir: &Path) -> PathBuf {
+    let root = dir.join("rootfs");
+    std::fs::create_dir_all(root.join("bin")).unwrap();
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
+    for applet in ["sh", "cat", "sleep", "true"] {
+        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
+    }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    let tar = dir.join("busybox.tar");
+    out(Command::new("tar")
+        .arg("-C")
+        .arg(&root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    tar
+}
+
+/// Runs `cmd`, asserting success; its stdout, trimmed.
+fn out(cmd: &mut Command) -> String {
+    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        o.status.success(),
+        "{cmd:?}: {}\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8(o.stdout).unwrap().trim().to_string()
+}
+
+fn installed(program: &str) -> Option<PathBuf> {
+    ["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"]
+        .iter()
+        .map(|d| Path::new(d).join(program))
+        .find(|p| p.exists())
+}
+
+/// Reads tracer lines until one satisfies `pred` (false after `limit`).
+fn saw(tracer: &Tracer, limit: Duration, pred: impl Fn(&str) -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match tracer.next_line(left) {
+            Some((_, line)) if pred(&line) => return true,
+            Some(_) => {}
+            None => return false,
+        }
+    }
+    false
+}
+
+/// Runs `exec_cat` until the exec tracer shows a `cat` from the container with its name
+/// (the runtime's answer arrives in the background; events never wait for it).
+fn exec_until_named(exec: &Tracer, name: &str, exec_cat: &dyn Fn()) {
+    let named = format!("\"name\":\"{name}\"");
+    for _ in 0..10 {
+        exec_cat();
+        if saw(exec, Duration::from_secs(2), |l| {
+            l.contains(&named) && l.contains("\"comm\":\"cat\"")
+        }) {
+            return;
+        }
+    }
+    panic!("no exec event named {name} within 10 tries");
+}
+
+fn container_of(event: &Value) -> &Value {
+    &event["process"]["container"]
+}
+
+/// The cat execs from container `id`: all carry the id and runtime; every one after the
+/// runtime answered carries exactly `expected`, the earlier ones say `pending`.
+fn assert_execs(events: &[Value], id: &str, expected: &Value) {
+    let cats: Vec<&Value> = events
+        .iter()
+        .filter(|e| e["kind"] == "exec" && e["process"]["comm"] == "cat")
+        .filter(|e| container_of(e)["id"] == id)
+        .collect();
+    assert!(!cats.is_empty(), "no cat exec from {id}");
+    let mut known = 0;
+    for e in &cats {
+        let c = container_of(e);
+        if c.get("metadata").is_some() {
+            assert_eq!(c["metadata"], "pending", "{e}");
+            assert_eq!(c["runtime"], expected["runtime"], "{e}");
+            assert!(known == 0, "pending after known: {e}");
+        } else {
+            assert_eq!(c, expected, "{e}");
+            known += 1;
+        }
+        assert_eq!(e["argv"], json!(["/bin/cat", "/etc/passwd"]));
+    }
+    assert!(known > 0, "no exec with the runtime's metadata: {cats:?}");
+    assert!(
+        events
+            .iter()
+            .any(|e| e["kind"] == "exec" && container_of(e) == &json!({"id": "host"})),
+        "host processes are container `host`"
+    );
+}
+
+/// Every open shown under a container filter is from that container; `cat` read the
+/// container's /etc/passwd.
+fn assert_opens(events: &[Value], id: &str, name: &str) {
+    assert!(
+        !events.is_empty(),
+        "the container filter let nothing through"
+    );
+    for e in events {
+        assert_eq!(container_of(e)["id"], id, "{e}");
+        assert_eq!(container_of(e)["name"], name, "{e}");
+    }
+    assert!(
+        events.iter().any(|e| e["process"]["comm"] == "cat"
+            && e["path"] == "/etc/passwd"
+            && e["errno"] == 0),
+        "cat's open of /etc/passwd"
+    );
+    // The same file as the host sees it (the container's root filesystem).
+    let host_path = events
+        .iter()
+        .find(|e| e["process"]["comm"] == "cat" && e["path"] == "/etc/passwd")
+        .and_then(|e| e["host_path"].as_str())
+        .unwrap_or_else(|| panic!("no host_path on cat's open: {events:?}"));
+    assert_ne!(host_path, "/etc/passwd");
+    // Opens the runtime made before moving the root name host paths already: kept as they are.
+    for e in events {
+        if let (Some(path), Some(host)) = (e["abs_path"].as_str(), e["host_path"].as_str()) {
+            assert!(
+                host.matches("/merged/").count() <= 1,
+                "host path {host} of {path}"
+            );
+        }
+    }
+    assert_eq!(
+        std::fs::read_to_string(host_path).unwrap(),
+        "root:x:0:0:root:/:/bin/sh\n"
+    );
+}
+
+fn assert_alerts(alerts: &[Value], rule: &str, id: &str, name: &str) {
+    let ours: Vec<&Value> = alerts.iter().filter(|a| a["rule"] == rule).collect();
+    assert!(!ours.is_empty(), "no {rule} alert: {alerts:?}");
+    for a in ours {
+        let c = &a["event"]["process"]["container"];
+        assert_eq!(
+            (c["id"].as_str(), c["name"].as_str()),
+            (Some(id), Some(name)),
+            "{a}"
+        );
+    }
+}
+
+fn rule_file(dir: &Path, rule: &str, condition: &str) -> String {
+    let path = dir.join("rules.yaml");
+    std::fs::write(
+        &path,
+        format!(
+            "- rule: {rule}\n  desc: test\n  severity: low\n  condition: {condition}\n  output: \"%proc.name in %container.name\"\n"
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+/// `osprey secure` with only the rules of `rules`.
+fn start_secure(rules: &str, env: &[(&str, &str)]) -> Tracer {
+    let args = [
+        "secure",
+        "--no-default-rules",
+        "--rules",
+        rules,
+        "--output",
+        "json",
+    ];
+    Tracer::start_with_env(&args, env)
+}
+
+/// Removes a container when the test ends, however it ends.
+struct Cleanup(Vec<Command>);
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for cmd in &mut self.0 {
+            let _ = cmd.output();
+        }
+    }
+}
+
+#[test]
+fn podman_containers_on_exec_open_events_and_alerts() {
+    if !bpf_available("podman_containers") {
+        return;
+    }
+    let Some(podman) = installed("podman") else {
+        osprey_workload::require("podman_containers", false, "podman is not installed");
+        return;
+    };
+    let _serial = serial();
+    let dir = TempDir::new("podman");
+    let podman = move || {
+        let mut c = Command::new(&podman);
+        // crun refuses hybrid cgroup hosts; runc (docker.io's dependency) handles both.
+        if installed("runc").is_some() {
+            c.args(["--runtime", "runc"]);
+        }
+        c
+    };
+    let image = format!("localhost/{IMAGE_REPO}:test");
+    let image_id = out(podman()
+        .arg("import")
+        .arg(busybox_tar(dir.path()))
+        .arg(&image));
+    let image_id = image_id
+        .lines()
+        .last()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let name = format!("osprey-podman-{}", std::process::id());
+    let _cleanup = Cleanup(vec![{
+        let mut c = podman();
+        c.args(["rm", "-f", "-t", "0", &name]);
+        c
+    }]);
+    let rules = rule_file(
+        dir.path(),
+        "container_passwd",
+        &format!("evt.kind = open and file.path = /etc/passwd and container.name = {name} and container.image.repository = localhost/{IMAGE_REPO}"),
+    );
+    let exec = Tracer::start(&["exec", "--output", "json"]);
+    let tcp = Tracer::start(&["tcp", "--output", "json"]);
+    let files = Tracer::start(&["files", "--output", "json", "--container", &name]);
+    let secure = start_secure(&rules, &[]);
+    // The default open-file and process limits are refused by the kernel policy of some hosts.
+    let id = out(podman().args([
+        "run",
+        "-d",
+        "--ulimit",
+        "nofile=20000:20000",
+        "--ulimit",
+        "nproc=4096:4096",
+        "--name",
+        &name,
+        &image,
+        "/bin/sleep",
+        "600",
+    ]));
+    let exec_cat = || {
+        out(podman().args(["exec", &name, "/bin/cat", "/etc/passwd"]));
+    };
+    exec_until_named(&exec, &name, &exec_cat);
+    exec_cat();
+    // A TCP connection inside the container's network namespace.
+    out(podman().args([
+        "exec",
+        "-d",
+        &name,
+        "/bin/busybox",
+        "nc",
+        "-l",
+        "-p",
+        "7000",
+    ]));
+    eventually(Duration::from_secs(10), || {
+        let o = podman()
+            .args(["exec", &name, "/bin/busybox", "nc", "127.0.0.1", "7000"])
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| e.to_string())?;
+        o.status
+            .success()
+            .then_some(())
+            .ok_or("nc refused".to_string())
+    });
+    let tcp_id = id.clone();
+    assert!(
+        saw(&tcp, Duration::from_secs(10), |l| l.contains(&tcp_id)
+            && l.contains("7000")),
+        "tcp record from the container"
+    );
+    let (exec, files, secure) = (exec.stop(), files.stop(), secure.stop());
+    let tcp = tcp.stop();
+    let records: Vec<Value> = tcp
+        .events()
+        .into_iter()
+        .filter(|e| container_of(e)["id"] == id)
+        .collect();
+    assert!(!records.is_empty(), "no tcp record from {id}");
+    for r in &records {
+        assert_eq!(container_of(r)["name"], name, "{r}");
+    }
+    let expected = json!({
+        "id": id, "name": name, "image": image, "image_id": image_id,
+        "runtime": "podman", "labels": {},
+    });
+    assert_execs(&exec.events(), &id, &expected);
+    assert_opens(&files.events(), &id, &name);
+    assert_alerts(&secure.events(), "container_passwd", &id, &name);
+}
+
+/// A docker daemon: the host's when one answers, else one started here (private data,
+/// exec root and socket; no iptables, no bridge) and stopped at the end.
+struct Docker {
+    socket: PathBuf,
+    daemon: Option<Child>,
+}
+
+impl Docker {
+    fn cli(&self) -> Command {
+        let mut c = Command::new(installed("docker").unwrap());
+        c.arg("-H").arg(format!("unix://{}", self.socket.display()));
+        c
+    }
+
+    fn answers(&self) -> bool {
+        self.cli()
+            .arg("version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    }
+
+    fn start(dir: &Path) -> Self {
+        let host = Docker {
+            socket: PathBuf::from("/var/run/docker.sock"),
+            daemon: None,
+        };
+        if host.answers() {
+            return host;
+        }
+        let socket = dir.join("docker.sock");
+        let log = std::fs::File::create(dir.join("dockerd.log")).unwrap();
+        let daemon = Command::new(installed("dockerd").unwrap())
+            .args(["--iptables=false", "--bridge=none"])
+            .arg("--data-root")
+            .arg(dir.join("root"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("dockerd.pid"))
+            .arg("-H")
+            .arg(format!("unix://{}", socket.display()))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let docker = Docker {
+            socket,
+            daemon: Some(daemon),
+        };
+        eventually(Duration::from_secs(60), || {
+            docker
+                .answers()
+                .then_some(())
+                .ok_or_else(|| std::fs::read_to_string(dir.join("dockerd.log")).unwrap_or_default())
+        });
+        docker
+    }
+}
+
+impl Drop for Docker {
+    fn drop(&mut self) {
+        if let Some(daemon) = &mut self.daemon {
+            // SAFETY: signalling the daemon this test started, by its pid.
+            unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
+            let _ = daemon.wait();
+        }
+    }
+}
+
+#[test]
+fn docker_containers_with_pod_labels_and_unreachable_sockets() {
+    if !bpf_available("docker_containers") {
+        return;
+    }
+    if installed("dockerd").is_none() || installed("docker").is_none() {
+        osprey_workload::require("docker_containers", false, "docker.io is not installed");
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("docker");
+    let docker = Docker::start(dir.path());
+    let docker_host = format!("unix://{}", docker.socket.display());
+    let env = [("DOCKER_HOST", docker_host.as_str())];
+    let image = format!("{IMAGE_REPO}:test");
+    let image_id = out(docker
+        .cli()
+        .arg("import")
+        .arg(busybox_tar(dir.path()))
+        .arg(&image));
+    let image_id = image_id.trim_start_matches("sha256:").to_string();
+    let name = format!("osprey-docker-{}", std::process::id());
+    let _cleanup = Cleanup(vec![{
+        let mut c = docker.cli();
+        c.args(["rm", "-f", &name]);
+        c
+    }]);
+    // The labels kubelet puts on the containers of a pod.
+    let pod_uid = "0b1c6d5e-2f3a-4b5c-8d7e-9f0a1b2c3d4e";
+    let labels = [
+        ("app", "osprey-test"),
+        ("io.kubernetes.container.name", "web"),
+        ("io.kubernetes.pod.name", "web-0"),
+        ("io.kubernetes.pod.namespace", "shop"),
+        ("io.kubernetes.pod.uid", pod_uid),
+    ];
+    let rules = rule_file(
+        dir.path(),
+        "pod_passwd",
+        &format!("evt.kind = open and file.path = /etc/passwd and k8s.ns.name = shop and k8s.pod.name = web-0 and container.image.repository = {IMAGE_REPO}"),
+    );
+    let exec = Tracer::start_with_env(&["exec", "--output", "json"], &env);
+    let files = Tracer::start_with_env(
+        &[
+            "files",
+            "--output",
+            "json",
+            "--pod",
+            "web-0",
+            "--namespace",
+            "shop",
+        ],
+        &env,
+    );
+    let secure = start_secure(&rules, &env);
+    let mut run = docker.cli();
+    run.args(["run", "-d", "--name", &name]);
+    for (k, v) in labels {
+        run.arg("--label").arg(format!("{k}={v}"));
+    }
+    let id = out(run.args([image.as_str(), "/bin/sleep", "600"]));
+    let exec_cat = || {
+        out(docker
+            .cli()
+            .args(["exec", &name, "/bin/cat", "/etc/passwd"]));
+    };
+    exec_until_named(&exec, &name, &exec_cat);
+
+    // A socket that accepts and never answers, and one that does not exist: events still
+    // flow, with the id alone.
+    let silent_path = dir.path().join("silent.sock");
+    let _silent = UnixListener::bind(&silent_path).unwrap();
+    let silent_host = format!("unix://{}", silent_path.display());
+    let silent = Tracer::start_with_env(
+        &["exec", "--output", "json"],
+        &[("DOCKER_HOST", &silent_host)],
+    );
+    let missing = Tracer::start_with_env(
+        &["exec", "--output", "json"],
+        &[("DOCKER_HOST", "unix:///nonexistent/docker.sock")],
+    );
+    let started = Instant::now();
+    exec_cat();
+    let unnamed = |t: &Tracer| {
+        saw(t, Duration::from_secs(10), |l| {
+            l.contains(&id) && l.contains("\"comm\":\"cat\"") && l.contains("\"metadata\":")
+        })
+    };
+    assert!(unnamed(&silent), "exec with a silent docker socket");
+    assert!(unnamed(&missing), "exec with no docker socket");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "events waited for a runtime: {:?}",
+        started.elapsed()
+    );
+    // The silent socket's lookup times out; later events say the metadata is unavailable.
+    let unavailable = (0..10).any(|_| {
+        exec_cat();
+        saw(&silent, Duration::from_secs(1), |l| {
+            l.contains(&id) && l.contains("\"metadata\":\"unavailable\"")
+        })
+    });
+    assert!(unavailable, "the silent socket's lookup never gave up");
+
+    let (exec, files, secure) = (exec.stop(), files.stop(), secure.stop());
+    let (silent, missing) = (silent.stop(), missing.stop());
+    for (host, reached) in [
+        (docker_host.as_str(), true),
+        ("unix:///nonexistent/d.sock", false),
+    ] {
+        let (_, _, report) = check_report(&[("DOCKER_HOST", host)]);
+        let probe = report["container_runtimes"]
+            .as_array()
+            .and_then(|l| l.iter().find(|r| r["runtime"] == "docker"))
+            .unwrap_or_else(|| panic!("no docker in {report}"))
+            .clone();
+        assert_eq!(
+            probe["endpoint"],
+            host.trim_start_matches("unix://"),
+            "{probe}"
+        );
+        assert_eq!(
+            (probe["found"].clone(), probe["reached"].clone()),
+            (json!(reached), json!(reached)),
+            "{probe}"
+        );
+    }
+    let expected = json!({
+        "id": id, "name": name, "image": image, "image_id": image_id, "runtime": "docker",
+        "labels": labels.iter().map(|(k, v)| (k.to_string(), json!(v))).collect::<serde_json::Map<_, _>>(),
+    });
+    assert_execs(&exec.events(), &id, &expected);
+    let k8s = exec
+        .events()
+        .into_iter()
+        .find(|e| container_of(e)["id"] == id && container_of(e).get("name").is_some())
+        .unwrap()["process"]["k8s"]
+        .clone();
+    assert_eq!(
+        k8s,
+        json!({"pod": "web-0", "namespace": "shop", "pod_uid": pod_uid, "container": "web"})
+    );
+    assert_opens(&files.events(), &id, &name);
+    assert_alerts(&secure.events(), "pod_passwd", &id, &name);
+    for (tracer, why) in [(&silent, "no answer within"), (&missing, "nonexistent")] {
+        assert!(
+            tracer.stderr.contains(why),
+            "note on stderr: {}",
+            tracer.stderr
+        );
+        for e in tracer
+            .events()
+            .iter()
+            .filter(|e| container_of(e)["id"] == id)
+        {
+            let c = container_of(e);
+            assert_eq!(c["runtime"], "docker", "{e}");
+            assert!(c.get("name").is_none(), "{e}");
+        }
+    }
+}
+
+/// containerd with a configuration of its own (root, state and socket in a scratch
+/// directory), stopped at the end.
+struct Containerd {
+    dir: PathBuf,
+    daemon: Child,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Self {
+        let config = dir.join("containerd.toml");
+        let d = dir.display();
+        std::fs::write(
+            &config,
+            format!("version = 2\nroot = \"{d}/root\"\nstate = \"{d}/state\"\n[grpc]\n  address = \"{d}/c.sock\"\n[ttrpc]\n  address = \"{d}/c.sock.ttrpc\"\n"),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let daemon = Command::new(installed("containerd").unwrap())
+            .arg("--config")
+            .arg(&config)
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let c = Containerd {
+            dir: dir.to_path_buf(),
+            daemon,
+        };
+        eventually(Duration::from_secs(30), || {
+            c.ctr()
+                .arg("version")
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .map(|_| ())
+                .ok_or_else(|| {
+                    std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+                })
+        });
+        c
+    }
+
+    fn ctr(&self) -> Command {
+        let mut c = Command::new(installed("ctr").unwrap());
+        c.arg("-a")
+            .arg(self.dir.join("c.sock"))
+            .args(["-n", "osprey"]);
+        c
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        // SAFETY: signalling the daemon this test started, by its pid.
+        unsafe { libc::kill(self.daemon.id() as i32, libc::SIGTERM) };
+        let _ = self.daemon.wait();
+    }
+}
+
+#[test]
+fn containerd_containers_are_recognised_by_id() {
+    if !bpf_available("containerd_containers") {
+        return;
+    }
+    if installed("containerd").is_none() || installed("ctr").is_none() {
+        osprey_workload::require(
+            "containerd_containers",
+            false,
+            "containerd is not installed",
+        );
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("containerd");
+    let containerd = Containerd::start(dir.path());
+    let root = dir.path().join("rootfs");
+    out(Command::new("tar")
+        .arg("-xf")
+        .arg(busybox_tar(dir.path()))
+        .arg("-C")
+        .arg({
+            std::fs::create_dir_all(&root).unwrap();
+            &root
+        }));
+    let id = format!("{:x}", std::process::id()).repeat(64)[..64].to_string();
+    let _cleanup = Cleanup(vec![
+        {
+            let mut c = containerd.ctr();
+            c.args(["tasks", "kill", "-s", "KILL", &id]);
+            c
+        },
+        {
+            let mut c = containerd.ctr();
+            c.args(["containers", "delete", &id]);
+            c
+        },
+    ]);
+    let exec = Tracer::start(&["exec", "--output", "json"]);
+    let mut run = containerd.ctr();
+    run.args(["run", "-d", "--rootfs"]).arg(&root);
+    out(run.args([id.as_str(), "/bin/sleep", "600"]));
+    out(containerd.ctr().args([
+        "tasks",
+        "exec",
+        "--exec-id",
+        "cat1",
+        &id,
+        "/bin/cat",
+        "/etc/passwd",
+    ]));
+    assert!(
+        saw(&exec, Duration::from_secs(10), |l| l.contains(&id)
+            && l.contains("\"comm\":\"cat\"")),
+        "exec from the containerd container"
+    );
+    let exec = exec.stop();
+    let cats: Vec<Value> = exec
+        .events()
+        .into_iter()
+        .filter(|e| e["process"]["comm"] == "cat" && container_of(e)["id"] == id)
+        .collect();
+    assert!(!cats.is_empty());
+    for e in &cats {
+        let c = container_of(e);
+        assert_eq!(c["runtime"], "containerd", "{e}");
+        assert!(
+            c["metadata"] == "pending" || c["metadata"] == "unavailable",
+            "{e}"
+        );
+    }
+}

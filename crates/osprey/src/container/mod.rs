@@ -1,0 +1,437 @@
+//! Container and Kubernetes context: which container each event's cgroup belongs to
+//! (decided at once, from the cgroup path), and what its runtime says about it (name,
+//! image, labels, pod), fetched by a background thread and cached. Events never wait for
+//! a runtime: until its answer arrives a container shows its id and `"metadata": "pending"`.
+
+pub mod cgroup_path;
+pub mod filter;
+pub mod metadata;
+pub mod paths;
+pub mod probe;
+pub mod resolve;
+mod runtimes;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::mpsc::{Receiver, Sender};
+use std::sync::{Arc, LazyLock};
+
+use serde::ser::SerializeMap;
+use serde::Serialize;
+
+pub use metadata::{Metadata, Sources};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Runtime {
+    Docker,
+    Podman,
+    Containerd,
+    CriO,
+    /// Under `kubepods` without a runtime prefix: containerd or CRI-O.
+    Cri,
+}
+
+impl Runtime {
+    pub fn name(self) -> &'static str {
+        match self {
+            Runtime::Docker => "docker",
+            Runtime::Podman => "podman",
+            Runtime::Containerd => "containerd",
+            Runtime::CriO => "cri-o",
+            Runtime::Cri => "cri",
+        }
+    }
+}
+
+/// What is known of the runtime's description of a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MetadataState {
+    Pending,
+    Known(Arc<Metadata>),
+    /// No runtime answered for it (the reason, for the JSON).
+    Unavailable(Arc<str>),
+}
+
+/// One container (or the host, id `host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Container {
+    pub id: String,
+    pub runtime: Option<Runtime>,
+    pub pod_uid: Option<String>,
+    pub metadata: MetadataState,
+}
+
+/// Falco's convention: host processes are in container `host`.
+pub const HOST_ID: &str = "host";
+
+static HOST: LazyLock<Arc<Container>> = LazyLock::new(|| {
+    Arc::new(Container {
+        id: HOST_ID.to_string(),
+        runtime: None,
+        pod_uid: None,
+        metadata: MetadataState::Pending,
+    })
+});
+
+/// The host's container (id `host`).
+pub fn host() -> &'static Arc<Container> {
+    LazyLock::force(&HOST)
+}
+
+impl Container {
+    pub fn is_host(&self) -> bool {
+        self.runtime.is_none()
+    }
+
+    pub fn known(&self) -> Option<&Metadata> {
+        match &self.metadata {
+            MetadataState::Known(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Falco's `container.id`: the first 12 hex digits (or `host`).
+    pub fn short_id(&self) -> &str {
+        &self.id[..self.id.len().min(12)]
+    }
+
+    pub fn name(&self) -> Option<&str> {
+        self.known()
+            .map(|m| m.name.as_str())
+            .filter(|n| !n.is_empty())
+    }
+
+    /// The name if known, else the short id: what tables show.
+    pub fn label(&self) -> &str {
+        self.name().unwrap_or(self.short_id())
+    }
+
+    /// `--container NAME|ID`: the name, the full id, or an id prefix of 12 or more digits.
+    pub fn matches(&self, wanted: &str) -> bool {
+        self.name() == Some(wanted)
+            || (wanted.len() >= 12 && self.id.starts_with(wanted))
+            || self.id == wanted
+    }
+
+    pub fn pod_name(&self) -> Option<&str> {
+        self.known()
+            .and_then(|m| m.k8s.as_ref())
+            .map(|k| k.pod.as_str())
+    }
+
+    pub fn pod_namespace(&self) -> Option<&str> {
+        self.known()
+            .and_then(|m| m.k8s.as_ref())
+            .map(|k| k.namespace.as_str())
+    }
+}
+
+impl Serialize for Container {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        map.serialize_entry("id", &self.id)?;
+        let Some(runtime) = self.runtime else {
+            return map.end();
+        };
+        match &self.metadata {
+            MetadataState::Known(m) => {
+                map.serialize_entry("name", &m.name)?;
+                map.serialize_entry("image", &m.image)?;
+                map.serialize_entry("image_id", &m.image_id)?;
+                map.serialize_entry("runtime", m.runtime.unwrap_or(runtime).name())?;
+                map.serialize_entry("labels", &m.labels)?;
+            }
+            MetadataState::Pending => {
+                map.serialize_entry("runtime", runtime.name())?;
+                map.serialize_entry("metadata", "pending")?;
+            }
+            MetadataState::Unavailable(why) => {
+                map.serialize_entry("runtime", runtime.name())?;
+                map.serialize_entry("metadata", "unavailable")?;
+                map.serialize_entry("metadata_error", &**why)?;
+            }
+        }
+        map.end()
+    }
+}
+
+/// `process.k8s`: what is known of the pod (`None` outside Kubernetes).
+pub fn k8s_json(c: &Container) -> Option<BTreeMap<&'static str, &str>> {
+    let k8s = c.known().and_then(|m| m.k8s.as_ref());
+    if k8s.is_none() && c.pod_uid.is_none() {
+        return None;
+    }
+    let mut out = BTreeMap::new();
+    if let Some(k) = k8s {
+        out.insert("pod", k.pod.as_str());
+        out.insert("namespace", k.namespace.as_str());
+        out.insert("container", k.container.as_str());
+        out.insert("pod_uid", k.pod_uid.as_str());
+    }
+    if let Some(uid) = &c.pod_uid {
+        out.entry("pod_uid").or_insert(uid.as_str());
+    }
+    Some(out)
+}
+
+#[derive(Debug)]
+enum Slot {
+    Host,
+    Container(Arc<Container>),
+    /// The cgroup could not be resolved (gone before we looked).
+    Unknown,
+}
+
+/// Hashes a cgroup id (an inode number, not chosen by users) with one multiplication:
+/// the registry is consulted twice per event, and SipHash was most of that cost.
+#[derive(Debug, Default, Clone, Copy)]
+struct CgroupIdHasher(u64);
+
+impl std::hash::Hasher for CgroupIdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = (self.0 ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+        }
+    }
+
+    fn write_u64(&mut self, id: u64) {
+        // Fibonacci hashing spreads small ids over the high bits the table looks at.
+        self.0 = id.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+type ByCgroup<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CgroupIdHasher>>;
+
+/// Bound on remembered cgroups; the map is cleared (and rebuilt lazily) when reached.
+const MAX_CGROUPS: usize = 16384;
+
+/// The per-pipeline registry: cgroup id → container, metadata kept current from the
+/// background lookup thread.
+#[derive(Debug)]
+pub struct Containers {
+    by_cgroup: ByCgroup<Slot>,
+    by_id: HashMap<String, Arc<Container>>,
+    sources: Sources,
+    lookups: Option<(Sender<runtimes::Request>, Receiver<runtimes::Update>)>,
+    /// Containers other than the host seen so far.
+    pub seen: u64,
+}
+
+impl Default for Containers {
+    fn default() -> Self {
+        Self::new(Sources::from_env())
+    }
+}
+
+impl Containers {
+    pub fn new(sources: Sources) -> Self {
+        Self {
+            by_cgroup: ByCgroup::default(),
+            by_id: HashMap::new(),
+            sources,
+            lookups: None,
+            seen: 0,
+        }
+    }
+
+    /// Learns the container of a cgroup seen for the first time (one /proc read), and
+    /// takes any metadata the lookup thread has found since the last call.
+    pub fn note(&mut self, cgroup_id: u64, pid: u32) {
+        self.poll();
+        if cgroup_id == 0 || self.by_cgroup.contains_key(&cgroup_id) {
+            return;
+        }
+        if self.by_cgroup.len() >= MAX_CGROUPS {
+            self.by_cgroup.clear();
+        }
+        let slot = match resolve::path_of(cgroup_id, pid) {
+            None => Slot::Unknown,
+            Some(path) => match cgroup_path::identify(&path) {
+                None => Slot::Host,
+                Some(identity) => Slot::Container(self.container(identity)),
+            },
+        };
+        self.by_cgroup.insert(cgroup_id, slot);
+    }
+
+    fn container(&mut self, identity: cgroup_path::Identity) -> Arc<Container> {
+        if let Some(c) = self.by_id.get(&identity.id) {
+            return c.clone();
+        }
+        self.seen += 1;
+        let c = Arc::new(Container {
+            id: identity.id.clone(),
+            runtime: Some(identity.runtime),
+            pod_uid: identity.pod_uid,
+            metadata: MetadataState::Pending,
+        });
+        if self.by_id.len() >= MAX_CGROUPS {
+            self.by_id.clear();
+        }
+        self.by_id.insert(identity.id.clone(), c.clone());
+        let (requests, _) = self
+            .lookups
+            .get_or_insert_with(|| runtimes::spawn(self.sources.clone()));
+        let _ = requests.send(runtimes::Request {
+            id: identity.id,
+            runtime: identity.runtime,
+        });
+        c
+    }
+
+    /// Applies the lookup thread's answers (cheap when there are none).
+    pub fn poll(&mut self) {
+        let Some((_, updates)) = &self.lookups else {
+            return;
+        };
+        while let Ok(update) = updates.try_recv() {
+            let Some(old) = self.by_id.get(&update.id) else {
+                continue;
+            };
+            let new = Arc::new(Container {
+                metadata: update.state,
+                ..(**old).clone()
+            });
+            for slot in self.by_cgroup.values_mut() {
+                if matches!(slot, Slot::Container(c) if c.id == new.id) {
+                    *slot = Slot::Container(new.clone());
+                }
+            }
+            self.by_id.insert(new.id.clone(), new);
+        }
+    }
+
+    /// The container of a cgroup noted before (`None`: unknown cgroup).
+    pub fn get(&self, cgroup_id: u64) -> Option<&Arc<Container>> {
+        match self.by_cgroup.get(&cgroup_id)? {
+            Slot::Host => Some(LazyLock::force(&HOST)),
+            Slot::Container(c) => Some(c),
+            Slot::Unknown => None,
+        }
+    }
+
+    /// Every container known, for `osprey check` and filters.
+    pub fn containers(&self) -> impl Iterator<Item = &Arc<Container>> {
+        self.by_id.values()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ID: &str = "8dba030acfef3aff9cedf93ae3b3941ce9d86222ff249413eda7ca9216738a34";
+
+    /// A registry whose lookup thread is replaced by channels the test drives.
+    fn registry() -> (
+        Containers,
+        Receiver<runtimes::Request>,
+        Sender<runtimes::Update>,
+    ) {
+        let (requests, asked) = std::sync::mpsc::channel();
+        let (answer, updates) = std::sync::mpsc::channel();
+        let mut c = Containers::new(Sources::from_env());
+        c.lookups = Some((requests, updates));
+        (c, asked, answer)
+    }
+
+    #[test]
+    fn pending_until_the_runtime_answers_then_known_on_every_cgroup() {
+        let (mut c, asked, answer) = registry();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let first = c.container(identity.clone());
+        c.by_cgroup.insert(7, Slot::Container(first));
+        let again = c.container(identity);
+        c.by_cgroup.insert(8, Slot::Container(again));
+        c.by_cgroup.insert(1, Slot::Host);
+        assert_eq!(asked.try_iter().count(), 1, "one question per container");
+        assert_eq!(c.seen, 1);
+        let json = |c: &Containers, cg| serde_json::to_value(&**c.get(cg).unwrap()).unwrap();
+        assert_eq!(
+            json(&c, 7),
+            serde_json::json!({"id": ID, "runtime": "docker", "metadata": "pending"})
+        );
+        assert_eq!(json(&c, 1), serde_json::json!({"id": "host"}));
+        let meta = Metadata {
+            name: "web".into(),
+            image: "nginx:1".into(),
+            image_id: "abc".into(),
+            ..Default::default()
+        };
+        answer
+            .send(runtimes::Update {
+                id: ID.into(),
+                state: MetadataState::Known(Arc::new(meta)),
+            })
+            .unwrap();
+        c.note(1, 1); // known cgroup: only takes the answers
+        for cg in [7, 8] {
+            assert_eq!(
+                json(&c, cg),
+                serde_json::json!({"id": ID, "name": "web", "image": "nginx:1",
+                    "image_id": "abc", "runtime": "docker", "labels": {}})
+            );
+        }
+        assert_eq!(c.get(9), None, "never noted");
+    }
+}
+
+/// `cargo test --release -p osprey --lib -- --ignored --nocapture container::bench`
+#[cfg(test)]
+mod bench {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn steady_state_and_first_sight_costs() {
+        let mut c = Containers::new(Sources::from_env());
+        let (requests, _asked) = std::sync::mpsc::channel();
+        let (_answer, updates) = std::sync::mpsc::channel();
+        c.lookups = Some((requests, updates));
+        // 200 known containers, as on a busy node.
+        for i in 0..200u64 {
+            let id = format!("{i:064x}");
+            let container = c.container(cgroup_path::identify(&format!("/docker/{id}")).unwrap());
+            c.by_cgroup.insert(1000 + i, Slot::Container(container));
+        }
+        let n = 10_000_000u64;
+        let start = Instant::now();
+        let mut found = 0u64;
+        for i in 0..n {
+            let cg = 1000 + (i % 200);
+            c.note(cg, 1);
+            found += u64::from(c.get(cg).is_some());
+        }
+        let per_event = start.elapsed().as_nanos() as f64 / n as f64;
+        assert_eq!(found, n);
+        // The same number of plain map lookups, for the machine's scale.
+        let plain: HashMap<u64, u64> = (0..200u64).map(|i| (1000 + i, i)).collect();
+        let start = Instant::now();
+        let mut sum = 0u64;
+        for i in 0..n {
+            sum = sum.wrapping_add(
+                *std::hint::black_box(&plain)
+                    .get(&(1000 + (i % 200)))
+                    .unwrap_or(&0),
+            );
+        }
+        std::hint::black_box(sum);
+        let plain_ns = start.elapsed().as_nanos() as f64 / n as f64;
+        let me = std::process::id();
+        let own =
+            resolve::id_of_path(&resolve::v2_path_of_pid(me).unwrap_or_default()).unwrap_or(1);
+        let start = Instant::now();
+        let rounds = 2000u32;
+        for _ in 0..rounds {
+            c.by_cgroup.remove(&own);
+            c.note(own, me);
+        }
+        let first_sight = start.elapsed() / rounds;
+        println!("steady state: {per_event:.1} ns per event (note + get, 200 containers; one plain map lookup: {plain_ns:.1} ns); first sight of a cgroup: {first_sight:?}");
+    }
+}
