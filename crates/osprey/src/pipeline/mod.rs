@@ -10,5 +10,3 @@ pub mod sink;
 pub mod table;
 
 pub use event::{decode, DecodeError, Event, Header, Payload};
-// MERGE-SHIM: removed once every branch imports crate::wire::text.
-pub use crate::wire::text;
