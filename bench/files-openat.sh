@@ -184,30 +184,8 @@ run_workload() {
     echo "$out"
 }
 
-# Print "EMITTED DROPPED THROTTLED" from the file_open row of osprey's exit stats.
-# osprey's exit summary: the JSON line {"kind":"summary",...,"events":[...]} under
-# --output json, the aligned table otherwise. Prints "emitted dropped throttled".
-osprey_file_open_counts() {
-    python3 - "$1" <<'PY'
-import json, sys
-found = None
-for line in open(sys.argv[1], errors="replace"):
-    line = line.strip()
-    if line.startswith("{"):
-        try:
-            summary = json.loads(line)
-        except ValueError:
-            continue
-        for k in summary.get("events", []):
-            if k.get("capability") == "files" and k.get("kind") == "file_open":
-                found = (k["emitted"], k["dropped"], k["throttled"])
-    else:
-        f = line.split()
-        if len(f) >= 5 and f[0] == "files" and f[1] == "file_open" and f[2].isdigit():
-            found = tuple(f[2:5])
-print(*(found or ("?", "?", "?")))
-PY
-}
+# osprey's exit summary (JSON under --output json, else the table): "emitted dropped throttled".
+osprey_file_open_counts() { python3 "$REPO_ROOT/bench/summary-counts.py" "$1" files file_open; }
 
 # Sum of "Lost N events" lines (opensnoop and bpftrace report perf-buffer losses so).
 lost_events() {

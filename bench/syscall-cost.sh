@@ -147,23 +147,7 @@ wait "${openers[@]}"
 ended=$(date +%s.%N)
 wait "$TRACER_PID" || true
 TRACER_PID=
-python3 - "$WORK/flood.log" "$started" "$ended" "$per_opener" <<'PY'
-import json, sys
-log, started, ended, per_opener = sys.argv[1], float(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4])
-counts = None
-for line in open(log, errors="replace"):
-    if line.startswith("{"):
-        try:
-            summary = json.loads(line)
-        except ValueError:
-            continue
-        for k in summary.get("events", []):
-            if k.get("capability") == "files" and k.get("kind") == "file_open":
-                counts = k
-if counts is None:
-    print("flood: no exit summary from osprey files"); sys.exit(1)
-secs = ended - started
-print(f"opens {2 * per_opener} in {secs:.1f}s ({2 * per_opener / secs:,.0f}/s); "
-      f"emitted {counts['emitted']}, dropped {counts['dropped']}, throttled {counts['throttled']}; "
-      f"delivered {counts['emitted'] / secs:,.0f} events/s")
-PY
+read -r emitted dropped throttled < <(python3 bench/summary-counts.py "$WORK/flood.log" files file_open)
+[ "$emitted" != "?" ] || { echo "flood: no exit summary from osprey files"; exit 1; }
+awk -v s="$started" -v e="$ended" -v n=$((2 * per_opener)) -v em="$emitted" -v d="$dropped" -v t="$throttled" \
+    'BEGIN { secs = e - s; printf "opens %d in %.1fs (%.0f/s); emitted %d, dropped %d, throttled %d; delivered %.0f events/s\n", n, secs, n / secs, em, d, t, em / secs }'
