@@ -16,6 +16,7 @@ use serde_json::Value;
 pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
 pub use osprey_workload::{bpf_available, WORKLOAD};
 
+pub mod alerts;
 pub mod benign;
 
 /// BPF tests run one at a time: they count exact events and compete for two cores.
@@ -389,7 +390,7 @@ pub fn gone_pid() -> String {
 
 pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
     let build_dir = WORKLOAD.path().ancestors().nth(2).unwrap();
-    alert["rule"] == "exec_from_temporary_location"
+    alert["rule"] == "drop_and_execute"
         && ["exe", "filename"].iter().any(|f| {
             alert["event"][f]
                 .as_str()

@@ -25,6 +25,7 @@ pub mod expr;
 mod falco;
 pub mod fields;
 mod fields_community;
+mod fields_facts;
 mod fields_proc;
 mod lex;
 pub mod limits;

@@ -114,6 +114,7 @@ pub(super) fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
     let view = View {
         event,
         process: &ctx,
+        facts: Default::default(),
     };
     set.rules
         .iter()
@@ -183,7 +184,8 @@ fn default_rules_match_and_exceptions_apply() {
     assert_eq!(
         rule.render_output(&View {
             event: &e,
-            process: &ctx
+            process: &ctx,
+            facts: Default::default(),
         }),
         "evil (pid 7, exe /usr/bin/x, parent <NA>) read /etc/shadow"
     );
