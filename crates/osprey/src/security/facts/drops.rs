@@ -26,9 +26,10 @@ pub const TEMP_DIRS: &[&str] = &["/tmp/", "/var/tmp/", "/dev/shm/"];
 /// and package managers.
 pub const TOOLCHAIN: &[&str] = &[
     "cc", "c++", "gcc", "g++", "cc1", "cc1plus", "cc1obj", "as", "ld", "ld.bfd", "ld.gold",
-    "ld.lld", "lld", "mold", "collect2", "clang", "clang++", "rustc", "cargo", "rustdoc", "go",
-    "compile", "link", "asm", "cgo", "javac", "ghc", "tcc", "zig", "nasm", "objcopy", "strip",
-    "dpkg", "dpkg-deb", "apt", "apt-get", "rpm", "dnf", "yum", "apk", "pacman", "pip", "pip3",
+    "ld.lld", "lld", "rust-lld", "mold", "collect2", "clang", "clang++", "rustc", "cargo",
+    "rustdoc", "go", "compile", "link", "asm", "cgo", "javac", "ghc", "tcc", "zig", "nasm",
+    "objcopy", "strip", "dpkg", "dpkg-deb", "apt", "apt-get", "rpm", "dnf", "yum", "apk", "pacman",
+    "pip", "pip3",
 ];
 
 /// Files (and processes) remembered at most (the oldest files are forgotten first).
