@@ -377,7 +377,7 @@ pub fn assert_well_formed_xml(text: &str) {
     }
 }
 
-/// An `exec_from_temporary_location` alert for a program under our cargo target directory
+/// A `drop_and_execute` alert for a program under our cargo target directory
 /// (test binaries, workloads the tests copy to target/tmp): it fires only because the
 /// checkout lives under /tmp, as CI clones may.
 /// The pid of a process that has exited and been reaped: a target that does not exist.

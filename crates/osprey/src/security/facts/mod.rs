@@ -113,3 +113,6 @@ fn reads(e: &Expr, names: &[&str]) -> bool {
         Expr::Cmp { field, .. } | Expr::In { field, .. } => names.contains(&fields::name(*field)),
     }
 }
+
+#[cfg(test)]
+mod tests;

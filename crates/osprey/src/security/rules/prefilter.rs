@@ -273,6 +273,19 @@ mod tests {
             p.contains(&PathPattern::Under("/etc".into())),
             "from /etc/cron"
         );
+        // Destination-path rules and the drop facts push their paths down too.
+        assert!(p.contains(&PathPattern::Name("authorized_keys".into())));
+        assert!(p.contains(&PathPattern::Under(
+            "/usr/lib/x86_64-linux-gnu/security".into()
+        )));
+        assert!(p.contains(&PathPattern::Under("/proc/sys/kernel/kptr_restrict".into())));
+        assert!(p.contains(&PathPattern::Under("/tmp".into())));
+        assert!(
+            !p.iter().any(
+                |x| matches!(x, PathPattern::Under(d) if d == "/" || d == "/usr/lib" || d == "/usr")
+            ),
+            "{p:?}"
+        );
     }
 
     #[test]

@@ -1,0 +1,156 @@
+//! Facts from event sequences, in whatever order the rings deliver them.
+
+use crate::files::FileOpen;
+use crate::pipeline::cache::ProcessContext;
+use crate::pipeline::event::{Event, Header, Payload};
+use crate::process::Exec;
+use crate::security::syscall::{syscall_number, SecSyscall, SockAddr};
+
+use super::drops::Drops;
+use super::target::changed_path;
+
+fn event(pid: u32, comm: &str, ts: u64, payload: Payload) -> Event {
+    Event {
+        header: Header {
+            kind: 0,
+            ts_boot_ns: ts,
+            pid,
+            tid: pid,
+            ppid: 1,
+            uid: 0,
+            gid: 0,
+            cgroup_id: 0,
+            comm: comm.as_bytes().to_vec(),
+        },
+        payload,
+    }
+}
+
+fn context(e: &Event) -> ProcessContext<'_> {
+    ProcessContext {
+        pid: e.header.pid,
+        tid: e.header.tid,
+        ppid: 1,
+        uid: 0,
+        gid: 0,
+        comm: &e.header.comm,
+        exe: b"",
+        cmdline: b"",
+        cgroup_id: 0,
+        container: None,
+        ancestry: Vec::new(),
+    }
+}
+
+fn write(path: &str) -> Payload {
+    Payload::FileOpen(FileOpen {
+        op: 0,
+        ret: 3,
+        flags: 0o1101, // O_WRONLY | O_CREAT | O_TRUNC
+        mode: 0o755,
+        resolve: 0,
+        dirfd: -100,
+        ino: 0,
+        dev: 0,
+        status: 0,
+        path: path.as_bytes().to_vec(),
+        abs_path: path.as_bytes().to_vec(),
+    })
+}
+
+fn syscall(name: &str, ret: i64, args: [u64; 4], path: &str, abs: &str, path2: &str) -> SecSyscall {
+    SecSyscall {
+        nr: syscall_number(name).unwrap(),
+        ret,
+        args,
+        old_uid: 0,
+        old_euid: 0,
+        status: 0,
+        path: path.as_bytes().to_vec(),
+        abs_path: abs.as_bytes().to_vec(),
+        path2: path2.as_bytes().to_vec(),
+        addr: None,
+    }
+}
+
+fn exec(path: &str) -> Payload {
+    Payload::Exec(Exec {
+        ret: 0,
+        filename: path.as_bytes().to_vec(),
+        args: Vec::new(),
+        argc: 0,
+        args_truncated: false,
+        exe: path.as_bytes().to_vec(),
+        ino: 0,
+        dev: 0,
+        old_tid: 0,
+        stdio_sockets: 0,
+    })
+}
+
+fn observe(d: &mut Drops, e: &Event) -> Option<super::drops::Dropper> {
+    d.observe(e, &context(e))
+}
+
+#[test]
+fn a_rename_with_a_relative_destination_changes_the_destination() {
+    // sed -i in /etc/pam.d: renameat(AT_FDCWD, "sedAb12", AT_FDCWD, "login") from /etc/pam.d.
+    let cwd = -100i64 as u64;
+    let s = syscall(
+        "renameat",
+        0,
+        [cwd, 0, cwd, 0],
+        "sedAb12",
+        "/etc/pam.d/sedAb12",
+        "login",
+    );
+    let p = Payload::Security(s);
+    assert_eq!(changed_path(&p).as_deref(), Some(&b"/etc/pam.d/login"[..]));
+    // Different directories: not resolvable from the source.
+    let s = syscall("renameat", 0, [cwd, 0, 5, 0], "a", "/tmp/a", "b");
+    assert_eq!(changed_path(&Payload::Security(s)), None);
+    let s = syscall(
+        "symlink",
+        0,
+        [0; 4],
+        "/root/.bash_history",
+        "/root/.bash_history",
+        "/dev/null",
+    );
+    assert_eq!(
+        changed_path(&Payload::Security(s)).as_deref(),
+        Some(&b"/root/.bash_history"[..])
+    );
+}
+
+#[test]
+fn toolchain_output_is_not_a_drop_unless_its_writer_downloaded() {
+    let mut d = Drops::default();
+    let built = event(10, "ld", 100, write("/tmp/a.out"));
+    observe(&mut d, &built);
+    assert_eq!(
+        observe(&mut d, &event(11, "a.out", 200, exec("/tmp/a.out"))),
+        None
+    );
+    let copied = event(12, "cp", 300, write("/tmp/x"));
+    observe(&mut d, &copied);
+    let run = event(13, "x", 400, exec("/tmp/x"));
+    assert_eq!(observe(&mut d, &run).unwrap().how, "written");
+    // A toolchain-named writer whose connect is seen after its write (another ring).
+    observe(&mut d, &event(20, "cc", 500, write("/tmp/y")));
+    let mut connect = syscall("connect", 0, [0; 4], "", "", "");
+    connect.addr = Some(SockAddr::Inet {
+        ip: [127, 0, 0, 1].into(),
+        port: 80,
+    });
+    observe(&mut d, &event(20, "cc", 450, Payload::Security(connect)));
+    let run = event(21, "y", 600, exec("/tmp/y"));
+    let dropper = d.dropper_of(&run).unwrap();
+    assert_eq!(
+        (dropper.how, dropper.comm.as_slice()),
+        ("downloaded", &b"cc"[..])
+    );
+    // A write seen before an exec but made after it does not count.
+    observe(&mut d, &event(30, "cp", 900, write("/tmp/z")));
+    assert_eq!(d.dropper_of(&event(31, "z", 800, exec("/tmp/z"))), None);
+}
