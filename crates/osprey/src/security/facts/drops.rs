@@ -123,19 +123,21 @@ impl Drops {
             }
             Payload::Security(s) => {
                 match s.class() {
-                    // Connected, or connecting without blocking (EINPROGRESS).
+                    // Connected, or connecting without blocking (EINPROGRESS); the first
+                    // connection counts.
                     "connect"
                         if s.addr.as_ref().is_some_and(|a| a.port().is_some())
-                            && (s.ret == 0 || s.ret == -i64::from(libc::EINPROGRESS)) =>
+                            && (s.ret == 0 || s.ret == -i64::from(libc::EINPROGRESS))
+                            && self.connected.get(&pid).is_none_or(|&t| t > at_ns) =>
                     {
-                        if self.connected.get(&pid).is_none_or(|&t| t > at_ns) {
-                            bounded_insert(&mut self.connected, pid, at_ns);
-                        }
+                        bounded_insert(&mut self.connected, pid, at_ns);
                     }
-                    "chmod" if s.ret == 0 && s.mode().is_some_and(|m| m & 0o111 != 0) => {
-                        if in_temp_dir(&s.abs_path) {
-                            self.remember(s.abs_path.clone(), write("made executable"));
-                        }
+                    "chmod"
+                        if s.ret == 0
+                            && s.mode().is_some_and(|m| m & 0o111 != 0)
+                            && in_temp_dir(&s.abs_path) =>
+                    {
+                        self.remember(s.abs_path.clone(), write("made executable"));
                     }
                     "rename" if s.ret == 0 => {
                         let moved = self.forget(&s.abs_path);
