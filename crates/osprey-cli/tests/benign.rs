@@ -109,26 +109,9 @@ fn debian_package(dir: &Path) {
 fn git(dir: &Path) {
     let repo = dir.join("repo");
     std::fs::create_dir_all(&repo).unwrap();
-    step(Command::new("git").args(["init", "-q"]).current_dir(&repo));
-    std::fs::write(repo.join("f.txt"), b"x").unwrap();
-    step(
-        Command::new("git")
-            .args(["add", "f.txt"])
-            .current_dir(&repo),
-    );
-    step(
-        Command::new("git")
-            .args([
-                "-c",
-                "user.name=o",
-                "-c",
-                "user.email=o@example.invalid",
-                "commit",
-                "-qm",
-                "m",
-            ])
-            .current_dir(&repo),
-    );
+    for mut c in common::benign::git_init_and_commit(&repo) {
+        step(&mut c);
+    }
 }
 
 /// A wheel written by hand (no build backend needed offline): one module, its metadata

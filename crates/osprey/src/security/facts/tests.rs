@@ -1,61 +1,24 @@
 //! Facts from event sequences, in whatever order the rings deliver them.
 
-use crate::files::FileOpen;
-use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::event::{Event, Header, Payload};
+use crate::pipeline::event::{Event, Payload};
 use crate::process::Exec;
+use crate::security::rules::tests::{context, open_event, view_event};
 use crate::security::syscall::{syscall_number, SecSyscall, SockAddr};
 
 use super::drops::Drops;
 use super::target::changed_path;
 
 fn event(pid: u32, comm: &str, ts: u64, payload: Payload) -> Event {
-    Event {
-        header: Header {
-            kind: 0,
-            ts_boot_ns: ts,
-            pid,
-            tid: pid,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            comm: comm.as_bytes().to_vec(),
-        },
-        payload,
-    }
+    let mut e = view_event(comm, payload);
+    e.header.pid = pid;
+    e.header.tid = pid;
+    e.header.ts_boot_ns = ts;
+    e
 }
 
-fn context(e: &Event) -> ProcessContext<'_> {
-    ProcessContext {
-        pid: e.header.pid,
-        tid: e.header.tid,
-        ppid: 1,
-        uid: 0,
-        gid: 0,
-        comm: &e.header.comm,
-        exe: b"",
-        cmdline: b"",
-        cgroup_id: 0,
-        container: None,
-        ancestry: Vec::new(),
-    }
-}
-
+/// O_WRONLY | O_CREAT | O_TRUNC
 fn write(path: &str) -> Payload {
-    Payload::FileOpen(FileOpen {
-        op: 0,
-        ret: 3,
-        flags: 0o1101, // O_WRONLY | O_CREAT | O_TRUNC
-        mode: 0o755,
-        resolve: 0,
-        dirfd: -100,
-        ino: 0,
-        dev: 0,
-        status: 0,
-        path: path.as_bytes().to_vec(),
-        abs_path: path.as_bytes().to_vec(),
-    })
+    open_event("", path, 0o1101).payload
 }
 
 fn syscall(name: &str, ret: i64, args: [u64; 4], path: &str, abs: &str, path2: &str) -> SecSyscall {

@@ -421,4 +421,4 @@ fn load_own(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
 #[cfg(test)]
 mod community_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;
