@@ -26,28 +26,18 @@ fn syscall(name: &str, ret: i64, args: [u64; 4], path: &str, abs: &str, path2: &
         nr: syscall_number(name).unwrap(),
         ret,
         args,
-        old_uid: 0,
-        old_euid: 0,
-        status: 0,
         path: path.as_bytes().to_vec(),
         abs_path: abs.as_bytes().to_vec(),
         path2: path2.as_bytes().to_vec(),
-        addr: None,
+        ..Default::default()
     }
 }
 
 fn exec(path: &str) -> Payload {
     Payload::Exec(Exec {
-        ret: 0,
         filename: path.as_bytes().to_vec(),
-        args: Vec::new(),
-        argc: 0,
-        args_truncated: false,
         exe: path.as_bytes().to_vec(),
-        ino: 0,
-        dev: 0,
-        old_tid: 0,
-        stdio_sockets: 0,
+        ..Default::default()
     })
 }
 
