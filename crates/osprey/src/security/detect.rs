@@ -171,6 +171,7 @@ impl Detector for RulesDetector {
                 }
             }
         }
+        self.facts.sweep();
         Ok(())
     }
 }

@@ -53,6 +53,8 @@ struct Write {
     how: &'static str,
     toolchain: bool,
     at_ns: u64,
+    /// When it was deleted: an exec seen later may still have run it before.
+    deleted_ns: Option<u64>,
 }
 
 /// Events arrive on several rings, not always in the order they happened: every decision
@@ -102,6 +104,7 @@ impl Drops {
             how,
             toolchain: is_toolchain(ctx),
             at_ns,
+            deleted_ns: None,
         };
         match &event.payload {
             Payload::Exec(x) if x.ret == 0 => self.dropper_of(event).or_else(|| {
@@ -151,7 +154,9 @@ impl Drops {
                         }
                     }
                     "unlink" if s.ret == 0 => {
-                        self.forget(&s.abs_path);
+                        if let Some(w) = self.files.get_mut(&s.abs_path) {
+                            w.deleted_ns = Some(at_ns);
+                        }
                     }
                     _ => {}
                 }
@@ -169,7 +174,10 @@ impl Drops {
         let w = [&x.exe, &x.filename]
             .into_iter()
             .find_map(|p| self.files.get(p.as_slice()))
-            .filter(|w| x.ret == 0 && w.at_ns <= event.header.ts_boot_ns)?;
+            .filter(|w| {
+                let at = event.header.ts_boot_ns;
+                x.ret == 0 && w.at_ns <= at && w.deleted_ns.is_none_or(|d| d > at)
+            })?;
         let how = if self.downloaded(w) {
             "downloaded"
         } else if w.toolchain {
@@ -220,6 +228,16 @@ impl Drops {
                 }
                 None => break,
             }
+        }
+    }
+
+    /// Forgets deleted files, once the execs that may have run them have been judged.
+    pub fn sweep(&mut self) {
+        let before = self.files.len();
+        self.files.retain(|_, w| w.deleted_ns.is_none());
+        if self.files.len() != before {
+            let files = &self.files;
+            self.order.retain(|p| files.contains_key(p));
         }
     }
 

@@ -90,6 +90,13 @@ impl Facts {
 }
 
 impl Facts {
+    /// Call once the execs of a drain have been judged: forgets what they no longer need.
+    pub fn sweep(&mut self) {
+        if let Some(d) = &mut self.drops {
+            d.sweep();
+        }
+    }
+
     /// Who dropped the file `event` (an exec) runs, as known now.
     pub fn dropper_of(&self, event: &Event) -> Option<drops::Dropper> {
         self.drops.as_ref().and_then(|d| d.dropper_of(event))

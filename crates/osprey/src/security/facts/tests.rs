@@ -106,4 +106,13 @@ fn toolchain_output_is_not_a_drop_unless_its_writer_downloaded() {
     // A write seen before an exec but made after it does not count.
     observe(&mut d, &event(30, "cp", 900, write("/tmp/z")));
     assert_eq!(d.dropper_of(&event(31, "z", 800, exec("/tmp/z"))), None);
+    // Deleted after the exec, and the deletion seen before the exec: still a drop.
+    observe(&mut d, &event(40, "cp", 1000, write("/tmp/w")));
+    let rm = syscall("unlink", 0, [0; 4], "/tmp/w", "/tmp/w", "");
+    observe(&mut d, &event(41, "rm", 1200, Payload::Security(rm)));
+    assert!(d
+        .dropper_of(&event(42, "w", 1100, exec("/tmp/w")))
+        .is_some());
+    d.sweep();
+    assert_eq!(d.dropper_of(&event(42, "w", 1100, exec("/tmp/w"))), None);
 }
