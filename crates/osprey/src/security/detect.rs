@@ -26,6 +26,11 @@ pub struct RulesDetector {
     pub kernel_deny: bool,
 }
 
+/// How long at most an exec of an unknown file in a temporary directory waits for its write.
+const DEFER_NS: u64 = 30_000_000_000;
+/// Execs waiting at most (beyond, an exec is judged once, as it is seen).
+const MAX_DEFERRED: usize = 4096;
+
 /// Said in every alert of a deny the kernel enforced.
 pub const LSM_NOTE: &str = "denied in the kernel before it happened (BPF LSM)";
 
@@ -112,7 +117,7 @@ impl Detector for RulesDetector {
         raise: &mut dyn FnMut(Alert<'_>),
     ) {
         let derived = self.facts.observe(event, ctx);
-        if derived.undecided {
+        if derived.undecided && self.deferred.len() < MAX_DEFERRED {
             self.deferred.push((event.clone(), OwnedContext::of(ctx)));
         }
         // An event that changed several accounts is seen once per account; a rule fires
@@ -142,9 +147,15 @@ impl Detector for RulesDetector {
 
     /// Execs of files in temporary directories whose write was still queued when they were
     /// judged: the drop rules that match now, and did not then, alert now.
-    fn tick(&mut self, _now_boot_ns: u64, alerts: &mut AlertWriter) -> std::io::Result<()> {
+    fn tick(&mut self, now_boot_ns: u64, alerts: &mut AlertWriter) -> std::io::Result<()> {
         for (event, owned) in std::mem::take(&mut self.deferred) {
             let Some(dropper) = self.facts.dropper_of(&event) else {
+                // The write may still be queued (a drain stops at its budget, user space may
+                // lag): look again at the next ticks until the rings are past the exec.
+                let at = event.header.ts_boot_ns;
+                if !self.facts.caught_up(at) && now_boot_ns < at.saturating_add(DEFER_NS) {
+                    self.deferred.push((event, owned));
+                }
                 continue;
             };
             let ctx = owned.view();

@@ -67,6 +67,10 @@ pub struct Drops {
     connected: HashMap<u32, u64>,
     /// pid -> time it exited (a later process may reuse the pid).
     exited: HashMap<u32, u64>,
+    /// Time of the latest file open and security event seen: each ring delivers in order,
+    /// so a write made before an exec can no longer arrive once both are past it.
+    latest_open_ns: u64,
+    latest_security_ns: u64,
 }
 
 /// `how` of an exec whose file was deleted (no dropper is known).
@@ -106,6 +110,11 @@ impl Drops {
             at_ns,
             deleted_ns: None,
         };
+        match &event.payload {
+            Payload::FileOpen(_) => self.latest_open_ns = self.latest_open_ns.max(at_ns),
+            Payload::Security(_) => self.latest_security_ns = self.latest_security_ns.max(at_ns),
+            _ => {}
+        }
         match &event.payload {
             Payload::Exec(x) if x.ret == 0 => self.dropper_of(event).or_else(|| {
                 exe_deleted(pid).then(|| Dropper {
@@ -203,6 +212,11 @@ impl Drops {
             .get(&w.pid)
             .is_some_and(|&e| connected < e && e < w.at_ns);
         connected <= w.at_ns && !exited_between
+    }
+
+    /// Whether every write or chmod made before `at_ns` has been seen.
+    pub fn caught_up(&self, at_ns: u64) -> bool {
+        self.latest_open_ns > at_ns && self.latest_security_ns > at_ns
     }
 
     /// A successful exec of a file in a temporary directory that is not known as dropped:

@@ -97,6 +97,12 @@ impl Facts {
         }
     }
 
+    /// Whether every write made before `at_ns` has been seen (nothing can change a judgement
+    /// of an exec at that time any more).
+    pub fn caught_up(&self, at_ns: u64) -> bool {
+        self.drops.as_ref().is_none_or(|d| d.caught_up(at_ns))
+    }
+
     /// Who dropped the file `event` (an exec) runs, as known now.
     pub fn dropper_of(&self, event: &Event) -> Option<drops::Dropper> {
         self.drops.as_ref().and_then(|d| d.dropper_of(event))
