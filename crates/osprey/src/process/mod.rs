@@ -76,7 +76,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     default_ring_bytes: 8 << 20,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exec {
     /// 0, or -errno for a failed exec.
     pub ret: i64,

@@ -179,6 +179,7 @@ impl Fanotify {
             let view = View {
                 event: &event,
                 process: &ctx,
+                facts: Default::default(),
             };
             deny.iter().position(|r| r.matches(&view))
         };
@@ -190,6 +191,7 @@ impl Fanotify {
         let view = View {
             event: &event,
             process: &ctx,
+            facts: Default::default(),
         };
         let alert = alert_for(&deny[i], &view, ("blocked", Some(FANOTIFY_NOTE)));
         let mut w = alerts.lock().unwrap_or_else(|e| e.into_inner());

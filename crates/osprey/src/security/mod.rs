@@ -7,6 +7,7 @@ pub mod connect_deny;
 pub mod detect;
 pub mod enforce;
 mod enforce_object;
+pub mod facts;
 pub mod fim;
 pub mod kernel_maps;
 pub mod kill;

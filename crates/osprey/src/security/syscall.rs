@@ -76,7 +76,7 @@ pub fn classes() -> impl Iterator<Item = &'static str> {
     seen.into_iter()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecSyscall {
     pub nr: u32,
     pub ret: i64,

@@ -169,6 +169,7 @@ fn falco_lists_macros_overrides_and_exceptions() {
     let view = View {
         event: &hit,
         process: &ctx,
+        facts: Default::default(),
     };
     assert_eq!(
         rule.render_output(&view),

@@ -104,6 +104,16 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
     ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
     ("container.privileged", Type::Bool, "privileged container; false for host processes"),
+    ("fs.path.target", Type::Str, "the path the event changes: an open for writing's path, a rename/link destination, a symlink's new name, a truncated, chmod-ed or chown-ed file"),
+    ("exec.dropped", Type::Bool, "the executed file was written or made executable in /tmp, /var/tmp or /dev/shm by something other than a toolchain, or downloaded there"),
+    ("exec.dropper", Type::Str, "command name of the process that dropped the executed file"),
+    ("exec.deleted", Type::Bool, "the executed file was deleted while the program ran (seen in /proc when the exec is processed)"),
+    ("exec.drop_how", Type::Str, "written, downloaded (by a process with a network connection) or made executable"),
+    ("account.name", Type::Str, "an account a rename or link onto /etc/passwd or /etc/group created or changed"),
+    ("account.uid", Type::Int, "that account's uid"),
+    ("account.gid", Type::Int, "that account's primary gid"),
+    ("account.groups", Type::StrList, "groups the account joined in the change (its primary group when new or changed)"),
+    ("account.new", Type::Bool, "the account did not exist before the change"),
 ];
 
 /// Index into FIELDS.
@@ -144,6 +154,8 @@ const WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000;
 pub struct View<'a> {
     pub event: &'a Event,
     pub process: &'a ProcessContext<'a>,
+    /// What earlier events say about this one (drops, account changes).
+    pub facts: crate::security::facts::FactsView<'a>,
 }
 
 fn base_name(path: &[u8]) -> &[u8] {
@@ -189,6 +201,7 @@ impl<'a> View<'a> {
                 .container_field(field)
                 .or_else(|| self.community_field(field)),
             "user" => self.community_field(field),
+            "fs" | "account" => self.facts_field(field),
             _ => self.syscall_field(field),
         }
     }
@@ -329,7 +342,7 @@ impl<'a> View<'a> {
                 Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
                 _ => None,
             },
-            _ => None,
+            _ => self.facts_field(field),
         }
     }
 

@@ -25,6 +25,7 @@ pub mod expr;
 mod falco;
 pub mod fields;
 mod fields_community;
+mod fields_facts;
 mod fields_proc;
 mod lex;
 pub mod limits;
@@ -420,4 +421,4 @@ fn load_own(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
 #[cfg(test)]
 mod community_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

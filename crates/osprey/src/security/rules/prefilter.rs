@@ -49,6 +49,15 @@ pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
             Constraint::Paths(p) => all.extend(p),
         }
     }
+    // Drop-and-execute facts come from writes in the temporary directories.
+    use crate::security::facts::{drops, uses_fields};
+    if uses_fields(rules, drops::FIELDS) {
+        all.extend(
+            drops::TEMP_DIRS
+                .iter()
+                .map(|d| PathPattern::Under(d.trim_end_matches('/').to_string())),
+        );
+    }
     OpenPrefilter::Patterns(all)
 }
 
@@ -150,7 +159,7 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
                     Constraint::NotOpen
                 }
             }
-            ("file.path" | "file.target", op) => {
+            ("file.path" | "file.target" | "fs.path.target", op) => {
                 text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(*op), v))
             }
             ("evt.syscall", Op::Eq) => syscall_constraint(text(value), kinds),
@@ -171,8 +180,8 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
                     Constraint::NotOpen
                 }
             }
-            "file.path" | "file.name" => {
-                let is_path = field(*f) == "file.path";
+            "file.path" | "fs.path.target" | "file.name" => {
+                let is_path = field(*f) != "file.name";
                 union(set.iter().map(|l| match text(l) {
                     Some(v) if is_path => path_pattern(Op::Eq, v),
                     Some(v) => name_pattern(v),
@@ -263,6 +272,19 @@ mod tests {
         assert!(
             p.contains(&PathPattern::Under("/etc".into())),
             "from /etc/cron"
+        );
+        // Destination-path rules and the drop facts push their paths down too.
+        assert!(p.contains(&PathPattern::Name("authorized_keys".into())));
+        assert!(p.contains(&PathPattern::Under(
+            "/usr/lib/x86_64-linux-gnu/security".into()
+        )));
+        assert!(p.contains(&PathPattern::Under("/proc/sys/kernel/kptr_restrict".into())));
+        assert!(p.contains(&PathPattern::Under("/tmp".into())));
+        assert!(
+            !p.iter().any(
+                |x| matches!(x, PathPattern::Under(d) if d == "/" || d == "/usr/lib" || d == "/usr")
+            ),
+            "{p:?}"
         );
     }
 

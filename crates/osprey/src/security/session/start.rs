@@ -121,6 +121,8 @@ impl Prepared {
         summary.rules = rules.rules.len();
         summary.kernel_deny = enforcers.kernel_deny;
         let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(RulesDetector {
+            facts: crate::security::facts::Facts::for_rules(&rules),
+            deferred: Vec::new(),
             rules,
             enforcing: plan.is_some(),
             kernel_deny: enforcers.kernel_deny,
