@@ -56,6 +56,16 @@ fn enforcing(rules: &std::path::Path) -> Tracer {
     ])
 }
 
+/// Default rules whose triggers and near misses are in tests/event_classes.rs.
+const IN_EVENT_CLASSES: &[&str] = &[
+    "proc_mem_read",
+    "process_vm_access",
+    "file_capabilities_set",
+    "packet_socket_created",
+    "loader_env_from_writable_location",
+    "proc_pid_mount",
+];
+
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -245,8 +255,11 @@ fn every_default_rule_fires(env: &[(&str, &str)]) {
         .lines()
         .filter_map(|l| l.strip_prefix("- rule: ").map(str::to_string))
         .collect();
-    assert_eq!(defaults.len(), 16);
-    for d in &defaults {
+    assert_eq!(defaults.len(), 16 + IN_EVENT_CLASSES.len());
+    for d in defaults
+        .iter()
+        .filter(|d| !IN_EVENT_CLASSES.contains(&d.as_str()))
+    {
         assert!(
             fired.contains(d.as_str()),
             "default rule {d} never fired: {fired:?}"

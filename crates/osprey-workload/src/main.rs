@@ -21,6 +21,7 @@
 //! osprey-workload memfd-exec                  runs /bin/true from a memfd
 //! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
 //! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
+//! (the detection-breadth triggers are listed in breadth.rs)
 //! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
 //!                                             the port, accept one connection, read until
 //!                                             EOF or REQUEST bytes (--expect N), send REPLY
@@ -226,6 +227,7 @@ fn main() {
         }
         Some(cmd) if net::run(cmd, &args[1..]) => {}
         Some(cmd) if attach::run(cmd, &args[1..]) => {}
+        Some(cmd) if breadth::run(cmd, &args[1..]) => {}
         Some("syscall-mix") => {
             let getppids = number(args.get(1));
             let failing_opens = number(args.get(2));
@@ -525,4 +527,5 @@ fn memfd_exec() {
     }
 }
 mod attach;
+mod breadth;
 mod net;
