@@ -151,7 +151,11 @@ pub fn rules_read_env(rules: &super::RuleSet) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::load;
+    use super::super::tests::{matching, view_event};
     use super::{proc_mem_pid, proc_pid_dir};
+    use crate::pipeline::event::Payload;
+    use crate::security::syscall::{syscall_number, SecSyscall, SockAddr};
 
     #[test]
     fn proc_mem_paths() {
@@ -162,5 +166,67 @@ mod tests {
         assert_eq!(proc_mem_pid(b"/tmp/mem"), None);
         assert_eq!(proc_pid_dir(b"/proc/42"), Some(42));
         assert_eq!(proc_pid_dir(b"/proc/sys/fs/binfmt_misc"), None);
+    }
+
+    fn sec(name: &str, args: [u64; 4], addr: Option<SockAddr>, sock: (u8, u8)) -> Payload {
+        Payload::Security(SecSyscall {
+            nr: syscall_number(name).unwrap(),
+            ret: 0,
+            args,
+            old_uid: 0,
+            old_euid: 0,
+            status: 0,
+            path: Vec::new(),
+            abs_path: Vec::new(),
+            path2: Vec::new(),
+            addr,
+            xattr_value: Vec::new(),
+            sock_type: sock.0,
+            sock_proto: sock.1,
+        })
+    }
+
+    const FALCO: &str = r#"
+- list: rfc_1918_addresses
+  items: ['"10.0.0.0/8"', '"172.16.0.0/12"', '"192.168.0.0/16"']
+- rule: Public TCP
+  desc: d
+  condition: >
+    evt.type = connect and fd.l4proto = tcp and fd.net != "127.0.0.0/8"
+    and not fd.snet in (rfc_1918_addresses) and fd.connected = true
+  output: o
+  priority: INFO
+- rule: Packet
+  desc: d
+  condition: evt.type = socket and evt.arg.domain contains AF_PACKET
+  output: o
+  priority: INFO
+"#;
+
+    #[test]
+    fn falco_networks_protocols_and_socket_domains() {
+        let set = load(&[("f.yaml", FALCO)]).unwrap();
+        let connect = |ip: [u8; 4], sock| {
+            let addr = SockAddr::Inet {
+                ip: std::net::Ipv4Addr::from(ip).into(),
+                port: 443,
+            };
+            view_event("c", sec("connect", [3, 0, 16, 0], Some(addr), sock))
+        };
+        let tcp = (libc::SOCK_STREAM as u8, 6);
+        assert_eq!(
+            matching(&set, &connect([198, 51, 100, 7], tcp)),
+            ["Public TCP"]
+        );
+        assert!(matching(&set, &connect([192, 168, 1, 1], tcp)).is_empty());
+        assert!(matching(&set, &connect([127, 0, 0, 1], tcp)).is_empty());
+        let udp = (libc::SOCK_DGRAM as u8, 17);
+        assert!(matching(&set, &connect([198, 51, 100, 7], udp)).is_empty());
+        let socket = |family: i32| {
+            let args = [family as u64, libc::SOCK_RAW as u64, 0, 0];
+            view_event("s", sec("socket", args, None, (0, 0)))
+        };
+        assert_eq!(matching(&set, &socket(libc::AF_PACKET)), ["Packet"]);
+        assert!(matching(&set, &socket(libc::AF_INET)).is_empty());
     }
 }
