@@ -87,16 +87,19 @@ static long env_step(__u32 i, void *ctx)
 {
 	struct env_scan *e = ctx;
 	struct osprey_scratch *s = e->s;
-	__u64 head = 0;
-	if (e->cur >= e->end || bpf_probe_read_user(&head, sizeof(head), (void *)e->cur))
+	if (e->cur >= e->end)
 		return 1;
 	__u32 off = s->off;
 	if (off - e->start + ENV_VAR_MAX > ENV_BYTES_MAX || off + ENV_VAR_MAX > OSPREY_DATA_CAP)
 		return 1;
-	long n = bpf_probe_read_user_str(s->data + OSPREY_MASK(off), ENV_VAR_MAX, (void *)e->cur);
+	char *var = s->data + OSPREY_MASK(off);
+	long n = bpf_probe_read_user_str(var, ENV_VAR_MAX, (void *)e->cur);
 	if (n <= 0)
 		return 1;
-	if (env_wanted(head))
+	/* One helper call per variable: the name is compared where it was copied to. */
+	__u64 head;
+	__builtin_memcpy(&head, var, sizeof(head));
+	if (n > (long)sizeof(head) && env_wanted(head))
 		s->off = off + n;
 	/* A longer variable was cut: the rest is skipped as if it were the next one. */
 	e->cur += n == ENV_VAR_MAX ? n - 1 : n;
