@@ -67,4 +67,32 @@ mod tests {
         assert_eq!(value(&env, "LD_PRELOAD"), Some(&b"/tmp/x.so"[..]));
         assert_eq!(value(&env, "HOME"), None);
     }
+
+    /// Every allowed name is longer than the kernel's 8-byte comparison and has its prefix
+    /// in bpf/process.bpf.c's env_wanted, written as P8('L', 'D', '_', ...).
+    #[test]
+    fn kernel_prefixes_cover_the_allow_list() {
+        let source = include_str!("../../../../bpf/process.bpf.c");
+        let prefixes: Vec<String> = source
+            .split("P8(")
+            .skip(2) // the macro's own definition
+            .map(|call| {
+                call.split(')')
+                    .next()
+                    .unwrap()
+                    .replace(['\'', ' ', ','], "")
+            })
+            .collect();
+        for name in ALLOWED {
+            let with_eq = format!("{name}=");
+            assert!(
+                with_eq.len() >= 8,
+                "{name}: shorter than the kernel's comparison"
+            );
+            assert!(
+                prefixes.contains(&with_eq[..8].to_string()),
+                "{name} not in env_wanted"
+            );
+        }
+    }
 }

@@ -162,6 +162,26 @@ pub(super) fn write_json<M: SerializeMap>(s: &SecSyscall, map: &mut M) -> Result
     Ok(())
 }
 
+/// The table's details of the newer classes, after the syscall name and paths.
+pub(super) fn table_details(s: &SecSyscall, out: &mut String) {
+    if s.name() == "socket" {
+        out.push_str(&format!(
+            " {} {}",
+            family_name(s.args[0]),
+            type_name(s.args[1])
+        ));
+    }
+    if s.class() == "process_vm" {
+        out.push_str(&format!(" pid {}", s.arg_i32(0)));
+    }
+    if let Some(caps) = s.file_caps() {
+        out.push_str(&format!(" {}", FileCaps::names(caps.permitted)));
+        if caps.effective {
+            out.push_str("+ep");
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -356,6 +356,7 @@ impl SecSyscall {
             out.push(' ');
             out.push_str(&String::from_utf8_lossy(&a.text()));
         }
+        super::classes::table_details(self, &mut out);
         out
     }
 }
