@@ -157,8 +157,11 @@ struct Simple {
     spec: CapabilitySpec,
     settings: fn(&AgentConfig) -> &ModuleConfig,
     /// `.rodata` settings the object needs under this configuration.
-    globals: fn(&AgentConfig) -> Vec<(&'static str, Vec<u8>)>,
+    globals: fn(&AgentConfig) -> Globals,
 }
+
+/// `.rodata` settings: (global's name, bytes).
+type Globals = Vec<(&'static str, Vec<u8>)>;
 
 impl Simple {
     fn settings<'c>(&self, config: &'c AgentConfig) -> &'c ModuleConfig {
