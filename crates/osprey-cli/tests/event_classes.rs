@@ -319,8 +319,9 @@ fn falco_packet_socket_in_a_container_fires() {
     ok(podman_cmd().arg("import").arg(&tar).arg(&image));
     let tracer = falco_tracer();
     let name = format!("osprey-packet-{}", std::process::id());
-    // arping's exit status does not matter (lo has no ARP): its socket() is the behaviour.
-    let _ = podman_cmd()
+    // arping's own exit status does not matter (lo has no ARP): its socket() is the
+    // behaviour. Podman's (125 to 127) says the container never ran.
+    let ran = podman_cmd()
         .args(["run", "--rm", "--network", "none", "--name", &name])
         .args([
             "--ulimit",
@@ -342,6 +343,12 @@ fn falco_packet_socket_in_a_container_fires() {
         ])
         .output()
         .unwrap();
+    assert!(
+        !matches!(ran.status.code(), Some(125..=127) | None),
+        "podman run: {}\n{}",
+        ran.status,
+        String::from_utf8_lossy(&ran.stderr)
+    );
     let (host, _) = workload(&["socket", "packet"]);
     let done = tracer.stop();
     let _ = podman_cmd().args(["rmi", "-f", &image]).output();
