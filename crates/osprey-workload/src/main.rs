@@ -26,6 +26,7 @@
 //! osprey-workload finit-module PATH           finit_module of PATH (not a module: fails)
 //! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
 //! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
+//! (the detection-breadth triggers are listed in breadth.rs)
 //! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
 //!                                             the port, accept one connection, read until
 //!                                             EOF or REQUEST bytes (--expect N), send REPLY
@@ -231,6 +232,7 @@ fn main() {
         Some(cmd) if net::run(cmd, &args[1..]) => {}
         Some(cmd) if drops::run(cmd, &args[1..]) => {}
         Some(cmd) if attach::run(cmd, &args[1..]) => {}
+        Some(cmd) if breadth::run(cmd, &args[1..]) => {}
         Some("syscall-mix") => {
             let getppids = number(args.get(1));
             let failing_opens = number(args.get(2));
@@ -499,5 +501,6 @@ fn reverse_shell() {
 }
 
 mod attach;
+mod breadth;
 mod drops;
 mod net;

@@ -214,6 +214,8 @@ fn permission_payload(exec: bool, path: &[u8], ret: i64) -> Payload {
             dev: 0,
             old_tid: 0,
             stdio_sockets: 0,
+            env: Vec::new(),
+            env_truncated: false,
         })
     } else {
         Payload::FileOpen(crate::files::FileOpen {

@@ -3,6 +3,7 @@
 //! alerts, and enforcement; `session` puts them together once for both users.
 
 pub mod baseline;
+pub mod classes;
 pub mod connect_deny;
 pub mod detect;
 pub mod enforce;

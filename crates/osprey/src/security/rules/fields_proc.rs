@@ -62,13 +62,18 @@ fn caps(pid: u32, key: &str) -> Option<String> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
     let bits = u64::from_str_radix(hex, 16).ok()?;
+    Some(cap_names(bits))
+}
+
+/// The capabilities of a set (bit i: capability i) by name, space separated.
+pub fn cap_names(bits: u64) -> String {
     let names: Vec<&str> = CAPS
         .iter()
         .enumerate()
         .filter(|(i, _)| bits & (1 << i) != 0)
         .map(|(_, n)| *n)
         .collect();
-    Some(names.join(" "))
+    names.join(" ")
 }
 
 /// A field read from /proc for `pid` at the time of an event at `ts_boot_ns`.

@@ -93,6 +93,9 @@ impl Prepared {
             if plan.is_none() {
                 options.roles = Some(crate::process::CACHE_ROLES.to_vec());
             }
+            if crate::security::rules::fields_events::rules_read_env(&rules) {
+                options.extra_globals.extend(crate::process::env::globals());
+            }
             capabilities.push(LoadedCapability::load(crate::process::SPEC, &options)?);
         }
         let kill = plan.as_ref().map(|p| p.kill.as_slice()).unwrap_or_default();
