@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -103,7 +103,7 @@ impl RingPoller {
         // SAFETY: `raw` is a fresh fd we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         for cap in capabilities {
-            let ring_fd = cap.ring.as_raw_fd();
+            let ring_fd = cap.ring_fd();
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: ring_fd as u64,
@@ -199,12 +199,13 @@ impl<'a> Pipeline<'a> {
             let mut queued_bytes = 0u64;
             let mut budget = DRAIN_BUDGET;
             self.sink.begin_capability(cap.spec.name);
+            let ring = cap.ring()?;
             loop {
                 if budget == 0 {
                     self.more_pending = true;
                     break;
                 }
-                let Some(record) = cap.ring.next() else {
+                let Some(record) = ring.next() else {
                     break;
                 };
                 budget -= 1;
