@@ -161,7 +161,13 @@ fn default_agent_memory_is_reported_and_bounded() {
     let peak = metric(&m, "osprey_agent_peak_resident_memory_bytes");
     let rss = metric(&m, "osprey_agent_resident_memory_bytes");
     assert!(peak >= rss && rss > 0.0, "peak {peak} rss {rss}");
-    let bound = if cfg!(debug_assertions) { 64.0 } else { 30.0 };
+    eprintln!(
+        "default agent: BPF maps {:.1} MiB, peak RSS {:.1} MiB, RSS {:.1} MiB",
+        maps / MIB,
+        peak / MIB,
+        rss / MIB
+    );
+    let bound = if cfg!(debug_assertions) { 48.0 } else { 30.0 };
     assert!(
         peak <= bound * MIB,
         "peak RSS {:.1} MiB > {bound} MiB",

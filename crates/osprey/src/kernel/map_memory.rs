@@ -93,27 +93,3 @@ mod tests {
         assert!(rss > 0 && peak >= rss, "{rss} {peak}");
     }
 }
-
-#[cfg(test)]
-mod btf_size {
-    #[test]
-    #[ignore]
-    fn btf_parse_rss() {
-        let before = super::own_rss_bytes().unwrap();
-        let t = std::time::Instant::now();
-        let b = aya::Btf::from_sys_fs().unwrap();
-        let el = t.elapsed();
-        let after = super::own_rss_bytes().unwrap();
-        eprintln!("parse {el:?} rss {before:?} -> {after:?}");
-        let t = std::time::Instant::now();
-        let l = aya::EbpfLoader::new();
-        eprintln!(
-            "loader new {:?} {:?}",
-            t.elapsed(),
-            super::own_rss_bytes().unwrap()
-        );
-        drop(l);
-        drop(b);
-        eprintln!("dropped {:?}", super::own_rss_bytes().unwrap());
-    }
-}

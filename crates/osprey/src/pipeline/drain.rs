@@ -94,7 +94,9 @@ pub struct RingPoller {
 }
 
 impl RingPoller {
-    pub fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
+    /// Also maps every ring not mapped yet: before the loop waits, so that the first drain
+    /// (often right after the start line) reads the rings as promptly as the later ones.
+    pub fn new(capabilities: &mut [LoadedCapability]) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -103,6 +105,7 @@ impl RingPoller {
         // SAFETY: `raw` is a fresh fd we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         for cap in capabilities {
+            cap.ring()?;
             let ring_fd = cap.ring_fd();
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,

@@ -342,3 +342,50 @@ pub struct BinaryUnwinder {
     pub unwinder: Unwinder,
     pub samples: u64,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_entry(options: &ProfileOptions) -> Vec<&'static str> {
+        let mut names: Vec<_> = options
+            .map_sizes()
+            .into_iter()
+            // (one stack copy per CPU is one on a single CPU)
+            .filter(|(name, n)| *n == 1 && *name != "stack_copies")
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn maps_of_what_the_profile_does_not_do_hold_one_entry() {
+        let fp = ProfileOptions {
+            unwind: UnwindMode::FramePointer,
+            ..Default::default()
+        };
+        assert_eq!(
+            one_entry(&fp),
+            [
+                "dwarf_pids",
+                "offcpu_starts",
+                "offcpu_times",
+                "profile_pids"
+            ]
+        );
+        assert_eq!(
+            one_entry(&ProfileOptions::default()),
+            ["offcpu_starts", "offcpu_times", "profile_pids"]
+        );
+        let off_cpu_of_a_pid = ProfileOptions {
+            kind: ProfileKind::OffCpu,
+            pids: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(
+            one_entry(&off_cpu_of_a_pid),
+            ["dwarf_pids", "profile_counts"]
+        );
+    }
+}
