@@ -289,12 +289,19 @@ sustain_stage() {
     t1=$(date +%s%N)
     # Give the reader time to drain what is still in the ring before asking it to stop.
     sleep 1
+    # The reader's CPU time (start-up included), per event emitted: what user space spends
+    # on each event, less sensitive to a shared machine than the rates.
+    local ticks
+    ticks=$(awk '{ print $14 + $15 }' "/proc/$opid/stat")
     stop_tracer "$opid"
     total=$((workers * SUSTAIN_COUNT))
     rate=$(awk -v n="$total" -v ns="$((t1 - t0))" 'BEGIN { printf "%.0f", n / (ns / 1e9) }')
     read -r e d t < <(osprey_file_open_counts "$err")
-    printf '  %-8s %-12s %-14s %-12s %-10s %-10s\n' \
-        "$workers" "$total" "$rate" "$e" "$d" "$t"
+    local per_event
+    per_event=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v e="$e" \
+        'BEGIN { if (e + 0 > 0) printf "%.0f", t / hz * 1e9 / e; else print "?" }')
+    printf '  %-8s %-12s %-14s %-12s %-10s %-10s %-10s\n' \
+        "$workers" "$total" "$rate" "$e" "$d" "$t" "$per_event"
 }
 
 # ---------------------------------------------------------------------------------
@@ -422,7 +429,7 @@ if [[ $SKIP_SUSTAIN != 1 ]]; then
 
     echo
     echo "== Full speed: osprey files --comm $WL_COMM (default ring), $SUSTAIN_COUNT opens per worker =="
-    printf '  %-8s %-12s %-14s %-12s %-10s %-10s\n' workers opens opens/s emitted dropped throttled
+    printf '  %-8s %-12s %-14s %-12s %-10s %-10s %-10s\n' workers opens opens/s emitted dropped throttled reader_ns/ev
     # Deduplicate worker counts (e.g. "1 1" on a single-CPU machine).
     for w in $(tr ' ' '\n' <<<"$SUSTAIN_WORKERS" | grep . | sort -nu); do
         sustain_stage "$w"

@@ -127,6 +127,56 @@ fn metrics_are_served_valid_and_move_with_activity() {
     assert!(lines.iter().any(|e| e["kind"] == "exec"));
 }
 
+/// The default agent's memory as its metrics report it, read from the kernel's accounting
+/// (map memlock) and /proc (VmHWM): the issue-13 bounds. A debug build's peak is larger
+/// (unoptimized BTF parsing, a larger binary): release is measured by bench/agent-memory.sh.
+#[test]
+fn default_agent_memory_is_reported_and_bounded() {
+    if !bpf_available("agent_memory") {
+        return;
+    }
+    let _serial = serial();
+    let a = AgentRun::new("agent-memory", "");
+    let agent = a.start();
+    let m = eventually(Duration::from_secs(20), || {
+        let m = a.scrape();
+        (metric(&m, "osprey_bpf_map_memory_bytes") > 0.0
+            && metric(&m, "osprey_agent_peak_resident_memory_bytes") > 0.0)
+            .then_some(m.clone())
+            .ok_or("no memory metrics yet".to_string())
+    });
+    const MIB: f64 = 1024.0 * 1024.0;
+    let maps = metric(&m, "osprey_bpf_map_memory_bytes");
+    let by_map: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("osprey_bpf_map_memory_by_map_bytes{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(maps, by_map, "the total is the sum of the maps");
+    assert!(
+        m.contains("osprey_bpf_map_memory_by_map_bytes{map=\"osprey_events\""),
+        "{m}"
+    );
+    assert!(maps <= 24.0 * MIB, "BPF maps hold {:.1} MiB", maps / MIB);
+    let peak = metric(&m, "osprey_agent_peak_resident_memory_bytes");
+    let rss = metric(&m, "osprey_agent_resident_memory_bytes");
+    assert!(peak >= rss && rss > 0.0, "peak {peak} rss {rss}");
+    eprintln!(
+        "default agent: BPF maps {:.1} MiB, peak RSS {:.1} MiB, RSS {:.1} MiB",
+        maps / MIB,
+        peak / MIB,
+        rss / MIB
+    );
+    let bound = if cfg!(debug_assertions) { 48.0 } else { 30.0 };
+    assert!(
+        peak <= bound * MIB,
+        "peak RSS {:.1} MiB > {bound} MiB",
+        peak / MIB
+    );
+    signal(&agent, libc::SIGTERM);
+    assert!(agent.wait(Duration::from_secs(5)).status.success());
+}
+
 #[test]
 fn ctl_disables_and_enables_a_module_and_bad_reloads_are_rejected() {
     if !bpf_available("agent_ctl") {

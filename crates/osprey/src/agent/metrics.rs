@@ -52,6 +52,13 @@ pub struct ModuleLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct MapLabels {
+    /// The map's name as the kernel has it (several objects have maps of the same name).
+    pub map: String,
+    pub id: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DirectionLabels {
     /// active/passive for connections, sent/received for bytes.
     pub direction: String,
@@ -196,7 +203,12 @@ pub struct Metrics {
     pub probe_healthy: Family<ProbeLabels, Gauge>,
     pub module_enabled: Family<ModuleLabels, Gauge>,
     pub agent_rss: Gauge,
+    pub agent_peak_rss: Gauge,
     pub agent_cpu: FloatCounter,
+    pub map_memory: Gauge,
+    pub map_memory_by_map: Family<MapLabels, Gauge>,
+    /// Map names already looked up, by id.
+    map_names: HashMap<u32, String>,
     events_measured: EventMetrics,
     pub modules: ModuleMetrics,
     /// Last absolute value seen per counter, to turn kernel totals into increments
@@ -265,6 +277,24 @@ impl Metrics {
             "Resident memory of the agent",
             Unit::Bytes,
             m.agent_rss.clone(),
+        );
+        r.register_with_unit(
+            "agent_peak_resident_memory",
+            "Largest resident memory of the agent since it started (VmHWM), start-up included",
+            Unit::Bytes,
+            m.agent_peak_rss.clone(),
+        );
+        r.register_with_unit(
+            "bpf_map_memory",
+            "Kernel memory charged for the agent's BPF maps (memlock), all maps",
+            Unit::Bytes,
+            m.map_memory.clone(),
+        );
+        r.register_with_unit(
+            "bpf_map_memory_by_map",
+            "Kernel memory charged for each of the agent's BPF maps (memlock)",
+            Unit::Bytes,
+            m.map_memory_by_map.clone(),
         );
         r.register_with_unit(
             "agent_cpu",
@@ -381,6 +411,27 @@ impl Metrics {
         self.last_cpu_ticks = ticks;
         self.agent_cpu.inc_by(d as f64 / tick.max(1) as f64);
         self.agent_rss.set(num(21) as i64 * page);
+        if let Some((_, peak)) = crate::kernel::map_memory::own_rss_bytes() {
+            self.agent_peak_rss.set(peak as i64);
+        }
+        self.observe_maps();
+    }
+
+    /// The BPF maps' kernel memory: the total and each map (maps gone leave the family).
+    fn observe_maps(&mut self) {
+        let maps = crate::kernel::map_memory::own_maps(&mut self.map_names);
+        self.map_memory_by_map.clear();
+        for m in &maps {
+            let labels = MapLabels {
+                map: m.name.clone(),
+                id: m.id.to_string(),
+            };
+            self.map_memory_by_map
+                .get_or_create(&labels)
+                .set(m.bytes as i64);
+        }
+        self.map_memory
+            .set(maps.iter().map(|m| m.bytes).sum::<u64>() as i64);
     }
 }
 

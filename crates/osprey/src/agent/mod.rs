@@ -154,12 +154,16 @@ impl Agent {
 /// One malloc arena for every thread: the loader threads each parse tens of MiB of BTF,
 /// and in arenas of their own that memory stayed resident after being freed (the agent sat
 /// at 40-60 MiB instead of 22). The agent's threads rarely allocate at the same time, so
-/// sharing costs nothing measurable.
+/// sharing costs nothing measurable. Large blocks (the kernel BTF's tables) always get
+/// mappings of their own: growing one then moves no bytes and keeps no second copy, and
+/// freeing it returns it at once (glibc would otherwise raise that threshold after the
+/// first such free and keep later ones on its heap).
 fn share_one_malloc_arena() {
     #[cfg(target_env = "gnu")]
     // SAFETY: mallopt only changes allocator tuning; called before any extra thread.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 1);
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 128 * 1024);
     }
 }
 

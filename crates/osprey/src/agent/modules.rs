@@ -114,6 +114,7 @@ pub static MODULES: &[&dyn AgentModule] = &[
                 Vec::new()
             }
         },
+        map_sizes: Vec::new,
     },
     &Security,
     &Simple {
@@ -121,12 +122,14 @@ pub static MODULES: &[&dyn AgentModule] = &[
         spec: files::SPEC,
         settings: |c| &c.modules.files,
         globals: |_| Vec::new(),
+        map_sizes: Vec::new,
     },
     &Simple {
         name: "tcp",
         spec: crate::net::tcp::SPEC,
         settings: |c| &c.modules.tcp,
         globals: |_| Vec::new(),
+        map_sizes: tcp_map_sizes,
     },
     &Profile,
     &Flows,
@@ -158,6 +161,32 @@ struct Simple {
     settings: fn(&AgentConfig) -> &ModuleConfig,
     /// `.rodata` settings the object needs under this configuration.
     globals: fn(&AgentConfig) -> Globals,
+    /// Map sizes decided at load time (name, max_entries).
+    map_sizes: fn() -> Vec<(&'static str, u32)>,
+}
+
+/// The connection table sized to the host's TCP sockets at load time, with room to grow
+/// (it is an LRU: beyond its size the least recent connections lose their tracking).
+fn tcp_map_sizes() -> Vec<(&'static str, u32)> {
+    let sockets: usize = ["/proc/net/tcp", "/proc/net/tcp6"]
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .map(|text| {
+            text.split(|&b| b == b'\n')
+                .skip(1)
+                .filter(|l| !l.is_empty())
+                .count()
+        })
+        .sum();
+    vec![("tcp_conns", tcp_conns_size(sockets))]
+}
+
+/// tcp.bpf.c's size of the connection table.
+const TCP_CONNS_MAX: u32 = 65536;
+
+fn tcp_conns_size(sockets: usize) -> u32 {
+    let wanted = u32::try_from(sockets.saturating_mul(4)).unwrap_or(u32::MAX);
+    wanted.clamp(8192, TCP_CONNS_MAX).next_power_of_two()
 }
 
 /// `.rodata` settings: (global's name, bytes).
@@ -190,6 +219,7 @@ impl AgentModule for Simple {
         let module = self.settings(config);
         let mut options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
         options.extra_globals.extend((self.globals)(config));
+        options.map_max_entries = (self.map_sizes)();
         let cap = load_capability(self.name, self.spec, &options)?;
         Ok(LoadedModule {
             notes: degraded_notes(&cap),
@@ -305,4 +335,16 @@ pub fn degraded_notes(cap: &LoadedCapability) -> Vec<(&'static str, String)> {
             ("warning", message)
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_connection_table_is_four_times_the_sockets_within_bounds() {
+        assert_eq!(tcp_conns_size(0), 8192);
+        assert_eq!(tcp_conns_size(3000), 16384);
+        assert_eq!(tcp_conns_size(1 << 20), TCP_CONNS_MAX);
+    }
 }

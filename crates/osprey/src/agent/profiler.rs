@@ -42,6 +42,11 @@ pub fn load(config: &AgentConfig, metrics: &ModuleMetrics) -> Result<DetachedMod
     load.denied_programs = crate::kernel::loader::LoadOptions::denied_from_env();
     // Frame-pointer stacks never use the ring: one page is enough.
     load.ring_bytes = Some(4096);
+    load.map_max_entries.extend(interval_map_sizes(
+        cfg.frequency_hz,
+        cfg.interval_secs,
+        aya::util::nr_cpus().unwrap_or(1).max(1) as u64,
+    ));
     let mut cap = load_capability("profile", profile::SPEC, &load)?;
     let mut collector = Collector::new(&mut cap, options).map_err(|source| AgentError::Module {
         module: "profile",
@@ -70,6 +75,31 @@ pub fn load(config: &AgentConfig, metrics: &ModuleMetrics) -> Result<DetachedMod
         })),
     })
 }
+
+/// The count and stack maps sized for one interval (they are emptied after each): every
+/// sample a distinct key of two stacks at most, within the object's own sizes.
+fn interval_map_sizes(hz: u64, interval_secs: u64, cpus: u64) -> [(&'static str, u32); 2] {
+    let samples = hz.saturating_mul(interval_secs).saturating_mul(cpus);
+    let size = |wanted: u64, object_max: u32| {
+        wanted
+            .clamp(1024, u64::from(object_max))
+            .next_power_of_two() as u32
+    };
+    [
+        (
+            "profile_counts",
+            size(samples, OBJECT_COUNTS).min(OBJECT_COUNTS),
+        ),
+        (
+            "profile_stacks",
+            size(samples.saturating_mul(2), OBJECT_STACKS),
+        ),
+    ]
+}
+
+/// profile.bpf.c's sizes of the count and stack maps.
+const OBJECT_COUNTS: u32 = 40960;
+const OBJECT_STACKS: u32 = 16384;
 
 fn unix_ns() -> i64 {
     SystemTime::now()
@@ -263,6 +293,22 @@ fn prune(dir: &Path, keep: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn interval_maps_hold_an_interval_of_samples_within_the_object_sizes() {
+        assert_eq!(
+            interval_map_sizes(19, 60, 2),
+            [("profile_counts", 4096), ("profile_stacks", 8192)]
+        );
+        assert_eq!(
+            interval_map_sizes(1, 1, 1),
+            [("profile_counts", 1024), ("profile_stacks", 1024)]
+        );
+        assert_eq!(
+            interval_map_sizes(99, 3600, 64),
+            [("profile_counts", 40960), ("profile_stacks", 16384)]
+        );
+    }
 
     #[test]
     fn prune_keeps_the_newest() {

@@ -11,7 +11,7 @@ use super::config::AgentConfig;
 use super::modules::{load_options, LoadedModule, ModuleEnv, ModuleState};
 use super::sink::{Detection, DetectionSlot};
 use super::AgentError;
-use crate::kernel::loader::CapabilitySpec;
+use crate::kernel::loader::{CapabilitySpec, LoadOptions};
 use crate::security::session::{self, Baselines, Enforcement, LoadPlan, Session, SessionError};
 
 /// The files object loaded for the rules' opens, under its own name so that its counters
@@ -52,13 +52,28 @@ pub fn prepare(config: &AgentConfig) -> Result<session::Prepared, AgentError> {
     session::prepare(&options).map_err(agent_error)
 }
 
+/// With nothing watched, the FIM maps of the security object at one entry each (the kernel
+/// charges for every entry a map could hold).
+fn unwatched_fim_maps(nothing_watched: bool) -> Vec<(&'static str, u32)> {
+    if !nothing_watched {
+        return Vec::new();
+    }
+    ["fim_inodes", "fim_roots", "fim_write_seen"]
+        .into_iter()
+        .map(|name| (name, 1))
+        .collect()
+}
+
 pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
     let cfg = &env.config.modules.security;
     let plan = LoadPlan {
         process: None,
         opens_spec: OPENS_SPEC,
         opens: load_options(cfg.rate_limit, cfg.ring_mib, None),
-        security: load_options(cfg.rate_limit, cfg.ring_mib, None),
+        security: LoadOptions {
+            map_max_entries: unwatched_fim_maps(cfg.watch.is_empty()),
+            ..load_options(cfg.rate_limit, cfg.ring_mib, None)
+        },
         baselines_need_enter: false,
     };
     let mut session = prepare(env.config)?.start(plan).map_err(agent_error)?;

@@ -140,8 +140,8 @@ impl FileOpen {
             map.serialize_entry("errno", &0)?;
         }
         map.serialize_entry("flags", &self.flags)?;
-        map.serialize_entry("flags_text", &open_flags_text(self.flags))?;
-        map.serialize_entry("mode", &format!("{:04o}", self.mode))?;
+        map.serialize_entry("flags_text", &format_args!("{}", OpenFlags(self.flags)))?;
+        map.serialize_entry("mode", &format_args!("{:04o}", self.mode))?;
         if self.op == open_op::OPENAT2 {
             map.serialize_entry("resolve", &self.resolve)?;
         }
@@ -202,42 +202,51 @@ pub const TABLE_HEADER: &str = "  FD ERR          FLAGS                  PATH";
 
 /// O_* flag names, `|`-joined, like strace.
 pub fn open_flags_text(flags: u64) -> String {
-    const NAMED: &[(u64, &str)] = &[
-        (0o100, "O_CREAT"),
-        (0o200, "O_EXCL"),
-        (0o400, "O_NOCTTY"),
-        (0o1000, "O_TRUNC"),
-        (0o2000, "O_APPEND"),
-        (0o4000, "O_NONBLOCK"),
-        (0o10000, "O_DSYNC"),
-        (0o20000, "O_ASYNC"),
-        (0o40000, "O_DIRECT"),
-        (0o200000, "O_DIRECTORY"),
-        (0o400000, "O_NOFOLLOW"),
-        (0o1000000, "O_NOATIME"),
-        (0o2000000, "O_CLOEXEC"),
-        (0o10000000, "O_PATH"),
-        (0o20200000, "O_TMPFILE"),
-    ];
-    let mut parts = vec![match flags & 3 {
-        0 => "O_RDONLY",
-        1 => "O_WRONLY",
-        2 => "O_RDWR",
-        _ => "O_ACCMODE",
-    }
-    .to_string()];
-    let mut rest = flags & !3;
-    // O_TMPFILE includes O_DIRECTORY's bit: name it once.
-    for &(bit, name) in NAMED.iter().rev() {
-        if rest & bit == bit {
-            parts.push(name.to_string());
-            rest &= !bit;
+    OpenFlags(flags).to_string()
+}
+
+/// `open_flags_text`, written without allocating (JSON output of every open).
+pub struct OpenFlags(pub u64);
+
+impl std::fmt::Display for OpenFlags {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        const NAMED: &[(u64, &str)] = &[
+            (0o100, "O_CREAT"),
+            (0o200, "O_EXCL"),
+            (0o400, "O_NOCTTY"),
+            (0o1000, "O_TRUNC"),
+            (0o2000, "O_APPEND"),
+            (0o4000, "O_NONBLOCK"),
+            (0o10000, "O_DSYNC"),
+            (0o20000, "O_ASYNC"),
+            (0o40000, "O_DIRECT"),
+            (0o200000, "O_DIRECTORY"),
+            (0o400000, "O_NOFOLLOW"),
+            (0o1000000, "O_NOATIME"),
+            (0o2000000, "O_CLOEXEC"),
+            (0o10000000, "O_PATH"),
+            (0o20200000, "O_TMPFILE"),
+        ];
+        let flags = self.0;
+        f.write_str(match flags & 3 {
+            0 => "O_RDONLY",
+            1 => "O_WRONLY",
+            2 => "O_RDWR",
+            _ => "O_ACCMODE",
+        })?;
+        let mut rest = flags & !3;
+        // O_TMPFILE includes O_DIRECTORY's bit: name it once.
+        for &(bit, name) in NAMED.iter().rev() {
+            if rest & bit == bit {
+                write!(f, "|{name}")?;
+                rest &= !bit;
+            }
         }
+        if rest != 0 {
+            write!(f, "|0x{rest:x}")?;
+        }
+        Ok(())
     }
-    if rest != 0 {
-        parts.push(format!("0x{rest:x}"));
-    }
-    parts.join("|")
 }
 
 /// Symbolic errno names for the common cases; numbers otherwise.

@@ -3,6 +3,7 @@
 //! recording why the others did not.
 
 use std::collections::BTreeSet;
+use std::os::fd::{AsFd as _, AsRawFd as _, RawFd};
 
 use aya::{
     maps::{Array, MapData, PerCpuArray, RingBuf},
@@ -133,6 +134,17 @@ pub enum LoadError {
     },
 }
 
+enum Ring {
+    Unmapped(MapData),
+    Mapped(RingBuf<MapData>),
+    /// Mapping it failed (said by the `ring` call that tried).
+    Failed,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("not a ring buffer")]
+struct NotARing;
+
 /// A loaded capability: its object (dropping it detaches everything), its ring and counters.
 pub struct LoadedCapability {
     pub spec: CapabilitySpec,
@@ -141,7 +153,9 @@ pub struct LoadedCapability {
     pub outcomes: Vec<RoleOutcome>,
     /// Size of the ring buffer in bytes.
     pub ring_bytes: u32,
-    pub ring: RingBuf<MapData>,
+    /// The ring, mapped into this process at its first read (`ring`): its pages are resident
+    /// memory (twice its size), better not added while a loading process holds the kernel BTF.
+    ring: Ring,
     pub counters: PerCpuArray<MapData, Counters>,
     /// The kernel side's "reader sleeps: wake it with the next record" switch; none in
     /// objects built without it (their reader keeps its drain timer).
@@ -205,7 +219,10 @@ impl LoadedCapability {
         let ring_map = ebpf
             .take_map("osprey_events")
             .ok_or_else(|| map_err("osprey_events", &std::fmt::Error))?;
-        let ring = RingBuf::try_from(ring_map).map_err(|e| map_err("osprey_events", &e))?;
+        let ring = match ring_map {
+            aya::maps::Map::RingBuf(data) => Ring::Unmapped(data),
+            _ => return Err(map_err("osprey_events", &NotARing)),
+        };
         let stats_map = ebpf
             .take_map("osprey_stats")
             .ok_or_else(|| map_err("osprey_stats", &std::fmt::Error))?;
@@ -225,6 +242,33 @@ impl LoadedCapability {
             ebpf,
             _added_qdiscs: added_qdiscs,
         })
+    }
+
+    /// The ring's fd, to wait on (mapped or not).
+    pub fn ring_fd(&self) -> RawFd {
+        match &self.ring {
+            Ring::Unmapped(data) => data.fd().as_fd().as_raw_fd(),
+            Ring::Mapped(ring) => ring.as_raw_fd(),
+            Ring::Failed => -1,
+        }
+    }
+
+    /// The ring, mapped into memory at the first call.
+    pub fn ring(&mut self) -> std::io::Result<&mut RingBuf<MapData>> {
+        if let Ring::Unmapped(_) = self.ring {
+            let Ring::Unmapped(data) = std::mem::replace(&mut self.ring, Ring::Failed) else {
+                unreachable!("checked above");
+            };
+            let map = aya::maps::Map::RingBuf(data);
+            self.ring = Ring::Mapped(RingBuf::try_from(map).map_err(std::io::Error::other)?);
+        }
+        match &mut self.ring {
+            Ring::Mapped(ring) => Ok(ring),
+            _ => Err(std::io::Error::other(format!(
+                "{}: its ring could not be mapped",
+                self.spec.name
+            ))),
+        }
     }
 
     /// Asks the kernel side to wake the reader with the next record, before the reader
@@ -290,6 +334,9 @@ impl LoadedCapability {
     }
 }
 
+/// Processes the per-process rate limit tracks at once (an LRU: the least recent go).
+const RATE_BUCKETS: u32 = 16384;
+
 /// The object's bytes with the in-kernel filter and rate limits (`.rodata` globals in every
 /// object built from osprey.h), the capability's own globals (which must be in its object)
 /// and the map sizes.
@@ -323,7 +370,15 @@ fn object_request(bytes: &'static [u8], ring_bytes: u32, options: &LoadOptions) 
                 .map(|(name, value)| (*name, value.clone(), true)),
         )
         .collect();
-    let mut max_entries = vec![("osprey_events", ring_bytes)];
+    // Every object has the per-process token buckets; without a per-process rate they are
+    // never used and one entry is all they cost (the size is always given, so that objects
+    // sharing a loader do not inherit another's).
+    let buckets = if cfg.rate_per_process.is_some() {
+        RATE_BUCKETS
+    } else {
+        1
+    };
+    let mut max_entries = vec![("osprey_events", ring_bytes), ("osprey_buckets", buckets)];
     max_entries.extend_from_slice(&options.map_max_entries);
     ObjectRequest {
         bytes,

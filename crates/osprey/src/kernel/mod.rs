@@ -6,6 +6,7 @@ pub mod cgroup;
 pub mod features;
 pub mod hooks;
 pub mod loader;
+pub mod map_memory;
 pub mod object_loader;
 pub mod privileges;
 pub mod relocation_failure;

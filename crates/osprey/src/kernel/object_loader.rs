@@ -5,7 +5,9 @@
 //! `EbpfLoader::new`, even when it is then handed a parsed copy. The agent loads five
 //! objects at start-up; two loaders shared by all of them parse twice instead of five
 //! times, which was a third of its start-up CPU. The shared loaders run on threads of their own
-//! and relocate objects while the programs of those already relocated verify.
+//! and relocate objects while the programs of those already relocated verify. Every loader
+//! drops aya's copy at once and relocates against the one shared copy (`kernel_btf`), which
+//! the agent frees once loaded.
 //!
 //! An aya loader keeps every global and map size it was given. A later object that has a
 //! symbol of such a name and does not set it itself would inherit the earlier value, so it
@@ -109,12 +111,18 @@ impl SharedLoads {
     pub fn start() -> Self {
         let queue = Arc::new(Queue::default());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let threads: Vec<_> = (0..SHARED_LOADERS.min(cores))
-            .filter_map(|_| {
+        // All made here, one after the other, before a loader thread or a load parses the
+        // shared kernel BTF: start-up then holds one parsed copy at a time.
+        let loaders: Vec<_> = (0..SHARED_LOADERS.min(cores))
+            .map(|_| loader_without_btf())
+            .collect();
+        let threads: Vec<_> = loaders
+            .into_iter()
+            .filter_map(|loader| {
                 let queue = queue.clone();
                 std::thread::Builder::new()
                     .name("osprey-loader".into())
-                    .spawn(move || serve(&queue))
+                    .spawn(move || serve(&queue, loader))
                     .ok()
             })
             .collect();
@@ -158,9 +166,8 @@ pub fn load_object(mut request: ObjectRequest) -> Result<Ebpf, String> {
 
 /// A loader of its own, relocating against the shared kernel BTF.
 fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
-    // aya parses the kernel BTF again in here (it cannot be told not to): done first, so
-    // loaders on other threads do it while one of them parses the shared copy.
-    let mut loader = EbpfLoader::new();
+    // Before the shared copy is parsed, when it is not yet: see `loader_without_btf`.
+    let mut loader = loader_without_btf();
     let btf = kernel_btf()?;
     add_kernel_globals(&mut request, &btf);
     loader.btf(Some(&btf));
@@ -173,13 +180,28 @@ fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
     loader.load(request.bytes).map_err(|e| describe_error(&e))
 }
 
-fn serve(queue: &Queue) {
-    // Declared before the loader, which borrows the values it is given from here.
+/// An aya loader that holds no kernel BTF. aya parses the whole kernel BTF in
+/// `EbpfLoader::new` (it cannot be told not to): that copy is dropped at once, and only one
+/// such parse runs at a time, so that they reuse the same freed heap instead of each
+/// adding tens of MiB to the peak resident memory.
+fn loader_without_btf() -> EbpfLoader<'static> {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let mut loader = EbpfLoader::new();
+    loader.btf(None);
+    loader
+}
+
+fn serve(queue: &Queue, loader: EbpfLoader<'static>) {
+    // Declared before the loader, which borrows the values it is given and the shared
+    // kernel BTF from here.
     let values = bumpalo::Bump::new();
+    let btf = kernel_btf().ok();
     let mut shared = SharedLoader {
-        loader: EbpfLoader::new(),
+        loader,
         given: HashSet::new(),
     };
+    shared.loader.btf(btf.as_deref());
     while let Some(job) = queue.next() {
         let loaded = shared.load(&values, &job.request);
         let _ = job.reply.send(loaded);

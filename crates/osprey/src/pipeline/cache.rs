@@ -31,7 +31,8 @@ pub struct Entry {
 
 #[derive(Debug, Default)]
 pub struct ProcessCache {
-    entries: HashMap<u32, Entry>,
+    /// Looked up several times per event (the process and its ancestry): a fast hash.
+    entries: HashMap<u32, Entry, foldhash::fast::RandomState>,
     capacity: usize,
     grace_ns: u64,
     pub evictions: u64,

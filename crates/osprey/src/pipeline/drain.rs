@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{FromRawFd, OwnedFd};
 use std::time::Duration;
 
 use tokio::io::unix::AsyncFd;
@@ -94,7 +94,9 @@ pub struct RingPoller {
 }
 
 impl RingPoller {
-    pub fn new(capabilities: &[LoadedCapability]) -> io::Result<Self> {
+    /// Also maps every ring not mapped yet: before the loop waits, so that the first drain
+    /// (often right after the start line) reads the rings as promptly as the later ones.
+    pub fn new(capabilities: &mut [LoadedCapability]) -> io::Result<Self> {
         // SAFETY: plain syscall; the result is checked.
         let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if raw < 0 {
@@ -103,7 +105,8 @@ impl RingPoller {
         // SAFETY: `raw` is a fresh fd we own.
         let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
         for cap in capabilities {
-            let ring_fd = cap.ring.as_raw_fd();
+            cap.ring()?;
+            let ring_fd = cap.ring_fd();
             let mut ev = libc::epoll_event {
                 events: libc::EPOLLIN as u32,
                 u64: ring_fd as u64,
@@ -199,12 +202,13 @@ impl<'a> Pipeline<'a> {
             let mut queued_bytes = 0u64;
             let mut budget = DRAIN_BUDGET;
             self.sink.begin_capability(cap.spec.name);
+            let ring = cap.ring()?;
             loop {
                 if budget == 0 {
                     self.more_pending = true;
                     break;
                 }
-                let Some(record) = cap.ring.next() else {
+                let Some(record) = ring.next() else {
                     break;
                 };
                 budget -= 1;

@@ -15,7 +15,7 @@ const MAX_CACHED: usize = 4096;
 
 #[derive(Default)]
 pub struct ProcessJsonCache {
-    by_tid: HashMap<u32, Cached>,
+    by_tid: HashMap<u32, Cached, foldhash::fast::RandomState>,
     pub hits: u64,
 }
 

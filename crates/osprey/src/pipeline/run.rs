@@ -298,7 +298,7 @@ impl<'a> Pipeline<'a> {
         requests: Option<&mut mpsc::Receiver<H::Request>>,
     ) -> io::Result<StopReason> {
         let mut waiters = Waiters {
-            poller: RingPoller::new(&self.capabilities)?,
+            poller: RingPoller::new(&mut self.capabilities)?,
             generation: self.generation(),
             timer: DrainTimer::new(options.drain_interval, options.idle_backstop),
             ticks: every(options.tick_every, Duration::ZERO),
@@ -333,7 +333,7 @@ impl<'a> Pipeline<'a> {
                 return Ok(reason);
             }
             if waiters.generation != self.generation() {
-                waiters.poller = RingPoller::new(&self.capabilities)?;
+                waiters.poller = RingPoller::new(&mut self.capabilities)?;
                 waiters.generation = self.generation();
             }
             if let ControlFlow::Break(reason) = self.pass(options, &mut waiters.timer, hooks)? {

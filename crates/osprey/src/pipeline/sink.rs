@@ -70,9 +70,16 @@ impl Clock {
     }
 }
 
+/// Lines are gathered in memory and handed to the writer this many bytes at a time (and on
+/// `flush`): one write per batch instead of many small ones per event.
+const BATCH_BYTES: usize = 1 << 16;
+
 pub struct JsonSink<W: Write> {
     out: W,
+    /// Whole lines not yet handed to `out`.
+    batch: Vec<u8>,
     clock: Clock,
+    time: TimeText,
     processes: ProcessJsonCache,
     host_paths: crate::container::paths::HostPaths,
 }
@@ -89,19 +96,66 @@ impl<W: Write> JsonSink<W> {
     pub fn new(out: W, clock: Clock) -> Self {
         Self {
             out,
+            batch: Vec::with_capacity(BATCH_BYTES + BATCH_BYTES / 4),
             clock,
+            time: TimeText::default(),
             processes: ProcessJsonCache::default(),
             host_paths: Default::default(),
         }
+    }
+
+    /// A line was added to the batch: hand the batch over once it is large.
+    fn line_done(&mut self) -> io::Result<()> {
+        self.batch.push(b'\n');
+        if self.batch.len() >= BATCH_BYTES {
+            self.write_batch()?;
+        }
+        Ok(())
+    }
+
+    fn write_batch(&mut self) -> io::Result<()> {
+        let result = self.out.write_all(&self.batch);
+        self.batch.clear();
+        result
+    }
+}
+
+impl<W: Write> Drop for JsonSink<W> {
+    /// What was not flushed is still written, as a buffered writer would.
+    fn drop(&mut self) {
+        let _ = self.write_batch();
+    }
+}
+
+/// RFC 3339 UTC time with nanoseconds (`2024-01-02T03:04:05.123456789Z`, as chrono writes
+/// it), formatted without allocating: the part up to the second is kept while the second
+/// is the same.
+#[derive(Default)]
+struct TimeText {
+    second: Option<i64>,
+    text: String,
+}
+
+impl TimeText {
+    fn format(&mut self, wall: DateTime<Utc>) -> &str {
+        let second = wall.timestamp();
+        if self.second != Some(second) {
+            let whole = DateTime::from_timestamp(second, 0).unwrap_or_default();
+            self.text = whole.to_rfc3339_opts(SecondsFormat::Nanos, true);
+            self.second = Some(second);
+        }
+        // Replace the fraction and the Z: ".nnnnnnnnnZ" is the last 11 bytes.
+        let keep = self.text.len() - 10;
+        self.text.truncate(keep);
+        use std::fmt::Write as _;
+        let _ = write!(self.text, "{:09}Z", wall.timestamp_subsec_nanos());
+        &self.text
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()> {
-        let time = self
-            .clock
-            .wall(event.header.ts_boot_ns)
-            .to_rfc3339_opts(SecondsFormat::Nanos, true);
+        let time = self.time.format(self.clock.wall(event.header.ts_boot_ns));
         let host_path = match &event.payload {
             Payload::FileOpen(f) if process.container.is_some_and(|c| !c.is_host()) => self
                 .host_paths
@@ -110,30 +164,31 @@ impl<W: Write> Sink for JsonSink<W> {
         };
         let process = self.processes.get(process)?;
         let json = JsonEvent {
-            time: &time,
+            time,
             event,
             process,
         };
         match host_path {
             Some(p) => serde_json::to_writer(
-                &mut self.out,
+                &mut self.batch,
                 &WithHostPath {
                     event: json,
                     host_path: p.to_string_lossy().into_owned(),
                 },
             )?,
-            None => serde_json::to_writer(&mut self.out, &json)?,
+            None => serde_json::to_writer(&mut self.batch, &json)?,
         }
-        self.out.write_all(b"\n")
+        self.line_done()
     }
 
     fn flush(&mut self) -> io::Result<()> {
+        self.write_batch()?;
         self.out.flush()
     }
 
     fn write_record(&mut self, record: &serde_json::Value) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, record)?;
-        self.out.write_all(b"\n")
+        serde_json::to_writer(&mut self.batch, record)?;
+        self.line_done()
     }
 }
 
@@ -287,5 +342,39 @@ impl<W: Write> Sink for TableSink<W> {
 
     fn flush(&mut self) -> io::Result<()> {
         self.out.flush()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_text_is_what_chrono_writes() {
+        let mut time = TimeText::default();
+        for (secs, nanos) in [
+            (1_700_000_000, 5),
+            (1_700_000_000, 999_999_999),
+            (1_700_000_001, 0),
+            (1_700_000_000, 120_000_000),
+            (0, 1),
+            (4_102_444_800, 42),
+        ] {
+            let wall = DateTime::from_timestamp(secs, nanos).unwrap();
+            let want = wall.to_rfc3339_opts(SecondsFormat::Nanos, true);
+            assert_eq!(time.format(wall), want);
+        }
+    }
+
+    #[test]
+    fn json_lines_reach_the_writer_on_flush_and_on_drop() {
+        let mut out = Vec::new();
+        {
+            let mut sink = JsonSink::new(&mut out, Clock::now());
+            sink.write_record(&serde_json::json!({"a": 1})).unwrap();
+            sink.flush().unwrap();
+            sink.write_record(&serde_json::json!({"b": 2})).unwrap();
+        }
+        assert_eq!(out, b"{\"a\":1}\n{\"b\":2}\n");
     }
 }

@@ -154,6 +154,29 @@ impl Default for ProfileOptions {
 }
 
 impl ProfileOptions {
+    /// One stack copy buffer per CPU; the maps of what this profile does not do (off-CPU
+    /// or on-CPU counts, the pid filter, DWARF windows) at one entry: the kernel charges
+    /// for every entry a map could hold.
+    fn map_sizes(&self) -> Vec<(&'static str, u32)> {
+        let cpu = self.kind == ProfileKind::Cpu;
+        let unused = |name: &'static str, used: bool| (!used).then_some((name, 1));
+        let pid_filter = !self.pids.is_empty() || self.children;
+        [
+            Some((
+                "stack_copies",
+                aya::util::nr_cpus().unwrap_or(1).max(1) as u32,
+            )),
+            unused("profile_counts", cpu),
+            unused("offcpu_times", !cpu),
+            unused("offcpu_starts", !cpu),
+            unused("profile_pids", pid_filter),
+            unused("dwarf_pids", cpu && self.unwind != UnwindMode::FramePointer),
+        ]
+        .into_iter()
+        .flatten()
+        .collect()
+    }
+
     /// Loader options: roles, sampling and the `.rodata` configuration.
     pub fn load_options(&self) -> LoadOptions {
         let mut roles = vec![match self.kind {
@@ -174,11 +197,7 @@ impl ProfileOptions {
             },
             roles: Some(roles),
             perf_sampling: Some(PerfSampling::Frequency(self.frequency_hz)),
-            // One stack copy buffer per CPU.
-            map_max_entries: vec![(
-                "stack_copies",
-                aya::util::nr_cpus().unwrap_or(1).max(1) as u32,
-            )],
+            map_max_entries: self.map_sizes(),
             extra_globals: vec![
                 ("collect_kernel", vec![u8::from(self.kernel)]),
                 ("collect_user", vec![u8::from(self.user)]),
@@ -322,4 +341,51 @@ pub struct BinaryUnwinder {
     pub binary: String,
     pub unwinder: Unwinder,
     pub samples: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn one_entry(options: &ProfileOptions) -> Vec<&'static str> {
+        let mut names: Vec<_> = options
+            .map_sizes()
+            .into_iter()
+            // (one stack copy per CPU is one on a single CPU)
+            .filter(|(name, n)| *n == 1 && *name != "stack_copies")
+            .map(|(name, _)| name)
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn maps_of_what_the_profile_does_not_do_hold_one_entry() {
+        let fp = ProfileOptions {
+            unwind: UnwindMode::FramePointer,
+            ..Default::default()
+        };
+        assert_eq!(
+            one_entry(&fp),
+            [
+                "dwarf_pids",
+                "offcpu_starts",
+                "offcpu_times",
+                "profile_pids"
+            ]
+        );
+        assert_eq!(
+            one_entry(&ProfileOptions::default()),
+            ["offcpu_starts", "offcpu_times", "profile_pids"]
+        );
+        let off_cpu_of_a_pid = ProfileOptions {
+            kind: ProfileKind::OffCpu,
+            pids: vec![1],
+            ..Default::default()
+        };
+        assert_eq!(
+            one_entry(&off_cpu_of_a_pid),
+            ["dwarf_pids", "profile_counts"]
+        );
+    }
 }
