@@ -5,6 +5,7 @@
 
 pub mod cgroup_path;
 pub mod filter;
+pub mod gate;
 mod grpc;
 pub mod metadata;
 pub mod paths;
