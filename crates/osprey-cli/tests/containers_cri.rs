@@ -73,7 +73,8 @@ fn containerd_containers_get_containerd_metadata() {
     let mut run = containerd.ctr();
     run.args(["run", "-d", "--label", "app=osprey-test", "--rootfs"])
         .arg(&root);
-    out(run.args([id.as_str(), "/bin/sleep", "600"]));
+    // The container's main process spins, for the profile.
+    out(run.args([id.as_str(), "/bin/sh", "-c", "while :; do :; done"]));
     let exec_cat = || {
         out(containerd.ctr().args([
             "tasks",
@@ -98,6 +99,51 @@ fn containerd_containers_get_containerd_metadata() {
             container_of(&e)["id"] != id || e["process"].get("k8s").is_none(),
             "{e}"
         );
+    }
+    assert_profile_tagged(&containerd, dir.path(), &id);
+}
+
+/// `osprey profile` of the container's spinning process: every stack carries the
+/// container (JSON), and folded stacks begin with its name under `--folded-container`.
+fn assert_profile_tagged(containerd: &Containerd, dir: &Path, id: &str) {
+    let tasks = out(containerd.ctr().args(["tasks", "ls"]));
+    let pid = tasks
+        .lines()
+        .find_map(|l| l.strip_prefix(id))
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no task {id}: {tasks}"))
+        .to_string();
+    let folded = dir.join("profile.folded");
+    let profile = std::process::Command::new(OSPREY)
+        .args([
+            "profile",
+            "--pid",
+            &pid,
+            "--duration",
+            "2",
+            "--output",
+            "json",
+        ])
+        .arg("--folded")
+        .arg(&folded)
+        .arg("--folded-container")
+        .envs(env_of(containerd))
+        .output()
+        .unwrap();
+    assert!(profile.status.success(), "{}", stderr(&profile));
+    let json: serde_json::Value = serde_json::from_slice(&profile.stdout).unwrap();
+    let stacks = json["stacks"].as_array().unwrap();
+    assert!(
+        !stacks.is_empty(),
+        "no samples of the spinning process: {json}"
+    );
+    for s in stacks {
+        assert_eq!(s["container"], json!({"id": id, "name": id}), "{s}");
+    }
+    let lines = std::fs::read_to_string(&folded).unwrap();
+    assert!(!lines.is_empty());
+    for line in lines.lines() {
+        assert!(line.starts_with(&format!("{id};sh;")), "{line}");
     }
 }
 

@@ -9,6 +9,7 @@ pub mod gate;
 mod grpc;
 pub mod metadata;
 pub mod paths;
+pub mod pids;
 pub mod probe;
 pub mod resolve;
 mod runtimes;
