@@ -315,4 +315,43 @@ mod tests {
         assert_eq!(p.string_table[function.name as usize], "leaf");
         assert_eq!(p.period, 1_000_000_000 / 99);
     }
+
+    #[test]
+    fn samples_of_containers_carry_container_pod_and_namespace_labels() {
+        let mut profile = super::super::output::tests::sample_profile();
+        profile.stacks[0].container = Some(crate::container::pids::Tag {
+            id: "c".repeat(64),
+            name: "web".into(),
+            pod: Some("web-0".into()),
+            namespace: Some("shop".into()),
+        });
+        let p = build(&profile, 1);
+        let text = |i: i64| p.string_table[i as usize].as_str();
+        let labels = |s: &Sample| -> Vec<(String, String)> {
+            s.label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (text(l.key).to_string(), text(l.str).to_string()))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            labels(&p.sample[0]),
+            pairs(&[
+                ("comm", "w"),
+                ("container", "web"),
+                ("pod", "web-0"),
+                ("namespace", "shop")
+            ])
+        );
+        assert_eq!(
+            labels(&p.sample[1]),
+            pairs(&[("comm", "w")]),
+            "a host process"
+        );
+    }
 }
