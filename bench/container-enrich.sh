@@ -23,7 +23,8 @@
 # stages' output: how many starts osprey saw and how many of their events carried the name.
 #
 # Environment (all optional):
-#   ROUNDS=3 DURATION=10 WORKERS=2 STARTS_PER_MIN=1000 OPENS=20
+#   ROUNDS=3 DURATION=10 WORKERS=2 STARTS_PER_MIN=1000 OPENS=20 LIFETIME=1 (seconds a
+#   container lives)
 #   OSPREY_BIN, WORKLOAD_BIN   (default: target/release of this checkout)
 #
 # Requires root, python3. Build first: cargo build --release -p osprey-cli -p osprey-workload
@@ -35,6 +36,7 @@ DURATION=${DURATION:-10}
 WORKERS=${WORKERS:-2}
 STARTS_PER_MIN=${STARTS_PER_MIN:-1000}
 OPENS=${OPENS:-20}
+LIFETIME=${LIFETIME:-1}
 OSPREY_BIN=${OSPREY_BIN:-$REPO_ROOT/target/release/osprey}
 WL=${WORKLOAD_BIN:-$REPO_ROOT/target/release/osprey-workload}
 
@@ -48,6 +50,7 @@ CG2=$(awk '$3 == "cgroup2" { print $2; exit }' /proc/mounts)
 
 WORKDIR=$(mktemp -d /tmp/osprey-container-enrich.XXXXXX)
 CGROOT=$CG2/docker
+MADE_CGROOT=0
 PIDS=()
 cleanup() {
     local p
@@ -55,6 +58,7 @@ cleanup() {
     for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
     # Only the cgroups this script made (their names carry its marker).
     for d in "$CGROOT"/0000eeee*; do [[ -d $d ]] && rmdir "$d" 2>/dev/null || true; done
+    [[ $MADE_CGROOT == 1 ]] && rmdir "$CGROOT" 2>/dev/null || true
     rm -rf "$WORKDIR"
 }
 trap cleanup EXIT
@@ -86,18 +90,21 @@ python3 "$WORKDIR/stub.py" "$WORKDIR/docker.sock" &
 PIDS+=($!)
 for _ in $(seq 50); do [[ -S $WORKDIR/docker.sock ]] && break; sleep 0.1; done
 [[ -S $WORKDIR/docker.sock ]] || die "the Docker API stub did not start"
-mkdir -p "$CGROOT"
+MADE_CGROOT=0
+[[ -d $CGROOT ]] || { mkdir "$CGROOT"; MADE_CGROOT=1; }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 
-# One container start: a cgroup, a process in it opening the churn path, then removal.
+# One container start, in the background: a cgroup, a shell moved into it that opens the
+# churn path OPENS times and lives LIFETIME seconds, then the cgroup's removal (the stop).
 start_container() {
-    local n=$1 id dir
-    id=$(printf '0000eeee%056x' "$n")
-    dir=$CGROOT/$id
-    mkdir "$dir"
-    sh -c "echo \$\$ > '$dir/cgroup.procs' && exec '$WL' open $OPENS /osprey-bench-churn/$n" || true
-    rmdir "$dir" 2>/dev/null || true
+    local n=$1 dir
+    dir=$CGROOT/$(printf '0000eeee%056x' "$n")
+    (
+        mkdir "$dir"
+        sh -c "echo \$\$ > '$dir/cgroup.procs' && '$WL' open $OPENS /osprey-bench-churn/$n && sleep $LIFETIME"
+        rmdir "$dir"
+    ) >/dev/null 2>&1 &
 }
 
 # Starts at STARTS_PER_MIN until the file $1 appears; prints how many were made.
@@ -136,6 +143,7 @@ stage() {
     fi
     for w in "${wpids[@]}"; do wait "$w" 2>/dev/null || true; done
     t1=$(date +%s%N)
+    [[ $name == churn ]] && sleep $((LIFETIME + 1))  # the last containers stop
     c1=$(cpu_ticks "$pid")
     kill -TERM "$pid"
     wait "$pid" 2>/dev/null || true
@@ -163,16 +171,20 @@ for round in $(seq "$ROUNDS"); do
     done
 done
 
-# What osprey made of the churn: distinct containers seen, events with their name.
-read -r seen named total < <(cat "$WORKDIR"/churn.*.jsonl | python3 -c '
+# What osprey made of the churn: containers seen, their events, how many named; events whose
+# cgroup was gone before osprey looked carry no container.
+read -r seen named total unresolved < <(cat "$WORKDIR"/churn.*.jsonl | python3 -c '
 import json, sys
-ids, named, total = set(), 0, 0
+ids, named, total, unresolved = set(), 0, 0, 0
 for line in sys.stdin:
-    c = json.loads(line).get("process", {}).get("container", {})
-    if c.get("id", "host") == "host":
+    c = json.loads(line).get("process", {}).get("container")
+    if c is None:
+        unresolved += 1
+        continue
+    if c["id"] == "host":
         continue
     ids.add(c["id"]); total += 1; named += "name" in c
-print(len(ids), named, total)')
+print(len(ids), named, total, unresolved)')
 
 printf '\n%-10s %14s %16s %18s\n' stage events/s "ns/event (CPU)" "starts/min" >&2
 for name in baseline churn; do
@@ -184,4 +196,4 @@ for name in baseline churn; do
 done
 awk -v a="$MED_NS_churn" -v b="$MED_NS_baseline" -v x="$MED_RATE_churn" -v y="$MED_RATE_baseline" \
     'BEGIN { printf "ratios churn/baseline: ns per event %.3f, events/s %.3f\n", a / b, x / y }'
-echo "churn containers seen by osprey: $seen; their events: $total, with the runtime's name: $named"
+echo "churn containers seen by osprey: $seen; their events: $total, with the runtime's name: $named; events of cgroups already gone: $unresolved"
