@@ -241,18 +241,7 @@ fn docker_containers_with_pod_labels_and_unreachable_sockets() {
         &format!("evt.kind = open and file.path = /etc/passwd and k8s.ns.name = shop and k8s.pod.name = web-0 and container.image.repository = {IMAGE_REPO}"),
     );
     let exec = Tracer::start_with_env(&["exec", "--output", "json"], &env);
-    let files = Tracer::start_with_env(
-        &[
-            "files",
-            "--output",
-            "json",
-            "--pod",
-            "web-0",
-            "--namespace",
-            "shop",
-        ],
-        &env,
-    );
+    let files = Tracer::start_with_env(&POD_FILES, &env);
     let secure = start_secure(&rules, &env);
     let mut run = docker.cli();
     run.args(["run", "-d", "--name", &name]);

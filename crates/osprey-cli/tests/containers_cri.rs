@@ -290,16 +290,7 @@ fn cri_pods_on_exec_open_events_and_alerts() {
     );
     let env = env_of(&containerd);
     let exec = start(&["exec", "--output", "json"], &env);
-    let files_args = [
-        "files",
-        "--output",
-        "json",
-        "--pod",
-        "web-0",
-        "--namespace",
-        "shop",
-    ];
-    let files = start(&files_args, &env);
+    let files = start(&POD_FILES, &env);
     let rules = pod_rules(dir.path());
     let secure = start(
         &[

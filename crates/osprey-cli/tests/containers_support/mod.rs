@@ -10,6 +10,17 @@ use std::time::{Duration, Instant};
 use crate::common::*;
 use serde_json::{json, Value};
 
+/// `osprey files` of the pod `shop/web-0` both container tests make.
+pub const POD_FILES: [&str; 7] = [
+    "files",
+    "--output",
+    "json",
+    "--pod",
+    "web-0",
+    "--namespace",
+    "shop",
+];
+
 /// A busybox root filesystem as a tarball (`podman import` / `docker import` take it).
 pub fn busybox_tar(dir: &Path) -> PathBuf {
     let root = dir.join("rootfs");
