@@ -195,3 +195,63 @@ pub(super) async fn get(socket: &Path, path: &str) -> Result<Option<Vec<u8>>, Bo
     }
     Ok(Some(body.to_vec()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> Sources {
+        Sources {
+            docker_socket: "/d.sock".into(),
+            podman_socket: "/p.sock".into(),
+            podman_storage: "/storage".into(),
+            containerd_socket: "/c.sock".into(),
+            cri_sockets: vec!["/c.sock".into(), "/var/run/crio/crio.sock".into()],
+        }
+    }
+
+    /// Each ask as `kind socket -> runtime`.
+    fn asks(runtime: Runtime) -> Vec<String> {
+        plan(&sources(), runtime)
+            .iter()
+            .map(|a| {
+                let kind = match a {
+                    Ask::Engine(..) => "engine",
+                    Ask::Cri(_) => "cri",
+                    Ask::Containerd(_) => "containerd",
+                };
+                format!("{kind} {} -> {}", a.socket().display(), a.runtime().name())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_are_asked_of_the_cri_before_containerd_and_docker() {
+        assert_eq!(asks(Runtime::Docker), ["engine /d.sock -> docker"]);
+        assert_eq!(asks(Runtime::Podman), ["engine /p.sock -> podman"]);
+        assert_eq!(
+            asks(Runtime::Containerd),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o",
+                "containerd /c.sock -> containerd"
+            ]
+        );
+        assert_eq!(
+            asks(Runtime::CriO),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o"
+            ]
+        );
+        assert_eq!(
+            asks(Runtime::Cri),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o",
+                "containerd /c.sock -> containerd",
+                "engine /d.sock -> docker"
+            ]
+        );
+    }
+}
