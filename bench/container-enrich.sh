@@ -17,10 +17,13 @@
 #             path is read and identified, and the id asked of the Docker Engine API, which a
 #             stub on a Unix socket answers (DOCKER_HOST points there), so every container gets
 #             its name in the background.
+#   steady    (steady stage only) the same open loops, each in a docker-named container of its
+#             own: every event is a container's, its metadata cached after the first
 # Printed per stage (medians over rounds): events/s decoded by osprey, osprey CPU ns per
-# decoded event (utime+stime from /proc over the stage / pipeline.decoded), the workload's ns
-# per open, container starts achieved; and the ratios churn / baseline. From the churn
-# stages' output: how many starts osprey saw and how many of their events carried the name.
+# decoded event (utime+stime from /proc over the stage / pipeline.decoded; the lookup thread
+# included), container starts achieved; the ratios to the baseline; osprey CPU per container
+# start beyond the baseline's per-event cost; from the churn stages' output, how many starts
+# osprey saw and how many of their events carried the name.
 #
 # Environment (all optional):
 #   ROUNDS=3 DURATION=10 WORKERS=2 STARTS_PER_MIN=1000 OPENS=20 LIFETIME=1 (seconds a
@@ -122,9 +125,9 @@ churn() {
     echo "$made"
 }
 
-# stage NAME ROUND: prints "events_per_s ns_per_event ns_per_open starts".
+# stage NAME ROUND: prints "events_per_s ns_per_event starts decoded cpu_ns".
 stage() {
-    local name=$1 round=$2 out=$WORKDIR/$1.$2 pid t0 t1 c0 c1 w starts=0 wpids=()
+    local name=$1 round=$2 out=$WORKDIR/$1.$2 pid t0 t1 c0 c1 w dir starts=0 wpids=()
     DOCKER_HOST=unix://$WORKDIR/docker.sock "$OSPREY_BIN" files --output json \
         --path-prefix /osprey-bench-churn >"$out.jsonl" 2>"$out.err" &
     pid=$!
@@ -134,7 +137,14 @@ stage() {
     c0=$(cpu_ticks "$pid")
     t0=$(date +%s%N)
     for w in $(seq "$WORKERS"); do
-        timeout "$DURATION" "$WL" bench-open 2000000000 /osprey-bench-miss >/dev/null 2>&1 &
+        if [[ $name == steady ]]; then
+            # Each loop in a container of its own, named before the stage's clock starts.
+            dir=$CGROOT/$(printf '0000eeef%048x%08x' "$round" "$w")
+            mkdir -p "$dir"
+            sh -c "echo \$\$ > '$dir/cgroup.procs' && exec timeout $DURATION '$WL' bench-open 2000000000 /osprey-bench-miss" >/dev/null 2>&1 &
+        else
+            timeout "$DURATION" "$WL" bench-open 2000000000 /osprey-bench-miss >/dev/null 2>&1 &
+        fi
         wpids+=($!)
     done
     if [[ $name == churn ]]; then
@@ -143,6 +153,7 @@ stage() {
     fi
     for w in "${wpids[@]}"; do wait "$w" 2>/dev/null || true; done
     t1=$(date +%s%N)
+    for dir in "$CGROOT"/0000eeef*; do [[ -d $dir ]] && rmdir "$dir" 2>/dev/null || true; done
     [[ $name == churn ]] && sleep $((LIFETIME + 1))  # the last containers stop
     c1=$(cpu_ticks "$pid")
     kill -TERM "$pid"
@@ -154,20 +165,25 @@ summary = next(json.loads(l) for l in open(err) if l.startswith("{") and '"summa
 decoded = summary["pipeline"]["decoded"]
 secs = (int(t1) - int(t0)) / 1e9
 cpu_ns = (int(c1) - int(c0)) / int(hz) * 1e9
-print(f"{decoded / secs:.0f} {cpu_ns / max(decoded, 1):.1f} {starts}")
+print(f"{decoded / secs:.0f} {cpu_ns / max(decoded, 1):.1f} {starts} {decoded} {cpu_ns:.0f}")
 EOF
 }
 
 median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
-declare -A RATE NS STARTS
+STAGES=(baseline steady churn)
+declare -A RATE NS STARTS EXTRA
 for round in $(seq "$ROUNDS"); do
-    for name in baseline churn; do
-        read -r rate ns starts < <(stage "$name" "$round")
+    for name in "${STAGES[@]}"; do
+        read -r rate ns starts decoded cpu < <(stage "$name" "$round")
         log "round $round $name: $rate events/s, $ns ns/event (osprey CPU), $starts container starts"
         RATE[$name]+="$rate "
         NS[$name]+="$ns "
         STARTS[$name]+="$starts "
+        [[ $name == baseline ]] && base_ns=$ns
+        # osprey CPU beyond the baseline's per-event cost, per container start.
+        [[ $name == churn ]] && EXTRA[churn]+="$(awk -v c="$cpu" -v d="$decoded" -v b="$base_ns" -v s="$starts" \
+            'BEGIN { printf "%.0f", (c - d * b) / (s > 0 ? s : 1) / 1000 }') "
     done
 done
 
@@ -187,13 +203,15 @@ for line in sys.stdin:
 print(len(ids), named, total, unresolved)')
 
 printf '\n%-10s %14s %16s %18s\n' stage events/s "ns/event (CPU)" "starts/min" >&2
-for name in baseline churn; do
+for name in "${STAGES[@]}"; do
     r=$(tr ' ' '\n' <<<"${RATE[$name]}" | grep . | median)
     n=$(tr ' ' '\n' <<<"${NS[$name]}" | grep . | median)
     s=$(tr ' ' '\n' <<<"${STARTS[$name]}" | grep . | median)
     printf '%-10s %14s %16s %18s\n' "$name" "$r" "$n" "$(awk -v s="$s" -v d="$DURATION" 'BEGIN { printf "%.0f", s * 60 / d }')"
     eval "MED_RATE_$name=$r MED_NS_$name=$n"
 done
-awk -v a="$MED_NS_churn" -v b="$MED_NS_baseline" -v x="$MED_RATE_churn" -v y="$MED_RATE_baseline" \
-    'BEGIN { printf "ratios churn/baseline: ns per event %.3f, events/s %.3f\n", a / b, x / y }'
+extra=$(tr ' ' '\n' <<<"${EXTRA[churn]}" | grep . | median)
+awk -v s="$MED_NS_steady" -v c="$MED_NS_churn" -v b="$MED_NS_baseline" \
+    'BEGIN { printf "ratios to baseline, osprey CPU per event: steady (every event from a known container) %.3f, churn %.3f\n", s / b, c / b }'
+echo "osprey CPU per container start beyond the baseline's per-event cost (median): $extra us"
 echo "churn containers seen by osprey: $seen; their events: $total, with the runtime's name: $named; events of cgroups already gone: $unresolved"
