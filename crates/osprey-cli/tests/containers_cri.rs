@@ -5,21 +5,14 @@
 
 mod common;
 mod containers_support;
+mod cri_api;
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use common::*;
-use containerd_client::tonic::transport::Channel;
 use containers_support::*;
-use k8s_cri::v1::runtime_service_client::RuntimeServiceClient;
-use k8s_cri::v1::{
-    ContainerConfig, ContainerMetadata, CreateContainerRequest, ExecSyncRequest, ImageSpec,
-    LinuxContainerConfig, LinuxContainerSecurityContext, LinuxPodSandboxConfig,
-    LinuxSandboxSecurityContext, NamespaceMode, NamespaceOption, PodSandboxConfig,
-    PodSandboxMetadata, RemovePodSandboxRequest, RunPodSandboxRequest, StartContainerRequest,
-    StopPodSandboxRequest,
-};
+use cri_api::*;
 use serde_json::json;
 
 /// The busybox image, as both the sandbox and the container image.
@@ -160,7 +153,6 @@ fn host_network() -> NamespaceOption {
         network: NamespaceMode::Node as i32,
         pid: NamespaceMode::Container as i32,
         ipc: NamespaceMode::Pod as i32,
-        ..Default::default()
     }
 }
 
@@ -172,31 +164,26 @@ fn sandbox_config() -> PodSandboxConfig {
             namespace: "shop".into(),
             attempt: 0,
         }),
-        labels: HashMap::from([("app".to_string(), "osprey-test".to_string())]),
+        labels: BTreeMap::from([("app".to_string(), "osprey-test".to_string())]),
         linux: Some(LinuxPodSandboxConfig {
             cgroup_parent: format!("/{POD_PARENT}/pod{POD_UID}"),
             security_context: Some(LinuxSandboxSecurityContext {
                 namespace_options: Some(host_network()),
-                ..Default::default()
             }),
-            ..Default::default()
         }),
-        ..Default::default()
     }
 }
 
 /// A pod `shop/web-0` with one container `web` (sleeping), through the CRI: the sandbox
 /// and container ids.
-async fn run_pod(cri: &mut RuntimeServiceClient<Channel>) -> (String, String) {
+async fn run_pod(cri: &Channel) -> (String, String) {
     let sandbox = sandbox_config();
-    let sandbox_id = cri
-        .run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(sandbox.clone()),
-            runtime_handler: String::new(),
-        })
+    let request = RunPodSandboxRequest {
+        config: Some(sandbox.clone()),
+    };
+    let sandbox_id = call::<_, RunPodSandboxResponse>(cri, RUN_POD_SANDBOX, request)
         .await
         .expect("RunPodSandbox")
-        .into_inner()
         .pod_sandbox_id;
     let config = ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -205,35 +192,31 @@ async fn run_pod(cri: &mut RuntimeServiceClient<Channel>) -> (String, String) {
         }),
         image: Some(ImageSpec {
             image: IMAGE.into(),
-            ..Default::default()
         }),
         command: vec!["/bin/sleep".into()],
         args: vec!["600".into()],
-        labels: HashMap::from([("tier".to_string(), "front".to_string())]),
+        labels: BTreeMap::from([("tier".to_string(), "front".to_string())]),
         linux: Some(LinuxContainerConfig {
             security_context: Some(LinuxContainerSecurityContext {
                 namespace_options: Some(host_network()),
-                ..Default::default()
             }),
-            ..Default::default()
         }),
-        ..Default::default()
     };
-    let id = cri
-        .create_container(CreateContainerRequest {
-            pod_sandbox_id: sandbox_id.clone(),
-            config: Some(config),
-            sandbox_config: Some(sandbox),
-        })
+    let request = CreateContainerRequest {
+        pod_sandbox_id: sandbox_id.clone(),
+        config: Some(config),
+        sandbox_config: Some(sandbox),
+    };
+    let id = call::<_, CreateContainerResponse>(cri, CREATE_CONTAINER, request)
         .await
         .expect("CreateContainer")
-        .into_inner()
         .container_id;
-    cri.start_container(StartContainerRequest {
+    let request = StartContainerRequest {
         container_id: id.clone(),
-    })
-    .await
-    .expect("StartContainer");
+    };
+    call::<_, ()>(cri, START_CONTAINER, request)
+        .await
+        .expect("StartContainer");
     (sandbox_id, id)
 }
 
@@ -284,10 +267,9 @@ fn cri_pods_on_exec_open_events_and_alerts() {
         .enable_all()
         .build()
         .unwrap();
-    let mut cri = RuntimeServiceClient::new(
-        rt.block_on(containerd_client::connect(containerd.socket()))
-            .expect("CRI socket"),
-    );
+    let cri = rt
+        .block_on(connect(&containerd.socket()))
+        .expect("CRI socket");
     let env = env_of(&containerd);
     let exec = start(&["exec", "--output", "json"], &env);
     let files = start(&POD_FILES, &env);
@@ -303,16 +285,16 @@ fn cri_pods_on_exec_open_events_and_alerts() {
         ],
         &env,
     );
-    let (sandbox_id, id) = rt.block_on(run_pod(&mut cri));
+    let (sandbox_id, id) = rt.block_on(run_pod(&cri));
     let exec_cat = || {
-        let answer = rt
-            .block_on(cri.clone().exec_sync(ExecSyncRequest {
-                container_id: id.clone(),
-                cmd: vec!["/bin/cat".into(), "/etc/passwd".into()],
-                timeout: 10,
-            }))
-            .expect("ExecSync")
-            .into_inner();
+        let request = ExecSyncRequest {
+            container_id: id.clone(),
+            cmd: vec!["/bin/cat".into(), "/etc/passwd".into()],
+            timeout: 10,
+        };
+        let answer: ExecSyncResponse = rt
+            .block_on(call(&cri, EXEC_SYNC, request))
+            .expect("ExecSync");
         assert_eq!(answer.exit_code, 0, "{answer:?}");
     };
     exec_until_named(&exec, "web", &exec_cat);
@@ -359,14 +341,13 @@ fn cri_pods_on_exec_open_events_and_alerts() {
         assert_eq!(probe["reached"], true, "{probe}");
     }
     rt.block_on(async {
-        let stop = StopPodSandboxRequest {
+        let sandbox = || PodSandboxIdRequest {
             pod_sandbox_id: sandbox_id.clone(),
         };
-        cri.stop_pod_sandbox(stop).await.expect("StopPodSandbox");
-        let remove = RemovePodSandboxRequest {
-            pod_sandbox_id: sandbox_id.clone(),
-        };
-        cri.remove_pod_sandbox(remove)
+        call::<_, ()>(&cri, STOP_POD_SANDBOX, sandbox())
+            .await
+            .expect("StopPodSandbox");
+        call::<_, ()>(&cri, REMOVE_POD_SANDBOX, sandbox())
             .await
             .expect("RemovePodSandbox");
     });

@@ -6,7 +6,8 @@
 pub mod cgroup_path;
 pub mod filter;
 pub mod gate;
-mod grpc;
+pub mod grpc;
+mod grpc_messages;
 pub mod metadata;
 pub mod paths;
 pub mod pids;

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::grpc;
+use super::grpc_messages::{
+    ContainerdVersion, CriVersion, CriVersionRequest, CONTAINERD_VERSION, CRI_VERSION,
+};
 use super::metadata::Sources;
 
 #[derive(Debug, Clone, Serialize)]
@@ -80,21 +84,17 @@ pub fn probe(sources: &Sources) -> Vec<RuntimeProbe> {
 /// containerd's API (`cri`: false) or a CRI service: its version, or why not.
 async fn grpc_probe(runtime: &'static str, socket: &Path, cri: bool) -> RuntimeProbe {
     let answer = tokio::time::timeout(Duration::from_secs(2), async {
-        let channel = super::grpc::connect(socket).await?;
+        let channel = grpc::connect(socket).await?;
+        let message = |s: tonic::Status| s.message().to_string();
         if cri {
-            let v = k8s_cri::v1::runtime_service_client::RuntimeServiceClient::new(channel)
-                .version(k8s_cri::v1::VersionRequest::default())
+            let v: CriVersion = grpc::call(&channel, CRI_VERSION, CriVersionRequest {})
                 .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
+                .map_err(message)?;
             Ok(format!("{} {}", v.runtime_name, v.runtime_version))
         } else {
-            use containerd_client::services::v1::version_client::VersionClient;
-            let v = VersionClient::new(channel)
-                .version(())
+            let v: ContainerdVersion = grpc::call(&channel, CONTAINERD_VERSION, ())
                 .await
-                .map_err(|s| s.message().to_string())?
-                .into_inner();
+                .map_err(message)?;
             Ok(format!("version {}", v.version))
         }
     })
