@@ -162,7 +162,6 @@ fn sandbox_config() -> PodSandboxConfig {
             name: "web-0".into(),
             uid: POD_UID.into(),
             namespace: "shop".into(),
-            attempt: 0,
         }),
         labels: BTreeMap::from([("app".to_string(), "osprey-test".to_string())]),
         linux: Some(LinuxPodSandboxConfig {
@@ -186,10 +185,7 @@ async fn run_pod(cri: &Channel) -> (String, String) {
         .expect("RunPodSandbox")
         .pod_sandbox_id;
     let config = ContainerConfig {
-        metadata: Some(ContainerMetadata {
-            name: "web".into(),
-            attempt: 0,
-        }),
+        metadata: Some(ContainerMetadata { name: "web".into() }),
         image: Some(ImageSpec {
             image: IMAGE.into(),
         }),

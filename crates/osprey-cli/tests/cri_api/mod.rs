@@ -1,11 +1,13 @@
 //! The Kubernetes CRI v1 calls the CRI test makes as kubelet would (run a pod sandbox, create,
 //! start and exec in a container, stop and remove the sandbox): hand-written prost messages
-//! with only the fields the test sets or reads (field numbers of the `runtime.v1` API),
+//! with only the fields the test sets or reads (and the library's where it has them) (field numbers of the `runtime.v1` API),
 //! called with `osprey::container::grpc::call`.
 
 use std::collections::BTreeMap;
 
 pub use osprey::container::grpc::{call, connect, Channel};
+/// The messages the library reads are the same ones the test sends.
+pub use osprey::container::grpc_messages::{ContainerMetadata, ImageSpec, PodSandboxMetadata};
 
 pub const RUN_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/RunPodSandbox";
 pub const STOP_POD_SANDBOX: &str = "/runtime.v1.RuntimeService/StopPodSandbox";
@@ -31,18 +33,6 @@ pub struct NamespaceOption {
     pub pid: i32,
     #[prost(enumeration = "NamespaceMode", tag = "3")]
     pub ipc: i32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct PodSandboxMetadata {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(string, tag = "2")]
-    pub uid: String,
-    #[prost(string, tag = "3")]
-    pub namespace: String,
-    #[prost(uint32, tag = "4")]
-    pub attempt: u32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
@@ -86,20 +76,6 @@ pub struct RunPodSandboxResponse {
 pub struct PodSandboxIdRequest {
     #[prost(string, tag = "1")]
     pub pod_sandbox_id: String,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ContainerMetadata {
-    #[prost(string, tag = "1")]
-    pub name: String,
-    #[prost(uint32, tag = "2")]
-    pub attempt: u32,
-}
-
-#[derive(Clone, PartialEq, prost::Message)]
-pub struct ImageSpec {
-    #[prost(string, tag = "1")]
-    pub image: String,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]

@@ -7,7 +7,7 @@ pub mod cgroup_path;
 pub mod filter;
 pub mod gate;
 pub mod grpc;
-mod grpc_messages;
+pub mod grpc_messages;
 pub mod metadata;
 pub mod paths;
 pub mod pids;
