@@ -20,6 +20,8 @@ const volatile __u32 target_pid = 0;        /* 0: every process */
 const volatile __u32 target_uid = (__u32)-1; /* -1: every user */
 const volatile __u8 target_comm_set = 0;
 const volatile char target_comm[OSPREY_COMM_LEN] = {};
+/* Non-zero: events of cgroups in osprey_cgroup_drop are filtered (--container/--pod). */
+const volatile __u8 target_cgroups_set = 0;
 const volatile __u64 rate_per_process = 0;  /* events/s per process; 0: off */
 const volatile __u64 rate_global = 0;       /* events/s over all processes and CPUs */
 const volatile __u64 wake_threshold = 256 * 1024; /* bytes queued before a wake-up */
@@ -79,6 +81,15 @@ struct {
 	__type(value, struct osprey_scratch);
 } osprey_scratch_map SEC(".maps");
 
+/* Cgroups whose containers user space decided are not wanted (--container, --pod,
+ * --namespace): keyed by cgroup id. One entry unless the loader sizes it for a filter. */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1);
+	__type(key, __u64);
+	__type(value, __u8);
+} osprey_cgroup_drop SEC(".maps");
+
 struct osprey_bucket {
 	__u64 tokens_nano; /* tokens * 1e9, so refill needs no division by rate */
 	__u64 last_ns;
@@ -128,6 +139,11 @@ static __always_inline bool osprey_target_match(__u32 kind)
 		return false;
 	if (target_uid != (__u32)-1 && (__u32)bpf_get_current_uid_gid() != target_uid)
 		return false;
+	if (target_cgroups_set) {
+		__u64 cgroup_id = bpf_get_current_cgroup_id();
+		if (bpf_map_lookup_elem(&osprey_cgroup_drop, &cgroup_id))
+			return false;
+	}
 	if (target_comm_set) {
 		char comm[OSPREY_COMM_LEN];
 		bpf_get_current_comm(comm, sizeof(comm));

@@ -69,6 +69,10 @@ pub struct ProfileArgs {
     /// Write folded stacks here.
     #[arg(long, value_name = "FILE")]
     pub folded: Option<PathBuf>,
+    /// Begin each folded stack with the process's container (name, or short id; `host`
+    /// outside any).
+    #[arg(long, requires = "folded")]
+    pub folded_container: bool,
     /// Write an interactive flame graph here.
     #[arg(long, value_name = "FILE")]
     pub svg: Option<PathBuf>,
@@ -267,7 +271,7 @@ fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
     let mut failed = Ok(());
     for (flag, path) in output_files(args) {
         let written = crate::outfile::write_or_rescue(flag, path, |f| match flag {
-            "--folded" => output::write_folded(profile, f),
+            "--folded" => output::write_folded(profile, args.folded_container, f),
             "--svg" => output::write_svg(profile, f),
             _ => pprof::write(profile, start_ns, f),
         });

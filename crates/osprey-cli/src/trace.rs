@@ -1,12 +1,14 @@
 //! `osprey files` and `osprey exec`: load the capability (and the process capability that
 //! feeds the cache), then run the shared pipeline into a table or JSON lines.
 
+use std::cell::RefCell;
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Args;
 use osprey::container::filter::ContainerFilter;
+use osprey::container::gate::KernelGate;
 use osprey::kernel::loader::{KernelConfig, LoadOptions, LoadedCapability};
 use osprey::kernel::{privileges, stats::RunTimeStats};
 use osprey::pipeline::cache::ProcessCache;
@@ -31,7 +33,8 @@ pub struct TargetArgs {
     pub uid: Option<u32>,
 }
 
-/// Which containers to trace (decided in user space on each event's cgroup).
+/// Which containers to trace (decided on each event's cgroup: for `files`, in the kernel
+/// once a container's verdict is final).
 #[derive(Args, Debug, Clone, Default)]
 pub struct ContainerArgs {
     /// Only this container: its name, full id or an id prefix of 12+ digits (repeatable).
@@ -179,6 +182,7 @@ fn kernel_config(t: &TargetArgs, run: &RunArgs) -> KernelConfig {
         comm: t.comm.clone(),
         rate_per_process: run.rate_limit,
         rate_global: run.global_rate_limit,
+        cgroup_filter: false,
     }
 }
 
@@ -193,23 +197,32 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
     require_tracing_privileges("files")?;
     let denied = LoadOptions::denied_from_env();
     let process = load_process_cache(&denied)?;
-    let files_cap = load(
+    let containers = args.containers.filter();
+    let mut files_cap = load(
         files::SPEC,
         &LoadOptions {
-            config: kernel_config(&args.target, &args.run),
+            config: KernelConfig {
+                cgroup_filter: !containers.is_empty(),
+                ..kernel_config(&args.target, &args.run)
+            },
             ring_bytes: args.run.ring_bytes(),
             denied_programs: denied,
             ..Default::default()
         },
     )?;
+    let gate = (!containers.is_empty()).then(|| RefCell::new(KernelGate::new(&mut files_cap)));
     let prefix = args.path_prefix.clone().map(String::into_bytes);
     let (failed, succeeded) = (args.failed, args.succeeded);
     let me = (!args.include_self).then(std::process::id);
-    let containers = args.containers.filter();
     let filter: EventFilter = Box::new(move |event, ctx| match &event.payload {
         Payload::FileOpen(f) => {
+            let container = ctx.container.map(|c| &**c);
+            let in_container = containers.matches(container);
+            if let (false, Some(gate)) = (in_container, &gate) {
+                gate.borrow_mut().unwanted(ctx.cgroup_id, container);
+            }
             me != Some(ctx.pid)
-                && containers.matches(ctx.container.map(|c| &**c))
+                && in_container
                 && prefix
                     .as_ref()
                     .is_none_or(|p| f.abs_path.starts_with(p) || f.path.starts_with(p))

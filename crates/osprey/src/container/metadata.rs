@@ -1,6 +1,6 @@
 //! What a runtime says about a container, and where Osprey asks: the Docker Engine API
-//! (docker, and podman's compatible service) over a Unix socket, and podman's storage
-//! state when no podman service runs.
+//! (docker, and podman's compatible service) over a Unix socket, podman's storage state
+//! when no podman service runs, and the gRPC runtimes (containerd, the CRI; `grpc.rs`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -22,13 +22,16 @@ pub struct Metadata {
     pub k8s: Option<K8s>,
 }
 
-/// The pod a container belongs to, from the labels kubelet puts on every container.
+/// The pod a container belongs to: from the CRI's pod sandbox, or from the labels kubelet
+/// puts on every container.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct K8s {
     pub pod: String,
     pub namespace: String,
     pub pod_uid: String,
     pub container: String,
+    /// The pod sandbox's labels (known from the CRI only).
+    pub labels: BTreeMap<String, String>,
 }
 
 impl K8s {
@@ -40,6 +43,7 @@ impl K8s {
             namespace: get("io.kubernetes.pod.namespace"),
             pod_uid: get("io.kubernetes.pod.uid"),
             container: get("io.kubernetes.container.name"),
+            labels: BTreeMap::new(),
         })
     }
 }
@@ -54,19 +58,28 @@ pub fn image_repository(image: &str) -> &str {
     }
 }
 
-fn strip_sha(id: &str) -> String {
+pub(super) fn strip_sha(id: &str) -> String {
     id.strip_prefix("sha256:").unwrap_or(id).to_string()
 }
 
 /// Where runtimes are asked. Defaults: the standard sockets; `DOCKER_HOST` and
-/// `CONTAINER_HOST` (`unix://PATH`) as the docker and podman clients read them.
+/// `CONTAINER_HOST` (`unix://PATH`) as the docker and podman clients read them,
+/// `CONTAINERD_ADDRESS` as `ctr` reads it, `CONTAINER_RUNTIME_ENDPOINT` as `crictl` does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Sources {
     pub docker_socket: PathBuf,
     pub podman_socket: PathBuf,
     /// podman's (containers/storage) graph root.
     pub podman_storage: PathBuf,
+    /// containerd's gRPC API.
+    pub containerd_socket: PathBuf,
+    /// CRI services, asked in order: the configured endpoint, else containerd's (its CRI
+    /// plugin) and CRI-O's.
+    pub cri_sockets: Vec<PathBuf>,
 }
+
+/// CRI-O's socket.
+pub const CRIO_SOCKET: &str = "/var/run/crio/crio.sock";
 
 impl Sources {
     pub fn from_env() -> Self {
@@ -76,10 +89,19 @@ impl Sources {
                 .and_then(|v| v.strip_prefix("unix://").map(PathBuf::from))
                 .unwrap_or_else(|| PathBuf::from(default))
         };
+        let containerd_socket = std::env::var_os("CONTAINERD_ADDRESS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from("/run/containerd/containerd.sock"));
+        let cri_sockets = match std::env::var("CONTAINER_RUNTIME_ENDPOINT") {
+            Ok(v) => vec![PathBuf::from(v.strip_prefix("unix://").unwrap_or(&v))],
+            Err(_) => vec![containerd_socket.clone(), PathBuf::from(CRIO_SOCKET)],
+        };
         Self {
             docker_socket: unix("DOCKER_HOST", "/var/run/docker.sock"),
             podman_socket: unix("CONTAINER_HOST", "/run/podman/podman.sock"),
             podman_storage: PathBuf::from("/var/lib/containers/storage"),
+            containerd_socket,
+            cri_sockets,
         }
     }
 }

@@ -5,13 +5,17 @@
 
 pub mod cgroup_path;
 pub mod filter;
+pub mod gate;
+pub mod grpc;
+pub mod grpc_messages;
 pub mod metadata;
 pub mod paths;
+pub mod pids;
 pub mod probe;
 pub mod resolve;
 mod runtimes;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::mpsc::{Receiver, Sender};
 use std::sync::{Arc, LazyLock};
 
@@ -155,22 +159,40 @@ impl Serialize for Container {
 }
 
 /// `process.k8s`: what is known of the pod (`None` outside Kubernetes).
-pub fn k8s_json(c: &Container) -> Option<BTreeMap<&'static str, &str>> {
+pub fn k8s_json(c: &Container) -> Option<K8sJson<'_>> {
     let k8s = c.known().and_then(|m| m.k8s.as_ref());
     if k8s.is_none() && c.pod_uid.is_none() {
         return None;
     }
-    let mut out = BTreeMap::new();
-    if let Some(k) = k8s {
-        out.insert("pod", k.pod.as_str());
-        out.insert("namespace", k.namespace.as_str());
-        out.insert("container", k.container.as_str());
-        out.insert("pod_uid", k.pod_uid.as_str());
+    Some(K8sJson {
+        k8s,
+        pod_uid: c.pod_uid.as_deref(),
+    })
+}
+
+/// The JSON of `process.k8s`: the runtime's answer, or only the pod uid of the cgroup path.
+pub struct K8sJson<'a> {
+    k8s: Option<&'a metadata::K8s>,
+    pod_uid: Option<&'a str>,
+}
+
+impl Serialize for K8sJson<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(None)?;
+        match self.k8s {
+            Some(k) => {
+                map.serialize_entry("pod", &k.pod)?;
+                map.serialize_entry("namespace", &k.namespace)?;
+                map.serialize_entry("pod_uid", &k.pod_uid)?;
+                map.serialize_entry("container", &k.container)?;
+                if !k.labels.is_empty() {
+                    map.serialize_entry("labels", &k.labels)?;
+                }
+            }
+            None => map.serialize_entry("pod_uid", &self.pod_uid)?,
+        }
+        map.end()
     }
-    if let Some(uid) = &c.pod_uid {
-        out.entry("pod_uid").or_insert(uid.as_str());
-    }
-    Some(out)
 }
 
 #[derive(Debug)]

@@ -76,7 +76,8 @@ fn map(inside: &MountTable, host: &MountTable, path: &Path) -> Option<PathBuf> {
     Some(h.point.join(in_fs.strip_prefix(&h.root).ok()?))
 }
 
-/// Mount tables of container processes and of the host, read once each. A table is kept
+/// Mount tables of container processes and of the host, read once each (the host's again
+/// when a container's root is mounted after it was read). A table is kept
 /// per (mount namespace, root directory) and is read only from a process whose root is not
 /// the host's: a runtime sets up a container's mounts before it moves the root, so a table
 /// read earlier may be unfinished. The last table of each container cgroup stands in for
@@ -87,7 +88,12 @@ pub struct HostPaths {
     host: Option<(MountTable, (u64, u64))>,
     tables: HashMap<(u64, u64, u64), Arc<MountTable>>,
     by_cgroup: HashMap<u64, Arc<MountTable>>,
+    /// When the host's table was last read again for a container root it lacked.
+    host_read: Option<std::time::Instant>,
 }
+
+/// Shortest interval between two reads of the host's table for missing container roots.
+const HOST_REREAD: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// Bound on remembered tables; cleared when reached.
 const MAX_TABLES: usize = 1024;
@@ -102,7 +108,8 @@ impl HostPaths {
         }
         let inside = match self.settled_table(pid) {
             Some(t) => Some(t),
-            None if std::path::Path::new(&format!("/proc/{pid}")).exists() => None, // mid-setup
+            // Still setting up (its root is the host's); a zombie's root is unreadable.
+            None if self.root_is_hosts(pid) => None,
             None => self.by_cgroup.get(&cgroup_id).cloned().or_else(|| {
                 super::resolve::procs_of(cgroup_id)
                     .into_iter()
@@ -110,8 +117,32 @@ impl HostPaths {
             }),
         }?;
         self.by_cgroup.insert(cgroup_id, inside.clone());
+        self.refresh_host_for(&inside);
         let (host, _) = self.host.as_ref()?;
         host_path(&inside, host, Path::new(std::ffi::OsStr::from_bytes(path)))
+    }
+
+    /// Reads the host's table again when it does not hold the container's root (mounted
+    /// after the table was read), at most every `HOST_REREAD`.
+    fn refresh_host_for(&mut self, inside: &MountTable) {
+        let Some((host, _)) = &mut self.host else {
+            return;
+        };
+        if map(inside, host, Path::new("/")).is_some()
+            || self.host_read.is_some_and(|t| t.elapsed() < HOST_REREAD)
+        {
+            return;
+        }
+        self.host_read = Some(std::time::Instant::now());
+        if let Some(table) = MountTable::of_pid(std::process::id()) {
+            *host = table;
+        }
+    }
+
+    fn root_is_hosts(&self, pid: u32) -> bool {
+        use std::os::unix::fs::MetadataExt;
+        let root = std::fs::metadata(format!("/proc/{pid}/root"));
+        matches!((&self.host, root), (Some((_, host)), Ok(r)) if (r.dev(), r.ino()) == *host)
     }
 
     /// The mount table of `pid` once its root is its own (not the host's).

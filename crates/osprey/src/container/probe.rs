@@ -6,6 +6,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use super::grpc;
+use super::grpc_messages::{
+    ContainerdVersion, CriVersion, CriVersionRequest, CONTAINERD_VERSION, CRI_VERSION,
+};
 use super::metadata::Sources;
 
 #[derive(Debug, Clone, Serialize)]
@@ -18,12 +22,6 @@ pub struct RuntimeProbe {
     pub reached: bool,
     pub detail: String,
 }
-
-/// containerd and CRI-O sockets: seen, not queried by this build.
-const ID_ONLY: &[(&str, &str)] = &[
-    ("containerd", "/run/containerd/containerd.sock"),
-    ("cri-o", "/var/run/crio/crio.sock"),
-];
 
 pub fn probe(sources: &Sources) -> Vec<RuntimeProbe> {
     let runtime = tokio::runtime::Builder::new_current_thread()
@@ -74,14 +72,39 @@ pub fn probe(sources: &Sources) -> Vec<RuntimeProbe> {
         reached: std::fs::read_dir(storage).is_ok(),
         detail: "storage state: names and images, no labels".to_string(),
     });
-    for (name, socket) in ID_ONLY {
-        out.push(RuntimeProbe {
-            runtime: name,
-            endpoint: socket.to_string(),
-            found: Path::new(socket).exists(),
-            reached: false,
-            detail: "not queried: events carry the container id only".to_string(),
-        });
+    if let Ok(rt) = &runtime {
+        out.push(rt.block_on(grpc_probe("containerd", &sources.containerd_socket, false)));
+        for socket in &sources.cri_sockets {
+            out.push(rt.block_on(grpc_probe("cri", socket, true)));
+        }
     }
     out
+}
+
+/// containerd's API (`cri`: false) or a CRI service: its version, or why not.
+async fn grpc_probe(runtime: &'static str, socket: &Path, cri: bool) -> RuntimeProbe {
+    let answer = tokio::time::timeout(Duration::from_secs(2), async {
+        let channel = grpc::connect(socket).await?;
+        let message = |s: tonic::Status| s.message().to_string();
+        if cri {
+            let v: CriVersion = grpc::call(&channel, CRI_VERSION, CriVersionRequest {})
+                .await
+                .map_err(message)?;
+            Ok(format!("{} {}", v.runtime_name, v.runtime_version))
+        } else {
+            let v: ContainerdVersion = grpc::call(&channel, CONTAINERD_VERSION, ())
+                .await
+                .map_err(message)?;
+            Ok(format!("version {}", v.version))
+        }
+    })
+    .await
+    .unwrap_or_else(|_| Err("no answer within 2 s".to_string()));
+    RuntimeProbe {
+        runtime,
+        endpoint: socket.display().to_string(),
+        found: socket.exists(),
+        reached: answer.is_ok(),
+        detail: answer.unwrap_or_else(|e| e),
+    }
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 
+use super::grpc;
 use super::metadata::{from_inspect, from_podman_storage, Metadata, Sources};
 use super::{MetadataState, Runtime};
 
@@ -74,21 +75,71 @@ fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>)
     }
 }
 
+/// One place a runtime may answer, and the runtime it speaks for.
+enum Ask {
+    /// The Docker Engine API (docker, podman's service).
+    Engine(PathBuf, Runtime),
+    /// A CRI service (containerd's CRI plugin, CRI-O).
+    Cri(PathBuf),
+    /// containerd's own API.
+    Containerd(PathBuf),
+}
+
+impl Ask {
+    fn socket(&self) -> &Path {
+        match self {
+            Ask::Engine(s, _) | Ask::Cri(s) | Ask::Containerd(s) => s,
+        }
+    }
+
+    fn runtime(&self) -> Runtime {
+        match self {
+            Ask::Engine(_, r) => *r,
+            Ask::Cri(s) if s.to_string_lossy().contains("crio") => Runtime::CriO,
+            Ask::Cri(_) | Ask::Containerd(_) => Runtime::Containerd,
+        }
+    }
+
+    async fn ask(&self, id: &str) -> Result<Option<Metadata>, String> {
+        let socket = self.socket();
+        let answer = async {
+            match self {
+                Ask::Engine(s, _) => inspect(s, id).await,
+                Ask::Cri(s) => grpc::cri(s, id).await,
+                Ask::Containerd(s) => grpc::containerd(s, id).await,
+            }
+        };
+        tokio::time::timeout(TIMEOUT, answer)
+            .await
+            .map_err(|_| format!("{}: no answer within {TIMEOUT:?}", socket.display()))?
+    }
+}
+
+/// Where to ask about a container the cgroup path says `runtime` owns, most likely first:
+/// the CRI before containerd's API, so containers of pods get their pod.
+fn plan(sources: &Sources, runtime: Runtime) -> Vec<Ask> {
+    let cri = sources.cri_sockets.iter().map(|s| Ask::Cri(s.clone()));
+    let containerd = Ask::Containerd(sources.containerd_socket.clone());
+    let docker = Ask::Engine(sources.docker_socket.clone(), Runtime::Docker);
+    match runtime {
+        Runtime::Docker => vec![docker],
+        Runtime::Podman => vec![Ask::Engine(sources.podman_socket.clone(), Runtime::Podman)],
+        Runtime::Containerd => cri.chain([containerd]).collect(),
+        Runtime::CriO => cri.collect(),
+        Runtime::Cri => cri.chain([containerd, docker]).collect(),
+    }
+}
+
 /// Asks the runtimes that may own the container, most likely first.
 async fn lookup(sources: &Sources, request: &Request) -> Result<Metadata, String> {
     let mut errors = Vec::new();
-    let sockets: &[(&PathBuf, Runtime)] = match request.runtime {
-        Runtime::Docker | Runtime::Cri => &[(&sources.docker_socket, Runtime::Docker)],
-        Runtime::Podman => &[(&sources.podman_socket, Runtime::Podman)],
-        Runtime::Containerd | Runtime::CriO => &[],
-    };
-    for (socket, runtime) in sockets {
-        match inspect(socket, &request.id).await {
+    for ask in plan(sources, request.runtime) {
+        match ask.ask(&request.id).await {
             Ok(Some(mut m)) => {
-                m.runtime = Some(*runtime);
+                m.runtime = Some(ask.runtime());
                 return Ok(m);
             }
-            Ok(None) => errors.push(format!("{} does not know it", socket.display())),
+            Ok(None) => errors.push(format!("{} does not know it", ask.socket().display())),
             Err(e) => errors.push(e),
         }
     }
@@ -102,12 +153,6 @@ async fn lookup(sources: &Sources, request: &Request) -> Result<Metadata, String
             Err(e) => errors.push(e),
         }
     }
-    if errors.is_empty() {
-        errors.push(format!(
-            "no {} client in this build",
-            request.runtime.name()
-        ));
-    }
     Err(errors.join("; "))
 }
 
@@ -115,9 +160,8 @@ async fn lookup(sources: &Sources, request: &Request) -> Result<Metadata, String
 /// know the container.
 async fn inspect(socket: &Path, id: &str) -> Result<Option<Metadata>, String> {
     let path = format!("/containers/{id}/json");
-    let answer = tokio::time::timeout(TIMEOUT, get(socket, &path))
+    let answer = get(socket, &path)
         .await
-        .map_err(|_| format!("{}: no answer within {TIMEOUT:?}", socket.display()))?
         .map_err(|e| format!("{}: {e}", socket.display()))?;
     match answer {
         None => Ok(None),
@@ -150,4 +194,64 @@ pub(super) async fn get(socket: &Path, path: &str) -> Result<Option<Vec<u8>>, Bo
         .into());
     }
     Ok(Some(body.to_vec()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources() -> Sources {
+        Sources {
+            docker_socket: "/d.sock".into(),
+            podman_socket: "/p.sock".into(),
+            podman_storage: "/storage".into(),
+            containerd_socket: "/c.sock".into(),
+            cri_sockets: vec!["/c.sock".into(), "/var/run/crio/crio.sock".into()],
+        }
+    }
+
+    /// Each ask as `kind socket -> runtime`.
+    fn asks(runtime: Runtime) -> Vec<String> {
+        plan(&sources(), runtime)
+            .iter()
+            .map(|a| {
+                let kind = match a {
+                    Ask::Engine(..) => "engine",
+                    Ask::Cri(_) => "cri",
+                    Ask::Containerd(_) => "containerd",
+                };
+                format!("{kind} {} -> {}", a.socket().display(), a.runtime().name())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn pods_are_asked_of_the_cri_before_containerd_and_docker() {
+        assert_eq!(asks(Runtime::Docker), ["engine /d.sock -> docker"]);
+        assert_eq!(asks(Runtime::Podman), ["engine /p.sock -> podman"]);
+        assert_eq!(
+            asks(Runtime::Containerd),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o",
+                "containerd /c.sock -> containerd"
+            ]
+        );
+        assert_eq!(
+            asks(Runtime::CriO),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o"
+            ]
+        );
+        assert_eq!(
+            asks(Runtime::Cri),
+            [
+                "cri /c.sock -> containerd",
+                "cri /var/run/crio/crio.sock -> cri-o",
+                "containerd /c.sock -> containerd",
+                "engine /d.sock -> docker"
+            ]
+        );
+    }
 }

@@ -41,6 +41,9 @@ pub struct KernelConfig {
     pub rate_per_process: Option<u64>,
     /// Events per second over all processes; `None`: unlimited.
     pub rate_global: Option<u64>,
+    /// Drop events of the cgroups user space puts in `osprey_cgroup_drop`
+    /// (`container::gate`).
+    pub cgroup_filter: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -357,6 +360,7 @@ fn object_request(bytes: &'static [u8], ring_bytes: u32, options: &LoadOptions) 
         ("target_uid", uid.to_ne_bytes().to_vec()),
         ("target_comm_set", vec![comm_set]),
         ("target_comm", comm.to_vec()),
+        ("target_cgroups_set", vec![u8::from(cfg.cgroup_filter)]),
         ("rate_per_process", rate_process.to_ne_bytes().to_vec()),
         ("rate_global", rate_global.to_ne_bytes().to_vec()),
     ];
@@ -379,6 +383,14 @@ fn object_request(bytes: &'static [u8], ring_bytes: u32, options: &LoadOptions) 
         1
     };
     let mut max_entries = vec![("osprey_events", ring_bytes), ("osprey_buckets", buckets)];
+    // The container filter's cgroup map: sized only when the filter is on (always given, for
+    // the same reason as the buckets).
+    let cgroup_gate = if cfg.cgroup_filter {
+        crate::container::gate::ENTRIES
+    } else {
+        1
+    };
+    max_entries.push((crate::container::gate::MAP, cgroup_gate));
     max_entries.extend_from_slice(&options.map_max_entries);
     ObjectRequest {
         bytes,

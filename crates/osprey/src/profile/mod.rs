@@ -292,6 +292,9 @@ pub struct StackSample {
     /// How the user frames were unwound (None: no user stack).
     pub unwinder: Option<Unwinder>,
     pub value: u64,
+    /// The process's container (absent for host processes and processes gone at the end).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<crate::container::pids::Tag>,
 }
 
 /// Why samples or stacks are missing, all counted.

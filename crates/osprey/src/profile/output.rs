@@ -17,11 +17,20 @@ pub fn folded_name(frame: &Frame) -> String {
     }
 }
 
-fn folded_stack(stack: &StackSample) -> String {
-    let mut line = stack.comm.replace([';', '\n', ' '], "_");
-    if line.is_empty() {
-        line.push_str("[unknown]");
+/// The container a folded stack is prefixed with: its name (or short id), `host` outside any.
+fn folded_container(stack: &StackSample) -> String {
+    let name = stack.container.as_ref().map_or("host", |c| c.name.as_str());
+    name.replace([';', '\n', ' '], "_")
+}
+
+fn folded_stack(stack: &StackSample, with_container: bool) -> String {
+    let mut line = String::new();
+    if with_container {
+        line.push_str(&folded_container(stack));
+        line.push(';');
     }
+    let comm = stack.comm.replace([';', '\n', ' '], "_");
+    line.push_str(if comm.is_empty() { "[unknown]" } else { &comm });
     for f in &stack.frames {
         line.push(';');
         line.push_str(&folded_name(f));
@@ -29,12 +38,15 @@ fn folded_stack(stack: &StackSample) -> String {
     line
 }
 
-/// Brendan Gregg's folded format: `comm;outer;...;leaf VALUE`, one line per stack.
-pub fn folded_lines(profile: &Profile) -> Vec<String> {
+/// Brendan Gregg's folded format: `comm;outer;...;leaf VALUE`, one line per stack;
+/// `container;comm;...` with `with_container`.
+pub fn folded_lines(profile: &Profile, with_container: bool) -> Vec<String> {
     // Stacks that differ only in lines or addresses fold into one line.
     let mut merged: std::collections::BTreeMap<String, u64> = Default::default();
     for stack in &profile.stacks {
-        *merged.entry(folded_stack(stack)).or_default() += stack.value;
+        *merged
+            .entry(folded_stack(stack, with_container))
+            .or_default() += stack.value;
     }
     merged
         .into_iter()
@@ -42,8 +54,12 @@ pub fn folded_lines(profile: &Profile) -> Vec<String> {
         .collect()
 }
 
-pub fn write_folded(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
-    for line in folded_lines(profile) {
+pub fn write_folded(
+    profile: &Profile,
+    with_container: bool,
+    out: &mut dyn Write,
+) -> io::Result<()> {
+    for line in folded_lines(profile, with_container) {
         writeln!(out, "{line}")?;
     }
     Ok(())
@@ -63,7 +79,7 @@ pub fn write_svg(profile: &Profile, out: &mut dyn Write) -> io::Result<()> {
         ProfileKind::Cpu => "samples".into(),
         ProfileKind::OffCpu => "ns".into(),
     };
-    let lines = folded_lines(profile);
+    let lines = folded_lines(profile, false);
     if lines.is_empty() {
         // inferno refuses empty input; an idle target is a normal result: a valid SVG
         // that says no samples were taken.
@@ -182,6 +198,7 @@ pub(crate) mod tests {
                 .collect(),
             unwinder: None,
             value,
+            container: None,
         };
         let stacks = vec![
             stack(&["main", "top", "mid", "leaf"], 90),
@@ -221,7 +238,7 @@ pub(crate) mod tests {
 
     #[test]
     fn folded_lines_are_root_first_with_kernel_suffix() {
-        let lines = folded_lines(&sample_profile());
+        let lines = folded_lines(&sample_profile(), false);
         assert_eq!(
             lines,
             vec![

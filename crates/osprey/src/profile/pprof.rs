@@ -6,7 +6,7 @@ use std::io::{self, Write};
 
 use prost::Message;
 
-use super::{Frame, Profile, ProfileKind};
+use super::{Frame, Profile, ProfileKind, StackSample};
 
 #[derive(Clone, PartialEq, Message)]
 pub struct PprofProfile {
@@ -188,6 +188,7 @@ pub fn build(profile: &Profile, start_unix_ns: i64) -> PprofProfile {
     }
     let pid_key = strings.id("pid");
     let comm_key = strings.id("comm");
+    let container_keys = ["container", "pod", "namespace"].map(|k| strings.id(k));
     for stack in &profile.stacks {
         let mut location_id = Vec::with_capacity(stack.frames.len());
         for frame in stack.frames.iter().rev() {
@@ -239,24 +240,48 @@ pub fn build(profile: &Profile, start_unix_ns: i64) -> PprofProfile {
                 ProfileKind::Cpu => vec![value, value * period_ns],
                 ProfileKind::OffCpu => vec![value],
             },
-            label: vec![
-                Label {
-                    key: pid_key,
-                    num: i64::from(stack.pid),
-                    ..Default::default()
-                },
-                Label {
-                    key: comm_key,
-                    str: strings.id(&stack.comm),
-                    ..Default::default()
-                },
-            ],
+            label: labels(stack, pid_key, comm_key, container_keys, &mut strings),
         });
     }
     out.time_nanos = start_unix_ns;
     out.duration_nanos = (profile.duration_secs * 1e9) as i64;
     out.comment = vec![strings.id(&format!("osprey profile: {}", profile.command))];
     out.string_table = strings.table;
+    out
+}
+
+/// A sample's labels: pid, comm, and its container's name, pod and namespace when known.
+fn labels(
+    stack: &StackSample,
+    pid_key: i64,
+    comm_key: i64,
+    container_keys: [i64; 3],
+    strings: &mut Strings,
+) -> Vec<Label> {
+    let mut out = vec![
+        Label {
+            key: pid_key,
+            num: i64::from(stack.pid),
+            ..Default::default()
+        },
+        Label {
+            key: comm_key,
+            str: strings.id(&stack.comm),
+            ..Default::default()
+        },
+    ];
+    if let Some(c) = &stack.container {
+        let values = [Some(&c.name), c.pod.as_ref(), c.namespace.as_ref()];
+        for (key, value) in container_keys.into_iter().zip(values) {
+            if let Some(v) = value {
+                out.push(Label {
+                    key,
+                    str: strings.id(v),
+                    ..Default::default()
+                });
+            }
+        }
+    }
     out
 }
 
@@ -289,5 +314,44 @@ mod tests {
         let function = &p.function[(leaf.line[0].function_id - 1) as usize];
         assert_eq!(p.string_table[function.name as usize], "leaf");
         assert_eq!(p.period, 1_000_000_000 / 99);
+    }
+
+    #[test]
+    fn samples_of_containers_carry_container_pod_and_namespace_labels() {
+        let mut profile = super::super::output::tests::sample_profile();
+        profile.stacks[0].container = Some(crate::container::pids::Tag {
+            id: "c".repeat(64),
+            name: "web".into(),
+            pod: Some("web-0".into()),
+            namespace: Some("shop".into()),
+        });
+        let p = build(&profile, 1);
+        let text = |i: i64| p.string_table[i as usize].as_str();
+        let labels = |s: &Sample| -> Vec<(String, String)> {
+            s.label
+                .iter()
+                .filter(|l| l.str != 0)
+                .map(|l| (text(l.key).to_string(), text(l.str).to_string()))
+                .collect()
+        };
+        let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert_eq!(
+            labels(&p.sample[0]),
+            pairs(&[
+                ("comm", "w"),
+                ("container", "web"),
+                ("pod", "web-0"),
+                ("namespace", "shop")
+            ])
+        );
+        assert_eq!(
+            labels(&p.sample[1]),
+            pairs(&[("comm", "w")]),
+            "a host process"
+        );
     }
 }

@@ -98,8 +98,14 @@ impl RawProfile {
                 frames,
                 unwinder,
                 value,
+                container: None,
             })
             .collect();
+        let pids: std::collections::HashSet<u32> = stacks.iter().map(|s| s.pid).collect();
+        let containers = crate::container::pids::tags_of(pids, CONTAINER_WAIT);
+        for s in &mut stacks {
+            s.container = containers.get(&s.pid).cloned();
+        }
         stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
         let unwinders = binary_unwinders(&stacks);
         let total = stacks.iter().map(|s| s.value).sum();
@@ -120,6 +126,9 @@ impl RawProfile {
         }
     }
 }
+
+/// Longest wait for the runtimes to name the containers of the profiled processes.
+const CONTAINER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per binary with user frames, the unwinders its samples went through.
 fn binary_unwinders(stacks: &[StackSample]) -> Vec<BinaryUnwinder> {

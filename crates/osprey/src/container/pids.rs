@@ -1,0 +1,80 @@
+//! Containers of processes by pid, for outputs built after the events (profile samples):
+//! each pid's cgroup from /proc, its runtime asked once per container, answers awaited for
+//! a bounded time. A process gone by then has no container.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::{resolve, Container, Containers, MetadataState};
+
+/// What a profile sample says of its container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Tag {
+    pub id: String,
+    /// The name, or the short id when the runtime did not answer.
+    pub name: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pod: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+impl Tag {
+    pub fn of(c: &Container) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.label().to_string(),
+            pod: c.pod_name().map(str::to_string),
+            namespace: c.pod_namespace().map(str::to_string),
+        }
+    }
+}
+
+/// The container of each pid that is in one (host processes and gone ones are left out),
+/// waiting at most `wait` for the runtimes' answers.
+pub fn tags_of(pids: impl IntoIterator<Item = u32>, wait: Duration) -> HashMap<u32, Tag> {
+    let mut registry = Containers::default();
+    let mut cgroups = HashMap::new();
+    for pid in pids {
+        let Some(cgroup) = resolve::v2_path_of_pid(pid).and_then(|p| resolve::id_of_path(&p))
+        else {
+            continue;
+        };
+        registry.note(cgroup, pid);
+        cgroups.insert(pid, cgroup);
+    }
+    let deadline = Instant::now() + wait;
+    let pending = |r: &Containers| {
+        r.containers()
+            .any(|c| matches!(c.metadata, MetadataState::Pending))
+    };
+    while pending(&registry) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+        registry.poll();
+    }
+    cgroups
+        .into_iter()
+        .filter_map(|(pid, cgroup)| {
+            let c = registry.get(cgroup).filter(|c| !c.is_host())?;
+            Some((pid, Tag::of(c)))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_processes_have_no_tag() {
+        let me = std::process::id();
+        let in_container = resolve::v2_path_of_pid(me)
+            .and_then(|p| super::super::cgroup_path::identify(&p))
+            .is_some();
+        let tags = tags_of([me, u32::MAX], Duration::from_millis(10));
+        assert_eq!(tags.contains_key(&me), in_container);
+        assert!(!tags.contains_key(&u32::MAX), "no such process");
+    }
+}
