@@ -245,3 +245,6 @@ fn a_broken_sigma_condition_is_an_error_at_file_line_col() {
 
 #[path = "rulesets/live.rs"]
 mod live;
+
+#[path = "rulesets/falco_containers.rs"]
+mod falco_containers;

@@ -17,6 +17,7 @@ pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
 pub use osprey_workload::{bpf_available, WORKLOAD};
 
 pub mod benign;
+pub mod podman;
 
 /// BPF tests run one at a time: they count exact events and compete for two cores.
 static SERIAL: Mutex<()> = Mutex::new(());

@@ -95,15 +95,16 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("evt.num", Type::Int, "the event's boot-time timestamp in ns (never 0)"),
     ("file.flagnames", Type::Str, "open flags by name: O_WRONLY|O_CREAT|O_TRUNC ..."),
     ("ptrace.request_name", Type::Str, "ptrace request by name: PTRACE_ATTACH, PTRACE_POKETEXT, ..."),
-    ("proc.is_exe_from_memfd", Type::Bool, "the executable is a memfd (exe path /memfd:...)"),
-    ("proc.is_exe_upper_layer", Type::Bool, "the executable is on a container's writable layer (false for host processes)"),
+    ("proc.is_exe_from_memfd", Type::Bool, "the executable is a memfd (exe path /memfd:..., or /dev/fd/N with the name memfd:...)"),
+    ("proc.is_exe_upper_layer", Type::Bool, "the executable is on a container's overlay upper (writable) layer, not from its image; false for host processes (read from /proc when asked)"),
     ("proc.tty", Type::Int, "controlling terminal number, 0 for none (read from /proc when asked: absent once the process has exited)"),
     ("proc.cwd", Type::Str, "working directory with a trailing / (read from /proc when asked)"),
     ("proc.duration", Type::Int, "ns since the process started (read from /proc when asked)"),
     ("proc.cap_effective", Type::Str, "effective capabilities by name, space separated (read from /proc when asked)"),
     ("proc.cap_permitted", Type::Str, "permitted capabilities by name (read from /proc when asked)"),
     ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
-    ("container.privileged", Type::Bool, "privileged container; false for host processes"),
+    ("file.raw_path", Type::Str, "the path as the syscall was given it (relative, or with `..`): open and path syscalls"),
+    ("container.privileged", Type::Bool, "privileged container (every capability of the host's bounding set, no seccomp filter; read from /proc when asked); false for host processes"),
 ];
 
 /// Index into FIELDS.
