@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::common::*;
-use super::rulesets;
+use super::{rule_set, rulesets, FALCO_HOST_LIVE};
 use serde_json::Value;
 
 /// A directory of harmless executables named as the rules expect.
@@ -332,6 +332,10 @@ fn falco_stable_rules_fire_on_their_behaviour() {
         "Read sensitive file trusted after startup",
         late_reader.id(),
     ));
+    assert_eq!(
+        rule_set(expected.iter().map(|e| e.0)),
+        rule_set(FALCO_HOST_LIVE.iter().copied())
+    );
     let done = tracer.stop();
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&shm);
