@@ -39,6 +39,15 @@ fn falco_container_rules_fire_in_podman() {
     if !bpf_available("falco_container_rules_fire_in_podman") {
         return;
     }
+    let script_installed = std::path::Path::new("/usr/bin/script").exists();
+    let why = "script (util-linux) is not installed";
+    if !osprey_workload::require(
+        "falco_container_rules_fire_in_podman",
+        script_installed,
+        why,
+    ) {
+        return;
+    }
     let Some(podman) = Podman::new("falco_container_rules") else {
         return;
     };
@@ -67,7 +76,7 @@ fn falco_container_rules_fire_in_podman() {
         podman.cmd_line(),
         then_linger("true")
     );
-    let script = Command::new("script")
+    let script = Command::new("/usr/bin/script")
         .args(["-qec", &terminal, "/dev/null"])
         .stdin(std::process::Stdio::null())
         .output()

@@ -206,8 +206,13 @@ impl<'a> Pipeline<'a> {
     pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
         self.more_pending = false;
         self.last_drain_records = 0;
-        let cutoff = crate::kernel::boot_time_ns();
         let n = self.capabilities.len();
+        // One ring is in order already.
+        let cutoff = if n > 1 {
+            crate::kernel::boot_time_ns()
+        } else {
+            u64::MAX
+        };
         let mut rings: Vec<RingPass> = (0..n).map(|_| RingPass::default()).collect();
         let mut heads: Vec<Option<Event>> = (0..n)
             .map(|i| {
