@@ -474,3 +474,59 @@ fn sigma_file_event_rules_keep_read_only_opens_in_the_kernel() {
         "the creation passed the prefilter: {alerts:#?}"
     );
 }
+
+/// An exec and the new process's very first open, with no delay between them, while
+/// another process floods the files ring with opens: the rule on the exec'd image (Sigma
+/// `Image`) fires for every one, because the exec (process ring) is handled before the
+/// open (files ring) whatever the rings' fill.
+#[test]
+fn image_rules_see_the_exec_before_the_first_open_under_load() {
+    if !bpf_available("image_rules_see_the_exec_before_the_first_open_under_load") {
+        return;
+    }
+    let _serial = serial();
+    let bins = Bins::new();
+    let tmp = TempDir::new("rulesets-order"); // under /tmp, as the rule wants
+    let rule = rulesets()
+        .join("sigma/rules/linux/file_event/file_event_lnx_wget_download_file_in_tmp_dir.yml");
+    let flood = tmp.path().join("flood");
+    std::fs::write(&flood, b"").unwrap();
+    let tracer = secure(std::slice::from_ref(&rule));
+    let mut flooders: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(WORKLOAD)
+                .args(["open", "100000000", flood.to_str().unwrap()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let wget = bins.get("wget", "/bin/busybox");
+    let pids: Vec<u32> = (0..200)
+        .map(|i| {
+            let path = tmp.path().join(format!("download-{i}"));
+            run(Command::new(&wget)
+                .arg0("busybox")
+                .args(["touch", path.to_str().unwrap()]))
+            .0
+        })
+        .collect();
+    for f in &mut flooders {
+        f.kill().unwrap();
+        f.wait().unwrap();
+    }
+    let done = tracer.stop();
+    let (_, dropped, _) = done.counters("file_open");
+    assert_eq!(dropped, 0, "the flood overran the files ring");
+    let alerts = alerts(&done);
+    let id = sigma_id(&rule);
+    let missed: Vec<&u32> = pids
+        .iter()
+        .filter(|p| raised(&alerts, "id", &id, **p).is_none())
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} first opens were handled before their exec: {missed:?}",
+        missed.len(),
+        pids.len()
+    );
+}
