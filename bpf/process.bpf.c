@@ -32,8 +32,93 @@ static __always_inline struct osprey_exec *exec_begin(struct osprey_scratch *s,
 	ev->dev = 0;
 	ev->exe_len = 0;
 	ev->exe_depth = 0;
+	ev->env_len = 0;
+	ev->_pad[0] = ev->_pad[1] = ev->_pad[2] = 0;
 	ev->stdio_sockets = stdio_socket_bits(task);
 	return ev;
+}
+
+/*
+ * Allow-listed environment variables, copied at a successful exec when a rule asks for
+ * them (user space sets exec_env_enabled). A variable is copied when its first 8 bytes
+ * are one of ENV_PREFIXES; user space keeps the exact names (process::env::ALLOWED).
+ */
+#define ENV_VARS_MAX 128  /* variables looked at per exec */
+#define ENV_VAR_MAX 512   /* bytes of one copied variable, NUL included */
+#define ENV_BYTES_MAX 2048 /* bytes of all copied variables */
+const volatile __u8 exec_env_enabled = 0;
+
+#define P8(a, b, c, d, e, f, g, h)                                                         \
+	((__u64)(a) | (__u64)(b) << 8 | (__u64)(c) << 16 | (__u64)(d) << 24 |               \
+	 (__u64)(e) << 32 | (__u64)(f) << 40 | (__u64)(g) << 48 | (__u64)(h) << 56)
+
+static __always_inline bool env_wanted(__u64 head)
+{
+	return head == P8('L', 'D', '_', 'P', 'R', 'E', 'L', 'O') ||
+	       head == P8('L', 'D', '_', 'L', 'I', 'B', 'R', 'A') ||
+	       head == P8('L', 'D', '_', 'A', 'U', 'D', 'I', 'T') ||
+	       head == P8('P', 'Y', 'T', 'H', 'O', 'N', 'P', 'A') ||
+	       head == P8('P', 'Y', 'T', 'H', 'O', 'N', 'H', 'O') ||
+	       head == P8('P', 'Y', 'T', 'H', 'O', 'N', 'S', 'T') ||
+	       head == P8('P', 'E', 'R', 'L', '5', 'L', 'I', 'B') ||
+	       head == P8('P', 'E', 'R', 'L', '5', 'O', 'P', 'T') ||
+	       head == P8('R', 'U', 'B', 'Y', 'L', 'I', 'B', '=') ||
+	       head == P8('R', 'U', 'B', 'Y', 'O', 'P', 'T', '=') ||
+	       head == P8('N', 'O', 'D', 'E', '_', 'O', 'P', 'T') ||
+	       head == P8('J', 'A', 'V', 'A', '_', 'T', 'O', 'O') ||
+	       head == P8('B', 'A', 'S', 'H', '_', 'E', 'N', 'V') ||
+	       head == P8('G', 'C', 'O', 'N', 'V', '_', 'P', 'A') ||
+	       head == P8('G', 'L', 'I', 'B', 'C', '_', 'T', 'U') ||
+	       head == P8('H', 'T', 'T', 'P', '_', 'P', 'R', 'O') ||
+	       head == P8('H', 'T', 'T', 'P', 'S', '_', 'P', 'R') ||
+	       head == P8('h', 't', 't', 'p', '_', 'p', 'r', 'o') ||
+	       head == P8('h', 't', 't', 'p', 's', '_', 'p', 'r');
+}
+
+struct env_scan {
+	struct osprey_scratch *s;
+	__u64 cur;
+	__u64 end;
+	__u32 start; /* s->off where the copied variables begin */
+};
+
+/* One variable: read it where the next kept one would go, keep it if wanted. */
+static long env_step(__u32 i, void *ctx)
+{
+	struct env_scan *e = ctx;
+	struct osprey_scratch *s = e->s;
+	if (e->cur >= e->end)
+		return 1;
+	__u32 off = s->off;
+	if (off - e->start + ENV_VAR_MAX > ENV_BYTES_MAX || off + ENV_VAR_MAX > OSPREY_DATA_CAP)
+		return 1;
+	char *var = s->data + OSPREY_MASK(off);
+	long n = bpf_probe_read_user_str(var, ENV_VAR_MAX, (void *)e->cur);
+	if (n <= 0)
+		return 1;
+	/* One helper call per variable: the name is compared where it was copied to. */
+	__u64 head;
+	__builtin_memcpy(&head, var, sizeof(head));
+	if (n > (long)sizeof(head) && env_wanted(head))
+		s->off = off + n;
+	/* A longer variable was cut: the rest is skipped as if it were the next one. */
+	e->cur += n == ENV_VAR_MAX ? n - 1 : n;
+	return 0;
+}
+
+static __always_inline void copy_env(struct osprey_scratch *s, struct osprey_exec *ev,
+				     struct mm_struct *mm)
+{
+	struct env_scan e = {
+		.s = s,
+		.cur = BPF_CORE_READ(mm, env_start),
+		.end = BPF_CORE_READ(mm, env_end),
+		.start = s->off,
+	};
+	OSPREY_LOOP(ENV_VARS_MAX, env_step, &e);
+	if (e.cur < e.end)
+		ev->status |= OSPREY_ST_ENV_TRUNCATED;
+	ev->env_len = s->off - e.start;
 }
 
 /* Successful exec: the new image is in place, so argv comes from its mm. */
@@ -84,6 +169,8 @@ static __always_inline int on_exec(struct task_struct *task, __u32 old_tid,
 		if (truncated)
 			ev->status |= OSPREY_ST_RESOLVED_TRUNCATED;
 	}
+	if (exec_env_enabled)
+		copy_env(s, ev, mm);
 	off = s->off;
 	osprey_emit(ev, sizeof(*ev) + OSPREY_MASK(off));
 	return 0;

@@ -10,6 +10,7 @@
 #define SIGKILL 9
 
 /* x86-64 syscall numbers */
+#define NR_SOCKET 41
 #define NR_CONNECT 42
 #define NR_BIND 49
 #define NR_LISTEN 50
@@ -36,6 +37,12 @@
 #define NR_SETFSGID 123
 #define NR_CAPSET 126
 #define NR_MOUNT 165
+#define NR_SETXATTR 188
+#define NR_LSETXATTR 189
+#define NR_FSETXATTR 190
+#define NR_REMOVEXATTR 197
+#define NR_LREMOVEXATTR 198
+#define NR_FREMOVEXATTR 199
 #define NR_UMOUNT2 166
 #define NR_INIT_MODULE 175
 #define NR_DELETE_MODULE 176
@@ -49,11 +56,18 @@
 #define NR_FCHMODAT 268
 #define NR_UNSHARE 272
 #define NR_SETNS 308
+#define NR_PROCESS_VM_READV 310
+#define NR_PROCESS_VM_WRITEV 311
 #define NR_FINIT_MODULE 313
 #define NR_RENAMEAT2 316
 #define NR_MEMFD_CREATE 319
 #define NR_BPF 321
 #define NR_FCHMODAT2 452
+#define NR_SETXATTRAT 463
+#define NR_REMOVEXATTRAT 466
+
+#define S_IFMT 0170000
+#define S_IFSOCK 0140000
 
 #define SOCKADDR_MAX 128
 
@@ -70,7 +84,7 @@ struct arg_layout {
 	__s8 dirfd;
 	__s8 path2;
 	__s8 fd;   /* fd whose file's own path is resolved */
-	__s8 addr; /* sockaddr pointer; its length is the next argument */
+	__s8 addr; /* sockaddr or xattr value pointer; its length is the next argument */
 	__u8 setid;
 };
 
@@ -85,10 +99,35 @@ static __always_inline bool layout_of(long nr, struct arg_layout *l)
 		return true;
 	case NR_PTRACE: case NR_INIT_MODULE: case NR_SETNS: case NR_UNSHARE:
 	case NR_KILL: case NR_TKILL: case NR_TGKILL: case NR_BPF:
+	case NR_SOCKET: case NR_PROCESS_VM_READV: case NR_PROCESS_VM_WRITEV:
 		return true;
 	case NR_FINIT_MODULE: case NR_FCHMOD: case NR_FCHOWN: case NR_FTRUNCATE:
 	case NR_LISTEN:
 		l->fd = 0;
+		return true;
+	/* xattr calls: path2 holds the attribute name (not a path), addr the value */
+	case NR_SETXATTR: case NR_LSETXATTR:
+		l->path = 0;
+		l->path2 = 1;
+		l->addr = 2;
+		return true;
+	case NR_FSETXATTR:
+		l->fd = 0;
+		l->path2 = 1;
+		l->addr = 2;
+		return true;
+	case NR_REMOVEXATTR: case NR_LREMOVEXATTR:
+		l->path = 0;
+		l->path2 = 1;
+		return true;
+	case NR_FREMOVEXATTR:
+		l->fd = 0;
+		l->path2 = 1;
+		return true;
+	case NR_SETXATTRAT: case NR_REMOVEXATTRAT: /* value of setxattrat: see xattrat_value */
+		l->dirfd = 0;
+		l->path = 1;
+		l->path2 = 3;
 		return true;
 	case NR_DELETE_MODULE: case NR_MEMFD_CREATE:
 		l->path = 0;
@@ -352,6 +391,63 @@ static __always_inline __u16 walk_base(struct osprey_scratch *s, struct task_str
 
 #include "fim.h"
 
+/* The socket behind fd: its SOCK_* type and protocol (0, 0 when fd is not a socket). */
+static __always_inline void sock_of_fd(struct task_struct *task, long fd,
+				       struct osprey_sec_syscall *ev)
+{
+	struct file *f = osprey_fd_file(task, fd);
+	if (!f || (BPF_CORE_READ(f, f_inode, i_mode) & S_IFMT) != S_IFSOCK)
+		return;
+	struct socket *sock = BPF_CORE_READ(f, private_data);
+	struct sock *sk = BPF_CORE_READ(sock, sk);
+	if (!sk)
+		return;
+	ev->sock_type = BPF_CORE_READ(sk, sk_type);
+	ev->sock_proto = BPF_CORE_READ(sk, sk_protocol);
+}
+
+/* The number of `pid` in its own (innermost) namespace: what the caller's pids mean. */
+static __always_inline int ns_nr(struct pid *pid)
+{
+	unsigned int level = BPF_CORE_READ(pid, level);
+	struct upid up = {};
+	if (level > 32)
+		return -1;
+	bpf_probe_read_kernel(&up, sizeof(up),
+			      (char *)pid + bpf_core_field_offset(struct pid, numbers) +
+				      level * sizeof(struct upid));
+	return up.nr;
+}
+
+/* process_vm_readv/writev naming the caller itself (its process or thread id as it sees them). */
+static __always_inline bool targets_self(struct task_struct *task, long pid)
+{
+	return pid == ns_nr(BPF_CORE_READ(task, thread_pid)) ||
+	       pid == ns_nr(BPF_CORE_READ(task, group_leader, thread_pid));
+}
+
+/* The value buffer of a setxattr-family call (connect/bind: the sockaddr) and its length. */
+static __always_inline __u64 user_buffer(long nr, struct arg_layout *l, __u64 *args, __u64 *len)
+{
+	*len = 0;
+	if (l->addr >= 0 && l->addr < 5) {
+		*len = args[l->addr + 1];
+		return args[l->addr];
+	}
+	if (nr == NR_SETXATTRAT) {
+		struct {
+			__u64 value;
+			__u32 size;
+			__u32 flags;
+		} xa = {};
+		if (bpf_probe_read_user(&xa, sizeof(xa), (void *)args[4]))
+			return 0;
+		*len = xa.size;
+		return xa.value;
+	}
+	return 0;
+}
+
 static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 {
 	long nr = BPF_CORE_READ(regs, orig_ax);
@@ -409,7 +505,13 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 		ev->status |= OSPREY_ST_OLD_IDS;
 		bpf_map_delete_elem(&sec_old_ids, &tid);
 	}
-	ev->_pad = 0;
+	ev->sock_type = 0;
+	ev->sock_proto = 0;
+	if (nr == NR_CONNECT || nr == NR_BIND || nr == NR_LISTEN)
+		sock_of_fd(task, (long)(int)args[0], ev);
+	if ((nr == NR_PROCESS_VM_READV || nr == NR_PROCESS_VM_WRITEV) &&
+	    targets_self(task, (long)(int)args[0]))
+		ev->status |= OSPREY_ST_TARGET_SELF;
 	ev->path_len = 0;
 	ev->path2_len = 0;
 	ev->resolved_len = 0;
@@ -468,8 +570,9 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 	(void)depth;
 	__u32 end = s->off;
 	ev->resolved_len = end - off;
-	if (l.addr >= 0 && l.addr < 6) {
-		__u64 len = args[2]; /* connect/bind: (fd, addr, addrlen) */
+	__u64 len;
+	__u64 ubuf = user_buffer(nr, &l, args, &len);
+	if (ubuf) {
 		if (len > SOCKADDR_MAX)
 			len = SOCKADDR_MAX;
 		/* Clang drops a plain `& 0xff` here (it knows len <= 128) and older verifiers lose
@@ -477,8 +580,7 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 		asm volatile("%[len] &= 0xff" : [len] "+r"(len));
 		end = OSPREY_MASK(end);
 		if (end + SOCKADDR_MAX <= OSPREY_DATA_CAP &&
-		    !bpf_probe_read_user(s->data + end, len & 0xff,
-					 (void *)args[l.addr])) {
+		    !bpf_probe_read_user(s->data + end, len & 0xff, (void *)ubuf)) {
 			ev->addr_len = len;
 			end += len;
 		}

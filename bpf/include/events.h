@@ -54,6 +54,8 @@ enum osprey_status_bits {
 	OSPREY_ST_RESOLVED2_BASE_DIR = 1 << 8, /* fim: resolved2 = directory to join with path2 */
 	OSPREY_ST_RESOLVED2_TRUNCATED = 1 << 9,
 	OSPREY_ST_DENIED = 1 << 10,            /* refused in the kernel before it happened (enforcement) */
+	OSPREY_ST_TARGET_SELF = 1 << 11,       /* process_vm_readv/writev: the target is the caller */
+	OSPREY_ST_ENV_TRUNCATED = 1 << 12,     /* exec: the environment was not scanned to its end */
 };
 
 /* Common header of every event; 64 bytes. */
@@ -97,7 +99,9 @@ struct osprey_file_open {
 /*
  * exec: successful (from sched_process_exec, ret 0) or failed (from execve/execveat
  * exit, ret -errno). data: filename (filename_len, NUL), argv (args_len bytes, each arg
- * NUL terminated), then the executable's resolved path components (leaf first).
+ * NUL terminated), then the executable's resolved path components (leaf first), then
+ * env_len bytes of allow-listed environment variables (successful execs only; see
+ * process.bpf.c), each `NAME=value` NUL terminated.
  */
 struct osprey_exec {
 	struct osprey_event_header hdr;
@@ -112,6 +116,8 @@ struct osprey_exec {
 	__u16 args_len;
 	__u16 exe_len;
 	__u16 exe_depth;
+	__u16 env_len;   /* allow-listed environment variables (NAME=value, each NUL terminated) */
+	__u16 _pad[3];
 	char data[];
 };
 
@@ -269,11 +275,13 @@ struct osprey_fault_mapping {
 /*
  * A security-relevant syscall (setuid family, capset, ptrace, modules, bpf, chmod/chown,
  * unlink/rename/truncate/link/symlink, memfd_create, connect/bind/listen, setns/unshare,
- * mount/umount, kill), read at exit so arguments and result come together.
+ * mount/umount, kill, setxattr/removexattr family, socket, process_vm_readv/writev), read
+ * at exit so arguments and result come together.
  * data: path as passed (path_len, NUL), second path (path2_len, NUL: rename/link target,
- * symlink contents, mount source), resolved components leaf first (resolved_len; the file
- * itself for fd-based calls, else the directory a relative path starts from, see
- * status), then addr_len bytes of the sockaddr (connect/bind).
+ * symlink contents, mount source, xattr name), resolved components leaf first
+ * (resolved_len; the file itself for fd-based calls, else the directory a relative path
+ * starts from, see status), then addr_len bytes of the sockaddr (connect/bind) or of the
+ * attribute value (setxattr family, at most 128 bytes).
  */
 struct osprey_sec_syscall {
 	struct osprey_event_header hdr;
@@ -286,8 +294,9 @@ struct osprey_sec_syscall {
 	__u16 path_len;
 	__u16 path2_len;
 	__u16 resolved_len;
-	__u16 addr_len;
-	__u16 _pad;
+	__u16 addr_len;  /* sockaddr (connect, bind) or xattr value (setxattr family) */
+	__u8 sock_type;  /* connect/bind/listen: the socket's SOCK_* type, 0 if not a socket */
+	__u8 sock_proto; /* its protocol (IPPROTO_TCP 6, IPPROTO_UDP 17, ...), low 8 bits */
 	char data[];
 };
 

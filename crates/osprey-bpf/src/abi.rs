@@ -137,6 +137,8 @@ pub mod status {
     pub const RESOLVED2_BASE_DIR: u16 = 1 << 8;
     pub const RESOLVED2_TRUNCATED: u16 = 1 << 9;
     pub const DENIED: u16 = 1 << 10;
+    pub const TARGET_SELF: u16 = 1 << 11;
+    pub const ENV_TRUNCATED: u16 = 1 << 12;
 }
 
 #[repr(C)]
@@ -189,6 +191,8 @@ pub struct Exec {
     pub args_len: u16,
     pub exe_len: u16,
     pub exe_depth: u16,
+    pub env_len: u16,
+    pub _pad: [u16; 3],
 }
 
 #[repr(C)]
@@ -448,7 +452,8 @@ pub struct SecSyscall {
     pub path2_len: u16,
     pub resolved_len: u16,
     pub addr_len: u16,
-    pub _pad: u16,
+    pub sock_type: u8,
+    pub sock_proto: u8,
 }
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

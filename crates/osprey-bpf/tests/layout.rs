@@ -162,13 +162,13 @@ fn rust_structs() -> Vec<RustStruct> {
         } flexible ["data"]),
         mirror!(Exec as "osprey_exec" {
             hdr, ret, ino, dev, argc, old_tid, status, stdio_sockets, filename_len, args_len,
-            exe_len, exe_depth,
+            exe_len, exe_depth, env_len, _pad,
         } flexible ["data"]),
         mirror!(Fork as "osprey_fork" { hdr, child_pid, child_tid, child_start_boot_ns }),
         mirror!(Exit as "osprey_exit" { hdr, start_boot_ns, exit_code, _pad }),
         mirror!(SecSyscall as "osprey_sec_syscall" {
             hdr, ret, args, nr, old_uid, old_euid, status, path_len, path2_len, resolved_len,
-            addr_len, _pad,
+            addr_len, sock_type, sock_proto,
         } flexible ["data"]),
         mirror!(TcpEndpoints as "osprey_tcp_endpoints" {
             family, lport, rport, active, owner_known, laddr, raddr,
@@ -570,6 +570,8 @@ fn rust_enums() -> Vec<EnumTable> {
                 ("OSPREY_ST_KILLED", w(status::KILLED)),
                 ("OSPREY_ST_OLD_IDS", w(status::OLD_IDS)),
                 ("OSPREY_ST_DENIED", w(status::DENIED)),
+                ("OSPREY_ST_TARGET_SELF", w(status::TARGET_SELF)),
+                ("OSPREY_ST_ENV_TRUNCATED", w(status::ENV_TRUNCATED)),
                 (
                     "OSPREY_ST_RESOLVED2_BASE_DIR",
                     w(status::RESOLVED2_BASE_DIR),

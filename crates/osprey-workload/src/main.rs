@@ -21,8 +21,14 @@
 //! osprey-workload proc-mem                    opens its own /proc/self/mem for writing
 //! osprey-workload unshare                     unshare(CLONE_NEWUTS) of itself
 //! osprey-workload memfd-exec                  runs /bin/true from a memfd
+//! osprey-workload exec-deleted COPY           copies /bin/sleep to COPY, opens and deletes
+//!                                             it, runs it (`sleep 2`) from the open fd
+//! osprey-workload fetch-write ADDR SRC DEST   connects to ADDR (`-`: no connection), reads
+//!                                             it to EOF, writes SRC's bytes to DEST (0755)
+//! osprey-workload finit-module PATH           finit_module of PATH (not a module: fails)
 //! osprey-workload open-write PATH             open(PATH, O_WRONLY|O_APPEND), writes nothing
 //! osprey-workload chmod-then-sleep PATH MS    chmod(PATH, 0644), then sleeps MS milliseconds
+//! (the detection-breadth triggers are listed in breadth.rs)
 //! osprey-workload tcp-serve ADDR REPLY         comm "tcp-server": listen on ADDR:0, print
 //!                                             the port, accept one connection, read until
 //!                                             EOF or REQUEST bytes (--expect N), send REPLY
@@ -222,7 +228,6 @@ fn main() {
             // SAFETY: affects only this process.
             check(unsafe { libc::unshare(libc::CLONE_NEWUTS) }, "unshare");
         }
-        Some("memfd-exec") => memfd_exec(),
         Some("open-write") => {
             let path = cpath(args.get(1).unwrap_or_else(|| usage()));
             // SAFETY: valid path; nothing is written.
@@ -237,7 +242,9 @@ fn main() {
             std::thread::sleep(std::time::Duration::from_millis(ms));
         }
         Some(cmd) if net::run(cmd, &args[1..]) => {}
+        Some(cmd) if drops::run(cmd, &args[1..]) => {}
         Some(cmd) if attach::run(cmd, &args[1..]) => {}
+        Some(cmd) if breadth::run(cmd, &args[1..]) => {}
         Some("syscall-mix") => {
             let getppids = number(args.get(1));
             let failing_opens = number(args.get(2));
@@ -505,36 +512,7 @@ fn reverse_shell() {
     }
 }
 
-fn memfd_exec() {
-    let image = std::fs::read("/bin/true").expect("read /bin/true");
-    let name = CString::new("osprey-memfd").unwrap();
-    // SAFETY: plain syscalls on our own fds.
-    unsafe {
-        let fd = libc::memfd_create(name.as_ptr(), 0);
-        check(fd, "memfd_create");
-        check(
-            libc::write(fd, image.as_ptr().cast(), image.len()) as i32,
-            "write memfd",
-        );
-        let empty = CString::new("").unwrap();
-        let arg0 = CString::new("true").unwrap();
-        let argv = [arg0.as_ptr(), std::ptr::null()];
-        let envp: [*const libc::c_char; 1] = [std::ptr::null()];
-        let child = libc::fork();
-        if child == 0 {
-            libc::syscall(
-                libc::SYS_execveat,
-                fd,
-                empty.as_ptr(),
-                argv.as_ptr(),
-                envp.as_ptr(),
-                libc::AT_EMPTY_PATH,
-            );
-            libc::_exit(127);
-        }
-        let mut status = 0;
-        libc::waitpid(child, &mut status, 0);
-    }
-}
 mod attach;
+mod breadth;
+mod drops;
 mod net;

@@ -31,30 +31,9 @@ pub fn run_benign_workload() {
             .arg(build.join("hello.c")),
     );
     quiet(&mut Command::new(build.join("hello")));
-    quiet(
-        Command::new("git")
-            .args(["init", "-q"])
-            .current_dir(repo.path()),
-    );
-    std::fs::write(repo.path().join("f.txt"), b"x").unwrap();
-    quiet(
-        Command::new("git")
-            .args(["add", "f.txt"])
-            .current_dir(repo.path()),
-    );
-    quiet(
-        Command::new("git")
-            .args([
-                "-c",
-                "user.name=o",
-                "-c",
-                "user.email=o@example.invalid",
-                "commit",
-                "-qm",
-                "m",
-            ])
-            .current_dir(repo.path()),
-    );
+    for mut git in git_init_and_commit(repo.path()) {
+        quiet(&mut git);
+    }
     quiet(Command::new("python3").arg("-c").arg(
         "import sqlite3,tempfile,os\nd=tempfile.mkdtemp()\nc=sqlite3.connect(os.path.join(d,'t.db'))\nc.execute('create table t(x)')\nc.execute('insert into t values (1)')\nc.commit()\nc.close()",
     ));
@@ -63,4 +42,28 @@ pub fn run_benign_workload() {
     ));
     quiet(Command::new("dpkg").arg("-l"));
     let _ = std::fs::remove_dir_all(&build);
+}
+
+/// The commands that make a git repository in `repo` (an empty directory) and commit one file
+/// to it; the file is written here.
+pub fn git_init_and_commit(repo: &std::path::Path) -> Vec<Command> {
+    std::fs::write(repo.join("f.txt"), b"x").unwrap();
+    let git = |args: &[&str]| {
+        let mut c = Command::new("git");
+        c.args(args).current_dir(repo);
+        c
+    };
+    vec![
+        git(&["init", "-q"]),
+        git(&["add", "f.txt"]),
+        git(&[
+            "-c",
+            "user.name=o",
+            "-c",
+            "user.email=o@example.invalid",
+            "commit",
+            "-qm",
+            "m",
+        ]),
+    ]
 }

@@ -16,6 +16,7 @@ use serde_json::Value;
 pub const OSPREY: &str = env!("CARGO_BIN_EXE_osprey");
 pub use osprey_workload::{bpf_available, WORKLOAD};
 
+pub mod alerts;
 pub mod benign;
 pub mod podman;
 
@@ -377,7 +378,7 @@ pub fn assert_well_formed_xml(text: &str) {
     }
 }
 
-/// An `exec_from_temporary_location` alert for a program under our cargo target directory
+/// A `drop_and_execute` alert for a program under our cargo target directory
 /// (test binaries, workloads the tests copy to target/tmp): it fires only because the
 /// checkout lives under /tmp, as CI clones may.
 /// The pid of a process that has exited and been reaped: a target that does not exist.
@@ -390,7 +391,7 @@ pub fn gone_pid() -> String {
 
 pub fn is_build_tree_exec_alert(alert: &Value) -> bool {
     let build_dir = WORKLOAD.path().ancestors().nth(2).unwrap();
-    alert["rule"] == "exec_from_temporary_location"
+    alert["rule"] == "drop_and_execute"
         && ["exe", "filename"].iter().any(|f| {
             alert["event"][f]
                 .as_str()

@@ -105,17 +105,28 @@ pub static MODULES: &[&dyn AgentModule] = &[
         name: "process",
         spec: process::SPEC,
         settings: |c| &c.modules.process,
+        // The security module's rules may read exec environments (proc.env): the default
+        // rules do.
+        globals: |c| {
+            if c.modules.security.enabled {
+                process::env::globals()
+            } else {
+                Vec::new()
+            }
+        },
     },
     &Security,
     &Simple {
         name: "files",
         spec: files::SPEC,
         settings: |c| &c.modules.files,
+        globals: |_| Vec::new(),
     },
     &Simple {
         name: "tcp",
         spec: crate::net::tcp::SPEC,
         settings: |c| &c.modules.tcp,
+        globals: |_| Vec::new(),
     },
     &Profile,
     &Flows,
@@ -145,7 +156,12 @@ struct Simple {
     name: &'static str,
     spec: CapabilitySpec,
     settings: fn(&AgentConfig) -> &ModuleConfig,
+    /// `.rodata` settings the object needs under this configuration.
+    globals: fn(&AgentConfig) -> Globals,
 }
+
+/// `.rodata` settings: (global's name, bytes).
+type Globals = Vec<(&'static str, Vec<u8>)>;
 
 impl Simple {
     fn settings<'c>(&self, config: &'c AgentConfig) -> &'c ModuleConfig {
@@ -172,7 +188,8 @@ impl AgentModule for Simple {
         _: &ModuleMetrics,
     ) -> Result<DetachedModule, AgentError> {
         let module = self.settings(config);
-        let options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
+        let mut options = load_options(module.rate_limit, module.ring_mib, module.comm.clone());
+        options.extra_globals.extend((self.globals)(config));
         let cap = load_capability(self.name, self.spec, &options)?;
         Ok(LoadedModule {
             notes: degraded_notes(&cap),

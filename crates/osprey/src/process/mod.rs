@@ -5,6 +5,8 @@
 //! execs copy up to 32 arguments of up to 255 bytes each from the caller's argv array.
 //! Beyond that `args_truncated` is true and `argc` still tells how many there were.
 
+pub mod env;
+
 use serde::ser::SerializeMap;
 
 use crate::abi::{self, kind, status};
@@ -76,7 +78,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
     default_ring_bytes: 8 << 20,
 };
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Exec {
     /// 0, or -errno for a failed exec.
     pub ret: i64,
@@ -91,6 +93,10 @@ pub struct Exec {
     pub old_tid: u32,
     /// Bit i: fd i (0, 1, 2) was a socket at exec.
     pub stdio_sockets: u16,
+    /// Allow-listed environment variables (`NAME=value`), when a rule asked for them.
+    pub env: Vec<Vec<u8>>,
+    /// The environment was not scanned to its end (too many or too long variables).
+    pub env_truncated: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -116,7 +122,7 @@ fn fixed<T: abi::Plain>(bytes: &[u8], kind: &'static str) -> Result<T, DecodeErr
 
 pub fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
     let raw: abi::Exec = fixed(bytes, "exec")?;
-    let [filename, _nul, args, exe] = split_tail(
+    let [filename, _nul, args, exe, env] = split_tail(
         bytes,
         std::mem::size_of::<abi::Exec>(),
         [
@@ -124,6 +130,7 @@ pub fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
             1,
             raw.args_len as usize,
             raw.exe_len as usize,
+            raw.env_len as usize,
         ],
         "exec",
     )?;
@@ -151,6 +158,8 @@ pub fn decode_exec(bytes: &[u8]) -> Result<Exec, DecodeError> {
         dev: raw.dev,
         old_tid: raw.old_tid,
         stdio_sockets: raw.stdio_sockets,
+        env: env::allowed(env),
+        env_truncated: raw.status & status::ENV_TRUNCATED != 0,
     })
 }
 
@@ -187,6 +196,12 @@ impl Exec {
             .filter(|i| self.stdio_sockets & (1 << i) != 0)
             .collect();
         map.serialize_entry("stdio_sockets", &sockets)?;
+        if !self.env.is_empty() {
+            map.serialize_entry("env", &JsonArgs(&self.env))?;
+        }
+        if self.env_truncated {
+            map.serialize_entry("env_truncated", &true)?;
+        }
         Ok(())
     }
 

@@ -3,9 +3,11 @@
 //! mechanisms only by what they leave in events (EPERM, a denied connect, a kill).
 
 use crate::pipeline::cache::ProcessContext;
-use crate::pipeline::detect::{Alert, AlertOrigin, Detector};
+use crate::pipeline::detect::{Alert, AlertOrigin, AlertWriter, Detector};
 use crate::pipeline::event::{Event, Payload};
 
+use super::facts::{drops, rule_uses_fields, FactsView};
+use super::fim::detector::OwnedContext;
 use super::rules::fields::View;
 use super::rules::{Action, Rule, RuleSet};
 
@@ -15,10 +17,19 @@ pub const KILL_NOTE: &str =
 
 pub struct RulesDetector {
     pub rules: RuleSet,
+    /// What earlier events tell about later ones, for the rules that ask.
+    pub facts: crate::security::facts::Facts,
+    /// Execs to judge again after the drain (see `Derived::undecided`).
+    pub(crate) deferred: Vec<(Event, OwnedContext)>,
     pub enforcing: bool,
     /// Deny rules are enforced by BPF LSM: an EPERM on a matching open/exec is our denial.
     pub kernel_deny: bool,
 }
+
+/// How long at most an exec of an unknown file in a temporary directory waits for its write.
+const DEFER_NS: u64 = 30_000_000_000;
+/// Execs waiting at most (beyond, an exec is judged once, as it is seen).
+const MAX_DEFERRED: usize = 4096;
 
 /// Said in every alert of a deny the kernel enforced.
 pub const LSM_NOTE: &str = "denied in the kernel before it happened (BPF LSM)";
@@ -105,12 +116,24 @@ impl Detector for RulesDetector {
         ctx: &ProcessContext<'_>,
         raise: &mut dyn FnMut(Alert<'_>),
     ) {
-        let view = View {
-            event,
-            process: ctx,
-        };
-        for rule in &self.rules.rules {
-            if rule.matches(&view) {
+        let derived = self.facts.observe(event, ctx);
+        if derived.undecided && self.deferred.len() < MAX_DEFERRED {
+            self.deferred.push((event.clone(), OwnedContext::of(ctx)));
+        }
+        // An event that changed several accounts is seen once per account; a rule fires
+        // at most once per event.
+        let mut fired = vec![false; self.rules.rules.len()];
+        for facts in derived.views() {
+            let view = View {
+                event,
+                process: ctx,
+                facts,
+            };
+            for (rule, fired) in self.rules.rules.iter().zip(fired.iter_mut()) {
+                if *fired || !rule.matches(&view) {
+                    continue;
+                }
+                *fired = true;
                 if self.kernel_deny && rule.action == Action::Deny && denied_with_eperm(event) {
                     raise(alert_for(rule, &view, ("blocked", Some(LSM_NOTE))));
                     continue;
@@ -120,5 +143,46 @@ impl Detector for RulesDetector {
                 }
             }
         }
+    }
+
+    /// Execs of files in temporary directories whose write was still queued when they were
+    /// judged: the drop rules that match now, and did not then, alert now.
+    fn tick(&mut self, now_boot_ns: u64, alerts: &mut AlertWriter) -> std::io::Result<()> {
+        for (event, owned) in std::mem::take(&mut self.deferred) {
+            let Some(dropper) = self.facts.dropper_of(&event) else {
+                // The write may still be queued (a drain stops at its budget, user space may
+                // lag): look again at the next ticks until the rings are past the exec.
+                let at = event.header.ts_boot_ns;
+                if !self.facts.caught_up(at) && now_boot_ns < at.saturating_add(DEFER_NS) {
+                    self.deferred.push((event, owned));
+                }
+                continue;
+            };
+            let ctx = owned.view();
+            let before = View {
+                event: &event,
+                process: &ctx,
+                facts: FactsView::default(),
+            };
+            let now = View {
+                facts: FactsView {
+                    dropper: Some(&dropper),
+                    account: None,
+                },
+                ..before
+            };
+            for rule in &self.rules.rules {
+                if rule_uses_fields(rule, drops::FIELDS)
+                    && rule.matches(&now)
+                    && !rule.matches(&before)
+                {
+                    if let Some(o) = outcome(rule, &event, self.enforcing) {
+                        alerts.write(&alert_for(rule, &now, o), &event, &ctx)?;
+                    }
+                }
+            }
+        }
+        self.facts.sweep();
+        Ok(())
     }
 }

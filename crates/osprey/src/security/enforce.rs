@@ -179,6 +179,7 @@ impl Fanotify {
             let view = View {
                 event: &event,
                 process: &ctx,
+                facts: Default::default(),
             };
             deny.iter().position(|r| r.matches(&view))
         };
@@ -190,6 +191,7 @@ impl Fanotify {
         let view = View {
             event: &event,
             process: &ctx,
+            facts: Default::default(),
         };
         let alert = alert_for(&deny[i], &view, ("blocked", Some(FANOTIFY_NOTE)));
         let mut w = alerts.lock().unwrap_or_else(|e| e.into_inner());
@@ -212,6 +214,8 @@ fn permission_payload(exec: bool, path: &[u8], ret: i64) -> Payload {
             dev: 0,
             old_tid: 0,
             stdio_sockets: 0,
+            env: Vec::new(),
+            env_truncated: false,
         })
     } else {
         Payload::FileOpen(crate::files::FileOpen {

@@ -3,10 +3,12 @@
 //! alerts, and enforcement; `session` puts them together once for both users.
 
 pub mod baseline;
+pub mod classes;
 pub mod connect_deny;
 pub mod detect;
 pub mod enforce;
 mod enforce_object;
+pub mod facts;
 pub mod fim;
 pub mod kernel_maps;
 pub mod kill;

@@ -10,6 +10,7 @@ use crate::wire::{split_tail, DecodeError};
 
 /// (x86-64 number, name, class used as `evt.kind` by rules)
 pub const SYSCALLS: &[(u32, &str, &str)] = &[
+    (41, "socket", "socket"),
     (42, "connect", "connect"),
     (49, "bind", "bind"),
     (50, "listen", "listen"),
@@ -37,6 +38,12 @@ pub const SYSCALLS: &[(u32, &str, &str)] = &[
     (126, "capset", "capset"),
     (165, "mount", "mount"),
     (166, "umount2", "umount"),
+    (188, "setxattr", "xattr"),
+    (189, "lsetxattr", "xattr"),
+    (190, "fsetxattr", "xattr"),
+    (197, "removexattr", "xattr"),
+    (198, "lremovexattr", "xattr"),
+    (199, "fremovexattr", "xattr"),
     (175, "init_module", "module"),
     (176, "delete_module", "module"),
     (200, "tkill", "kill"),
@@ -49,11 +56,15 @@ pub const SYSCALLS: &[(u32, &str, &str)] = &[
     (268, "fchmodat", "chmod"),
     (272, "unshare", "unshare"),
     (308, "setns", "setns"),
+    (310, "process_vm_readv", "process_vm"),
+    (311, "process_vm_writev", "process_vm"),
     (313, "finit_module", "module"),
     (316, "renameat2", "rename"),
     (319, "memfd_create", "memfd"),
     (321, "bpf", "bpf"),
     (452, "fchmodat2", "chmod"),
+    (463, "setxattrat", "xattr"),
+    (466, "removexattrat", "xattr"),
 ];
 
 pub fn syscall_name(nr: u32) -> &'static str {
@@ -76,7 +87,7 @@ pub fn classes() -> impl Iterator<Item = &'static str> {
     seen.into_iter()
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SecSyscall {
     pub nr: u32,
     pub ret: i64,
@@ -88,9 +99,15 @@ pub struct SecSyscall {
     pub path: Vec<u8>,
     /// Absolute form of `path`, or of the fd's file for fd-based calls.
     pub abs_path: Vec<u8>,
-    /// Second path: rename/link target, symlink contents, mount source.
+    /// Second path: rename/link target, symlink contents, mount source; the attribute
+    /// name of the xattr calls.
     pub path2: Vec<u8>,
     pub addr: Option<SockAddr>,
+    /// The value of a setxattr-family call (at most 128 bytes).
+    pub xattr_value: Vec<u8>,
+    /// connect/bind/listen: the socket's SOCK_* type and protocol (0 when unknown).
+    pub sock_type: u8,
+    pub sock_proto: u8,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +201,7 @@ pub fn decode(bytes: &[u8]) -> Result<SecSyscall, DecodeError> {
     )?;
     let abs_path =
         crate::files::absolute_path(raw.status, path, resolved).unwrap_or_else(|| path.to_vec());
+    let xattr = syscall_class(raw.nr) == "xattr";
     Ok(SecSyscall {
         nr: raw.nr,
         ret: raw.ret,
@@ -194,11 +212,14 @@ pub fn decode(bytes: &[u8]) -> Result<SecSyscall, DecodeError> {
         path: path.to_vec(),
         abs_path,
         path2: path2.to_vec(),
-        addr: if addr.is_empty() {
+        addr: if addr.is_empty() || xattr {
             None
         } else {
             SockAddr::parse(addr)
         },
+        xattr_value: if xattr { addr.to_vec() } else { Vec::new() },
+        sock_type: raw.sock_type,
+        sock_proto: raw.sock_proto,
     })
 }
 
@@ -255,10 +276,12 @@ impl SecSyscall {
         }
     }
 
-    /// Target process of kill/tkill/tgkill and ptrace.
+    /// Target process of kill/tkill/tgkill, ptrace and process_vm_readv/writev.
     pub fn target_pid(&self) -> Option<i64> {
         match self.name() {
-            "kill" | "tkill" | "tgkill" => Some(self.arg_i32(0)),
+            "kill" | "tkill" | "tgkill" | "process_vm_readv" | "process_vm_writev" => {
+                Some(self.arg_i32(0))
+            }
             "ptrace" => Some(self.arg_i32(1)),
             _ => None,
         }
@@ -286,9 +309,12 @@ impl SecSyscall {
         } else if !self.abs_path.is_empty() {
             write_bytes_field(map, "abs_path", "abs_path_b64", &self.abs_path)?;
         }
-        if !self.path2.is_empty() {
+        if self.class() == "xattr" {
+            write_bytes_field(map, "xattr_name", "xattr_name_b64", &self.path2)?;
+        } else if !self.path2.is_empty() {
             write_bytes_field(map, "path2", "path2_b64", &self.path2)?;
         }
+        super::classes::write_json(self, map)?;
         if let Some(addr) = &self.addr {
             write_bytes_field(map, "addr", "addr_b64", &addr.text())?;
         }
@@ -319,7 +345,10 @@ impl SecSyscall {
             out.push(' ');
             out.push_str(&crate::wire::text::escape_for_terminal(shown));
         }
-        if !self.path2.is_empty() {
+        if self.class() == "xattr" {
+            out.push(' ');
+            out.push_str(&crate::wire::text::escape_for_terminal(&self.path2));
+        } else if !self.path2.is_empty() {
             out.push_str(" -> ");
             out.push_str(&crate::wire::text::escape_for_terminal(&self.path2));
         }
@@ -327,6 +356,7 @@ impl SecSyscall {
             out.push(' ');
             out.push_str(&String::from_utf8_lossy(&a.text()));
         }
+        super::classes::table_details(self, &mut out);
         out
     }
 }

@@ -174,7 +174,7 @@ pub fn classify(
 }
 
 /// The process context of an event, owned: the alert is written after the event has gone.
-struct OwnedContext {
+pub(crate) struct OwnedContext {
     pid: u32,
     tid: u32,
     ppid: u32,
@@ -189,7 +189,7 @@ struct OwnedContext {
 }
 
 impl OwnedContext {
-    fn of(ctx: &ProcessContext<'_>) -> Self {
+    pub(crate) fn of(ctx: &ProcessContext<'_>) -> Self {
         Self {
             pid: ctx.pid,
             tid: ctx.tid,
@@ -205,7 +205,7 @@ impl OwnedContext {
         }
     }
 
-    fn view(&self) -> ProcessContext<'_> {
+    pub(crate) fn view(&self) -> ProcessContext<'_> {
         ProcessContext {
             pid: self.pid,
             tid: self.tid,

@@ -20,6 +20,8 @@ fn exec_event(comm: &str, exe: &str, args: &[&str]) -> Event {
             dev: 1,
             old_tid: 7,
             stdio_sockets: 0,
+            env: Vec::new(),
+            env_truncated: false,
         }),
     )
 }
@@ -169,10 +171,11 @@ fn falco_lists_macros_overrides_and_exceptions() {
     let view = View {
         event: &hit,
         process: &ctx,
+        facts: Default::default(),
     };
     assert_eq!(
         rule.render_output(&view),
-        "shell zsh (<NA>) cmd=zsh -c evil env=<NA>"
+        "shell zsh (<NA>) cmd=zsh -c evil env="
     );
 }
 

@@ -32,6 +32,10 @@ fn literal_eq(v: &Value<'_>, l: &Literal) -> bool {
         (Value::Int(i), Literal::Int(x)) => i == x,
         (Value::Bool(b), Literal::Bool(x)) => b == x,
         (Value::StrList(items), Literal::Str(x)) => items.contains(&x.as_slice()),
+        (Value::Str(s), Literal::Cidr(net)) => std::str::from_utf8(s)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .is_some_and(|ip| net.contains(ip)),
         _ => false,
     }
 }

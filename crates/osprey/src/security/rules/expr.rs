@@ -529,6 +529,8 @@ fn parse_literal(text: &str, ty: Type) -> Option<Literal> {
             _ => None,
         },
         Type::Int => parse_int(text).map(Literal::Int),
+        // Falco's lists of networks quote their items ('"10.0.0.0/8"').
+        Type::Net => Cidr::parse(text.trim_matches('"')).map(Literal::Cidr),
     }
 }
 

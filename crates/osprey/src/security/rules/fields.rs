@@ -14,6 +14,9 @@ pub enum Type {
     Bool,
     /// A list of strings: `contains` tests membership, `in` any overlap.
     StrList,
+    /// An IP address compared with networks: `=`, `!=` and `in` test containment in
+    /// `a.b.c.d/n` (a bare address is a /32 or /128).
+    Net,
 }
 
 impl Type {
@@ -23,13 +26,14 @@ impl Type {
             Type::Int => "an integer",
             Type::Bool => "a boolean",
             Type::StrList => "a string list",
+            Type::Net => "a network (a.b.c.d/n)",
         }
     }
 }
 
 /// Every field: name, type, description (for `osprey rules fields` and errors).
 pub const FIELDS: &[(&str, Type, &str)] = &[
-    ("evt.kind", Type::Str, "open, exec, setid, capset, ptrace, module, bpf, chmod, chown, unlink, rename, truncate, link, symlink, memfd, connect, bind, listen, setns, unshare, mount, umount, kill"),
+    ("evt.kind", Type::Str, "open, exec, setid, capset, ptrace, module, bpf, chmod, chown, unlink, rename, truncate, link, symlink, memfd, connect, bind, listen, setns, unshare, mount, umount, kill, xattr, socket, process_vm"),
     ("evt.syscall", Type::Str, "syscall name (openat, execve, setresuid, ...)"),
     ("evt.ret", Type::Int, "syscall result (fd, 0, or -errno)"),
     ("evt.failed", Type::Bool, "the syscall returned an error"),
@@ -67,7 +71,7 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("chown.uid", Type::Int, "uid argument of chown (-1: unchanged)"),
     ("chown.gid", Type::Int, "gid argument of chown (-1: unchanged)"),
     ("ptrace.request", Type::Int, "ptrace request (16 PTRACE_ATTACH, 0x4206 PTRACE_SEIZE, ...)"),
-    ("target.pid", Type::Int, "target of ptrace or kill"),
+    ("target.pid", Type::Int, "target of ptrace, kill, process_vm_readv/writev; PID of an open of /proc/PID/mem or of a mount over /proc/PID"),
     ("kill.signal", Type::Int, "signal of kill/tkill/tgkill"),
     ("bpf.cmd", Type::Int, "bpf() command (0 MAP_CREATE, 5 PROG_LOAD, ...)"),
     ("ns.flags", Type::Int, "CLONE_NEW* flags of setns/unshare"),
@@ -105,6 +109,48 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("user.loginuid", Type::Int, "audit login uid, -1 when unset (read from /proc when asked)"),
     ("file.raw_path", Type::Str, "the path as the syscall was given it (relative, or with `..`): open and path syscalls"),
     ("container.privileged", Type::Bool, "privileged container (every capability of the host's bounding set, no seccomp filter; read from /proc when asked); false for host processes"),
+    ("fs.path.target", Type::Str, "the path the event changes: an open for writing's path, a rename/link destination, a symlink's new name, a truncated, chmod-ed or chown-ed file"),
+    ("exec.dropped", Type::Bool, "the executed file was written or made executable in /tmp, /var/tmp or /dev/shm by something other than a toolchain, or downloaded there"),
+    ("exec.dropper", Type::Str, "command name of the process that dropped the executed file"),
+    ("exec.deleted", Type::Bool, "the executed file was deleted while the program ran (seen in /proc when the exec is processed)"),
+    ("exec.drop_how", Type::Str, "written, downloaded (by a process with a network connection) or made executable"),
+    ("account.name", Type::Str, "an account a rename or link onto /etc/passwd or /etc/group created or changed"),
+    ("account.uid", Type::Int, "that account's uid"),
+    ("account.gid", Type::Int, "that account's primary gid"),
+    ("account.groups", Type::StrList, "groups the account joined in the change (its primary group when new or changed)"),
+    ("account.new", Type::Bool, "the account did not exist before the change"),
+    // Event classes of fields_events.rs.
+    ("xattr.name", Type::Str, "attribute name of setxattr/removexattr and their l/f/at forms"),
+    ("xattr.cap_permitted", Type::Str, "setxattr of security.capability: permitted capabilities by name (cap_setuid cap_net_raw)"),
+    ("xattr.cap_effective", Type::Str, "setxattr of security.capability: capabilities effective at exec (the permitted ones with the +e flag, else empty)"),
+    ("socket.family", Type::Str, "socket(): address family (AF_INET, AF_PACKET, ...)"),
+    ("socket.type", Type::Str, "socket(): SOCK_STREAM, SOCK_DGRAM, SOCK_RAW, ..."),
+    ("socket.protocol", Type::Int, "socket(): protocol argument"),
+    ("net.l4proto", Type::Str, "tcp, udp, icmp or raw: of socket() (inet families) and of the socket of connect/bind/listen"),
+    ("net.connected", Type::Bool, "connect: the call connected (returned 0)"),
+    ("net.name_changed", Type::Bool, "connect/bind: the call named the socket's address (true when it succeeded or is in progress)"),
+    ("net.ipnet", Type::Net, "connect/bind IP address, compared with networks (= != in: a.b.c.d/n)"),
+    ("target.self", Type::Bool, "process_vm_readv/writev or an open of /proc/PID/mem names the caller itself"),
+    ("proc.env", Type::Str, "exec: the allow-listed environment variables (NAME=value, space separated)"),
+    ("proc.env[LD_PRELOAD]", Type::Str, "exec: value of LD_PRELOAD (absent when unset)"),
+    ("proc.env[LD_LIBRARY_PATH]", Type::Str, "exec: value of LD_LIBRARY_PATH"),
+    ("proc.env[LD_AUDIT]", Type::Str, "exec: value of LD_AUDIT"),
+    ("proc.env[PYTHONPATH]", Type::Str, "exec: value of PYTHONPATH"),
+    ("proc.env[PYTHONHOME]", Type::Str, "exec: value of PYTHONHOME"),
+    ("proc.env[PYTHONSTARTUP]", Type::Str, "exec: value of PYTHONSTARTUP"),
+    ("proc.env[PERL5LIB]", Type::Str, "exec: value of PERL5LIB"),
+    ("proc.env[PERL5OPT]", Type::Str, "exec: value of PERL5OPT"),
+    ("proc.env[RUBYLIB]", Type::Str, "exec: value of RUBYLIB"),
+    ("proc.env[RUBYOPT]", Type::Str, "exec: value of RUBYOPT"),
+    ("proc.env[NODE_OPTIONS]", Type::Str, "exec: value of NODE_OPTIONS"),
+    ("proc.env[JAVA_TOOL_OPTIONS]", Type::Str, "exec: value of JAVA_TOOL_OPTIONS"),
+    ("proc.env[BASH_ENV]", Type::Str, "exec: value of BASH_ENV"),
+    ("proc.env[GCONV_PATH]", Type::Str, "exec: value of GCONV_PATH"),
+    ("proc.env[GLIBC_TUNABLES]", Type::Str, "exec: value of GLIBC_TUNABLES"),
+    ("proc.env[HTTP_PROXY]", Type::Str, "exec: value of HTTP_PROXY"),
+    ("proc.env[HTTPS_PROXY]", Type::Str, "exec: value of HTTPS_PROXY"),
+    ("proc.env[http_proxy]", Type::Str, "exec: value of http_proxy"),
+    ("proc.env[https_proxy]", Type::Str, "exec: value of https_proxy"),
 ];
 
 /// Index into FIELDS.
@@ -145,6 +191,8 @@ const WRITE_FLAGS: u64 = 0o1 | 0o2 | 0o100 | 0o1000;
 pub struct View<'a> {
     pub event: &'a Event,
     pub process: &'a ProcessContext<'a>,
+    /// What earlier events say about this one (drops, account changes).
+    pub facts: crate::security::facts::FactsView<'a>,
 }
 
 fn base_name(path: &[u8]) -> &[u8] {
@@ -181,6 +229,9 @@ impl<'a> View<'a> {
 
     pub fn get(&self, id: FieldId) -> Option<Value<'a>> {
         let field = name(id);
+        if let Some(value) = self.class_field(field) {
+            return value;
+        }
         match field.split_once('.').map_or(field, |(family, _)| family) {
             "evt" => self.event_field(field),
             "proc" => self.process_field(field),
@@ -190,6 +241,7 @@ impl<'a> View<'a> {
                 .container_field(field)
                 .or_else(|| self.community_field(field)),
             "user" => self.community_field(field),
+            "fs" | "account" => self.facts_field(field),
             _ => self.syscall_field(field),
         }
     }
@@ -288,7 +340,7 @@ impl<'a> View<'a> {
             "file.path" => self.path().map(|b| Value::Str(Cow::Borrowed(b))),
             "file.name" => self.path().and_then(|b| str_(base_name(b))),
             "file.newpath" => sec
-                .filter(|s| !s.path2.is_empty())
+                .filter(|s| !s.path2.is_empty() && s.class() != "xattr")
                 .and_then(|s| str_(&s.path2)),
             "file.flags" => match payload {
                 Payload::FileOpen(f) => int(f.flags as i64),
@@ -330,7 +382,7 @@ impl<'a> View<'a> {
                 Payload::Exec(x) => Some(Value::Bool(x.stdio_sockets & 2 != 0)),
                 _ => None,
             },
-            _ => None,
+            _ => self.facts_field(field),
         }
     }
 

@@ -70,14 +70,18 @@ fn cap_bits(pid: u32, key: &str) -> Option<u64> {
 
 /// A capability set from /proc/PID/status (`CapEff:` or `CapPrm:`) by name.
 fn caps(pid: u32, key: &str) -> Option<String> {
-    let bits = cap_bits(pid, key)?;
+    cap_bits(pid, key).map(cap_names)
+}
+
+/// The capabilities of a set (bit i: capability i) by name, space separated.
+pub fn cap_names(bits: u64) -> String {
     let names: Vec<&str> = CAPS
         .iter()
         .enumerate()
         .filter(|(i, _)| bits & (1 << i) != 0)
         .map(|(_, n)| *n)
         .collect();
-    Some(names.join(" "))
+    names.join(" ")
 }
 
 /// A field read from /proc for `pid` at the time of an event at `ts_boot_ns`.

@@ -25,7 +25,9 @@ pub mod expr;
 mod falco;
 pub mod fields;
 mod fields_community;
-mod fields_proc;
+pub mod fields_events;
+mod fields_facts;
+pub(crate) mod fields_proc;
 mod lex;
 pub mod limits;
 mod literal;
@@ -420,4 +422,4 @@ fn load_own(sources: &[(&str, &str)]) -> Result<RuleSet, RuleErrors> {
 #[cfg(test)]
 mod community_tests;
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

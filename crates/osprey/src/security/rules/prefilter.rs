@@ -97,6 +97,15 @@ pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
             }
         }
     }
+    // Drop-and-execute facts come from writes in the temporary directories.
+    use crate::security::facts::{drops, uses_fields};
+    if uses_fields(rules, drops::FIELDS) {
+        all.extend(
+            drops::TEMP_DIRS
+                .iter()
+                .map(|d| PathPattern::Under(d.trim_end_matches('/').to_string())),
+        );
+    }
     OpenPrefilter::Patterns {
         paths: all,
         flags: all_flags,
@@ -204,11 +213,13 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
             ("file.path", op) => {
                 text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(*op), v))
             }
-            // An open has a target only when it creates the file.
-            ("file.target", op) => {
+            // An open has a target only when it creates the file (file.target) or opens it
+            // for writing (fs.path.target).
+            (target @ ("file.target" | "fs.path.target"), op) => {
                 match text(value).map(|v| path_pattern(case_sensitive(*op), v)) {
                     Some(c @ Constraint::Opens { .. }) => c,
-                    _ => flagged(O_CREAT),
+                    _ if target == "file.target" => flagged(O_CREAT),
+                    _ => flagged(WRITE_FLAGS),
                 }
             }
             ("file.create", Op::Eq) if *value == Literal::Bool(true) => flagged(O_CREAT),
@@ -232,8 +243,8 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
                     Constraint::NotOpen
                 }
             }
-            "file.path" | "file.name" => {
-                let is_path = field(*f) == "file.path";
+            "file.path" | "fs.path.target" | "file.name" => {
+                let is_path = field(*f) != "file.name";
                 union(set.iter().map(|l| match text(l) {
                     Some(v) if is_path => path_pattern(Op::Eq, v),
                     Some(v) => name_pattern(v),
@@ -329,6 +340,19 @@ mod tests {
         assert!(
             p.contains(&PathPattern::Under("/etc".into())),
             "from /etc/cron"
+        );
+        // Destination-path rules and the drop facts push their paths down too.
+        assert!(p.contains(&PathPattern::Name("authorized_keys".into())));
+        assert!(p.contains(&PathPattern::Under(
+            "/usr/lib/x86_64-linux-gnu/security".into()
+        )));
+        assert!(p.contains(&PathPattern::Under("/proc/sys/kernel/kptr_restrict".into())));
+        assert!(p.contains(&PathPattern::Under("/tmp".into())));
+        assert!(
+            !p.iter().any(
+                |x| matches!(x, PathPattern::Under(d) if d == "/" || d == "/usr/lib" || d == "/usr")
+            ),
+            "{p:?}"
         );
     }
 

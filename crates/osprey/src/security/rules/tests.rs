@@ -75,7 +75,7 @@ fn yaml_errors_unknown_keys_and_values() {
     assert!(e.message.contains("refers to itself"), "{e}");
 }
 
-pub(super) fn view_event(comm: &str, payload: Payload) -> Event {
+pub(crate) fn view_event(comm: &str, payload: Payload) -> Event {
     Event {
         header: Header {
             kind: 0,
@@ -92,7 +92,7 @@ pub(super) fn view_event(comm: &str, payload: Payload) -> Event {
     }
 }
 
-pub(super) fn context(event: &Event) -> ProcessContext<'_> {
+pub(crate) fn context(event: &Event) -> ProcessContext<'_> {
     ProcessContext {
         pid: event.header.pid,
         tid: event.header.tid,
@@ -114,6 +114,7 @@ pub(super) fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
     let view = View {
         event,
         process: &ctx,
+        facts: Default::default(),
     };
     set.rules
         .iter()
@@ -122,7 +123,7 @@ pub(super) fn matching(set: &RuleSet, event: &Event) -> Vec<String> {
         .collect()
 }
 
-pub(super) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
+pub(crate) fn open_event(comm: &str, path: &str, flags: u64) -> Event {
     view_event(
         comm,
         Payload::FileOpen(crate::files::FileOpen {
@@ -183,7 +184,8 @@ fn default_rules_match_and_exceptions_apply() {
     assert_eq!(
         rule.render_output(&View {
             event: &e,
-            process: &ctx
+            process: &ctx,
+            facts: Default::default(),
         }),
         "evil (pid 7, exe /usr/bin/x, parent <NA>) read /etc/shadow"
     );

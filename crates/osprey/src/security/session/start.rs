@@ -93,6 +93,9 @@ impl Prepared {
             if plan.is_none() {
                 options.roles = Some(crate::process::CACHE_ROLES.to_vec());
             }
+            if crate::security::rules::fields_events::rules_read_env(&rules) {
+                options.extra_globals.extend(crate::process::env::globals());
+            }
             capabilities.push(LoadedCapability::load(crate::process::SPEC, &options)?);
         }
         let kill = plan.as_ref().map(|p| p.kill.as_slice()).unwrap_or_default();
@@ -121,6 +124,8 @@ impl Prepared {
         summary.rules = rules.rules.len();
         summary.kernel_deny = enforcers.kernel_deny;
         let mut detectors: Vec<Box<dyn Detector>> = vec![Box::new(RulesDetector {
+            facts: crate::security::facts::Facts::for_rules(&rules),
+            deferred: Vec::new(),
             rules,
             enforcing: plan.is_some(),
             kernel_deny: enforcers.kernel_deny,

@@ -63,6 +63,16 @@ const SAME_AS: &[(&str, &str)] = &[
     ("thread.cap_effective", "proc.cap_effective"),
     ("thread.cap_permitted", "proc.cap_permitted"),
     ("user.loginuid", "user.loginuid"),
+    ("evt.arg.domain", "socket.family"),
+    ("evt.arg.proto", "socket.protocol"),
+    ("fd.l4proto", "net.l4proto"),
+    ("fd.connected", "net.connected"),
+    ("fd.name_changed", "net.name_changed"),
+    ("fd.ip", "net.ip"),
+    ("fd.net", "net.ipnet"),
+    ("fd.snet", "net.ipnet"),
+    ("fd.rnet", "net.ipnet"),
+    ("proc.env", "proc.env"),
 ];
 
 /// Field name prefixes Osprey cannot provide, and why.
@@ -79,16 +89,10 @@ const UNSUPPORTED: &[(&str, &str)] = &[
     ("group.name", "group names are not looked up"),
     ("k8s.", "Kubernetes metadata is not available"),
     ("container.", "container metadata other than id, name, image and privileged is not available"),
-    ("fd.l4proto", "the socket's protocol (tcp, udp) is not recorded with connect events"),
-    ("evt.arg.domain", "socket() calls are not traced"),
     ("fd.l", "the local address of a socket is not recorded"),
     ("fd.c", "the client side of a socket is not recorded"),
     ("fd.type", "descriptor types other than fd.typechar are not recorded"),
-    ("fd.net", "network fields other than fd.sip/fd.sport are not recorded"),
-    ("fd.snet", "network fields other than fd.sip/fd.sport are not recorded"),
     ("fd.sip.name", "DNS names of addresses are not known"),
-    ("fd.name_changed", "descriptor renames are not tracked"),
-    ("fd.connected", "socket state is not tracked"),
     ("evt.arg.", "Falco's rendered argument text is not produced; Osprey's typed fields (ptrace.request, file.mode, chown.uid, ...) hold the values"),
     ("evt.hostname", "the host name is not an event field"),
     ("evt.args", "raw argument text is not kept"),
@@ -101,8 +105,8 @@ pub fn resolve(name: &str) -> FieldRef {
         .find(|m| m.0 == name)
         .map(|m| m.1)
         .or_else(|| {
-            // proc.aname[2..7] are Osprey fields of the same name.
-            name.starts_with("proc.aname[").then_some(name)
+            // proc.aname[2..7] and proc.env[NAME] are Osprey fields of the same name.
+            (name.starts_with("proc.aname[") || name.starts_with("proc.env[")).then_some(name)
         });
     if let Some((id, ty)) = mapped.and_then(fields::lookup) {
         return FieldRef::Known(id, ty);

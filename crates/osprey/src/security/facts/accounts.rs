@@ -1,0 +1,221 @@
+//! Account facts: after a rename or link onto the passwd or group database, both are
+//! re-read and compared with the copies from before, giving each account that was created,
+//! whose uid or primary gid changed, or that joined groups.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+/// Fields that need this state.
+pub const FIELDS: &[&str] = &[
+    "account.name",
+    "account.uid",
+    "account.gid",
+    "account.groups",
+    "account.new",
+];
+
+/// One account a change created or changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountChange {
+    pub name: Vec<u8>,
+    pub uid: i64,
+    pub gid: i64,
+    /// Groups the account joined in this change: its primary group when it is new or its
+    /// gid changed, and groups that list it as a member now and did not before.
+    pub groups: Vec<Vec<u8>>,
+    /// The account did not exist before.
+    pub new: bool,
+}
+
+/// name -> (uid, gid)
+type Users = BTreeMap<Vec<u8>, (i64, i64)>;
+/// name -> (gid, members)
+type Groups = BTreeMap<Vec<u8>, (i64, BTreeSet<Vec<u8>>)>;
+
+pub struct Accounts {
+    passwd: PathBuf,
+    group: PathBuf,
+    /// The databases as last read (`None`: unreadable then; the next read sets a baseline).
+    users: Option<Users>,
+    groups: Option<Groups>,
+}
+
+fn fields(line: &[u8]) -> Vec<&[u8]> {
+    line.split(|&b| b == b':').collect()
+}
+
+fn number(b: &[u8]) -> Option<i64> {
+    std::str::from_utf8(b).ok()?.parse().ok()
+}
+
+fn read_users(path: &std::path::Path) -> Option<Users> {
+    let text = std::fs::read(path).ok()?;
+    Some(
+        text.split(|&b| b == b'\n')
+            .filter_map(|line| match fields(line).as_slice() {
+                [name, _, uid, gid, ..] if !name.is_empty() => {
+                    Some((name.to_vec(), (number(uid)?, number(gid)?)))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+fn read_groups(path: &std::path::Path) -> Option<Groups> {
+    let text = std::fs::read(path).ok()?;
+    Some(
+        text.split(|&b| b == b'\n')
+            .filter_map(|line| match fields(line).as_slice() {
+                [name, _, gid, members, ..] if !name.is_empty() => {
+                    let members = members
+                        .split(|&b| b == b',')
+                        .filter(|m| !m.is_empty())
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    Some((name.to_vec(), (number(gid)?, members)))
+                }
+                _ => None,
+            })
+            .collect(),
+    )
+}
+
+impl Accounts {
+    /// The system's databases, /etc/passwd and /etc/group, read now.
+    pub fn system() -> Self {
+        Self::new("/etc/passwd".into(), "/etc/group".into())
+    }
+
+    pub fn new(passwd: PathBuf, group: PathBuf) -> Self {
+        Accounts {
+            users: read_users(&passwd),
+            groups: read_groups(&group),
+            passwd,
+            group,
+        }
+    }
+
+    /// The accounts changed since the last look, when `changed` is one of the databases.
+    pub fn observe(&mut self, changed: &[u8]) -> Vec<AccountChange> {
+        use std::os::unix::ffi::OsStrExt;
+        if changed != self.passwd.as_os_str().as_bytes()
+            && changed != self.group.as_os_str().as_bytes()
+        {
+            return Vec::new();
+        }
+        let (users, groups) = (read_users(&self.passwd), read_groups(&self.group));
+        let out = match (&self.users, &self.groups, &users, &groups) {
+            (Some(ou), Some(og), Some(nu), Some(ng)) => diff(ou, og, nu, ng),
+            _ => Vec::new(),
+        };
+        if users.is_some() && groups.is_some() {
+            self.users = users;
+            self.groups = groups;
+        }
+        out
+    }
+}
+
+fn diff(
+    old_users: &Users,
+    old_groups: &Groups,
+    users: &Users,
+    groups: &Groups,
+) -> Vec<AccountChange> {
+    let group_name = |gid: i64| groups.iter().find(|g| g.1 .0 == gid).map(|g| g.0.clone());
+    let mut out: BTreeMap<Vec<u8>, AccountChange> = BTreeMap::new();
+    for (name, &(uid, gid)) in users {
+        let before = old_users.get(name);
+        if before == Some(&(uid, gid)) {
+            continue;
+        }
+        let gid_changed = before.is_none_or(|b| b.1 != gid);
+        out.insert(
+            name.clone(),
+            AccountChange {
+                name: name.clone(),
+                uid,
+                gid,
+                groups: gid_changed
+                    .then(|| group_name(gid))
+                    .flatten()
+                    .into_iter()
+                    .collect(),
+                new: before.is_none(),
+            },
+        );
+    }
+    for (group, (_, members)) in groups {
+        let before = old_groups.get(group).map(|g| &g.1);
+        for member in members
+            .iter()
+            .filter(|m| before.is_none_or(|b| !b.contains(*m)))
+        {
+            let Some(&(uid, gid)) = users.get(member) else {
+                continue;
+            };
+            let change = out.entry(member.clone()).or_insert_with(|| AccountChange {
+                name: member.clone(),
+                uid,
+                gid,
+                groups: Vec::new(),
+                new: false,
+            });
+            if !change.groups.contains(group) {
+                change.groups.push(group.clone());
+            }
+        }
+    }
+    out.into_values().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_accounts_uid_changes_and_group_joins_are_reported() {
+        let dir = std::env::temp_dir().join(format!("osprey-accounts-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(&group, "root:x:0:\nsudo:x:27:\nbob:x:1000:\n").unwrap();
+        let mut a = Accounts::new(passwd.clone(), group.clone());
+        let p = passwd.to_str().unwrap().as_bytes().to_vec();
+        assert!(a.observe(&p).is_empty());
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\nevil:x:0:0::/:/bin/sh\n",
+        )
+        .unwrap();
+        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n").unwrap();
+        let changes = a.observe(&p);
+        assert_eq!(
+            changes,
+            vec![
+                AccountChange {
+                    name: b"bob".to_vec(),
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![b"sudo".to_vec()],
+                    new: false
+                },
+                AccountChange {
+                    name: b"evil".to_vec(),
+                    uid: 0,
+                    gid: 0,
+                    groups: vec![b"root".to_vec()],
+                    new: true
+                },
+            ]
+        );
+        assert!(a.observe(&p).is_empty(), "reported once");
+        assert!(a.observe(b"/etc/hosts").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
