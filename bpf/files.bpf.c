@@ -18,12 +18,14 @@ struct open_how_user {
 
 /*
  * Optional prefilter (off unless user space sets prefilter_enabled, e.g. `osprey secure`):
- * only successful opens of a file whose own inode, or any ancestor directory's, is in
- * files_prefilter_inodes, or whose name is in files_prefilter_names, reach the ring.
- * Failed opens pass only with EPERM (a deny); everything else is counted as filtered.
+ * only successful opens with any of prefilter_open_flags (O_CREAT, O_WRONLY, ...) or of a
+ * file whose own inode, or any ancestor directory's, is in files_prefilter_inodes, or
+ * whose name is in files_prefilter_names, reach the ring. Failed opens pass only with
+ * EPERM (a deny); everything else is counted as filtered.
  */
 #define PREFILTER_NAME_LEN 32
 const volatile __u8 prefilter_enabled = 0;
+const volatile __u32 prefilter_open_flags = 0;
 
 struct prefilter_inode {
 	__u64 ino;
@@ -94,6 +96,20 @@ static __always_inline bool prefilter_pass(struct osprey_scratch *s, struct file
 	return s->walk_done;
 }
 
+/* The open flags of syscall `op` (creat's are implied). */
+static __always_inline __u32 open_flags_of(struct pt_regs *regs, __u16 op)
+{
+	if (op == OSPREY_OPEN)
+		return (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs);
+	if (op == OSPREY_CREAT)
+		return O_CREAT_WRONLY_TRUNC;
+	if (op == OSPREY_OPENAT)
+		return (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
+	__u64 flags = 0;
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+	return (__u32)flags;
+}
+
 static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 {
 	long nr = BPF_CORE_READ(regs, orig_ax);
@@ -118,7 +134,9 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	if (prefilter_enabled) {
 		struct file *opened = ret >= 0 ? osprey_fd_file(task, ret) : NULL;
 		/* EPERM on open is what a deny (BPF LSM, fanotify) returns: always worth a look. */
-		if (ret != -ERR_EPERM && (!opened || !prefilter_pass(s, opened))) {
+		bool by_flags = opened && prefilter_open_flags &&
+				(open_flags_of(regs, op) & prefilter_open_flags);
+		if (ret != -ERR_EPERM && !by_flags && (!opened || !prefilter_pass(s, opened))) {
 			struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_FILE_OPEN);
 			if (c)
 				c->filtered++;

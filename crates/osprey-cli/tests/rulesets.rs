@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::Command;
 
@@ -177,6 +177,69 @@ fn every_falco_rules_file_loads_with_the_expected_counts() {
     );
 }
 
+/// The Falco stable rules tested live on the host (rulesets/live.rs).
+pub const FALCO_HOST_LIVE: &[&str] = &[
+    "Clear Log Activities",
+    "Create Hardlink Over Sensitive Files",
+    "Create Symlink Over Sensitive Files",
+    "Directory traversal monitored file read",
+    "Execution from /dev/shm",
+    "Find AWS Credentials",
+    "Fileless execution via memfd_create",
+    "PTRACE anti-debug attempt",
+    "PTRACE attached to process",
+    "Read sensitive file trusted after startup",
+    "Read sensitive file untrusted",
+    "Remove Bulk Data from Disk",
+    "Run shell untrusted",
+    "Search Private Keys or Passwords",
+    "System user interactive",
+];
+
+/// The Falco stable rules tested live in podman containers (rulesets/falco_containers.rs).
+pub const FALCO_CONTAINER_LIVE: &[&str] = &[
+    "Debugfs Launched in Privileged Container",
+    "Detect release_agent File Container Escapes",
+    "Drop and execute new binary in container",
+    "Linux Kernel Module Injection Detected",
+    "Netcat Remote Code Execution in Container",
+    "Terminal shell in container",
+];
+
+/// The Falco stable rules on the event classes of issue 14, tested live with them
+/// (tests/event_classes.rs).
+pub const FALCO_EVENT_CLASSES_LIVE: &[&str] = &[
+    "Disallowed SSH Connection Non Standard Port",
+    "Packet socket created in container",
+];
+
+/// Rule names as a sorted set, for comparing lists of rules.
+pub fn rule_set<'a>(names: impl IntoIterator<Item = &'a str>) -> BTreeSet<&'a str> {
+    names.into_iter().collect()
+}
+
+#[test]
+fn every_loaded_falco_stable_rule_is_tested_live() {
+    let report = check(&[rulesets().join("falco/falco_rules.yaml")]);
+    let loaded = rule_set(
+        report
+            .iter()
+            .filter(|r| r["status"] == "loaded")
+            .map(|r| r["rule"].as_str().unwrap()),
+    );
+    let live = rule_set(
+        FALCO_HOST_LIVE
+            .iter()
+            .chain(FALCO_CONTAINER_LIVE)
+            .chain(FALCO_EVENT_CLASSES_LIVE)
+            .copied(),
+    );
+    assert_eq!(
+        loaded, live,
+        "every loaded Falco stable rule is performed for real in rulesets/live.rs, rulesets/falco_containers.rs or event_classes.rs"
+    );
+}
+
 #[test]
 fn unsupported_falco_rules_name_what_is_missing() {
     let report = check(&[rulesets().join("falco/falco_rules.yaml")]);
@@ -245,3 +308,6 @@ fn a_broken_sigma_condition_is_an_error_at_file_line_col() {
 
 #[path = "rulesets/live.rs"]
 mod live;
+
+#[path = "rulesets/falco_containers.rs"]
+mod falco_containers;

@@ -53,7 +53,6 @@ const IN_EVENT_CLASSES: &[&str] = &[
     "proc_pid_mount",
 ];
 
-
 #[test]
 fn every_default_rule_fires_on_its_trigger() {
     every_default_rule_fires(&[]);

@@ -12,8 +12,10 @@
 //!                                             uid 0, then setresuid(0,0,0) back (the pattern of
 //!                                             an exploited setuid program)
 //! osprey-workload ptrace-attach               PTRACE_ATTACH to a child of its own, then detach
-//! osprey-workload module                      finit_module(-1) and delete_module of a missing
-//!                                             module: both fail, nothing is loaded
+//! osprey-workload module [MS]                 finit_module(-1) and delete_module of a missing
+//!                                             module: both fail, nothing is loaded; then
+//!                                             sleeps MS milliseconds (default 0)
+//! osprey-workload ptrace-traceme              PTRACE_TRACEME (the anti-debugger idiom)
 //! osprey-workload bpf-map                     creates (and closes) a one-entry BPF array map
 //! osprey-workload reverse-shell               sh with stdin/stdout on a loopback TCP socket
 //! osprey-workload proc-mem                    opens its own /proc/self/mem for writing
@@ -170,6 +172,16 @@ fn main() {
                 libc::syscall(libc::SYS_finit_module, -1, empty.as_ptr(), 0);
                 libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK);
             }
+            if args.len() > 1 {
+                std::thread::sleep(std::time::Duration::from_millis(number(args.get(1))));
+            }
+        }
+        Some("ptrace-traceme") => {
+            // SAFETY: makes our parent our tracer; we exit at once without stopping.
+            check(
+                unsafe { libc::ptrace(libc::PTRACE_TRACEME, 0, 0, 0) } as i32,
+                "PTRACE_TRACEME",
+            );
         }
         Some("bpf-map") => {
             // union bpf_attr for BPF_MAP_CREATE: map_type, key_size, value_size, max_entries

@@ -18,6 +18,7 @@ pub use osprey_workload::{bpf_available, WORKLOAD};
 
 pub mod alerts;
 pub mod benign;
+pub mod podman;
 
 /// BPF tests run one at a time: they count exact events and compete for two cores.
 static SERIAL: Mutex<()> = Mutex::new(());

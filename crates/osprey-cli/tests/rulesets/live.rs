@@ -4,11 +4,12 @@
 //! the rule's source, id and level. Executables a rule names are copies of harmless
 //! programs (true, touch, cat, sh) under that name, outside /tmp.
 
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use super::common::*;
-use super::rulesets;
+use super::{rule_set, rulesets, FALCO_HOST_LIVE};
 use serde_json::Value;
 
 /// A directory of harmless executables named as the rules expect.
@@ -44,7 +45,7 @@ impl Drop for Bins {
 }
 
 /// Starts `osprey secure` with only `rules` (no defaults, no baselines).
-fn secure(rules: &[PathBuf]) -> Tracer {
+pub fn secure(rules: &[PathBuf]) -> Tracer {
     let mut args = vec![
         "secure",
         "--no-default-rules",
@@ -59,7 +60,7 @@ fn secure(rules: &[PathBuf]) -> Tracer {
     Tracer::start(&args)
 }
 
-fn alerts(done: &Finished) -> Vec<Value> {
+pub fn alerts(done: &Finished) -> Vec<Value> {
     done.events()
         .into_iter()
         .filter(|e| e["kind"] == "alert")
@@ -179,15 +180,17 @@ fn sigma_cases() -> Vec<(&'static str, Trigger)> {
                 )
             }),
         ),
+        // Statically linked busybox as `wget` (its `touch` applet): the file's creation is
+        // the process's very first open, right after the exec; Image matches only if the
+        // exec is handled first although it comes from another ring.
         (
             "file_event/file_event_lnx_wget_download_file_in_tmp_dir.yml",
             Box::new(|bins, tmp| {
                 let path = tmp.join("download");
-                bins.run(
-                    "wget",
-                    "/usr/bin/bash",
-                    &["-c", &after_exec_seen(&format!(": > {}", path.display()))],
-                )
+                run(Command::new(bins.get("wget", "/bin/busybox"))
+                    .arg0("busybox")
+                    .args(["touch", path.to_str().unwrap()]))
+                .0
             }),
         ),
         // network_connection: bash connects a UDP socket (no packet is sent) to a
@@ -203,19 +206,11 @@ fn sigma_cases() -> Vec<(&'static str, Trigger)> {
     ]
 }
 
-/// A shell script that does `action` a second after its own exec: rules on the executable
-/// (Image) of an open or connect need the exec's event read first, and osprey reads the
-/// process, files and security rings one after the other, so an exec and a connect that
-/// land in the same pass over the rings are read connect first (a follow-up for the run
-/// loop: read the rings in timestamp order).
-fn after_exec_seen(action: &str) -> String {
-    format!("sleep 1; {action}")
-}
-
-/// `/usr/bin/bash` connecting a UDP socket to 198.51.100.7:4444; its pid.
+/// `/usr/bin/bash` connecting a UDP socket to 198.51.100.7:4444 right after its exec; its
+/// pid.
 fn udp_connect_from_bash() -> u32 {
-    let script = after_exec_seen("exec 3<>/dev/udp/198.51.100.7/4444; exec 3>&-");
-    run(Command::new("/usr/bin/bash").args(["-c", &script])).0
+    let script = "exec 3<>/dev/udp/198.51.100.7/4444; exec 3>&-";
+    run(Command::new("/usr/bin/bash").args(["-c", script])).0
 }
 
 fn sigma_id(file: &Path) -> String {
@@ -277,6 +272,12 @@ fn falco_stable_rules_fire_on_their_behaviour() {
     let shm = format!("/dev/shm/osprey-rulesets-{}", std::process::id());
     std::fs::copy("/bin/true", &shm).unwrap();
     let tracer = secure(&[rulesets().join("falco/falco_rules.yaml")]);
+    // A web server that reads /etc/shadow once it has run longer than Falco's start-up
+    // grace (5 s); the shell stays alive so its age can be read.
+    let mut late_reader = Command::new(bins.get("httpd", "/usr/bin/bash"))
+        .args(["-c", "sleep 5.5; exec 3</etc/shadow; sleep 1; true"])
+        .spawn()
+        .unwrap();
     let link = tmp.path().join("link");
     let mut expected: Vec<(&str, u32)> = vec![
         (
@@ -325,6 +326,16 @@ fn falco_stable_rules_fire_on_their_behaviour() {
         "PTRACE attached to process",
         run(Command::new(WORKLOAD).arg("ptrace-attach")).0,
     ));
+    expected.extend(more_falco_host_triggers(&bins));
+    late_reader.wait().unwrap();
+    expected.push((
+        "Read sensitive file trusted after startup",
+        late_reader.id(),
+    ));
+    assert_eq!(
+        rule_set(expected.iter().map(|e| e.0)),
+        rule_set(FALCO_HOST_LIVE.iter().copied())
+    );
     let done = tracer.stop();
     let _ = std::fs::remove_file(&log);
     let _ = std::fs::remove_file(&shm);
@@ -351,6 +362,30 @@ fn falco_stable_rules_fire_on_their_behaviour() {
         "no alert for {missing:?}; alerts: {alerts:#?}\nstderr: {}",
         done.stderr
     );
+}
+
+/// Falco stable rules on host processes: (rule, pid of the process or of its parent).
+fn more_falco_host_triggers(bins: &Bins) -> Vec<(&'static str, u32)> {
+    // An interactive login's descendant (an ancestor named sshd) running as `nobody`.
+    let as_nobody = "setpriv --reuid=65534 --regid=65534 --clear-groups /bin/true; true";
+    vec![
+        (
+            "Directory traversal monitored file read",
+            bins.run("osprey-reader", "/bin/cat", &["/etc/../etc/../etc/passwd"]),
+        ),
+        (
+            "System user interactive",
+            bins.run("sshd", "/usr/bin/bash", &["-c", as_nobody]),
+        ),
+        (
+            "PTRACE anti-debug attempt",
+            run(Command::new(WORKLOAD).arg("ptrace-traceme")).0,
+        ),
+        (
+            "Fileless execution via memfd_create",
+            run(Command::new(WORKLOAD).arg("memfd-exec")).0,
+        ),
+    ]
 }
 
 /// Whether the alert's process is this test's child or a descendant of it.
@@ -392,5 +427,106 @@ fn benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma() {
     assert!(
         exec_emitted >= 8,
         "the run saw the corpus: {exec_emitted} execs"
+    );
+}
+
+/// With the whole Sigma set loaded (file_event rules on created files of any path), opens
+/// without O_CREAT stay in the kernel: counted as filtered, never emitted; a creation
+/// outside every path the rules name still reaches them.
+#[test]
+fn sigma_file_event_rules_keep_read_only_opens_in_the_kernel() {
+    if !bpf_available("sigma_file_event_rules_keep_read_only_opens_in_the_kernel") {
+        return;
+    }
+    let _serial = serial();
+    let bins = Bins::new();
+    let plain = bins.0.join("plain-read");
+    std::fs::write(&plain, b"x").unwrap();
+    let tracer = secure(&[rulesets().join("sigma")]);
+    const READS: u64 = 5000;
+    run(Command::new(WORKLOAD).args(["open", &READS.to_string(), plain.to_str().unwrap()]));
+    let created = bins.0.join("x-ebpfbackdoor");
+    let creator = bins.run("create", "/usr/bin/touch", &[created.to_str().unwrap()]);
+    let done = tracer.stop();
+    assert!(
+        done.stderr.contains("and opens with any of O_CREAT"),
+        "{}",
+        done.stderr
+    );
+    let summary = done.summary();
+    let opens = summary["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["kind"] == "file_open")
+        .unwrap_or_else(|| panic!("no file_open counters: {summary}"));
+    let (emitted, filtered) = (
+        opens["emitted"].as_u64().unwrap(),
+        opens["filtered"].as_u64().unwrap(),
+    );
+    assert!(filtered >= READS, "read-only opens filtered: {opens}");
+    assert!(emitted < READS, "read-only opens emitted: {opens}");
+    let rule = rulesets()
+        .join("sigma/rules/linux/file_event/file_event_lnx_triple_cross_rootkit_persistence.yml");
+    let alerts = alerts(&done);
+    assert!(
+        raised(&alerts, "id", &sigma_id(&rule), creator).is_some(),
+        "the creation passed the prefilter: {alerts:#?}"
+    );
+}
+
+/// An exec and the new process's very first open, with no delay between them, while
+/// another process floods the files ring with opens: the rule on the exec'd image (Sigma
+/// `Image`) fires for every one, because the exec (process ring) is handled before the
+/// open (files ring) whatever the rings' fill.
+#[test]
+fn image_rules_see_the_exec_before_the_first_open_under_load() {
+    if !bpf_available("image_rules_see_the_exec_before_the_first_open_under_load") {
+        return;
+    }
+    let _serial = serial();
+    let bins = Bins::new();
+    let tmp = TempDir::new("rulesets-order"); // under /tmp, as the rule wants
+    let rule = rulesets()
+        .join("sigma/rules/linux/file_event/file_event_lnx_wget_download_file_in_tmp_dir.yml");
+    let flood = tmp.path().join("flood");
+    std::fs::write(&flood, b"").unwrap();
+    let tracer = secure(std::slice::from_ref(&rule));
+    let mut flooders: Vec<std::process::Child> = (0..2)
+        .map(|_| {
+            Command::new(WORKLOAD)
+                .args(["open", "100000000", flood.to_str().unwrap()])
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let wget = bins.get("wget", "/bin/busybox");
+    let pids: Vec<u32> = (0..200)
+        .map(|i| {
+            let path = tmp.path().join(format!("download-{i}"));
+            run(Command::new(&wget)
+                .arg0("busybox")
+                .args(["touch", path.to_str().unwrap()]))
+            .0
+        })
+        .collect();
+    for f in &mut flooders {
+        f.kill().unwrap();
+        f.wait().unwrap();
+    }
+    let done = tracer.stop();
+    let (_, dropped, _) = done.counters("file_open");
+    assert_eq!(dropped, 0, "the flood overran the files ring");
+    let alerts = alerts(&done);
+    let id = sigma_id(&rule);
+    let missed: Vec<&u32> = pids
+        .iter()
+        .filter(|p| raised(&alerts, "id", &id, **p).is_none())
+        .collect();
+    assert!(
+        missed.is_empty(),
+        "{} of {} first opens were handled before their exec: {missed:?}",
+        missed.len(),
+        pids.len()
     );
 }

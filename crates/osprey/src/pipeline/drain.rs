@@ -130,7 +130,8 @@ impl RingPoller {
 }
 
 pub struct Pipeline<'a> {
-    /// Drained in this order: put lifecycle (process) first so the cache is current.
+    /// Records with equal timestamps are handled in this order: put lifecycle (process)
+    /// first so the cache is current.
     /// Changed through `add_capabilities` / `remove_capabilities` while running, so the run
     /// loop watches the new rings.
     pub capabilities: Vec<LoadedCapability>,
@@ -146,6 +147,9 @@ pub struct Pipeline<'a> {
     pub more_pending: bool,
     /// Records the last drain took from all rings (decodable or not).
     pub last_drain_records: u64,
+    /// Records taken by the last drain but stamped after it began, by capability name:
+    /// the next drain handles them first.
+    held: Vec<(&'static str, Event)>,
 }
 
 /// Records taken from one ring per drain. Under a flood that never pauses a ring would
@@ -168,6 +172,7 @@ impl<'a> Pipeline<'a> {
             ring_peak_bytes: HashMap::new(),
             more_pending: false,
             last_drain_records: 0,
+            held: Vec::new(),
             generation: 0,
         }
     }
@@ -194,57 +199,125 @@ impl<'a> Pipeline<'a> {
         self.generation
     }
 
-    /// Drains every ring once. Returns false when the output is closed.
+    /// Drains every ring once, merging the rings by record timestamp so that a process's
+    /// exec is handled before its first open or connect although they sit in different
+    /// rings. Only records stamped before the pass began are handled: a ring found empty
+    /// is not looked at again in the pass, so a later record of another ring could
+    /// overtake a record queued there meanwhile. A later record is held for the next pass
+    /// (which then comes at once). Each ring keeps its own budget. Returns false when the
+    /// output is closed.
     pub fn drain(&mut self, count_limit: Option<u64>) -> io::Result<bool> {
         self.more_pending = false;
         self.last_drain_records = 0;
         for cap in &mut self.capabilities {
-            let mut queued_bytes = 0u64;
-            let mut budget = DRAIN_BUDGET;
-            self.sink.begin_capability(cap.spec.name);
-            let ring = cap.ring()?;
-            loop {
-                if budget == 0 {
-                    self.more_pending = true;
-                    break;
+            cap.ring()?;
+        }
+        let n = self.capabilities.len();
+        // One ring is in order already.
+        let cutoff = if n > 1 {
+            crate::kernel::boot_time_ns()
+        } else {
+            u64::MAX
+        };
+        let mut rings: Vec<RingPass> = (0..n).map(|_| RingPass::default()).collect();
+        let mut heads: Vec<Option<Event>> = (0..n)
+            .map(|i| {
+                let name = self.capabilities[i].spec.name;
+                match self.held.iter().position(|h| h.0 == name) {
+                    Some(h) => Some(self.held.swap_remove(h).1),
+                    None => self.next_event(i, &mut rings[i]),
                 }
-                let Some(record) = ring.next() else {
-                    break;
-                };
-                budget -= 1;
-                self.last_drain_records += 1;
-                // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
-                queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
-                let event = match decode(&record) {
-                    Ok(e) => e,
-                    Err(_) => {
-                        self.counters.undecodable += 1;
-                        continue;
-                    }
-                };
-                drop(record);
-                self.counters.decoded += 1;
-                self.cache.observe(&event);
-                if count_limit.is_some_and(|n| self.counters.written >= n) {
-                    continue; // keep draining for accounting, stop writing
-                }
-                let ctx = self.cache.context(&event);
-                if !(self.filter)(&event, &ctx) {
-                    self.counters.filtered += 1;
-                    continue;
-                }
-                match self.sink.write(&event, &ctx) {
-                    Ok(()) => self.counters.written += 1,
-                    Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
-                    Err(e) => return Err(e),
-                }
+            })
+            .collect();
+        self.held.clear(); // those of removed capabilities
+        let mut current = None;
+        // Earliest head first; on a tie the ring drained first (process first).
+        while let Some(i) = (0..n)
+            .filter(|&i| heads[i].is_some())
+            .min_by_key(|&i| heads[i].as_ref().map_or(u64::MAX, |e| e.header.ts_boot_ns))
+        {
+            if heads[i]
+                .as_ref()
+                .is_some_and(|e| e.header.ts_boot_ns > cutoff)
+            {
+                // The earliest head is after the cutoff: so is every other one.
+                self.more_pending = true;
+                let names = self.capabilities.iter().map(|c| c.spec.name);
+                let held = names
+                    .zip(&mut heads)
+                    .filter_map(|(n, h)| Some((n, h.take()?)));
+                self.held.extend(held);
+                break;
             }
-            if budget < DRAIN_BUDGET {
+            let Some(event) = heads[i].take() else { break };
+            if current != Some(i) {
+                self.sink.begin_capability(self.capabilities[i].spec.name);
+                current = Some(i);
+            }
+            if !self.handle(&event, count_limit)? {
+                return Ok(false);
+            }
+            heads[i] = self.next_event(i, &mut rings[i]);
+        }
+        for (cap, pass) in self.capabilities.iter_mut().zip(&rings) {
+            if pass.taken > 0 {
                 cap.reader_woke();
             }
             let peak = self.ring_peak_bytes.entry(cap.spec.name).or_default();
-            *peak = (*peak).max(queued_bytes);
+            *peak = (*peak).max(pass.queued_bytes);
         }
         Ok(true)
     }
+
+    /// The next decodable record of ring `i`, within its budget.
+    fn next_event(&mut self, i: usize, pass: &mut RingPass) -> Option<Event> {
+        // Mapped (or its failure returned) at the start of `drain`.
+        let Ok(ring) = self.capabilities[i].ring() else {
+            return None;
+        };
+        loop {
+            if pass.taken == DRAIN_BUDGET {
+                self.more_pending = true;
+                return None;
+            }
+            let record = ring.next()?;
+            pass.taken += 1;
+            self.last_drain_records += 1;
+            // 8-byte record header, data rounded up to 8 bytes, as the kernel lays them out.
+            pass.queued_bytes += 8 + (record.len() as u64).next_multiple_of(8);
+            match decode(&record) {
+                Ok(e) => {
+                    self.counters.decoded += 1;
+                    return Some(e);
+                }
+                Err(_) => self.counters.undecodable += 1,
+            }
+        }
+    }
+
+    /// Observes, filters and writes one event. False when the output is closed.
+    fn handle(&mut self, event: &Event, count_limit: Option<u64>) -> io::Result<bool> {
+        self.cache.observe(event);
+        if count_limit.is_some_and(|n| self.counters.written >= n) {
+            return Ok(true); // keep draining for accounting, stop writing
+        }
+        let ctx = self.cache.context(event);
+        if !(self.filter)(event, &ctx) {
+            self.counters.filtered += 1;
+            return Ok(true);
+        }
+        match self.sink.write(event, &ctx) {
+            Ok(()) => self.counters.written += 1,
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => return Ok(false),
+            Err(e) => return Err(e),
+        }
+        Ok(true)
+    }
+}
+
+/// One ring's share of a drain pass.
+#[derive(Default)]
+struct RingPass {
+    taken: u32,
+    queued_bytes: u64,
 }

@@ -21,9 +21,13 @@ struct PrefilterInode {
 // SAFETY: plain integers, no padding beyond the explicit field.
 unsafe impl aya::Pod for PrefilterInode {}
 
-/// `.rodata` settings that turn the files prefilter on.
-pub fn prefilter_globals() -> Vec<(&'static str, Vec<u8>)> {
-    vec![("prefilter_enabled", vec![1])]
+/// `.rodata` settings that turn the files prefilter on; opens with any of `open_flags`
+/// pass whatever their path.
+pub fn prefilter_globals(open_flags: u32) -> Vec<(&'static str, Vec<u8>)> {
+    vec![
+        ("prefilter_enabled", vec![1]),
+        ("prefilter_open_flags", open_flags.to_ne_bytes().to_vec()),
+    ]
 }
 
 /// Fills the files prefilter maps; returns how many inodes and names went in.
@@ -83,11 +87,13 @@ pub fn fill_prefilter(
 pub enum RuleOpens {
     /// No rule looks at file opens: nothing loaded.
     NotNeeded,
-    /// Only opens of the paths the rules name reach user space.
+    /// Only opens of the paths the rules name, or with the open flags they need (O_CREAT,
+    /// write access, O_TRUNC), reach user space.
     Prefiltered {
         cap: LoadedCapability,
         inodes: usize,
         names: usize,
+        flags: u32,
     },
     /// `rule` may match an open of any path: every open reaches user space.
     Unfiltered { cap: LoadedCapability, rule: String },
@@ -101,16 +107,21 @@ pub fn load_rule_opens(
     mut options: LoadOptions,
 ) -> Result<RuleOpens, LoadError> {
     match prefilter::for_rules(set) {
-        OpenPrefilter::Patterns(p) if p.is_empty() => Ok(RuleOpens::NotNeeded),
-        OpenPrefilter::Patterns(p) => {
-            options.extra_globals.extend(prefilter_globals());
+        OpenPrefilter::Patterns { paths, flags: 0 } if paths.is_empty() => Ok(RuleOpens::NotNeeded),
+        OpenPrefilter::Patterns { paths, flags } => {
+            options.extra_globals.extend(prefilter_globals(flags));
             let mut cap = LoadedCapability::load(spec, &options)?;
             let (inodes, names) =
-                fill_prefilter(&mut cap, &p).map_err(|reason| LoadError::Map {
+                fill_prefilter(&mut cap, &paths).map_err(|reason| LoadError::Map {
                     capability: spec.name,
                     reason,
                 })?;
-            Ok(RuleOpens::Prefiltered { cap, inodes, names })
+            Ok(RuleOpens::Prefiltered {
+                cap,
+                inodes,
+                names,
+                flags,
+            })
         }
         OpenPrefilter::Unfiltered { rule } => Ok(RuleOpens::Unfiltered {
             cap: LoadedCapability::load(spec, &options)?,

@@ -68,8 +68,24 @@ impl<'a> View<'a> {
             }
             "proc.pcmdline" => p.ancestry.first().and_then(|a| str_(&a.cmdline)),
             "user.name" => user_name(p.uid).map(|n| Value::Str(Cow::Owned(n))),
-            "container.privileged" | "proc.is_exe_upper_layer" => Some(Value::Bool(false)),
-            "proc.is_exe_from_memfd" => Some(Value::Bool(p.exe.starts_with(b"/memfd:"))),
+            "container.privileged" | "proc.is_exe_upper_layer" => {
+                let c = p.container.unwrap_or(crate::container::host());
+                if c.is_host() {
+                    return Some(Value::Bool(false));
+                }
+                let fact = if field == "container.privileged" {
+                    super::fields_proc::privileged(&c.id, p.pid)
+                } else {
+                    super::fields_proc::exe_upper_layer(&c.id, p.pid, p.exe)
+                };
+                fact.map(Value::Bool)
+            }
+            // Executed through its descriptor (fexecve), a memfd's exe path is /dev/fd/N and
+            // the kernel names the process after the file: `memfd:NAME`.
+            "proc.is_exe_from_memfd" => Some(Value::Bool(
+                p.exe.starts_with(b"/memfd:")
+                    || (p.exe.starts_with(b"/dev/fd/") && p.comm.starts_with(b"memfd:")),
+            )),
             "evt.num" => Some(Value::Int(self.event.header.ts_boot_ns.max(1) as i64)),
             "file.flagnames" => match &self.event.payload {
                 Payload::FileOpen(f) => Some(Value::Str(Cow::Owned(
@@ -134,6 +150,11 @@ impl<'a> View<'a> {
             "file.directory" => self
                 .path()
                 .map(|p| Value::Str(Cow::Borrowed(parent_dir(p)))),
+            "file.raw_path" => match payload {
+                Payload::FileOpen(f) => Some(borrowed(&f.path)),
+                Payload::Security(s) if !s.path.is_empty() => Some(borrowed(&s.path)),
+                _ => None,
+            },
             "file.create" => open_flags.map(|f| Value::Bool(f & O_CREAT != 0)),
             "file.read" => open_flags.map(|f| Value::Bool(f & O_ACCMODE != O_WRONLY)),
             "file.target" => match payload {

@@ -1,8 +1,12 @@
 //! Fields read from /proc when a rule asks for them (terminal, working directory, age,
-//! capabilities, login uid), and ptrace requests by name.
+//! capabilities, login uid, whether a container is privileged, whether an executable is on
+//! a container's writable layer), and ptrace requests by name.
 //! A /proc field of a process that has already exited is absent.
 
 use std::borrow::Cow;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::Mutex;
 
 use super::fields::Value;
 
@@ -57,12 +61,16 @@ const CAPS: &[&str] = &[
     "CAP_CHECKPOINT_RESTORE",
 ];
 
-/// A capability set from /proc/PID/status (`CapEff:` or `CapPrm:`) by name.
-fn caps(pid: u32, key: &str) -> Option<String> {
+/// A hexadecimal capability set (`CapEff:`, `CapBnd:`, ...) of /proc/PID/status.
+fn cap_bits(pid: u32, key: &str) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let hex = status.lines().find_map(|l| l.strip_prefix(key))?.trim();
-    let bits = u64::from_str_radix(hex, 16).ok()?;
-    Some(cap_names(bits))
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// A capability set from /proc/PID/status (`CapEff:` or `CapPrm:`) by name.
+fn caps(pid: u32, key: &str) -> Option<String> {
+    cap_bits(pid, key).map(cap_names)
 }
 
 /// The capabilities of a set (bit i: capability i) by name, space separated.
@@ -105,6 +113,72 @@ pub fn live(pid: u32, ts_boot_ns: u64, field: &str) -> Option<Value<'static>> {
         }
         _ => None,
     }
+}
+
+/// Per container id: a fact learnt from the first of its processes read while alive.
+type PerContainer<T> = Mutex<Option<HashMap<String, T>>>;
+
+fn per_container<T: Clone>(
+    cache: &PerContainer<T>,
+    container: &str,
+    read: impl FnOnce() -> Option<T>,
+) -> Option<T> {
+    let mut cache = cache.lock().unwrap_or_else(|e| e.into_inner());
+    let map = cache.get_or_insert_with(HashMap::new);
+    if let Some(v) = map.get(container) {
+        return Some(v.clone());
+    }
+    let v = read()?;
+    map.insert(container.to_string(), v.clone());
+    Some(v)
+}
+
+static PRIVILEGED: PerContainer<bool> = Mutex::new(None);
+
+/// Whether `container` (with process `pid`) runs privileged, as `--privileged` makes it:
+/// every capability the host's init may hold is in its bounding set, and no seccomp filter.
+pub fn privileged(container: &str, pid: u32) -> Option<bool> {
+    per_container(&PRIVILEGED, container, || {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+        let seccomp = status.lines().find_map(|l| l.strip_prefix("Seccomp:"))?;
+        let bounding = cap_bits(pid, "CapBnd:")?;
+        let host = cap_bits(1, "CapBnd:")?;
+        Some(bounding & host == host && seccomp.trim() == "0")
+    })
+}
+
+static UPPER_DIRS: PerContainer<PathBuf> = Mutex::new(None);
+
+/// The overlay upper (writable) directory of `pid`'s root filesystem, as the host names it.
+fn root_upper_dir(pid: u32) -> Option<PathBuf> {
+    let mountinfo = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")).ok()?;
+    mountinfo.lines().rev().find_map(|line| {
+        let (mount, fs) = line.split_once(" - ")?;
+        let point = mount.split(' ').nth(4)?;
+        let mut fs = fs.split(' ');
+        if point != "/" || fs.next()? != "overlay" {
+            return None;
+        }
+        let options = fs.nth(1)?;
+        let upper = options
+            .split(',')
+            .find_map(|o| o.strip_prefix("upperdir="))?;
+        Some(PathBuf::from(crate::kernel::cgroup::unescape(upper)))
+    })
+}
+
+/// Whether executable `exe` of `pid` in `container` is on the container's writable layer
+/// (written or changed since the container started), not from its image.
+pub fn exe_upper_layer(container: &str, pid: u32, exe: &[u8]) -> Option<bool> {
+    use std::os::unix::ffi::OsStrExt;
+    let upper = per_container(&UPPER_DIRS, container, || root_upper_dir(pid))?;
+    let inside = exe.strip_prefix(b"/")?;
+    Some(
+        upper
+            .join(std::ffi::OsStr::from_bytes(inside))
+            .symlink_metadata()
+            .is_ok(),
+    )
 }
 
 /// A ptrace request by name (the number when unknown).

@@ -1,6 +1,7 @@
 //! Derives an in-kernel prefilter for file opens from the loaded rules: the literal paths
-//! and file names their conditions require. A rule that could match an open of any path
-//! disables the prefilter (every open then reaches user space), and says so.
+//! and file names their conditions require, and the open flags (O_CREAT, write access,
+//! O_TRUNC) of rules that look only at created or written files. A rule that could match
+//! any open disables the prefilter (every open then reaches user space), and says so.
 
 use std::collections::BTreeSet;
 
@@ -19,25 +20,69 @@ pub enum PathPattern {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Constraint {
-    /// May match an open of any path.
+    /// May match any open.
     Any,
     /// Never matches a file open.
     NotOpen,
-    Paths(BTreeSet<PathPattern>),
+    /// Matches only opens of these paths, or opens with any of these flags.
+    Opens {
+        paths: BTreeSet<PathPattern>,
+        flags: u32,
+    },
+}
+
+const O_WRONLY: u32 = 0o1;
+const O_RDWR: u32 = 0o2;
+const O_CREAT: u32 = 0o100;
+const O_TRUNC: u32 = 0o1000;
+/// The flags of an open `file.write` is true for (writing, truncation or creation).
+pub const WRITE_FLAGS: u32 = O_WRONLY | O_RDWR | O_CREAT | O_TRUNC;
+
+/// `flags` (of the prefilter's) by name: `O_WRONLY|O_CREAT`.
+pub fn flag_names(flags: u32) -> String {
+    let named = [
+        (O_WRONLY, "O_WRONLY"),
+        (O_RDWR, "O_RDWR"),
+        (O_CREAT, "O_CREAT"),
+        (O_TRUNC, "O_TRUNC"),
+    ];
+    let names: Vec<&str> = named
+        .iter()
+        .filter(|(f, _)| flags & f != 0)
+        .map(|(_, n)| *n)
+        .collect();
+    names.join("|")
+}
+
+fn paths_only(paths: BTreeSet<PathPattern>) -> Constraint {
+    Constraint::Opens { paths, flags: 0 }
+}
+
+fn flagged(flags: u32) -> Constraint {
+    Constraint::Opens {
+        paths: BTreeSet::new(),
+        flags,
+    }
 }
 
 /// The prefilter, or the first rule that prevents one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OpenPrefilter {
-    Patterns(BTreeSet<PathPattern>),
-    Unfiltered { rule: String },
+    /// Only opens of these paths, or with any of these flags, can match.
+    Patterns {
+        paths: BTreeSet<PathPattern>,
+        flags: u32,
+    },
+    Unfiltered {
+        rule: String,
+    },
 }
 
 /// Longest file name the kernel's name map holds (PREFILTER_NAME_LEN - 1).
 pub const NAME_MAX: usize = 31;
 
 pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
-    let mut all = BTreeSet::new();
+    let (mut all, mut all_flags) = (BTreeSet::new(), 0);
     for rule in &rules.rules {
         match constraint(&rule.condition, &["open"]) {
             Constraint::Any => {
@@ -46,7 +91,10 @@ pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
                 }
             }
             Constraint::NotOpen => {}
-            Constraint::Paths(p) => all.extend(p),
+            Constraint::Opens { paths, flags } => {
+                all.extend(paths);
+                all_flags |= flags;
+            }
         }
     }
     // Drop-and-execute facts come from writes in the temporary directories.
@@ -58,15 +106,18 @@ pub fn for_rules(rules: &RuleSet) -> OpenPrefilter {
                 .map(|d| PathPattern::Under(d.trim_end_matches('/').to_string())),
         );
     }
-    OpenPrefilter::Patterns(all)
+    OpenPrefilter::Patterns {
+        paths: all,
+        flags: all_flags,
+    }
 }
 
 /// The path patterns one condition requires of a file open or exec (`None`: any path).
 pub fn required_paths(condition: &Expr) -> Option<BTreeSet<PathPattern>> {
     match constraint(condition, &["open", "exec"]) {
-        Constraint::Paths(p) => Some(p),
+        Constraint::Opens { paths, flags: 0 } => Some(paths),
         Constraint::NotOpen => Some(BTreeSet::new()),
-        Constraint::Any => None,
+        Constraint::Opens { .. } | Constraint::Any => None,
     }
 }
 
@@ -88,12 +139,12 @@ fn name_pattern(name: &str) -> Constraint {
     if name.is_empty() || name.len() > NAME_MAX || name.contains('/') {
         Constraint::Any
     } else {
-        Constraint::Paths([PathPattern::Name(name.to_string())].into())
+        paths_only([PathPattern::Name(name.to_string())].into())
     }
 }
 
 fn path_pattern(op: Op, value: &str) -> Constraint {
-    let under = |p: String| Constraint::Paths([PathPattern::Under(p)].into());
+    let under = |p: String| paths_only([PathPattern::Under(p)].into());
     if !value.starts_with('/') && op != Op::EndsWith {
         return Constraint::Any;
     }
@@ -159,9 +210,21 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
                     Constraint::NotOpen
                 }
             }
-            ("file.path" | "file.target" | "fs.path.target", op) => {
+            ("file.path", op) => {
                 text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(*op), v))
             }
+            // An open has a target only when it creates the file (file.target) or opens it
+            // for writing (fs.path.target).
+            (target @ ("file.target" | "fs.path.target"), op) => {
+                match text(value).map(|v| path_pattern(case_sensitive(*op), v)) {
+                    Some(c @ Constraint::Opens { .. }) => c,
+                    _ if target == "file.target" => flagged(O_CREAT),
+                    _ => flagged(WRITE_FLAGS),
+                }
+            }
+            ("file.create", Op::Eq) if *value == Literal::Bool(true) => flagged(O_CREAT),
+            ("file.trunc", Op::Eq) if *value == Literal::Bool(true) => flagged(O_TRUNC),
+            ("file.write", Op::Eq) if *value == Literal::Bool(true) => flagged(WRITE_FLAGS),
             ("evt.syscall", Op::Eq) => syscall_constraint(text(value), kinds),
             ("file.name", Op::Eq) => text(value).map_or(Constraint::Any, name_pattern),
             _ => Constraint::Any,
@@ -195,14 +258,15 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
             if cs.contains(&Constraint::NotOpen) {
                 return Constraint::NotOpen;
             }
-            // Every conjunct is necessary: the narrowest path constraint will do.
+            // Every conjunct is necessary: the narrowest will do (paths alone before flags,
+            // then the fewest flags and paths).
             cs.into_iter()
-                .filter_map(|c| match c {
-                    Constraint::Paths(p) => Some(p),
-                    _ => None,
+                .filter(|c| matches!(c, Constraint::Opens { .. }))
+                .min_by_key(|c| match c {
+                    Constraint::Opens { paths, flags } => (flags.count_ones(), paths.len()),
+                    _ => (u32::MAX, usize::MAX),
                 })
-                .min_by_key(BTreeSet::len)
-                .map_or(Constraint::Any, Constraint::Paths)
+                .unwrap_or(Constraint::Any)
         }
         Expr::Or(parts) => union(parts.iter().map(|p| constraint(p, kinds))),
         Expr::Not(_) => Constraint::Any,
@@ -210,20 +274,24 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
 }
 
 fn union(cs: impl Iterator<Item = Constraint>) -> Constraint {
-    let mut out = BTreeSet::new();
+    let (mut out, mut out_flags) = (BTreeSet::new(), 0);
     let mut any_open = false;
     for c in cs {
         match c {
             Constraint::Any => return Constraint::Any,
             Constraint::NotOpen => {}
-            Constraint::Paths(p) => {
+            Constraint::Opens { paths, flags } => {
                 any_open = true;
-                out.extend(p);
+                out.extend(paths);
+                out_flags |= flags;
             }
         }
     }
     if any_open {
-        Constraint::Paths(out)
+        Constraint::Opens {
+            paths: out,
+            flags: out_flags,
+        }
     } else {
         Constraint::NotOpen
     }
@@ -258,7 +326,7 @@ mod tests {
     #[test]
     fn default_rules_have_a_prefilter() {
         let rules = super::super::load(&[("d", super::super::DEFAULT_RULES)]).unwrap();
-        let OpenPrefilter::Patterns(p) = for_rules(&rules) else {
+        let OpenPrefilter::Patterns { paths: p, flags: 0 } = for_rules(&rules) else {
             panic!(
                 "default rules must be prefilterable: {:?}",
                 for_rules(&rules)
@@ -298,9 +366,65 @@ mod tests {
         let src = "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = exec or file.path startswith /srv/\n";
         assert_eq!(
             prefilter(src),
-            OpenPrefilter::Patterns([PathPattern::Under("/srv".into())].into())
+            OpenPrefilter::Patterns {
+                paths: [PathPattern::Under("/srv".into())].into(),
+                flags: 0
+            }
         );
         let src = "- rule: r\n  desc: d\n  severity: low\n  condition: evt.kind = kill\n";
-        assert_eq!(prefilter(src), OpenPrefilter::Patterns(BTreeSet::new()));
+        assert_eq!(
+            prefilter(src),
+            OpenPrefilter::Patterns {
+                paths: BTreeSet::new(),
+                flags: 0
+            }
+        );
+    }
+
+    fn rule(condition: &str) -> String {
+        format!("- rule: r\n  desc: d\n  severity: low\n  condition: {condition}\n")
+    }
+
+    #[test]
+    fn creation_and_write_rules_prefilter_on_flags() {
+        let flags_of = |condition: &str| match prefilter(&rule(condition)) {
+            OpenPrefilter::Patterns { paths, flags } if paths.is_empty() => flags,
+            other => panic!("{condition}: {other:?}"),
+        };
+        assert_eq!(
+            flags_of("evt.kind = open and file.create = true and file.target contains x"),
+            O_CREAT
+        );
+        assert_eq!(
+            flags_of("evt.kind = open and file.target contains x"),
+            O_CREAT
+        );
+        assert_eq!(
+            flags_of("evt.kind = open and file.write = true and file.name contains x"),
+            WRITE_FLAGS
+        );
+        assert_eq!(
+            flags_of("evt.kind = open and (file.trunc = true or file.create = true)"),
+            O_TRUNC | O_CREAT
+        );
+        // A literal path is narrower than flags; a read rule on any path still needs all.
+        assert_eq!(
+            prefilter(&rule(
+                "evt.kind = open and file.write = true and file.path = /etc/x"
+            )),
+            OpenPrefilter::Patterns {
+                paths: [PathPattern::Under("/etc/x".into())].into(),
+                flags: 0
+            }
+        );
+        assert!(matches!(
+            prefilter(&rule("evt.kind = open and file.write = false")),
+            OpenPrefilter::Unfiltered { .. }
+        ));
+        // Deny rules need paths fanotify can mark: flags are not enough.
+        let rules =
+            super::super::load(&[("t", rule("evt.kind = open and file.create = true").as_str())])
+                .unwrap();
+        assert_eq!(required_paths(&rules.rules[0].condition), None);
     }
 }

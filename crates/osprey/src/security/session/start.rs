@@ -150,9 +150,22 @@ fn opens_capability(opens: RuleOpens, notes: &mut Vec<Note>) -> Option<LoadedCap
             notes.push(Note::info("no rule looks at file opens: not tracing them"));
             None
         }
-        RuleOpens::Prefiltered { cap, inodes, names } => {
+        RuleOpens::Prefiltered {
+            cap,
+            inodes,
+            names,
+            flags,
+        } => {
+            let writes = if flags == 0 {
+                String::new()
+            } else {
+                format!(
+                    ", and opens with any of {}",
+                    crate::security::rules::prefilter::flag_names(flags)
+                )
+            };
             notes.push(Note::info(format!(
-                "file opens prefiltered in the kernel by {inodes} inodes and {names} names from the rules"
+                "file opens prefiltered in the kernel by {inodes} inodes and {names} names from the rules{writes}"
             )));
             Some(cap)
         }

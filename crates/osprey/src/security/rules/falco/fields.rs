@@ -38,7 +38,7 @@ const SAME_AS: &[(&str, &str)] = &[
     ("user.name", "user.name"),
     ("group.gid", "proc.gid"),
     ("fd.name", "file.path"),
-    ("fd.nameraw", "file.path"),
+    ("fd.nameraw", "file.raw_path"),
     ("fd.directory", "file.directory"),
     ("fd.filename", "file.name"),
     ("fd.typechar", "file.typechar"),
