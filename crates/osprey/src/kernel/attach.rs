@@ -11,7 +11,9 @@ use aya::{
     Ebpf,
 };
 
-use super::hooks::{Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, ATTACH_CONFLICT};
+use super::hooks::{
+    Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, SyscallSet, ATTACH_CONFLICT,
+};
 use super::loader::{LoadOptions, RoleOutcome};
 use super::{describe_error, relocation_failure::describe_program_error};
 
@@ -51,6 +53,12 @@ pub(super) fn attach_role(
             Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
                 attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
+            Attach::Syscalls { event, .. } => match options.syscalls_of(role) {
+                Some((SyscallSet::Only(names), _)) => {
+                    attach_per_syscall(ebpf, hook, event, &names, object)
+                }
+                _ => Err("every syscall is wanted: a hook on all of them serves better".into()),
+            },
             _ => attach_hook(
                 ebpf,
                 hook,
@@ -150,6 +158,37 @@ fn attach_hook(
         }
         Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
             return Err("network hooks attach through attach_net_hook".into())
+        }
+        Attach::Syscalls { .. } => {
+            return Err("per-syscall hooks attach through attach_per_syscall".into())
+        }
+    }
+    Ok(())
+}
+
+/// Loads `hook`'s tracepoint program and attaches it to `syscalls/EVENT_NAME` of each
+/// syscall in `names` this kernel has (a syscall without a tracepoint does not exist here,
+/// so none of its calls can be missed).
+fn attach_per_syscall(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    event: &str,
+    names: &[&str],
+    object: &[u8],
+) -> Result<(), String> {
+    super::features::ensure_tracefs()?;
+    let events = super::features::syscall_tracepoints_dir()?;
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
+    let err = |e: aya::programs::ProgramError| describe_program_error(&e, object, hook.program);
+    let p: &mut TracePoint = program.try_into().map_err(err)?;
+    p.load().map_err(err)?;
+    for name in names {
+        let tracepoint = format!("{event}_{name}");
+        if events.join(&tracepoint).is_dir() {
+            p.attach("syscalls", &tracepoint)
+                .map_err(|e| format!("{tracepoint}: {}", err(e)))?;
         }
     }
     Ok(())

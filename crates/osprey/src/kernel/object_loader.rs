@@ -160,7 +160,7 @@ pub fn load_object(mut request: ObjectRequest) -> Result<Ebpf, String> {
 fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
     // aya parses the kernel BTF again in here (it cannot be told not to): done first, so
     // loaders on other threads do it while one of them parses the shared copy.
-    let mut loader = EbpfLoader::new();
+    let mut loader = new_loader();
     let btf = kernel_btf()?;
     add_kernel_globals(&mut request, &btf);
     loader.btf(Some(&btf));
@@ -177,7 +177,7 @@ fn serve(queue: &Queue) {
     // Declared before the loader, which borrows the values it is given from here.
     let values = bumpalo::Bump::new();
     let mut shared = SharedLoader {
-        loader: EbpfLoader::new(),
+        loader: new_loader(),
         given: HashSet::new(),
     };
     while let Some(job) = queue.next() {
@@ -220,6 +220,14 @@ impl<'v> SharedLoader<'v> {
             .load(request.bytes)
             .map_err(|e| describe_error(&e))
     }
+}
+
+/// An aya loader that also creates maps aya has no type for (task storage, used only by
+/// the kernel side).
+fn new_loader<'v>() -> EbpfLoader<'v> {
+    let mut loader = EbpfLoader::new();
+    loader.allow_unsupported_maps();
+    loader
 }
 
 /// A value the loader holds for a symbol of this object that the request does not set.
