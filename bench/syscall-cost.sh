@@ -17,6 +17,8 @@
 # delivered per second and what osprey's own counters say was dropped.
 #
 #   bench/syscall-cost.sh      REPS=5 COUNT=2000000 FLOOD_SECS=10 CONFIGS="..." by default
+# BEFORE=PATH (another build's osprey binary): a config NAME@before (e.g. agent@before) runs
+# NAME with that binary, for a before/after comparison within one run.
 # Needs root. libbpf-tools (apt-get install libbpf-tools) for the syscount rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -36,6 +38,7 @@ trap cleanup EXIT
 cargo build --release -q -p osprey-cli -p osprey-workload
 # Private copies: a rebuild of target/release during the run must not change what is measured.
 cp target/release/osprey target/release/osprey-workload "$WORK/"
+[ -z "${BEFORE:-}" ] || cp "$BEFORE" "$WORK/osprey-before"
 OSPREY=$WORK/osprey
 WORKLOAD=$WORK/osprey-workload
 MISSING=/nonexistent/osprey-bench-syscall-cost
@@ -55,7 +58,11 @@ have() { case "$1" in syscount*) [ -x "$SYSCOUNT" ] ;; *) true ;; esac; }
 
 # start CONFIG: its tracer in the background, attached; sets TRACER_PID
 start() {
-    local log="$WORK/$1.log" ready="osprey: tracing"
+    local log="$WORK/$1.log" ready="osprey: tracing" OSPREY=$OSPREY
+    if [[ "$1" == *@before ]]; then
+        OSPREY=$WORK/osprey-before
+        set -- "${1%@before}"
+    fi
     case "$1" in
         bare) TRACER_PID=; return ;;
         agent) "$OSPREY" agent --config "$WORK/agent.toml" >/dev/null 2>"$log" &

@@ -218,7 +218,7 @@ fn a_missing_hook_degrades_only_its_capability() {
         &["exec", "--output", "json"],
         &[(
             "OSPREY_DENY_PROGRAMS",
-            "process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp",
+            "process_exec_failed_sc,process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp",
         )],
     );
     let (pid, _) = run(&mut Command::new("/bin/true"));

@@ -54,9 +54,15 @@ pub(super) fn attach_role(
                 attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
             Attach::Syscalls { event, .. } => match options.syscalls_of(role) {
-                Some((SyscallSet::Only(names), _)) => {
+                Some((SyscallSet::Only(names), _)) if names.len() <= MAX_PER_SYSCALL => {
                     attach_per_syscall(ebpf, hook, event, &names, object)
                 }
+                Some((SyscallSet::Only(names), _)) => Err(format!(
+                    "{} syscalls, more than {MAX_PER_SYSCALL}: each per-syscall tracepoint takes \
+                     the kernel an RCU grace period to detach, so many make stopping slow; \
+                     the raw hook with its in-kernel syscall filter serves",
+                    names.len()
+                )),
                 _ => Err("every syscall is wanted: a hook on all of them serves better".into()),
             },
             _ => attach_hook(
@@ -166,9 +172,16 @@ fn attach_hook(
     Ok(())
 }
 
+/// Most syscalls a role attaches per-syscall tracepoints for; beyond, its raw hook (one
+/// program on every syscall, returning at once for the others) is used. Detaching a
+/// per-syscall tracepoint waits for an RCU grace period under a global mutex: tens of ms
+/// each on a busy machine, one after the other, at every stop.
+pub const MAX_PER_SYSCALL: usize = 8;
+
 /// Loads `hook`'s tracepoint program and attaches it to `syscalls/EVENT_NAME` of each
-/// syscall in `names` this kernel has (a syscall without a tracepoint does not exist here,
-/// so none of its calls can be missed).
+/// syscall in `names` this kernel has. A syscall without a tracepoint is one this kernel does
+/// not implement (e.g. the module calls without module support): its calls fail with ENOSYS
+/// and are not seen.
 fn attach_per_syscall(
     ebpf: &mut Ebpf,
     hook: &Hook,
@@ -185,7 +198,7 @@ fn attach_per_syscall(
     let p: &mut TracePoint = program.try_into().map_err(err)?;
     p.load().map_err(err)?;
     for name in names {
-        let tracepoint = format!("{event}_{name}");
+        let tracepoint = format!("{event}_{}", super::hooks::tracepoint_name(name));
         if events.join(&tracepoint).is_dir() {
             p.attach("syscalls", &tracepoint)
                 .map_err(|e| format!("{tracepoint}: {}", err(e)))?;

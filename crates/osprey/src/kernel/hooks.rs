@@ -223,6 +223,20 @@ impl SyscallSet {
     }
 }
 
+/// The name of a syscall's tracepoints (`syscalls/sys_exit_NAME`): the kernel's
+/// SYSCALL_DEFINE name, which for a few x86-64 syscalls is not the table's.
+pub fn tracepoint_name(syscall: &str) -> &str {
+    match syscall {
+        "umount2" => "umount",
+        "sendfile" => "sendfile64",
+        "stat" => "newstat",
+        "fstat" => "newfstat",
+        "lstat" => "newlstat",
+        "uname" => "newuname",
+        other => other,
+    }
+}
+
 impl Role {
     /// The role's per-syscall hook: its default syscall list and filter global.
     pub fn syscall_hook(&self) -> Option<(&'static [&'static str], &'static str)> {
