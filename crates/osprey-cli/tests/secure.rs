@@ -56,15 +56,6 @@ fn enforcing(rules: &std::path::Path) -> Tracer {
     ])
 }
 
-/// False on kernels built without module support: their module syscalls are not
-/// implemented (ENOSYS, nothing can load), and have no per-syscall tracepoint to see them.
-fn kernel_implements_module_syscalls() -> bool {
-    let name = c"osprey_no_such_module";
-    // SAFETY: a missing module: the call fails without effect.
-    let rc = unsafe { libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK) };
-    rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
-}
-
 fn set(names: &[&str]) -> BTreeSet<String> {
     names.iter().map(|s| s.to_string()).collect()
 }
@@ -123,10 +114,11 @@ fn every_default_rule_fires(env: &[(&str, &str)]) {
         set(&["ptrace_attach"]),
         "osprey-workload",
     ));
-    let module_pid = workload(&["module"]);
-    if kernel_implements_module_syscalls() {
-        expected.push((module_pid, set(&["kernel_module_load"]), "osprey-workload"));
-    }
+    expected.push((
+        workload(&["module"]),
+        set(&["kernel_module_load"]),
+        "osprey-workload",
+    ));
     expected.push((
         workload(&["bpf-map"]),
         set(&["bpf_by_unexpected_program"]),
