@@ -3,7 +3,10 @@
 # osprey-workload, each timed by the workload itself:
 #   getppid   COUNT raw getppid(2): a syscall no module or rule needs
 #   openat    COUNT openat(2) of a missing path (fails with ENOENT)
-# under each configuration, interleaved round by round (REPS rounds), on a quiet machine:
+# under each configuration, interleaved round by round (REPS rounds). Each loop reports the
+# CPU time of its own thread per call (OSPREY_BENCH_CPU_TIME: user + system, which includes
+# the BPF programs run in its context) rather than wall time, so that a busy machine's
+# waits for a CPU do not count; CLOCK=wall for wall time. Configurations:
 #   bare             nothing attached
 #   agent            osprey agent with its default modules
 #   secure           osprey secure, default rules, no baselines
@@ -27,6 +30,7 @@ COUNT=${COUNT:-2000000}
 FLOOD_SECS=${FLOOD_SECS:-10}
 CONFIGS=${CONFIGS:-"bare agent secure syscalls syscount syscount-L files"}
 SYSCOUNT=${SYSCOUNT:-$(command -v syscount || echo /usr/sbin/syscount)}
+[ "${CLOCK:-cpu}" = wall ] || export OSPREY_BENCH_CPU_TIME=1
 WORK=$(mktemp -d /tmp/osprey-bench-syscall-cost.XXXXXX)
 TRACER_PID=
 cleanup() {

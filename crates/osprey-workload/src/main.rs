@@ -81,6 +81,30 @@ fn number(s: Option<&OsString>) -> u64 {
         .unwrap_or_else(|| usage())
 }
 
+/// Mean ns per call of `calls` made by `run`: wall clock, or with OSPREY_BENCH_CPU_TIME set
+/// this thread's CPU time (user + system: what the calls cost, without the time spent
+/// waiting for a CPU on a busy machine).
+fn ns_per_call(calls: u64, run: impl FnOnce()) -> f64 {
+    let cpu = std::env::var_os("OSPREY_BENCH_CPU_TIME").is_some();
+    let thread_cpu_ns = || {
+        let mut t = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: a valid timespec to fill.
+        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
+        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
+    };
+    let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
+    run();
+    let ns = if cpu {
+        thread_cpu_ns() - cpu_start
+    } else {
+        start.elapsed().as_nanos()
+    };
+    ns as f64 / calls as f64
+}
+
 fn open_loop(count: u64, path: &CString) {
     for _ in 0..count {
         // SAFETY: valid NUL-terminated path.
@@ -107,19 +131,18 @@ fn main() {
         Some("bench-open") => {
             let count = number(args.get(1));
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
-            let start = Instant::now();
-            open_loop(count, &path);
-            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+            println!("{:.1}", ns_per_call(count, || open_loop(count, &path)));
         }
         Some("bench-getppid") => {
             let count = number(args.get(1));
-            let start = Instant::now();
-            for _ in 0..count {
-                // SAFETY: getppid has no arguments and no side effects. The raw syscall, so no
-                // libc cache can answer it.
-                std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
-            }
-            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+            let ns = ns_per_call(count, || {
+                for _ in 0..count {
+                    // SAFETY: getppid has no arguments and no side effects. The raw syscall,
+                    // so no libc cache can answer it.
+                    std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+                }
+            });
+            println!("{ns:.1}");
         }
         Some("open-relative") => {
             let dir = args.get(1).unwrap_or_else(|| usage());
