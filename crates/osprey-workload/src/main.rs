@@ -81,20 +81,23 @@ fn number(s: Option<&OsString>) -> u64 {
         .unwrap_or_else(|| usage())
 }
 
+/// The time of `clock` in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
 /// Mean ns per call of `calls` made by `run`: wall clock, or with OSPREY_BENCH_CPU_TIME set
 /// this thread's CPU time (user + system: what the calls cost, without the time spent
 /// waiting for a CPU on a busy machine).
 fn ns_per_call(calls: u64, run: impl FnOnce()) -> f64 {
     let cpu = std::env::var_os("OSPREY_BENCH_CPU_TIME").is_some();
-    let thread_cpu_ns = || {
-        let mut t = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: a valid timespec to fill.
-        unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut t) };
-        t.tv_sec as u128 * 1_000_000_000 + t.tv_nsec as u128
-    };
+    let thread_cpu_ns = || clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u128;
     let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
     run();
     let ns = if cpu {
@@ -321,15 +324,7 @@ fn baseline_helper(extra: bool) {
 /// waiting for a fresh window first so that exactly one envelope crossing is seen. It spins
 /// on the vDSO clock instead of sleeping: a sleep is a syscall the baseline never learned.
 fn getppid_burst(calls: u64) {
-    let boot_ns = || {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    };
+    let boot_ns = || clock_ns(libc::CLOCK_BOOTTIME);
     let window = 1u64 << 30;
     if boot_ns() % window > window / 2 {
         let next = boot_ns() / window + 1;

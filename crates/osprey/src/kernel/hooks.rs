@@ -125,54 +125,32 @@ impl Attach {
 /// on the raw sys_exit of every syscall, filtered to the list in the kernel.
 #[macro_export]
 macro_rules! sys_exit_hooks {
-    ($prefix:literal) => {
-        $crate::syscall_hooks!("sys_exit", $prefix)
-    };
-    ($prefix:literal, $syscalls:expr) => {
-        $crate::syscall_hooks!("sys_exit", $prefix, $syscalls)
+    ($prefix:literal $(, $syscalls:expr)?) => {
+        $crate::syscall_hooks!("sys_exit", $prefix $(, $syscalls)?)
     };
 }
 
 /// The same for `OSPREY_SYS_ENTER_PROGS(prefix, fn)`.
 #[macro_export]
 macro_rules! sys_enter_hooks {
-    ($prefix:literal) => {
-        $crate::syscall_hooks!("sys_enter", $prefix)
-    };
-    ($prefix:literal, $syscalls:expr) => {
-        $crate::syscall_hooks!("sys_enter", $prefix, $syscalls)
+    ($prefix:literal $(, $syscalls:expr)?) => {
+        $crate::syscall_hooks!("sys_enter", $prefix $(, $syscalls)?)
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! syscall_hooks {
-    ($event:literal, $prefix:literal, $syscalls:expr) => {
+    ($event:literal, $prefix:literal $(, $syscalls:expr)?) => {
         &[
-            $crate::kernel::hooks::Hook {
+            $($crate::kernel::hooks::Hook {
                 program: concat!($prefix, "_sc"),
                 attach: $crate::kernel::hooks::Attach::Syscalls {
                     event: $event,
                     syscalls: $syscalls,
                     filter: concat!($prefix, "_nrs"),
                 },
-            },
-            $crate::kernel::hooks::Hook {
-                program: concat!($prefix, "_btf"),
-                attach: $crate::kernel::hooks::Attach::BtfTracepoint($event),
-            },
-            $crate::kernel::hooks::Hook {
-                program: concat!($prefix, "_raw"),
-                attach: $crate::kernel::hooks::Attach::RawTracepoint($event),
-            },
-            $crate::kernel::hooks::Hook {
-                program: concat!($prefix, "_tp"),
-                attach: $crate::kernel::hooks::Attach::Tracepoint("raw_syscalls", $event),
-            },
-        ]
-    };
-    ($event:literal, $prefix:literal) => {
-        &[
+            },)?
             $crate::kernel::hooks::Hook {
                 program: concat!($prefix, "_btf"),
                 attach: $crate::kernel::hooks::Attach::BtfTracepoint($event),
