@@ -34,7 +34,7 @@ start() {
         secure-fim-miss) watch=(--watch "$WORK/watched") ;;
         secure-fim-hit) watch=(--watch /dev/null) ;;
     esac
-    "$OSPREY" secure --state-dir "$WORK/state-$1" "${watch[@]}" -o json >/dev/null 2>"$log" &
+    "$OSPREY" secure --state-dir "$WORK/state-$1" "${watch[@]}" -o json --run-time-stats >/dev/null 2>"$log" &
     TRACER_PID=$!
     until grep -q "osprey: tracing" "$log" 2>/dev/null; do sleep 0.05; done
 }
@@ -54,7 +54,7 @@ for ((r = 0; r < REPS; r++)); do
         "$WORKLOAD" bench-syscalls "$ROUNDS" /etc/hostname >>"$WORK/$c.ns"
         stop
         [ "$c" = bare ] || grep '"kind":"summary"' "$WORK/$c.log" |
-            grep -o '"avg_ns_per_run":[0-9]*,[^}]*"program":"security_exit_btf"' |
+            grep -oE '"avg_ns_per_run":[0-9]*,[^}]*"program":"security_exit_(sc|btf)"' |
             sed 's/"avg_ns_per_run":\([0-9]*\).*/\1/' >>"$WORK/$c.exit"
     done
 done

@@ -40,11 +40,11 @@ start() {
         osprey-syscalls)
             "$OSPREY" syscalls >/dev/null 2>"$log" & TRACER_PID=$! ;;
         secure-rules)
-            "$OSPREY" secure --state-dir "$WORK/empty-state" -o json >/dev/null 2>"$log" & TRACER_PID=$! ;;
+            "$OSPREY" secure --state-dir "$WORK/empty-state" -o json --run-time-stats >/dev/null 2>"$log" & TRACER_PID=$! ;;
         secure-baselines)
-            "$OSPREY" secure --state-dir "$WORK/state" -o json >/dev/null 2>"$log" & TRACER_PID=$! ;;
+            "$OSPREY" secure --state-dir "$WORK/state" -o json --run-time-stats >/dev/null 2>"$log" & TRACER_PID=$! ;;
         secure-community)
-            "$OSPREY" secure --state-dir "$WORK/empty-state" -o json --rules "$RULESETS/sigma" \
+            "$OSPREY" secure --state-dir "$WORK/empty-state" -o json --run-time-stats --rules "$RULESETS/sigma" \
                 --rules "$RULESETS/falco/falco_rules.yaml" >/dev/null 2>"$log" & TRACER_PID=$! ;;
     esac
     local t0; t0=$(date +%s%N)
@@ -77,7 +77,7 @@ for ((r = 0; r < REPS; r++)); do
         stop
         # The in-kernel cost of the sys_enter program, from BPF run-time statistics.
         case "$c" in secure-*)
-            grep '"kind":"summary"' "$WORK/$c.log" | grep -o '"avg_ns_per_run":[0-9]*,[^}]*"program":"security_enter_btf"' |
+            grep '"kind":"summary"' "$WORK/$c.log" | grep -oE '"avg_ns_per_run":[0-9]*,[^}]*"program":"security_enter_(sc|btf)"' |
                 sed 's/"avg_ns_per_run":\([0-9]*\).*/\1/' >>"$WORK/$c.enter" ;;
         esac
     done

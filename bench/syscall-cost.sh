@@ -3,7 +3,10 @@
 # osprey-workload, each timed by the workload itself:
 #   getppid   COUNT raw getppid(2): a syscall no module or rule needs
 #   openat    COUNT openat(2) of a missing path (fails with ENOENT)
-# under each configuration, interleaved round by round (REPS rounds), on a quiet machine:
+# under each configuration, interleaved round by round (REPS rounds). Each loop reports the
+# CPU time of its own thread per call (OSPREY_BENCH_CPU_TIME: user + system, which includes
+# the BPF programs run in its context) rather than wall time, so that a busy machine's
+# waits for a CPU do not count; CLOCK=wall for wall time. Configurations:
 #   bare             nothing attached
 #   agent            osprey agent with its default modules
 #   secure           osprey secure, default rules, no baselines
@@ -17,6 +20,8 @@
 # delivered per second and what osprey's own counters say was dropped.
 #
 #   bench/syscall-cost.sh      REPS=5 COUNT=2000000 FLOOD_SECS=10 CONFIGS="..." by default
+# BEFORE=PATH (another build's osprey binary): a config NAME@before (e.g. agent@before) runs
+# NAME with that binary, for a before/after comparison within one run.
 # Needs root. libbpf-tools (apt-get install libbpf-tools) for the syscount rows.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,6 +30,7 @@ COUNT=${COUNT:-2000000}
 FLOOD_SECS=${FLOOD_SECS:-10}
 CONFIGS=${CONFIGS:-"bare agent secure syscalls syscount syscount-L files"}
 SYSCOUNT=${SYSCOUNT:-$(command -v syscount || echo /usr/sbin/syscount)}
+[ "${CLOCK:-cpu}" = wall ] || export OSPREY_BENCH_CPU_TIME=1
 WORK=$(mktemp -d /tmp/osprey-bench-syscall-cost.XXXXXX)
 TRACER_PID=
 cleanup() {
@@ -36,6 +42,7 @@ trap cleanup EXIT
 cargo build --release -q -p osprey-cli -p osprey-workload
 # Private copies: a rebuild of target/release during the run must not change what is measured.
 cp target/release/osprey target/release/osprey-workload "$WORK/"
+[ -z "${BEFORE:-}" ] || cp "$BEFORE" "$WORK/osprey-before"
 OSPREY=$WORK/osprey
 WORKLOAD=$WORK/osprey-workload
 MISSING=/nonexistent/osprey-bench-syscall-cost
@@ -55,7 +62,11 @@ have() { case "$1" in syscount*) [ -x "$SYSCOUNT" ] ;; *) true ;; esac; }
 
 # start CONFIG: its tracer in the background, attached; sets TRACER_PID
 start() {
-    local log="$WORK/$1.log" ready="osprey: tracing"
+    local log="$WORK/$1.log" ready="osprey: tracing" OSPREY=$OSPREY
+    if [[ "$1" == *@before ]]; then
+        OSPREY=$WORK/osprey-before
+        set -- "${1%@before}"
+    fi
     case "$1" in
         bare) TRACER_PID=; return ;;
         agent) "$OSPREY" agent --config "$WORK/agent.toml" >/dev/null 2>"$log" &

@@ -14,12 +14,58 @@ struct osprey_syscall_key *const osprey_abi_syscall_key = 0;
 struct osprey_syscall_stats *const osprey_abi_syscall_stats = 0;
 struct osprey_syscall_errno_key *const osprey_abi_syscall_errno_key = 0;
 
+/* Entry time by thread: task-local storage (one lookup in the task, nothing to delete)
+ * where the kernel has it, else a hash by tid. 0: no call in progress. */
+#ifdef OSPREY_COMPAT
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u32); /* tid */
 	__type(value, __u64); /* entry time, ns */
 } syscall_starts SEC(".maps");
+
+static __always_inline void start_set(__u64 pid_tgid, __u64 now)
+{
+	__u32 tid = (__u32)pid_tgid;
+	bpf_map_update_elem(&syscall_starts, &tid, &now, BPF_ANY);
+}
+
+static __always_inline __u64 start_take(__u64 pid_tgid)
+{
+	__u32 tid = (__u32)pid_tgid;
+	__u64 *start = bpf_map_lookup_elem(&syscall_starts, &tid);
+	if (!start)
+		return 0;
+	__u64 t = *start;
+	bpf_map_delete_elem(&syscall_starts, &tid);
+	return t;
+}
+#else
+struct {
+	__uint(type, BPF_MAP_TYPE_TASK_STORAGE);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, int);
+	__type(value, __u64); /* entry time, ns */
+} syscall_starts SEC(".maps");
+
+static __always_inline void start_set(__u64 pid_tgid, __u64 now)
+{
+	__u64 *start = bpf_task_storage_get(&syscall_starts, bpf_get_current_task_btf(), 0,
+					    BPF_LOCAL_STORAGE_GET_F_CREATE);
+	if (start)
+		*start = now;
+}
+
+static __always_inline __u64 start_take(__u64 pid_tgid)
+{
+	__u64 *start = bpf_task_storage_get(&syscall_starts, bpf_get_current_task_btf(), 0, 0);
+	if (!start)
+		return 0;
+	__u64 t = *start;
+	*start = 0;
+	return t;
+}
+#endif
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
@@ -88,9 +134,7 @@ static __always_inline int on_enter(long nr)
 		count_call(pid_tgid >> 32, nr, 0, 0, false);
 		return 0;
 	}
-	__u32 tid = (__u32)pid_tgid;
-	__u64 now = bpf_ktime_get_ns();
-	bpf_map_update_elem(&syscall_starts, &tid, &now, BPF_ANY);
+	start_set(pid_tgid, bpf_ktime_get_ns());
 	return 0;
 }
 
@@ -102,28 +146,50 @@ static __always_inline int on_exit(long nr, long ret)
 	    !osprey_target_match(OSPREY_KIND_SYSCALL_COUNT))
 		return 0;
 	__u64 pid_tgid = bpf_get_current_pid_tgid();
-	__u32 tid = (__u32)pid_tgid;
-	__u64 *start = bpf_map_lookup_elem(&syscall_starts, &tid);
+	__u64 start = start_take(pid_tgid);
 	__u64 latency = 0;
 	bool timed = false;
 	if (start) {
-		latency = bpf_ktime_get_ns() - *start;
+		latency = bpf_ktime_get_ns() - start;
 		timed = true;
-		bpf_map_delete_elem(&syscall_starts, &tid);
 	}
 	count_call(pid_tgid >> 32, nr, ret, latency, timed);
 	return 0;
 }
 
-static __always_inline int on_enter_regs(struct pt_regs *regs, long id)
+/* Every syscall is counted: these run on the raw hooks, without a per-syscall filter. */
+SEC("tp_btf/sys_enter")
+int BPF_PROG(syscalls_enter_btf, struct pt_regs *regs, long id)
 {
 	return on_enter(id);
 }
 
-static __always_inline int on_exit_regs(struct pt_regs *regs, long ret)
+SEC("raw_tp/sys_enter")
+int BPF_PROG(syscalls_enter_raw, struct pt_regs *regs, long id)
+{
+	return on_enter(id);
+}
+
+SEC("tracepoint/raw_syscalls/sys_enter")
+int syscalls_enter_tp(struct trace_event_raw_sys_enter *ctx)
+{
+	return on_enter(ctx->id);
+}
+
+SEC("tp_btf/sys_exit")
+int BPF_PROG(syscalls_exit_btf, struct pt_regs *regs, long ret)
+{
+	return on_exit(regs->orig_ax, ret);
+}
+
+SEC("raw_tp/sys_exit")
+int BPF_PROG(syscalls_exit_raw, struct pt_regs *regs, long ret)
 {
 	return on_exit(BPF_CORE_READ(regs, orig_ax), ret);
 }
 
-OSPREY_SYS_ENTER_PROGS(syscalls_enter, on_enter_regs)
-OSPREY_SYS_EXIT_PROGS(syscalls_exit, on_exit_regs)
+SEC("tracepoint/raw_syscalls/sys_exit")
+int syscalls_exit_tp(struct trace_event_raw_sys_exit *ctx)
+{
+	return on_exit(ctx->id, ctx->ret);
+}

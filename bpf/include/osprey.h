@@ -426,45 +426,103 @@ static __always_inline struct file *osprey_fd_file(struct task_struct *task, lon
 }
 
 /*
- * Three hook variants for one sys_exit handler `fn(struct pt_regs *regs, long ret)`,
- * best first: tp_btf, raw_tp, classic raw_syscalls tracepoint. Arguments are read from
- * the saved user registers at exit, so one program sees arguments and result together.
+ * Hook variants for one sys_exit handler `fn(struct pt_regs *regs, long ret)`, best first:
+ *   prefix_sc:  one program attached (by user space) to syscalls/sys_exit_NAME of each
+ *               syscall the capability needs: the kernel tests its per-syscall bitmap
+ *               before calling it, so other syscalls do not run it at all;
+ *   prefix_btf, prefix_raw, prefix_tp: tp_btf, raw_tp and classic raw_syscalls hooks that
+ *               run on every syscall and return at once unless prefix_nrs has its bit.
+ * Arguments are read from the saved user registers at exit, so one program sees arguments
+ * and result together. User space sets prefix_nrs from the capability's syscall list
+ * (crates/osprey/src/kernel/hooks.rs); all bits set until it does.
  */
+#define OSPREY_NR_WORDS 8 /* syscall numbers below 512 */
+
+static __always_inline bool osprey_nr_wanted(const volatile __u64 *nrs, long nr)
+{
+	if ((unsigned long)nr >= OSPREY_NR_WORDS * 64)
+		return false;
+	return nrs[nr >> 6] & (1ULL << (nr & 63));
+}
+
+/* The record of every syscalls/sys_enter_NAME and sys_exit_NAME tracepoint (tracefs
+ * events/syscalls/.../format): the same layout for every syscall. */
+struct osprey_sc_enter {
+	__u64 common;
+	int nr;
+	int _pad;
+	unsigned long args[6];
+};
+
+struct osprey_sc_exit {
+	__u64 common;
+	int nr;
+	int _pad;
+	long ret;
+};
+
+#define OSPREY_NR_FILTER(prefix)                                                       \
+	const volatile __u64 prefix##_nrs[OSPREY_NR_WORDS] = {                         \
+		[0 ... OSPREY_NR_WORDS - 1] = ~0ULL                                    \
+	};
+
 /* The same for a sys_enter handler `fn(struct pt_regs *regs, long id)`. */
 #define OSPREY_SYS_ENTER_PROGS(prefix, fn)                                             \
+	OSPREY_NR_FILTER(prefix)                                                       \
+	SEC("tracepoint/syscalls/sys_enter")                                           \
+	int prefix##_sc(struct osprey_sc_enter *ctx)                                   \
+	{                                                                              \
+		return fn(osprey_current_pt_regs(), ctx->nr);                          \
+	}                                                                              \
 	SEC("tp_btf/sys_enter")                                                        \
 	int BPF_PROG(prefix##_btf, struct pt_regs *regs, long id)                     \
 	{                                                                              \
+		if (!osprey_nr_wanted(prefix##_nrs, id))                               \
+			return 0;                                                      \
 		return fn(regs, id);                                                   \
 	}                                                                              \
 	SEC("raw_tp/sys_enter")                                                        \
 	int BPF_PROG(prefix##_raw, struct pt_regs *regs, long id)                     \
 	{                                                                              \
+		if (!osprey_nr_wanted(prefix##_nrs, id))                               \
+			return 0;                                                      \
 		return fn(regs, id);                                                   \
 	}                                                                              \
 	SEC("tracepoint/raw_syscalls/sys_enter")                                       \
 	int prefix##_tp(struct trace_event_raw_sys_enter *ctx)                         \
 	{                                                                              \
-		struct pt_regs *regs = osprey_current_pt_regs();                       \
-		return fn(regs, ctx->id);                                              \
+		if (!osprey_nr_wanted(prefix##_nrs, ctx->id))                          \
+			return 0;                                                      \
+		return fn(osprey_current_pt_regs(), ctx->id);                          \
 	}
 
 #define OSPREY_SYS_EXIT_PROGS(prefix, fn)                                              \
+	OSPREY_NR_FILTER(prefix)                                                       \
+	SEC("tracepoint/syscalls/sys_exit")                                            \
+	int prefix##_sc(struct osprey_sc_exit *ctx)                                    \
+	{                                                                              \
+		return fn(osprey_current_pt_regs(), ctx->ret);                         \
+	}                                                                              \
 	SEC("tp_btf/sys_exit")                                                         \
 	int BPF_PROG(prefix##_btf, struct pt_regs *regs, long ret)                    \
 	{                                                                              \
+		if (!osprey_nr_wanted(prefix##_nrs, regs->orig_ax))                    \
+			return 0;                                                      \
 		return fn(regs, ret);                                                  \
 	}                                                                              \
 	SEC("raw_tp/sys_exit")                                                         \
 	int BPF_PROG(prefix##_raw, struct pt_regs *regs, long ret)                    \
 	{                                                                              \
+		if (!osprey_nr_wanted(prefix##_nrs, BPF_CORE_READ(regs, orig_ax)))     \
+			return 0;                                                      \
 		return fn(regs, ret);                                                  \
 	}                                                                              \
 	SEC("tracepoint/raw_syscalls/sys_exit")                                        \
 	int prefix##_tp(struct trace_event_raw_sys_exit *ctx)                          \
 	{                                                                              \
-		struct pt_regs *regs = osprey_current_pt_regs();                       \
-		return fn(regs, ctx->ret);                                             \
+		if (!osprey_nr_wanted(prefix##_nrs, ctx->id))                          \
+			return 0;                                                      \
+		return fn(osprey_current_pt_regs(), ctx->ret);                         \
 	}
 
 #endif

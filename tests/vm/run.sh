@@ -115,7 +115,7 @@ EOF
 # per-second fault rates) or needs a disk (page cache dropped under a file on the initramfs).
 FULL_TESTS=$(cat <<EOF
 run files-all ${bin[files]} $T --skip two_hundred_thousand
-run files-via-kretprobe env OSPREY_DENY_PROGRAMS=files_open_fexit,files_open_btf,files_open_raw OSPREY_EXPECT_TRACING_VIA=kretprobe/do_sys_openat2 ${bin[files]} $T --exact open_of_a_unique_path_and_a_failed_open
+run files-via-kretprobe env OSPREY_DENY_PROGRAMS=files_open_fexit,files_open_sc,files_open_btf,files_open_raw OSPREY_EXPECT_TRACING_VIA=kretprobe/do_sys_openat2 ${bin[files]} $T --exact open_of_a_unique_path_and_a_failed_open
 run exec-all ${bin[exec]} $T
 run memory-all ${bin[memory]} $T --skip cache_misses --skip rates_and_heat_map --skip a_file_read_through_mmap
 run syscalls-all ${bin[syscalls]} $T

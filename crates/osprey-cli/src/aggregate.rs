@@ -5,7 +5,6 @@
 use std::time::Duration;
 
 use osprey::kernel::loader::LoadedCapability;
-use osprey::kernel::stats::RunTimeStats;
 use osprey::pipeline::cache::ProcessCache;
 use osprey::pipeline::event::Event;
 use osprey::pipeline::run::{run_blocking, AfterDrain, Pipeline, RunOptions, Summary};
@@ -18,10 +17,11 @@ const PROFILE_DRAIN_INTERVAL: Duration = Duration::from_millis(100);
 pub(crate) fn run(
     cap: LoadedCapability,
     duration_secs: Option<f64>,
+    run_time: &crate::RunTimeStatsArg,
     on_event: impl FnMut(&Event),
     tick: impl FnMut(&[LoadedCapability]),
 ) -> Result<Summary, Failure> {
-    let _run_time_stats = RunTimeStats::enable();
+    let _run_time_stats = run_time.enable(false);
     let mut sink = EventFn(on_event);
     let pipeline = Pipeline::new(
         vec![cap],

@@ -9,7 +9,6 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 use osprey::kernel::loader::{is_attach_conflict, XdpAttachMode};
 use osprey::kernel::privileges;
-use osprey::kernel::stats::RunTimeStats;
 use osprey::net::flow_session::{self, FlowOptions, FlowSession, Scan};
 use osprey::net::flows::{self, FlowRecord, FlowTable, RateTracker};
 use osprey::pipeline::run::RunOptions;
@@ -46,11 +45,8 @@ pub struct FlowsArgs {
     /// Seconds between scans of the flow table.
     #[arg(long, value_name = "SECS", default_value_t = 1.0, value_parser = crate::parse_positive_secs)]
     pub interval: f64,
-    /// Enable BPF run-time statistics (ns per run of each program, in the summary). They
-    /// cost every BPF program on the machine two clock reads per run (bench/net.sh measures
-    /// it), so they are off unless asked for.
-    #[arg(long)]
-    pub run_time_stats: bool,
+    #[command(flatten)]
+    pub run_time: crate::RunTimeStatsArg,
     /// Output format.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -123,7 +119,7 @@ fn announce(session: &FlowSession, interfaces: &[String]) {
 
 pub fn run_flows(args: FlowsArgs) -> Result<ExitCode, Failure> {
     let session = load(&args)?;
-    let run_time_stats = args.run_time_stats.then(RunTimeStats::enable);
+    let run_time_stats = args.run_time.enable(false);
     announce(&session, &args.interfaces);
     let names = session.names.clone();
     let mut output = FlowOutput::new(&args, &names);

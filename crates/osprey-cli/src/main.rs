@@ -94,6 +94,25 @@ pub struct RunArgs {
     /// Ring buffer size in MiB (power of two) for the traced capability.
     #[arg(long, value_name = "MIB", value_parser = parse_ring_mib)]
     pub ring_mib: Option<u32>,
+    #[command(flatten)]
+    pub run_time: RunTimeStatsArg,
+}
+
+/// `--run-time-stats`, for the commands whose summary has per-program statistics.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct RunTimeStatsArg {
+    /// Enable BPF run-time statistics (runs and ns per run of each program, in the
+    /// summary). They cost every BPF program on the machine two clock reads per run
+    /// (bench/syscall-cost.sh measures it), so they are off unless asked for.
+    #[arg(long)]
+    pub run_time_stats: bool,
+}
+
+impl RunTimeStatsArg {
+    /// Holds the statistics on while the result lives, when asked for (or `also`).
+    pub fn enable(&self, also: bool) -> Option<osprey::kernel::stats::RunTimeStats> {
+        (self.run_time_stats || also).then(osprey::kernel::stats::RunTimeStats::enable)
+    }
 }
 
 pub(crate) use secs::parse_positive_secs;

@@ -37,6 +37,8 @@ pub struct ProfileArgs {
     /// Stop after this many seconds (default: at Ctrl-C).
     #[arg(long, value_name = "SECS", value_parser = crate::parse_positive_secs)]
     pub duration: Option<f64>,
+    #[command(flatten)]
+    pub run_time: crate::RunTimeStatsArg,
     /// Only these processes (repeatable).
     #[arg(long, short = 'p', value_parser = clap::value_parser!(u32).range(1..))]
     pub pid: Vec<u32>,
@@ -191,6 +193,7 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
     let summary = crate::aggregate::run(
         cap,
         args.duration,
+        &args.run_time,
         move |event| events.borrow_mut().on_event(event),
         move |caps| {
             if let Some(p) = ticks.borrow_mut().tick(caps).filter(|_| progress) {

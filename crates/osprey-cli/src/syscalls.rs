@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use clap::{Args, ValueEnum};
 use osprey::kernel::loader::{KernelConfig, LoadOptions};
-use osprey::kernel::stats::RunTimeStats;
 use osprey::pipeline::cache::{ProcessCache, ProcessContext};
 use osprey::pipeline::event::Event;
 use osprey::pipeline::run::{Pipeline, RunOptions};
@@ -43,6 +42,8 @@ pub struct SyscallsArgs {
     /// `table`: aligned columns; `json`: one object per row (docs/events.md).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    #[command(flatten)]
+    pub run_time: crate::RunTimeStatsArg,
 }
 
 /// Nothing is streamed by this capability; the run loop only needs somewhere to write.
@@ -78,7 +79,7 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
     let counts = Counts::new(&mut cap).map_err(|e| Failure::Runtime(e.into()))?;
     let hooks: Vec<String> = cap.hook_labels().collect();
 
-    let _run_time_stats = RunTimeStats::enable();
+    let _run_time_stats = args.run_time.enable(false);
     let mut sink = NoEvents;
     let pipeline = Pipeline::new(
         vec![cap],

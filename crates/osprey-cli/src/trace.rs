@@ -10,7 +10,7 @@ use clap::Args;
 use osprey::container::filter::ContainerFilter;
 use osprey::container::gate::KernelGate;
 use osprey::kernel::loader::{KernelConfig, LoadOptions, LoadedCapability};
-use osprey::kernel::{privileges, stats::RunTimeStats};
+use osprey::kernel::privileges;
 use osprey::pipeline::cache::ProcessCache;
 use osprey::pipeline::event::Payload;
 use osprey::pipeline::run::{EventFilter, Pipeline, RunOptions};
@@ -295,7 +295,8 @@ pub(crate) fn run_pipeline_into(
     mut sink: Box<dyn Sink + '_>,
     what: &str,
 ) -> Result<ExitCode, Failure> {
-    let _run_time_stats = RunTimeStats::enable();
+    // `--stats` reports ns per run: it needs them on.
+    let _run_time_stats = run.run_time.enable(run.stats.is_some());
     let mut cache = ProcessCache::new(65536, 5_000_000_000);
     cache.seed_from_proc();
     let options = RunOptions {

@@ -133,6 +133,7 @@ fn check_reports_chosen_hooks_and_features() {
     // The loader must pick the best hook the kernel offers, whatever the kernel.
     let preference = [
         ("fentry", "fexit/do_sys_openat2"),
+        ("tracepoint", "tracepoint/syscalls/sys_exit_*"),
         ("tp_btf", "tp_btf/sys_exit"),
         ("raw_tp", "raw_tp/sys_exit"),
         ("kprobe", "kretprobe/do_sys_openat2"),
@@ -167,19 +168,23 @@ fn a_missing_hook_degrades_only_its_capability() {
     }
     let _serial = serial();
     // One alternative gone: the next one is picked and the reason shown.
-    let (_, _, doc) = check_report(&[("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_open_btf")]);
+    let (_, _, doc) = check_report(&[(
+        "OSPREY_DENY_PROGRAMS",
+        "files_open_fexit,files_open_sc,files_open_btf",
+    )]);
     let files = named(&doc["capabilities"], "files");
     assert_eq!(files["roles"][0]["hook"], "raw_tp/sys_exit");
     let rejected = files["roles"][0]["rejected"].as_array().unwrap();
-    assert_eq!(rejected.len(), 2, "{rejected:?}");
-    assert_eq!(rejected[1]["hook"], "tp_btf/sys_exit");
-    assert!(rejected[1]["reason"]
+    assert_eq!(rejected.len(), 3, "{rejected:?}");
+    assert_eq!(rejected[1]["hook"], "tracepoint/syscalls/sys_exit_*");
+    assert_eq!(rejected[2]["hook"], "tp_btf/sys_exit");
+    assert!(rejected[2]["reason"]
         .as_str()
         .unwrap()
         .contains("OSPREY_DENY_PROGRAMS"));
 
     // Every alternative gone: files says why, process still works.
-    let all = "files_open_fexit,files_open_btf,files_open_raw,files_open_kretprobe,files_open_tp";
+    let all = "files_open_fexit,files_open_sc,files_open_btf,files_open_raw,files_open_kretprobe,files_open_tp";
     let (code, _, doc) = check_report(&[("OSPREY_DENY_PROGRAMS", all)]);
     assert_eq!(code, Some(77));
     let files = named(&doc["capabilities"], "files");
@@ -187,6 +192,7 @@ fn a_missing_hook_degrades_only_its_capability() {
     assert_eq!(files["ok"], false);
     let why = files["error"].as_str().unwrap();
     for hook in [
+        "tracepoint/syscalls/sys_exit_*",
         "tp_btf/sys_exit",
         "raw_tp/sys_exit",
         "tracepoint/raw_syscalls/sys_exit",
@@ -212,7 +218,7 @@ fn a_missing_hook_degrades_only_its_capability() {
         &["exec", "--output", "json"],
         &[(
             "OSPREY_DENY_PROGRAMS",
-            "process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp",
+            "process_exec_failed_sc,process_exec_failed_btf,process_exec_failed_raw,process_exec_failed_tp",
         )],
     );
     let (pid, _) = run(&mut Command::new("/bin/true"));

@@ -89,6 +89,33 @@ fn number(s: Option<&OsString>) -> u64 {
         .unwrap_or_else(|| usage())
 }
 
+/// The time of `clock` in ns.
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid timespec to fill.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Mean ns per call of `calls` made by `run`: wall clock, or with OSPREY_BENCH_CPU_TIME set
+/// this thread's CPU time (user + system: what the calls cost, without the time spent
+/// waiting for a CPU on a busy machine).
+fn ns_per_call(calls: u64, run: impl FnOnce()) -> f64 {
+    let cpu = std::env::var_os("OSPREY_BENCH_CPU_TIME").is_some();
+    let thread_cpu_ns = || clock_ns(libc::CLOCK_THREAD_CPUTIME_ID) as u128;
+    let (start, cpu_start) = (Instant::now(), thread_cpu_ns());
+    run();
+    let ns = if cpu {
+        thread_cpu_ns() - cpu_start
+    } else {
+        start.elapsed().as_nanos()
+    };
+    ns as f64 / calls as f64
+}
+
 fn open_loop(count: u64, path: &CString) {
     for _ in 0..count {
         // SAFETY: valid NUL-terminated path.
@@ -115,19 +142,18 @@ fn main() {
         Some("bench-open") => {
             let count = number(args.get(1));
             let path = cpath(args.get(2).unwrap_or_else(|| usage()));
-            let start = Instant::now();
-            open_loop(count, &path);
-            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+            println!("{:.1}", ns_per_call(count, || open_loop(count, &path)));
         }
         Some("bench-getppid") => {
             let count = number(args.get(1));
-            let start = Instant::now();
-            for _ in 0..count {
-                // SAFETY: getppid has no arguments and no side effects. The raw syscall, so no
-                // libc cache can answer it.
-                std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
-            }
-            println!("{:.1}", start.elapsed().as_nanos() as f64 / count as f64);
+            let ns = ns_per_call(count, || {
+                for _ in 0..count {
+                    // SAFETY: getppid has no arguments and no side effects. The raw syscall,
+                    // so no libc cache can answer it.
+                    std::hint::black_box(unsafe { libc::syscall(libc::SYS_getppid) });
+                }
+            });
+            println!("{ns:.1}");
         }
         Some("open-relative") => {
             let dir = args.get(1).unwrap_or_else(|| usage());
@@ -317,15 +343,7 @@ fn baseline_helper(extra: bool) {
 /// waiting for a fresh window first so that exactly one envelope crossing is seen. It spins
 /// on the vDSO clock instead of sleeping: a sleep is a syscall the baseline never learned.
 fn getppid_burst(calls: u64) {
-    let boot_ns = || {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: valid timespec.
-        unsafe { libc::clock_gettime(libc::CLOCK_BOOTTIME, &mut ts) };
-        ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
-    };
+    let boot_ns = || clock_ns(libc::CLOCK_BOOTTIME);
     let window = 1u64 << 30;
     if boot_ns() % window > window / 2 {
         let next = boot_ns() / window + 1;

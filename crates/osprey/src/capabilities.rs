@@ -228,4 +228,76 @@ mod tests {
         let names: Vec<&str> = of_module("security").collect();
         assert_eq!(names, ["security", "security-opens"]);
     }
+
+    /// The syscall numbers (`NR_NAME` constants, as names) a C function of bpf/ mentions.
+    fn c_syscalls(file: &str, function: &str) -> std::collections::BTreeSet<String> {
+        let path = format!("{}/../../bpf/{file}", env!("CARGO_MANIFEST_DIR"));
+        let source = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let start = source
+            .find(&format!(" {function}("))
+            .unwrap_or_else(|| panic!("{function} not in {file}"));
+        let body = &source[start..];
+        let body = &body[..body.find("\n}\n").expect("end of the function")];
+        let nr = regex::Regex::new(r"\bNR_([A-Z0-9_]+)").unwrap();
+        nr.captures_iter(body)
+            .map(|c| c[1].to_ascii_lowercase())
+            .collect()
+    }
+
+    /// Every per-syscall role's list is exactly the syscalls its C handler acts on: a
+    /// syscall added on one side only would be missed (or attached for nothing).
+    #[test]
+    fn per_syscall_lists_match_the_c_handlers() {
+        let handlers = [
+            ("files", "open-exit", "files.bpf.c", "on_open_exit"),
+            ("security-opens", "open-exit", "files.bpf.c", "on_open_exit"),
+            ("process", "exec-failed", "process.bpf.c", "on_exec_exit"),
+            ("tcp", "accept-owner", "tcp.bpf.c", "on_accept_exit"),
+            (
+                "security",
+                security::SYSCALL_EXIT,
+                "security.bpf.c",
+                "layout_of",
+            ),
+            (
+                "security",
+                security::SETID_ENTER,
+                "security.bpf.c",
+                "is_setid",
+            ),
+        ];
+        let mut checked = 0;
+        for cap in REGISTRY {
+            for role in cap.spec.roles {
+                let Some((list, _)) = role.syscall_hook() else {
+                    continue;
+                };
+                let (_, _, file, function) = handlers
+                    .iter()
+                    .find(|h| h.0 == cap.spec.name && h.1 == role.name)
+                    .unwrap_or_else(|| {
+                        panic!("{}/{}: add its handler here", cap.spec.name, role.name)
+                    });
+                let rust: std::collections::BTreeSet<String> =
+                    list.iter().map(|s| s.to_string()).collect();
+                assert_eq!(
+                    rust,
+                    c_syscalls(file, function),
+                    "{}/{}",
+                    cap.spec.name,
+                    role.name
+                );
+                for name in list {
+                    assert!(crate::syscalls::syscall_number(name).is_some(), "{name}");
+                }
+                checked += 1;
+            }
+        }
+        assert!(checked >= handlers.len(), "{checked} roles checked");
+        let fim: std::collections::BTreeSet<String> = security::fim::kernel::SYSCALLS
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(fim, c_syscalls("include/fim.h", "fim_call_of"));
+    }
 }

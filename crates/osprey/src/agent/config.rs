@@ -27,6 +27,10 @@ pub struct MetricsConfig {
     pub enabled: bool,
     /// Loopback by default: bind elsewhere only when asked.
     pub listen: SocketAddr,
+    /// BPF run-time statistics: program runs and run time in the metrics, and the health
+    /// check's "did not run" warnings. They cost every BPF program on the machine two clock
+    /// reads per run, so they are off unless asked for (read at start).
+    pub run_time_stats: bool,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
@@ -145,6 +149,7 @@ impl Default for MetricsConfig {
         Self {
             enabled: true,
             listen: SocketAddr::from(([127, 0, 0, 1], 9464)),
+            run_time_stats: false,
         }
     }
 }

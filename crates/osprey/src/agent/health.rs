@@ -62,8 +62,9 @@ impl Health {
             .contains_key(&(capability.to_string(), kind.to_string()))
     }
 
-    /// Adds a snapshot; returns warnings raised (or cleared) by it.
-    pub fn observe(&mut self, snap: &Snapshot, now: Instant) -> Vec<Warning> {
+    /// Adds a snapshot; returns warnings raised (or cleared) by it. Silent programs are
+    /// judged only when `runs_counted` (run-time statistics on).
+    pub fn observe(&mut self, snap: &Snapshot, now: Instant, runs_counted: bool) -> Vec<Warning> {
         let mut out = Vec::new();
         let window = self.window;
         for k in &snap.kinds {
@@ -95,7 +96,7 @@ impl Health {
             );
             self.transition(&mut out, key, ratio > self.max_drop_ratio, "drops", detail);
         }
-        for p in &snap.programs {
+        for p in snap.programs.iter().filter(|_| runs_counted) {
             if !ALWAYS_ACTIVE.contains(&(p.capability, p.role)) {
                 continue;
             }
@@ -183,7 +184,7 @@ mod tests {
         // An agent started under load: its first tick already sees the drops.
         let mut h = Health::new(Duration::from_secs(2), 0.1);
         let t = Instant::now();
-        let w = h.observe(&snap(100, 500), t + Duration::from_millis(1100));
+        let w = h.observe(&snap(100, 500), t + Duration::from_millis(1100), true);
         assert_eq!(w.len(), 1, "{w:?}");
         assert_eq!(w[0].reason, "drops");
     }
@@ -192,19 +193,19 @@ mod tests {
     fn warns_once_on_drops_and_recovers() {
         let mut h = Health::new(Duration::from_secs(10), 0.1);
         let t = Instant::now();
-        assert!(h.observe(&snap(0, 0), t).is_empty());
-        let w = h.observe(&snap(100, 50), t + Duration::from_secs(6));
+        assert!(h.observe(&snap(0, 0), t, true).is_empty());
+        let w = h.observe(&snap(100, 50), t + Duration::from_secs(6), true);
         assert_eq!(w.len(), 1);
         assert_eq!(w[0].reason, "drops");
         assert!(!h.is_healthy("files", "file_open"));
         assert!(
-            h.observe(&snap(200, 60), t + Duration::from_secs(7))
+            h.observe(&snap(200, 60), t + Duration::from_secs(7), true)
                 .is_empty(),
             "once"
         );
         // Ten quiet seconds later the window holds no drops.
-        let w = h.observe(&snap(5000, 60), t + Duration::from_secs(20));
-        let w2 = h.observe(&snap(9000, 60), t + Duration::from_secs(31));
+        let w = h.observe(&snap(5000, 60), t + Duration::from_secs(20), true);
+        let w2 = h.observe(&snap(9000, 60), t + Duration::from_secs(31), true);
         let all: Vec<_> = w.into_iter().chain(w2).collect();
         assert!(all.iter().any(|w| w.reason == "recovered"), "{all:?}");
         assert!(h.is_healthy("files", "file_open"));

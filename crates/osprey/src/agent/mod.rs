@@ -89,8 +89,8 @@ impl Agent {
         // line) is then a clean stop with the log flushed, not the default death.
         let options = run_options();
         let mut signals = Signals::install(options.catch_hangup).map_err(io_err("signals"))?;
-        let _stats = RunTimeStats::enable();
         let config = self.config.clone();
+        let _stats = config.metrics.run_time_stats.then(RunTimeStats::enable);
         // Refuses (naming its pid) while another agent owns the state dir or the socket.
         let _instance = instance::Instance::claim(&config.state_dir, &config.control_socket)?;
         let mut registry = Registry::default();

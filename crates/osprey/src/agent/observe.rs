@@ -49,7 +49,9 @@ impl Running {
                 .set(peak as f64 / size);
         }
         pipeline.ring_peak_bytes.clear();
-        for warning in self.health.observe(&snap, now) {
+        // The kernel counts runs only while run-time statistics are on.
+        let runs_counted = self.config.metrics.run_time_stats;
+        for warning in self.health.observe(&snap, now, runs_counted) {
             if warning.reason != "recovered" {
                 self.metrics
                     .health_warnings

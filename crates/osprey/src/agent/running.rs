@@ -199,6 +199,8 @@ impl Running {
             "ok": true,
             "modules": MODULES.iter().map(|m| self.describe(*m)).collect::<Vec<_>>(),
             "programs": snap.programs,
+            // Program runs and run time are counted only while they are on.
+            "run_time_stats": self.config.metrics.run_time_stats,
             "events": snap.kinds,
         })
     }

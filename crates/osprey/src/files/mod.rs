@@ -16,6 +16,9 @@ use crate::wire::text::{
 };
 use crate::wire::{split_tail, DecodeError};
 
+/// The syscalls whose exit `files_open_*` handles.
+pub const OPEN_SYSCALLS: &[&str] = &["open", "creat", "openat", "openat2"];
+
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "files",
     object: osprey_bpf::FILES,
@@ -26,6 +29,14 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
             Hook {
                 program: "files_open_fexit",
                 attach: Attach::FExit("do_sys_openat2"),
+            },
+            Hook {
+                program: "files_open_sc",
+                attach: Attach::Syscalls {
+                    event: "sys_exit",
+                    syscalls: OPEN_SYSCALLS,
+                    filter: "files_open_nrs",
+                },
             },
             Hook {
                 program: "files_open_btf",

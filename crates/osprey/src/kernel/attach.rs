@@ -11,7 +11,9 @@ use aya::{
     Ebpf,
 };
 
-use super::hooks::{Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, ATTACH_CONFLICT};
+use super::hooks::{
+    Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, SyscallSet, ATTACH_CONFLICT,
+};
 use super::loader::{LoadOptions, RoleOutcome};
 use super::{describe_error, relocation_failure::describe_program_error};
 
@@ -51,6 +53,18 @@ pub(super) fn attach_role(
             Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
                 attach_net_hook(ebpf, hook, options, added_qdiscs)
             }
+            Attach::Syscalls { event, .. } => match options.syscalls_of(role) {
+                Some((SyscallSet::Only(names), _)) if names.len() <= MAX_PER_SYSCALL => {
+                    attach_per_syscall(ebpf, hook, event, &names, object)
+                }
+                Some((SyscallSet::Only(names), _)) => Err(format!(
+                    "{} syscalls, more than {MAX_PER_SYSCALL}: each per-syscall tracepoint takes \
+                     the kernel an RCU grace period to detach, so many make stopping slow; \
+                     the raw hook with its in-kernel syscall filter serves",
+                    names.len()
+                )),
+                _ => Err("every syscall is wanted: a hook on all of them serves better".into()),
+            },
             _ => attach_hook(
                 ebpf,
                 hook,
@@ -150,6 +164,44 @@ fn attach_hook(
         }
         Attach::Xdp(_) | Attach::TcxEgress | Attach::TcClsactEgress => {
             return Err("network hooks attach through attach_net_hook".into())
+        }
+        Attach::Syscalls { .. } => {
+            return Err("per-syscall hooks attach through attach_per_syscall".into())
+        }
+    }
+    Ok(())
+}
+
+/// Most syscalls a role attaches per-syscall tracepoints for; beyond, its raw hook (one
+/// program on every syscall, returning at once for the others) is used. Detaching a
+/// per-syscall tracepoint waits for an RCU grace period under a global mutex: tens of ms
+/// each on a busy machine, one after the other, at every stop.
+pub const MAX_PER_SYSCALL: usize = 8;
+
+/// Loads `hook`'s tracepoint program and attaches it to `syscalls/EVENT_NAME` of each
+/// syscall in `names` this kernel has. A syscall without a tracepoint is one this kernel does
+/// not implement (e.g. the module calls without module support): its calls fail with ENOSYS
+/// and are not seen.
+fn attach_per_syscall(
+    ebpf: &mut Ebpf,
+    hook: &Hook,
+    event: &str,
+    names: &[&str],
+    object: &[u8],
+) -> Result<(), String> {
+    super::features::ensure_tracefs()?;
+    let events = super::features::syscall_tracepoints_dir()?;
+    let program = ebpf
+        .program_mut(hook.program)
+        .ok_or_else(|| format!("program {} missing from the object", hook.program))?;
+    let err = |e: aya::programs::ProgramError| describe_program_error(&e, object, hook.program);
+    let p: &mut TracePoint = program.try_into().map_err(err)?;
+    p.load().map_err(err)?;
+    for name in names {
+        let tracepoint = format!("{event}_{}", super::hooks::tracepoint_name(name));
+        if events.join(&tracepoint).is_dir() {
+            p.attach("syscalls", &tracepoint)
+                .map_err(|e| format!("{tracepoint}: {}", err(e)))?;
         }
     }
     Ok(())

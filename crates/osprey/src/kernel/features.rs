@@ -18,16 +18,43 @@ use super::object_loader::has_bpf_loop;
 use super::{describe_error, kernel_btf};
 
 const TRACEFS: &str = "/sys/kernel/tracing";
+const DEBUGFS_TRACING: &str = "/sys/kernel/debug/tracing";
+
+/// Set once this process mounted tracefs itself (reported by `osprey check`).
+static MOUNTED_TRACEFS: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
 /// Mounts tracefs at /sys/kernel/tracing when it is not there (classic tracepoints need it).
 pub fn ensure_tracefs() -> Result<(), String> {
-    if Path::new(TRACEFS).join("events").is_dir()
-        || Path::new("/sys/kernel/debug/tracing/events").is_dir()
-    {
+    if tracefs_dir().is_some() {
         return Ok(());
     }
     mount(c"tracefs", c"/sys/kernel/tracing")
-        .map_err(|e| format!("tracefs is not mounted and mounting it failed: {e}"))
+        .map_err(|e| format!("tracefs is not mounted and mounting it failed: {e}"))?;
+    MOUNTED_TRACEFS.store(true, std::sync::atomic::Ordering::Relaxed);
+    Ok(())
+}
+
+/// Where tracefs is mounted (where aya looks for it too), if it is.
+fn tracefs_dir() -> Option<&'static Path> {
+    [TRACEFS, DEBUGFS_TRACING]
+        .into_iter()
+        .map(Path::new)
+        .find(|p| p.join("events").is_dir())
+}
+
+/// tracefs' `events/syscalls` (one directory per syscall tracepoint).
+pub fn syscall_tracepoints_dir() -> Result<std::path::PathBuf, String> {
+    let dir = tracefs_dir()
+        .ok_or("tracefs is not mounted")?
+        .join("events/syscalls");
+    if dir.is_dir() {
+        Ok(dir)
+    } else {
+        Err(format!(
+            "{} is missing: the kernel has no per-syscall tracepoints (CONFIG_FTRACE_SYSCALLS)",
+            dir.display()
+        ))
+    }
 }
 
 /// Mounts a pseudo filesystem of type `fstype` (also its source name) at `target`.
@@ -156,7 +183,14 @@ fn probe_tracepoint(ebpf: &mut Ebpf) -> Result<String, String> {
     p.load().map_err(e)?;
     let link = p.attach("syscalls", "sys_enter_getppid").map_err(e)?;
     p.detach(link).map_err(e)?;
-    Ok("attached tracepoint/syscalls/sys_enter_getppid".into())
+    let mounted = if MOUNTED_TRACEFS.load(std::sync::atomic::Ordering::Relaxed) {
+        "; tracefs was not mounted: osprey mounted it at /sys/kernel/tracing"
+    } else {
+        ""
+    };
+    Ok(format!(
+        "attached tracepoint/syscalls/sys_enter_getppid (per-syscall hooks available){mounted}"
+    ))
 }
 
 fn probe_fentry(ebpf: &mut Ebpf, btf: &aya::Btf) -> Result<String, String> {

@@ -15,6 +15,16 @@ pub enum Attach {
     RawTracepoint(&'static str),
     /// `tracepoint/CATEGORY/NAME`: classic tracepoint; needs tracefs.
     Tracepoint(&'static str, &'static str),
+    /// `tracepoint/syscalls/EVENT_NAME` (EVENT: `sys_enter` or `sys_exit`) for each syscall
+    /// NAME the role handles: one program attached once per syscall; the kernel runs it
+    /// for those syscalls only. Needs tracefs. The role's other hooks run on every syscall
+    /// and return at once unless the object's `filter` bitmap (`.rodata`, by syscall
+    /// number) has the syscall: the loader sets it from the same list.
+    Syscalls {
+        event: &'static str,
+        syscalls: &'static [&'static str],
+        filter: &'static str,
+    },
     /// `fentry/FUNCTION`: trampoline; refused on some kernels by policy.
     FEntry(&'static str),
     /// `fexit/FUNCTION`: trampoline at return, with arguments and result.
@@ -93,6 +103,7 @@ impl Attach {
             Attach::BtfTracepoint(n) => format!("tp_btf/{n}"),
             Attach::RawTracepoint(n) => format!("raw_tp/{n}"),
             Attach::Tracepoint(c, n) => format!("tracepoint/{c}/{n}"),
+            Attach::Syscalls { event, .. } => format!("tracepoint/syscalls/{event}_*"),
             Attach::FEntry(f) => format!("fentry/{f}"),
             Attach::FExit(f) => format!("fexit/{f}"),
             Attach::KProbe(f) => format!("kprobe/{f}"),
@@ -108,28 +119,38 @@ impl Attach {
     }
 }
 
-/// The hooks of the three programs `OSPREY_SYS_EXIT_PROGS(prefix, fn)` defines in C
-/// (`prefix_btf`, `prefix_raw`, `prefix_tp`), best first.
+/// The hooks of the programs `OSPREY_SYS_EXIT_PROGS(prefix, fn)` defines in C, best first:
+/// with a list of syscall names, `prefix_sc` on the per-syscall tracepoints of those
+/// syscalls, then (and without a list, only) `prefix_btf`, `prefix_raw` and `prefix_tp`
+/// on the raw sys_exit of every syscall, filtered to the list in the kernel.
 #[macro_export]
 macro_rules! sys_exit_hooks {
-    ($prefix:literal) => {
-        $crate::syscall_hooks!("sys_exit", $prefix)
+    ($prefix:literal $(, $syscalls:expr)?) => {
+        $crate::syscall_hooks!("sys_exit", $prefix $(, $syscalls)?)
     };
 }
 
 /// The same for `OSPREY_SYS_ENTER_PROGS(prefix, fn)`.
 #[macro_export]
 macro_rules! sys_enter_hooks {
-    ($prefix:literal) => {
-        $crate::syscall_hooks!("sys_enter", $prefix)
+    ($prefix:literal $(, $syscalls:expr)?) => {
+        $crate::syscall_hooks!("sys_enter", $prefix $(, $syscalls)?)
     };
 }
 
 #[doc(hidden)]
 #[macro_export]
 macro_rules! syscall_hooks {
-    ($event:literal, $prefix:literal) => {
+    ($event:literal, $prefix:literal $(, $syscalls:expr)?) => {
         &[
+            $($crate::kernel::hooks::Hook {
+                program: concat!($prefix, "_sc"),
+                attach: $crate::kernel::hooks::Attach::Syscalls {
+                    event: $event,
+                    syscalls: $syscalls,
+                    filter: concat!($prefix, "_nrs"),
+                },
+            },)?
             $crate::kernel::hooks::Hook {
                 program: concat!($prefix, "_btf"),
                 attach: $crate::kernel::hooks::Attach::BtfTracepoint($event),
@@ -144,6 +165,66 @@ macro_rules! syscall_hooks {
             },
         ]
     };
+}
+
+/// Which syscalls a role with an `Attach::Syscalls` hook handles at run time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyscallSet {
+    /// Every syscall (e.g. per-executable baselines): the raw hooks serve it best.
+    Every,
+    /// These syscalls (names), e.g. only those the loaded rules need.
+    Only(Vec<&'static str>),
+}
+
+/// Syscall numbers the `OSPREY_NR_WORDS` words of a C filter bitmap cover.
+pub const SYSCALL_FILTER_BITS: usize = 512;
+
+impl SyscallSet {
+    /// The C filter bitmap (`prefix_nrs`) for this set, as `.rodata` bytes. Names this
+    /// architecture does not know are left out (their calls cannot happen).
+    pub fn filter_bytes(&self) -> Vec<u8> {
+        let mut words = [0u64; SYSCALL_FILTER_BITS / 64];
+        match self {
+            SyscallSet::Every => words = [u64::MAX; SYSCALL_FILTER_BITS / 64],
+            SyscallSet::Only(names) => {
+                for nr in names
+                    .iter()
+                    .filter_map(|n| crate::syscalls::syscall_number(n))
+                {
+                    if (nr as usize) < SYSCALL_FILTER_BITS {
+                        words[nr as usize / 64] |= 1 << (nr % 64);
+                    }
+                }
+            }
+        }
+        words.iter().flat_map(|w| w.to_ne_bytes()).collect()
+    }
+}
+
+/// The name of a syscall's tracepoints (`syscalls/sys_exit_NAME`): the kernel's
+/// SYSCALL_DEFINE name, which for a few x86-64 syscalls is not the table's.
+pub fn tracepoint_name(syscall: &str) -> &str {
+    match syscall {
+        "umount2" => "umount",
+        "sendfile" => "sendfile64",
+        "stat" => "newstat",
+        "fstat" => "newfstat",
+        "lstat" => "newlstat",
+        "uname" => "newuname",
+        other => other,
+    }
+}
+
+impl Role {
+    /// The role's per-syscall hook: its default syscall list and filter global.
+    pub fn syscall_hook(&self) -> Option<(&'static [&'static str], &'static str)> {
+        self.hooks.iter().find_map(|h| match h.attach {
+            Attach::Syscalls {
+                syscalls, filter, ..
+            } => Some((syscalls, filter)),
+            _ => None,
+        })
+    }
 }
 
 /// One way to implement a role: a program in the object and where it attaches.
@@ -177,5 +258,24 @@ impl PerfSampling {
             PerfSampling::Frequency(hz) => SamplePolicy::Frequency(hz),
             PerfSampling::Period(n) => SamplePolicy::Period(n),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syscall_filter_has_exactly_the_listed_syscalls() {
+        let bytes = SyscallSet::Only(vec!["read", "openat", "no_such_call"]).filter_bytes();
+        let words: Vec<u64> = bytes
+            .chunks(8)
+            .map(|c| u64::from_ne_bytes(c.try_into().unwrap()))
+            .collect();
+        assert_eq!(words.len(), 8);
+        assert_eq!(words[0], 1 << 0); // read is 0
+        assert_eq!(words[257 / 64], 1 << (257 % 64)); // openat
+        assert_eq!(words.iter().map(|w| w.count_ones()).sum::<u32>(), 2);
+        assert!(SyscallSet::Every.filter_bytes().iter().all(|b| *b == 0xff));
     }
 }

@@ -13,7 +13,7 @@ use aya::{
 
 use super::attach::{attach_role, unload, AddedClsact};
 pub use super::hooks::{
-    Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, XdpAttachMode, ATTACH_CONFLICT,
+    Attach, Hook, PerfSampling, Role, SoftwarePerfEvent, SyscallSet, XdpAttachMode, ATTACH_CONFLICT,
 };
 use super::kernel_btf;
 use super::object_loader::{load_object, ObjectRequest};
@@ -66,6 +66,9 @@ pub struct LoadOptions {
     pub xdp_mode: Option<XdpAttachMode>,
     /// Map sizes to override (name, max_entries), e.g. a flow table size.
     pub map_max_entries: Vec<(&'static str, u32)>,
+    /// Per role (by name) with a per-syscall hook, the syscalls it handles; a role not
+    /// listed handles its hook's own list.
+    pub syscalls: Vec<(&'static str, SyscallSet)>,
 }
 
 impl LoadOptions {
@@ -93,6 +96,22 @@ impl LoadOptions {
             });
         }
         denied
+    }
+
+    /// The syscalls `role` handles, if it has a per-syscall hook, and its filter global.
+    pub fn syscalls_of(&self, role: &Role) -> Option<(SyscallSet, &'static str)> {
+        let (default, filter) = role.syscall_hook()?;
+        let set = self
+            .syscalls
+            .iter()
+            .find(|(name, _)| *name == role.name)
+            .map(|(_, set)| set.clone())
+            .unwrap_or_else(|| SyscallSet::Only(default.to_vec()));
+        Some((set, filter))
+    }
+
+    fn wants(&self, role: &Role) -> bool {
+        self.roles.as_ref().is_none_or(|w| w.contains(&role.name))
     }
 }
 
@@ -189,15 +208,13 @@ impl LoadedCapability {
         let ring_bytes = options.ring_bytes.unwrap_or(spec.default_ring_bytes);
         // Declared before the object: on an early return it drops after the programs detach.
         let mut added_qdiscs = AddedClsact::default();
-        let mut ebpf = load_object(object_request(bytes, ring_bytes, options))
+        let mut ebpf = load_object(object_request(bytes, ring_bytes, options, spec.roles))
             .map_err(|reason| object_error(in_variant(reason)))?;
 
         let mut outcomes = Vec::new();
         for role in spec.roles {
-            if let Some(wanted) = &options.roles {
-                if !wanted.contains(&role.name) {
-                    continue;
-                }
+            if !options.wants(role) {
+                continue;
             }
             let outcome = attach_role(&mut ebpf, role, options, &btf, bytes, &mut added_qdiscs);
             if role.required && outcome.chosen.is_none() {
@@ -341,9 +358,14 @@ impl LoadedCapability {
 const RATE_BUCKETS: u32 = 16384;
 
 /// The object's bytes with the in-kernel filter and rate limits (`.rodata` globals in every
-/// object built from osprey.h), the capability's own globals (which must be in its object)
-/// and the map sizes.
-fn object_request(bytes: &'static [u8], ring_bytes: u32, options: &LoadOptions) -> ObjectRequest {
+/// object built from osprey.h), the capability's own globals (which must be in its object),
+/// the syscall filters of the roles that have one, and the map sizes.
+fn object_request(
+    bytes: &'static [u8],
+    ring_bytes: u32,
+    options: &LoadOptions,
+    roles: &[Role],
+) -> ObjectRequest {
     let cfg = &options.config;
     let mut comm = [0u8; abi::COMM_LEN];
     if let Some(c) = &cfg.comm {
@@ -372,6 +394,13 @@ fn object_request(bytes: &'static [u8], ring_bytes: u32, options: &LoadOptions) 
                 .extra_globals
                 .iter()
                 .map(|(name, value)| (*name, value.clone(), true)),
+        )
+        .chain(
+            roles
+                .iter()
+                .filter(|role| options.wants(role))
+                .filter_map(|role| options.syscalls_of(role))
+                .map(|(set, filter)| (filter, set.filter_bytes(), true)),
         )
         .collect();
     // Every object has the per-process token buckets; without a per-process rate they are

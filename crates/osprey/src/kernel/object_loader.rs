@@ -189,6 +189,8 @@ fn loader_without_btf() -> EbpfLoader<'static> {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut loader = EbpfLoader::new();
     loader.btf(None);
+    // Task storage (osprey syscalls) is a map type aya does not model; the kernel checks it.
+    loader.allow_unsupported_maps();
     loader
 }
 
@@ -244,6 +246,8 @@ impl<'v> SharedLoader<'v> {
     }
 }
 
+/// An aya loader that also creates maps aya has no type for (task storage, used only by
+/// the kernel side).
 /// A value the loader holds for a symbol of this object that the request does not set.
 fn inherited(
     given: &HashSet<&'static str>,

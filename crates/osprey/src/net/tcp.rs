@@ -60,7 +60,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "accept-owner",
             required: false,
-            hooks: crate::sys_exit_hooks!("tcp_accept"),
+            hooks: crate::sys_exit_hooks!("tcp_accept", &["accept", "accept4"]),
         },
     ],
     kinds: &[

@@ -67,7 +67,7 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
         Role {
             name: "exec-failed",
             required: false,
-            hooks: crate::sys_exit_hooks!("process_exec_failed"),
+            hooks: crate::sys_exit_hooks!("process_exec_failed", &["execve", "execveat"]),
         },
     ],
     kinds: &[

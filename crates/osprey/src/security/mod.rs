@@ -25,20 +25,41 @@ use crate::kernel::loader::{CapabilitySpec, Role};
 /// baselines need.
 pub const SETID_ENTER: &str = "setid-enter";
 
+/// The security object's sys_exit role: one event per security-relevant syscall (and FIM).
+pub const SYSCALL_EXIT: &str = "syscall-exit";
+
+/// Syscalls `syscall-exit` handles: those of `syscall::SYSCALLS` (layout_of in
+/// bpf/security.bpf.c), plus FIM's when it is on.
+pub const EXIT_SYSCALLS: &[&str] = &syscall::SYSCALL_NAMES;
+
+/// Syscalls whose entry `setid-enter` handles (is_setid in bpf/security.bpf.c); with
+/// baselines, every syscall.
+pub const SETID_SYSCALLS: &[&str] = &[
+    "setuid",
+    "setgid",
+    "setreuid",
+    "setregid",
+    "setresuid",
+    "setresgid",
+    "setfsuid",
+    "setfsgid",
+    "capset",
+];
+
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "security",
     object: osprey_bpf::SECURITY,
     roles: &[
         Role {
-            name: "syscall-exit",
+            name: SYSCALL_EXIT,
             required: true,
-            hooks: crate::sys_exit_hooks!("security_exit"),
+            hooks: crate::sys_exit_hooks!("security_exit", EXIT_SYSCALLS),
         },
         // Without it setid events still arrive, but without the ids from before the call.
         Role {
             name: SETID_ENTER,
             required: false,
-            hooks: crate::sys_enter_hooks!("security_enter"),
+            hooks: crate::sys_enter_hooks!("security_enter", SETID_SYSCALLS),
         },
     ],
     kinds: &[

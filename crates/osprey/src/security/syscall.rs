@@ -67,6 +67,17 @@ pub const SYSCALLS: &[(u32, &str, &str)] = &[
     (466, "removexattrat", "xattr"),
 ];
 
+/// The names of `SYSCALLS`, in its order.
+pub const SYSCALL_NAMES: [&str; SYSCALLS.len()] = {
+    let mut names = [""; SYSCALLS.len()];
+    let mut i = 0;
+    while i < SYSCALLS.len() {
+        names[i] = SYSCALLS[i].1;
+        i += 1;
+    }
+    names
+};
+
 pub fn syscall_name(nr: u32) -> &'static str {
     SYSCALLS.iter().find(|s| s.0 == nr).map_or("?", |s| s.1)
 }

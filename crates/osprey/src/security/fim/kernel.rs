@@ -33,6 +33,48 @@ impl InodeKey {
     }
 }
 
+/// Syscalls whose exit FIM looks at (fim_call_of in bpf/include/fim.h): the security
+/// object's sys_exit handles them too while FIM is on.
+pub const SYSCALLS: &[&str] = &[
+    "write",
+    "pwrite64",
+    "writev",
+    "sendfile",
+    "pwritev",
+    "pwritev2",
+    "fallocate",
+    "splice",
+    "copy_file_range",
+    "ftruncate",
+    "fchmod",
+    "fchown",
+    "open",
+    "creat",
+    "openat",
+    "openat2",
+    "truncate",
+    "chmod",
+    "chown",
+    "lchown",
+    "fchmodat",
+    "fchmodat2",
+    "fchownat",
+    "unlink",
+    "rmdir",
+    "unlinkat",
+    "rename",
+    "link",
+    "renameat",
+    "renameat2",
+    "linkat",
+    "symlink",
+    "symlinkat",
+    "mkdir",
+    "mknod",
+    "mkdirat",
+    "mknodat",
+];
+
 /// `.rodata` settings that turn FIM on in the security object.
 pub fn globals() -> Vec<(&'static str, Vec<u8>)> {
     vec![

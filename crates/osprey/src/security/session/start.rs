@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use super::plan::{EnforcementPlan, Enforcers};
 use super::{BaselineStart, Note, Prepared, SessionError};
-use crate::kernel::loader::{CapabilitySpec, LoadOptions, LoadedCapability};
+use crate::kernel::loader::{CapabilitySpec, LoadOptions, LoadedCapability, SyscallSet};
 use crate::pipeline::detect::{Detector, SharedAlerts};
 use crate::security::baseline::{self, BaselineDetector, BaselineFile, BaselineMap};
 use crate::security::detect::RulesDetector;
@@ -205,11 +205,22 @@ fn load_object(
     }
     if let Some(b) = &baselines {
         options.extra_globals.extend(baseline::globals(b.mode));
+        // Baselines learn and judge every syscall at entry.
+        options
+            .syscalls
+            .push((crate::security::SETID_ENTER, SyscallSet::Every));
     }
     if fim.is_some() {
         options
             .extra_globals
             .extend(crate::security::fim::kernel::globals());
+        let mut exit = crate::security::EXIT_SYSCALLS.to_vec();
+        exit.extend(crate::security::fim::kernel::SYSCALLS);
+        exit.sort_unstable();
+        exit.dedup();
+        options
+            .syscalls
+            .push((crate::security::SYSCALL_EXIT, SyscallSet::Only(exit)));
     }
     let mut cap = LoadedCapability::load(crate::security::SPEC, &options)?;
     notes.extend(degraded(&cap));

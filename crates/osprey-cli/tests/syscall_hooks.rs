@@ -1,0 +1,98 @@
+//! What Osprey's syscall programs cost other syscalls: a capability that needs only some
+//! syscalls runs on those only (per-syscall tracepoints), and where it falls back to the
+//! raw hooks of every syscall it still sees exactly its own.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+const BURST: u64 = 200_000;
+
+/// (hook, run count) of a capability's role, from the JSON summary.
+fn role_runs(summary: &Value, capability: &str, role: &str) -> (String, u64) {
+    let programs = summary["programs"].as_array().expect("programs in summary");
+    let p = programs
+        .iter()
+        .find(|p| p["capability"] == capability && p["role"] == role)
+        .unwrap_or_else(|| panic!("no {capability}/{role} in {summary}"));
+    (
+        p["hook"].as_str().unwrap().to_string(),
+        p["run_count"].as_u64().unwrap(),
+    )
+}
+
+fn workload(args: &[&str]) {
+    let (_, status) = run(Command::new(WORKLOAD).args(args));
+    assert!(status.success(), "osprey-workload {args:?}: {status}");
+}
+
+/// A getppid burst, then opens of a file a default rule names: the rules' open program (on
+/// the per-syscall tracepoints of the open syscalls) runs for the opens and not for the
+/// burst. Run counts are machine-wide (others' opens count too), but far below the burst
+/// unless the program ran on every syscall. The security syscalls are more than
+/// per-syscall tracepoints are worth: their program is on tp_btf and runs on every syscall,
+/// returning at once for the others.
+#[test]
+fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
+    if !bpf_available("the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs") {
+        return;
+    }
+    let _serial = serial();
+    let state = TempDir::new("syscall-hooks");
+    let tracer = Tracer::start(&[
+        "secure",
+        "--state-dir",
+        state.path().to_str().unwrap(),
+        "--run-time-stats",
+        "--output",
+        "json",
+    ]);
+    workload(&["bench-getppid", &BURST.to_string()]);
+    workload(&["open", "100", "/etc/shadow"]);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let summary = done.summary();
+    let (hook, runs) = role_runs(&summary, "files", "open-exit");
+    assert_eq!(hook, "tracepoint/syscalls/sys_exit_*");
+    assert!(runs >= 100, "{runs} runs for 100 opens");
+    assert!(runs < BURST / 2, "{runs} runs during {BURST} getppid calls");
+    let (hook, runs) = role_runs(&summary, "security", "syscall-exit");
+    assert_eq!(hook, "tp_btf/sys_exit");
+    assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+}
+
+/// Without per-syscall tracepoints (denied here), files falls back to tp_btf on every
+/// sys_exit, filtered in the kernel by its syscall bitmap: the open is still reported,
+/// exactly once.
+#[test]
+fn the_raw_fallback_filters_by_syscall_and_still_sees_the_open() {
+    if !bpf_available("the_raw_fallback_filters_by_syscall_and_still_sees_the_open") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("syscall-hooks");
+    let path = dir.path().join("opened-through-the-fallback");
+    std::fs::write(&path, b"x").unwrap();
+    let tracer = Tracer::start_with_env(
+        &["files", "--output", "json", "--run-time-stats"],
+        &[("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_open_sc")],
+    );
+    workload(&["open", "1", path.to_str().unwrap()]);
+    workload(&["bench-getppid", &BURST.to_string()]);
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    let wanted = path.to_str().unwrap();
+    let opens = done
+        .events()
+        .into_iter()
+        .filter(|e| e["abs_path"] == wanted || e["path"] == wanted)
+        .count();
+    assert_eq!(opens, 1, "{}", String::from_utf8_lossy(&done.stdout));
+    // On every syscall: the burst ran it (and it returned at once).
+    let (hook, runs) = role_runs(&done.summary(), "files", "open-exit");
+    assert_eq!(hook, "tp_btf/sys_exit");
+    assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+}
