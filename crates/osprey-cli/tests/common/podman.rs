@@ -18,7 +18,8 @@ pub struct Podman {
     _dir: TempDir,
 }
 
-fn installed(program: &str) -> Option<PathBuf> {
+/// Where `program` is installed, if it is.
+pub fn installed(program: &str) -> Option<PathBuf> {
     ["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"]
         .iter()
         .map(|d| Path::new(d).join(program))

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
+pub use crate::common::podman::{installed, out};
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -39,25 +40,6 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
         .arg(&tar)
         .arg("."));
     tar
-}
-
-/// Runs `cmd`, asserting success; its stdout, trimmed.
-pub fn out(cmd: &mut Command) -> String {
-    let o = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        o.status.success(),
-        "{cmd:?}: {}\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8(o.stdout).unwrap().trim().to_string()
-}
-
-pub fn installed(program: &str) -> Option<PathBuf> {
-    ["/usr/bin", "/usr/sbin", "/bin", "/usr/local/bin"]
-        .iter()
-        .map(|d| Path::new(d).join(program))
-        .find(|p| p.exists())
 }
 
 /// Reads tracer lines until one satisfies `pred` (false after `limit`).
