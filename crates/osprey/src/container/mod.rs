@@ -13,6 +13,7 @@ pub mod paths;
 pub mod pids;
 pub mod probe;
 pub mod resolve;
+mod retry;
 mod runtimes;
 
 use std::collections::HashMap;
@@ -238,6 +239,8 @@ pub struct Containers {
     by_id: HashMap<String, Arc<Container>>,
     sources: Sources,
     lookups: Option<(Sender<runtimes::Request>, Receiver<runtimes::Update>)>,
+    /// Containers no runtime could describe, asked again later.
+    retries: retry::Retries,
     /// Containers other than the host seen so far.
     pub seen: u64,
 }
@@ -255,6 +258,7 @@ impl Containers {
             by_id: HashMap::new(),
             sources,
             lookups: None,
+            retries: retry::Retries::default(),
             seen: 0,
         }
     }
@@ -294,18 +298,24 @@ impl Containers {
             self.by_id.clear();
         }
         self.by_id.insert(identity.id.clone(), c.clone());
+        self.ask(identity.id, identity.runtime);
+        c
+    }
+
+    fn ask(&mut self, id: String, runtime: Runtime) {
         let (requests, _) = self
             .lookups
             .get_or_insert_with(|| runtimes::spawn(self.sources.clone()));
-        let _ = requests.send(runtimes::Request {
-            id: identity.id,
-            runtime: identity.runtime,
-        });
-        c
+        let _ = requests.send(runtimes::Request { id, runtime });
     }
 
     /// Applies the lookup thread's answers (cheap when there are none).
     pub fn poll(&mut self) {
+        if self.retries.pending() {
+            for (id, runtime) in self.retries.take_due(std::time::Instant::now()) {
+                self.ask(id, runtime);
+            }
+        }
         let Some((_, updates)) = &self.lookups else {
             return;
         };
@@ -313,6 +323,15 @@ impl Containers {
             let Some(old) = self.by_id.get(&update.id) else {
                 continue;
             };
+            match &update.state {
+                MetadataState::Unavailable(_) => {
+                    if let Some(runtime) = old.runtime {
+                        self.retries
+                            .failed(&update.id, runtime, std::time::Instant::now());
+                    }
+                }
+                _ => self.retries.known(&update.id),
+            }
             let new = Arc::new(Container {
                 metadata: update.state,
                 ..(**old).clone()
@@ -398,6 +417,31 @@ mod tests {
             );
         }
         assert_eq!(c.get(9), None, "never noted");
+    }
+
+    #[test]
+    fn a_container_no_runtime_described_is_asked_again_later() {
+        let (mut c, asked, answer) = registry();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        c.container(identity);
+        assert_eq!(asked.try_iter().count(), 1);
+        answer
+            .send(runtimes::Update {
+                id: ID.into(),
+                state: MetadataState::Unavailable("no socket".into()),
+            })
+            .unwrap();
+        c.poll();
+        assert_eq!(asked.try_iter().count(), 0, "not at once");
+        assert!(c.retries.pending(), "a new question is scheduled");
+        // As if the first delay had passed.
+        let later = std::time::Instant::now() + retry::DELAYS[0];
+        for (id, runtime) in c.retries.take_due(later) {
+            c.ask(id, runtime);
+        }
+        let again: Vec<_> = asked.try_iter().collect();
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].id, ID);
     }
 }
 
