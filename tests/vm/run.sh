@@ -167,7 +167,7 @@ build_initramfs() {
     for name in "${test_names[@]}"; do install_with_libs "$root" "${bin[$name]}"; done
     # The tests run real programs, as on the host: dash as /bin/sh, coreutils, iproute2.
     install_with_libs "$root" /usr/bin/dash /usr/bin/sh
-    for tool in echo true cat rm chmod id truncate sha256sum setpriv; do
+    for tool in echo true cat cp rm chmod id truncate sha256sum setpriv; do
         install_with_libs "$root" "/usr/bin/$tool"
     done
     install_with_libs "$root" "$(command -v ip)" /usr/bin/ip
