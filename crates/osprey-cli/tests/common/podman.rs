@@ -55,17 +55,36 @@ fn copy_into(root: &Path, from: &Path, to: &str) {
     std::fs::copy(from, &dest).unwrap_or_else(|e| panic!("{}: {e}", from.display()));
 }
 
-/// The image's root filesystem as a tarball: busybox and its applets, `/bin/debugfs` (a
-/// script that sleeps two seconds), `/bin/osprey-workload` with its libraries, /tmp.
-fn rootfs_tar(dir: &Path) -> PathBuf {
+/// A busybox root filesystem under `dir/rootfs`: /bin/busybox with `applets` linked to it,
+/// /etc/passwd with root, an empty /tmp. Callers add what else their image needs.
+pub fn busybox_root(dir: &Path, applets: &[&str]) -> PathBuf {
     let root = dir.join("rootfs");
     for d in ["bin", "etc", "tmp"] {
         std::fs::create_dir_all(root.join(d)).unwrap();
     }
     copy_into(&root, Path::new("/bin/busybox"), "/bin/busybox");
-    for applet in APPLETS {
+    for applet in applets {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
     }
+    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
+    root
+}
+
+/// `root` as the tarball `tar` (`podman import` / `docker import` / `ctr images import`).
+pub fn tar_of(root: &Path, tar: PathBuf) -> PathBuf {
+    out(Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(&tar)
+        .arg("."));
+    tar
+}
+
+/// The image's root filesystem as a tarball: busybox and its applets, `/bin/debugfs` (a
+/// script that sleeps two seconds), `/bin/osprey-workload` with its libraries, /tmp.
+fn rootfs_tar(dir: &Path) -> PathBuf {
+    let root = busybox_root(dir, APPLETS);
     std::fs::write(root.join("bin/debugfs"), "#!/bin/sh\nsleep 2\n").unwrap();
     copy_into(&root, WORKLOAD.path(), "/bin/osprey-workload");
     for lib in libraries(WORKLOAD.as_str()) {
@@ -74,15 +93,7 @@ fn rootfs_tar(dir: &Path) -> PathBuf {
     out(Command::new("chmod")
         .arg("755")
         .arg(root.join("bin/debugfs")));
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    let tar = dir.join("rootfs.tar");
-    out(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    tar
+    tar_of(&root, dir.join("rootfs.tar"))
 }
 
 impl Podman {

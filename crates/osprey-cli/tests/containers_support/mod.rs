@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-pub use crate::common::podman::{installed, out};
+pub use crate::common::podman::{busybox_root, installed, out, tar_of};
 use crate::common::*;
 use serde_json::{json, Value};
 
@@ -24,22 +24,8 @@ pub const POD_FILES: [&str; 7] = [
 
 /// A busybox root filesystem as a tarball (`podman import` / `docker import` take it).
 pub fn busybox_tar(dir: &Path) -> PathBuf {
-    let root = dir.join("rootfs");
-    std::fs::create_dir_all(root.join("bin")).unwrap();
-    std::fs::create_dir_all(root.join("etc")).unwrap();
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "cat", "sleep", "true"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/:/bin/sh\n").unwrap();
-    let tar = dir.join("busybox.tar");
-    out(Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg("."));
-    tar
+    let root = busybox_root(dir, &["sh", "cat", "sleep", "true"]);
+    tar_of(&root, dir.join("busybox.tar"))
 }
 
 /// Reads tracer lines until one satisfies `pred` (false after `limit`).
