@@ -133,15 +133,21 @@ impl AgentRun {
         serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("ctl {args:?}: {e}: {out:?}"))
     }
 
-    /// Every line logged, rotated files (oldest first) included.
+    /// Every complete line logged, rotated files (oldest first) included. The agent may be
+    /// in the middle of a write: text after a file's last newline is not a line yet.
     pub fn log_lines(&self) -> Vec<Value> {
+        let complete = |path: std::ffi::OsString| {
+            let bytes = std::fs::read(path).unwrap_or_default();
+            let end = bytes.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+            String::from_utf8_lossy(&bytes[..end]).into_owned()
+        };
         let mut text = String::new();
         for n in (1..=5).rev() {
             let mut rotated = self.log().into_os_string();
             rotated.push(format!(".{n}"));
-            text.push_str(&std::fs::read_to_string(rotated).unwrap_or_default());
+            text.push_str(&complete(rotated));
         }
-        text.push_str(&std::fs::read_to_string(self.log()).unwrap_or_default());
+        text.push_str(&complete(self.log().into_os_string()));
         text.lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad log line {l}: {e}")))
             .collect()
