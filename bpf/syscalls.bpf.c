@@ -12,7 +12,6 @@
 
 struct osprey_syscall_key *const osprey_abi_syscall_key = 0;
 struct osprey_syscall_stats *const osprey_abi_syscall_stats = 0;
-struct osprey_syscall_errno_key *const osprey_abi_syscall_errno_key = 0;
 
 /* Entry time by thread: task-local storage (one lookup in the task, nothing to delete)
  * where the kernel has it, else a hash by tid. 0: no call in progress. */
@@ -74,13 +73,6 @@ struct {
 	__type(value, struct osprey_syscall_stats);
 } syscall_counts SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
-	__uint(max_entries, 16384);
-	__type(key, struct osprey_syscall_errno_key);
-	__type(value, __u64);
-} syscall_errnos SEC(".maps");
-
 /* Calls not counted because a map was full: `dropped` of OSPREY_KIND_SYSCALL_COUNT. */
 static __always_inline void count_lost(void)
 {
@@ -91,7 +83,8 @@ static __always_inline void count_lost(void)
 
 static __always_inline void count_call(__u32 pid, long nr, long ret, __u64 latency, bool timed)
 {
-	struct osprey_syscall_key key = { .pid = pid, .nr = nr };
+	bool failed = ret < 0 && ret >= -MAX_ERRNO;
+	struct osprey_syscall_key key = { .pid = pid, .nr = nr, .err = failed ? -ret : 0 };
 	struct osprey_syscall_stats *st = bpf_map_lookup_elem(&syscall_counts, &key);
 	if (!st) {
 		struct osprey_syscall_stats fresh = {};
@@ -104,23 +97,13 @@ static __always_inline void count_call(__u32 pid, long nr, long ret, __u64 laten
 		}
 	}
 	st->count++;
+	if (failed)
+		st->errors++;
 	if (timed) {
 		st->timed++;
 		st->total_ns += latency;
 		if (latency > st->max_ns)
 			st->max_ns = latency;
-	}
-	if (ret < 0 && ret >= -MAX_ERRNO) {
-		st->errors++;
-		struct osprey_syscall_errno_key ek = { .pid = pid, .nr = nr, .err = -ret };
-		__u64 *n = bpf_map_lookup_elem(&syscall_errnos, &ek);
-		if (n) {
-			(*n)++;
-		} else {
-			__u64 one = 1;
-			if (bpf_map_update_elem(&syscall_errnos, &ek, &one, BPF_NOEXIST))
-				count_lost();
-		}
 	}
 }
 

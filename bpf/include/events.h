@@ -388,15 +388,18 @@ struct osprey_flow_counters {
 	__u64 truncated;     /* IP frames whose headers we could not read */
 };
 
-/* Key of the per-CPU `syscall_counts` map (syscalls.bpf.c): one row per process and
- * syscall number. */
+/* Key of the per-CPU `syscall_counts` map (syscalls.bpf.c): one row per process, syscall
+ * number and errno, so that a failed call costs one lookup like any other. */
 struct osprey_syscall_key {
 	__u32 pid;
 	__u32 nr;
+	__u32 err; /* positive errno of a failed call, 0 otherwise */
+	__u32 _pad;
 };
 
 /* Value of `syscall_counts`, per CPU. Latency is known only for calls whose entry was seen
- * (timed <= count): calls already in progress at attach have none. */
+ * (timed <= count): calls already in progress at attach have none. errors == count when
+ * the key has an errno, else 0. */
 struct osprey_syscall_stats {
 	__u64 count;
 	__u64 errors;
@@ -406,13 +409,6 @@ struct osprey_syscall_stats {
 	char comm[OSPREY_COMM_LEN]; /* at the first call counted */
 };
 
-/* Key of the per-CPU `syscall_errnos` map: failed calls by errno. */
-struct osprey_syscall_errno_key {
-	__u32 pid;
-	__u32 nr;
-	__u32 err; /* positive errno */
-	__u32 _pad;
-};
 
 /* Syscall baselines (security.bpf.c): one `sec_baselines` entry per executable, keyed by
  * the device and inode of current->mm->exe_file. */

@@ -229,18 +229,21 @@ unsafe impl aya::Pod for ProfileKey {}
 // SAFETY: plain integers, no padding.
 unsafe impl aya::Pod for PyProc {}
 
-/// Key of the `syscall_counts` and (with `err`) `syscall_errnos` maps.
+/// Key of the `syscall_counts` map: process, syscall and the errno of failed calls (0
+/// for the others).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
 pub struct SyscallKey {
     pub pid: u32,
     pub nr: u32,
+    pub err: u32,
+    pub _pad: u32,
 }
 
-// SAFETY: integers, no padding.
+// SAFETY: integers, no implicit padding.
 unsafe impl aya::Pod for SyscallKey {}
 
-/// Per-CPU value of `syscall_counts`.
+/// Per-CPU value of `syscall_counts` (`errors` equals `count` when the key has an errno).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SyscallStats {
@@ -255,17 +258,6 @@ pub struct SyscallStats {
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for SyscallStats {}
 
-#[repr(C)]
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
-pub struct SyscallErrnoKey {
-    pub pid: u32,
-    pub nr: u32,
-    pub err: u32,
-    pub _pad: u32,
-}
-
-// SAFETY: integers, no implicit padding.
-unsafe impl aya::Pod for SyscallErrnoKey {}
 
 /// Key of `sec_baselines`: the executable's inode and device (kernel encoding).
 #[repr(C)]

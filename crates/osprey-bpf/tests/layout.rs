@@ -191,11 +191,10 @@ fn rust_structs() -> Vec<RustStruct> {
         }),
         mirror!(Counters as "osprey_counters" { emitted, dropped, throttled, filtered }),
         mirror!(ProfileKey as "osprey_profile_key" { pid, kernel_stack, user_stack, _pad, comm }),
-        mirror!(SyscallKey as "osprey_syscall_key" { pid, nr }),
+        mirror!(SyscallKey as "osprey_syscall_key" { pid, nr, err, _pad }),
         mirror!(SyscallStats as "osprey_syscall_stats" {
             count, errors, timed, total_ns, max_ns, comm,
         }),
-        mirror!(SyscallErrnoKey as "osprey_syscall_errno_key" { pid, nr, err, _pad }),
         mirror!(BaselineKey as "osprey_baseline_key" { ino, dev, _pad }),
         mirror!(BaselineSlot as "osprey_baseline_slot" { window, count }),
         mirror!(Baseline as "osprey_baseline" { allowed, flags, _pad, slots, peak }),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
 
-use crate::abi::{kind, SyscallErrnoKey, SyscallKey, SyscallStats};
+use crate::abi::{kind, SyscallKey, SyscallStats};
 use crate::kernel::loader::{CapabilitySpec, LoadError, LoadedCapability, Role};
 use crate::wire::text::until_nul;
 
@@ -99,10 +99,9 @@ pub enum GroupBy {
     Process,
 }
 
-/// The kernel's count maps, taken out of the loaded capability.
+/// The kernel's count map, taken out of the loaded capability.
 pub struct Counts {
     counts: PerCpuHashMap<MapData, SyscallKey, SyscallStats>,
-    errnos: PerCpuHashMap<MapData, SyscallErrnoKey, u64>,
 }
 
 fn map_error(cap: &LoadedCapability, what: &str, e: impl std::fmt::Display) -> LoadError {
@@ -116,40 +115,43 @@ impl Counts {
     pub fn new(cap: &mut LoadedCapability) -> Result<Self, LoadError> {
         let counts = PerCpuHashMap::try_from(cap.take_map("syscall_counts")?)
             .map_err(|e| map_error(cap, "syscall_counts", e))?;
-        let errnos = PerCpuHashMap::try_from(cap.take_map("syscall_errnos")?)
-            .map_err(|e| map_error(cap, "syscall_errnos", e))?;
-        Ok(Self { counts, errnos })
+        Ok(Self { counts })
     }
 
-    /// Per process and syscall, summed over CPUs.
+    /// Per process and syscall, summed over CPUs and errnos.
     pub fn read(&self) -> Vec<Row> {
-        let mut rows: BTreeMap<(u32, u32), Row> = BTreeMap::new();
-        for (key, per_cpu) in self.counts.iter().filter_map(Result::ok) {
-            let row = rows.entry((key.pid, key.nr)).or_insert_with(|| Row {
-                pid: key.pid,
-                nr: key.nr,
-                syscall: syscall_name(key.nr),
-                ..Default::default()
-            });
-            for st in per_cpu.iter() {
-                if row.comm.is_empty() && st.comm[0] != 0 {
-                    row.comm = String::from_utf8_lossy(until_nul(&st.comm)).into_owned();
-                }
-                row.count += st.count;
-                row.errors += st.errors;
-                row.timed += st.timed;
-                row.total_ns += st.total_ns;
-                row.max_ns = row.max_ns.max(st.max_ns);
-            }
-        }
-        for (key, per_cpu) in self.errnos.iter().filter_map(Result::ok) {
-            if let Some(row) = rows.get_mut(&(key.pid, key.nr)) {
-                let n: u64 = per_cpu.iter().sum();
-                *row.errnos.entry(errno_name(key.err)).or_default() += n;
-            }
-        }
-        rows.into_values().collect()
+        let entries = self.counts.iter().filter_map(Result::ok);
+        rows_of(entries.map(|(key, per_cpu)| (key, per_cpu.to_vec())))
     }
+}
+
+/// One row per process and syscall from the map's entries (key, value of each CPU).
+fn rows_of(entries: impl Iterator<Item = (SyscallKey, Vec<SyscallStats>)>) -> Vec<Row> {
+    let mut rows: BTreeMap<(u32, u32), Row> = BTreeMap::new();
+    for (key, per_cpu) in entries {
+        let row = rows.entry((key.pid, key.nr)).or_insert_with(|| Row {
+            pid: key.pid,
+            nr: key.nr,
+            syscall: syscall_name(key.nr),
+            ..Default::default()
+        });
+        let mut count = 0;
+        for st in &per_cpu {
+            if row.comm.is_empty() && st.comm[0] != 0 {
+                row.comm = String::from_utf8_lossy(until_nul(&st.comm)).into_owned();
+            }
+            count += st.count;
+            row.errors += st.errors;
+            row.timed += st.timed;
+            row.total_ns += st.total_ns;
+            row.max_ns = row.max_ns.max(st.max_ns);
+        }
+        row.count += count;
+        if key.err != 0 && count > 0 {
+            *row.errnos.entry(errno_name(key.err)).or_default() += count;
+        }
+    }
+    rows.into_values().collect()
 }
 
 /// Groups rows and sorts them by count, largest first (then by pid and syscall).
@@ -217,6 +219,50 @@ mod tests {
         assert_eq!(syscall_number("no_such_call"), None);
         assert_eq!(errno_name(2), "ENOENT");
         assert_eq!(errno_name(4000), "E4000");
+    }
+
+    fn stats(count: u64, failed: bool, max_ns: u64, comm: &[u8]) -> SyscallStats {
+        let mut st = SyscallStats {
+            count,
+            errors: if failed { count } else { 0 },
+            timed: count,
+            total_ns: count * 10,
+            max_ns,
+            ..Default::default()
+        };
+        st.comm[..comm.len()].copy_from_slice(comm);
+        st
+    }
+
+    #[test]
+    fn entries_by_errno_fold_into_one_row_per_process_and_syscall() {
+        let key = |pid, nr, err| SyscallKey {
+            pid,
+            nr,
+            err,
+            _pad: 0,
+        };
+        let none = SyscallStats::default();
+        let rows = rows_of(
+            vec![
+                (key(7, 257, 0), vec![stats(3, false, 50, b"cat"), none]),
+                (key(7, 257, 2), vec![stats(4, true, 90, b"cat"), stats(1, true, 5, b"cat")]),
+                (key(7, 257, 13), vec![none, stats(2, true, 20, b"cat")]),
+                (key(7, 110, 0), vec![stats(6, false, 10, b"cat"), none]),
+            ]
+            .into_iter(),
+        );
+        assert_eq!(rows.len(), 2);
+        let openat = rows.iter().find(|r| r.nr == 257).unwrap();
+        assert_eq!((openat.pid, openat.comm.as_str()), (7, "cat"));
+        assert_eq!((openat.count, openat.errors, openat.timed), (10, 7, 10));
+        assert_eq!(openat.max_ns, 90);
+        assert_eq!(openat.total_ns, 100);
+        let errnos: Vec<_> = openat.errnos.iter().map(|(e, n)| (e.as_str(), *n)).collect();
+        assert_eq!(errnos, vec![("EACCES", 2), ("ENOENT", 5)]);
+        let getppid = rows.iter().find(|r| r.nr == 110).unwrap();
+        assert_eq!((getppid.count, getppid.errors), (6, 0));
+        assert!(getppid.errnos.is_empty());
     }
 
     #[test]
