@@ -97,22 +97,25 @@ static __always_inline bool prefilter_pass(struct osprey_scratch *s, struct file
 }
 
 /* The open flags of syscall `op` (creat's are implied). */
-static __always_inline __u32 open_flags_of(struct pt_regs *regs, __u16 op)
+static __always_inline __u32 open_flags_of(struct osprey_sys_regs *regs, __u16 op)
 {
 	if (op == OSPREY_OPEN)
-		return (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		return (__u32)OSPREY_SYS_ARG2(regs);
 	if (op == OSPREY_CREAT)
 		return O_CREAT_WRONLY_TRUNC;
 	if (op == OSPREY_OPENAT)
-		return (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
+		return (__u32)OSPREY_SYS_ARG3(regs);
 	__u64 flags = 0;
-	bpf_probe_read_user(&flags, sizeof(flags), (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+	bpf_probe_read_user(&flags, sizeof(flags), (void *)OSPREY_SYS_ARG3(regs));
 	return (__u32)flags;
 }
 
-static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
+static __always_inline int on_open_exit(struct pt_regs *user_regs, long ret)
 {
-	long nr = BPF_CORE_READ(regs, orig_ax);
+	struct osprey_sys_regs r;
+	struct osprey_sys_regs *regs = &r;
+	osprey_read_sys_regs(user_regs, regs);
+	long nr = regs->orig_ax;
 	__u16 op;
 	if (nr == NR_OPENAT)
 		op = OSPREY_OPENAT;
@@ -144,7 +147,7 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 		}
 	}
 	struct osprey_file_open *ev = OSPREY_EVENT_IN(s, struct osprey_file_open);
-	osprey_fill_header(&ev->hdr, OSPREY_KIND_FILE_OPEN, task);
+	osprey_fill_header_current(&ev->hdr, OSPREY_KIND_FILE_OPEN);
 
 	const char *path;
 	ev->op = op;
@@ -156,24 +159,24 @@ static __always_inline int on_open_exit(struct pt_regs *regs, long ret)
 	ev->_pad = 0;
 	if (op == OSPREY_OPEN || op == OSPREY_CREAT) {
 		ev->dirfd = AT_FDCWD;
-		path = (const char *)PT_REGS_PARM1_CORE_SYSCALL(regs);
+		path = (const char *)OSPREY_SYS_ARG1(regs);
 		if (op == OSPREY_OPEN) {
-			ev->flags = (__u32)PT_REGS_PARM2_CORE_SYSCALL(regs);
-			ev->mode = PT_REGS_PARM3_CORE_SYSCALL(regs);
+			ev->flags = (__u32)OSPREY_SYS_ARG2(regs);
+			ev->mode = OSPREY_SYS_ARG3(regs);
 		} else {
 			ev->flags = O_CREAT_WRONLY_TRUNC;
-			ev->mode = PT_REGS_PARM2_CORE_SYSCALL(regs);
+			ev->mode = OSPREY_SYS_ARG2(regs);
 		}
 	} else {
-		ev->dirfd = PT_REGS_PARM1_CORE_SYSCALL(regs);
-		path = (const char *)PT_REGS_PARM2_CORE_SYSCALL(regs);
+		ev->dirfd = OSPREY_SYS_ARG1(regs);
+		path = (const char *)OSPREY_SYS_ARG2(regs);
 		if (op == OSPREY_OPENAT) {
-			ev->flags = (__u32)PT_REGS_PARM3_CORE_SYSCALL(regs);
-			ev->mode = PT_REGS_PARM4_CORE_SYSCALL(regs);
+			ev->flags = (__u32)OSPREY_SYS_ARG3(regs);
+			ev->mode = OSPREY_SYS_ARG4(regs);
 		} else {
 			struct open_how_user how = {};
 			bpf_probe_read_user(&how, sizeof(how),
-					    (void *)PT_REGS_PARM3_CORE_SYSCALL(regs));
+					    (void *)OSPREY_SYS_ARG3(regs));
 			ev->flags = how.flags;
 			ev->mode = how.mode;
 			ev->resolve = how.resolve;

@@ -525,4 +525,53 @@ struct osprey_sc_exit {
 		return fn(osprey_current_pt_regs(), ctx->ret);                         \
 	}
 
+/*
+ * The syscall number and arguments from the saved user registers (x86-64: the block from
+ * r10 to orig_ax of struct pt_regs, a fixed ABI), read at once instead of one read per
+ * register.
+ */
+struct osprey_sys_regs {
+	unsigned long r10, r9, r8, ax, cx, dx, si, di, orig_ax;
+};
+
+static __always_inline void osprey_read_sys_regs(struct pt_regs *regs, struct osprey_sys_regs *out)
+{
+	if (bpf_probe_read_kernel(out, sizeof(*out),
+				  (char *)regs + bpf_core_field_offset(struct pt_regs, r10)))
+		__builtin_memset(out, 0, sizeof(*out));
+}
+
+#define OSPREY_SYS_ARG1(r) ((r)->di)
+#define OSPREY_SYS_ARG2(r) ((r)->si)
+#define OSPREY_SYS_ARG3(r) ((r)->dx)
+#define OSPREY_SYS_ARG4(r) ((r)->r10)
+
+/*
+ * osprey_fill_header(h, kind, the current task), cheaper where the kernel allows: the
+ * modern build reads the task's fields with direct (BTF) loads instead of a helper call
+ * or probe read per field; the values are the same.
+ */
+static __always_inline void osprey_fill_header_current(struct osprey_event_header *h,
+						       __u32 kind)
+{
+#ifdef OSPREY_COMPAT
+	osprey_fill_header(h, kind, (struct task_struct *)bpf_get_current_task());
+#else
+	struct task_struct *task = bpf_get_current_task_btf();
+	const struct cred *cred = task->cred;
+	h->kind = kind;
+	h->ts_boot_ns = bpf_ktime_get_boot_ns();
+	h->pid = task->tgid;
+	h->tid = task->pid;
+	h->ppid = task->real_parent->tgid;
+	h->uid = cred->uid.val;
+	h->gid = cred->gid.val;
+	h->_pad = 0;
+	h->cgroup_id = task->cgroups->dfl_cgrp->kn->id;
+	__u64 *comm = (__u64 *)task->comm;
+	((__u64 *)h->comm)[0] = comm[0];
+	((__u64 *)h->comm)[1] = comm[1];
+#endif
+}
+
 #endif
