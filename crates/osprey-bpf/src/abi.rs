@@ -258,7 +258,6 @@ pub struct SyscallStats {
 // SAFETY: integers and a byte array, any bit pattern is valid.
 unsafe impl aya::Pod for SyscallStats {}
 
-
 /// Key of `sec_baselines`: the executable's inode and device (kernel encoding).
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -246,7 +246,10 @@ mod tests {
         let rows = rows_of(
             vec![
                 (key(7, 257, 0), vec![stats(3, false, 50, b"cat"), none]),
-                (key(7, 257, 2), vec![stats(4, true, 90, b"cat"), stats(1, true, 5, b"cat")]),
+                (
+                    key(7, 257, 2),
+                    vec![stats(4, true, 90, b"cat"), stats(1, true, 5, b"cat")],
+                ),
                 (key(7, 257, 13), vec![none, stats(2, true, 20, b"cat")]),
                 (key(7, 110, 0), vec![stats(6, false, 10, b"cat"), none]),
             ]
@@ -258,7 +261,11 @@ mod tests {
         assert_eq!((openat.count, openat.errors, openat.timed), (10, 7, 10));
         assert_eq!(openat.max_ns, 90);
         assert_eq!(openat.total_ns, 100);
-        let errnos: Vec<_> = openat.errnos.iter().map(|(e, n)| (e.as_str(), *n)).collect();
+        let errnos: Vec<_> = openat
+            .errnos
+            .iter()
+            .map(|(e, n)| (e.as_str(), *n))
+            .collect();
         assert_eq!(errnos, vec![("EACCES", 2), ("ENOENT", 5)]);
         let getppid = rows.iter().find(|r| r.nr == 110).unwrap();
         assert_eq!((getppid.count, getppid.errors), (6, 0));
