@@ -1,5 +1,6 @@
 //! `osprey syscalls`: counts, errors by errno and latency per process and syscall, counted
-//! in the kernel and printed when the run ends.
+//! in the kernel and printed when the run ends. Each process's container is looked up at
+//! the end (`--by container`, `--by container-syscall`, a CONTAINER column once any is seen).
 
 use std::io::{BufWriter, Write};
 use std::process::ExitCode;
@@ -24,6 +25,10 @@ pub enum By {
     Syscall,
     /// One row per process over all its syscalls (like syscount -P).
     Process,
+    /// One row per container and syscall (the host's processes are container `host`).
+    ContainerSyscall,
+    /// One row per container over all its syscalls.
+    Container,
 }
 
 #[derive(Args, Debug)]
@@ -104,8 +109,12 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         By::ProcessSyscall => GroupBy::ProcessSyscall,
         By::Syscall => GroupBy::Syscall,
         By::Process => GroupBy::Process,
+        By::ContainerSyscall => GroupBy::ContainerSyscall,
+        By::Container => GroupBy::Container,
     };
-    let mut rows = syscalls::group(&counts.read(), by);
+    let mut counted = counts.read();
+    syscalls::tag_containers(&mut counted);
+    let mut rows = syscalls::group(&counted, by);
     let top = args.top.or(match args.output {
         Output::Table => Some(20),
         Output::Json => None,

@@ -8,6 +8,7 @@ pub mod filter;
 pub mod gate;
 pub mod grpc;
 pub mod grpc_messages;
+pub mod labels;
 pub mod metadata;
 pub mod paths;
 pub mod pids;
@@ -17,8 +18,10 @@ mod retry;
 mod runtimes;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, Sender};
-use std::sync::{Arc, LazyLock};
+use std::sync::{Arc, LazyLock, Mutex};
+use std::time::{Duration, Instant};
 
 use serde::ser::SerializeMap;
 use serde::Serialize;
@@ -231,6 +234,41 @@ type ByCgroup<V> = HashMap<u64, V, std::hash::BuildHasherDefault<CgroupIdHasher>
 /// Bound on remembered cgroups; the map is cleared (and rebuilt lazily) when reached.
 const MAX_CGROUPS: usize = 16384;
 
+/// How long a runtime's answer is kept before the container is looked at again (a renamed
+/// container gets its new name; one whose cgroups are gone is forgotten).
+/// `OSPREY_CONTAINER_REFRESH_SECS` overrides it.
+pub const REFRESH: Duration = Duration::from_secs(30);
+
+fn refresh_from_env() -> Duration {
+    std::env::var("OSPREY_CONTAINER_REFRESH_SECS")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(REFRESH, Duration::from_secs_f64)
+}
+
+/// Receivers of every change of a container's metadata, from any registry of this process.
+static WATCHERS: Mutex<Vec<Sender<Arc<Container>>>> = Mutex::new(Vec::new());
+/// Whether anyone watches (so that registries without watchers take no lock).
+static WATCHED: AtomicBool = AtomicBool::new(false);
+
+/// Every container whose metadata changes from now on (the runtime answered after a retry,
+/// a rename), e.g. for a kernel filter whose verdicts depend on names.
+pub fn watch() -> Receiver<Arc<Container>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    WATCHERS.lock().unwrap_or_else(|e| e.into_inner()).push(tx);
+    WATCHED.store(true, Ordering::Release);
+    rx
+}
+
+fn announce(c: &Arc<Container>) {
+    if !WATCHED.load(Ordering::Acquire) {
+        return;
+    }
+    let mut watchers = WATCHERS.lock().unwrap_or_else(|e| e.into_inner());
+    watchers.retain(|w| w.send(c.clone()).is_ok());
+}
+
 /// The per-pipeline registry: cgroup id → container, metadata kept current from the
 /// background lookup thread.
 #[derive(Debug)]
@@ -239,8 +277,9 @@ pub struct Containers {
     by_id: HashMap<String, Arc<Container>>,
     sources: Sources,
     lookups: Option<(Sender<runtimes::Request>, Receiver<runtimes::Update>)>,
-    /// Containers no runtime could describe, asked again later.
+    /// Containers asked again later (no runtime could describe them, or their answer aged).
     retries: retry::Retries,
+    refresh_every: Duration,
     /// Containers other than the host seen so far.
     pub seen: u64,
 }
@@ -259,6 +298,7 @@ impl Containers {
             sources,
             lookups: None,
             retries: retry::Retries::default(),
+            refresh_every: refresh_from_env(),
             seen: 0,
         }
     }
@@ -309,40 +349,88 @@ impl Containers {
         let _ = requests.send(runtimes::Request { id, runtime });
     }
 
-    /// Applies the lookup thread's answers (cheap when there are none).
+    /// Applies the lookup thread's answers and asks again about containers that are due
+    /// (cheap when there are none).
     pub fn poll(&mut self) {
         if self.retries.pending() {
-            for (id, runtime) in self.retries.take_due(std::time::Instant::now()) {
-                self.ask(id, runtime);
-            }
+            self.run_due(Instant::now());
         }
         let Some((_, updates)) = &self.lookups else {
             return;
         };
-        while let Ok(update) = updates.try_recv() {
-            let Some(old) = self.by_id.get(&update.id) else {
-                continue;
-            };
-            match &update.state {
-                MetadataState::Unavailable(_) => {
-                    if let Some(runtime) = old.runtime {
-                        self.retries
-                            .failed(&update.id, runtime, std::time::Instant::now());
-                    }
-                }
-                _ => self.retries.known(&update.id),
-            }
-            let new = Arc::new(Container {
-                metadata: update.state,
-                ..(**old).clone()
-            });
-            for slot in self.by_cgroup.values_mut() {
-                if matches!(slot, Slot::Container(c) if c.id == new.id) {
-                    *slot = Slot::Container(new.clone());
-                }
-            }
-            self.by_id.insert(new.id.clone(), new);
+        let answers: Vec<runtimes::Update> = updates.try_iter().collect();
+        for update in answers {
+            self.apply(update);
         }
+    }
+
+    /// Asks again about the containers due at `now`; forgets those gone.
+    fn run_due(&mut self, now: Instant) {
+        for (id, runtime, why) in self.retries.take_due(now) {
+            match why {
+                retry::Due::Refresh if !self.alive(&id) => self.forget(&id),
+                _ => self.ask(id, runtime),
+            }
+        }
+    }
+
+    fn apply(&mut self, update: runtimes::Update) {
+        let Some(old) = self.by_id.get(&update.id) else {
+            return; // forgotten meanwhile
+        };
+        let Some(runtime) = old.runtime else {
+            return;
+        };
+        let now = Instant::now();
+        match (&old.metadata, &update.state) {
+            // A refresh the runtime could not answer: the last answer stands.
+            (MetadataState::Known(_), MetadataState::Unavailable(_)) => {
+                self.retries
+                    .refresh(&update.id, runtime, now, self.refresh_every);
+                return;
+            }
+            (_, MetadataState::Unavailable(_)) => {
+                if !self.retries.failed(&update.id, runtime, now) {
+                    self.retries
+                        .refresh(&update.id, runtime, now, self.refresh_every);
+                }
+            }
+            _ => {
+                self.retries.known(&update.id);
+                self.retries
+                    .refresh(&update.id, runtime, now, self.refresh_every);
+            }
+        }
+        if old.metadata == update.state {
+            return;
+        }
+        let new = Arc::new(Container {
+            metadata: update.state,
+            ..(**old).clone()
+        });
+        for slot in self.by_cgroup.values_mut() {
+            if matches!(slot, Slot::Container(c) if c.id == new.id) {
+                *slot = Slot::Container(new.clone());
+            }
+        }
+        self.by_id.insert(new.id.clone(), new.clone());
+        announce(&new);
+    }
+
+    /// Whether any cgroup of container `id` still exists.
+    fn alive(&self, id: &str) -> bool {
+        self.by_cgroup.iter().any(|(cgroup, slot)| {
+            matches!(slot, Slot::Container(c) if c.id == id) && resolve::exists(*cgroup)
+        })
+    }
+
+    /// Drops a container whose cgroups are gone (stopped): memory stays bounded by the
+    /// containers running. Should its id come back, it is looked up again.
+    fn forget(&mut self, id: &str) {
+        self.by_id.remove(id);
+        self.by_cgroup
+            .retain(|_, slot| !matches!(slot, Slot::Container(c) if c.id == id));
+        self.retries.forget(id);
     }
 
     /// The container of a cgroup noted before (`None`: unknown cgroup).
@@ -435,13 +523,75 @@ mod tests {
         assert_eq!(asked.try_iter().count(), 0, "not at once");
         assert!(c.retries.pending(), "a new question is scheduled");
         // As if the first delay had passed.
-        let later = std::time::Instant::now() + retry::DELAYS[0];
-        for (id, runtime) in c.retries.take_due(later) {
-            c.ask(id, runtime);
-        }
+        c.run_due(Instant::now() + retry::DELAYS[0]);
         let again: Vec<_> = asked.try_iter().collect();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, ID);
+    }
+
+    fn known(name: &str) -> MetadataState {
+        MetadataState::Known(Arc::new(Metadata {
+            name: name.into(),
+            ..Default::default()
+        }))
+    }
+
+    #[test]
+    fn a_renamed_container_gets_its_new_name_and_watchers_hear_of_it() {
+        let (mut c, asked, answer) = registry();
+        let watcher = watch();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let first = c.container(identity);
+        c.by_cgroup.insert(7, Slot::Container(first));
+        let say = |state| {
+            answer
+                .send(runtimes::Update {
+                    id: ID.into(),
+                    state,
+                })
+                .unwrap()
+        };
+        say(known("web"));
+        c.poll();
+        assert_eq!(c.get(7).unwrap().name(), Some("web"));
+        // The refresh: the cgroup is alive (as if), the runtime now says `db`.
+        assert_eq!(asked.try_iter().count(), 1);
+        c.ask(ID.into(), Runtime::Docker);
+        say(known("db"));
+        c.poll();
+        assert_eq!(c.get(7).unwrap().name(), Some("db"));
+        // A refresh the runtime cannot answer keeps the last name.
+        say(MetadataState::Unavailable("socket gone".into()));
+        c.poll();
+        assert_eq!(c.get(7).unwrap().name(), Some("db"));
+        let heard: Vec<Option<String>> = watcher
+            .try_iter()
+            .filter(|w| w.id == ID)
+            .map(|w| w.name().map(str::to_string))
+            .collect();
+        assert_eq!(heard, [Some("web".to_string()), Some("db".to_string())]);
+    }
+
+    #[test]
+    fn a_container_whose_cgroups_are_gone_is_forgotten_at_its_refresh() {
+        let (mut c, asked, answer) = registry();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let first = c.container(identity);
+        // No cgroup has this id: the container has stopped.
+        c.by_cgroup.insert(u64::MAX - 7, Slot::Container(first));
+        answer
+            .send(runtimes::Update {
+                id: ID.into(),
+                state: known("web"),
+            })
+            .unwrap();
+        c.poll();
+        assert_eq!(asked.try_iter().count(), 1);
+        c.run_due(Instant::now() + c.refresh_every);
+        assert_eq!(asked.try_iter().count(), 0, "not asked again: forgotten");
+        assert!(c.get(u64::MAX - 7).is_none());
+        assert_eq!(c.containers().count(), 0);
+        assert!(!c.retries.pending(), "nothing left scheduled");
     }
 }
 

@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use super::{resolve, Container, Containers, MetadataState};
 
-/// What a profile sample says of its container.
+/// How long outputs built at the end wait for the runtimes' answers.
+pub const WAIT: Duration = Duration::from_secs(2);
+
+/// What a profile sample (or a syscall count) says of its container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tag {
     pub id: String,

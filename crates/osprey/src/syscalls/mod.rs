@@ -9,6 +9,7 @@ use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
 
 use crate::abi::{kind, SyscallErrnoKey, SyscallKey, SyscallStats};
+use crate::container::pids::Tag;
 use crate::kernel::loader::{CapabilitySpec, LoadError, LoadedCapability, Role};
 use crate::wire::text::until_nul;
 
@@ -69,6 +70,8 @@ pub struct Row {
     pub timed: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    /// The process's container (`None`: the host, or a process gone before the end).
+    pub container: Option<Tag>,
 }
 
 impl Row {
@@ -97,6 +100,39 @@ pub enum GroupBy {
     Syscall,
     /// One row per process over all its syscalls.
     Process,
+    /// One row per container (the host is one) and syscall.
+    ContainerSyscall,
+    /// One row per container over all its syscalls.
+    Container,
+}
+
+impl GroupBy {
+    pub fn has_process(self) -> bool {
+        matches!(self, GroupBy::ProcessSyscall | GroupBy::Process)
+    }
+
+    pub fn has_syscall(self) -> bool {
+        !matches!(self, GroupBy::Process | GroupBy::Container)
+    }
+
+    pub fn has_container(self) -> bool {
+        matches!(self, GroupBy::ContainerSyscall | GroupBy::Container)
+    }
+}
+
+/// Puts each row's container on it: the process's cgroup read now (a process gone by the
+/// end has none), its runtime's answer awaited at most `pids::WAIT`.
+pub fn tag_containers(rows: &mut [Row]) {
+    use crate::container::pids;
+    let tags = pids::tags_of(rows.iter().map(|r| r.pid), pids::WAIT);
+    for row in rows {
+        row.container = tags.get(&row.pid).cloned();
+    }
+}
+
+/// The tag of the host's processes in container rows.
+fn host_tag() -> Tag {
+    Tag::of(crate::container::host())
 }
 
 /// The kernel's count maps, taken out of the loaded capability.
@@ -154,31 +190,40 @@ impl Counts {
 
 /// Groups rows and sorts them by count, largest first (then by pid and syscall).
 pub fn group(rows: &[Row], by: GroupBy) -> Vec<Row> {
-    let mut out: Vec<Row> = match by {
-        GroupBy::ProcessSyscall => rows.to_vec(),
-        GroupBy::Syscall | GroupBy::Process => {
-            let mut grouped: BTreeMap<u32, Row> = BTreeMap::new();
-            for r in rows {
-                let id = if by == GroupBy::Syscall { r.nr } else { r.pid };
-                let g = grouped.entry(id).or_insert_with(|| Row {
-                    pid: if by == GroupBy::Process { r.pid } else { 0 },
-                    comm: if by == GroupBy::Process {
-                        r.comm.clone()
-                    } else {
-                        String::new()
-                    },
-                    nr: if by == GroupBy::Syscall { r.nr } else { 0 },
-                    syscall: if by == GroupBy::Syscall {
-                        r.syscall.clone()
-                    } else {
-                        String::new()
-                    },
-                    ..Default::default()
-                });
-                g.add(r);
-            }
-            grouped.into_values().collect()
+    let mut out: Vec<Row> = if by == GroupBy::ProcessSyscall {
+        rows.to_vec()
+    } else {
+        let mut grouped: BTreeMap<(String, u32, u32), Row> = BTreeMap::new();
+        for r in rows {
+            let container = by
+                .has_container()
+                .then(|| r.container.clone().unwrap_or_else(host_tag));
+            let pid = if by.has_process() { r.pid } else { 0 };
+            let nr = if by.has_syscall() { r.nr } else { 0 };
+            let key = (
+                container.as_ref().map_or(String::new(), |c| c.id.clone()),
+                pid,
+                nr,
+            );
+            let g = grouped.entry(key).or_insert_with(|| Row {
+                pid,
+                comm: if by.has_process() {
+                    r.comm.clone()
+                } else {
+                    String::new()
+                },
+                nr,
+                syscall: if by.has_syscall() {
+                    r.syscall.clone()
+                } else {
+                    String::new()
+                },
+                container: container.or_else(|| r.container.clone()),
+                ..Default::default()
+            });
+            g.add(r);
         }
+        grouped.into_values().collect()
     };
     out.sort_by(|a, b| {
         b.count
@@ -205,6 +250,7 @@ mod tests {
             timed: count,
             total_ns: count * 100,
             max_ns: 100 + u64::from(pid),
+            container: None,
         }
     }
 
@@ -241,6 +287,55 @@ mod tests {
         assert_eq!(
             pairs.iter().map(|r| r.count).collect::<Vec<_>>(),
             vec![9, 7, 5]
+        );
+    }
+
+    #[test]
+    fn container_rows_sum_their_processes_and_the_host_is_one() {
+        let web = Tag {
+            id: "a".repeat(64),
+            name: "web".into(),
+            pod: None,
+            namespace: None,
+        };
+        let mut rows = vec![
+            row(10, 257, 5, &[]),
+            row(11, 257, 7, &[("ENOENT", 1)]),
+            row(12, 257, 2, &[]),
+            row(11, 110, 9, &[]),
+        ];
+        rows[1].container = Some(web.clone());
+        rows[2].container = Some(web.clone());
+        rows[3].container = Some(web.clone());
+        let by_container = group(&rows, GroupBy::Container);
+        let summary: Vec<(&str, u64, u32, &str)> = by_container
+            .iter()
+            .map(|r| {
+                let c = r.container.as_ref().unwrap();
+                (c.name.as_str(), r.count, r.pid, r.syscall.as_str())
+            })
+            .collect();
+        assert_eq!(summary, [("web", 18, 0, ""), ("host", 5, 0, "")]);
+        let pairs = group(&rows, GroupBy::ContainerSyscall);
+        let summary: Vec<(&str, &str, u64, u64)> = pairs
+            .iter()
+            .map(|r| {
+                let c = r.container.as_ref().unwrap();
+                (c.name.as_str(), r.syscall.as_str(), r.count, r.errors)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("web", "getppid", 9, 0),
+                ("web", "openat", 9, 1),
+                ("host", "openat", 5, 0)
+            ]
+        );
+        assert_eq!(
+            group(&rows, GroupBy::Process)[0].container.as_ref(),
+            Some(&web),
+            "process rows keep their container"
         );
     }
 }
