@@ -1,0 +1,221 @@
+//! Container context on the outputs built from more than one event: `osprey tcp` records of
+//! a container's connections, `osprey syscalls` rows per container, and names that follow a
+//! `podman rename`. Containers come from podman (tests/common/podman.rs) with
+//! osprey-workload in their image; traffic stays on loopback.
+
+mod common;
+mod containers_support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::TcpListener;
+use std::process::Stdio;
+use std::time::Duration;
+
+use common::podman::Podman;
+use common::*;
+use containers_support::{container_of, saw};
+use serde_json::Value;
+
+/// A container on the host's network connects to a listener of this test on 127.0.0.1: the
+/// connect record carries the container (id, name, image), the accept record the host; and
+/// `--container` keeps only the container's.
+#[test]
+fn tcp_records_of_a_container_on_loopback() {
+    if !bpf_available("tcp_records_of_a_container") {
+        return;
+    }
+    let Some(podman) = Podman::new("tcp_records_of_a_container") else {
+        return;
+    };
+    let _serial = serial();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            drop(conn);
+        }
+    });
+    let (name, id) = podman.run("tcp", &["--network", "host"]);
+    let all = Tracer::start(&["tcp", "--output", "json", "--port", &port]);
+    let only = Tracer::start(&["tcp", "--output", "json", "--container", &name]);
+    let to = format!("127.0.0.1:{port}");
+    let connect = || {
+        let o = podman.exec(&name, &["/bin/osprey-workload", "connect-try", &to]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "connected");
+    };
+    // The runtime's answer arrives in the background: connect until a record is named.
+    let named = format!("\"name\":\"{name}\"");
+    let was_named = (0..10).any(|_| {
+        connect();
+        saw(&all, Duration::from_secs(2), |l| {
+            l.contains(&named) && l.contains("\"direction\":\"connect\"")
+        })
+    });
+    assert!(was_named, "no tcp record named {name}");
+    let (all, only) = (all.stop(), only.stop());
+    let closes: Vec<Value> = all
+        .events()
+        .into_iter()
+        .filter(|e| e["kind"] == "tcp_close")
+        .collect();
+    let connects: Vec<&Value> = closes
+        .iter()
+        .filter(|e| e["direction"] == "connect" && e["remote_port"].to_string() == port)
+        .collect();
+    assert!(!connects.is_empty(), "no connect record: {closes:#?}");
+    for r in &connects {
+        let c = container_of(r);
+        assert_eq!(c["id"], id.as_str(), "{r}");
+        assert_eq!(c["runtime"], "podman", "{r}");
+        assert_eq!(r["process"]["comm"], "osprey-workload", "{r}");
+    }
+    let last = container_of(connects.last().unwrap());
+    assert_eq!(
+        (last["name"].as_str(), last["image"].as_str()),
+        (Some(name.as_str()), Some(podman.image())),
+        "{last}"
+    );
+    let accepts: Vec<&Value> = closes
+        .iter()
+        .filter(|e| e["direction"] == "accept" && e["local_port"].to_string() == port)
+        .collect();
+    assert!(!accepts.is_empty(), "no accept record: {closes:#?}");
+    for r in &accepts {
+        assert_eq!(container_of(r)["id"], "host", "this test accepted: {r}");
+    }
+    let filtered = only.events();
+    assert!(
+        filtered
+            .iter()
+            .any(|e| e["kind"] == "tcp_close" && e["remote_port"].to_string() == port),
+        "--container kept none of its records"
+    );
+    for e in filtered.iter().filter(|e| e["kind"] == "tcp_close") {
+        assert_eq!(container_of(e)["id"], id.as_str(), "--container: {e}");
+    }
+}
+
+/// `osprey syscalls` with a container running a known mix (5000 getppid, 3 failing
+/// openat): the container's rows carry its id and name, per process and per container.
+#[test]
+fn syscall_rows_per_container() {
+    if !bpf_available("syscall_rows_per_container") {
+        return;
+    }
+    let Some(podman) = Podman::new("syscall_rows_per_container") else {
+        return;
+    };
+    let _serial = serial();
+    let (name, id) = podman.run("syscalls", &[]);
+    let by_container =
+        Tracer::start(&["syscalls", "--output", "json", "--by", "container-syscall"]);
+    let by_process = Tracer::start(&["syscalls", "--output", "json"]);
+    let mut mix = podman
+        .cmd()
+        .args([
+            "exec",
+            "-i",
+            &name,
+            "/bin/osprey-workload",
+            "syscall-mix",
+            "5000",
+            "3",
+            "--hold",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(mix.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "done");
+    // The process still lives (its container is read when the run ends).
+    let (by_container, by_process) = (by_container.stop(), by_process.stop());
+    let mut stdin = mix.stdin.take().unwrap();
+    let _ = stdin.write_all(b"");
+    drop(stdin);
+    let _ = mix.wait();
+    let rows = by_container.events();
+    let row = |syscall: &str| {
+        rows.iter()
+            .find(|r| r["container"]["id"] == id.as_str() && r["syscall"] == syscall)
+            .unwrap_or_else(|| panic!("no {syscall} row of {id}: {rows:#?}"))
+    };
+    let getppid = row("getppid");
+    assert_eq!(getppid["container"]["name"], name.as_str(), "{getppid}");
+    assert_eq!(getppid["count"], 5000, "{getppid}");
+    assert!(getppid.get("pid").is_none(), "{getppid}");
+    // The 3 of the mix, and the dynamic loader's and runc's own misses in the container.
+    let openat = row("openat");
+    assert!(openat["errnos"]["ENOENT"].as_u64() >= Some(3), "{openat}");
+    assert!(
+        rows.iter().any(|r| r["container"]["id"] == "host"),
+        "host processes make syscalls too"
+    );
+    let mine: Vec<Value> = by_process
+        .events()
+        .into_iter()
+        .filter(|r| r["syscall"] == "getppid" && r["count"] == 5000)
+        .collect();
+    assert_eq!(mine.len(), 1, "{mine:#?}");
+    assert_eq!(mine[0]["comm"], "osprey-workload", "{}", mine[0]);
+    assert_eq!(mine[0]["container"]["id"], id.as_str(), "{}", mine[0]);
+    assert_eq!(mine[0]["container"]["name"], name.as_str(), "{}", mine[0]);
+}
+
+/// `podman rename` while Osprey runs: later events carry the new name (answers are
+/// refreshed, here every second).
+#[test]
+fn a_renamed_container_gets_its_new_name() {
+    if !bpf_available("a_renamed_container") {
+        return;
+    }
+    let Some(podman) = Podman::new("a_renamed_container") else {
+        return;
+    };
+    let _serial = serial();
+    let (name, id) = podman.run("rename", &[]);
+    let exec = Tracer::start_with_env(
+        &["exec", "--output", "json"],
+        &[("OSPREY_CONTAINER_REFRESH_SECS", "1")],
+    );
+    let cat = || {
+        let o = podman.exec(&id, &["/bin/cat", "/etc/passwd"]);
+        assert!(o.status.success(), "{o:?}");
+    };
+    let named = |exec: &Tracer, name: &str| {
+        let quoted = format!("\"name\":\"{name}\"");
+        (0..15).any(|_| {
+            cat();
+            saw(exec, Duration::from_secs(1), |l| {
+                l.contains(&quoted) && l.contains("\"comm\":\"cat\"")
+            })
+        })
+    };
+    assert!(named(&exec, &name), "never named {name}");
+    let renamed = format!("{name}-renamed");
+    let o = podman
+        .cmd()
+        .args(["rename", &name, &renamed])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "podman rename: {o:?}");
+    // The helper removes containers by their first name: rename it back at the end.
+    struct Back<'a>(&'a Podman, &'a str, &'a str);
+    impl Drop for Back<'_> {
+        fn drop(&mut self) {
+            let _ = self.0.cmd().args(["rename", self.2, self.1]).output();
+        }
+    }
+    let _back = Back(&podman, &name, &renamed);
+    assert!(named(&exec, &renamed), "never renamed to {renamed}");
+    let events = exec.stop().events();
+    let last = events
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "exec" && container_of(e)["id"] == id.as_str())
+        .unwrap();
+    assert_eq!(container_of(last)["name"], renamed.as_str(), "{last}");
+}
