@@ -29,7 +29,8 @@ fn tcp_records_of_a_container_on_loopback() {
     };
     let _serial = serial();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port().to_string();
+    let port_number = listener.local_addr().unwrap().port();
+    let port = port_number.to_string();
     std::thread::spawn(move || {
         for conn in listener.incoming() {
             drop(conn);
@@ -60,7 +61,7 @@ fn tcp_records_of_a_container_on_loopback() {
         .collect();
     let connects: Vec<&Value> = closes
         .iter()
-        .filter(|e| e["direction"] == "connect" && e["remote_port"].to_string() == port)
+        .filter(|e| e["direction"] == "connect" && e["remote_port"] == port_number)
         .collect();
     assert!(!connects.is_empty(), "no connect record: {closes:#?}");
     for r in &connects {
@@ -77,7 +78,7 @@ fn tcp_records_of_a_container_on_loopback() {
     );
     let accepts: Vec<&Value> = closes
         .iter()
-        .filter(|e| e["direction"] == "accept" && e["local_port"].to_string() == port)
+        .filter(|e| e["direction"] == "accept" && e["local_port"] == port_number)
         .collect();
     assert!(!accepts.is_empty(), "no accept record: {closes:#?}");
     for r in &accepts {
@@ -87,7 +88,7 @@ fn tcp_records_of_a_container_on_loopback() {
     assert!(
         filtered
             .iter()
-            .any(|e| e["kind"] == "tcp_close" && e["remote_port"].to_string() == port),
+            .any(|e| e["kind"] == "tcp_close" && e["remote_port"] == port_number),
         "--container kept none of its records"
     );
     for e in filtered.iter().filter(|e| e["kind"] == "tcp_close") {
