@@ -378,6 +378,9 @@ struct osprey_flow_stats {
 	__u64 first_mono_ns;
 	__u64 last_mono_ns;
 	__u64 tcp_flags;     /* OR of every TCP flag byte seen (64 bits for atomic OR) */
+	/* egress: the cgroup v2 id of the sending socket's owner, read from the flow's first
+	 * packet (bpf_skb_cgroup_id); 0 at ingress and for packets without a local socket */
+	__u64 cgroup_id;
 };
 
 /* Per-CPU counters of the flow table (map `flow_counters`, one entry). */

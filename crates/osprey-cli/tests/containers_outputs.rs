@@ -96,6 +96,109 @@ fn tcp_records_of_a_container_on_loopback() {
     }
 }
 
+/// A network namespace of the test's own, removed at the end.
+struct Netns(String);
+
+impl Netns {
+    fn new(tag: &str) -> Self {
+        let name = format!("osprey-{tag}-{}", std::process::id());
+        let ip = |args: &[&str]| {
+            let o = std::process::Command::new("ip")
+                .args(args)
+                .output()
+                .unwrap();
+            assert!(o.status.success(), "ip {args:?}: {o:?}");
+        };
+        ip(&["netns", "add", &name]);
+        let ns = Netns(name);
+        ip(&["-n", &ns.0, "link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn path(&self) -> String {
+        format!("/run/netns/{}", self.0)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["netns", "del", &self.0])
+            .output();
+    }
+}
+
+/// Flow records on the `lo` of a network namespace a container shares: egress flows carry
+/// the container of the sending socket (client and server are both in it), ingress flows
+/// none. Osprey enters only the network namespace (`nsenter`), so it keeps the host's view
+/// of cgroups.
+#[test]
+fn flow_records_of_a_container_egress() {
+    if !bpf_available("flow_records_of_a_container") {
+        return;
+    }
+    let Some(podman) = Podman::new("flow_records_of_a_container") else {
+        return;
+    };
+    let _serial = serial();
+    let netns = Netns::new("flows");
+    let (name, id) = podman.run("flows", &["--network", &format!("ns:{}", netns.path())]);
+    let mut nsenter = std::process::Command::new("nsenter");
+    nsenter.arg(format!("--net={}", netns.path())).arg(OSPREY);
+    let flows = Tracer::start_command(
+        nsenter,
+        &["flows", "-i", "lo", "--output", "json", "--interval", "0.2"],
+        &[],
+        "osprey: tracing ",
+    );
+    let named = format!("\"name\":\"{name}\"");
+    let was_named = (0..10).any(|_| {
+        let server = podman.spawn_exec(&name, &["/bin/nc", "-l", "-p", "7000"]);
+        eventually(Duration::from_secs(10), || {
+            let o = podman.exec(
+                &name,
+                &["/bin/osprey-workload", "connect-try", "127.0.0.1:7000"],
+            );
+            let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
+            (said == "connected").then_some(()).ok_or(said)
+        });
+        let mut server = server;
+        let _ = server.wait();
+        // Exported once ended (FIN and a short grace) at the next scan.
+        saw(&flows, Duration::from_secs(3), |l| {
+            l.contains(&named) && l.contains("\"destination_port\":7000")
+        })
+    });
+    assert!(was_named, "no flow record named {name}");
+    let records: Vec<Value> = flows
+        .stop()
+        .events()
+        .into_iter()
+        .filter(|e| {
+            e["kind"] == "flow" && (e["destination_port"] == 7000 || e["source_port"] == 7000)
+        })
+        .collect();
+    // Flows with a SYN: the client's and the server's sockets. (A connect that came before
+    // the listener was refused by the kernel's own socket: its RST is the host's.)
+    let egress: Vec<&Value> = records
+        .iter()
+        .filter(|e| e["direction"] == "egress" && e["tcp_flags"].as_u64().unwrap() & 2 != 0)
+        .collect();
+    assert!(egress.len() >= 2, "both ends' egress flows: {records:#?}");
+    for e in &egress {
+        assert_eq!(e["process"]["container"]["id"], id.as_str(), "{e}");
+    }
+    let last = &egress.last().unwrap()["process"]["container"];
+    assert_eq!(
+        (last["name"].as_str(), last["image"].as_str()),
+        (Some(name.as_str()), Some(podman.image())),
+        "{last}"
+    );
+    for e in records.iter().filter(|e| e["direction"] == "ingress") {
+        assert!(e.get("process").is_none(), "ingress has no socket: {e}");
+    }
+}
+
 /// `osprey syscalls` with a container running a known mix (5000 getppid, 3 failing
 /// openat): the container's rows carry its id and name, per process and per container.
 #[test]

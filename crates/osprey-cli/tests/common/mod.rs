@@ -150,7 +150,14 @@ impl Tracer {
         Self::start_command(Command::new(OSPREY), args, env, ready)
     }
 
-    fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
+    /// Starts `cmd ARGS` (osprey, perhaps behind `nsenter`) and waits for a stderr line
+    /// starting with `ready`.
+    pub fn start_command(
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
