@@ -3,6 +3,7 @@
 //! `podman rename`. Containers come from podman (tests/common/podman.rs) with
 //! osprey-workload in their image; traffic stays on loopback.
 
+mod agent_support;
 mod common;
 mod containers_support;
 
@@ -267,6 +268,37 @@ fn syscall_rows_per_container() {
     assert_eq!(mine[0]["comm"], "osprey-workload", "{}", mine[0]);
     assert_eq!(mine[0]["container"]["id"], id.as_str(), "{}", mine[0]);
     assert_eq!(mine[0]["container"]["name"], name.as_str(), "{}", mine[0]);
+}
+
+/// The agent's alerts by container: a default rule fires in a podman container and
+/// `osprey_container_alerts_total` gets a series labelled with the container's name.
+#[test]
+fn agent_alert_metrics_name_the_container() {
+    if !bpf_available("agent_alert_metrics_name_the_container") {
+        return;
+    }
+    let Some(podman) = Podman::new("agent_alert_metrics_name_the_container") else {
+        return;
+    };
+    let _serial = serial();
+    let (name, _id) = podman.run("metrics", &[]);
+    let cp = podman.exec(&name, &["/bin/cp", "/etc/passwd", "/etc/shadow"]);
+    assert!(cp.status.success(), "{cp:?}");
+    let a = agent_support::AgentRun::new("agent-container-metrics", "");
+    let _agent = a.start();
+    let series = format!(
+        "osprey_container_alerts_total{{rule=\"credential_file_read\",container=\"{name}\",namespace=\"\"}}"
+    );
+    // The first alerts may come before the runtime's answer (the short id); read until the
+    // name has its series.
+    eventually(Duration::from_secs(20), || {
+        let o = podman.exec(&name, &["/bin/osprey-workload", "open", "1", "/etc/shadow"]);
+        assert!(o.status.success(), "{o:?}");
+        let metrics = a.scrape();
+        (agent_support::metric(&metrics, &series) >= 1.0)
+            .then_some(())
+            .ok_or(format!("{series} in\n{metrics}"))
+    });
 }
 
 /// `podman rename` while Osprey runs: later events carry the new name (answers are
