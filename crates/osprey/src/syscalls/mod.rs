@@ -3,7 +3,8 @@
 
 pub mod output;
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
@@ -120,11 +121,38 @@ impl GroupBy {
     }
 }
 
-/// Puts each row's container on it: the process's cgroup read now (a process gone by the
-/// end has none), its runtime's answer awaited at most `pids::WAIT`.
-pub fn tag_containers(rows: &mut [Row]) {
+/// Each counted process's cgroup, read while it lived, so that a process that exits before
+/// the run ends keeps its container.
+#[derive(Debug, Default)]
+pub struct Cgroups(HashMap<u32, u64>);
+
+impl Cgroups {
+    /// Reads the cgroup of every pid not seen before (one /proc read each).
+    pub fn capture(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            if let Entry::Vacant(e) = self.0.entry(pid) {
+                if let Some(cgroup) = crate::container::pids::cgroup_of(pid) {
+                    e.insert(cgroup);
+                }
+            }
+        }
+    }
+}
+
+/// Puts each row's container on it: the process's cgroup as `seen` captured it, else as read
+/// now (a process gone by the end and never captured has none); the runtimes' answers are
+/// awaited at most `pids::WAIT`.
+pub fn tag_containers(rows: &mut [Row], seen: &Cgroups) {
     use crate::container::pids;
-    let tags = pids::tags_of(rows.iter().map(|r| r.pid), pids::WAIT);
+    let pairs = rows.iter().filter_map(|r| {
+        let cgroup = seen
+            .0
+            .get(&r.pid)
+            .copied()
+            .or_else(|| pids::cgroup_of(r.pid))?;
+        Some((r.pid, cgroup))
+    });
+    let tags = pids::tags_of_cgroups(pairs, pids::WAIT);
     for row in rows {
         row.container = tags.get(&row.pid).cloned();
     }
@@ -155,6 +183,15 @@ impl Counts {
         let errnos = PerCpuHashMap::try_from(cap.take_map("syscall_errnos")?)
             .map_err(|e| map_error(cap, "syscall_errnos", e))?;
         Ok(Self { counts, errnos })
+    }
+
+    /// The processes counted so far.
+    pub fn pids(&self) -> BTreeSet<u32> {
+        self.counts
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.pid)
+            .collect()
     }
 
     /// Per process and syscall, summed over CPUs.
@@ -288,6 +325,21 @@ mod tests {
             pairs.iter().map(|r| r.count).collect::<Vec<_>>(),
             vec![9, 7, 5]
         );
+    }
+
+    #[test]
+    fn cgroups_are_captured_once_per_live_process() {
+        let me = std::process::id();
+        let mut seen = Cgroups::default();
+        seen.capture([me, u32::MAX]);
+        assert_eq!(
+            seen.0.get(&me).copied(),
+            crate::container::pids::cgroup_of(me)
+        );
+        assert!(!seen.0.contains_key(&u32::MAX), "no such process");
+        seen.0.insert(me, 7);
+        seen.capture([me]);
+        assert_eq!(seen.0[&me], 7, "the first reading stands");
     }
 
     #[test]
