@@ -349,18 +349,24 @@ impl Containers {
         let _ = requests.send(runtimes::Request { id, runtime });
     }
 
-    /// Applies the lookup thread's answers and asks again about containers that are due
-    /// (cheap when there are none).
+    /// Applies the lookup thread's answers and, on its tick (every second), asks again about
+    /// the containers that are due (cheap when there is nothing).
     pub fn poll(&mut self) {
-        if self.retries.pending() {
-            self.run_due(Instant::now());
-        }
         let Some((_, updates)) = &self.lookups else {
             return;
         };
         let answers: Vec<runtimes::Update> = updates.try_iter().collect();
+        let mut ticked = false;
         for update in answers {
-            self.apply(update);
+            if update.is_tick() {
+                ticked = true;
+            } else {
+                self.apply(update);
+            }
+        }
+        // The lookup thread's tick says when to read the clock: never on every event.
+        if ticked && self.retries.pending() {
+            self.run_due(Instant::now());
         }
     }
 
@@ -527,6 +533,21 @@ mod tests {
         let again: Vec<_> = asked.try_iter().collect();
         assert_eq!(again.len(), 1);
         assert_eq!(again[0].id, ID);
+    }
+
+    #[test]
+    fn due_questions_wait_for_the_lookup_threads_tick() {
+        let (mut c, asked, answer) = registry();
+        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        c.container(identity);
+        assert_eq!(asked.try_iter().count(), 1);
+        let earlier = Instant::now().checked_sub(retry::DELAYS[0] * 2).unwrap();
+        c.retries.failed(ID, Runtime::Docker, earlier); // due already
+        c.poll();
+        assert_eq!(asked.try_iter().count(), 0, "no clock read between ticks");
+        answer.send(runtimes::Update::tick()).unwrap();
+        c.poll();
+        assert_eq!(asked.try_iter().count(), 1, "asked again on the tick");
     }
 
     fn known(name: &str) -> MetadataState {

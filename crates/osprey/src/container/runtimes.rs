@@ -27,6 +27,24 @@ pub struct Update {
     pub state: MetadataState,
 }
 
+/// How often the thread sends a tick while idle: when the registry looks at what is due
+/// (so the event path reads no clock).
+pub const TICK: Duration = Duration::from_secs(1);
+
+impl Update {
+    /// Not an answer: time to look at the containers due (an empty id).
+    pub fn tick() -> Self {
+        Self {
+            id: String::new(),
+            state: MetadataState::Pending,
+        }
+    }
+
+    pub fn is_tick(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
 /// Starts the lookup thread; it ends when the request side is dropped.
 pub fn spawn(sources: Sources) -> (Sender<Request>, Receiver<Update>) {
     let (requests, to_thread) = mpsc::channel();
@@ -52,7 +70,17 @@ fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>)
         }
     };
     let mut warned = HashSet::new();
-    while let Ok(request) = requests.recv() {
+    loop {
+        let request = match requests.recv_timeout(TICK) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if updates.send(Update::tick()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let state = match runtime.block_on(lookup(&sources, &request)) {
             Ok(m) => MetadataState::Known(Arc::new(m)),
             Err(why) => {
