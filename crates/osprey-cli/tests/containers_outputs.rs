@@ -17,18 +17,24 @@ use common::*;
 use containers_support::{container_of, saw};
 use serde_json::Value;
 
+/// The podman helper and the lock of tests that load BPF; `None` (a visible skip, a
+/// failure under `OSPREY_REQUIRE_BPF=1`) without BPF or podman.
+fn podman_for(test: &str) -> Option<(Podman, std::sync::MutexGuard<'static, ()>)> {
+    if !bpf_available(test) {
+        return None;
+    }
+    let podman = Podman::new(test)?;
+    Some((podman, serial()))
+}
+
 /// A container on the host's network connects to a listener of this test on 127.0.0.1: the
 /// connect record carries the container (id, name, image), the accept record the host; and
 /// `--container` keeps only the container's.
 #[test]
 fn tcp_records_of_a_container_on_loopback() {
-    if !bpf_available("tcp_records_of_a_container") {
-        return;
-    }
-    let Some(podman) = Podman::new("tcp_records_of_a_container") else {
+    let Some((podman, _serial)) = podman_for("tcp_records_of_a_container") else {
         return;
     };
-    let _serial = serial();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port_number = listener.local_addr().unwrap().port();
     let port = port_number.to_string();
@@ -135,13 +141,9 @@ impl Drop for Netns {
 /// of cgroups.
 #[test]
 fn flow_records_of_a_container_egress() {
-    if !bpf_available("flow_records_of_a_container") {
-        return;
-    }
-    let Some(podman) = Podman::new("flow_records_of_a_container") else {
+    let Some((podman, _serial)) = podman_for("flow_records_of_a_container") else {
         return;
     };
-    let _serial = serial();
     let netns = Netns::new("flows");
     let (name, id) = podman.run("flows", &["--network", &format!("ns:{}", netns.path())]);
     let mut nsenter = std::process::Command::new("nsenter");
@@ -204,13 +206,9 @@ fn flow_records_of_a_container_egress() {
 /// openat): the container's rows carry its id and name, per process and per container.
 #[test]
 fn syscall_rows_per_container() {
-    if !bpf_available("syscall_rows_per_container") {
-        return;
-    }
-    let Some(podman) = Podman::new("syscall_rows_per_container") else {
+    let Some((podman, _serial)) = podman_for("syscall_rows_per_container") else {
         return;
     };
-    let _serial = serial();
     let (name, id) = podman.run("syscalls", &[]);
     let by_container =
         Tracer::start(&["syscalls", "--output", "json", "--by", "container-syscall"]);
@@ -274,13 +272,9 @@ fn syscall_rows_per_container() {
 /// `osprey_container_alerts_total` gets a series labelled with the container's name.
 #[test]
 fn agent_alert_metrics_name_the_container() {
-    if !bpf_available("agent_alert_metrics_name_the_container") {
-        return;
-    }
-    let Some(podman) = Podman::new("agent_alert_metrics_name_the_container") else {
+    let Some((podman, _serial)) = podman_for("agent_alert_metrics_name_the_container") else {
         return;
     };
-    let _serial = serial();
     let (name, _id) = podman.run("metrics", &[]);
     let cp = podman.exec(&name, &["/bin/cp", "/etc/passwd", "/etc/shadow"]);
     assert!(cp.status.success(), "{cp:?}");
@@ -305,13 +299,9 @@ fn agent_alert_metrics_name_the_container() {
 /// refreshed, here every second).
 #[test]
 fn a_renamed_container_gets_its_new_name() {
-    if !bpf_available("a_renamed_container") {
-        return;
-    }
-    let Some(podman) = Podman::new("a_renamed_container") else {
+    let Some((podman, _serial)) = podman_for("a_renamed_container") else {
         return;
     };
-    let _serial = serial();
     let (name, id) = podman.run("rename", &[]);
     let exec = Tracer::start_with_env(
         &["exec", "--output", "json"],
