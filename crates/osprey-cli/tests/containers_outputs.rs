@@ -313,7 +313,9 @@ fn a_renamed_container_gets_its_new_name() {
     };
     let named = |exec: &Tracer, name: &str| {
         let quoted = format!("\"name\":\"{name}\"");
-        (0..15).any(|_| {
+        // A refresh every second, asked on the lookup thread's next tick: a few seconds
+        // at most, more under load.
+        (0..30).any(|_| {
             cat();
             saw(exec, Duration::from_secs(1), |l| {
                 l.contains(&quoted) && l.contains("\"comm\":\"cat\"")

@@ -231,6 +231,11 @@ impl Tracer {
         self.stdout_lines.recv_timeout(limit).ok()
     }
 
+    /// The next stderr line after the ready line, waiting at most `limit`.
+    pub fn next_stderr_line(&self, limit: Duration) -> Option<String> {
+        self.stderr_lines.recv_timeout(limit).ok()
+    }
+
     fn wait_attached(&mut self, args: &[&str], ready: &str) {
         let deadline = Instant::now() + attach_limit();
         let mut seen = Vec::new();
