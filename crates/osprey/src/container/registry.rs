@@ -91,6 +91,8 @@ pub struct Containers {
     /// Containers asked again later (no runtime could describe them, or their answer aged).
     retries: retry::Retries,
     refresh_every: Duration,
+    /// Whether the lookup thread's tick waits in the channel (see `runtimes::spawn`).
+    tick: Arc<AtomicBool>,
     /// Containers other than the host seen so far.
     pub seen: u64,
 }
@@ -110,6 +112,7 @@ impl Containers {
             lookups: None,
             retries: retry::Retries::default(),
             refresh_every: refresh_from_env(),
+            tick: Arc::default(),
             seen: 0,
         }
     }
@@ -156,7 +159,7 @@ impl Containers {
     fn ask(&mut self, id: String, runtime: Runtime) {
         let (requests, _) = self
             .lookups
-            .get_or_insert_with(|| runtimes::spawn(self.sources.clone()));
+            .get_or_insert_with(|| runtimes::spawn(self.sources.clone(), self.tick.clone()));
         let _ = requests.send(runtimes::Request { id, runtime });
     }
 
@@ -170,6 +173,7 @@ impl Containers {
         let mut ticked = false;
         for update in answers {
             if update.is_tick() {
+                self.tick.store(false, Ordering::Release);
                 ticked = true;
             } else {
                 self.apply(update);

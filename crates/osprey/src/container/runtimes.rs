@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,19 +47,29 @@ impl Update {
 }
 
 /// Starts the lookup thread; it ends when the request side is dropped.
-pub fn spawn(sources: Sources) -> (Sender<Request>, Receiver<Update>) {
+/// `tick_in_flight`: set by the thread when it sends a tick, cleared by the registry when it
+/// takes it, so that a registry left without events never has more than one queued.
+pub fn spawn(
+    sources: Sources,
+    tick_in_flight: Arc<AtomicBool>,
+) -> (Sender<Request>, Receiver<Update>) {
     let (requests, to_thread) = mpsc::channel();
     let (from_thread, updates) = mpsc::channel();
     let started = std::thread::Builder::new()
         .name("osprey-containers".into())
-        .spawn(move || serve(sources, to_thread, from_thread));
+        .spawn(move || serve(sources, to_thread, from_thread, tick_in_flight));
     if let Err(e) = started {
         eprintln!("osprey: warning: container metadata lookups unavailable: {e}");
     }
     (requests, updates)
 }
 
-fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>) {
+fn serve(
+    sources: Sources,
+    requests: Receiver<Request>,
+    updates: Sender<Update>,
+    tick_in_flight: Arc<AtomicBool>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,7 +85,8 @@ fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>)
         let request = match requests.recv_timeout(TICK) {
             Ok(r) => r,
             Err(mpsc::RecvTimeoutError::Timeout) => {
-                if updates.send(Update::tick()).is_err() {
+                let queued = tick_in_flight.swap(true, Ordering::AcqRel);
+                if !queued && updates.send(Update::tick()).is_err() {
                     return;
                 }
                 continue;
