@@ -88,15 +88,21 @@ impl Finished {
             .unwrap_or_else(|| panic!("no JSON summary on stderr:\n{}", self.stderr))
     }
 
-    /// emitted/dropped/throttled counters of one event kind from the summary.
-    pub fn counters(&self, kind: &str) -> (u64, u64, u64) {
+    /// The summary's `events` row of one event kind.
+    pub fn event_row(&self, kind: &str) -> Value {
         let summary = self.summary();
-        let row = summary["events"]
+        summary["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == kind)
-            .unwrap_or_else(|| panic!("no counters for {kind} in {summary}"));
+            .unwrap_or_else(|| panic!("no counters for {kind} in {summary}"))
+            .clone()
+    }
+
+    /// emitted/dropped/throttled counters of one event kind from the summary.
+    pub fn counters(&self, kind: &str) -> (u64, u64, u64) {
+        let row = self.event_row(kind);
         (
             row["emitted"].as_u64().unwrap(),
             row["dropped"].as_u64().unwrap(),
