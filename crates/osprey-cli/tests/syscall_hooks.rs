@@ -34,7 +34,8 @@ fn workload(args: &[&str]) {
 /// burst. Run counts are machine-wide (others' opens count too), but far below the burst
 /// unless the program ran on every syscall. The security syscalls are more than
 /// per-syscall tracepoints are worth: their program is on tp_btf and runs on every syscall,
-/// returning at once for the others.
+/// returning at once for the others. The entry program that remembers the uids before
+/// setuid, setreuid and setresuid runs on those three only.
 #[test]
 fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     if !bpf_available("the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs") {
@@ -52,6 +53,7 @@ fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     ]);
     workload(&["bench-getppid", &BURST.to_string()]);
     workload(&["open", "100", "/etc/shadow"]);
+    workload(&["setuid-escalate"]);
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
     let summary = done.summary();
@@ -62,6 +64,10 @@ fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     let (hook, runs) = role_runs(&summary, "security", "syscall-exit");
     assert_eq!(hook, "tp_btf/sys_exit");
     assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+    let (hook, runs) = role_runs(&summary, "security", "setid-enter");
+    assert_eq!(hook, "tracepoint/syscalls/sys_enter_*");
+    assert!(runs >= 2, "{runs} runs for two setresuid calls");
+    assert!(runs < BURST / 2, "{runs} runs during {BURST} getppid calls");
 }
 
 /// Without per-syscall tracepoints (denied here), files falls back to tp_btf on every
