@@ -50,7 +50,7 @@ enum osprey_status_bits {
 	OSPREY_ST_ARGS_TRUNCATED = 1 << 4,
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
 	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
-	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
+	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid known (entry, or unchanged) */
 	OSPREY_ST_RESOLVED2_BASE_DIR = 1 << 8, /* fim: resolved2 = directory to join with path2 */
 	OSPREY_ST_RESOLVED2_TRUNCATED = 1 << 9,
 	OSPREY_ST_DENIED = 1 << 10,            /* refused in the kernel before it happened (enforcement) */
