@@ -248,6 +248,7 @@ impl ProcessCache {
             }
             next = e.ppid;
         }
+        let own = self.entries.get(&h.pid);
         ProcessContext {
             pid: h.pid,
             tid: h.tid,
@@ -255,8 +256,8 @@ impl ProcessCache {
             uid: h.uid,
             gid: h.gid,
             comm: &h.comm,
-            exe: self.entries.get(&h.pid).map_or(&[][..], |e| &e.exe),
-            cmdline: self.entries.get(&h.pid).map_or(&[][..], |e| &e.cmdline),
+            exe: own.map_or(&[][..], |e| &e.exe),
+            cmdline: own.map_or(&[][..], |e| &e.cmdline),
             cgroup_id: h.cgroup_id,
             container: self.containers.get(h.cgroup_id),
             ancestry,
