@@ -369,12 +369,13 @@ impl Serialize for AncestorJson<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::process::{Exit, Fork};
     use crate::wire::Header;
 
-    fn ev(pid: u32, ppid: u32, ts: u64, payload: Payload) -> Event {
+    /// An event of `pid` (comm `c`, also its tid), child of `ppid`, stamped `ts`.
+    pub(in crate::pipeline) fn ev(pid: u32, ppid: u32, ts: u64, payload: Payload) -> Event {
         Event {
             header: Header {
                 kind: 0,

@@ -163,17 +163,6 @@ mod tests {
     fn event_json_is_what_json_event_serializes() {
         let process =
             serde_json::value::RawValue::from_string(r#"{"pid":7,"comm":"a\"b"}"#.into()).unwrap();
-        let header = Header {
-            kind: 0,
-            ts_boot_ns: 1,
-            pid: 7,
-            tid: 7,
-            ppid: 1,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            comm: b"a\"b".to_vec(),
-        };
         let payloads = [
             Payload::Fork(process::Fork {
                 child_pid: 8,
@@ -185,10 +174,7 @@ mod tests {
             }),
         ];
         for payload in payloads {
-            let event = Event {
-                header: header.clone(),
-                payload,
-            };
+            let event = super::super::cache::tests::ev(7, 1, 1, payload);
             let time = "2024-01-02T03:04:05.000000001Z";
             let mut out = b"earlier line\n".to_vec();
             write_event_json(&mut out, time, &process, &event.payload).unwrap();

@@ -362,6 +362,7 @@ impl<W: Write> Sink for TableSink<W> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::tests::ev;
     use super::*;
 
     #[test]
@@ -383,24 +384,12 @@ mod tests {
         }
     }
 
-    fn header(pid: u32, ppid: u32, ts: u64, comm: &[u8]) -> crate::wire::Header {
-        crate::wire::Header {
-            kind: 0,
-            ts_boot_ns: ts,
-            pid,
-            tid: pid,
-            ppid,
-            uid: 0,
-            gid: 0,
-            cgroup_id: 0,
-            comm: comm.to_vec(),
-        }
-    }
-
     fn open_event(ts: u64, path: &[u8]) -> Event {
-        Event {
-            header: header(11, 10, ts, b"opener"),
-            payload: Payload::FileOpen(files::FileOpen {
+        ev(
+            11,
+            10,
+            ts,
+            Payload::FileOpen(files::FileOpen {
                 op: 2,
                 ret: -2,
                 flags: 0o100,
@@ -413,17 +402,17 @@ mod tests {
                 path: path.to_vec(),
                 abs_path: path.to_vec(),
             }),
-        }
+        )
     }
 
     fn fork_event(parent: u32, parent_comm: &[u8], child: u32) -> Event {
-        Event {
-            header: header(parent, 0, 1, parent_comm),
-            payload: Payload::Fork(crate::process::Fork {
-                child_pid: child,
-                child_start_boot_ns: 0,
-            }),
-        }
+        let fork = crate::process::Fork {
+            child_pid: child,
+            child_start_boot_ns: 0,
+        };
+        let mut event = ev(parent, 0, 1, Payload::Fork(fork));
+        event.header.comm = parent_comm.to_vec();
+        event
     }
 
     /// The sink's lines (cached process objects, its own time text) are byte for byte what
