@@ -8,7 +8,6 @@ pub mod control;
 pub mod eventlog;
 pub mod flows;
 pub mod health;
-mod image_pages;
 pub mod instance;
 pub mod metrics;
 pub mod modules;
@@ -121,15 +120,10 @@ impl Agent {
             .copied()
             .filter(|m| modules::wanted(*m, &config))
             .collect();
-        // The start-up code run so far is not needed while loading holds the kernel BTF
-        // (the peak of resident memory).
-        image_pages::drop_clean_image_pages();
         running.load_modules(&mut pipeline, &wanted)?;
         let attached_ms = started.elapsed().as_millis();
-        // Everything is loaded: the parsed kernel BTF is tens of MiB the agent need not keep,
-        // nor the loading code.
+        // Everything is loaded: the parsed kernel BTF is tens of MiB the agent need not keep.
         crate::kernel::release_kernel_btf();
-        image_pages::drop_clean_image_pages();
         pipeline.cache.seed_from_proc();
 
         let (ctl_tx, mut ctl_rx) = mpsc::channel::<Envelope>(16);
