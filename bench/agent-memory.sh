@@ -54,7 +54,7 @@ maps_of() {
 
 # One agent run of binary $work/$1: appends its figures to $work/$1.{peak,steady,maps,attach}.
 measure() {
-    local label=$1 deadline peak steady bytes attach
+    local label=$1 deadline peak steady anon file bytes attach
     rm -rf "$work/state"
     "$work/$label" agent --config "$config" --state-dir "$work/state" --log "$work/events.jsonl" \
         --control-socket "$work/ctl.sock" --metrics-listen "127.0.0.1:$port" 2>"$work/err" &
@@ -68,12 +68,17 @@ measure() {
     sleep "$SETTLE"
     peak=$(awk '/^VmHWM:/ {print $2 * 1024}' "/proc/$pid/status")
     steady=$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status")
+    # Of the steady RSS: private memory, and file pages (mostly the binary's own code, which
+    # the page cache holds whether or not the agent maps it).
+    anon=$(awk '/^RssAnon:/ {print $2 * 1024}' "/proc/$pid/status")
+    file=$(awk '/^RssFile:/ {print $2 * 1024}' "/proc/$pid/status")
     maps_of "$pid" >"$work/maps.last"
     bytes=$(awk '{s += $3} END {print s + 0}' "$work/maps.last")
     attach=$(grep -o '"attached_ms":[0-9]*' "$work/err" | cut -d: -f2)
     echo "$peak" >>"$work/$label.peak"; echo "$steady" >>"$work/$label.steady"
     echo "$bytes" >>"$work/$label.maps"; echo "$attach" >>"$work/$label.attach"
-    echo "round $round ($label): peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB, $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
+    echo "$anon" >>"$work/$label.anon"; echo "$file" >>"$work/$label.file"
+    echo "round $round ($label): peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB (anon $(mib "$anon"), file $(mib "$file")), $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
     kill -TERM "$pid"; wait "$pid" || true; pid=
 }
 
@@ -86,7 +91,7 @@ done
 for label in "${labels[@]}"; do
     [[ ${#labels[@]} -gt 1 ]] && echo "== $label"
     echo "median peak RSS:   $(mib "$(median <"$work/$label.peak")") MiB (target <= 30)"
-    echo "median steady RSS: $(mib "$(median <"$work/$label.steady")") MiB"
+    echo "median steady RSS: $(mib "$(median <"$work/$label.steady")") MiB (anon $(mib "$(median <"$work/$label.anon")"), file $(mib "$(median <"$work/$label.file")"))"
     echo "median map memory: $(mib "$(median <"$work/$label.maps")") MiB (target <= 24)"
     echo "median start-to-attached: $(median <"$work/$label.attach") ms"
 done
