@@ -10,6 +10,9 @@
 #   SETTLE=4           seconds after "started" before reading steady RSS and maps
 #   OSPREY_BIN         the binary (default: target/release/osprey of this checkout, built)
 #   CONFIG             an agent config file (default: none, the embedded defaults)
+#   BEFORE             another osprey binary (e.g. a copy of the previous release build):
+#                      each round then runs both, in alternating order, and medians are
+#                      printed for each (a before/after comparison on a shared machine)
 # Root required (loads BPF programs).
 set -euo pipefail
 ROUNDS=${ROUNDS:-3}
@@ -22,6 +25,11 @@ fi
 [[ $(id -u) -eq 0 ]] || { echo "agent-memory: must run as root" >&2; exit 77; }
 work=$(mktemp -d /tmp/osprey-agent-memory.XXXXXX)
 cp "$OSPREY_BIN" "$work/osprey"   # someone may rebuild target/release meanwhile
+labels=(osprey)
+if [[ -n ${BEFORE:-} ]]; then
+    cp "$BEFORE" "$work/before"
+    labels=(before osprey)
+fi
 pid=
 cleanup() { [[ -n $pid ]] && kill "$pid" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
@@ -44,11 +52,11 @@ maps_of() {
     done
 }
 
-: >"$work/peak"; : >"$work/steady"; : >"$work/maps"; : >"$work/attach"
-echo "agent-memory: $(uname -r), $(nproc) CPUs, ROUNDS=$ROUNDS; note: the machine may be shared, RSS and timings vary"
-for round in $(seq "$ROUNDS"); do
+# One agent run of binary $work/$1: appends its figures to $work/$1.{peak,steady,maps,attach}.
+measure() {
+    local label=$1 deadline peak steady anon file bytes attach
     rm -rf "$work/state"
-    "$work/osprey" agent --config "$config" --state-dir "$work/state" --log "$work/events.jsonl" \
+    "$work/$label" agent --config "$config" --state-dir "$work/state" --log "$work/events.jsonl" \
         --control-socket "$work/ctl.sock" --metrics-listen "127.0.0.1:$port" 2>"$work/err" &
     pid=$!
     deadline=$((SECONDS + 60))
@@ -60,17 +68,32 @@ for round in $(seq "$ROUNDS"); do
     sleep "$SETTLE"
     peak=$(awk '/^VmHWM:/ {print $2 * 1024}' "/proc/$pid/status")
     steady=$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status")
+    # Of the steady RSS: private memory, and file pages (mostly the binary's own code, which
+    # the page cache holds whether or not the agent maps it).
+    anon=$(awk '/^RssAnon:/ {print $2 * 1024}' "/proc/$pid/status")
+    file=$(awk '/^RssFile:/ {print $2 * 1024}' "/proc/$pid/status")
     maps_of "$pid" >"$work/maps.last"
     bytes=$(awk '{s += $3} END {print s + 0}' "$work/maps.last")
     attach=$(grep -o '"attached_ms":[0-9]*' "$work/err" | cut -d: -f2)
-    echo "$peak" >>"$work/peak"; echo "$steady" >>"$work/steady"; echo "$bytes" >>"$work/maps"
-    echo "$attach" >>"$work/attach"
-    echo "round $round: peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB, $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
+    echo "$peak" >>"$work/$label.peak"; echo "$steady" >>"$work/$label.steady"
+    echo "$bytes" >>"$work/$label.maps"; echo "$attach" >>"$work/$label.attach"
+    echo "$anon" >>"$work/$label.anon"; echo "$file" >>"$work/$label.file"
+    echo "round $round ($label): peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB (anon $(mib "$anon"), file $(mib "$file")), $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
     kill -TERM "$pid"; wait "$pid" || true; pid=
+}
+
+echo "agent-memory: $(uname -r), $(nproc) CPUs, ROUNDS=$ROUNDS; note: the machine may be shared, RSS and timings vary"
+for round in $(seq "$ROUNDS"); do
+    # Alternate the order, so that neither binary always runs first.
+    if ((round % 2 == 0)); then order=("${labels[@]}"); else order=($(printf '%s\n' "${labels[@]}" | tac)); fi
+    for label in "${order[@]}"; do measure "$label"; done
 done
-echo "median peak RSS:   $(mib "$(median <"$work/peak")") MiB (target <= 30)"
-echo "median steady RSS: $(mib "$(median <"$work/steady")") MiB"
-echo "median map memory: $(mib "$(median <"$work/maps")") MiB (target <= 24)"
-echo "median start-to-attached: $(median <"$work/attach") ms"
+for label in "${labels[@]}"; do
+    [[ ${#labels[@]} -gt 1 ]] && echo "== $label"
+    echo "median peak RSS:   $(mib "$(median <"$work/$label.peak")") MiB (target <= 30)"
+    echo "median steady RSS: $(mib "$(median <"$work/$label.steady")") MiB (anon $(mib "$(median <"$work/$label.anon")"), file $(mib "$(median <"$work/$label.file")"))"
+    echo "median map memory: $(mib "$(median <"$work/$label.maps")") MiB (target <= 24)"
+    echo "median start-to-attached: $(median <"$work/$label.attach") ms"
+done
 echo "largest maps (last round): id name bytes"
 sort -k3,3nr "$work/maps.last" | head -"${TOP:-15}" | sed 's/^/  /'

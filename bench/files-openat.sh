@@ -40,6 +40,11 @@
 #   OSPREY_BIN, WORKLOAD_BIN     binaries (default: target/release of this checkout)
 #   OPENSNOOP_BIN, BPFTRACE_BIN  comparison tools (default: found on PATH / /usr/sbin)
 #   STRICT=1                     exit 1 if a target is missed
+#   BEFORE=path                  another osprey binary (e.g. a copy of the previous release
+#                                build): the full-speed stages then run it too, alternating,
+#                                and print its row labelled "before" (a comparison on a
+#                                shared machine; reader_ns/ev is the CPU the reader spends
+#                                per event, the least load-sensitive column)
 #
 # Requires root (loads BPF programs). Build first: cargo build --release --workspace
 set -euo pipefail
@@ -300,8 +305,8 @@ sustain_stage() {
     local per_event
     per_event=$(awk -v t="$ticks" -v hz="$(getconf CLK_TCK)" -v e="$e" \
         'BEGIN { if (e + 0 > 0) printf "%.0f", t / hz * 1e9 / e; else print "?" }')
-    printf '  %-8s %-12s %-14s %-12s %-10s %-10s %-10s\n' \
-        "$workers" "$total" "$rate" "$e" "$d" "$t" "$per_event"
+    printf '  %-8s %-12s %-14s %-12s %-10s %-10s %-10s %s\n' \
+        "$workers" "$total" "$rate" "$e" "$d" "$t" "$per_event" "${STAGE_LABEL:-}"
 }
 
 # ---------------------------------------------------------------------------------
@@ -321,6 +326,12 @@ WL_COMM="obench-$$"   # at most 15 bytes, like /proc/PID/comm
 cp "$OSPREY_BIN" "$WORKDIR/osprey"
 cp "$WORKLOAD_BIN" "$WORKDIR/$WL_COMM"
 OSPREY=$WORKDIR/osprey
+BEFORE_COPY=""
+if [[ -n ${BEFORE:-} ]]; then
+    [[ -x $BEFORE ]] || die "BEFORE=$BEFORE is not an executable"
+    BEFORE_COPY=$WORKDIR/osprey-before
+    cp "$BEFORE" "$BEFORE_COPY"
+fi
 WL=$WORKDIR/$WL_COMM
 # The parent directory does not exist, so every openat fails with ENOENT quickly.
 MISSING_PATH=$WORKDIR/missing-dir/missing-file
@@ -432,7 +443,14 @@ if [[ $SKIP_SUSTAIN != 1 ]]; then
     printf '  %-8s %-12s %-14s %-12s %-10s %-10s %-10s\n' workers opens opens/s emitted dropped throttled reader_ns/ev
     # Deduplicate worker counts (e.g. "1 1" on a single-CPU machine).
     for w in $(tr ' ' '\n' <<<"$SUSTAIN_WORKERS" | grep . | sort -nu); do
-        sustain_stage "$w"
+        if [[ -n $BEFORE_COPY ]]; then
+            # Assignments for the call only (not a subshell: the EXIT trap must see the
+            # tracers it starts).
+            OSPREY=$BEFORE_COPY STAGE_LABEL=before sustain_stage "$w"
+            STAGE_LABEL=after sustain_stage "$w"
+        else
+            sustain_stage "$w"
+        fi
     done
 fi
 

@@ -237,18 +237,31 @@ static __always_inline int on_open_exit(struct pt_regs *user_regs, long ret)
 	return 0;
 }
 
+/* With the prefilter on, an open that failed (other than with EPERM) is counted as
+ * filtered before anything is read: the cheapest way out for most opens the rules never see. */
+static __always_inline int on_open_exit_gated(struct pt_regs *regs, long ret)
+{
+	if (prefilter_enabled && ret < 0 && ret != -ERR_EPERM) {
+		struct osprey_counters *c = osprey_counters_for(OSPREY_KIND_FILE_OPEN);
+		if (c)
+			c->filtered++;
+		return 0;
+	}
+	return on_open_exit(regs, ret);
+}
+
 /* Best where allowed: runs only for opens, not for every syscall exit. The user registers
  * still hold the syscall's arguments, so the same handler serves. */
 SEC("fexit/do_sys_openat2")
 int BPF_PROG(files_open_fexit, int dfd, const char *filename, struct open_how *how, long ret)
 {
-	return on_open_exit(osprey_current_pt_regs(), ret);
+	return on_open_exit_gated(osprey_current_pt_regs(), ret);
 }
 
 SEC("kretprobe/do_sys_openat2")
 int BPF_KRETPROBE(files_open_kretprobe, long ret)
 {
-	return on_open_exit(osprey_current_pt_regs(), ret);
+	return on_open_exit_gated(osprey_current_pt_regs(), ret);
 }
 
-OSPREY_SYS_EXIT_PROGS(files_open, on_open_exit)
+OSPREY_SYS_EXIT_PROGS(files_open, on_open_exit_gated)

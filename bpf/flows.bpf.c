@@ -166,7 +166,8 @@ static __always_inline int parse(void *data, void *end, struct osprey_flow_key *
  * in it, as it does at egress until the driver inserts it; its id is accel_vlan. `len`
  * includes it. */
 static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 direction,
-				    __u64 len, __u32 gso_segs, __u16 accel_vlan, __u8 accel_tag)
+				    __u64 len, __u32 gso_segs, __u16 accel_vlan, __u8 accel_tag,
+				    struct __sk_buff *skb)
 {
 	struct osprey_flow_key k;
 	struct parsed p = {};
@@ -204,6 +205,8 @@ static __always_inline void account(void *data, void *end, __u32 ifindex, __u8 d
 			.first_mono_ns = now,
 			.last_mono_ns = now,
 			.tcp_flags = p.tcp_flags,
+			/* egress only (skb), once per flow: the socket's cgroup */
+			.cgroup_id = skb ? bpf_skb_cgroup_id(skb) : 0,
 		};
 		long err = bpf_map_update_elem(&flows, &k, &fresh, BPF_NOEXIST);
 		struct osprey_flow_counters *c = counters();
@@ -233,7 +236,7 @@ int flows_ingress(struct xdp_md *ctx)
 {
 	void *data = (void *)(long)ctx->data;
 	void *end = (void *)(long)ctx->data_end;
-	account(data, end, ctx->ingress_ifindex, OSPREY_FLOW_INGRESS, end - data, 1, 0, 0);
+	account(data, end, ctx->ingress_ifindex, OSPREY_FLOW_INGRESS, end - data, 1, 0, 0, NULL);
 	return XDP_PASS;
 }
 
@@ -251,7 +254,7 @@ static __always_inline int egress(struct __sk_buff *skb)
 	__u8 tag = skb->vlan_present ? 4 : 0;
 	__u16 vlan = tag ? (skb->vlan_tci & 0x0fff) : 0;
 	account(data, end, skb->ifindex, OSPREY_FLOW_EGRESS, skb->len + tag, skb->gso_segs, vlan,
-		tag);
+		tag, skb);
 	return TC_ACT_UNSPEC;
 }
 

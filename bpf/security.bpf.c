@@ -207,11 +207,12 @@ struct {
 
 const volatile __u8 kill_rules_enabled = 0;
 
-static __always_inline bool is_setid(long nr)
+/* The setid-family calls that can change the real or effective uid: their old ids are
+ * remembered at entry. The others (the gid calls, setfsuid, capset) leave both as they
+ * were, so the ids at exit are the old ones. */
+static __always_inline bool changes_uids(long nr)
 {
-	return nr == NR_SETUID || nr == NR_SETGID || nr == NR_SETREUID || nr == NR_SETREGID ||
-	       nr == NR_SETRESUID || nr == NR_SETRESGID || nr == NR_SETFSUID ||
-	       nr == NR_SETFSGID || nr == NR_CAPSET;
+	return nr == NR_SETUID || nr == NR_SETREUID || nr == NR_SETRESUID;
 }
 
 /* ---- per-executable syscall baselines ---- */
@@ -344,7 +345,7 @@ static __always_inline int on_sec_enter(struct pt_regs *regs, long nr)
 {
 	if (baseline_mode != BASELINE_OFF)
 		baseline_check(regs, nr);
-	if (!is_setid(nr))
+	if (!changes_uids(nr))
 		return 0;
 	struct task_struct *task = (struct task_struct *)bpf_get_current_task();
 	struct old_ids ids = {
@@ -474,9 +475,8 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 
 	__u32 tid = (__u32)bpf_get_current_pid_tgid();
 	struct old_ids *old = NULL;
-	if (l.setid) {
+	if (l.setid && changes_uids(nr))
 		old = bpf_map_lookup_elem(&sec_old_ids, &tid);
-	}
 
 	struct osprey_scratch *s = osprey_scratch();
 	if (!s)
@@ -504,6 +504,8 @@ static __always_inline int on_sec_exit(struct pt_regs *regs, long ret)
 		ev->old_euid = old->euid;
 		ev->status |= OSPREY_ST_OLD_IDS;
 		bpf_map_delete_elem(&sec_old_ids, &tid);
+	} else if (l.setid && !changes_uids(nr)) {
+		ev->status |= OSPREY_ST_OLD_IDS; /* the call left them as they are */
 	}
 	ev->sock_type = 0;
 	ev->sock_proto = 0;

@@ -50,7 +50,7 @@ enum osprey_status_bits {
 	OSPREY_ST_ARGS_TRUNCATED = 1 << 4,
 	OSPREY_ST_PATH_UNREADABLE = 1 << 5,    /* user pointer could not be read */
 	OSPREY_ST_KILLED = 1 << 6,             /* SIGKILL sent in the kernel (enforcement) */
-	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid were read at syscall entry */
+	OSPREY_ST_OLD_IDS = 1 << 7,            /* old_uid/old_euid known (entry, or unchanged) */
 	OSPREY_ST_RESOLVED2_BASE_DIR = 1 << 8, /* fim: resolved2 = directory to join with path2 */
 	OSPREY_ST_RESOLVED2_TRUNCATED = 1 << 9,
 	OSPREY_ST_DENIED = 1 << 10,            /* refused in the kernel before it happened (enforcement) */
@@ -378,6 +378,9 @@ struct osprey_flow_stats {
 	__u64 first_mono_ns;
 	__u64 last_mono_ns;
 	__u64 tcp_flags;     /* OR of every TCP flag byte seen (64 bits for atomic OR) */
+	/* egress: the cgroup v2 id of the sending socket's owner, read from the flow's first
+	 * packet (bpf_skb_cgroup_id); 0 at ingress and for packets without a local socket */
+	__u64 cgroup_id;
 };
 
 /* Per-CPU counters of the flow table (map `flow_counters`, one entry). */

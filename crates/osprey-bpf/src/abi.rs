@@ -518,6 +518,8 @@ pub struct FlowStats {
     pub first_mono_ns: u64,
     pub last_mono_ns: u64,
     pub tcp_flags: u64,
+    /// Egress: the cgroup of the sending socket's owner (first packet); 0 when none.
+    pub cgroup_id: u64,
 }
 
 /// Per-CPU counters of the flow table (`flow_counters`).

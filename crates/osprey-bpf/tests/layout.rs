@@ -184,7 +184,7 @@ fn rust_structs() -> Vec<RustStruct> {
             dport, saddr, daddr,
         }),
         mirror!(FlowStats as "osprey_flow_stats" {
-            packets, bytes, payload_bytes, first_mono_ns, last_mono_ns, tcp_flags,
+            packets, bytes, payload_bytes, first_mono_ns, last_mono_ns, tcp_flags, cgroup_id,
         }),
         mirror!(FlowCounters as "osprey_flow_counters" {
             inserts, insert_failed, non_ip, truncated,

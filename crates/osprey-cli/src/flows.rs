@@ -172,6 +172,8 @@ struct FlowOutput<'a> {
     rates: RateTracker,
     last_scan: Instant,
     stdout: std::io::StdoutLock<'static>,
+    /// The containers of egress flows' sockets.
+    containers: osprey::container::Containers,
 }
 
 impl<'a> FlowOutput<'a> {
@@ -191,6 +193,7 @@ impl<'a> FlowOutput<'a> {
             rates: RateTracker::default(),
             last_scan: Instant::now(),
             stdout: std::io::stdout().lock(),
+            containers: Default::default(),
         }
     }
 
@@ -202,7 +205,11 @@ impl<'a> FlowOutput<'a> {
         for r in scan.exported {
             let ifname = self.ifname(r.key.ifindex);
             match self.output {
-                Output::Json => writeln!(self.stdout, "{}", r.to_json(&self.wall, ifname))?,
+                Output::Json => {
+                    let mut line = r.to_json(&self.wall, ifname);
+                    r.add_container(&mut line, &mut self.containers);
+                    writeln!(self.stdout, "{line}")?
+                }
                 Output::Table if !self.live_table => {
                     if !self.header_written {
                         writeln!(self.stdout, "{:<8} {}", "END", flows::TABLE_HEADER)?;

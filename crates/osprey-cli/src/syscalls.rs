@@ -1,7 +1,9 @@
 //! `osprey syscalls`: counts, errors by errno and latency per process and syscall, counted
-//! in the kernel and printed when the run ends.
+//! in the kernel and printed when the run ends. Each process's container is looked up at
+//! the end (`--by container`, `--by container-syscall`, a CONTAINER column once any is seen).
 
 use std::io::{BufWriter, Write};
+use std::ops::ControlFlow;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -9,7 +11,7 @@ use clap::{Args, ValueEnum};
 use osprey::kernel::loader::{KernelConfig, LoadOptions};
 use osprey::pipeline::cache::{ProcessCache, ProcessContext};
 use osprey::pipeline::event::Event;
-use osprey::pipeline::run::{Pipeline, RunOptions};
+use osprey::pipeline::run::{run_blocking, Pipeline, RunHooks, RunOptions, StopReason};
 use osprey::pipeline::sink::Sink;
 use osprey::syscalls::{self, output, Counts, GroupBy};
 
@@ -24,6 +26,10 @@ pub enum By {
     Syscall,
     /// One row per process over all its syscalls (like syscount -P).
     Process,
+    /// One row per container and syscall (the host's processes are container `host`).
+    ContainerSyscall,
+    /// One row per container over all its syscalls.
+    Container,
 }
 
 #[derive(Args, Debug)]
@@ -44,6 +50,25 @@ pub struct SyscallsArgs {
     pub output: Output,
     #[command(flatten)]
     pub run_time: crate::RunTimeStatsArg,
+}
+
+/// How often the counted processes' cgroups are read while they live (their containers are
+/// named at the end, when some are gone).
+const CAPTURE_EVERY: Duration = Duration::from_secs(1);
+
+/// Reads the cgroups of processes counted since the last tick.
+struct Capture<'c> {
+    counts: &'c Counts,
+    seen: syscalls::Cgroups,
+}
+
+impl RunHooks for Capture<'_> {
+    type Request = ();
+
+    fn tick(&mut self, _: &mut Pipeline<'_>) -> ControlFlow<StopReason> {
+        self.seen.capture(self.counts.pids());
+        ControlFlow::Continue(())
+    }
 }
 
 /// Nothing is streamed by this capability; the run loop only needs somewhere to write.
@@ -91,6 +116,7 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         duration: args.duration.map(Duration::from_secs_f64),
         // Nothing to drain: wake rarely.
         drain_interval: Duration::from_millis(200),
+        tick_every: Some(CAPTURE_EVERY),
         ..Default::default()
     };
     // Scripts and tests wait for this line: everything is attached once it is printed.
@@ -98,14 +124,22 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         "osprey: tracing syscalls via {}; Ctrl-C to stop",
         hooks.join(", ")
     );
-    let summary = pipeline.run_blocking(&run_options)?;
+    let mut capture = Capture {
+        counts: &counts,
+        seen: syscalls::Cgroups::default(),
+    };
+    let summary = run_blocking(pipeline, &run_options, &mut capture)?;
 
     let by = match args.by {
         By::ProcessSyscall => GroupBy::ProcessSyscall,
         By::Syscall => GroupBy::Syscall,
         By::Process => GroupBy::Process,
+        By::ContainerSyscall => GroupBy::ContainerSyscall,
+        By::Container => GroupBy::Container,
     };
-    let mut rows = syscalls::group(&counts.read(), by);
+    let mut counted = counts.read();
+    syscalls::tag_containers(&mut counted, &capture.seen);
+    let mut rows = syscalls::group(&counted, by);
     let top = args.top.or(match args.output {
         Output::Table => Some(20),
         Output::Json => None,

@@ -1,6 +1,8 @@
 //! `osprey tcp`: TCP connection records at close (and transitions with --states), through
 //! the shared pipeline; filters by owner pid, port and remote network in user space,
-//! because the owner is only known after the kernel program has seen the connection.
+//! because the owner is only known after the kernel program has seen the connection. A
+//! record's container is its owner's (`--container`, `--pod`, `--namespace`); a connection
+//! without a known owner is in none.
 
 use std::cell::RefCell;
 use std::process::ExitCode;
@@ -29,6 +31,8 @@ pub struct TcpArgs {
     /// Only connections whose remote address is in this network (ADDR[/LEN], v4 or v6).
     #[arg(long, value_name = "CIDR")]
     pub remote: Option<Cidr>,
+    #[command(flatten)]
+    pub containers: crate::trace::ContainerArgs,
     /// Also show every state transition.
     #[arg(long)]
     pub states: bool,
@@ -57,6 +61,7 @@ pub fn run_tcp(args: TcpArgs) -> Result<ExitCode, Failure> {
 
     let histograms = Rc::new(RefCell::new(tcp::RttHistograms::default()));
     let (pid, port, remote, hist) = (args.pid, args.port, args.remote, args.rtt_hist);
+    let containers = args.containers.filter();
     let seen = histograms.clone();
     let filter: EventFilter = Box::new(move |event, ctx| {
         let endpoints = match &event.payload {
@@ -66,7 +71,8 @@ pub fn run_tcp(args: TcpArgs) -> Result<ExitCode, Failure> {
         };
         let wanted = pid.is_none_or(|p| p == ctx.pid)
             && port.is_none_or(|p| endpoints.involves_port(p))
-            && remote.is_none_or(|net| net.contains(endpoints.remote));
+            && remote.is_none_or(|net| net.contains(endpoints.remote))
+            && containers.matches(ctx.container.map(|c| &**c));
         if let (true, true, Payload::TcpClose(c)) = (wanted, hist, &event.payload) {
             seen.borrow_mut().add(c);
         }

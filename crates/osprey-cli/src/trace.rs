@@ -210,17 +210,18 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
             ..Default::default()
         },
     )?;
-    let gate = (!containers.is_empty()).then(|| RefCell::new(KernelGate::new(&mut files_cap)));
+    let gate = (!containers.is_empty())
+        .then(|| RefCell::new(KernelGate::new(&mut files_cap, containers.clone())));
     let prefix = args.path_prefix.clone().map(String::into_bytes);
     let (failed, succeeded) = (args.failed, args.succeeded);
     let me = (!args.include_self).then(std::process::id);
     let filter: EventFilter = Box::new(move |event, ctx| match &event.payload {
         Payload::FileOpen(f) => {
             let container = ctx.container.map(|c| &**c);
-            let in_container = containers.matches(container);
-            if let (false, Some(gate)) = (in_container, &gate) {
-                gate.borrow_mut().unwanted(ctx.cgroup_id, container);
-            }
+            let in_container = match &gate {
+                Some(gate) => gate.borrow_mut().wants(ctx.cgroup_id, container),
+                None => containers.matches(container),
+            };
             me != Some(ctx.pid)
                 && in_container
                 && prefix
@@ -229,7 +230,14 @@ pub fn run_files(args: FilesArgs) -> Result<ExitCode, Failure> {
                 && (!failed || f.failed())
                 && (!succeeded || !f.failed())
         }
-        _ => false,
+        _ => {
+            // Exec, fork and exit events keep coming when every file open is dropped:
+            // containers renamed or described late are reopened on them too.
+            if let Some(gate) = &gate {
+                gate.borrow_mut().refresh();
+            }
+            false
+        }
     });
     run_pipeline(
         vec![process, files_cap],

@@ -74,11 +74,13 @@ fn default_rules_alert_into_the_log_the_metrics_and_syslog() {
     let (pid, status) = run(Command::new(&reader).arg("/etc/shadow"));
     assert!(status.success());
     let alerts = "osprey_alerts_total{rule=\"credential_file_read\",severity=\"high\"}";
+    // The same alert by container: the reader runs on the host.
+    let by_container = "osprey_container_alerts_total{rule=\"credential_file_read\",container=\"host\",namespace=\"\"}";
     eventually(Duration::from_secs(20), || {
         let metrics = a.scrape();
-        (metric(&metrics, alerts) >= 1.0)
+        (metric(&metrics, alerts) >= 1.0 && metric(&metrics, by_container) >= 1.0)
             .then_some(())
-            .ok_or(format!("{alerts} in\n{metrics}"))
+            .ok_or(format!("{alerts} and {by_container} in\n{metrics}"))
     });
 
     // Syslog: the start notice (info, 30) and the alert (high: err, 27).

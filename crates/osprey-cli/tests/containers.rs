@@ -349,3 +349,85 @@ fn docker_containers_with_pod_labels_and_unreachable_sockets() {
         }
     }
 }
+
+/// `osprey files --container NAME` while the docker socket does not exist yet: the
+/// container's first events leave it unnamed (not NAME), so the kernel drops its cgroup;
+/// once the socket appears, a retry names it, the kernel filter lets it through again and
+/// its opens arrive with the name.
+#[test]
+fn a_container_named_late_is_let_through_the_kernel_filter_again() {
+    if !bpf_available("container_named_late") {
+        return;
+    }
+    if installed("dockerd").is_none() || installed("docker").is_none() {
+        osprey_workload::require("container_named_late", false, "docker.io is not installed");
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("docker-late");
+    let docker = Docker::start(dir.path());
+    let image = format!("{IMAGE_REPO}:late");
+    out(docker
+        .cli()
+        .arg("import")
+        .arg(busybox_tar(dir.path()))
+        .arg(&image));
+    let name = format!("osprey-late-{}", std::process::id());
+    let _cleanup = Cleanup(vec![{
+        let mut c = docker.cli();
+        c.args(["rm", "-f", &name]);
+        c
+    }]);
+    let late = dir.path().join("late.sock");
+    let late_host = format!("unix://{}", late.display());
+    let files = Tracer::start_with_env(
+        &["files", "--output", "json", "--container", &name],
+        &[("DOCKER_HOST", &late_host)],
+    );
+    // Started after the tracer: its lookup's note comes after the ready line.
+    let id = out(docker
+        .cli()
+        .args(["run", "-d", "--name", &name, &image, "/bin/sleep", "600"]));
+    let cat = || {
+        out(docker
+            .cli()
+            .args(["exec", &name, "/bin/cat", "/etc/passwd"]));
+    };
+    cat();
+    // The lookup failed: the container is unnamed for now.
+    let short = &id[..12];
+    let noted = (0..20).any(|_| {
+        files
+            .next_stderr_line(Duration::from_secs(1))
+            .is_some_and(|l| l.contains(short) && l.contains("events carry its id alone"))
+    });
+    assert!(noted, "no note of the failed lookup");
+    // Opens now: decided not to match (no name), dropped in the kernel from here on.
+    cat();
+    std::os::unix::fs::symlink(&docker.socket, &late).unwrap();
+    let opened = format!("\"name\":\"{name}\"");
+    let through = (0..40).any(|_| {
+        cat();
+        saw(&files, Duration::from_secs(1), |l| {
+            l.contains(&opened) && l.contains("/etc/passwd")
+        })
+    });
+    let done = files.stop();
+    assert!(
+        through,
+        "the container's opens never came through: {}",
+        done.stderr
+    );
+    for e in done.events() {
+        assert_eq!(
+            container_of(&e)["id"],
+            id.as_str(),
+            "only the container: {e}"
+        );
+    }
+    let opens = done.event_row("file_open");
+    assert!(
+        opens["filtered"].as_u64() > Some(0),
+        "the kernel filtered nothing: {opens}"
+    );
+}

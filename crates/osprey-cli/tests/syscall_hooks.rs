@@ -29,31 +29,40 @@ fn workload(args: &[&str]) {
     assert!(status.success(), "osprey-workload {args:?}: {status}");
 }
 
+/// `osprey secure` with run-time statistics and `args`, around a getppid burst and then
+/// each of `workloads`; stopped, and checked to have exited cleanly.
+fn secure_run(args: &[&str], workloads: &[&[&str]]) -> Finished {
+    let state = TempDir::new("syscall-hooks");
+    let mut all = vec!["secure", "--state-dir", state.path().to_str().unwrap()];
+    all.extend(["--run-time-stats", "--output", "json"]);
+    all.extend(args);
+    let tracer = Tracer::start(&all);
+    workload(&["bench-getppid", &BURST.to_string()]);
+    for w in workloads {
+        workload(w);
+    }
+    let done = tracer.stop();
+    assert!(done.status.success(), "{}", done.stderr);
+    done
+}
+
 /// A getppid burst, then opens of a file a default rule names: the rules' open program (on
 /// the per-syscall tracepoints of the open syscalls) runs for the opens and not for the
 /// burst. Run counts are machine-wide (others' opens count too), but far below the burst
 /// unless the program ran on every syscall. The security syscalls are more than
 /// per-syscall tracepoints are worth: their program is on tp_btf and runs on every syscall,
-/// returning at once for the others.
+/// returning at once for the others. The entry program that remembers the uids before
+/// setuid, setreuid and setresuid runs on those three only.
 #[test]
 fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     if !bpf_available("the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs") {
         return;
     }
     let _serial = serial();
-    let state = TempDir::new("syscall-hooks");
-    let tracer = Tracer::start(&[
-        "secure",
-        "--state-dir",
-        state.path().to_str().unwrap(),
-        "--run-time-stats",
-        "--output",
-        "json",
-    ]);
-    workload(&["bench-getppid", &BURST.to_string()]);
-    workload(&["open", "100", "/etc/shadow"]);
-    let done = tracer.stop();
-    assert!(done.status.success(), "{}", done.stderr);
+    let done = secure_run(
+        &[],
+        &[&["open", "100", "/etc/shadow"], &["setuid-escalate"]],
+    );
     let summary = done.summary();
     let (hook, runs) = role_runs(&summary, "files", "open-exit");
     assert_eq!(hook, "tracepoint/syscalls/sys_exit_*");
@@ -62,6 +71,10 @@ fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     let (hook, runs) = role_runs(&summary, "security", "syscall-exit");
     assert_eq!(hook, "tp_btf/sys_exit");
     assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+    let (hook, runs) = role_runs(&summary, "security", "setid-enter");
+    assert_eq!(hook, "tracepoint/syscalls/sys_enter_*");
+    assert!(runs >= 2, "{runs} runs for two setresuid calls");
+    assert!(runs < BURST / 2, "{runs} runs during {BURST} getppid calls");
 }
 
 /// Without per-syscall tracepoints (denied here), files falls back to tp_btf on every
@@ -95,4 +108,43 @@ fn the_raw_fallback_filters_by_syscall_and_still_sees_the_open() {
     let (hook, runs) = role_runs(&done.summary(), "files", "open-exit");
     assert_eq!(hook, "tp_btf/sys_exit");
     assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+}
+
+/// Rules that name few security syscalls (here ptrace alone) put the security exit program
+/// on those syscalls' own tracepoints: a getppid burst does not run it, and the rule still
+/// fires.
+#[test]
+fn rules_that_name_few_security_syscalls_attach_to_those_only() {
+    if !bpf_available("rules_that_name_few_security_syscalls_attach_to_those_only") {
+        return;
+    }
+    let _serial = serial();
+    let dir = TempDir::new("syscall-hooks-rules");
+    let rules = dir.path().join("ptrace.yaml");
+    std::fs::write(
+        &rules,
+        "- rule: ptrace_seen\n  desc: d\n  severity: low\n  condition: evt.kind = ptrace and evt.ret = 0\n",
+    )
+    .unwrap();
+    let rules = rules.to_str().unwrap();
+    let done = secure_run(
+        &["--no-default-rules", "--rules", rules],
+        &[&["ptrace-attach"]],
+    );
+    assert!(
+        done.stderr.contains("security syscalls traced: 1 of "),
+        "{}",
+        done.stderr
+    );
+    let (hook, runs) = role_runs(&done.summary(), "security", "syscall-exit");
+    assert_eq!(hook, "tracepoint/syscalls/sys_exit_*");
+    assert!(runs >= 1, "{runs} runs for a ptrace attach");
+    assert!(runs < BURST / 2, "{runs} runs during {BURST} getppid calls");
+    let seen = common::alerts::alerts(&done)
+        .iter()
+        .filter(|a| {
+            a["rule"] == "ptrace_seen" && a["event"]["process"]["comm"] == "osprey-workload"
+        })
+        .count();
+    assert!(seen >= 1, "{}", String::from_utf8_lossy(&done.stdout));
 }

@@ -50,8 +50,10 @@
 //!                                             SIGINT; then print their run counts and times
 //!
 //! Syscall counting and baselines:
-//! osprey-workload syscall-mix N M [--gate]     N getppid, then M openat of a missing path
-//!                                             (each fails with ENOENT)
+//! osprey-workload syscall-mix N M [--gate|--hold]  N getppid, then M openat of a missing
+//!                                             path (each fails with ENOENT); --gate waits
+//!                                             for a stdin line first, --hold prints `done`
+//!                                             after and lives until stdin closes
 //! osprey-workload baseline-helper [--extra]   a fixed small set of syscalls; with --extra
 //!                                             also one sysinfo(2), which the set lacks
 //! osprey-workload bench-syscalls N PATH       N rounds of getppid, openat(PATH)+close and
@@ -69,7 +71,7 @@
 //!                                             `START END RESIDENT` (pages still cached)
 
 use std::ffi::{CString, OsString};
-use std::io::BufRead;
+use std::io::{BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::time::Instant;
 
@@ -274,11 +276,17 @@ fn main() {
         Some("syscall-mix") => {
             let getppids = number(args.get(1));
             let failing_opens = number(args.get(2));
-            if args.get(3).and_then(|a| a.to_str()) == Some("--gate") {
+            let flag = args.get(3).and_then(|a| a.to_str());
+            if flag == Some("--gate") {
                 let mut line = String::new();
                 let _ = std::io::stdin().lock().read_line(&mut line);
             }
             syscall_mix(getppids, failing_opens);
+            if flag == Some("--hold") {
+                println!("done");
+                let _ = std::io::stdout().flush();
+                let _ = std::io::copy(&mut std::io::stdin().lock(), &mut std::io::sink());
+            }
         }
         Some("baseline-helper") => match args.get(1).and_then(|a| a.to_str()) {
             Some("--burst") => getppid_burst(

@@ -263,7 +263,7 @@ mod tests {
                 "security",
                 security::SETID_ENTER,
                 "security.bpf.c",
-                "is_setid",
+                "changes_uids",
             ),
         ];
         let mut checked = 0;

@@ -88,15 +88,21 @@ impl Finished {
             .unwrap_or_else(|| panic!("no JSON summary on stderr:\n{}", self.stderr))
     }
 
-    /// emitted/dropped/throttled counters of one event kind from the summary.
-    pub fn counters(&self, kind: &str) -> (u64, u64, u64) {
+    /// The summary's `events` row of one event kind.
+    pub fn event_row(&self, kind: &str) -> Value {
         let summary = self.summary();
-        let row = summary["events"]
+        summary["events"]
             .as_array()
             .unwrap()
             .iter()
             .find(|e| e["kind"] == kind)
-            .unwrap_or_else(|| panic!("no counters for {kind} in {summary}"));
+            .unwrap_or_else(|| panic!("no counters for {kind} in {summary}"))
+            .clone()
+    }
+
+    /// emitted/dropped/throttled counters of one event kind from the summary.
+    pub fn counters(&self, kind: &str) -> (u64, u64, u64) {
+        let row = self.event_row(kind);
         (
             row["emitted"].as_u64().unwrap(),
             row["dropped"].as_u64().unwrap(),
@@ -150,7 +156,14 @@ impl Tracer {
         Self::start_command(Command::new(OSPREY), args, env, ready)
     }
 
-    fn start_command(mut cmd: Command, args: &[&str], env: &[(&str, &str)], ready: &str) -> Self {
+    /// Starts `cmd ARGS` (osprey, perhaps behind `nsenter`) and waits for a stderr line
+    /// starting with `ready`.
+    pub fn start_command(
+        mut cmd: Command,
+        args: &[&str],
+        env: &[(&str, &str)],
+        ready: &str,
+    ) -> Self {
         let mut child = cmd
             .args(args)
             .envs(env.iter().copied())
@@ -222,6 +235,11 @@ impl Tracer {
     /// The next stdout line and when it arrived, waiting at most `limit`.
     pub fn next_line(&self, limit: Duration) -> Option<(Instant, String)> {
         self.stdout_lines.recv_timeout(limit).ok()
+    }
+
+    /// The next stderr line after the ready line, waiting at most `limit`.
+    pub fn next_stderr_line(&self, limit: Duration) -> Option<String> {
+        self.stderr_lines.recv_timeout(limit).ok()
     }
 
     fn wait_attached(&mut self, args: &[&str], ready: &str) {

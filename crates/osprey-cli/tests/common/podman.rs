@@ -117,6 +117,11 @@ impl Podman {
         Some(podman)
     }
 
+    /// The image's name (`localhost/...:TEST`).
+    pub fn image(&self) -> &str {
+        &self.image
+    }
+
     /// `podman` with the options every call needs.
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(&self.program);

@@ -70,11 +70,14 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
             metrics: env.metrics.clone(),
             evicted_before: 0,
             totals: FlowTotals::default(),
+            containers: Default::default(),
         })),
     })
 }
 
 struct Flows {
+    /// The containers of egress flows' sockets, for the records.
+    containers: crate::container::Containers,
     table: FlowTable,
     names: BTreeMap<u32, String>,
     idle_ns: u64,
@@ -129,6 +132,7 @@ impl Flows {
                 };
                 let ifname = self.names.get(&r.key.ifindex).map_or("?", String::as_str);
                 let mut line = r.to_json(&wall, ifname);
+                r.add_container(&mut line, &mut self.containers);
                 line["time"] = json!(wall(now));
                 record(line);
             }

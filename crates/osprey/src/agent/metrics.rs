@@ -83,6 +83,7 @@ type FloatCounter = Counter<f64, AtomicU64>;
 #[derive(Clone, Default)]
 pub struct ModuleMetrics {
     pub alerts: Family<AlertLabels, Counter>,
+    pub container_alerts: crate::container::labels::ContainerAlerts,
     pub baseline_executables: Gauge,
     pub flow_packets: Family<InterfaceLabels, Counter>,
     pub flow_bytes: Family<InterfaceLabels, Counter>,
@@ -98,6 +99,11 @@ impl ModuleMetrics {
             "alerts",
             "Alerts raised, by rule and severity",
             self.alerts.clone(),
+        );
+        r.register(
+            "container_alerts",
+            "Alerts raised, by rule, container name and Kubernetes namespace (64 container and 32 namespace values at most, the rest as `other`)",
+            self.container_alerts.family.clone(),
         );
         r.register(
             "baseline_executables",

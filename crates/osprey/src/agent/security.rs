@@ -86,6 +86,7 @@ pub fn load(env: &ModuleEnv<'_>) -> Result<LoadedModule, AgentError> {
         own_sources: capabilities.iter().map(|c| c.spec.name).collect(),
         shared_sources: SHARED_SOURCES,
         alerts: env.metrics.alerts.clone(),
+        container_alerts: env.metrics.container_alerts.clone(),
     });
     let notes = session
         .notes

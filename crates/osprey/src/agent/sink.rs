@@ -26,6 +26,8 @@ pub struct Detection {
     /// Capabilities of other modules whose events detectors also look at (execs).
     pub shared_sources: &'static [&'static str],
     pub alerts: Family<AlertLabels, Counter>,
+    /// `osprey_container_alerts_total{rule, container, namespace}` (bounded).
+    pub container_alerts: crate::container::labels::ContainerAlerts,
 }
 
 /// osprey_alerts_total{rule, severity}.
@@ -80,6 +82,8 @@ impl Sink for AgentSink {
                     for detector in &mut d.detectors {
                         detector.detect(event, process, &mut |alert| {
                             count_alert(&d.alerts, alert.rule, alert.severity);
+                            d.container_alerts
+                                .count(alert.rule, process.container.map(|c| &**c));
                             let latency_ns = latency.saturating_sub(event.header.ts_boot_ns);
                             alerts.push(alert_json(
                                 &alert,

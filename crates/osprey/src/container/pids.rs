@@ -9,7 +9,10 @@ use serde::Serialize;
 
 use super::{resolve, Container, Containers, MetadataState};
 
-/// What a profile sample says of its container.
+/// How long outputs built at the end wait for the runtimes' answers.
+pub const WAIT: Duration = Duration::from_secs(2);
+
+/// What a profile sample (or a syscall count) says of its container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Tag {
     pub id: String,
@@ -32,16 +35,30 @@ impl Tag {
     }
 }
 
+/// The cgroup v2 id of a live process.
+pub fn cgroup_of(pid: u32) -> Option<u64> {
+    resolve::v2_path_of_pid(pid).and_then(|p| resolve::id_of_path(&p))
+}
+
 /// The container of each pid that is in one (host processes and gone ones are left out),
 /// waiting at most `wait` for the runtimes' answers.
 pub fn tags_of(pids: impl IntoIterator<Item = u32>, wait: Duration) -> HashMap<u32, Tag> {
+    tags_of_cgroups(
+        pids.into_iter()
+            .filter_map(|pid| Some((pid, cgroup_of(pid)?))),
+        wait,
+    )
+}
+
+/// `tags_of` for pids whose cgroups were read before (while they lived): a cgroup that still
+/// exists resolves by its id even when its process is gone.
+pub fn tags_of_cgroups(
+    pids: impl IntoIterator<Item = (u32, u64)>,
+    wait: Duration,
+) -> HashMap<u32, Tag> {
     let mut registry = Containers::default();
     let mut cgroups = HashMap::new();
-    for pid in pids {
-        let Some(cgroup) = resolve::v2_path_of_pid(pid).and_then(|p| resolve::id_of_path(&p))
-        else {
-            continue;
-        };
+    for (pid, cgroup) in pids {
         registry.note(cgroup, pid);
         cgroups.insert(pid, cgroup);
     }

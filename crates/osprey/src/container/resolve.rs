@@ -39,6 +39,11 @@ pub fn path_of(cgroup_id: u64, pid: u32) -> Option<String> {
     path_by_handle(cgroup_id)
 }
 
+/// Whether cgroup `cgroup_id` still exists (false too without the privilege to look).
+pub fn exists(cgroup_id: u64) -> bool {
+    path_by_handle(cgroup_id).is_some()
+}
+
 /// The processes in cgroup `cgroup_id` now.
 pub fn procs_of(cgroup_id: u64) -> Vec<u32> {
     let Some(path) = path_by_handle(cgroup_id) else {

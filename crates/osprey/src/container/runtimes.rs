@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,20 +28,48 @@ pub struct Update {
     pub state: MetadataState,
 }
 
+/// How often the thread sends a tick while idle: when the registry looks at what is due
+/// (so the event path reads no clock).
+pub const TICK: Duration = Duration::from_secs(1);
+
+impl Update {
+    /// Not an answer: time to look at the containers due (an empty id).
+    pub fn tick() -> Self {
+        Self {
+            id: String::new(),
+            state: MetadataState::Pending,
+        }
+    }
+
+    pub fn is_tick(&self) -> bool {
+        self.id.is_empty()
+    }
+}
+
 /// Starts the lookup thread; it ends when the request side is dropped.
-pub fn spawn(sources: Sources) -> (Sender<Request>, Receiver<Update>) {
+/// `tick_in_flight`: set by the thread when it sends a tick, cleared by the registry when it
+/// takes it, so that a registry left without events never has more than one queued.
+pub fn spawn(
+    sources: Sources,
+    tick_in_flight: Arc<AtomicBool>,
+) -> (Sender<Request>, Receiver<Update>) {
     let (requests, to_thread) = mpsc::channel();
     let (from_thread, updates) = mpsc::channel();
     let started = std::thread::Builder::new()
         .name("osprey-containers".into())
-        .spawn(move || serve(sources, to_thread, from_thread));
+        .spawn(move || serve(sources, to_thread, from_thread, tick_in_flight));
     if let Err(e) = started {
         eprintln!("osprey: warning: container metadata lookups unavailable: {e}");
     }
     (requests, updates)
 }
 
-fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>) {
+fn serve(
+    sources: Sources,
+    requests: Receiver<Request>,
+    updates: Sender<Update>,
+    tick_in_flight: Arc<AtomicBool>,
+) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -52,7 +81,18 @@ fn serve(sources: Sources, requests: Receiver<Request>, updates: Sender<Update>)
         }
     };
     let mut warned = HashSet::new();
-    while let Ok(request) = requests.recv() {
+    loop {
+        let request = match requests.recv_timeout(TICK) {
+            Ok(r) => r,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let queued = tick_in_flight.swap(true, Ordering::AcqRel);
+                if !queued && updates.send(Update::tick()).is_err() {
+                    return;
+                }
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
         let state = match runtime.block_on(lookup(&sources, &request)) {
             Ok(m) => MetadataState::Known(Arc::new(m)),
             Err(why) => {

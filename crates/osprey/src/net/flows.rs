@@ -236,6 +236,26 @@ impl FlowRecord {
         v
     }
 
+    /// Adds `cgroup_id`, `process.container` and `process.k8s` to a record of `to_json` when
+    /// the kernel knew the sending socket's cgroup (egress flows of local sockets).
+    pub fn add_container(&self, v: &mut Value, containers: &mut crate::container::Containers) {
+        let cgroup = self.stats.cgroup_id;
+        if cgroup == 0 {
+            return;
+        }
+        v["cgroup_id"] = cgroup.into();
+        // No process to read: the cgroup is opened by its id.
+        containers.note(cgroup, 0);
+        let Some(c) = containers.get(cgroup) else {
+            return;
+        };
+        let mut process = json!({ "container": &**c });
+        if let Some(k8s) = crate::container::k8s_json(c) {
+            process["k8s"] = json!(k8s);
+        }
+        v["process"] = process;
+    }
+
     /// One line for a table: direction, protocol, endpoints, packets, bytes.
     pub fn table_columns(&self, ifname: &str) -> String {
         let (src, dst) = addresses(&self.key);
@@ -422,7 +442,9 @@ mod tests {
             },
             reason: EndReason::EndOfFlow,
         };
-        let v = rec.to_json(&|ns| ns.to_string(), "veth0");
+        let mut v = rec.to_json(&|ns| ns.to_string(), "veth0");
+        rec.add_container(&mut v, &mut Default::default());
+        assert!(v.get("process").is_none(), "no cgroup: no container");
         assert_eq!(v["source_address"], "10.0.0.1");
         assert_eq!(v["destination_port"], 80);
         assert_eq!(v["direction"], "egress");

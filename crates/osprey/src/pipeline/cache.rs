@@ -2,6 +2,7 @@
 //! bounded, and keeping exited processes for a grace period so late events still resolve.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde::ser::{SerializeMap, SerializeSeq};
@@ -39,7 +40,13 @@ pub struct ProcessCache {
     pub misses: u64,
     /// Which container each cgroup is, and what its runtime says about it.
     pub containers: Containers,
+    /// See [`ProcessContext::cache_generation`]; 0 until the first change.
+    generation: u64,
 }
+
+/// Generations are unique across every cache of the process, so that two caches never
+/// share one.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// The process context attached to every event, borrowed from the event and the cache
 /// (no copies on the hot path).
@@ -59,6 +66,10 @@ pub struct ProcessContext<'a> {
     pub container: Option<&'a Arc<Container>>,
     /// Parent first, up to init or an unknown process.
     pub ancestry: Vec<&'a Entry>,
+    /// Changes whenever an entry of the cache the context came from changes; 0: unknown
+    /// (a context not made by a cache). Two contexts of equal non-zero generation and equal
+    /// ids, comm, cgroup and container have equal exe, cmdline and ancestry.
+    pub cache_generation: u64,
 }
 
 impl ProcessCache {
@@ -96,7 +107,13 @@ impl ProcessCache {
         }
     }
 
+    /// Called on every change of `entries`.
+    fn changed(&mut self) {
+        self.generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+    }
+
     fn insert(&mut self, entry: Entry) {
+        self.changed();
         self.containers.note(entry.cgroup_id, entry.pid);
         if self.entries.len() >= self.capacity && !self.entries.contains_key(&entry.pid) {
             self.evict_one();
@@ -114,6 +131,7 @@ impl ProcessCache {
             .map(|(_, pid)| pid)
             .or_else(|| self.entries.keys().next().copied());
         if let Some(pid) = victim {
+            self.changed();
             self.entries.remove(&pid);
             self.evictions += 1;
         }
@@ -127,6 +145,9 @@ impl ProcessCache {
             e.exited_at
                 .is_none_or(|t| now_boot_ns.saturating_sub(t) < grace)
         });
+        if self.entries.len() != before {
+            self.changed();
+        }
         self.evictions += (before - self.entries.len()) as u64;
     }
 
@@ -171,6 +192,7 @@ impl ProcessCache {
             Payload::Exit(_) => {
                 if let Some(e) = self.entries.get_mut(&h.pid) {
                     e.exited_at = Some(h.ts_boot_ns);
+                    self.changed();
                 }
             }
             _ => {
@@ -226,6 +248,7 @@ impl ProcessCache {
             }
             next = e.ppid;
         }
+        let own = self.entries.get(&h.pid);
         ProcessContext {
             pid: h.pid,
             tid: h.tid,
@@ -233,11 +256,12 @@ impl ProcessCache {
             uid: h.uid,
             gid: h.gid,
             comm: &h.comm,
-            exe: self.entries.get(&h.pid).map_or(&[][..], |e| &e.exe),
-            cmdline: self.entries.get(&h.pid).map_or(&[][..], |e| &e.cmdline),
+            exe: own.map_or(&[][..], |e| &e.exe),
+            cmdline: own.map_or(&[][..], |e| &e.cmdline),
             cgroup_id: h.cgroup_id,
             container: self.containers.get(h.cgroup_id),
             ancestry,
+            cache_generation: self.generation,
         }
     }
 }
@@ -345,12 +369,13 @@ impl Serialize for AncestorJson<'_> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
     use crate::process::{Exit, Fork};
     use crate::wire::Header;
 
-    fn ev(pid: u32, ppid: u32, ts: u64, payload: Payload) -> Event {
+    /// An event of `pid` (comm `c`, also its tid), child of `ppid`, stamped `ts`.
+    pub(in crate::pipeline) fn ev(pid: u32, ppid: u32, ts: u64, payload: Payload) -> Event {
         Event {
             header: Header {
                 kind: 0,

@@ -104,6 +104,49 @@ impl<P: serde::Serialize + ?Sized> serde::Serialize for JsonEvent<'_, P> {
     }
 }
 
+/// The kind-specific fields alone, as a JSON object.
+struct PayloadFields<'a>(&'a Payload);
+
+impl serde::Serialize for PayloadFields<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let mut map = serializer.serialize_map(None)?;
+        self.0.write_json(&mut map)?;
+        map.end()
+    }
+}
+
+/// Appends what `JsonEvent` serializes to, byte for byte, with the process object already
+/// rendered: the fixed part is copied (the time, RFC 3339, and the kind are ASCII that JSON
+/// escapes nothing of), only the payload's fields go through the serializer. On error `out`
+/// is as it was.
+pub fn write_event_json(
+    out: &mut Vec<u8>,
+    time: &str,
+    process: &serde_json::value::RawValue,
+    payload: &Payload,
+) -> serde_json::Result<()> {
+    let start = out.len();
+    out.extend_from_slice(b"{\"time\":\"");
+    out.extend_from_slice(time.as_bytes());
+    out.extend_from_slice(b"\",\"kind\":\"");
+    out.extend_from_slice(payload.kind_name().as_bytes());
+    out.extend_from_slice(b"\",\"process\":");
+    out.extend_from_slice(process.get().as_bytes());
+    let fields = out.len();
+    if let Err(e) = serde_json::to_writer(&mut *out, &PayloadFields(payload)) {
+        out.truncate(start);
+        return Err(e);
+    }
+    // The payload's object, `{}` or `{"name":..}`, continues this one.
+    if out.len() == fields + 2 {
+        out.truncate(fields);
+        out.push(b'}');
+    } else {
+        out[fields] = b',';
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +157,38 @@ mod tests {
         let mut raw = [0u8; 64];
         raw[0] = 99;
         assert_eq!(decode(&raw), Err(DecodeError::UnknownKind(99)));
+    }
+
+    #[test]
+    fn event_json_is_what_json_event_serializes() {
+        let process =
+            serde_json::value::RawValue::from_string(r#"{"pid":7,"comm":"a\"b"}"#.into()).unwrap();
+        let payloads = [
+            Payload::Fork(process::Fork {
+                child_pid: 8,
+                child_start_boot_ns: 2,
+            }),
+            Payload::Exit(process::Exit {
+                start_boot_ns: 0,
+                status: 256,
+            }),
+        ];
+        for payload in payloads {
+            let event = super::super::cache::tests::ev(7, 1, 1, payload);
+            let time = "2024-01-02T03:04:05.000000001Z";
+            let mut out = b"earlier line\n".to_vec();
+            write_event_json(&mut out, time, &process, &event.payload).unwrap();
+            let want = serde_json::to_string(&JsonEvent {
+                time,
+                event: &event,
+                process: &*process,
+            })
+            .unwrap();
+            assert_eq!(
+                String::from_utf8(out).unwrap(),
+                format!("earlier line\n{want}")
+            );
+        }
     }
 
     #[test]

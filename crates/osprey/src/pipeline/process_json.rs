@@ -20,6 +20,8 @@ pub struct ProcessJsonCache {
 }
 
 struct Cached {
+    /// The process cache's generation when this was last found equal (0: never).
+    generation: u64,
     ids: [u32; 5],
     cgroup_id: u64,
     /// Held so that a container whose metadata changed is a new pointer, never a reused one.
@@ -40,7 +42,8 @@ fn shown(e: &Entry) -> (u32, &[u8], &[u8]) {
 }
 
 impl Cached {
-    fn matches(&self, p: &ProcessContext<'_>) -> bool {
+    /// What the event itself says is equal; the rest comes from the process cache.
+    fn same_identity(&self, p: &ProcessContext<'_>) -> bool {
         self.ids == ids(p)
             && self.cgroup_id == p.cgroup_id
             && match (&self.container, p.container) {
@@ -49,6 +52,16 @@ impl Cached {
                 _ => false,
             }
             && self.comm == p.comm
+    }
+
+    /// The process cache has not changed since this was found equal: exe and ancestry
+    /// are what they were then, without comparing them.
+    fn unchanged_since(&self, p: &ProcessContext<'_>) -> bool {
+        p.cache_generation != 0 && self.generation == p.cache_generation
+    }
+
+    fn matches(&self, p: &ProcessContext<'_>) -> bool {
+        self.same_identity(p)
             && self.exe == p.exe
             && self.ancestry.len() == p.ancestry.len()
             && self
@@ -62,7 +75,14 @@ impl Cached {
 impl ProcessJsonCache {
     /// The `process` object of `p` as JSON text.
     pub fn get(&mut self, p: &ProcessContext<'_>) -> serde_json::Result<&RawValue> {
-        let hit = self.by_tid.get(&p.tid).is_some_and(|c| c.matches(p));
+        let hit = match self.by_tid.get_mut(&p.tid) {
+            Some(c) if c.unchanged_since(p) && c.same_identity(p) => true,
+            Some(c) if c.matches(p) => {
+                c.generation = p.cache_generation;
+                true
+            }
+            _ => false,
+        };
         if hit {
             self.hits += 1;
         } else {
@@ -73,6 +93,7 @@ impl ProcessJsonCache {
             self.by_tid.insert(
                 p.tid,
                 Cached {
+                    generation: p.cache_generation,
                     ids: ids(p),
                     cgroup_id: p.cgroup_id,
                     container: p.container.cloned(),
@@ -120,6 +141,7 @@ mod tests {
             cgroup_id: 1,
             container: None,
             ancestry: vec![ancestor],
+            cache_generation: 0,
         };
         let parent: &'static Entry = Box::leak(Box::new(parent));
         let renamed: &'static Entry = Box::leak(Box::new(renamed));

@@ -5,7 +5,7 @@ use std::io::{self, Write};
 use chrono::{DateTime, Local, SecondsFormat, Utc};
 
 use super::cache::ProcessContext;
-use super::event::{Event, JsonEvent, Payload};
+use super::event::{write_event_json, Event, JsonEvent, Payload};
 use super::process_json::ProcessJsonCache;
 use crate::files;
 use crate::net::tcp;
@@ -60,8 +60,13 @@ impl Clock {
         }
     }
 
+    /// Nanoseconds since the Unix epoch.
+    pub fn wall_ns(&self, boot_ns: u64) -> i128 {
+        boot_ns as i128 + self.boot_to_wall_ns
+    }
+
     pub fn wall(&self, boot_ns: u64) -> DateTime<Utc> {
-        let ns = boot_ns as i128 + self.boot_to_wall_ns;
+        let ns = self.wall_ns(boot_ns);
         DateTime::from_timestamp(
             (ns.div_euclid(1_000_000_000)) as i64,
             ns.rem_euclid(1_000_000_000) as u32,
@@ -129,7 +134,7 @@ impl<W: Write> Drop for JsonSink<W> {
 
 /// RFC 3339 UTC time with nanoseconds (`2024-01-02T03:04:05.123456789Z`, as chrono writes
 /// it), formatted without allocating: the part up to the second is kept while the second
-/// is the same.
+/// is the same, and only the nine digits of the fraction are written per event.
 #[derive(Default)]
 struct TimeText {
     second: Option<i64>,
@@ -137,25 +142,36 @@ struct TimeText {
 }
 
 impl TimeText {
-    fn format(&mut self, wall: DateTime<Utc>) -> &str {
-        let second = wall.timestamp();
+    /// `wall_ns`: nanoseconds since the Unix epoch.
+    fn format_ns(&mut self, wall_ns: i128) -> &str {
+        let second = wall_ns.div_euclid(1_000_000_000) as i64;
+        let mut nanos = wall_ns.rem_euclid(1_000_000_000) as u32;
         if self.second != Some(second) {
             let whole = DateTime::from_timestamp(second, 0).unwrap_or_default();
             self.text = whole.to_rfc3339_opts(SecondsFormat::Nanos, true);
             self.second = Some(second);
         }
-        // Replace the fraction and the Z: ".nnnnnnnnnZ" is the last 11 bytes.
+        // The fraction and the Z: ".nnnnnnnnnZ" are the last 11 bytes.
+        let mut digits = [b'0'; 9];
+        for d in digits.iter_mut().rev() {
+            *d = b'0' + (nanos % 10) as u8;
+            nanos /= 10;
+        }
         let keep = self.text.len() - 10;
         self.text.truncate(keep);
-        use std::fmt::Write as _;
-        let _ = write!(self.text, "{:09}Z", wall.timestamp_subsec_nanos());
+        // ASCII digits.
+        self.text
+            .push_str(std::str::from_utf8(&digits).unwrap_or_default());
+        self.text.push('Z');
         &self.text
     }
 }
 
 impl<W: Write> Sink for JsonSink<W> {
     fn write(&mut self, event: &Event, process: &ProcessContext<'_>) -> io::Result<()> {
-        let time = self.time.format(self.clock.wall(event.header.ts_boot_ns));
+        let time = self
+            .time
+            .format_ns(self.clock.wall_ns(event.header.ts_boot_ns));
         let host_path = match &event.payload {
             Payload::FileOpen(f) if process.container.is_some_and(|c| !c.is_host()) => self
                 .host_paths
@@ -163,20 +179,19 @@ impl<W: Write> Sink for JsonSink<W> {
             _ => None,
         };
         let process = self.processes.get(process)?;
-        let json = JsonEvent {
-            time,
-            event,
-            process,
-        };
         match host_path {
             Some(p) => serde_json::to_writer(
                 &mut self.batch,
                 &WithHostPath {
-                    event: json,
+                    event: JsonEvent {
+                        time,
+                        event,
+                        process,
+                    },
                     host_path: p.to_string_lossy().into_owned(),
                 },
             )?,
-            None => serde_json::to_writer(&mut self.batch, &json)?,
+            None => write_event_json(&mut self.batch, time, process, &event.payload)?,
         }
         self.line_done()
     }
@@ -347,6 +362,7 @@ impl<W: Write> Sink for TableSink<W> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::cache::tests::ev;
     use super::*;
 
     #[test]
@@ -359,11 +375,89 @@ mod tests {
             (1_700_000_000, 120_000_000),
             (0, 1),
             (4_102_444_800, 42),
+            (-1, 999_999_999),
         ] {
             let wall = DateTime::from_timestamp(secs, nanos).unwrap();
             let want = wall.to_rfc3339_opts(SecondsFormat::Nanos, true);
-            assert_eq!(time.format(wall), want);
+            let ns = i128::from(secs) * 1_000_000_000 + i128::from(nanos);
+            assert_eq!(time.format_ns(ns), want);
         }
+    }
+
+    fn open_event(ts: u64, path: &[u8]) -> Event {
+        ev(
+            11,
+            10,
+            ts,
+            Payload::FileOpen(files::FileOpen {
+                op: 2,
+                ret: -2,
+                flags: 0o100,
+                mode: 0o644,
+                resolve: 0,
+                dirfd: -100,
+                ino: 0,
+                dev: 0,
+                status: 0,
+                path: path.to_vec(),
+                abs_path: path.to_vec(),
+            }),
+        )
+    }
+
+    fn fork_event(parent: u32, parent_comm: &[u8], child: u32) -> Event {
+        let fork = crate::process::Fork {
+            child_pid: child,
+            child_start_boot_ns: 0,
+        };
+        let mut event = ev(parent, 0, 1, Payload::Fork(fork));
+        event.header.comm = parent_comm.to_vec();
+        event
+    }
+
+    /// The sink's lines (cached process objects, its own time text) are byte for byte what
+    /// serializing each event with its context gives, also after the cache changed.
+    #[test]
+    fn json_lines_are_the_serialized_events() {
+        let clock = Clock::now();
+        let mut cache = super::super::cache::ProcessCache::new(100, 1_000);
+        cache.observe(&fork_event(1, b"first", 10));
+        // The opener is known: no look-up in this machine's /proc.
+        cache.observe(&fork_event(10, b"first", 11));
+        let steps: Vec<(Option<Event>, Event)> = vec![
+            (None, open_event(1_000_000_000_123, b"/a")),
+            (None, open_event(1_000_000_000_124, b"/b\xff\"q\"")),
+            (
+                Some(fork_event(1, b"second", 10)),
+                open_event(1_000_999_999_999, b"/c"),
+            ),
+            (None, open_event(1_001_000_000_000, b"rel")),
+        ];
+        let mut out = Vec::new();
+        let mut want = String::new();
+        {
+            let mut sink = JsonSink::new(&mut out, clock);
+            for (change, event) in &steps {
+                if let Some(change) = change {
+                    cache.observe(change);
+                }
+                cache.observe(event);
+                let ctx = cache.context(event);
+                sink.write(event, &ctx).unwrap();
+                let wall = clock.wall(event.header.ts_boot_ns);
+                let time = wall.to_rfc3339_opts(SecondsFormat::Nanos, true);
+                let line = JsonEvent {
+                    time: &time,
+                    event,
+                    process: &ctx,
+                };
+                want += &serde_json::to_string(&line).unwrap();
+                want.push('\n');
+            }
+            assert_eq!(sink.processes.hits, 2);
+        }
+        assert_eq!(String::from_utf8(out).unwrap(), want);
+        assert!(want.contains("\"second\""), "{want}");
     }
 
     #[test]

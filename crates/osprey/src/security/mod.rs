@@ -21,8 +21,8 @@ pub mod syscall;
 use crate::abi::kind;
 use crate::kernel::loader::{CapabilitySpec, Role};
 
-/// The security object's sys_enter role: setid ids before the call, and what syscall
-/// baselines need.
+/// The security object's sys_enter role: the uids before the setid-family calls that can
+/// change them, and what syscall baselines need.
 pub const SETID_ENTER: &str = "setid-enter";
 
 /// The security object's sys_exit role: one event per security-relevant syscall (and FIM).
@@ -32,19 +32,10 @@ pub const SYSCALL_EXIT: &str = "syscall-exit";
 /// bpf/security.bpf.c), plus FIM's when it is on.
 pub const EXIT_SYSCALLS: &[&str] = &syscall::SYSCALL_NAMES;
 
-/// Syscalls whose entry `setid-enter` handles (is_setid in bpf/security.bpf.c); with
-/// baselines, every syscall.
-pub const SETID_SYSCALLS: &[&str] = &[
-    "setuid",
-    "setgid",
-    "setreuid",
-    "setregid",
-    "setresuid",
-    "setresgid",
-    "setfsuid",
-    "setfsgid",
-    "capset",
-];
+/// Syscalls whose entry `setid-enter` handles (changes_uids in bpf/security.bpf.c): few
+/// enough for per-syscall tracepoints, so that no other syscall runs it. The other setid
+/// calls leave the real and effective uid as they were. With baselines, every syscall.
+pub const SETID_SYSCALLS: &[&str] = &["setuid", "setreuid", "setresuid"];
 
 pub const SPEC: CapabilitySpec = CapabilitySpec {
     name: "security",
@@ -55,7 +46,8 @@ pub const SPEC: CapabilitySpec = CapabilitySpec {
             required: true,
             hooks: crate::sys_exit_hooks!("security_exit", EXIT_SYSCALLS),
         },
-        // Without it setid events still arrive, but without the ids from before the call.
+        // Without it setuid, setreuid and setresuid events still arrive, but their ids from
+        // before the call are unknown.
         Role {
             name: SETID_ENTER,
             required: false,

@@ -247,6 +247,13 @@ impl SecSyscall {
         self.status & status::KILLED != 0
     }
 
+    /// The real and effective uid before a setid-family call; `None` when unknown (the
+    /// entry hook of a uid-changing call did not run): never the ids after the call.
+    pub fn old_ids(&self) -> Option<(u32, u32)> {
+        (self.class() == "setid" && self.status & status::OLD_IDS != 0)
+            .then_some((self.old_uid, self.old_euid))
+    }
+
     /// Refused in the kernel before it happened (a connect deny).
     pub fn denied(&self) -> bool {
         self.status & status::DENIED != 0
@@ -329,9 +336,9 @@ impl SecSyscall {
         if let Some(addr) = &self.addr {
             write_bytes_field(map, "addr", "addr_b64", &addr.text())?;
         }
-        if self.status & status::OLD_IDS != 0 {
-            map.serialize_entry("old_uid", &self.old_uid)?;
-            map.serialize_entry("old_euid", &self.old_euid)?;
+        if let Some((uid, euid)) = self.old_ids() {
+            map.serialize_entry("old_uid", &uid)?;
+            map.serialize_entry("old_euid", &euid)?;
         }
         if let Some(mode) = self.mode() {
             map.serialize_entry("mode", &format!("{mode:04o}"))?;
@@ -394,5 +401,26 @@ mod tests {
         assert_eq!(syscall_class(263), "unlink");
         assert_eq!(syscall_number("ptrace"), Some(101));
         assert!(classes().any(|c| c == "setid"));
+    }
+
+    #[test]
+    fn old_ids_are_known_only_when_the_kernel_says_so() {
+        let event = |name: &str, status: u16| SecSyscall {
+            nr: syscall_number(name).unwrap(),
+            old_uid: 1000,
+            old_euid: 1000,
+            status,
+            ..Default::default()
+        };
+        assert_eq!(event("setresuid", 0).old_ids(), None, "never the ids after");
+        assert_eq!(
+            event("setresuid", status::OLD_IDS).old_ids(),
+            Some((1000, 1000))
+        );
+        assert_eq!(
+            event("setgid", status::OLD_IDS).old_ids(),
+            Some((1000, 1000))
+        );
+        assert_eq!(event("chmod", status::OLD_IDS).old_ids(), None);
     }
 }

@@ -3,12 +3,14 @@
 
 pub mod output;
 
-use std::collections::BTreeMap;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
 
 use crate::abi::{kind, SyscallKey, SyscallStats};
+use crate::container::pids::Tag;
 use crate::kernel::loader::{CapabilitySpec, LoadError, LoadedCapability, Role};
 use crate::wire::text::until_nul;
 
@@ -69,6 +71,8 @@ pub struct Row {
     pub timed: u64,
     pub total_ns: u64,
     pub max_ns: u64,
+    /// The process's container (`None`: the host, or a process gone before the end).
+    pub container: Option<Tag>,
 }
 
 impl Row {
@@ -97,6 +101,66 @@ pub enum GroupBy {
     Syscall,
     /// One row per process over all its syscalls.
     Process,
+    /// One row per container (the host is one) and syscall.
+    ContainerSyscall,
+    /// One row per container over all its syscalls.
+    Container,
+}
+
+impl GroupBy {
+    pub fn has_process(self) -> bool {
+        matches!(self, GroupBy::ProcessSyscall | GroupBy::Process)
+    }
+
+    pub fn has_syscall(self) -> bool {
+        !matches!(self, GroupBy::Process | GroupBy::Container)
+    }
+
+    pub fn has_container(self) -> bool {
+        matches!(self, GroupBy::ContainerSyscall | GroupBy::Container)
+    }
+}
+
+/// Each counted process's cgroup, read while it lived, so that a process that exits before
+/// the run ends keeps its container.
+#[derive(Debug, Default)]
+pub struct Cgroups(HashMap<u32, u64>);
+
+impl Cgroups {
+    /// Reads the cgroup of every pid not seen before (one /proc read each).
+    pub fn capture(&mut self, pids: impl IntoIterator<Item = u32>) {
+        for pid in pids {
+            if let Entry::Vacant(e) = self.0.entry(pid) {
+                if let Some(cgroup) = crate::container::pids::cgroup_of(pid) {
+                    e.insert(cgroup);
+                }
+            }
+        }
+    }
+}
+
+/// Puts each row's container on it: the process's cgroup as `seen` captured it, else as read
+/// now (a process gone by the end and never captured has none); the runtimes' answers are
+/// awaited at most `pids::WAIT`.
+pub fn tag_containers(rows: &mut [Row], seen: &Cgroups) {
+    use crate::container::pids;
+    let pairs = rows.iter().filter_map(|r| {
+        let cgroup = seen
+            .0
+            .get(&r.pid)
+            .copied()
+            .or_else(|| pids::cgroup_of(r.pid))?;
+        Some((r.pid, cgroup))
+    });
+    let tags = pids::tags_of_cgroups(pairs, pids::WAIT);
+    for row in rows {
+        row.container = tags.get(&row.pid).cloned();
+    }
+}
+
+/// The tag of the host's processes in container rows.
+fn host_tag() -> Tag {
+    Tag::of(crate::container::host())
 }
 
 /// The kernel's count map, taken out of the loaded capability.
@@ -116,6 +180,15 @@ impl Counts {
         let counts = PerCpuHashMap::try_from(cap.take_map("syscall_counts")?)
             .map_err(|e| map_error(cap, "syscall_counts", e))?;
         Ok(Self { counts })
+    }
+
+    /// The processes counted so far.
+    pub fn pids(&self) -> BTreeSet<u32> {
+        self.counts
+            .keys()
+            .filter_map(Result::ok)
+            .map(|k| k.pid)
+            .collect()
     }
 
     /// Per process and syscall, summed over CPUs and errnos.
@@ -156,31 +229,40 @@ fn rows_of(entries: impl Iterator<Item = (SyscallKey, Vec<SyscallStats>)>) -> Ve
 
 /// Groups rows and sorts them by count, largest first (then by pid and syscall).
 pub fn group(rows: &[Row], by: GroupBy) -> Vec<Row> {
-    let mut out: Vec<Row> = match by {
-        GroupBy::ProcessSyscall => rows.to_vec(),
-        GroupBy::Syscall | GroupBy::Process => {
-            let mut grouped: BTreeMap<u32, Row> = BTreeMap::new();
-            for r in rows {
-                let id = if by == GroupBy::Syscall { r.nr } else { r.pid };
-                let g = grouped.entry(id).or_insert_with(|| Row {
-                    pid: if by == GroupBy::Process { r.pid } else { 0 },
-                    comm: if by == GroupBy::Process {
-                        r.comm.clone()
-                    } else {
-                        String::new()
-                    },
-                    nr: if by == GroupBy::Syscall { r.nr } else { 0 },
-                    syscall: if by == GroupBy::Syscall {
-                        r.syscall.clone()
-                    } else {
-                        String::new()
-                    },
-                    ..Default::default()
-                });
-                g.add(r);
-            }
-            grouped.into_values().collect()
+    let mut out: Vec<Row> = if by == GroupBy::ProcessSyscall {
+        rows.to_vec()
+    } else {
+        let mut grouped: BTreeMap<(String, u32, u32), Row> = BTreeMap::new();
+        for r in rows {
+            let container = by
+                .has_container()
+                .then(|| r.container.clone().unwrap_or_else(host_tag));
+            let pid = if by.has_process() { r.pid } else { 0 };
+            let nr = if by.has_syscall() { r.nr } else { 0 };
+            let key = (
+                container.as_ref().map_or(String::new(), |c| c.id.clone()),
+                pid,
+                nr,
+            );
+            let g = grouped.entry(key).or_insert_with(|| Row {
+                pid,
+                comm: if by.has_process() {
+                    r.comm.clone()
+                } else {
+                    String::new()
+                },
+                nr,
+                syscall: if by.has_syscall() {
+                    r.syscall.clone()
+                } else {
+                    String::new()
+                },
+                container: container.or_else(|| r.container.clone()),
+                ..Default::default()
+            });
+            g.add(r);
         }
+        grouped.into_values().collect()
     };
     out.sort_by(|a, b| {
         b.count
@@ -207,6 +289,7 @@ mod tests {
             timed: count,
             total_ns: count * 100,
             max_ns: 100 + u64::from(pid),
+            container: None,
         }
     }
 
@@ -294,6 +377,70 @@ mod tests {
         assert_eq!(
             pairs.iter().map(|r| r.count).collect::<Vec<_>>(),
             vec![9, 7, 5]
+        );
+    }
+
+    #[test]
+    fn cgroups_are_captured_once_per_live_process() {
+        let me = std::process::id();
+        let mut seen = Cgroups::default();
+        seen.capture([me, u32::MAX]);
+        assert_eq!(
+            seen.0.get(&me).copied(),
+            crate::container::pids::cgroup_of(me)
+        );
+        assert!(!seen.0.contains_key(&u32::MAX), "no such process");
+        seen.0.insert(me, 7);
+        seen.capture([me]);
+        assert_eq!(seen.0[&me], 7, "the first reading stands");
+    }
+
+    #[test]
+    fn container_rows_sum_their_processes_and_the_host_is_one() {
+        let web = Tag {
+            id: "a".repeat(64),
+            name: "web".into(),
+            pod: None,
+            namespace: None,
+        };
+        let mut rows = vec![
+            row(10, 257, 5, &[]),
+            row(11, 257, 7, &[("ENOENT", 1)]),
+            row(12, 257, 2, &[]),
+            row(11, 110, 9, &[]),
+        ];
+        rows[1].container = Some(web.clone());
+        rows[2].container = Some(web.clone());
+        rows[3].container = Some(web.clone());
+        let by_container = group(&rows, GroupBy::Container);
+        let summary: Vec<(&str, u64, u32, &str)> = by_container
+            .iter()
+            .map(|r| {
+                let c = r.container.as_ref().unwrap();
+                (c.name.as_str(), r.count, r.pid, r.syscall.as_str())
+            })
+            .collect();
+        assert_eq!(summary, [("web", 18, 0, ""), ("host", 5, 0, "")]);
+        let pairs = group(&rows, GroupBy::ContainerSyscall);
+        let summary: Vec<(&str, &str, u64, u64)> = pairs
+            .iter()
+            .map(|r| {
+                let c = r.container.as_ref().unwrap();
+                (c.name.as_str(), r.syscall.as_str(), r.count, r.errors)
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                ("web", "getppid", 9, 0),
+                ("web", "openat", 9, 1),
+                ("host", "openat", 5, 0)
+            ]
+        );
+        assert_eq!(
+            group(&rows, GroupBy::Process)[0].container.as_ref(),
+            Some(&web),
+            "process rows keep their container"
         );
     }
 }

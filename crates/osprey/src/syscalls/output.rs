@@ -25,13 +25,16 @@ pub fn row_json(row: &Row, by: GroupBy) -> serde_json::Value {
             })
         },
     });
-    if by != GroupBy::Syscall {
+    if by.has_process() {
         v["pid"] = row.pid.into();
         v["comm"] = row.comm.clone().into();
     }
-    if by != GroupBy::Process {
+    if by.has_syscall() {
         v["syscall"] = row.syscall.clone().into();
         v["nr"] = row.nr.into();
+    }
+    if let Some(c) = &row.container {
+        v["container"] = serde_json::to_value(c).unwrap_or_default();
     }
     v
 }
@@ -66,10 +69,15 @@ fn errnos_text(row: &Row) -> String {
 pub fn write_table(rows: &[Row], by: GroupBy, out: &mut dyn Write) -> io::Result<()> {
     use crate::pipeline::table::{render, Align::*};
     let mut header = Vec::new();
-    if by != GroupBy::Syscall {
+    // A CONTAINER column when grouped by container, or once any process is in one.
+    let containers = by.has_container() || rows.iter().any(|r| r.container.is_some());
+    if by.has_process() {
         header.extend([("PID", Right), ("COMM", Left)]);
     }
-    if by != GroupBy::Process {
+    if containers {
+        header.push(("CONTAINER", Left));
+    }
+    if by.has_syscall() {
         header.push(("SYSCALL", Left));
     }
     header.extend([
@@ -83,11 +91,15 @@ pub fn write_table(rows: &[Row], by: GroupBy, out: &mut dyn Write) -> io::Result
         .iter()
         .map(|r| {
             let mut row = Vec::new();
-            if by != GroupBy::Syscall {
+            if by.has_process() {
                 row.push(r.pid.to_string());
                 row.push(escape_for_terminal(r.comm.as_bytes()));
             }
-            if by != GroupBy::Process {
+            if containers {
+                let name = r.container.as_ref().map_or("host", |c| c.name.as_str());
+                row.push(escape_for_terminal(name.as_bytes()));
+            }
+            if by.has_syscall() {
                 row.push(r.syscall.clone());
             }
             row.extend([
@@ -120,6 +132,7 @@ mod tests {
             timed: 1,
             total_ns: max_ns,
             max_ns,
+            container: None,
         };
         let rows = [row("read", 1_000), row("futex", 987_654_321_000_000)];
         let mut out = Vec::new();

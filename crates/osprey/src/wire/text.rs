@@ -107,9 +107,8 @@ pub fn until_nul(bytes: &[u8]) -> &[u8] {
 
 /// Joins leaf-first NUL-terminated path components into an absolute path.
 pub fn join_components_leaf_first(data: &[u8]) -> Vec<u8> {
-    let parts: Vec<&[u8]> = data.split(|&b| b == 0).filter(|p| !p.is_empty()).collect();
     let mut out = Vec::with_capacity(data.len() + 1);
-    for part in parts.iter().rev() {
+    for part in data.rsplit(|&b| b == 0).filter(|p| !p.is_empty()) {
         out.push(b'/');
         out.extend_from_slice(part);
     }
@@ -119,25 +118,27 @@ pub fn join_components_leaf_first(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Lexically joins a relative path onto an absolute base, folding `.` and `..`.
+/// Lexically joins a relative path onto an absolute base, folding `.` and `..` of the
+/// relative path (the base's components are taken as they are). One allocation: every
+/// component is appended as `/name`, and `..` cuts back to the previous `/`.
 pub fn join_lexically(base: &[u8], relative: &[u8]) -> Vec<u8> {
-    let mut parts: Vec<&[u8]> = base
-        .split(|&b| b == b'/')
-        .filter(|p| !p.is_empty())
-        .collect();
+    let mut out = Vec::with_capacity(base.len() + relative.len() + 2);
+    let push = |out: &mut Vec<u8>, part: &[u8]| {
+        out.push(b'/');
+        out.extend_from_slice(part);
+    };
+    for part in base.split(|&b| b == b'/').filter(|p| !p.is_empty()) {
+        push(&mut out, part);
+    }
     for part in relative.split(|&b| b == b'/') {
         match part {
             b"" | b"." => {}
             b".." => {
-                parts.pop();
+                let last = out.iter().rposition(|&b| b == b'/').unwrap_or(0);
+                out.truncate(last);
             }
-            p => parts.push(p),
+            p => push(&mut out, p),
         }
-    }
-    let mut out = Vec::new();
-    for p in parts {
-        out.push(b'/');
-        out.extend_from_slice(p);
     }
     if out.is_empty() {
         out.push(b'/');
@@ -201,5 +202,9 @@ mod tests {
         assert_eq!(join_components_leaf_first(b""), b"/");
         assert_eq!(join_lexically(b"/a/b", b"../c/./d"), b"/a/c/d");
         assert_eq!(join_lexically(b"/", b"../../x"), b"/x");
+        assert_eq!(join_lexically(b"/a/../b", b".."), b"/a/..");
+        assert_eq!(join_lexically(b"/a", b"../.."), b"/");
+        assert_eq!(join_lexically(b"//a//", b"b//c/"), b"/a/b/c");
+        assert_eq!(join_components_leaf_first(b"\0c\0\0b\0a"), b"/a/b/c");
     }
 }

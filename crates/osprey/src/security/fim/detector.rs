@@ -218,6 +218,8 @@ impl OwnedContext {
             cgroup_id: self.cgroup_id,
             container: self.container.as_ref(),
             ancestry: self.ancestry.iter().collect(),
+            // A copy: not the cache's current state.
+            cache_generation: 0,
         }
     }
 }

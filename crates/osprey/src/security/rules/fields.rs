@@ -65,8 +65,8 @@ pub const FIELDS: &[(&str, Type, &str)] = &[
     ("exec.args", Type::Str, "argv joined by spaces"),
     ("exec.stdin_socket", Type::Bool, "fd 0 was a socket at exec"),
     ("exec.stdout_socket", Type::Bool, "fd 1 was a socket at exec"),
-    ("setid.old_uid", Type::Int, "real uid before a setid-family call"),
-    ("setid.old_euid", Type::Int, "effective uid before a setid-family call"),
+    ("setid.old_uid", Type::Int, "real uid before a setid-family call (absent when unknown)"),
+    ("setid.old_euid", Type::Int, "effective uid before a setid-family call (absent when unknown)"),
     ("setid.to_root", Type::Bool, "a setid-family call asks for id 0"),
     ("chown.uid", Type::Int, "uid argument of chown (-1: unchanged)"),
     ("chown.gid", Type::Int, "gid argument of chown (-1: unchanged)"),
@@ -392,11 +392,11 @@ impl<'a> View<'a> {
         let sec = self.security();
         match field {
             "setid.old_uid" => sec
-                .filter(|s| s.class() == "setid")
-                .map(|s| Value::Int(s.old_uid.into())),
+                .and_then(|s| s.old_ids())
+                .map(|(uid, _)| Value::Int(uid.into())),
             "setid.old_euid" => sec
-                .filter(|s| s.class() == "setid")
-                .map(|s| Value::Int(s.old_euid.into())),
+                .and_then(|s| s.old_ids())
+                .map(|(_, euid)| Value::Int(euid.into())),
             "setid.to_root" => sec.filter(|s| s.class() == "setid").map(|s| {
                 let (r, e, su) = s.requested_ids();
                 Value::Bool(r == 0 || e == 0 || su == 0)

@@ -121,7 +121,7 @@ pub fn required_paths(condition: &Expr) -> Option<BTreeSet<PathPattern>> {
     }
 }
 
-fn text(l: &Literal) -> Option<&str> {
+pub(super) fn text(l: &Literal) -> Option<&str> {
     match l {
         Literal::Str(s) => std::str::from_utf8(s).ok(),
         _ => None,

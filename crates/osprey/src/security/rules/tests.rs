@@ -105,6 +105,7 @@ pub(crate) fn context(event: &Event) -> ProcessContext<'_> {
         cgroup_id: 0,
         container: None,
         ancestry: Vec::new(),
+        cache_generation: 0,
     }
 }
 

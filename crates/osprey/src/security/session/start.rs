@@ -11,6 +11,7 @@ use crate::security::detect::RulesDetector;
 use crate::security::fim::FimStart;
 use crate::security::kernel_maps::{load_rule_opens, RuleOpens};
 use crate::security::kill;
+use crate::security::rules::security_syscalls;
 
 /// How the caller wants the objects loaded.
 pub struct LoadPlan {
@@ -99,10 +100,12 @@ impl Prepared {
             capabilities.push(LoadedCapability::load(crate::process::SPEC, &options)?);
         }
         let kill = plan.as_ref().map(|p| p.kill.as_slice()).unwrap_or_default();
+        let exit = exit_syscalls(&rules, fim.is_some(), &mut notes);
         let (object, opens) = std::thread::scope(|scope| {
             let opens = scope.spawn(|| load_rule_opens(&rules, load.opens_spec, load.opens));
             let object = load_object(
                 load.security,
+                exit,
                 kill,
                 baselines,
                 fim,
@@ -190,10 +193,38 @@ pub fn degraded(cap: &LoadedCapability) -> impl Iterator<Item = Note> + '_ {
     })
 }
 
+/// The syscalls the security object's exit hook handles: those the rules can match (all
+/// when a rule does not say), and FIM's.
+fn exit_syscalls(
+    rules: &crate::security::rules::RuleSet,
+    fim: bool,
+    notes: &mut Vec<Note>,
+) -> SyscallSet {
+    let all = crate::security::EXIT_SYSCALLS;
+    let mut exit: Vec<&'static str> = match security_syscalls::needed(rules) {
+        Some(needed) => {
+            notes.push(Note::info(format!(
+                "security syscalls traced: {} of {}, those the rules name",
+                needed.len(),
+                all.len()
+            )));
+            needed.into_iter().collect()
+        }
+        None => all.to_vec(),
+    };
+    if fim {
+        exit.extend(crate::security::fim::kernel::SYSCALLS);
+    }
+    exit.sort_unstable();
+    exit.dedup();
+    SyscallSet::Only(exit)
+}
+
 /// Loads the security object with the globals its users need, then fills its maps: FIM,
 /// baselines, the kill map.
 fn load_object(
     mut options: LoadOptions,
+    exit: SyscallSet,
     kill: &[kill::KillEntry],
     baselines: Option<BaselineStart>,
     fim: Option<FimStart>,
@@ -214,14 +245,8 @@ fn load_object(
         options
             .extra_globals
             .extend(crate::security::fim::kernel::globals());
-        let mut exit = crate::security::EXIT_SYSCALLS.to_vec();
-        exit.extend(crate::security::fim::kernel::SYSCALLS);
-        exit.sort_unstable();
-        exit.dedup();
-        options
-            .syscalls
-            .push((crate::security::SYSCALL_EXIT, SyscallSet::Only(exit)));
     }
+    options.syscalls.push((crate::security::SYSCALL_EXIT, exit));
     let mut cap = LoadedCapability::load(crate::security::SPEC, &options)?;
     notes.extend(degraded(&cap));
     let mut object = Attached::default();
