@@ -113,8 +113,11 @@ fn metrics_are_served_valid_and_move_with_activity() {
     let sent = Instant::now();
     let done = agent.wait(Duration::from_secs(5));
     assert!(done.status.success(), "{}", done.stderr);
+    // About 0.8 s on an idle 2-core machine, almost all of it the kernel detaching the
+    // per-syscall tracepoints one after the other (each waits for RCU grace periods under a
+    // global mutex): a loaded machine stretches those waits, hence the margin.
     assert!(
-        sent.elapsed() < Duration::from_secs(1) * slowdown(),
+        sent.elapsed() < Duration::from_millis(1500) * slowdown(),
         "SIGTERM took {:?}",
         sent.elapsed()
     );
