@@ -93,6 +93,8 @@ pub struct Containers {
     refresh_every: Duration,
     /// Whether the lookup thread's tick waits in the channel (see `runtimes::spawn`).
     tick: Arc<AtomicBool>,
+    /// Whether any update waits in the channel (see `runtimes::Updates`).
+    unread: Arc<AtomicBool>,
     /// Containers other than the host seen so far.
     pub seen: u64,
 }
@@ -113,6 +115,7 @@ impl Containers {
             retries: retry::Retries::default(),
             refresh_every: refresh_from_env(),
             tick: Arc::default(),
+            unread: Arc::default(),
             seen: 0,
         }
     }
@@ -157,15 +160,19 @@ impl Containers {
     }
 
     fn ask(&mut self, id: String, runtime: Runtime) {
-        let (requests, _) = self
-            .lookups
-            .get_or_insert_with(|| runtimes::spawn(self.sources.clone(), self.tick.clone()));
+        let (requests, _) = self.lookups.get_or_insert_with(|| {
+            runtimes::spawn(self.sources.clone(), self.tick.clone(), self.unread.clone())
+        });
         let _ = requests.send(runtimes::Request { id, runtime });
     }
 
     /// Applies the lookup thread's answers and, on its tick (every second), asks again about
     /// the containers that are due (cheap when there is nothing).
     pub fn poll(&mut self) {
+        // Runs for every event: one plain load while nothing was sent.
+        if !self.unread.load(Ordering::Relaxed) || !self.unread.swap(false, Ordering::AcqRel) {
+            return;
+        }
         let Some((_, updates)) = &self.lookups else {
             return;
         };
@@ -277,15 +284,12 @@ mod tests {
     const ID: &str = "8dba030acfef3aff9cedf93ae3b3941ce9d86222ff249413eda7ca9216738a34";
 
     /// A registry whose lookup thread is replaced by channels the test drives.
-    fn registry() -> (
-        Containers,
-        Receiver<runtimes::Request>,
-        Sender<runtimes::Update>,
-    ) {
+    fn registry() -> (Containers, Receiver<runtimes::Request>, runtimes::Updates) {
         let (requests, asked) = std::sync::mpsc::channel();
         let (answer, updates) = std::sync::mpsc::channel();
         let mut c = Containers::new(Sources::from_env());
         c.lookups = Some((requests, updates));
+        let answer = runtimes::Updates::new(answer, c.unread.clone());
         (c, asked, answer)
     }
 

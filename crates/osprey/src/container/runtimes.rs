@@ -46,15 +46,38 @@ impl Update {
     }
 }
 
+/// The sending side of the lookup thread's updates: every update sent also raises `unread`,
+/// which the registry loads (one plain read) before it touches the channel, so the event path
+/// pays for the channel only when something waits in it.
+pub struct Updates {
+    sender: Sender<Update>,
+    unread: Arc<AtomicBool>,
+}
+
+impl Updates {
+    pub fn new(sender: Sender<Update>, unread: Arc<AtomicBool>) -> Self {
+        Self { sender, unread }
+    }
+
+    pub fn send(&self, update: Update) -> Result<(), mpsc::SendError<Update>> {
+        self.sender.send(update)?;
+        self.unread.store(true, Ordering::Release);
+        Ok(())
+    }
+}
+
 /// Starts the lookup thread; it ends when the request side is dropped.
 /// `tick_in_flight`: set by the thread when it sends a tick, cleared by the registry when it
 /// takes it, so that a registry left without events never has more than one queued.
+/// `unread`: see `Updates`.
 pub fn spawn(
     sources: Sources,
     tick_in_flight: Arc<AtomicBool>,
+    unread: Arc<AtomicBool>,
 ) -> (Sender<Request>, Receiver<Update>) {
     let (requests, to_thread) = mpsc::channel();
     let (from_thread, updates) = mpsc::channel();
+    let from_thread = Updates::new(from_thread, unread);
     let started = std::thread::Builder::new()
         .name("osprey-containers".into())
         .spawn(move || serve(sources, to_thread, from_thread, tick_in_flight));
@@ -67,7 +90,7 @@ pub fn spawn(
 fn serve(
     sources: Sources,
     requests: Receiver<Request>,
-    updates: Sender<Update>,
+    updates: Updates,
     tick_in_flight: Arc<AtomicBool>,
 ) {
     let runtime = match tokio::runtime::Builder::new_current_thread()
