@@ -182,16 +182,6 @@ fn accounts() {
     step(Command::new("userdel").args(["-r", &user]));
 }
 
-/// Whether the alert comes from this test's process tree.
-fn ours(alert: &Value) -> bool {
-    let me = u64::from(std::process::id());
-    let process = &alert["event"]["process"];
-    process["pid"] == me
-        || process["ancestry"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|p| p["pid"] == me))
-}
-
 #[test]
 fn benign_corpus_raises_only_the_documented_low_alert() {
     if !bpf_available("benign_corpus_raises_only_the_documented_low_alert") {
@@ -219,7 +209,10 @@ fn benign_corpus_raises_only_the_documented_low_alert() {
     }
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
-    let alerts: Vec<Value> = alerts(&done).into_iter().filter(ours).collect();
+    let alerts: Vec<Value> = alerts(&done)
+        .into_iter()
+        .filter(benign::from_this_test)
+        .collect();
     let unexpected: Vec<&Value> = alerts
         .iter()
         .filter(|a| !(a["rule"] == "new_local_account" && a["severity"] == "low"))

@@ -5,6 +5,18 @@ use std::process::{Command, Stdio};
 
 use super::TempDir;
 
+/// Whether an alert's process is this test process or one it started, directly or not: the
+/// corpus's alerts, not those of other tests running on the machine meanwhile.
+pub fn from_this_test(alert: &serde_json::Value) -> bool {
+    let me = u64::from(std::process::id());
+    let process = &alert["event"]["process"];
+    process["pid"] == me
+        || process["ppid"] == me
+        || process["ancestry"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|p| p["pid"] == me))
+}
+
 /// Runs the benign corpus to completion; every step must succeed.
 pub fn run_benign_workload() {
     let build = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))

@@ -388,16 +388,6 @@ fn more_falco_host_triggers(bins: &Bins) -> Vec<(&'static str, u32)> {
     ]
 }
 
-/// Whether the alert's process is this test's child or a descendant of it.
-fn ours(alert: &Value) -> bool {
-    let me = u64::from(std::process::id());
-    let p = &alert["event"]["process"];
-    p["ppid"] == me
-        || p["ancestry"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x["pid"] == me))
-}
-
 #[test]
 fn benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma() {
     if !bpf_available("benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma") {
@@ -409,7 +399,10 @@ fn benign_corpus_raises_nothing_from_falco_stable_and_reports_sigma() {
     benign::run_benign_workload();
     let done = tracer.stop();
     assert!(done.status.success(), "{}", done.stderr);
-    let alerts: Vec<Value> = alerts(&done).into_iter().filter(ours).collect();
+    let alerts: Vec<Value> = alerts(&done)
+        .into_iter()
+        .filter(benign::from_this_test)
+        .collect();
     let falco: Vec<&Value> = alerts.iter().filter(|a| a["source"] == "falco").collect();
     assert!(
         falco.is_empty(),
