@@ -25,12 +25,12 @@ pub fn needed(rules: &RuleSet) -> Option<BTreeSet<&'static str>> {
 }
 
 /// The syscalls of class `kind` (`evt.kind`), or named `name` (`evt.syscall`).
-fn matching(field: &str, value: &str) -> Option<BTreeSet<&'static str>> {
+fn matching(field: &str, value: &str) -> BTreeSet<&'static str> {
     let by = |s: &&(u32, &'static str, &'static str)| match field {
         "evt.kind" => s.2 == value,
         _ => s.1 == value,
     };
-    Some(SYSCALLS.iter().filter(by).map(|s| s.1).collect())
+    SYSCALLS.iter().filter(by).map(|s| s.1).collect()
 }
 
 /// The security syscalls an event matching `e` can come from; `None`: any.
@@ -41,13 +41,13 @@ fn of_condition(e: &Expr) -> Option<BTreeSet<&'static str>> {
             op: Op::Eq,
             value,
         } => match fields::name(*field) {
-            f @ ("evt.kind" | "evt.syscall") => matching(f, text(value)?),
+            f @ ("evt.kind" | "evt.syscall") => Some(matching(f, text(value)?)),
             _ => None,
         },
         Expr::In { field, set } => match fields::name(*field) {
             f @ ("evt.kind" | "evt.syscall") => {
                 set.iter().try_fold(BTreeSet::new(), |mut all, l| {
-                    all.extend(matching(f, text(l)?)?);
+                    all.extend(matching(f, text(l)?));
                     Some(all)
                 })
             }
