@@ -49,6 +49,8 @@ pub struct SyscallsArgs {
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
     #[command(flatten)]
+    pub containers: crate::trace::ContainerArgs,
+    #[command(flatten)]
     pub run_time: crate::RunTimeStatsArg,
 }
 
@@ -138,7 +140,7 @@ pub fn run(args: SyscallsArgs) -> Result<ExitCode, Failure> {
         By::Container => GroupBy::Container,
     };
     let mut counted = counts.read();
-    syscalls::tag_containers(&mut counted, &capture.seen);
+    syscalls::tag_containers(&mut counted, &capture.seen, &args.containers.filter());
     let mut rows = syscalls::group(&counted, by);
     let top = args.top.or(match args.output {
         Output::Table => Some(20),

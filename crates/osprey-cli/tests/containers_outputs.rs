@@ -213,6 +213,7 @@ fn syscall_rows_per_container() {
     let by_container =
         Tracer::start(&["syscalls", "--output", "json", "--by", "container-syscall"]);
     let by_process = Tracer::start(&["syscalls", "--output", "json"]);
+    let only_it = Tracer::start(&["syscalls", "--output", "json", "--container", &name]);
     let mut mix = podman
         .cmd()
         .args([
@@ -235,7 +236,8 @@ fn syscall_rows_per_container() {
         .unwrap();
     assert_eq!(line.trim(), "done");
     // The process still lives (its container is read when the run ends).
-    let (by_container, by_process) = (by_container.stop(), by_process.stop());
+    let (by_container, by_process, only_it) =
+        (by_container.stop(), by_process.stop(), only_it.stop());
     let mut stdin = mix.stdin.take().unwrap();
     let _ = stdin.write_all(b"");
     drop(stdin);
@@ -266,6 +268,17 @@ fn syscall_rows_per_container() {
     assert_eq!(mine[0]["comm"], "osprey-workload", "{}", mine[0]);
     assert_eq!(mine[0]["container"]["id"], id.as_str(), "{}", mine[0]);
     assert_eq!(mine[0]["container"]["name"], name.as_str(), "{}", mine[0]);
+    // `--container NAME` keeps the container's processes only.
+    let kept = only_it.events();
+    assert!(
+        kept.iter().all(|r| r["container"]["id"] == id.as_str()),
+        "{kept:#?}"
+    );
+    assert!(
+        kept.iter()
+            .any(|r| r["syscall"] == "getppid" && r["count"] == 5000),
+        "{kept:#?}"
+    );
 }
 
 /// The agent's alerts by container: a default rule fires in a podman container and

@@ -3,6 +3,7 @@
 //! a bounded time. A process gone by then has no container.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -56,6 +57,18 @@ pub fn tags_of_cgroups(
     pids: impl IntoIterator<Item = (u32, u64)>,
     wait: Duration,
 ) -> HashMap<u32, Tag> {
+    containers_of_cgroups(pids, wait)
+        .into_iter()
+        .map(|(pid, c)| (pid, Tag::of(&c)))
+        .collect()
+}
+
+/// The container of each pid of `pids` (with the cgroup read while it lived) that is in one,
+/// for filters (`ContainerFilter::matches`) and tags alike.
+pub fn containers_of_cgroups(
+    pids: impl IntoIterator<Item = (u32, u64)>,
+    wait: Duration,
+) -> HashMap<u32, Arc<Container>> {
     let mut registry = Containers::default();
     let mut cgroups = HashMap::new();
     for (pid, cgroup) in pids {
@@ -75,7 +88,7 @@ pub fn tags_of_cgroups(
         .into_iter()
         .filter_map(|(pid, cgroup)| {
             let c = registry.get(cgroup).filter(|c| !c.is_host())?;
-            Some((pid, Tag::of(c)))
+            Some((pid, c.clone()))
         })
         .collect()
 }

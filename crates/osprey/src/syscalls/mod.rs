@@ -139,10 +139,15 @@ impl Cgroups {
     }
 }
 
-/// Puts each row's container on it: the process's cgroup as `seen` captured it, else as read
-/// now (a process gone by the end and never captured has none); the runtimes' answers are
-/// awaited at most `pids::WAIT`.
-pub fn tag_containers(rows: &mut [Row], seen: &Cgroups) {
+/// Keeps the rows whose process's container `filter` wants (`--container`, `--pod`,
+/// `--namespace`; all rows when it is empty) and puts each row's container on it: the
+/// process's cgroup as `seen` captured it, else as read now (a process gone by the end and
+/// never captured has none); the runtimes' answers are awaited at most `pids::WAIT`.
+pub fn tag_containers(
+    rows: &mut Vec<Row>,
+    seen: &Cgroups,
+    filter: &crate::container::filter::ContainerFilter,
+) {
     use crate::container::pids;
     let pairs = rows.iter().filter_map(|r| {
         let cgroup = seen
@@ -152,9 +157,10 @@ pub fn tag_containers(rows: &mut [Row], seen: &Cgroups) {
             .or_else(|| pids::cgroup_of(r.pid))?;
         Some((r.pid, cgroup))
     });
-    let tags = pids::tags_of_cgroups(pairs, pids::WAIT);
+    let containers = pids::containers_of_cgroups(pairs, pids::WAIT);
+    rows.retain(|r| filter.matches(containers.get(&r.pid).map(|c| &**c)));
     for row in rows {
-        row.container = tags.get(&row.pid).cloned();
+        row.container = containers.get(&row.pid).map(|c| pids::Tag::of(c));
     }
 }
 
@@ -393,6 +399,23 @@ mod tests {
         seen.0.insert(me, 7);
         seen.capture([me]);
         assert_eq!(seen.0[&me], 7, "the first reading stands");
+    }
+
+    #[test]
+    fn a_container_filter_keeps_only_the_processes_of_containers_it_names() {
+        use crate::container::filter::ContainerFilter;
+        let me = std::process::id();
+        let mut seen = Cgroups::default();
+        seen.capture([me]);
+        let mut rows = vec![row(me, 110, 3, &[])];
+        tag_containers(&mut rows, &seen, &ContainerFilter::default());
+        assert_eq!(rows.len(), 1, "no filter: every row stays");
+        let only = ContainerFilter {
+            containers: vec!["osprey-no-such-container".into()],
+            ..Default::default()
+        };
+        tag_containers(&mut rows, &seen, &only);
+        assert!(rows.is_empty(), "not in that container: {rows:?}");
     }
 
     #[test]
