@@ -461,6 +461,15 @@ struct osprey_sc_exit {
 	long ret;
 };
 
+/* What the raw_tp variants hand their handler: in the modern build the same registers as a
+ * BTF-typed pointer (the raw argument is untyped for the verifier), so that every variant's
+ * handler may read them with direct loads. */
+#ifdef OSPREY_COMPAT
+#define OSPREY_RAW_REGS(regs) (regs)
+#else
+#define OSPREY_RAW_REGS(regs) osprey_current_pt_regs()
+#endif
+
 #define OSPREY_NR_FILTER(prefix)                                                       \
 	const volatile __u64 prefix##_nrs[OSPREY_NR_WORDS] = {                         \
 		[0 ... OSPREY_NR_WORDS - 1] = ~0ULL                                    \
@@ -486,7 +495,7 @@ struct osprey_sc_exit {
 	{                                                                              \
 		if (!osprey_nr_wanted(prefix##_nrs, id))                               \
 			return 0;                                                      \
-		return fn(regs, id);                                                   \
+		return fn(OSPREY_RAW_REGS(regs), id);                                  \
 	}                                                                              \
 	SEC("tracepoint/raw_syscalls/sys_enter")                                       \
 	int prefix##_tp(struct trace_event_raw_sys_enter *ctx)                         \
@@ -515,7 +524,7 @@ struct osprey_sc_exit {
 	{                                                                              \
 		if (!osprey_nr_wanted(prefix##_nrs, BPF_CORE_READ(regs, orig_ax)))     \
 			return 0;                                                      \
-		return fn(regs, ret);                                                  \
+		return fn(OSPREY_RAW_REGS(regs), ret);                                 \
 	}                                                                              \
 	SEC("tracepoint/raw_syscalls/sys_exit")                                        \
 	int prefix##_tp(struct trace_event_raw_sys_exit *ctx)                          \
@@ -534,11 +543,25 @@ struct osprey_sys_regs {
 	unsigned long r10, r9, r8, ax, cx, dx, si, di, orig_ax;
 };
 
+/* Modern build: `regs` must be the kernel's BTF-typed pointer (every OSPREY_SYS_*_PROGS
+ * variant passes one there), read with direct loads; compat: one probe read. */
 static __always_inline void osprey_read_sys_regs(struct pt_regs *regs, struct osprey_sys_regs *out)
 {
+#ifdef OSPREY_COMPAT
 	if (bpf_probe_read_kernel(out, sizeof(*out),
 				  (char *)regs + bpf_core_field_offset(struct pt_regs, r10)))
 		__builtin_memset(out, 0, sizeof(*out));
+#else
+	out->r10 = regs->r10;
+	out->r9 = regs->r9;
+	out->r8 = regs->r8;
+	out->ax = regs->ax;
+	out->cx = regs->cx;
+	out->dx = regs->dx;
+	out->si = regs->si;
+	out->di = regs->di;
+	out->orig_ax = regs->orig_ax;
+#endif
 }
 
 #define OSPREY_SYS_ARG1(r) ((r)->di)

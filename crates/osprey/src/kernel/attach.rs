@@ -44,7 +44,7 @@ pub(super) fn attach_role(
     added_qdiscs: &mut AddedClsact,
 ) -> RoleOutcome {
     let mut rejected = Vec::new();
-    for hook in role.hooks {
+    for hook in hooks_in_order(role, options.prefer_every_syscall_hook) {
         if options.denied_programs.contains(hook.program) {
             rejected.push((*hook, "denied by OSPREY_DENY_PROGRAMS".to_string()));
             continue;
@@ -94,6 +94,31 @@ pub(super) fn attach_role(
         chosen: None,
         rejected,
     }
+}
+
+/// A role's hooks best first; with `every_syscall_first`, its per-syscall tracepoints move
+/// after its hooks on every syscall (`tp_btf`, `raw_tp`), the rest keeping their order.
+fn hooks_in_order(role: &Role, every_syscall_first: bool) -> Vec<&Hook> {
+    let hooks: Vec<&Hook> = role.hooks.iter().collect();
+    let on_every_syscall = |h: &&Hook| {
+        matches!(
+            h.attach,
+            Attach::BtfTracepoint("sys_enter" | "sys_exit")
+                | Attach::RawTracepoint("sys_enter" | "sys_exit")
+        )
+    };
+    let last = hooks.iter().rposition(on_every_syscall);
+    let Some(last) = last.filter(|_| every_syscall_first) else {
+        return hooks;
+    };
+    let (per_syscall, others): (Vec<&Hook>, Vec<&Hook>) = hooks[..=last]
+        .iter()
+        .partition(|h| matches!(h.attach, Attach::Syscalls { .. }));
+    others
+        .into_iter()
+        .chain(per_syscall)
+        .chain(hooks[last + 1..].iter().copied())
+        .collect()
 }
 
 /// `object` is the ELF the programs came from, to name the field when a CO-RE relocation failed.
@@ -320,5 +345,41 @@ impl Drop for AddedClsact {
         for name in &self.0 {
             let _ = crate::net::clsact::delete_clsact(name);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn programs(every_syscall_first: bool) -> Vec<&'static str> {
+        hooks_in_order(&crate::files::SPEC.roles[0], every_syscall_first)
+            .iter()
+            .map(|h| h.program)
+            .collect()
+    }
+
+    #[test]
+    fn per_syscall_tracepoints_move_after_the_hooks_on_every_syscall_only_when_asked() {
+        let all = [
+            "files_open_fexit",
+            "files_open_sc",
+            "files_open_btf",
+            "files_open_raw",
+            "files_open_kretprobe",
+            "files_open_tp",
+        ];
+        assert_eq!(programs(false), all);
+        assert_eq!(
+            programs(true),
+            [
+                "files_open_fexit",
+                "files_open_btf",
+                "files_open_raw",
+                "files_open_sc",
+                "files_open_kretprobe",
+                "files_open_tp",
+            ]
+        );
     }
 }

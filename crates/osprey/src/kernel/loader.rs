@@ -69,6 +69,11 @@ pub struct LoadOptions {
     /// Per role (by name) with a per-syscall hook, the syscalls it handles; a role not
     /// listed handles its hook's own list.
     pub syscalls: Vec<(&'static str, SyscallSet)>,
+    /// Try a role's hooks on every syscall (`tp_btf`, `raw_tp`) before its per-syscall
+    /// tracepoints. Per-syscall tracepoints add nothing to other syscalls but cost more per
+    /// traced call (the kernel's tracepoint glue runs before the program): right for an
+    /// always-on monitor of a few syscalls, wrong for a tracer of the very calls it asks for.
+    pub prefer_every_syscall_hook: bool,
 }
 
 impl LoadOptions {
