@@ -33,6 +33,7 @@ pub mod limits;
 mod literal;
 mod loader;
 pub mod prefilter;
+mod requirement;
 pub mod security_syscalls;
 mod sigma;
 pub mod yaml;

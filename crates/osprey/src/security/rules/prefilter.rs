@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 
 use super::expr::{Expr, Literal, Op};
-use super::fields;
+use super::requirement::{required, Domain};
 use super::RuleSet;
 
 /// A necessary condition on the path of an open.
@@ -195,28 +195,39 @@ fn syscall_constraint(name: Option<&str>, kinds: &[&str]) -> Constraint {
     }
 }
 
+/// What an open (or, with "exec" among `kinds`, an exec) must be to match: `Constraint`s.
+struct OfOpens<'a> {
+    /// The event kinds (`evt.kind`) that count as opens.
+    kinds: &'a [&'a str],
+}
+
 fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
-    let field = |id| fields::name(id);
-    match e {
-        Expr::Cmp {
-            field: f,
-            op,
-            value,
-        } => match (field(*f), op) {
+    required(&OfOpens { kinds }, e)
+}
+
+impl Domain for OfOpens<'_> {
+    type Req = Constraint;
+
+    fn anything(&self) -> Constraint {
+        Constraint::Any
+    }
+
+    fn leaf(&self, field: &str, op: Op, value: &Literal) -> Constraint {
+        match (field, op) {
             ("evt.kind", Op::Eq) => {
-                if text(value).is_some_and(|k| kinds.contains(&k)) {
+                if text(value).is_some_and(|k| self.kinds.contains(&k)) {
                     Constraint::Any
                 } else {
                     Constraint::NotOpen
                 }
             }
             ("file.path", op) => {
-                text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(*op), v))
+                text(value).map_or(Constraint::Any, |v| path_pattern(case_sensitive(op), v))
             }
             // An open has a target only when it creates the file (file.target) or opens it
             // for writing (fs.path.target).
             (target @ ("file.target" | "fs.path.target"), op) => {
-                match text(value).map(|v| path_pattern(case_sensitive(*op), v)) {
+                match text(value).map(|v| path_pattern(case_sensitive(op), v)) {
                     Some(c @ Constraint::Opens { .. }) => c,
                     _ if target == "file.target" => flagged(O_CREAT),
                     _ => flagged(WRITE_FLAGS),
@@ -225,75 +236,50 @@ fn constraint(e: &Expr, kinds: &[&str]) -> Constraint {
             ("file.create", Op::Eq) if *value == Literal::Bool(true) => flagged(O_CREAT),
             ("file.trunc", Op::Eq) if *value == Literal::Bool(true) => flagged(O_TRUNC),
             ("file.write", Op::Eq) if *value == Literal::Bool(true) => flagged(WRITE_FLAGS),
-            ("evt.syscall", Op::Eq) => syscall_constraint(text(value), kinds),
+            ("evt.syscall", Op::Eq) => syscall_constraint(text(value), self.kinds),
             ("file.name", Op::Eq) => text(value).map_or(Constraint::Any, name_pattern),
             _ => Constraint::Any,
-        },
-        Expr::In { field: f, set } if field(*f) == "evt.syscall" => {
-            union(set.iter().map(|l| syscall_constraint(text(l), kinds)))
         }
-        Expr::In { field: f, set } => match field(*f) {
-            "evt.kind" => {
-                if set
-                    .iter()
-                    .any(|l| text(l).is_some_and(|k| kinds.contains(&k)))
-                {
-                    Constraint::Any
-                } else {
-                    Constraint::NotOpen
+    }
+
+    fn all(&self, parts: Vec<Constraint>) -> Constraint {
+        if parts.contains(&Constraint::NotOpen) {
+            return Constraint::NotOpen;
+        }
+        // Every conjunct is necessary: the narrowest will do (paths alone before flags,
+        // then the fewest flags and paths).
+        parts
+            .into_iter()
+            .filter(|c| matches!(c, Constraint::Opens { .. }))
+            .min_by_key(|c| match c {
+                Constraint::Opens { paths, flags } => (flags.count_ones(), paths.len()),
+                _ => (u32::MAX, usize::MAX),
+            })
+            .unwrap_or(Constraint::Any)
+    }
+
+    fn one_of(&self, parts: Vec<Constraint>) -> Constraint {
+        let (mut out, mut out_flags) = (BTreeSet::new(), 0);
+        let mut any_open = false;
+        for c in parts {
+            match c {
+                Constraint::Any => return Constraint::Any,
+                Constraint::NotOpen => {}
+                Constraint::Opens { paths, flags } => {
+                    any_open = true;
+                    out.extend(paths);
+                    out_flags |= flags;
                 }
             }
-            "file.path" | "fs.path.target" | "file.name" => {
-                let is_path = field(*f) != "file.name";
-                union(set.iter().map(|l| match text(l) {
-                    Some(v) if is_path => path_pattern(Op::Eq, v),
-                    Some(v) => name_pattern(v),
-                    None => Constraint::Any,
-                }))
-            }
-            _ => Constraint::Any,
-        },
-        Expr::And(parts) => {
-            let cs: Vec<Constraint> = parts.iter().map(|p| constraint(p, kinds)).collect();
-            if cs.contains(&Constraint::NotOpen) {
-                return Constraint::NotOpen;
-            }
-            // Every conjunct is necessary: the narrowest will do (paths alone before flags,
-            // then the fewest flags and paths).
-            cs.into_iter()
-                .filter(|c| matches!(c, Constraint::Opens { .. }))
-                .min_by_key(|c| match c {
-                    Constraint::Opens { paths, flags } => (flags.count_ones(), paths.len()),
-                    _ => (u32::MAX, usize::MAX),
-                })
-                .unwrap_or(Constraint::Any)
         }
-        Expr::Or(parts) => union(parts.iter().map(|p| constraint(p, kinds))),
-        Expr::Not(_) => Constraint::Any,
-    }
-}
-
-fn union(cs: impl Iterator<Item = Constraint>) -> Constraint {
-    let (mut out, mut out_flags) = (BTreeSet::new(), 0);
-    let mut any_open = false;
-    for c in cs {
-        match c {
-            Constraint::Any => return Constraint::Any,
-            Constraint::NotOpen => {}
-            Constraint::Opens { paths, flags } => {
-                any_open = true;
-                out.extend(paths);
-                out_flags |= flags;
+        if any_open {
+            Constraint::Opens {
+                paths: out,
+                flags: out_flags,
             }
+        } else {
+            Constraint::NotOpen
         }
-    }
-    if any_open {
-        Constraint::Opens {
-            paths: out,
-            flags: out_flags,
-        }
-    } else {
-        Constraint::NotOpen
     }
 }
 

@@ -5,9 +5,9 @@
 
 use std::collections::BTreeSet;
 
-use super::expr::{Expr, Op};
-use super::fields;
+use super::expr::{Literal, Op};
 use super::prefilter::text;
+use super::requirement::{all_of_sets, one_of_sets, required, Domain};
 use super::RuleSet;
 use crate::security::syscall::SYSCALLS;
 
@@ -19,50 +19,39 @@ pub fn needed(rules: &RuleSet) -> Option<BTreeSet<&'static str>> {
     }
     let mut all = BTreeSet::new();
     for rule in &rules.rules {
-        all.extend(of_condition(&rule.condition)?);
+        all.extend(required(&SecuritySyscalls, &rule.condition)?);
     }
     Some(all)
 }
 
-/// The syscalls of class `kind` (`evt.kind`), or named `name` (`evt.syscall`).
-fn matching(field: &str, value: &str) -> BTreeSet<&'static str> {
-    let by = |s: &&(u32, &'static str, &'static str)| match field {
-        "evt.kind" => s.2 == value,
-        _ => s.1 == value,
-    };
-    SYSCALLS.iter().filter(by).map(|s| s.1).collect()
-}
+/// The security syscalls an event can come from (`None`: any).
+struct SecuritySyscalls;
 
-/// The security syscalls an event matching `e` can come from; `None`: any.
-fn of_condition(e: &Expr) -> Option<BTreeSet<&'static str>> {
-    match e {
-        Expr::Cmp {
-            field,
-            op: Op::Eq,
-            value,
-        } => match fields::name(*field) {
-            f @ ("evt.kind" | "evt.syscall") => Some(matching(f, text(value)?)),
-            _ => None,
-        },
-        Expr::In { field, set } => match fields::name(*field) {
-            f @ ("evt.kind" | "evt.syscall") => {
-                set.iter().try_fold(BTreeSet::new(), |mut all, l| {
-                    all.extend(matching(f, text(l)?));
-                    Some(all)
-                })
-            }
-            _ => None,
-        },
-        // Every conjunct must hold: the syscalls all of those that say allow.
-        Expr::And(parts) => parts
-            .iter()
-            .filter_map(of_condition)
-            .reduce(|a, b| a.intersection(&b).copied().collect()),
-        Expr::Or(parts) => parts.iter().try_fold(BTreeSet::new(), |mut all, p| {
-            all.extend(of_condition(p)?);
-            Some(all)
-        }),
-        _ => None,
+impl Domain for SecuritySyscalls {
+    type Req = Option<BTreeSet<&'static str>>;
+
+    fn anything(&self) -> Self::Req {
+        None
+    }
+
+    /// `evt.kind = K`: the syscalls of class K; `evt.syscall = NAME`: that one.
+    fn leaf(&self, field: &str, op: Op, value: &Literal) -> Self::Req {
+        let value = text(value).filter(|_| op == Op::Eq)?;
+        let by = |s: &&(u32, &'static str, &'static str)| match field {
+            "evt.kind" => s.2 == value,
+            "evt.syscall" => s.1 == value,
+            _ => false,
+        };
+        matches!(field, "evt.kind" | "evt.syscall")
+            .then(|| SYSCALLS.iter().filter(by).map(|s| s.1).collect())
+    }
+
+    fn all(&self, parts: Vec<Self::Req>) -> Self::Req {
+        all_of_sets(parts)
+    }
+
+    fn one_of(&self, parts: Vec<Self::Req>) -> Self::Req {
+        one_of_sets(parts)
     }
 }
 

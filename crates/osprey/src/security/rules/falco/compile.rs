@@ -8,9 +8,10 @@ use super::super::community::{error, get, get_str, strings};
 use super::super::expr::{self, Dialect, Expr, Failure, Literal, Op, Scope};
 use super::super::limits::MAX_NESTING;
 use super::super::loader::{split_template, TemplatePart};
+use super::super::requirement::{all_of_sets, one_of_sets, required, Domain};
 use super::super::yaml::{self, Node};
 use super::super::RuleReport;
-use super::super::{fields as osprey_fields, Action, Meta, Piece, Rule, Severity, Source, Status};
+use super::super::{Action, Meta, Piece, Rule, Severity, Source, Status};
 use super::{fields, Condition, Defs, FalcoRule, Loaded};
 
 const FALCO: Dialect<'static> = Dialect {
@@ -199,33 +200,39 @@ fn traced(name: &str) -> bool {
         || crate::security::syscall::syscall_number(name).is_some()
 }
 
-/// The `evt.type` values every event matching `e` has, if it constrains them.
-fn event_types(e: &Expr) -> Option<BTreeSet<String>> {
-    let is_type = |f: &usize| osprey_fields::name(*f) == "evt.syscall";
-    match e {
-        Expr::Cmp {
-            field,
-            op: Op::Eq,
-            value,
-        } if is_type(field) => value.text().map(|t| [t].into()),
-        Expr::In { field, set } if is_type(field) => {
-            Some(set.iter().filter_map(Literal::text).collect())
-        }
-        Expr::And(parts) => parts.iter().find_map(event_types),
-        Expr::Or(parts) => {
-            let mut all = BTreeSet::new();
-            for p in parts {
-                all.extend(event_types(p)?);
-            }
-            Some(all)
-        }
-        _ => None,
+/// The `evt.type` values an event can have (`None`: any).
+struct EventTypes;
+
+impl Domain for EventTypes {
+    type Req = Option<BTreeSet<String>>;
+
+    fn anything(&self) -> Self::Req {
+        None
     }
+
+    fn leaf(&self, field: &str, op: Op, value: &Literal) -> Self::Req {
+        let name = value
+            .text()
+            .filter(|_| field == "evt.syscall" && op == Op::Eq)?;
+        Some([name].into())
+    }
+
+    fn all(&self, parts: Vec<Self::Req>) -> Self::Req {
+        all_of_sets(parts)
+    }
+
+    fn one_of(&self, parts: Vec<Self::Req>) -> Self::Req {
+        one_of_sets(parts)
+    }
+}
+
+fn event_types(e: &Expr) -> Option<BTreeSet<String>> {
+    required(&EventTypes, e)
 }
 
 fn untraced_event_types(e: &Expr) -> Result<(), Refusal> {
     match event_types(e) {
-        Some(types) if !types.iter().any(|t| traced(t)) => Err((
+        Some(types) if !types.is_empty() && !types.iter().any(|t| traced(t)) => Err((
             Status::Unsupported,
             format!(
                 "event types {} are not traced by Osprey",
