@@ -77,37 +77,45 @@ fn the_rules_open_program_does_not_run_on_a_syscall_no_rule_needs() {
     assert!(runs < BURST / 2, "{runs} runs during {BURST} getppid calls");
 }
 
-/// Without per-syscall tracepoints (denied here), files falls back to tp_btf on every
-/// sys_exit, filtered in the kernel by its syscall bitmap: the open is still reported,
-/// exactly once.
+/// `osprey files` traces opens at a high rate, so it prefers its hook on every sys_exit
+/// (tp_btf, else raw_tp), filtered in the kernel by its syscall bitmap, to the per-syscall
+/// tracepoints the always-on modules use: the open is still reported, exactly once, and the
+/// getppid burst ran the program (which returned at once). The raw_tp run (tp_btf denied)
+/// checks that variant's registers too.
 #[test]
-fn the_raw_fallback_filters_by_syscall_and_still_sees_the_open() {
-    if !bpf_available("the_raw_fallback_filters_by_syscall_and_still_sees_the_open") {
+fn osprey_files_hooks_every_sys_exit_filters_by_syscall_and_sees_the_open() {
+    if !bpf_available("osprey_files_hooks_every_sys_exit_filters_by_syscall_and_sees_the_open") {
         return;
     }
     let _serial = serial();
     let dir = TempDir::new("syscall-hooks");
-    let path = dir.path().join("opened-through-the-fallback");
+    let path = dir.path().join("opened-through-every-sys-exit");
     std::fs::write(&path, b"x").unwrap();
-    let tracer = Tracer::start_with_env(
-        &["files", "--output", "json", "--run-time-stats"],
-        &[("OSPREY_DENY_PROGRAMS", "files_open_fexit,files_open_sc")],
-    );
-    workload(&["open", "1", path.to_str().unwrap()]);
-    workload(&["bench-getppid", &BURST.to_string()]);
-    let done = tracer.stop();
-    assert!(done.status.success(), "{}", done.stderr);
-    let wanted = path.to_str().unwrap();
-    let opens = done
-        .events()
-        .into_iter()
-        .filter(|e| e["abs_path"] == wanted || e["path"] == wanted)
-        .count();
-    assert_eq!(opens, 1, "{}", String::from_utf8_lossy(&done.stdout));
-    // On every syscall: the burst ran it (and it returned at once).
-    let (hook, runs) = role_runs(&done.summary(), "files", "open-exit");
-    assert_eq!(hook, "tp_btf/sys_exit");
-    assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+    for (denied, expected_hook) in [
+        ("files_open_fexit", "tp_btf/sys_exit"),
+        ("files_open_fexit,files_open_btf", "raw_tp/sys_exit"),
+    ] {
+        let tracer = Tracer::start_with_env(
+            &["files", "--output", "json", "--run-time-stats"],
+            &[("OSPREY_DENY_PROGRAMS", denied)],
+        );
+        workload(&["open", "1", path.to_str().unwrap()]);
+        workload(&["bench-getppid", &BURST.to_string()]);
+        let done = tracer.stop();
+        assert!(done.status.success(), "{}", done.stderr);
+        let wanted = path.to_str().unwrap();
+        let opens: Vec<Value> = done
+            .events()
+            .into_iter()
+            .filter(|e| e["abs_path"] == wanted || e["path"] == wanted)
+            .collect();
+        assert_eq!(opens.len(), 1, "{}", String::from_utf8_lossy(&done.stdout));
+        assert_eq!(opens[0]["syscall"], "openat", "{}", opens[0]);
+        assert_eq!(opens[0]["errno"], 0, "{}", opens[0]);
+        let (hook, runs) = role_runs(&done.summary(), "files", "open-exit");
+        assert_eq!(hook, expected_hook);
+        assert!(runs >= BURST, "{runs} runs during {BURST} getppid calls");
+    }
 }
 
 /// Rules that name few security syscalls (here ptrace alone) put the security exit program
