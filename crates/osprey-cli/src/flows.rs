@@ -13,6 +13,7 @@ use osprey::net::flow_session::{self, FlowOptions, FlowSession, Scan};
 use osprey::net::flows::{self, FlowRecord, FlowTable, RateTracker};
 use osprey::pipeline::run::RunOptions;
 use osprey::pipeline::sink::Clock;
+use osprey::wire::text::escape_for_terminal;
 
 use crate::trace::require_tracing_privileges;
 use crate::{Failure, Output};
@@ -174,6 +175,9 @@ struct FlowOutput<'a> {
     stdout: std::io::StdoutLock<'static>,
     /// The containers of egress flows' sockets.
     containers: osprey::container::Containers,
+    /// Table rows have a CONTAINER column once a flow of a container was seen (the header
+    /// is written again when it appears).
+    container_column: bool,
 }
 
 impl<'a> FlowOutput<'a> {
@@ -194,6 +198,7 @@ impl<'a> FlowOutput<'a> {
             last_scan: Instant::now(),
             stdout: std::io::stdout().lock(),
             containers: Default::default(),
+            container_column: false,
         }
     }
 
@@ -211,12 +216,21 @@ impl<'a> FlowOutput<'a> {
                     writeln!(self.stdout, "{line}")?
                 }
                 Output::Table if !self.live_table => {
+                    let container = r.container(&mut self.containers);
+                    let label = container_label(container.as_deref());
+                    if label != "-" && !self.container_column {
+                        self.container_column = true;
+                        self.header_written = false;
+                    }
+                    let column = |label| self.container_column.then_some(label);
                     if !self.header_written {
-                        writeln!(self.stdout, "{:<8} {}", "END", flows::TABLE_HEADER)?;
+                        let header = table_row("END", column("CONTAINER"), flows::TABLE_HEADER);
+                        writeln!(self.stdout, "{header}")?;
                         self.header_written = true;
                     }
                     let columns = r.table_columns(ifname);
-                    writeln!(self.stdout, "{:<8} {columns}", short_reason(r))?
+                    let row = table_row(short_reason(r), column(&label), &columns);
+                    writeln!(self.stdout, "{row}")?
                 }
                 Output::Table => {}
             }
@@ -226,7 +240,7 @@ impl<'a> FlowOutput<'a> {
             let secs = self.last_scan.elapsed().as_secs_f64();
             self.last_scan = Instant::now();
             let top = self.rates.top(&scan.table.live(), secs, self.top);
-            let screen = render_top(&top, self.names, scan.table);
+            let screen = render_top(&top, self.names, scan.table, &mut self.containers);
             let _ = write!(self.stdout, "\x1b[H\x1b[2J{screen}");
             let _ = self.stdout.flush();
         }
@@ -242,28 +256,75 @@ fn short_reason(r: &FlowRecord) -> &'static str {
     }
 }
 
+/// What a table shows for a flow's container: its name (or short id); `-` for the host, or
+/// when the kernel knew no socket (ingress).
+fn container_label(container: Option<&osprey::container::Container>) -> String {
+    let label = container
+        .filter(|c| !c.is_host())
+        .map_or("-", |c| c.label());
+    escape_for_terminal(label.as_bytes())
+}
+
+/// A table row: `first` (END, or BYTES/S right-aligned when numeric), the CONTAINER column
+/// when there is one, then the flow's columns.
+fn table_row(first: &str, container: Option<&str>, columns: &str) -> String {
+    match container {
+        Some(label) => format!("{first:<8} {label:<16} {columns}"),
+        None => format!("{first:<8} {columns}"),
+    }
+}
+
 fn render_top(
     top: &[(osprey::abi::FlowKey, osprey::abi::FlowStats, f64)],
     names: &BTreeMap<u32, String>,
     table: &FlowTable,
+    containers: &mut osprey::container::Containers,
 ) -> String {
     let totals = table.totals();
+    let rows: Vec<(String, String, String)> = top
+        .iter()
+        .map(|(key, stats, rate)| {
+            let record = FlowRecord {
+                key: *key,
+                stats: *stats,
+                reason: flows::EndReason::Exit,
+            };
+            let ifname = names.get(&key.ifindex).map_or("?", String::as_str);
+            let label = container_label(record.container(containers).as_deref());
+            (format!("{rate:>12.0}"), label, record.table_columns(ifname))
+        })
+        .collect();
+    let with_container = rows.iter().any(|(_, label, _)| label != "-");
+    let column = |label| with_container.then_some(label);
     let mut out = format!(
-        "osprey flows: {} live, {} exported, {} evicted\n{:>12} {}\n",
+        "osprey flows: {} live, {} exported, {} evicted\n{}\n",
         totals.live,
         totals.exported,
         totals.evicted,
-        "BYTES/S",
-        flows::TABLE_HEADER
+        table_row(
+            &format!("{:>12}", "BYTES/S"),
+            column("CONTAINER"),
+            flows::TABLE_HEADER
+        )
     );
-    for (key, stats, rate) in top {
-        let record = FlowRecord {
-            key: *key,
-            stats: *stats,
-            reason: flows::EndReason::Exit,
-        };
-        let ifname = names.get(&key.ifindex).map_or("?", String::as_str);
-        out.push_str(&format!("{rate:>12.0} {}\n", record.table_columns(ifname)));
+    for (rate, label, columns) in &rows {
+        out.push_str(&table_row(rate, column(label), columns));
+        out.push('\n');
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_container_column_lines_up_with_its_header() {
+        let header = table_row("END", Some("CONTAINER"), flows::TABLE_HEADER);
+        let row = table_row("fin/rst", Some("web"), "lo         out tcp");
+        assert_eq!(header.find("CONTAINER"), row.find("web"));
+        assert_eq!(header.find("IFACE"), row.find("lo "));
+        assert_eq!(table_row("idle", None, "lo"), "idle     lo");
+        assert_eq!(container_label(None), "-");
+    }
 }

@@ -146,33 +146,57 @@ fn flow_records_of_a_container_egress() {
     };
     let netns = Netns::new("flows");
     let (name, id) = podman.run("flows", &["--network", &format!("ns:{}", netns.path())]);
-    let mut nsenter = std::process::Command::new("nsenter");
-    nsenter.arg(format!("--net={}", netns.path())).arg(OSPREY);
-    let flows = Tracer::start_command(
-        nsenter,
-        &["flows", "-i", "lo", "--output", "json", "--interval", "0.2"],
-        &[],
-        "osprey: tracing ",
-    );
-    let named = format!("\"name\":\"{name}\"");
-    let was_named = (0..10).any(|_| {
-        let server = podman.spawn_exec(&name, &["/bin/nc", "-l", "-p", "7000"]);
-        eventually(Duration::from_secs(10), || {
-            let o = podman.exec(
-                &name,
-                &["/bin/osprey-workload", "connect-try", "127.0.0.1:7000"],
-            );
-            let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
-            (said == "connected").then_some(()).ok_or(said)
-        });
-        let mut server = server;
-        let _ = server.wait();
-        // Exported once ended (FIN and a short grace) at the next scan.
-        saw(&flows, Duration::from_secs(3), |l| {
-            l.contains(&named) && l.contains("\"destination_port\":7000")
+    let flows_in_netns = |output: &str| {
+        let mut nsenter = std::process::Command::new("nsenter");
+        nsenter.arg(format!("--net={}", netns.path())).arg(OSPREY);
+        Tracer::start_command(
+            nsenter,
+            &["flows", "-i", "lo", "--output", output, "--interval", "0.2"],
+            &[],
+            "osprey: tracing ",
+        )
+    };
+    // Connects from the container to its own listener until `flows` prints a line `seen`.
+    let connect_until = |flows: &Tracer, seen: &dyn Fn(&str) -> bool| {
+        (0..10).any(|_| {
+            let server = podman.spawn_exec(&name, &["/bin/nc", "-l", "-p", "7000"]);
+            eventually(Duration::from_secs(10), || {
+                let o = podman.exec(
+                    &name,
+                    &["/bin/osprey-workload", "connect-try", "127.0.0.1:7000"],
+                );
+                let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
+                (said == "connected").then_some(()).ok_or(said)
+            });
+            let mut server = server;
+            let _ = server.wait();
+            // Exported once ended (FIN and a short grace) at the next scan.
+            saw(flows, Duration::from_secs(3), seen)
         })
-    });
-    assert!(was_named, "no flow record named {name}");
+    };
+    // The table names the container in its CONTAINER column.
+    let table = flows_in_netns("table");
+    let row_named = |l: &str| {
+        let columns: Vec<&str> = l.split_whitespace().collect();
+        columns.get(1) == Some(&name.as_str()) && l.contains(":7000")
+    };
+    assert!(
+        connect_until(&table, &row_named),
+        "no table row named {name}"
+    );
+    let table = table.stop();
+    let header = String::from_utf8_lossy(&table.stdout);
+    assert!(
+        header.lines().any(|l| l.starts_with("END      CONTAINER ")),
+        "{header}"
+    );
+    let flows = flows_in_netns("json");
+    let named = format!("\"name\":\"{name}\"");
+    let json_named = |l: &str| l.contains(&named) && l.contains("\"destination_port\":7000");
+    assert!(
+        connect_until(&flows, &json_named),
+        "no flow record named {name}"
+    );
     let records: Vec<Value> = flows
         .stop()
         .events()

@@ -236,21 +236,33 @@ impl FlowRecord {
         v
     }
 
+    /// The container of the sending socket's cgroup, when the kernel knew it (egress flows
+    /// of local sockets); the host's for a host process.
+    pub fn container(
+        &self,
+        containers: &mut crate::container::Containers,
+    ) -> Option<std::sync::Arc<crate::container::Container>> {
+        let cgroup = self.stats.cgroup_id;
+        if cgroup == 0 {
+            return None;
+        }
+        // No process to read: the cgroup is opened by its id.
+        containers.note(cgroup, 0);
+        containers.get(cgroup).cloned()
+    }
+
     /// Adds `cgroup_id`, `process.container` and `process.k8s` to a record of `to_json` when
     /// the kernel knew the sending socket's cgroup (egress flows of local sockets).
     pub fn add_container(&self, v: &mut Value, containers: &mut crate::container::Containers) {
-        let cgroup = self.stats.cgroup_id;
-        if cgroup == 0 {
+        if self.stats.cgroup_id == 0 {
             return;
         }
-        v["cgroup_id"] = cgroup.into();
-        // No process to read: the cgroup is opened by its id.
-        containers.note(cgroup, 0);
-        let Some(c) = containers.get(cgroup) else {
+        v["cgroup_id"] = self.stats.cgroup_id.into();
+        let Some(c) = self.container(containers) else {
             return;
         };
-        let mut process = json!({ "container": &**c });
-        if let Some(k8s) = crate::container::k8s_json(c) {
+        let mut process = json!({ "container": &*c });
+        if let Some(k8s) = crate::container::k8s_json(&c) {
             process["k8s"] = json!(k8s);
         }
         v["process"] = process;
