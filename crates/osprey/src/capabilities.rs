@@ -14,6 +14,8 @@ pub enum Probe {
     No,
     /// Loaded without attaching, to report the hook each role would use.
     Load,
+    /// As `Load`, with a note for the reader.
+    LoadWithNote(&'static str),
     /// Network hooks attach per interface: tried on this one, with a note for the reader.
     OnInterface {
         interface: &'static str,
@@ -66,7 +68,9 @@ pub const REGISTRY: &[Capability] = &[
     Capability {
         spec: files::SPEC,
         display: "file opens",
-        probe: Probe::Load,
+        probe: Probe::LoadWithNote(
+            "as the agent and `osprey secure` attach it; `osprey files` tries tp_btf/sys_exit and raw_tp/sys_exit before per-syscall tracepoints: cheaper per open",
+        ),
         // Every open on a busy host is a lot of log: off unless asked, then limited per
         // process. (The security module sees the opens its rules name either way.)
         agent: Some(AgentModule {

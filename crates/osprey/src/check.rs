@@ -87,6 +87,7 @@ fn probe(capability: &Capability) -> Option<CapabilityReport> {
     let (interfaces, note) = match capability.probe {
         Probe::No => return None,
         Probe::Load => (Vec::new(), None),
+        Probe::LoadWithNote(note) => (Vec::new(), Some(note)),
         Probe::OnInterface { interface, note } => (vec![interface.to_string()], Some(note)),
     };
     let options = LoadOptions {
