@@ -147,7 +147,7 @@ fi
 # Two openers at full speed under osprey files --output json.
 echo
 echo "flood: 2 openers at full speed for ${FLOOD_SECS}s under osprey files --output json"
-"$OSPREY" files --output json --duration $((FLOOD_SECS + 2)) >/dev/null 2>"$WORK/flood.log" &
+"$OSPREY" files --output json >/dev/null 2>"$WORK/flood.log" &
 TRACER_PID=$!
 until grep -q "osprey: tracing" "$WORK/flood.log"; do sleep 0.05; done
 per_opener=$((FLOOD_SECS * 400000))
@@ -156,6 +156,9 @@ openers=()
 for i in 1 2; do "$WORKLOAD" bench-open "$per_opener" "$MISSING" >"$WORK/opener$i" & openers+=($!); done
 wait "${openers[@]}"
 ended=$(date +%s.%N)
+# Stopped once the openers are done (however long a busy machine made them take); it drains
+# its ring and prints its counters on the way out.
+kill -INT "$TRACER_PID"
 wait "$TRACER_PID" || true
 TRACER_PID=
 read -r emitted dropped throttled < <(python3 bench/summary-counts.py "$WORK/flood.log" files file_open)
