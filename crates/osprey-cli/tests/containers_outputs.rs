@@ -360,3 +360,88 @@ fn a_renamed_container_gets_its_new_name() {
         .unwrap();
     assert_eq!(container_of(last)["name"], renamed.as_str(), "{last}");
 }
+
+/// `osprey profile --container NAME`: osprey-workload spins in a container and on the host at
+/// the same time. The filtered profile keeps the container's stacks only (the host spinner is
+/// absent, the total is what is kept); the unfiltered one has both. The spinners exit before
+/// the profiles end: their containers come from the cgroups read while they ran.
+#[test]
+fn profile_stacks_of_a_container_only() {
+    let Some((podman, _serial)) = podman_for("profile_stacks_of_a_container_only") else {
+        return;
+    };
+    let (name, id) = podman.run("profile", &[]);
+    let profile = |extra: &[&str]| {
+        let mut args = vec!["profile", "--output", "json"];
+        args.extend_from_slice(extra);
+        Tracer::start(&args)
+    };
+    let (all, only) = (profile(&[]), profile(&["--container", &name]));
+    let spin = |cmd: &mut std::process::Command| {
+        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert_eq!(line.trim(), "spinning");
+        child
+    };
+    let mut host = spin(std::process::Command::new(WORKLOAD).args(["spin", "3"]));
+    let mut inside = spin(
+        podman
+            .cmd()
+            .args(["exec", &name, "/bin/osprey-workload", "spin", "3"]),
+    );
+    assert!(host.wait().unwrap().success());
+    assert!(inside.wait().unwrap().success());
+    let host_pid = u64::from(host.id());
+    let json = |done: Finished| -> Value {
+        assert!(done.status.success(), "osprey failed: {}", done.stderr);
+        serde_json::from_slice(&done.stdout).expect("profile JSON")
+    };
+    let (all, only) = (json(all.stop()), json(only.stop()));
+    let stacks = |p: &Value| p["stacks"].as_array().unwrap().clone();
+    let samples = |p: &Value, keep: &dyn Fn(&Value) -> bool| -> u64 {
+        stacks(p)
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s["value"].as_u64().unwrap())
+            .sum()
+    };
+    let in_it = |s: &Value| s["container"]["id"] == id.as_str();
+    let its_spinner = |s: &Value| in_it(s) && s["comm"] == "osprey-workload";
+    let host_spinner = |s: &Value| s["pid"] == host_pid;
+    // 3 s at 99 Hz is about 300 samples on an idle CPU; a tenth is left for a loaded machine.
+    let enough = 30;
+
+    let kept = stacks(&only);
+    assert!(kept.iter().all(in_it), "--container {name}: {kept:#?}");
+    let spun = samples(&only, &its_spinner);
+    assert!(spun >= enough, "{spun} samples of the container's spinner");
+    assert_eq!(only["total"].as_u64(), Some(samples(&only, &|_| true)));
+    assert_eq!(
+        samples(&only, &host_spinner),
+        0,
+        "the host's spinner is left out"
+    );
+    let named = kept.iter().find(|s| its_spinner(s)).unwrap();
+    assert_eq!(named["container"]["name"], name.as_str(), "{named}");
+    assert!(
+        only["command"].as_str().unwrap().contains(&name),
+        "the title names the filter: {}",
+        only["command"]
+    );
+
+    assert!(
+        samples(&all, &its_spinner) >= enough,
+        "unfiltered: the container's spinner"
+    );
+    assert!(
+        samples(&all, &host_spinner) >= enough,
+        "unfiltered: the host's spinner"
+    );
+    for s in stacks(&all).iter().filter(|s| host_spinner(s)) {
+        assert!(s.get("container").is_none(), "a host process: {s}");
+    }
+    assert!(all["total"].as_u64() > only["total"].as_u64());
+}
