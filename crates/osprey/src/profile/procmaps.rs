@@ -95,19 +95,18 @@ pub struct ProcessMaps {
     by_pid: HashMap<u32, Vec<Mapping>>,
     /// Processes that were gone before we could look (their user frames stay unknown).
     pub missed: u64,
-    /// The cgroup of each process captured: its container is named at the end, when the
-    /// process may be gone (the cgroup usually is not).
+    /// The cgroup of each process sampled (`Cgroups::observe`, by the collector): its
+    /// container is named at the end, when the process may be gone (the cgroup usually is
+    /// not).
     pub cgroups: crate::container::pids::Cgroups,
 }
 
 impl ProcessMaps {
-    /// Captures the maps and cgroup of `pid` unless already known. Returns true when the
-    /// maps were newly captured.
+    /// Captures the maps of `pid` unless already known. Returns true when newly captured.
     pub fn observe(&mut self, pid: u32) -> bool {
         if self.by_pid.contains_key(&pid) {
             return false;
         }
-        self.cgroups.capture([pid]);
         match std::fs::read_to_string(format!("/proc/{pid}/maps")) {
             Ok(text) => {
                 let mut maps = parse_maps(&text);
