@@ -94,9 +94,9 @@ pub struct ProfileArgs {
     pub containers: crate::trace::ContainerArgs,
 }
 
-/// The help heading of `--container`, `--pod` and `--namespace`.
-const CONTAINER_HEADING: &str =
-    "Containers (decided in user space at the end, on each process's cgroup as first seen)";
+/// The help heading of `--container`, `--pod` and `--namespace` (profile, memory).
+pub(crate) const CONTAINER_HEADING: &str =
+    "Containers (decided in user space at the end, on each process's cgroup as read while it ran)";
 
 fn parse_frequency(s: &str) -> Result<u64, String> {
     let hz: u64 = s

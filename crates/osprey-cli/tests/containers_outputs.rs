@@ -445,3 +445,97 @@ fn profile_stacks_of_a_container_only() {
     }
     assert!(all["total"].as_u64() > only["total"].as_u64());
 }
+
+/// `osprey memory --container NAME`: osprey-workload faults 2000 fresh pages in a container
+/// and on the host. The filtered report keeps the container's processes only, with totals of
+/// what is kept; the unfiltered one has both, each process with its container. The faulters
+/// exit before the reports are built: the container's comes from the cgroup read while it
+/// ran, again once runc's child had exec'd it under its own name.
+#[test]
+fn memory_processes_of_a_container_only() {
+    let Some((podman, _serial)) = podman_for("memory_processes_of_a_container_only") else {
+        return;
+    };
+    let (name, id) = podman.run("memory", &[]);
+    let memory = |extra: &[&str]| {
+        let mut args = vec!["memory", "--output", "json", "--top", "1000"];
+        args.extend_from_slice(extra);
+        Tracer::start(&args)
+    };
+    let (all, only) = (memory(&[]), memory(&["--container", &name]));
+    // Each maps its pages, says where, and faults them at a line on stdin.
+    let fault = |cmd: &mut std::process::Command| {
+        let mut child = cmd
+            .args(["fault-anon", "2000"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        assert!(line.starts_with("0x"), "the mapping's range: {line}");
+        child
+    };
+    let mut host = fault(&mut std::process::Command::new(WORKLOAD));
+    let mut inside = fault(
+        podman
+            .cmd()
+            .args(["exec", "-i", &name, "/bin/osprey-workload"]),
+    );
+    for child in [&mut host, &mut inside] {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let host_pid = u64::from(host.id());
+    let json = |done: Finished| -> Value {
+        assert!(done.status.success(), "osprey failed: {}", done.stderr);
+        serde_json::from_slice(&done.stdout).expect("memory JSON")
+    };
+    let (all, only) = (json(all.stop()), json(only.stop()));
+    let processes = |r: &Value| r["processes"].as_array().unwrap().clone();
+    let in_it = |p: &Value| p["container"]["id"] == id.as_str();
+    let its_faulter = |p: &Value| in_it(p) && p["comm"] == "osprey-workload";
+    let minor = |p: &Value| p["minor"].as_u64().unwrap();
+
+    let kept = processes(&only);
+    assert!(kept.iter().all(in_it), "--container {name}: {kept:#?}");
+    // pid, comm, container and faults of each process, for failure messages.
+    let brief = |ps: &[Value]| {
+        ps.iter()
+            .map(|p| {
+                format!(
+                    "{} {} {} {}",
+                    p["pid"], p["comm"], p["container"]["name"], p["minor"]
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let faulter = kept.iter().find(|p| its_faulter(p)).unwrap_or_else(|| {
+        let every = brief(&processes(&all));
+        panic!(
+            "no faulter of {name}: kept {:#?}, all {every:#?}",
+            brief(&kept)
+        )
+    });
+    assert!(minor(faulter) >= 2000, "{faulter}");
+    assert_eq!(faulter["container"]["name"], name.as_str(), "{faulter}");
+    assert!(
+        kept.iter().all(|p| p["pid"] != host_pid),
+        "the host's faulter is left out"
+    );
+    assert_eq!(only["minor"].as_u64(), Some(kept.iter().map(minor).sum()));
+    assert_eq!(only["process_count"].as_u64(), Some(kept.len() as u64));
+
+    let every = processes(&all);
+    assert!(every.iter().any(|p| its_faulter(p) && minor(p) >= 2000));
+    let host = every
+        .iter()
+        .find(|p| p["pid"] == host_pid)
+        .expect("the host's faulter");
+    assert!(
+        minor(host) >= 2000 && host.get("container").is_none(),
+        "{host}"
+    );
+}

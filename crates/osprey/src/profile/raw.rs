@@ -258,13 +258,14 @@ impl Stack {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::container::filter::ContainerFilter;
     use crate::container::metadata::{K8s, Metadata};
     use crate::container::{MetadataState, Runtime};
 
-    fn container(name: &str, digit: char, pod: &str) -> Arc<Container> {
+    /// A podman container known by name, id (64 `digit`s) and pod (namespace `shop`).
+    pub(crate) fn container(name: &str, digit: char, pod: &str) -> Arc<Container> {
         Arc::new(Container {
             id: std::iter::repeat_n(digit, 64).collect(),
             runtime: Some(Runtime::Podman),
