@@ -361,6 +361,28 @@ fn a_renamed_container_gets_its_new_name() {
     assert_eq!(container_of(last)["name"], renamed.as_str(), "{last}");
 }
 
+/// `osprey ARGS` twice: as given, and with `--container NAME`.
+fn unfiltered_and_filtered(args: &[&str], name: &str) -> (Tracer, Tracer) {
+    let filtered: Vec<&str> = args.iter().copied().chain(["--container", name]).collect();
+    (Tracer::start(args), Tracer::start(&filtered))
+}
+
+/// The one JSON document a successful run printed on stdout.
+fn document(done: Finished) -> Value {
+    assert!(done.status.success(), "osprey failed: {}", done.stderr);
+    serde_json::from_slice(&done.stdout).expect("one JSON document")
+}
+
+/// Starts `cmd` with its stdout piped and waits for its first line.
+fn first_line_of(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
 /// `osprey profile --container NAME`: osprey-workload spins in a container and on the host at
 /// the same time. The filtered profile keeps the container's stacks only (the host spinner is
 /// absent, the total is what is kept); the unfiltered one has both. The spinners exit before
@@ -371,18 +393,9 @@ fn profile_stacks_of_a_container_only() {
         return;
     };
     let (name, id) = podman.run("profile", &[]);
-    let profile = |extra: &[&str]| {
-        let mut args = vec!["profile", "--output", "json"];
-        args.extend_from_slice(extra);
-        Tracer::start(&args)
-    };
-    let (all, only) = (profile(&[]), profile(&["--container", &name]));
+    let (all, only) = unfiltered_and_filtered(&["profile", "--output", "json"], &name);
     let spin = |cmd: &mut std::process::Command| {
-        let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = first_line_of(cmd.stdin(Stdio::null()));
         assert_eq!(line.trim(), "spinning");
         child
     };
@@ -395,11 +408,7 @@ fn profile_stacks_of_a_container_only() {
     assert!(host.wait().unwrap().success());
     assert!(inside.wait().unwrap().success());
     let host_pid = u64::from(host.id());
-    let json = |done: Finished| -> Value {
-        assert!(done.status.success(), "osprey failed: {}", done.stderr);
-        serde_json::from_slice(&done.stdout).expect("profile JSON")
-    };
-    let (all, only) = (json(all.stop()), json(only.stop()));
+    let (all, only) = (document(all.stop()), document(only.stop()));
     let stacks = |p: &Value| p["stacks"].as_array().unwrap().clone();
     let samples = |p: &Value, keep: &dyn Fn(&Value) -> bool| -> u64 {
         stacks(p)
@@ -457,24 +466,11 @@ fn memory_processes_of_a_container_only() {
         return;
     };
     let (name, id) = podman.run("memory", &[]);
-    let memory = |extra: &[&str]| {
-        let mut args = vec!["memory", "--output", "json", "--top", "1000"];
-        args.extend_from_slice(extra);
-        Tracer::start(&args)
-    };
-    let (all, only) = (memory(&[]), memory(&["--container", &name]));
+    let (all, only) =
+        unfiltered_and_filtered(&["memory", "--output", "json", "--top", "1000"], &name);
     // Each maps its pages, says where, and faults them at a line on stdin.
     let fault = |cmd: &mut std::process::Command| {
-        let mut child = cmd
-            .args(["fault-anon", "2000"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let (child, line) = first_line_of(cmd.args(["fault-anon", "2000"]).stdin(Stdio::piped()));
         assert!(line.starts_with("0x"), "the mapping's range: {line}");
         child
     };
@@ -489,11 +485,7 @@ fn memory_processes_of_a_container_only() {
         assert!(child.wait().unwrap().success());
     }
     let host_pid = u64::from(host.id());
-    let json = |done: Finished| -> Value {
-        assert!(done.status.success(), "osprey failed: {}", done.stderr);
-        serde_json::from_slice(&done.stdout).expect("memory JSON")
-    };
-    let (all, only) = (json(all.stop()), json(only.stop()));
+    let (all, only) = (document(all.stop()), document(only.stop()));
     let processes = |r: &Value| r["processes"].as_array().unwrap().clone();
     let in_it = |p: &Value| p["container"]["id"] == id.as_str();
     let its_faulter = |p: &Value| in_it(p) && p["comm"] == "osprey-workload";
