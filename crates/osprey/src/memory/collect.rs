@@ -65,7 +65,7 @@ impl Collector {
 
     pub fn on_mapping(&mut self, header: &Header, mapping: &FaultMapping) {
         // The latest name: a process exec'd by a container runtime starts with the runtime's.
-        let comm = String::from_utf8_lossy(crate::wire::text::until_nul(&header.comm));
+        let comm = String::from_utf8_lossy(&header.comm);
         if self.comms.get(&header.pid).is_none_or(|c| *c != comm) {
             self.comms.insert(header.pid, comm.into_owned());
         }

@@ -80,26 +80,7 @@ impl RawProfile {
                 .containers
                 .matches(containers.get(&r.pid).map(|c| &**c))
         });
-        let mut kernel_addrs: Vec<CodeAddr> = raw.iter().flat_map(|r| r.kernel.addrs()).collect();
-        kernel_addrs.sort();
-        kernel_addrs.dedup();
-        let kernel_frames: HashMap<CodeAddr, Frame> = kernel_addrs
-            .iter()
-            .copied()
-            .zip(symbolizer.kernel(&kernel_addrs))
-            .collect();
-        let mut user_addrs: HashMap<u32, Vec<CodeAddr>> = HashMap::new();
-        for r in &raw {
-            user_addrs.entry(r.pid).or_default().extend(r.user.addrs());
-        }
-        let mut user_frames: HashMap<(u32, CodeAddr), Frame> = HashMap::new();
-        for (pid, mut addrs) in user_addrs {
-            addrs.sort();
-            addrs.dedup();
-            let frames = symbolizer.user(pid, &maps, &addrs);
-            user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
-        }
-
+        let (kernel_frames, user_frames) = name_addrs(&raw, &maps, symbolizer);
         let mut merged: HashMap<(u32, String, Vec<Frame>, Option<Unwinder>), u64> = HashMap::new();
         for r in raw {
             let mut frames: Vec<Frame> = Vec::new();
@@ -123,12 +104,9 @@ impl RawProfile {
                 frames,
                 unwinder,
                 value,
-                container: None,
+                container: containers.get(&pid).map(|c| Tag::of(c)),
             })
             .collect();
-        for s in &mut stacks {
-            s.container = containers.get(&s.pid).map(|c| Tag::of(c));
-        }
         stacks.sort_by(|a, b| b.value.cmp(&a.value).then_with(|| a.frames.cmp(&b.frames)));
         let unwinders = binary_unwinders(&stacks);
         let total = stacks.iter().map(|s| s.value).sum();
@@ -148,6 +126,33 @@ impl RawProfile {
             stacks,
         }
     }
+}
+
+/// Kernel frames by address and user frames by (pid, address).
+type Names = (HashMap<CodeAddr, Frame>, HashMap<(u32, CodeAddr), Frame>);
+
+/// The frames of every address of `raw`, each looked up once.
+fn name_addrs(raw: &[RawSample], maps: &ProcessMaps, symbolizer: &mut Symbolizer) -> Names {
+    let mut kernel_addrs: Vec<CodeAddr> = raw.iter().flat_map(|r| r.kernel.addrs()).collect();
+    kernel_addrs.sort();
+    kernel_addrs.dedup();
+    let kernel_frames: HashMap<CodeAddr, Frame> = kernel_addrs
+        .iter()
+        .copied()
+        .zip(symbolizer.kernel(&kernel_addrs))
+        .collect();
+    let mut user_addrs: HashMap<u32, Vec<CodeAddr>> = HashMap::new();
+    for r in raw {
+        user_addrs.entry(r.pid).or_default().extend(r.user.addrs());
+    }
+    let mut user_frames: HashMap<(u32, CodeAddr), Frame> = HashMap::new();
+    for (pid, mut addrs) in user_addrs {
+        addrs.sort();
+        addrs.dedup();
+        let frames = symbolizer.user(pid, maps, &addrs);
+        user_frames.extend(addrs.into_iter().map(|a| (pid, a)).zip(frames));
+    }
+    (kernel_frames, user_frames)
 }
 
 /// Longest wait for the runtimes to name the containers of the profiled processes.
