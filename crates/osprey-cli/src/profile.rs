@@ -281,10 +281,11 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         }
     }
     if profile.stacks.is_empty() {
-        let _ = writeln!(
-            stderr,
-            "osprey: no samples were taken (the target did not run on a CPU while profiled)"
-        );
+        let why = match containers_label(&args.containers) {
+            Some(c) => format!("no process in {c} ran on a CPU while profiled, or none exists"),
+            None => "the target did not run on a CPU while profiled".into(),
+        };
+        let _ = writeln!(stderr, "osprey: no samples were taken ({why})");
     }
     if profile.losses.total_lost_samples() > 0 {
         let _ = writeln!(
