@@ -52,6 +52,11 @@ pub struct MemoryArgs {
     /// `table`: per process and mapping; `json`: the whole report (docs/events.md).
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Every process is counted; at the end, processes outside these containers are left
+    /// out of the report, the totals and the heat map. Last: the heading applies to every
+    /// option after it.
+    #[command(flatten, next_help_heading = crate::profile::CONTAINER_HEADING)]
+    pub containers: crate::trace::ContainerArgs,
 }
 
 fn validate(args: &MemoryArgs) -> Result<(), Failure> {
@@ -106,12 +111,13 @@ pub fn run(args: MemoryArgs) -> Result<ExitCode, Failure> {
     let options = MemoryOptions {
         pid: args.pid,
         comm: args.comm.clone(),
+        containers: args.containers.filter(),
     };
     let mut load_options = options.load_options(osprey::kernel::boot_time_ns());
     load_options.denied_programs = LoadOptions::denied_from_env();
     let cap = load(memory::SPEC, &load_options)?;
     report_degraded(&cap);
-    let session = MemorySession::new(cap).map_err(|e| Failure::Runtime(e.into()))?;
+    let session = MemorySession::new(cap, &options).map_err(|e| Failure::Runtime(e.into()))?;
     let hooks: Vec<String> = session.capability.hook_labels().collect();
     // Scripts and tests wait for this line: everything is attached once it is printed.
     eprintln!(
@@ -219,17 +225,34 @@ fn write_table(report: &MemoryReport, out: &mut impl Write) -> std::io::Result<(
         report.major_source.as_deref().unwrap_or("unavailable"),
     )?;
     writeln!(out, "faults per second: {}", rates(&report.per_second))?;
+    // A CONTAINER column once any process is in one (`host` for the others).
+    let containers = report.processes.iter().any(|p| p.container.is_some());
+    let container = |name: &str| {
+        if containers {
+            format!(
+                " {:<16}",
+                osprey::wire::text::escape_for_terminal(name.as_bytes())
+            )
+        } else {
+            String::new()
+        }
+    };
     writeln!(
         out,
-        "\n{:>8} {:<16} {:>10} {:>8}  MAPPING",
-        "PID", "COMM", "MINOR", "MAJOR"
+        "\n{:>8} {:<16}{} {:>10} {:>8}  MAPPING",
+        "PID",
+        "COMM",
+        container("CONTAINER"),
+        "MINOR",
+        "MAJOR"
     )?;
     for p in &report.processes {
         writeln!(
             out,
-            "{:>8} {:<16} {:>10} {:>8}  (all) per second: {}",
+            "{:>8} {:<16}{} {:>10} {:>8}  (all) per second: {}",
             p.pid,
             p.comm,
+            container(p.container.as_ref().map_or("host", |c| c.name.as_str())),
             p.faults.minor,
             p.faults.major,
             rates(&p.per_second)
@@ -242,9 +265,10 @@ fn write_table(report: &MemoryReport, out: &mut impl Write) -> std::io::Result<(
             };
             writeln!(
                 out,
-                "{:>8} {:<16} {:>10} {:>8}  {}{range} {}",
+                "{:>8} {:<16}{} {:>10} {:>8}  {}{range} {}",
                 "",
                 "",
+                container(""),
                 m.faults.minor,
                 m.faults.major,
                 osprey::wire::text::escape_for_terminal(m.label.as_bytes()),

@@ -48,7 +48,7 @@ pub struct ProfileArgs {
     /// Only processes with this command name (at most 15 bytes).
     #[arg(long)]
     pub comm: Option<String>,
-    /// Only processes in this cgroup v2 directory or below it.
+    /// Only processes in this cgroup v2 directory or below it (in the kernel).
     #[arg(long, value_name = "PATH")]
     pub cgroup: Option<PathBuf>,
     /// Kernel stacks only.
@@ -87,7 +87,16 @@ pub struct ProfileArgs {
     /// `table`: top functions; `json`: the aggregated profile.
     #[arg(long, short = 'o', value_enum, default_value_t = Output::Table)]
     pub output: Output,
+    /// Every process is sampled; at the end, the stacks of processes outside these
+    /// containers are left out of every output and of the totals. Last: the heading
+    /// applies to every option after it.
+    #[command(flatten, next_help_heading = CONTAINER_HEADING)]
+    pub containers: crate::trace::ContainerArgs,
 }
+
+/// The help heading of `--container`, `--pod` and `--namespace` (profile, memory).
+pub(crate) const CONTAINER_HEADING: &str =
+    "Containers (decided in user space at the end, on each process's cgroup as read while it ran)";
 
 fn parse_frequency(s: &str) -> Result<u64, String> {
     let hz: u64 = s
@@ -137,20 +146,42 @@ fn options(args: &ProfileArgs) -> Result<ProfileOptions, Failure> {
         user_stack_bytes: args.stack_bytes,
         fix_first_frame: true,
         python: true,
+        containers: args.containers.filter(),
     })
 }
 
 /// What the title of the flame graph names.
 fn target_label(args: &ProfileArgs) -> String {
-    if let Some(&pid) = args.pid.first() {
+    let target = if let Some(&pid) = args.pid.first() {
         let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
-        return format!("{} (pid {pid})", comm.trim());
-    }
-    match (&args.comm, &args.cgroup) {
-        (Some(c), _) => c.clone(),
-        (None, Some(g)) => format!("cgroup {}", g.display()),
+        Some(format!("{} (pid {pid})", comm.trim()))
+    } else {
+        match (&args.comm, &args.cgroup) {
+            (Some(c), _) => Some(c.clone()),
+            (None, Some(g)) => Some(format!("cgroup {}", g.display())),
+            (None, None) => None,
+        }
+    };
+    match (target, containers_label(&args.containers)) {
+        (Some(t), Some(c)) => format!("{t} in {c}"),
+        (Some(t), None) => t,
+        (None, Some(c)) => c,
         (None, None) => "all processes".into(),
     }
+}
+
+/// `container web or db, pod web-0, namespace shop`; None without a container filter.
+fn containers_label(args: &crate::trace::ContainerArgs) -> Option<String> {
+    let parts: Vec<String> = [
+        ("container", &args.containers),
+        ("pod", &args.pods),
+        ("namespace", &args.namespaces),
+    ]
+    .into_iter()
+    .filter(|(_, values)| !values.is_empty())
+    .map(|(what, values)| format!("{what} {}", values.join(" or ")))
+    .collect();
+    (!parts.is_empty()).then(|| parts.join(", "))
 }
 
 /// The output files and their flags.
@@ -250,10 +281,11 @@ pub fn run(args: ProfileArgs) -> Result<ExitCode, Failure> {
         }
     }
     if profile.stacks.is_empty() {
-        let _ = writeln!(
-            stderr,
-            "osprey: no samples were taken (the target did not run on a CPU while profiled)"
-        );
+        let why = match containers_label(&args.containers) {
+            Some(c) => format!("no process in {c} ran on a CPU while profiled, or none exists"),
+            None => "the target did not run on a CPU while profiled".into(),
+        };
+        let _ = writeln!(stderr, "osprey: no samples were taken ({why})");
     }
     if profile.losses.total_lost_samples() > 0 {
         let _ = writeln!(
@@ -294,4 +326,43 @@ fn write_outputs(args: &ProfileArgs, profile: &Profile) -> Result<(), Failure> {
     }
     stdout.flush()?;
     failed
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        profile: ProfileArgs,
+    }
+
+    fn label(args: &[&str]) -> String {
+        let cli = Cli::try_parse_from(std::iter::once("profile").chain(args.iter().copied()))
+            .expect("valid arguments");
+        target_label(&cli.profile)
+    }
+
+    #[test]
+    fn the_title_names_the_container_filter() {
+        assert_eq!(label(&[]), "all processes");
+        assert_eq!(label(&["--container", "web"]), "container web");
+        assert_eq!(
+            label(&[
+                "--container",
+                "web",
+                "--container",
+                "db",
+                "--namespace",
+                "shop"
+            ]),
+            "container web or db, namespace shop"
+        );
+        assert_eq!(
+            label(&["--comm", "nginx", "--pod", "web-0"]),
+            "nginx in pod web-0"
+        );
+    }
 }

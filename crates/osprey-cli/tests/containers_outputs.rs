@@ -384,3 +384,174 @@ fn a_renamed_container_gets_its_new_name() {
         .unwrap();
     assert_eq!(container_of(last)["name"], renamed.as_str(), "{last}");
 }
+
+/// `osprey ARGS` twice: as given, and with `--container NAME`.
+fn unfiltered_and_filtered(args: &[&str], name: &str) -> (Tracer, Tracer) {
+    let filtered: Vec<&str> = args.iter().copied().chain(["--container", name]).collect();
+    (Tracer::start(args), Tracer::start(&filtered))
+}
+
+/// The one JSON document a successful run printed on stdout.
+fn document(done: Finished) -> Value {
+    assert!(done.status.success(), "osprey failed: {}", done.stderr);
+    serde_json::from_slice(&done.stdout).expect("one JSON document")
+}
+
+/// Starts `cmd` with its stdout piped and waits for its first line.
+fn first_line_of(cmd: &mut std::process::Command) -> (std::process::Child, String) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (child, line)
+}
+
+/// `osprey profile --container NAME`: osprey-workload spins in a container and on the host at
+/// the same time. The filtered profile keeps the container's stacks only (the host spinner is
+/// absent, the total is what is kept); the unfiltered one has both. The spinners exit before
+/// the profiles end: their containers come from the cgroups read while they ran.
+#[test]
+fn profile_stacks_of_a_container_only() {
+    let Some((podman, _serial)) = podman_for("profile_stacks_of_a_container_only") else {
+        return;
+    };
+    let (name, id) = podman.run("profile", &[]);
+    let (all, only) = unfiltered_and_filtered(&["profile", "--output", "json"], &name);
+    let spin = |cmd: &mut std::process::Command| {
+        let (child, line) = first_line_of(cmd.stdin(Stdio::null()));
+        assert_eq!(line.trim(), "spinning");
+        child
+    };
+    let mut host = spin(std::process::Command::new(WORKLOAD).args(["spin", "3"]));
+    let mut inside = spin(
+        podman
+            .cmd()
+            .args(["exec", &name, "/bin/osprey-workload", "spin", "3"]),
+    );
+    assert!(host.wait().unwrap().success());
+    assert!(inside.wait().unwrap().success());
+    let host_pid = u64::from(host.id());
+    let (all, only) = (document(all.stop()), document(only.stop()));
+    let stacks = |p: &Value| p["stacks"].as_array().unwrap().clone();
+    let samples = |p: &Value, keep: &dyn Fn(&Value) -> bool| -> u64 {
+        stacks(p)
+            .iter()
+            .filter(|s| keep(s))
+            .map(|s| s["value"].as_u64().unwrap())
+            .sum()
+    };
+    let in_it = |s: &Value| s["container"]["id"] == id.as_str();
+    let its_spinner = |s: &Value| in_it(s) && s["comm"] == "osprey-workload";
+    let host_spinner = |s: &Value| s["pid"] == host_pid;
+    // 3 s at 99 Hz is about 300 samples on an idle CPU; a tenth is left for a loaded machine.
+    let enough = 30;
+
+    let kept = stacks(&only);
+    assert!(kept.iter().all(in_it), "--container {name}: {kept:#?}");
+    let spun = samples(&only, &its_spinner);
+    assert!(spun >= enough, "{spun} samples of the container's spinner");
+    assert_eq!(only["total"].as_u64(), Some(samples(&only, &|_| true)));
+    assert_eq!(
+        samples(&only, &host_spinner),
+        0,
+        "the host's spinner is left out"
+    );
+    let named = kept.iter().find(|s| its_spinner(s)).unwrap();
+    assert_eq!(named["container"]["name"], name.as_str(), "{named}");
+    assert!(
+        only["command"].as_str().unwrap().contains(&name),
+        "the title names the filter: {}",
+        only["command"]
+    );
+
+    assert!(
+        samples(&all, &its_spinner) >= enough,
+        "unfiltered: the container's spinner"
+    );
+    assert!(
+        samples(&all, &host_spinner) >= enough,
+        "unfiltered: the host's spinner"
+    );
+    for s in stacks(&all).iter().filter(|s| host_spinner(s)) {
+        assert!(s.get("container").is_none(), "a host process: {s}");
+    }
+    assert!(all["total"].as_u64() > only["total"].as_u64());
+}
+
+/// `osprey memory --container NAME`: osprey-workload faults 2000 fresh pages in a container
+/// and on the host. The filtered report keeps the container's processes only, with totals of
+/// what is kept; the unfiltered one has both, each process with its container. The faulters
+/// exit before the reports are built: the container's comes from the cgroup read while it
+/// ran, again once runc's child had exec'd it under its own name.
+#[test]
+fn memory_processes_of_a_container_only() {
+    let Some((podman, _serial)) = podman_for("memory_processes_of_a_container_only") else {
+        return;
+    };
+    let (name, id) = podman.run("memory", &[]);
+    let (all, only) =
+        unfiltered_and_filtered(&["memory", "--output", "json", "--top", "1000"], &name);
+    // Each maps its pages, says where, and faults them at a line on stdin.
+    let fault = |cmd: &mut std::process::Command| {
+        let (child, line) = first_line_of(cmd.args(["fault-anon", "2000"]).stdin(Stdio::piped()));
+        assert!(line.starts_with("0x"), "the mapping's range: {line}");
+        child
+    };
+    let mut host = fault(&mut std::process::Command::new(WORKLOAD));
+    let mut inside = fault(
+        podman
+            .cmd()
+            .args(["exec", "-i", &name, "/bin/osprey-workload"]),
+    );
+    for child in [&mut host, &mut inside] {
+        child.stdin.take().unwrap().write_all(b"go\n").unwrap();
+        assert!(child.wait().unwrap().success());
+    }
+    let host_pid = u64::from(host.id());
+    let (all, only) = (document(all.stop()), document(only.stop()));
+    let processes = |r: &Value| r["processes"].as_array().unwrap().clone();
+    let in_it = |p: &Value| p["container"]["id"] == id.as_str();
+    let its_faulter = |p: &Value| in_it(p) && p["comm"] == "osprey-workload";
+    let minor = |p: &Value| p["minor"].as_u64().unwrap();
+
+    let kept = processes(&only);
+    assert!(kept.iter().all(in_it), "--container {name}: {kept:#?}");
+    // pid, comm, container and faults of each process, for failure messages.
+    let brief = |ps: &[Value]| {
+        ps.iter()
+            .map(|p| {
+                format!(
+                    "{} {} {} {}",
+                    p["pid"], p["comm"], p["container"]["name"], p["minor"]
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let faulter = kept.iter().find(|p| its_faulter(p)).unwrap_or_else(|| {
+        let every = brief(&processes(&all));
+        panic!(
+            "no faulter of {name}: kept {:#?}, all {every:#?}",
+            brief(&kept)
+        )
+    });
+    assert!(minor(faulter) >= 2000, "{faulter}");
+    assert_eq!(faulter["container"]["name"], name.as_str(), "{faulter}");
+    assert!(
+        kept.iter().all(|p| p["pid"] != host_pid),
+        "the host's faulter is left out"
+    );
+    assert_eq!(only["minor"].as_u64(), Some(kept.iter().map(minor).sum()));
+    assert_eq!(only["process_count"].as_u64(), Some(kept.len() as u64));
+
+    let every = processes(&all);
+    assert!(every.iter().any(|p| its_faulter(p) && minor(p) >= 2000));
+    let host = every
+        .iter()
+        .find(|p| p["pid"] == host_pid)
+        .expect("the host's faulter");
+    assert!(
+        minor(host) >= 2000 && host.get("container").is_none(),
+        "{host}"
+    );
+}

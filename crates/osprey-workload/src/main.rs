@@ -59,6 +59,9 @@
 //! osprey-workload bench-syscalls N PATH       N rounds of getppid, openat(PATH)+close and
 //!                                             write(/dev/null); prints ns per syscall
 //!
+//! osprey-workload spin SECS                   prints `spinning`, then busy in user space for
+//!                                             SECS seconds (profiles); prints its rounds
+//!
 //! Page faults (tests/memory.rs); both print `START END` (hex) of the mapping, wait for a
 //! line on stdin, fault, and exit:
 //! osprey-workload fault-anon PAGES [MS]       mmap PAGES fresh anonymous pages (no huge
@@ -73,7 +76,7 @@
 use std::ffi::{CString, OsString};
 use std::io::{BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 pub(crate) fn usage() -> ! {
     eprintln!("usage: osprey-workload open|open-relative|openat2|bench-open ARGS (see source)");
@@ -201,7 +204,7 @@ fn main() {
                 libc::syscall(libc::SYS_delete_module, name.as_ptr(), libc::O_NONBLOCK);
             }
             if args.len() > 1 {
-                std::thread::sleep(std::time::Duration::from_millis(number(args.get(1))));
+                std::thread::sleep(Duration::from_millis(number(args.get(1))));
             }
         }
         Some("ptrace-traceme") => {
@@ -267,7 +270,7 @@ fn main() {
             let ms = number(args.get(2));
             // SAFETY: valid path.
             check(unsafe { libc::chmod(path.as_ptr(), 0o644) }, "chmod");
-            std::thread::sleep(std::time::Duration::from_millis(ms));
+            std::thread::sleep(Duration::from_millis(ms));
         }
         Some(cmd) if net::run(cmd, &args[1..]) => {}
         Some(cmd) if drops::run(cmd, &args[1..]) => {}
@@ -305,6 +308,7 @@ fn main() {
             let calls = rounds * 4;
             println!("{:.1}", start.elapsed().as_nanos() as f64 / calls as f64);
         }
+        Some("spin") => spin(Duration::from_secs(number(args.get(1)))),
         Some("fault-anon") => fault_anon(
             number(args.get(1)),
             args.get(2).map(|_| number(args.get(2))),
@@ -315,6 +319,21 @@ fn main() {
         ),
         _ => usage(),
     }
+}
+
+/// Busy in user space (no syscalls but the clock's vDSO reads) for `secs` of wall clock:
+/// prints `spinning` first, then the rounds made.
+#[inline(never)]
+fn spin(secs: Duration) {
+    println!("spinning");
+    let start = Instant::now();
+    let mut rounds: u64 = 0;
+    while start.elapsed() < secs {
+        for i in 0..10_000u64 {
+            rounds = std::hint::black_box(rounds.wrapping_add(i));
+        }
+    }
+    println!("{rounds}");
 }
 
 fn syscall_mix(getppids: u64, failing_opens: u64) {

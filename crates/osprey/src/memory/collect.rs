@@ -3,6 +3,7 @@
 //! counts with per-second rates.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use aya::maps::{HashMap as BpfHashMap, MapData, PerCpuArray};
 
@@ -11,6 +12,9 @@ use super::{
     ProcessFaults, Second,
 };
 use crate::abi::{fault_error as ferr, FaultCounts, FaultHeatKey, FaultKey};
+use crate::container::filter::ContainerFilter;
+use crate::container::pids::{self, Cgroups, Tag};
+use crate::container::Container;
 use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::wire::Header;
 
@@ -20,6 +24,9 @@ pub struct Collector {
     errors: PerCpuArray<MapData, u64>,
     mappings: HashMap<FaultKey, FaultMapping>,
     comms: HashMap<u32, String>,
+    /// Each reporting process's cgroup, read at its first reported fault and again when it
+    /// reports under a new name (`Cgroups::observe`).
+    cgroups: Cgroups,
 }
 
 /// What the report includes.
@@ -32,6 +39,8 @@ pub struct ReportOptions {
     pub major_source: Option<String>,
     pub minor_derived: bool,
     pub ring_dropped: u64,
+    /// Processes kept (all when empty); see `MemoryOptions::containers`.
+    pub containers: ContainerFilter,
 }
 
 impl Collector {
@@ -50,13 +59,17 @@ impl Collector {
                 .map_err(|e| err("fault_errors", e))?,
             mappings: HashMap::new(),
             comms: HashMap::new(),
+            cgroups: Cgroups::default(),
         })
     }
 
     pub fn on_mapping(&mut self, header: &Header, mapping: &FaultMapping) {
-        self.comms
-            .entry(header.pid)
-            .or_insert_with(|| String::from_utf8_lossy(&header.comm).into_owned());
+        // The latest name: a process exec'd by a container runtime starts with the runtime's.
+        let comm = String::from_utf8_lossy(&header.comm);
+        if self.comms.get(&header.pid).is_none_or(|c| *c != comm) {
+            self.comms.insert(header.pid, comm.into_owned());
+        }
+        self.cgroups.observe(header.pid, &header.comm);
         self.mappings.insert(mapping.key, mapping.clone());
     }
 
@@ -148,9 +161,15 @@ impl Collector {
                 .push(self.mapping_row(&key, &counts, heat));
         }
 
+        let containers = self.cgroups.containers(by_pid.keys().copied(), pids::WAIT);
+        keep_containers(&mut by_pid, &containers, &options.containers);
         let mut processes: Vec<ProcessFaults> = by_pid
             .into_iter()
-            .map(|(pid, rows)| self.process_row(pid, rows, seconds))
+            .map(|(pid, rows)| {
+                let mut row = self.process_row(pid, rows, seconds);
+                row.container = containers.get(&pid).map(|c| Tag::of(c));
+                row
+            })
             .collect();
         processes.sort_by(|a, b| {
             b.faults
@@ -216,11 +235,22 @@ impl Collector {
         ProcessFaults {
             pid,
             comm: self.comm(pid),
+            container: None,
             faults,
             per_second: numbered(&per_second),
             mappings,
         }
     }
+}
+
+/// Keeps the processes whose container (from `containers`, by pid; none: the host)
+/// `filter` wants.
+fn keep_containers<T>(
+    by_pid: &mut BTreeMap<u32, T>,
+    containers: &HashMap<u32, Arc<Container>>,
+    filter: &ContainerFilter,
+) {
+    by_pid.retain(|pid, _| filter.matches(containers.get(pid).map(|c| &**c)));
 }
 
 fn numbered(per_second: &[Faults]) -> Vec<Second> {
@@ -296,6 +326,29 @@ mod tests {
         assert_eq!(stack.faults.minor, 7);
         assert_eq!(stack.heat.len(), 2);
         assert_eq!(merged[1].faults.minor, 5);
+    }
+
+    #[test]
+    fn a_container_filter_keeps_the_processes_of_its_containers() {
+        use crate::profile::raw::tests::container;
+        let containers = HashMap::from([(1, container("web", 'a', "web-0"))]);
+        let all: BTreeMap<u32, ()> = [(1, ()), (2, ())].into();
+        let kept = |filter: ContainerFilter| {
+            let mut by_pid = all.clone();
+            keep_containers(&mut by_pid, &containers, &filter);
+            by_pid.into_keys().collect::<Vec<_>>()
+        };
+        assert_eq!(kept(ContainerFilter::default()), [1, 2]);
+        let web = ContainerFilter {
+            pods: vec!["web-0".into()],
+            ..Default::default()
+        };
+        assert_eq!(kept(web), [1], "pid 2 is on the host");
+        let db = ContainerFilter {
+            containers: vec!["db".into()],
+            ..Default::default()
+        };
+        assert!(kept(db).is_empty());
     }
 
     #[test]

@@ -17,6 +17,8 @@ pub mod session;
 use serde::Serialize;
 
 use crate::abi::{self, fault_class, kind};
+use crate::container::filter::ContainerFilter;
+use crate::container::pids::Tag;
 use crate::kernel::loader::{
     Attach, CapabilitySpec, Hook, KernelConfig, LoadOptions, PerfSampling, Role, SoftwarePerfEvent,
 };
@@ -72,6 +74,11 @@ pub const HEAT_ROWS: u32 = 64;
 pub struct MemoryOptions {
     pub pid: Option<u32>,
     pub comm: Option<String>,
+    /// Keep only the processes in these containers (`--container`, `--pod`, `--namespace`;
+    /// empty: all). Decided in user space at the end, on each process's cgroup as read while
+    /// it ran (at its first reported fault, again under a new name); the kernel counts
+    /// every process.
+    pub containers: ContainerFilter,
 }
 
 impl MemoryOptions {
@@ -269,6 +276,10 @@ pub struct MappingFaults {
 pub struct ProcessFaults {
     pub pid: u32,
     pub comm: String,
+    /// The process's container (absent for host processes, and for processes gone before
+    /// their cgroup was read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<Tag>,
     #[serde(flatten)]
     pub faults: Faults,
     pub per_second: Vec<Second>,
@@ -307,7 +318,8 @@ pub struct MemoryReport {
     #[serde(flatten)]
     pub faults: Faults,
     pub per_second: Vec<Second>,
-    /// Processes counted in all (the list may be cut by --top).
+    /// Processes counted in all (the list may be cut by --top); with a container filter,
+    /// those kept (the totals above count them only).
     pub process_count: usize,
     /// Busiest first.
     pub processes: Vec<ProcessFaults>,

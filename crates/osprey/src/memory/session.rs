@@ -8,7 +8,8 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use super::collect::ReportOptions;
-use super::{Collector, Faults, MemoryReport};
+use super::{Collector, Faults, MemoryOptions, MemoryReport};
+use crate::container::filter::ContainerFilter;
 use crate::kernel::loader::{LoadError, LoadedCapability};
 use crate::pipeline::cache::ProcessCache;
 use crate::pipeline::event::{Event, Payload};
@@ -49,6 +50,7 @@ pub struct MemorySession {
     pub capability: LoadedCapability,
     collector: Collector,
     pub sources: Sources,
+    containers: ContainerFilter,
 }
 
 /// How a run ended: the report and the pipeline's summary (losses, programs).
@@ -61,12 +63,18 @@ pub struct MemoryRun {
 pub type Progress<'p> = &'p mut dyn FnMut(Duration, Faults);
 
 impl MemorySession {
-    pub fn new(mut capability: LoadedCapability) -> Result<Self, LoadError> {
+    /// The run of a capability loaded with `options` (their container filter is applied
+    /// to the report).
+    pub fn new(
+        mut capability: LoadedCapability,
+        options: &MemoryOptions,
+    ) -> Result<Self, LoadError> {
         let collector = Collector::new(&mut capability)?;
         Ok(Self {
             sources: Sources::of(&capability),
             capability,
             collector,
+            containers: options.containers.clone(),
         })
     }
 
@@ -113,6 +121,7 @@ impl MemorySession {
             major_source: self.sources.major,
             minor_derived: self.sources.minor_derived,
             ring_dropped: summary.stats.total_dropped(),
+            containers: self.containers,
         });
         Ok(MemoryRun { report, summary })
     }

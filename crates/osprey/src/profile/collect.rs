@@ -100,6 +100,7 @@ impl Collector {
             pids.insert(pid, 1, 0)
                 .map_err(|e| map_error(cap, "profile_pids", e))?;
             maps.observe(pid);
+            maps.cgroups.capture([pid]);
         }
         Ok(Self {
             options,
@@ -143,6 +144,7 @@ impl Collector {
             total += value;
             if self.seen_keys.insert(key) {
                 self.maps.observe(key.pid);
+                self.maps.cgroups.observe(key.pid, &key.comm);
             }
         }
         self.samples_seen = self.user_counts.values().sum::<u64>() + total;
@@ -193,6 +195,7 @@ impl Collector {
     pub fn on_user_stack(&mut self, header: &Header, sample: &UserStack) {
         let pid = header.pid;
         self.maps.observe(pid);
+        self.maps.cgroups.observe(pid, &header.comm);
         if self.options.python {
             if let Some(config) = self.python.discover(pid, &self.maps) {
                 let _ = self.py_procs.insert(pid, config, 0);

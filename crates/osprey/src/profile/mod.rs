@@ -19,6 +19,7 @@ pub mod unwind;
 use serde::Serialize;
 
 use crate::abi::{self, kind};
+use crate::container::filter::ContainerFilter;
 use crate::kernel::loader::{
     Attach, CapabilitySpec, Hook, LoadOptions, PerfSampling, Role, SoftwarePerfEvent,
 };
@@ -132,6 +133,10 @@ pub struct ProfileOptions {
     pub fix_first_frame: bool,
     /// Name the functions of CPython processes from the interpreter's frame chain.
     pub python: bool,
+    /// Keep only the stacks of processes in these containers (`--container`, `--pod`,
+    /// `--namespace`; empty: all). Decided in user space at the end, on each process's
+    /// cgroup as captured while it lived; the kernel samples every process.
+    pub containers: ContainerFilter,
 }
 
 impl Default for ProfileOptions {
@@ -149,6 +154,7 @@ impl Default for ProfileOptions {
             user_stack_bytes: DEFAULT_STACK_WINDOW,
             fix_first_frame: true,
             python: true,
+            containers: ContainerFilter::default(),
         }
     }
 }
@@ -292,7 +298,8 @@ pub struct StackSample {
     /// How the user frames were unwound (None: no user stack).
     pub unwinder: Option<Unwinder>,
     pub value: u64,
-    /// The process's container (absent for host processes and processes gone at the end).
+    /// The process's container (absent for host processes, and for processes gone before
+    /// their cgroup was read: it is read the first time their samples are seen).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub container: Option<crate::container::pids::Tag>,
 }
@@ -329,7 +336,7 @@ pub struct Profile {
     pub duration_secs: f64,
     pub frequency_hz: u64,
     pub unwind: UnwindMode,
-    /// Sum of all values (samples, or nanoseconds off-CPU).
+    /// Sum of the values of the stacks kept (samples, or nanoseconds off-CPU).
     pub total: u64,
     pub unit: &'static str,
     pub losses: Losses,

@@ -1,5 +1,5 @@
-//! Snapshots of /proc/PID/maps taken while a process lives, so its samples can be
-//! unwound and symbolized after it has exited.
+//! Snapshots of /proc/PID/maps (and the cgroup) taken while a process lives, so its
+//! samples can be unwound, symbolized and put in their container after it has exited.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -88,12 +88,17 @@ pub fn parse_maps(text: &str) -> Vec<Mapping> {
     out
 }
 
-/// Executable mappings per process, captured the first time a process is seen.
+/// Executable mappings and the cgroup per process, captured the first time a process is
+/// seen.
 #[derive(Debug, Default)]
 pub struct ProcessMaps {
     by_pid: HashMap<u32, Vec<Mapping>>,
     /// Processes that were gone before we could look (their user frames stay unknown).
     pub missed: u64,
+    /// The cgroup of each process sampled (`Cgroups::observe`, by the collector): its
+    /// container is named at the end, when the process may be gone (the cgroup usually is
+    /// not).
+    pub cgroups: crate::container::pids::Cgroups,
 }
 
 impl ProcessMaps {

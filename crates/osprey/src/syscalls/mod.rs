@@ -3,8 +3,7 @@
 
 pub mod output;
 
-use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 
 use aya::maps::{MapData, PerCpuHashMap};
 use serde::Serialize;
@@ -121,23 +120,8 @@ impl GroupBy {
     }
 }
 
-/// Each counted process's cgroup, read while it lived, so that a process that exits before
-/// the run ends keeps its container.
-#[derive(Debug, Default)]
-pub struct Cgroups(HashMap<u32, u64>);
-
-impl Cgroups {
-    /// Reads the cgroup of every pid not seen before (one /proc read each).
-    pub fn capture(&mut self, pids: impl IntoIterator<Item = u32>) {
-        for pid in pids {
-            if let Entry::Vacant(e) = self.0.entry(pid) {
-                if let Some(cgroup) = crate::container::pids::cgroup_of(pid) {
-                    e.insert(cgroup);
-                }
-            }
-        }
-    }
-}
+/// Each counted process's cgroup, read while it lived.
+pub use crate::container::pids::Cgroups;
 
 /// Keeps the rows whose process's container `filter` wants (`--container`, `--pod`,
 /// `--namespace`; all rows when it is empty) and puts each row's container on it: the
@@ -149,15 +133,7 @@ pub fn tag_containers(
     filter: &crate::container::filter::ContainerFilter,
 ) {
     use crate::container::pids;
-    let pairs = rows.iter().filter_map(|r| {
-        let cgroup = seen
-            .0
-            .get(&r.pid)
-            .copied()
-            .or_else(|| pids::cgroup_of(r.pid))?;
-        Some((r.pid, cgroup))
-    });
-    let containers = pids::containers_of_cgroups(pairs, pids::WAIT);
+    let containers = seen.containers(rows.iter().map(|r| r.pid), pids::WAIT);
     rows.retain(|r| filter.matches(containers.get(&r.pid).map(|c| &**c)));
     for row in rows {
         row.container = containers.get(&row.pid).map(|c| pids::Tag::of(c));
@@ -384,21 +360,6 @@ mod tests {
             pairs.iter().map(|r| r.count).collect::<Vec<_>>(),
             vec![9, 7, 5]
         );
-    }
-
-    #[test]
-    fn cgroups_are_captured_once_per_live_process() {
-        let me = std::process::id();
-        let mut seen = Cgroups::default();
-        seen.capture([me, u32::MAX]);
-        assert_eq!(
-            seen.0.get(&me).copied(),
-            crate::container::pids::cgroup_of(me)
-        );
-        assert!(!seen.0.contains_key(&u32::MAX), "no such process");
-        seen.0.insert(me, 7);
-        seen.capture([me]);
-        assert_eq!(seen.0[&me], 7, "the first reading stands");
     }
 
     #[test]
