@@ -25,9 +25,25 @@ pub fn kernel_btf() -> Result<Arc<Btf>, String> {
     if let Some(btf) = cached.as_ref() {
         return Ok(btf.clone());
     }
-    let btf = Arc::new(Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
+    let btf = Arc::new(parse_kernel_btf().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
     *cached = Some(btf.clone());
     Ok(btf)
+}
+
+const KERNEL_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Parses the kernel BTF straight from a read-only mapping of the kernel's own copy where
+/// the kernel allows it (Linux 6.16+; the mapping is not process memory), so that its raw
+/// bytes (MiBs) are not read into the heap next to the parsed copy; else from a read.
+fn parse_kernel_btf() -> Result<Btf, aya::BtfError> {
+    let mapped = std::fs::File::open(KERNEL_BTF_PATH).and_then(|file| {
+        // SAFETY: a private read-only mapping of data the kernel never changes.
+        unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
+    });
+    match mapped {
+        Ok(bytes) => Btf::parse(&bytes, aya::Endianness::default()),
+        Err(_) => Btf::from_sys_fs(),
+    }
 }
 
 /// Frees the parsed kernel BTF (tens of MiB) once everything is loaded; a later load parses
