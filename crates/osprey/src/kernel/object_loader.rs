@@ -180,18 +180,48 @@ fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
     loader.load(request.bytes).map_err(|e| describe_error(&e))
 }
 
-/// An aya loader that holds no kernel BTF. aya parses the whole kernel BTF in
-/// `EbpfLoader::new` (it cannot be told not to): that copy is dropped at once, and only one
-/// such parse runs at a time, so that they reuse the same freed heap instead of each
-/// adding tens of MiB to the peak resident memory.
+/// An aya loader that holds no kernel BTF. aya's `EbpfLoader::new` reads and parses the
+/// whole kernel BTF (tens of MiB for a moment, and tens of ms) and cannot be told not to;
+/// the loader is then given the shared copy instead. While this process has no other
+/// thread, that read is made to fail (`without_new_files`) so that nothing is parsed.
+/// Otherwise such parses run one at a time, so that they reuse the same freed heap instead
+/// of each adding tens of MiB to the peak resident memory.
 fn loader_without_btf() -> EbpfLoader<'static> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut loader = EbpfLoader::new();
+    let mut loader = without_new_files(EbpfLoader::new);
     loader.btf(None);
     // Task storage (osprey syscalls) is a map type aya does not model; the kernel checks it.
     loader.allow_unsupported_maps();
     loader
+}
+
+/// Runs `f` unable to open any file (soft RLIMIT_NOFILE 0, restored after) when this is the
+/// process's only thread, so that no other thread can be refused one meanwhile; else, or
+/// when the limit cannot be changed, runs it as is.
+fn without_new_files<T>(f: impl FnOnce() -> T) -> T {
+    let only_thread = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer.
+    if !only_thread || unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return f();
+    }
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: lowering the soft limit (always allowed) and raising it back to where it was.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &none) != 0 {
+            return f();
+        }
+        let out = f();
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        out
+    }
 }
 
 fn serve(queue: &Queue, loader: EbpfLoader<'static>) {
@@ -246,8 +276,6 @@ impl<'v> SharedLoader<'v> {
     }
 }
 
-/// An aya loader that also creates maps aya has no type for (task storage, used only by
-/// the kernel side).
 /// A value the loader holds for a symbol of this object that the request does not set.
 fn inherited(
     given: &HashSet<&'static str>,
