@@ -46,7 +46,7 @@ fn parse_kernel_btf() -> Result<Btf, aya::BtfError> {
     }
 }
 
-/// Frees the parsed kernel BTF (tens of MiB) once everything is loaded; a later load parses
+/// Frees the parsed kernel BTF (MiBs) once everything is loaded; a later load parses
 /// it again. The agent calls this after attaching, to stay small while it runs.
 pub fn release_kernel_btf() {
     *KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner()) = None;
