@@ -68,17 +68,21 @@ measure() {
     sleep "$SETTLE"
     peak=$(awk '/^VmHWM:/ {print $2 * 1024}' "/proc/$pid/status")
     steady=$(awk '/^VmRSS:/ {print $2 * 1024}' "/proc/$pid/status")
-    # Of the steady RSS: private memory, and file pages (mostly the binary's own code, which
-    # the page cache holds whether or not the agent maps it).
+    # Of the steady RSS: private memory, and file-backed pages: the binary's code and data
+    # that it touched (the page cache holds them whether or not the agent maps them) and the
+    # BPF rings it reads, mapped twice their size (kernel memory, also in the map memory).
     anon=$(awk '/^RssAnon:/ {print $2 * 1024}' "/proc/$pid/status")
     file=$(awk '/^RssFile:/ {print $2 * 1024}' "/proc/$pid/status")
+    rings=$(awk '/^[0-9a-f]+-[0-9a-f]+ / {ring = ($6 == "anon_inode:bpf-map")}
+        ring && /^Rss:/ {s += $2 * 1024} END {print s + 0}' "/proc/$pid/smaps")
     maps_of "$pid" >"$work/maps.last"
     bytes=$(awk '{s += $3} END {print s + 0}' "$work/maps.last")
     attach=$(grep -o '"attached_ms":[0-9]*' "$work/err" | cut -d: -f2)
     echo "$peak" >>"$work/$label.peak"; echo "$steady" >>"$work/$label.steady"
     echo "$bytes" >>"$work/$label.maps"; echo "$attach" >>"$work/$label.attach"
     echo "$anon" >>"$work/$label.anon"; echo "$file" >>"$work/$label.file"
-    echo "round $round ($label): peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB (anon $(mib "$anon"), file $(mib "$file")), $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
+    echo "$rings" >>"$work/$label.rings"
+    echo "round $round ($label): peak RSS $(mib "$peak") MiB, steady RSS $(mib "$steady") MiB (anon $(mib "$anon"), file $(mib "$file") of which rings $(mib "$rings")), $(wc -l <"$work/maps.last") maps $(mib "$bytes") MiB, attached in $attach ms"
     kill -TERM "$pid"; wait "$pid" || true; pid=
 }
 
@@ -91,7 +95,7 @@ done
 for label in "${labels[@]}"; do
     [[ ${#labels[@]} -gt 1 ]] && echo "== $label"
     echo "median peak RSS:   $(mib "$(median <"$work/$label.peak")") MiB (target <= 30)"
-    echo "median steady RSS: $(mib "$(median <"$work/$label.steady")") MiB (anon $(mib "$(median <"$work/$label.anon")"), file $(mib "$(median <"$work/$label.file")"))"
+    echo "median steady RSS: $(mib "$(median <"$work/$label.steady")") MiB (anon $(mib "$(median <"$work/$label.anon")"), file $(mib "$(median <"$work/$label.file")") of which rings $(mib "$(median <"$work/$label.rings")"))"
     echo "median map memory: $(mib "$(median <"$work/$label.maps")") MiB (target <= 24)"
     echo "median start-to-attached: $(median <"$work/$label.attach") ms"
 done

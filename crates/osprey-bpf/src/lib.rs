@@ -28,11 +28,24 @@ pub const MODERN_NEEDS: &[&str] = &[
     "bpf_task_pt_regs",
 ];
 
+/// An object file's bytes, 32-byte aligned (as aya wants them), in a `static`: in a `const`
+/// the bytes would be copied into every codegen unit that uses it (the binary held several
+/// objects twice).
+macro_rules! object_bytes {
+    ($file:expr) => {{
+        #[repr(C, align(32))]
+        struct Aligned<T>(T);
+        static BYTES: Aligned<[u8; include_bytes!(concat!("../objects/", $file)).len()]> =
+            Aligned(*include_bytes!(concat!("../objects/", $file)));
+        &BYTES.0
+    }};
+}
+
 macro_rules! object {
     ($name:literal) => {
         Object {
             name: $name,
-            bytes: aya::include_bytes_aligned!(concat!("../objects/", $name, ".bpf.o")),
+            bytes: object_bytes!(concat!($name, ".bpf.o")),
             compat: None,
             needs: &[],
         }
@@ -40,12 +53,8 @@ macro_rules! object {
     ($name:literal, compat, needs: $needs:expr) => {
         Object {
             name: $name,
-            bytes: aya::include_bytes_aligned!(concat!("../objects/", $name, ".bpf.o")),
-            compat: Some(aya::include_bytes_aligned!(concat!(
-                "../objects/",
-                $name,
-                ".compat.bpf.o"
-            ))),
+            bytes: object_bytes!(concat!($name, ".bpf.o")),
+            compat: Some(object_bytes!(concat!($name, ".compat.bpf.o"))),
             needs: $needs,
         }
     };

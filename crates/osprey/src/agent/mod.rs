@@ -122,7 +122,7 @@ impl Agent {
             .collect();
         running.load_modules(&mut pipeline, &wanted)?;
         let attached_ms = started.elapsed().as_millis();
-        // Everything is loaded: the parsed kernel BTF is tens of MiB the agent need not keep.
+        // Everything is loaded: the parsed kernel BTF is MiBs the agent need not keep.
         crate::kernel::release_kernel_btf();
         pipeline.cache.seed_from_proc();
 
@@ -151,9 +151,9 @@ impl Agent {
     }
 }
 
-/// One malloc arena for every thread: the loader threads each parse tens of MiB of BTF,
-/// and in arenas of their own that memory stayed resident after being freed (the agent sat
-/// at 40-60 MiB instead of 22). The agent's threads rarely allocate at the same time, so
+/// One malloc arena for every thread: the loader threads allocate much while loading (the
+/// parsed kernel BTF among it), and in arenas of their own that memory stayed resident after
+/// being freed (the agent sat at 40-60 MiB instead of 22). The agent's threads rarely allocate at the same time, so
 /// sharing costs nothing measurable. Large blocks (the kernel BTF's tables) always get
 /// mappings of their own: growing one then moves no bytes and keeps no second copy, and
 /// freeing it returns it at once (glibc would otherwise raise that threshold after the

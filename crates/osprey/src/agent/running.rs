@@ -76,7 +76,7 @@ impl Running {
     ) -> Result<(), AgentError> {
         let (config, metrics) = (&self.config, &self.metrics.modules);
         let mut results = Vec::new();
-        // Shared aya loaders (two kernel BTF parses, not one per object) until all are in.
+        // Shared aya loaders (one kernel BTF parse, not one per object) until all are in.
         let shared_loads = SharedLoads::start();
         std::thread::scope(|scope| {
             let (detached, here): (Vec<&'static dyn AgentModule>, Vec<_>) =

@@ -25,12 +25,30 @@ pub fn kernel_btf() -> Result<Arc<Btf>, String> {
     if let Some(btf) = cached.as_ref() {
         return Ok(btf.clone());
     }
-    let btf = Arc::new(Btf::from_sys_fs().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
+    let btf = Arc::new(parse_kernel_btf().map_err(|e| format!("kernel BTF unavailable: {e}"))?);
     *cached = Some(btf.clone());
     Ok(btf)
 }
 
-/// Frees the parsed kernel BTF (tens of MiB) once everything is loaded; a later load parses
+const KERNEL_BTF_PATH: &str = "/sys/kernel/btf/vmlinux";
+
+/// Parses the kernel BTF straight from a read-only mapping of the kernel's own copy where
+/// the kernel allows it (Linux 6.16+; the mapping is not process memory), so that its raw
+/// bytes (MiBs) are not read into the heap next to the parsed copy; else from a read.
+fn parse_kernel_btf() -> Result<Btf, aya::BtfError> {
+    match map_kernel_btf() {
+        Ok(bytes) => Btf::parse(&bytes, aya::Endianness::default()),
+        Err(_) => Btf::from_sys_fs(),
+    }
+}
+
+fn map_kernel_btf() -> std::io::Result<memmap2::Mmap> {
+    let file = std::fs::File::open(KERNEL_BTF_PATH)?;
+    // SAFETY: a private read-only mapping of data the kernel never changes.
+    unsafe { memmap2::MmapOptions::new().map_copy_read_only(&file) }
+}
+
+/// Frees the parsed kernel BTF (MiBs) once everything is loaded; a later load parses
 /// it again. The agent calls this after attaching, to stay small while it runs.
 pub fn release_kernel_btf() {
     *KERNEL_BTF.lock().unwrap_or_else(|e| e.into_inner()) = None;
@@ -125,4 +143,31 @@ pub fn clock_ns(clock: libc::clockid_t) -> u64 {
     // SAFETY: valid clock id and out pointer.
     unsafe { libc::clock_gettime(clock, &mut ts) };
     ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_kernel_btf_parses_the_same_mapped_or_read() {
+        let read = match std::fs::read(KERNEL_BTF_PATH) {
+            Ok(read) => read,
+            Err(e) => {
+                assert!(
+                    std::env::var_os("OSPREY_REQUIRE_BPF").is_none(),
+                    "no kernel BTF: {e}"
+                );
+                eprintln!("SKIPPED: no kernel BTF ({e})");
+                return;
+            }
+        };
+        match map_kernel_btf() {
+            Ok(mapped) => assert!(mapped[..] == read[..], "the mapping differs from a read"),
+            Err(e) => eprintln!("the kernel BTF cannot be mapped here ({e}): it is read"),
+        }
+        let parsed = parse_kernel_btf().expect("kernel BTF");
+        let from_read = Btf::parse(&read, aya::Endianness::default()).expect("kernel BTF");
+        assert!(parsed.to_bytes() == from_read.to_bytes());
+    }
 }

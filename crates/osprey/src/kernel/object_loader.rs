@@ -2,12 +2,11 @@
 //! programs not yet verified), through a few shared aya loaders while `SharedLoads` lives.
 //!
 //! aya 0.14 parses the whole kernel BTF (about 35 ms and tens of MiB) in every
-//! `EbpfLoader::new`, even when it is then handed a parsed copy. The agent loads five
-//! objects at start-up; two loaders shared by all of them parse twice instead of five
-//! times, which was a third of its start-up CPU. The shared loaders run on threads of their own
-//! and relocate objects while the programs of those already relocated verify. Every loader
-//! drops aya's copy at once and relocates against the one shared copy (`kernel_btf`), which
-//! the agent frees once loaded.
+//! `EbpfLoader::new`, even when it is then handed a parsed copy; `loader_without_btf`
+//! avoids that parse where it can, else makes it short-lived. The agent loads five objects
+//! at start-up through two loaders shared by all of them, on threads of their own, which
+//! relocate objects while the programs of those already relocated verify. Every loader
+//! relocates against the one shared copy (`kernel_btf`), which the agent frees once loaded.
 //!
 //! An aya loader keeps every global and map size it was given. A later object that has a
 //! symbol of such a name and does not set it itself would inherit the earlier value, so it
@@ -97,7 +96,7 @@ impl Queue {
 /// Where loads go while a `SharedLoads` lives.
 static SHARED: Mutex<Option<Arc<Queue>>> = Mutex::new(None);
 
-/// Shared loaders: each costs a kernel BTF parse, and two keep two cores busy relocating.
+/// Shared loaders: two keep two cores busy relocating.
 const SHARED_LOADERS: usize = 2;
 
 /// While this lives, `load_object` on any thread uses a few shared aya loaders. Dropping
@@ -111,8 +110,8 @@ impl SharedLoads {
     pub fn start() -> Self {
         let queue = Arc::new(Queue::default());
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // All made here, one after the other, before a loader thread or a load parses the
-        // shared kernel BTF: start-up then holds one parsed copy at a time.
+        // All made here, before a loader thread exists: then none parses a kernel BTF of
+        // its own (see `loader_without_btf`).
         let loaders: Vec<_> = (0..SHARED_LOADERS.min(cores))
             .map(|_| loader_without_btf())
             .collect();
@@ -180,18 +179,48 @@ fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
     loader.load(request.bytes).map_err(|e| describe_error(&e))
 }
 
-/// An aya loader that holds no kernel BTF. aya parses the whole kernel BTF in
-/// `EbpfLoader::new` (it cannot be told not to): that copy is dropped at once, and only one
-/// such parse runs at a time, so that they reuse the same freed heap instead of each
-/// adding tens of MiB to the peak resident memory.
+/// An aya loader that holds no kernel BTF. aya's `EbpfLoader::new` reads and parses the
+/// whole kernel BTF (tens of MiB for a moment, and tens of ms) and cannot be told not to;
+/// the loader is then given the shared copy instead. While this process has no other
+/// thread, that read is made to fail (`without_new_files`) so that nothing is parsed.
+/// Otherwise such parses run one at a time, so that they reuse the same freed heap instead
+/// of each adding tens of MiB to the peak resident memory.
 fn loader_without_btf() -> EbpfLoader<'static> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
-    let mut loader = EbpfLoader::new();
+    let mut loader = without_new_files(EbpfLoader::new);
     loader.btf(None);
     // Task storage (osprey syscalls) is a map type aya does not model; the kernel checks it.
     loader.allow_unsupported_maps();
     loader
+}
+
+/// Runs `f` unable to open any file (soft RLIMIT_NOFILE 0, restored after) when this is the
+/// process's only thread, so that no other thread can be refused one meanwhile; else, or
+/// when the limit cannot be changed, runs it as is.
+fn without_new_files<T>(f: impl FnOnce() -> T) -> T {
+    let only_thread = std::fs::read_dir("/proc/self/task").is_ok_and(|d| d.count() == 1);
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: a valid out pointer.
+    if !only_thread || unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        return f();
+    }
+    let none = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: limit.rlim_max,
+    };
+    // SAFETY: lowering the soft limit (always allowed) and raising it back to where it was.
+    unsafe {
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &none) != 0 {
+            return f();
+        }
+        let out = f();
+        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        out
+    }
 }
 
 fn serve(queue: &Queue, loader: EbpfLoader<'static>) {
@@ -246,8 +275,6 @@ impl<'v> SharedLoader<'v> {
     }
 }
 
-/// An aya loader that also creates maps aya has no type for (task storage, used only by
-/// the kernel side).
 /// A value the loader holds for a symbol of this object that the request does not set.
 fn inherited(
     given: &HashSet<&'static str>,
@@ -333,6 +360,33 @@ mod tests {
             panic!("loaded shared with a missing global");
         };
         assert!(shared.contains("no_such_global"), "{shared}");
+    }
+
+    #[test]
+    fn no_file_opens_only_while_single_threaded() {
+        let opens = || std::fs::File::open("/proc/self/status").is_ok();
+        // The test harness has other threads: they must not be refused files meanwhile.
+        assert!(without_new_files(opens));
+        // A forked child has one thread: there the open fails, and works again after.
+        // SAFETY: the child only runs this check (glibc's malloc is fork-safe) and exits.
+        let child = unsafe { libc::fork() };
+        if child == 0 {
+            let code = if !without_new_files(opens) && opens() {
+                0
+            } else {
+                1
+            };
+            // SAFETY: ends the child without running the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        assert!(child > 0, "fork: {}", std::io::Error::last_os_error());
+        let mut status = 0;
+        // SAFETY: waits for the child forked above.
+        assert_eq!(unsafe { libc::waitpid(child, &mut status, 0) }, child);
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "status {status}"
+        );
     }
 
     #[test]
