@@ -10,7 +10,7 @@ use aya::{
         BtfTracePoint, FEntry, KProbe, LinkOrder, Lsm, PerfEvent, RawTracePoint, SchedClassifier,
         TcAttachType, TracePoint, UProbe, Xdp,
     },
-    Ebpf, EbpfLoader,
+    Ebpf,
 };
 use serde::Serialize;
 
@@ -115,7 +115,8 @@ pub fn probe_all() -> Vec<Feature> {
             .map(|_| "/sys/kernel/btf/vmlinux parsed".to_string())
             .map_err(|e| e.clone()),
     ));
-    let loaded = EbpfLoader::new()
+    let mut loader = super::object_loader::loader_without_btf();
+    let loaded = loader
         .btf(btf.as_ref().ok().map(|b| &**b))
         .load(osprey_bpf::PROBE.bytes)
         .map_err(e);

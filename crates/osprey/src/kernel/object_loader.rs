@@ -185,7 +185,7 @@ fn load_alone(mut request: ObjectRequest) -> Result<Ebpf, String> {
 /// thread, that read is made to fail (`without_new_files`) so that nothing is parsed.
 /// Otherwise such parses run one at a time, so that they reuse the same freed heap instead
 /// of each adding tens of MiB to the peak resident memory.
-fn loader_without_btf() -> EbpfLoader<'static> {
+pub(crate) fn loader_without_btf() -> EbpfLoader<'static> {
     static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let mut loader = without_new_files(EbpfLoader::new);
@@ -212,15 +212,20 @@ fn without_new_files<T>(f: impl FnOnce() -> T) -> T {
         rlim_cur: 0,
         rlim_max: limit.rlim_max,
     };
-    // SAFETY: lowering the soft limit (always allowed) and raising it back to where it was.
-    unsafe {
-        if libc::setrlimit(libc::RLIMIT_NOFILE, &none) != 0 {
-            return f();
-        }
-        let out = f();
-        libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
-        out
+    // SAFETY: lowering the soft limit is always allowed.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &none) } != 0 {
+        return f();
     }
+    /// Puts the limit back however `f` ends.
+    struct Restore(libc::rlimit);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            // SAFETY: raising the soft limit back to where it was, within the hard limit.
+            unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &self.0) };
+        }
+    }
+    let _restore = Restore(limit);
+    f()
 }
 
 fn serve(queue: &Queue, loader: EbpfLoader<'static>) {
