@@ -7,7 +7,7 @@ mod common;
 
 use std::process::Command;
 
-use common::alerts::{cmd, Expect};
+use common::alerts::{cmd, Barrier, Expect};
 use common::*;
 
 /// A local account removed (with its home) on drop.
@@ -46,44 +46,69 @@ fn account_tools_are_judged_by_the_accounts_they_make() {
         account("s"),
         account("m"),
     );
-    let tracer = Tracer::start(&["secure", "--output", "json"]);
+    let barrier = Barrier::new();
+    let mut args = vec!["secure", "--output", "json"];
+    args.extend(barrier.args());
+    let tracer = Tracer::start(&args);
     let mut expect = Expect::default();
-    // useradd -m also copies /etc/skel into the new home: no shell_profile_write.
-    expect.fires(
-        cmd("useradd", &["-m", &plain.0]),
-        &["new_local_account"],
-        "ordinary account with a home",
-    );
-    expect.fires(
-        cmd("useradd", &["-M", "-o", "-u", "0", &root_uid.0]),
-        &["privileged_account_change"],
-        "useradd -o -u 0",
-    );
-    expect.fires(
-        cmd("useradd", &["-M", "-g", "0", &root_gid.0]),
-        &["privileged_account_change"],
-        "useradd -g 0",
-    );
-    expect.fires(
-        cmd("useradd", &["-M", &sudoer.0]),
-        &["new_local_account"],
-        "ordinary account",
-    );
-    expect.fires(
-        cmd("usermod", &["-aG", "sudo", &sudoer.0]),
-        &["privileged_account_change"],
-        "usermod -aG sudo",
-    );
-    expect.fires(
-        cmd("useradd", &["-M", &member.0]),
-        &["new_local_account"],
-        "ordinary account",
-    );
-    expect.quiet(
-        cmd("usermod", &["-aG", "users", &member.0]),
-        "usermod -aG users (not privileged)",
-    );
-    expect.quiet(cmd("userdel", &["-r", &plain.0]), "userdel -r");
+    let privileged: Option<&[&str]> = Some(&["privileged_account_change"]);
+    let new_account: Option<&[&str]> = Some(&["new_local_account"]);
+    let steps = [
+        // useradd -m also copies /etc/skel into the new home: no shell_profile_write.
+        (
+            "useradd",
+            vec!["-m", &plain.0],
+            new_account,
+            "ordinary account with a home",
+        ),
+        (
+            "useradd",
+            vec!["-M", "-o", "-u", "0", &root_uid.0],
+            privileged,
+            "useradd -o -u 0",
+        ),
+        (
+            "useradd",
+            vec!["-M", "-g", "0", &root_gid.0],
+            privileged,
+            "useradd -g 0",
+        ),
+        (
+            "useradd",
+            vec!["-M", &sudoer.0],
+            new_account,
+            "ordinary account",
+        ),
+        (
+            "usermod",
+            vec!["-aG", "sudo", &sudoer.0],
+            privileged,
+            "usermod -aG sudo",
+        ),
+        (
+            "useradd",
+            vec!["-M", &member.0],
+            new_account,
+            "ordinary account",
+        ),
+        (
+            "usermod",
+            vec!["-aG", "users", &member.0],
+            None,
+            "usermod -aG users (not privileged)",
+        ),
+        ("userdel", vec!["-r", &plain.0], None, "userdel -r"),
+    ];
+    for (tool, tool_args, rules, what) in steps {
+        let pid = cmd(tool, &tool_args);
+        // The databases are read when a tool's event is judged, a few ms after it: the
+        // next tool must not replace them before then (an administrator is not that fast).
+        barrier.wait(&tracer);
+        match rules {
+            Some(rules) => expect.fires(pid, rules, what),
+            None => expect.quiet(pid, what),
+        }
+    }
     let alerts = expect.check(tracer);
     let low = alerts
         .iter()

@@ -135,3 +135,61 @@ impl Drop for SystemFile {
         }
     }
 }
+
+/// A point in an `osprey secure` run up to which every security event has been judged: the
+/// rules file (`args`) makes a rename onto `osprey-barrier-N` alert, and `wait` renames one
+/// and waits for that alert. Security events are judged in the order their ring holds them,
+/// so anything the test did before was judged too. For facts read from files when an event
+/// is judged (the account databases), which the next step must not change before then.
+pub struct Barrier {
+    dir: super::TempDir,
+    rules: std::path::PathBuf,
+    next: std::cell::Cell<u32>,
+}
+
+impl Barrier {
+    pub fn new() -> Self {
+        let dir = super::TempDir::new("barrier");
+        let rules = dir.path().join("barrier.yaml");
+        std::fs::write(
+            &rules,
+            "- rule: test_barrier\n  desc: a test's barrier\n  severity: low\n  tags: [T0000]\n  \
+             condition: evt.kind = rename and fs.path.target contains osprey-barrier-\n  \
+             output: \"barrier %fs.path.target\"\n",
+        )
+        .unwrap();
+        Barrier {
+            dir,
+            rules,
+            next: std::cell::Cell::new(0),
+        }
+    }
+
+    /// The `osprey secure` arguments that load its rule.
+    pub fn args(&self) -> [&str; 2] {
+        ["--rules", self.rules.to_str().unwrap()]
+    }
+
+    /// Returns once `tracer` has judged everything done before the call.
+    pub fn wait(&self, tracer: &Tracer) {
+        let n = self.next.get();
+        self.next.set(n + 1);
+        let (from, to) = (
+            self.dir.path().join(format!("from-{n}")),
+            self.dir.path().join(format!("osprey-barrier-{n}")),
+        );
+        std::fs::write(&from, b"").unwrap();
+        std::fs::rename(&from, &to).unwrap();
+        let marker = format!("barrier {}", to.display());
+        let limit = std::time::Duration::from_secs(10) * super::slowdown();
+        let deadline = std::time::Instant::now() + limit;
+        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+            match tracer.next_line(left) {
+                Some((_, line)) if line.contains(&marker) => return,
+                Some(_) => {}
+                None => break,
+            }
+        }
+        panic!("no alert for {} within {limit:?}", to.display());
+    }
+}

@@ -1,6 +1,8 @@
-//! Account facts: after a rename or link onto the passwd or group database, both are
-//! re-read and compared with the copies from before, giving each account that was created,
-//! whose uid or primary gid changed, or that joined groups.
+//! Account facts: after a rename or link onto the passwd or group database, that database
+//! is re-read and compared with its copy from before, giving each account that was created,
+//! whose uid or primary gid changed, or that joined groups. Only the database the event
+//! names is read: events are judged a little after they happen, and the other database may
+//! by then hold the next tool's change, which belongs to that tool's own event.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -99,12 +101,13 @@ impl Accounts {
     /// The accounts changed since the last look, when `changed` is one of the databases.
     pub fn observe(&mut self, changed: &[u8]) -> Vec<AccountChange> {
         use std::os::unix::ffi::OsStrExt;
-        if changed != self.passwd.as_os_str().as_bytes()
-            && changed != self.group.as_os_str().as_bytes()
-        {
+        let (users, groups) = if changed == self.passwd.as_os_str().as_bytes() {
+            (read_users(&self.passwd), self.groups.clone())
+        } else if changed == self.group.as_os_str().as_bytes() {
+            (self.users.clone(), read_groups(&self.group))
+        } else {
             return Vec::new();
-        }
-        let (users, groups) = (read_users(&self.passwd), read_groups(&self.group));
+        };
         let out = match (&self.users, &self.groups, &users, &groups) {
             (Some(ou), Some(og), Some(nu), Some(ng)) => diff(ou, og, nu, ng),
             _ => Vec::new(),
@@ -148,10 +151,11 @@ fn diff(
     }
     for (group, (_, members)) in groups {
         let before = old_groups.get(group).map(|g| &g.1);
-        for member in members
-            .iter()
-            .filter(|m| before.is_none_or(|b| !b.contains(*m)))
-        {
+        // A member joins when the group lists it and did not, or when the account itself is
+        // new (a tool may write the group database before the passwd one).
+        let joined =
+            |m: &&Vec<u8>| before.is_none_or(|b| !b.contains(*m)) || !old_users.contains_key(*m);
+        for member in members.iter().filter(joined) {
             let Some(&(uid, gid)) = users.get(member) else {
                 continue;
             };
@@ -194,17 +198,13 @@ mod tests {
         )
         .unwrap();
         std::fs::write(&group, "root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n").unwrap();
-        let changes = a.observe(&p);
+        let g = group.to_str().unwrap().as_bytes().to_vec();
+        // passwd's event, then group's.
+        let mut changes = a.observe(&p);
+        changes.extend(a.observe(&g));
         assert_eq!(
             changes,
             vec![
-                AccountChange {
-                    name: b"bob".to_vec(),
-                    uid: 1000,
-                    gid: 1000,
-                    groups: vec![b"sudo".to_vec()],
-                    new: false
-                },
                 AccountChange {
                     name: b"evil".to_vec(),
                     uid: 0,
@@ -212,10 +212,76 @@ mod tests {
                     groups: vec![b"root".to_vec()],
                     new: true
                 },
+                AccountChange {
+                    name: b"bob".to_vec(),
+                    uid: 1000,
+                    gid: 1000,
+                    groups: vec![b"sudo".to_vec()],
+                    new: false
+                },
             ]
         );
         assert!(a.observe(&p).is_empty(), "reported once");
+        assert!(a.observe(&g).is_empty(), "reported once");
         assert!(a.observe(b"/etc/hosts").is_empty());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// Events are judged after the fact: a group change is read without the passwd change
+    /// that followed it, and a new account's memberships count once the account appears.
+    #[test]
+    fn each_event_reads_only_the_database_it_names() {
+        let dir = std::env::temp_dir().join(format!("osprey-accounts-db-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh
+bob:x:1000:1000::/:/bin/sh
+",
+        )
+        .unwrap();
+        std::fs::write(&group, "root:x:0:\nsudo:x:27:\nbob:x:1000:\n").unwrap();
+        let mut a = Accounts::new(passwd.clone(), group.clone());
+        let (p, g) = (
+            passwd.to_str().unwrap().as_bytes().to_vec(),
+            group.to_str().unwrap().as_bytes().to_vec(),
+        );
+        // bob joins sudo (group), then a later tool adds eve (passwd) before that event is judged.
+        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n").unwrap();
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh
+bob:x:1000:1000::/:/bin/sh
+eve:x:1001:1001::/:/bin/sh
+",
+        )
+        .unwrap();
+        let on_group = a.observe(&g);
+        assert_eq!(on_group.len(), 1, "{on_group:?}");
+        assert_eq!(on_group[0].name, b"bob");
+        assert_eq!(on_group[0].groups, vec![b"sudo".to_vec()]);
+        let on_passwd = a.observe(&p);
+        assert_eq!(on_passwd.len(), 1, "{on_passwd:?}");
+        assert!(on_passwd[0].new && on_passwd[0].name == b"eve");
+        // A new account listed in sudo before its passwd line was written joins sudo with it.
+        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob,mal\nbob:x:1000:\n").unwrap();
+        assert!(a.observe(&g).is_empty(), "mal has no account yet");
+        std::fs::write(
+            &passwd,
+            "root:x:0:0::/root:/bin/sh
+bob:x:1000:1000::/:/bin/sh
+eve:x:1001:1001::/:/bin/sh
+mal:x:1002:1002::/:/bin/sh
+",
+        )
+        .unwrap();
+        let mal = a.observe(&p);
+        assert_eq!(mal.len(), 1, "{mal:?}");
+        assert!(
+            mal[0].new && mal[0].groups.contains(&b"sudo".to_vec()),
+            "{mal:?}"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }
