@@ -100,6 +100,9 @@ pub(super) fn attach_role(
 /// after its hooks on every syscall (`tp_btf`, `raw_tp`), the rest keeping their order.
 fn hooks_in_order(role: &Role, every_syscall_first: bool) -> Vec<&Hook> {
     let hooks: Vec<&Hook> = role.hooks.iter().collect();
+    if !every_syscall_first {
+        return hooks;
+    }
     let on_every_syscall = |h: &&Hook| {
         matches!(
             h.attach,
@@ -107,8 +110,7 @@ fn hooks_in_order(role: &Role, every_syscall_first: bool) -> Vec<&Hook> {
                 | Attach::RawTracepoint("sys_enter" | "sys_exit")
         )
     };
-    let last = hooks.iter().rposition(on_every_syscall);
-    let Some(last) = last.filter(|_| every_syscall_first) else {
+    let Some(last) = hooks.iter().rposition(on_every_syscall) else {
         return hooks;
     };
     let (per_syscall, others): (Vec<&Hook>, Vec<&Hook>) = hooks[..=last]

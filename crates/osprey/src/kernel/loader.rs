@@ -70,8 +70,8 @@ pub struct LoadOptions {
     /// listed handles its hook's own list.
     pub syscalls: Vec<(&'static str, SyscallSet)>,
     /// Try a role's hooks on every syscall (`tp_btf`, `raw_tp`) before its per-syscall
-    /// tracepoints. Per-syscall tracepoints add nothing to other syscalls but cost more per
-    /// traced call (the kernel's tracepoint glue runs before the program): right for an
+    /// tracepoints. Per-syscall tracepoints cost other syscalls only a bitmap test but more
+    /// per traced call (the kernel's tracepoint glue runs before the program): right for an
     /// always-on monitor of a few syscalls, wrong for a tracer of the very calls it asks for.
     pub prefer_every_syscall_hook: bool,
 }
