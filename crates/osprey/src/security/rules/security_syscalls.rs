@@ -37,13 +37,15 @@ impl Domain for SecuritySyscalls {
     /// `evt.kind = K`: the syscalls of class K; `evt.syscall = NAME`: that one.
     fn leaf(&self, field: &str, op: Op, value: &Literal) -> Self::Req {
         let value = text(value).filter(|_| op == Op::Eq)?;
-        let by = |s: &&(u32, &'static str, &'static str)| match field {
-            "evt.kind" => s.2 == value,
-            "evt.syscall" => s.1 == value,
-            _ => false,
+        let by_class = match field {
+            "evt.kind" => true,
+            "evt.syscall" => false,
+            _ => return None,
         };
-        matches!(field, "evt.kind" | "evt.syscall")
-            .then(|| SYSCALLS.iter().filter(by).map(|s| s.1).collect())
+        let named = |&&(_, name, class): &&(u32, &'static str, &'static str)| {
+            value == if by_class { class } else { name }
+        };
+        Some(SYSCALLS.iter().filter(named).map(|s| s.1).collect())
     }
 
     fn all(&self, parts: Vec<Self::Req>) -> Self::Req {
