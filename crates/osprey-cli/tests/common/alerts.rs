@@ -182,14 +182,6 @@ impl Barrier {
         std::fs::rename(&from, &to).unwrap();
         let marker = format!("barrier {}", to.display());
         let limit = std::time::Duration::from_secs(10) * super::slowdown();
-        let deadline = std::time::Instant::now() + limit;
-        while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-            match tracer.next_line(left) {
-                Some((_, line)) if line.contains(&marker) => return,
-                Some(_) => {}
-                None => break,
-            }
-        }
-        panic!("no alert for {} within {limit:?}", to.display());
+        tracer.wait_lines(limit, 1, |line| line.contains(&marker));
     }
 }
