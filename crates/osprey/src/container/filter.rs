@@ -2,6 +2,9 @@
 //! Decided in user space on the container of each event's cgroup. A container whose
 //! metadata is still pending matches by id only (its name and pod are not known yet).
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use super::Container;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -33,6 +36,12 @@ impl ContainerFilter {
         any(&self.containers, &|w| c.matches(w))
             && any(&self.pods, &|w| c.pod_name() == Some(w))
             && any(&self.namespaces, &|w| c.pod_namespace() == Some(w))
+    }
+
+    /// `matches` for the container of `pid` in `containers` (by pid, as
+    /// `pids::Cgroups::containers` gives them; a pid not there is on the host).
+    pub fn matches_pid(&self, containers: &HashMap<u32, Arc<Container>>, pid: u32) -> bool {
+        self.matches(containers.get(&pid).map(|c| &**c))
     }
 }
 

@@ -250,7 +250,7 @@ fn keep_containers<T>(
     containers: &HashMap<u32, Arc<Container>>,
     filter: &ContainerFilter,
 ) {
-    by_pid.retain(|pid, _| filter.matches(containers.get(pid).map(|c| &**c)));
+    by_pid.retain(|&pid, _| filter.matches_pid(containers, pid));
 }
 
 fn numbered(per_second: &[Faults]) -> Vec<Second> {

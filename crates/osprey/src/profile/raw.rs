@@ -9,7 +9,7 @@ use super::frame::{CodeAddr, Frame, RawFrame};
 use super::procmaps::ProcessMaps;
 use super::symbolize::Symbolizer;
 use super::{BinaryUnwinder, Losses, Profile, ProfileKind, ProfileOptions, StackSample};
-use crate::container::pids::Tag;
+use crate::container::pids::{self, Tag};
 use crate::container::Container;
 
 /// One aggregated row read from the kernel or built from events.
@@ -46,7 +46,7 @@ impl RawProfile {
     }
 
     /// Like `symbolize`, through a given symbolizer (one that carries a frame cache).
-    /// The processes' containers are named first (waiting at most `CONTAINER_WAIT` for the
+    /// The processes' containers are named first (waiting at most `pids::WAIT` for the
     /// runtimes): samples the options' container filter leaves out are not symbolized.
     pub fn symbolize_with(
         self,
@@ -54,8 +54,8 @@ impl RawProfile {
         duration_secs: f64,
         symbolizer: &mut Symbolizer,
     ) -> Profile {
-        let pids: HashSet<u32> = self.samples.iter().map(|s| s.pid).collect();
-        let containers = self.maps.cgroups.containers(pids, CONTAINER_WAIT);
+        let sampled: HashSet<u32> = self.samples.iter().map(|s| s.pid).collect();
+        let containers = self.maps.cgroups.containers(sampled, pids::WAIT);
         self.build(command, duration_secs, symbolizer, &containers)
     }
 
@@ -75,11 +75,7 @@ impl RawProfile {
             options,
             losses,
         } = self;
-        raw.retain(|r| {
-            options
-                .containers
-                .matches(containers.get(&r.pid).map(|c| &**c))
-        });
+        raw.retain(|r| options.containers.matches_pid(containers, r.pid));
         let (kernel_frames, user_frames) = name_addrs(&raw, &maps, symbolizer);
         let mut merged: HashMap<(u32, String, Vec<Frame>, Option<Unwinder>), u64> = HashMap::new();
         for r in raw {
@@ -154,9 +150,6 @@ fn name_addrs(raw: &[RawSample], maps: &ProcessMaps, symbolizer: &mut Symbolizer
     }
     (kernel_frames, user_frames)
 }
-
-/// Longest wait for the runtimes to name the containers of the profiled processes.
-const CONTAINER_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Per binary with user frames, the unwinders its samples went through.
 fn binary_unwinders(stacks: &[StackSample]) -> Vec<BinaryUnwinder> {

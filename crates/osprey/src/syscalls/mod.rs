@@ -134,7 +134,7 @@ pub fn tag_containers(
 ) {
     use crate::container::pids;
     let containers = seen.containers(rows.iter().map(|r| r.pid), pids::WAIT);
-    rows.retain(|r| filter.matches(containers.get(&r.pid).map(|c| &**c)));
+    rows.retain(|r| filter.matches_pid(&containers, r.pid));
     for row in rows {
         row.container = containers.get(&row.pid).map(|c| pids::Tag::of(c));
     }
