@@ -115,28 +115,6 @@ impl Cgroups {
     }
 }
 
-/// The container of each pid that is in one (host processes and gone ones are left out),
-/// waiting at most `wait` for the runtimes' answers.
-pub fn tags_of(pids: impl IntoIterator<Item = u32>, wait: Duration) -> HashMap<u32, Tag> {
-    tags_of_cgroups(
-        pids.into_iter()
-            .filter_map(|pid| Some((pid, cgroup_of(pid)?))),
-        wait,
-    )
-}
-
-/// `tags_of` for pids whose cgroups were read before (while they lived): a cgroup that still
-/// exists resolves by its id even when its process is gone.
-pub fn tags_of_cgroups(
-    pids: impl IntoIterator<Item = (u32, u64)>,
-    wait: Duration,
-) -> HashMap<u32, Tag> {
-    containers_of_cgroups(pids, wait)
-        .into_iter()
-        .map(|(pid, c)| (pid, Tag::of(&c)))
-        .collect()
-}
-
 /// The container of each pid of `pids` (with the cgroup read while it lived) that is in one,
 /// for filters (`ContainerFilter::matches`) and tags alike.
 pub fn containers_of_cgroups(
@@ -212,13 +190,13 @@ mod tests {
     }
 
     #[test]
-    fn host_processes_have_no_tag() {
+    fn host_processes_have_no_container() {
         let me = std::process::id();
         let in_container = resolve::v2_path_of_pid(me)
             .and_then(|p| super::super::cgroup_path::identify(&p))
             .is_some();
-        let tags = tags_of([me, u32::MAX], Duration::from_millis(10));
-        assert_eq!(tags.contains_key(&me), in_container);
-        assert!(!tags.contains_key(&u32::MAX), "no such process");
+        let containers = Cgroups::default().containers([me, u32::MAX], Duration::from_millis(10));
+        assert_eq!(containers.contains_key(&me), in_container);
+        assert!(!containers.contains_key(&u32::MAX), "no such process");
     }
 }
