@@ -178,30 +178,70 @@ fn diff(
 mod tests {
     use super::*;
 
+    /// A passwd and a group database in a directory of their own (removed on drop), the
+    /// `Accounts` that watches them, and the paths their events name.
+    struct Databases {
+        dir: PathBuf,
+        accounts: Accounts,
+        passwd: Vec<u8>,
+        group: Vec<u8>,
+    }
+
+    impl Databases {
+        fn new(tag: &str, passwd: &str, group: &str) -> Self {
+            let dir = std::env::temp_dir().join(format!("osprey-{tag}-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let (p, g) = (dir.join("passwd"), dir.join("group"));
+            std::fs::write(&p, passwd).unwrap();
+            std::fs::write(&g, group).unwrap();
+            let path = |p: &PathBuf| p.to_str().unwrap().as_bytes().to_vec();
+            Databases {
+                passwd: path(&p),
+                group: path(&g),
+                accounts: Accounts::new(p, g),
+                dir,
+            }
+        }
+
+        fn write_passwd(&self, text: &str) {
+            std::fs::write(self.dir.join("passwd"), text).unwrap();
+        }
+
+        fn write_group(&self, text: &str) {
+            std::fs::write(self.dir.join("group"), text).unwrap();
+        }
+
+        /// The changes an event on the passwd database reports.
+        fn passwd_event(&mut self) -> Vec<AccountChange> {
+            self.accounts.observe(&self.passwd)
+        }
+
+        fn group_event(&mut self) -> Vec<AccountChange> {
+            self.accounts.observe(&self.group)
+        }
+    }
+
+    impl Drop for Databases {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
     #[test]
     fn new_accounts_uid_changes_and_group_joins_are_reported() {
-        let dir = std::env::temp_dir().join(format!("osprey-accounts-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
-        std::fs::write(
-            &passwd,
+        let mut db = Databases::new(
+            "accounts",
             "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(&group, "root:x:0:\nsudo:x:27:\nbob:x:1000:\n").unwrap();
-        let mut a = Accounts::new(passwd.clone(), group.clone());
-        let p = passwd.to_str().unwrap().as_bytes().to_vec();
-        assert!(a.observe(&p).is_empty());
-        std::fs::write(
-            &passwd,
+            "root:x:0:\nsudo:x:27:\nbob:x:1000:\n",
+        );
+        assert!(db.passwd_event().is_empty());
+        db.write_passwd(
             "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/sh\nevil:x:0:0::/:/bin/sh\n",
-        )
-        .unwrap();
-        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n").unwrap();
-        let g = group.to_str().unwrap().as_bytes().to_vec();
+        );
+        db.write_group("root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n");
         // passwd's event, then group's.
-        let mut changes = a.observe(&p);
-        changes.extend(a.observe(&g));
+        let mut changes = db.passwd_event();
+        changes.extend(db.group_event());
         assert_eq!(
             changes,
             vec![
@@ -221,67 +261,43 @@ mod tests {
                 },
             ]
         );
-        assert!(a.observe(&p).is_empty(), "reported once");
-        assert!(a.observe(&g).is_empty(), "reported once");
-        assert!(a.observe(b"/etc/hosts").is_empty());
-        std::fs::remove_dir_all(&dir).unwrap();
+        assert!(db.passwd_event().is_empty(), "reported once");
+        assert!(db.group_event().is_empty(), "reported once");
+        assert!(db.accounts.observe(b"/etc/hosts").is_empty());
     }
 
     /// Events are judged after the fact: a group change is read without the passwd change
     /// that followed it, and a new account's memberships count once the account appears.
     #[test]
     fn each_event_reads_only_the_database_it_names() {
-        let dir = std::env::temp_dir().join(format!("osprey-accounts-db-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let (passwd, group) = (dir.join("passwd"), dir.join("group"));
-        std::fs::write(
-            &passwd,
-            "root:x:0:0::/root:/bin/sh
-bob:x:1000:1000::/:/bin/sh
-",
-        )
-        .unwrap();
-        std::fs::write(&group, "root:x:0:\nsudo:x:27:\nbob:x:1000:\n").unwrap();
-        let mut a = Accounts::new(passwd.clone(), group.clone());
-        let (p, g) = (
-            passwd.to_str().unwrap().as_bytes().to_vec(),
-            group.to_str().unwrap().as_bytes().to_vec(),
+        let mut db = Databases::new(
+            "accounts-db",
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/:/bin/sh\n",
+            "root:x:0:\nsudo:x:27:\nbob:x:1000:\n",
         );
         // bob joins sudo (group), then a later tool adds eve (passwd) before that event is judged.
-        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n").unwrap();
-        std::fs::write(
-            &passwd,
-            "root:x:0:0::/root:/bin/sh
-bob:x:1000:1000::/:/bin/sh
-eve:x:1001:1001::/:/bin/sh
-",
-        )
-        .unwrap();
-        let on_group = a.observe(&g);
+        db.write_group("root:x:0:\nsudo:x:27:bob\nbob:x:1000:\n");
+        db.write_passwd(
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/:/bin/sh\neve:x:1001:1001::/:/bin/sh\n",
+        );
+        let on_group = db.group_event();
         assert_eq!(on_group.len(), 1, "{on_group:?}");
         assert_eq!(on_group[0].name, b"bob");
         assert_eq!(on_group[0].groups, vec![b"sudo".to_vec()]);
-        let on_passwd = a.observe(&p);
+        let on_passwd = db.passwd_event();
         assert_eq!(on_passwd.len(), 1, "{on_passwd:?}");
         assert!(on_passwd[0].new && on_passwd[0].name == b"eve");
         // A new account listed in sudo before its passwd line was written joins sudo with it.
-        std::fs::write(&group, "root:x:0:\nsudo:x:27:bob,mal\nbob:x:1000:\n").unwrap();
-        assert!(a.observe(&g).is_empty(), "mal has no account yet");
-        std::fs::write(
-            &passwd,
-            "root:x:0:0::/root:/bin/sh
-bob:x:1000:1000::/:/bin/sh
-eve:x:1001:1001::/:/bin/sh
-mal:x:1002:1002::/:/bin/sh
-",
-        )
-        .unwrap();
-        let mal = a.observe(&p);
+        db.write_group("root:x:0:\nsudo:x:27:bob,mal\nbob:x:1000:\n");
+        assert!(db.group_event().is_empty(), "mal has no account yet");
+        db.write_passwd(
+            "root:x:0:0::/root:/bin/sh\nbob:x:1000:1000::/:/bin/sh\neve:x:1001:1001::/:/bin/sh\nmal:x:1002:1002::/:/bin/sh\n",
+        );
+        let mal = db.passwd_event();
         assert_eq!(mal.len(), 1, "{mal:?}");
         assert!(
             mal[0].new && mal[0].groups.contains(&b"sudo".to_vec()),
             "{mal:?}"
         );
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }
