@@ -296,7 +296,7 @@ mod tests {
     #[test]
     fn pending_until_the_runtime_answers_then_known_on_every_cgroup() {
         let (mut c, asked, answer) = registry();
-        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let identity = docker(ID);
         let first = c.container(identity.clone());
         c.by_cgroup.insert(7, Slot::Container(first));
         let again = c.container(identity);
@@ -336,7 +336,7 @@ mod tests {
     #[test]
     fn a_container_no_runtime_described_is_asked_again_later() {
         let (mut c, asked, answer) = registry();
-        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let identity = docker(ID);
         c.container(identity);
         assert_eq!(asked.try_iter().count(), 1);
         answer
@@ -358,7 +358,7 @@ mod tests {
     #[test]
     fn due_questions_wait_for_the_lookup_threads_tick() {
         let (mut c, asked, answer) = registry();
-        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let identity = docker(ID);
         c.container(identity);
         assert_eq!(asked.try_iter().count(), 1);
         let earlier = Instant::now().checked_sub(retry::DELAYS[0] * 2).unwrap();
@@ -368,6 +368,11 @@ mod tests {
         answer.send(runtimes::Update::tick()).unwrap();
         c.poll();
         assert_eq!(asked.try_iter().count(), 1, "asked again on the tick");
+    }
+
+    /// The identity of docker container `id`, as its cgroup path gives it.
+    fn docker(id: &str) -> cgroup_path::Identity {
+        cgroup_path::identify(&format!("/docker/{id}")).unwrap()
     }
 
     fn known(name: &str) -> MetadataState {
@@ -383,7 +388,7 @@ mod tests {
         const ID: &str = "5e7a11ed0fa11ed5e7a11ed0fa11ed5e7a11ed0fa11ed5e7a11ed0fa11ed5e7a";
         let (mut c, asked, answer) = registry();
         let watcher = watch();
-        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let identity = docker(ID);
         let first = c.container(identity);
         c.by_cgroup.insert(7, Slot::Container(first));
         let say = |state| {
@@ -418,7 +423,7 @@ mod tests {
     #[test]
     fn a_container_whose_cgroups_are_gone_is_forgotten_at_its_refresh() {
         let (mut c, asked, answer) = registry();
-        let identity = cgroup_path::identify(&format!("/docker/{ID}")).unwrap();
+        let identity = docker(ID);
         let first = c.container(identity);
         // No cgroup has this id: the container has stopped.
         c.by_cgroup.insert(u64::MAX - 7, Slot::Container(first));
